@@ -1,0 +1,688 @@
+//! The engine: reads inputs in a fixed order, runs record-wise stages in parallel over batches,
+//! runs global stages as map → exchange → reduce → finish → apply, and writes outputs.
+//!
+//! Determinism: records have a position given by input order alone; rayon's ordered collects
+//! keep batch order; global stages sort by (key, position); no hash map's iteration order ever
+//! reaches an output. So output bytes do not depend on the thread count.
+//!
+//! Memory: streaming stages hold one batch. A global stage holds its keys (exact dedup: 16 bytes
+//! of hash + 8 of position + the sample id, per sample) and its decisions; the samples
+//! themselves wait in a spill file in the staging directory, not in memory.
+
+use crate::config::{OutputFormat, Plan};
+use crate::error::{Error, Result};
+use crate::io::convert::convert;
+use crate::io::writers::{DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink};
+use crate::io::{read_file, Payload, RawRecord};
+use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
+use crate::sample::Sample;
+use crate::stages::{Decision, Decisions, DropReason, GlobalStage, Stage, StageCx, Verdict};
+use crate::storage::{AtomicFile, RunDir};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of one run that are not part of the pipeline file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Overrides the pipeline's `max_reject_ratio`.
+    pub max_reject_ratio: Option<f64>,
+    /// Overrides the pipeline's output directory.
+    pub output_dir: Option<PathBuf>,
+    /// Called after each batch with progress.
+    pub progress: Option<Box<dyn Fn(&Progress) + Send + Sync>>,
+}
+
+/// Progress of a run.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// What is happening (`reading`, `stage 2: exact_dedup`).
+    pub phase: String,
+    /// Input bytes read so far.
+    pub bytes: u64,
+    /// Input bytes in all.
+    pub total_bytes: u64,
+    /// Records handled in this phase.
+    pub records: u64,
+}
+
+/// Records per parallel work item: large enough to amortize scheduling, small enough to balance.
+const CHUNK: usize = 64;
+/// Partitions of a global stage's exchange.
+const PARTITIONS: usize = 64;
+
+/// One unit of work for the parallel part.
+enum Unit {
+    Raw(RawRecord),
+    Spilled { pos: u64, input: usize, line: Vec<u8> },
+}
+
+/// What happened to one unit.
+enum Outcome {
+    Rejected { input: usize, reject: Reject },
+    Dropped { input: usize, stage: usize, sample: Sample, reason: DropReason, format: Option<&'static str> },
+    Kept { input: usize, sample: Sample, format: Option<&'static str> },
+}
+
+/// One line of rejects.jsonl.
+#[derive(Serialize)]
+struct Reject {
+    input: String,
+    file: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    line: u64,
+    record: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    split: Option<String>,
+    error: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    snippet: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn snippet(p: &Payload) -> String {
+    const MAX: usize = 200;
+    let s = match p {
+        Payload::Json(b) | Payload::Text(b) => String::from_utf8_lossy(&b[..b.len().min(MAX * 4)]).into_owned(),
+        Payload::Csv(r) => r.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(","),
+        Payload::Value(v) => v.to_string(),
+        Payload::Error(_) => String::new(),
+    };
+    s.chars().take(MAX).collect()
+}
+
+/// Per-chunk stage statistics, summed in order after each batch.
+#[derive(Default, Clone)]
+struct StageStats {
+    input: u64,
+    kept: u64,
+    cpu: Duration,
+}
+
+struct ChunkResult {
+    outcomes: Vec<Outcome>,
+    stats: Vec<StageStats>,
+    counters: Vec<BTreeMap<&'static str, u64>>,
+}
+
+/// A run in progress.
+struct Engine<'p> {
+    plan: &'p Plan,
+    names: Vec<String>,
+    run: RunDir,
+    inputs: Vec<InputReport>,
+    stage_reports: Vec<StageReport>,
+    stage_cpu: Vec<Duration>,
+    rejects: Option<AtomicFile>,
+    rejects_path: PathBuf,
+    file_rejects: BTreeMap<(usize, String), u64>,
+    curated: Vec<Box<dyn SampleSink>>,
+    dropped: Vec<Box<dyn SampleSink>>,
+    bytes_read: Arc<AtomicU64>,
+    total_bytes: u64,
+    progress: Option<Box<dyn Fn(&Progress) + Send + Sync>>,
+}
+
+/// Run a compiled pipeline and publish its outputs. Returns the report (also written to
+/// report.json); a run over `max_reject_ratio` is published to `<dir>.failed` and returns
+/// [`Error::TooManyRejects`].
+pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
+    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Output { path: plan.output_dir.clone(), message: format!("cannot start worker threads: {e}") })?;
+    pool.install(|| run_in_pool(plan, opts, threads))
+}
+
+fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> {
+    let started = Instant::now();
+    let out_dir = opts.output_dir.clone().unwrap_or_else(|| plan.output_dir.clone());
+    let run = RunDir::begin(&out_dir)?;
+    let root = run.path("");
+    let mut curated: Vec<Box<dyn SampleSink>> = Vec::new();
+    let mut dropped: Vec<Box<dyn SampleSink>> = Vec::new();
+    for f in &plan.formats {
+        match f {
+            OutputFormat::Parquet => {
+                curated.push(Box::new(ParquetSink::new(&root, run.path("curated"), plan.rows_per_file, false)));
+                dropped.push(Box::new(ParquetSink::new(&root, run.path("dropped"), plan.rows_per_file, true)));
+            }
+            OutputFormat::Jsonl => {
+                curated.push(Box::new(JsonlSink::new(&root, run.path("curated"), plan.rows_per_file)));
+                dropped.push(Box::new(JsonlSink::new(&root, run.path("dropped"), plan.rows_per_file)));
+            }
+            OutputFormat::Llamafactory => curated.push(Box::new(LlamaFactorySink::new(
+                &root,
+                run.path("export/llamafactory"),
+                &plan.llamafactory_name,
+                plan.llamafactory_style,
+            ))),
+        }
+    }
+    let stages: Vec<Stage> = plan.stages.iter().map(|s| s.build()).collect();
+    let names: Vec<String> = plan.stages.iter().enumerate().map(|(i, s)| format!("stages[{i}].{}", s.type_name())).collect();
+    let total_bytes = plan
+        .inputs
+        .iter()
+        .flat_map(|i| i.files.iter())
+        .map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .sum();
+    let mut engine = Engine {
+        plan,
+        names,
+        inputs: plan.inputs.iter().map(|i| InputReport { name: i.name.clone(), ..Default::default() }).collect(),
+        stage_reports: plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StageReport { index: i, kind: s.type_name().to_string(), ..Default::default() })
+            .collect(),
+        stage_cpu: vec![Duration::ZERO; stages.len()],
+        rejects: Some(AtomicFile::create(run.path("rejects.jsonl"))?),
+        rejects_path: run.path("rejects.jsonl"),
+        file_rejects: BTreeMap::new(),
+        run,
+        curated,
+        dropped,
+        bytes_read: Arc::new(AtomicU64::new(0)),
+        total_bytes,
+        progress: opts.progress,
+    };
+    engine.execute(&stages)?;
+    engine.finish(started, threads, opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio))
+}
+
+/// Where a segment's records come from.
+enum Source {
+    Inputs,
+    Spill { path: PathBuf, decisions: Decisions, stage: usize },
+}
+
+impl Engine<'_> {
+    /// Split the stage list at global stages and run each segment.
+    fn execute(&mut self, stages: &[Stage]) -> Result<()> {
+        let mut source = Source::Inputs;
+        let mut start = 0;
+        let mut spill_no = 0;
+        loop {
+            let global = (start..stages.len()).find(|&i| !matches!(stages[i], Stage::Record(_)));
+            let end = global.unwrap_or(stages.len());
+            let record_stages: Vec<usize> = (start..end).collect();
+            match global {
+                None => {
+                    self.segment(stages, source, &record_stages, None)?;
+                    return Ok(());
+                }
+                Some(g) => {
+                    let spill = self.run.path(&format!(".work/spill-{spill_no}.jsonl"));
+                    spill_no += 1;
+                    let decisions = self.segment(stages, source, &record_stages, Some((g, spill.clone())))?;
+                    source = Source::Spill { path: spill, decisions, stage: g };
+                    start = g + 1;
+                }
+            }
+        }
+    }
+
+    /// Run one segment: its source, its record-wise stages, then either the final sinks or the
+    /// map side of global stage `g` (samples spilled to `spill`). Returns g's decisions.
+    fn segment(&mut self, stages: &[Stage], source: Source, record_stages: &[usize], global: Option<(usize, PathBuf)>) -> Result<Decisions> {
+        let mut spill_out = match &global {
+            Some((_, p)) => Some(AtomicFile::create(p)?),
+            None => None,
+        };
+        let mut collector = match &global {
+            Some((g, _)) => Some(match &stages[*g] {
+                Stage::ExactDedup(d) => Collector::ExactDedup(KeyCollector::new(d)),
+                Stage::Record(_) => unreachable!("segment boundaries are global stages"),
+            }),
+            None => None,
+        };
+        let mut pos = 0u64;
+        let mut records = 0u64;
+        let phase = match &global {
+            Some((g, _)) => format!("reading → {}", self.names[*g]),
+            None => "reading".to_string(),
+        };
+        let mut on_batch = |eng: &mut Engine<'_>, batch: Vec<Unit>, decisions: Option<(&Decisions, usize)>| -> Result<()> {
+            records += batch.len() as u64;
+            let kept = eng.process_batch(stages, batch, record_stages, decisions)?;
+            match (&mut collector, &mut spill_out) {
+                (Some(c), Some(out)) => {
+                    let lines: Vec<Vec<u8>> = kept
+                        .par_iter()
+                        .map(|(input, s)| {
+                            let mut v = format!("{input}\t").into_bytes();
+                            v.extend(serde_json::to_vec(s).unwrap_or_default());
+                            v.push(b'\n');
+                            v
+                        })
+                        .collect();
+                    for l in &lines {
+                        out.write_all(l).map_err(|e| Error::io(out.path(), e))?;
+                    }
+                    let started = Instant::now();
+                    c.map(&kept, pos);
+                    if let Some((g, _)) = &global {
+                        eng.stage_cpu[*g] += started.elapsed();
+                    }
+                    pos += kept.len() as u64;
+                }
+                _ => eng.emit_kept(kept)?,
+            }
+            if let Some(p) = &eng.progress {
+                p(&Progress {
+                    phase: phase.clone(),
+                    bytes: eng.bytes_read.load(Ordering::Relaxed),
+                    total_bytes: eng.total_bytes,
+                    records,
+                });
+            }
+            Ok(())
+        };
+
+        match source {
+            Source::Inputs => {
+                let batch_size = self.plan.batch_size;
+                let mut batch = Vec::with_capacity(batch_size);
+                for (i, input) in self.plan.inputs.iter().enumerate() {
+                    let iplan = Arc::new(input.clone());
+                    for (path, display) in &input.files {
+                        let mut records_in_file = 0u64;
+                        let bytes_read = self.bytes_read.clone();
+                        let mut last_number = 0u64;
+                        let mut meta = None;
+                        let status = read_file(i, &iplan, path, display, self.plan.max_record_bytes, &bytes_read, &mut |rec| {
+                            records_in_file += 1;
+                            last_number = rec.number;
+                            if meta.is_none() {
+                                meta = Some((format!("{:?}", rec.cx.reader).to_lowercase(), rec.cx.encoding.as_str().to_string()));
+                            }
+                            batch.push(Unit::Raw(rec));
+                            if batch.len() >= batch_size {
+                                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                                on_batch(self, full, None)?;
+                            }
+                            Ok(())
+                        })?;
+                        let (reader, encoding) = meta.unwrap_or_default();
+                        let mut fr = FileReport {
+                            path: display.clone(),
+                            reader,
+                            encoding,
+                            records: records_in_file,
+                            bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
+                            ..Default::default()
+                        };
+                        if let Err(message) = status {
+                            // The rest of the file is unusable: one reject says where and why.
+                            fr.error = Some(message.clone());
+                            fr.records += 1;
+                            let reject = Reject {
+                                input: input.name.clone(),
+                                file: display.clone(),
+                                line: 0,
+                                record: last_number + 1,
+                                split: None,
+                                error: message,
+                                snippet: String::new(),
+                            };
+                            self.reject(i, reject)?;
+                        }
+                        self.inputs[i].read += fr.records;
+                        self.inputs[i].files.push(fr);
+                    }
+                }
+                if !batch.is_empty() {
+                    on_batch(self, batch, None)?;
+                }
+            }
+            Source::Spill { path, decisions, stage } => {
+                let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+                let reader = BufReader::with_capacity(1 << 20, file);
+                let mut batch = Vec::with_capacity(self.plan.batch_size);
+                for (n, line) in reader.split(b'\n').enumerate() {
+                    let mut line = line.map_err(|e| Error::io(&path, e))?;
+                    let tab = line.iter().position(|&b| b == b'\t').unwrap_or(0);
+                    let input = std::str::from_utf8(&line[..tab]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    line.drain(..=tab);
+                    batch.push(Unit::Spilled { pos: n as u64, input, line });
+                    if batch.len() >= self.plan.batch_size {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(self.plan.batch_size));
+                        on_batch(self, full, Some((&decisions, stage)))?;
+                    }
+                }
+                if !batch.is_empty() {
+                    on_batch(self, batch, Some((&decisions, stage)))?;
+                }
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        if let Some(out) = spill_out {
+            out.commit()?;
+        }
+        let Some((g, _)) = global else {
+            return Ok(Decisions::new());
+        };
+        let started = Instant::now();
+        let decisions = match collector {
+            Some(Collector::ExactDedup(c)) => c.resolve(),
+            None => Decisions::new(),
+        };
+        self.stage_cpu[g] += started.elapsed();
+        let report = &mut self.stage_reports[g];
+        report.input = pos;
+        report.kept = pos - decisions.len() as u64;
+        Ok(decisions)
+    }
+
+    /// Parallel part of a batch, then in-order accounting. Returns kept samples with their input.
+    fn process_batch(&mut self, stages: &[Stage], batch: Vec<Unit>, record_stages: &[usize], decisions: Option<(&Decisions, usize)>) -> Result<Vec<(usize, Sample)>> {
+        let seed = self.plan.seed;
+        let inputs = &self.plan.inputs;
+        let n_stages = stages.len();
+        let chunks: Vec<ChunkResult> = batch
+            .par_chunks(CHUNK)
+            .map(|chunk| {
+                let mut cx = StageCx::new(seed);
+                let mut stats = vec![StageStats::default(); n_stages];
+                let mut counters = vec![BTreeMap::new(); n_stages];
+                let outcomes = chunk
+                    .iter()
+                    .map(|unit| {
+                        let (input, sample, format) = match unit {
+                            Unit::Raw(rec) => match convert(rec) {
+                                Ok((s, f)) => (rec.cx.input, s, Some(f.as_str())),
+                                Err(error) => {
+                                    return Outcome::Rejected {
+                                        input: rec.cx.input,
+                                        reject: Reject {
+                                            input: inputs[rec.cx.input].name.clone(),
+                                            file: rec.cx.file.to_string(),
+                                            line: rec.line,
+                                            record: rec.number,
+                                            split: rec.split.as_ref().map(|s| s.to_string()),
+                                            error,
+                                            snippet: snippet(&rec.payload),
+                                        },
+                                    }
+                                }
+                            },
+                            Unit::Spilled { pos, input, line } => {
+                                let sample: Sample = match serde_json::from_slice(line) {
+                                    Ok(s) => s,
+                                    Err(e) => {
+                                        return Outcome::Rejected {
+                                            input: *input,
+                                            reject: Reject {
+                                                input: inputs[*input].name.clone(),
+                                                file: "<spill>".into(),
+                                                line: *pos + 1,
+                                                record: *pos + 1,
+                                                split: None,
+                                                error: format!("internal spill record unreadable: {e}"),
+                                                snippet: String::new(),
+                                            },
+                                        }
+                                    }
+                                };
+                                if let Some((d, g)) = decisions {
+                                    if let Some(Decision::Drop(reason)) = d.get(pos) {
+                                        return Outcome::Dropped { input: *input, stage: g, sample, reason: reason.clone(), format: None };
+                                    }
+                                }
+                                (*input, sample, None)
+                            }
+                        };
+                        let mut sample = sample;
+                        for &si in record_stages {
+                            let Stage::Record(stage) = &stages[si] else { continue };
+                            cx.counters.clear();
+                            let t = Instant::now();
+                            let verdict = stage.process(sample, &mut cx);
+                            stats[si].cpu += t.elapsed();
+                            stats[si].input += 1;
+                            for (k, v) in &cx.counters {
+                                *counters[si].entry(*k).or_default() += v;
+                            }
+                            match verdict {
+                                Verdict::Keep(s) => {
+                                    stats[si].kept += 1;
+                                    sample = s;
+                                }
+                                Verdict::Drop(s, reason) => return Outcome::Dropped { input, stage: si, sample: s, reason, format },
+                            }
+                        }
+                        Outcome::Kept { input, sample, format }
+                    })
+                    .collect();
+                ChunkResult { outcomes, stats, counters }
+            })
+            .collect();
+
+        let mut kept = Vec::new();
+        let mut dropped: Vec<Sample> = Vec::new();
+        let mut drop_infos: Vec<DropInfo> = Vec::new();
+        for chunk in chunks {
+            for (si, st) in chunk.stats.iter().enumerate() {
+                self.stage_reports[si].input += st.input;
+                self.stage_reports[si].kept += st.kept;
+                self.stage_cpu[si] += st.cpu;
+            }
+            for (si, c) in chunk.counters.into_iter().enumerate() {
+                for (k, v) in c {
+                    *self.stage_reports[si].counters.entry(k.to_string()).or_default() += v;
+                }
+            }
+            for o in chunk.outcomes {
+                match o {
+                    Outcome::Rejected { input, reject } => self.reject(input, reject)?,
+                    Outcome::Dropped { input, stage, sample, reason, format } => {
+                        let rep = &mut self.inputs[input];
+                        if let Some(f) = format {
+                            *rep.formats.entry(f.to_string()).or_default() += 1;
+                        }
+                        rep.dropped += 1;
+                        *rep.dropped_by.entry(format!("{}/{}", self.names[stage], reason.code)).or_default() += 1;
+                        *self.stage_reports[stage].dropped.entry(reason.code.to_string()).or_default() += 1;
+                        drop_infos.push(DropInfo::new(&self.names[stage], &reason));
+                        dropped.push(sample);
+                    }
+                    Outcome::Kept { input, sample, format } => {
+                        if let Some(f) = format {
+                            *self.inputs[input].formats.entry(f.to_string()).or_default() += 1;
+                        }
+                        kept.push((input, sample));
+                    }
+                }
+            }
+        }
+        if !dropped.is_empty() {
+            for sink in &mut self.dropped {
+                sink.write(&dropped, Some(&drop_infos))?;
+            }
+        }
+        Ok(kept)
+    }
+
+    fn reject(&mut self, input: usize, reject: Reject) -> Result<()> {
+        self.inputs[input].rejected += 1;
+        *self.file_rejects.entry((input, reject.file.clone())).or_default() += 1;
+        let mut line = serde_json::to_vec(&reject).unwrap_or_default();
+        line.push(b'\n');
+        match self.rejects.as_mut() {
+            Some(f) => f.write_all(&line).map_err(|e| Error::io(&self.rejects_path, e)),
+            None => Ok(()),
+        }
+    }
+
+    fn emit_kept(&mut self, kept: Vec<(usize, Sample)>) -> Result<()> {
+        if kept.is_empty() {
+            return Ok(());
+        }
+        let mut samples = Vec::with_capacity(kept.len());
+        for (input, s) in kept {
+            self.inputs[input].kept += 1;
+            samples.push(s);
+        }
+        for sink in &mut self.curated {
+            sink.write(&samples, None)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, started: Instant, threads: usize, max_reject_ratio: f64) -> Result<Report> {
+        let mut outputs: Vec<OutputFile> = Vec::new();
+        for sink in self.curated.drain(..).chain(self.dropped.drain(..)) {
+            outputs.extend(sink.finish()?);
+        }
+        let rejects_path = self.rejects_path.clone();
+        if let Some(r) = self.rejects.take() {
+            r.commit()?;
+        }
+        for (i, input) in self.inputs.iter_mut().enumerate() {
+            for f in &mut input.files {
+                f.rejected = self.file_rejects.get(&(i, f.path.clone())).copied().unwrap_or(0);
+            }
+        }
+        let _ = std::fs::remove_dir_all(self.run.path(".work"));
+        let mut totals = Totals::default();
+        for i in &self.inputs {
+            totals.read += i.read;
+            totals.kept += i.kept;
+            totals.dropped += i.dropped;
+            totals.rejected += i.rejected;
+        }
+        outputs.push(OutputFile {
+            path: "rejects.jsonl".into(),
+            records: totals.rejected,
+            bytes: std::fs::metadata(&rejects_path).map_or(0, |m| m.len()),
+        });
+        outputs.sort_by(|a, b| a.path.cmp(&b.path));
+        let elapsed = started.elapsed().as_secs_f64();
+        let bytes = self.bytes_read.load(Ordering::Relaxed) as f64;
+        let too_many = totals.read > 0 && totals.rejected as f64 > max_reject_ratio * totals.read as f64;
+        let mut report = Report {
+            sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+            run: self.plan.name.clone(),
+            status: "succeeded".into(),
+            seed: self.plan.seed,
+            reconciled: self.inputs.iter().all(InputReport::reconciles),
+            totals,
+            inputs: std::mem::take(&mut self.inputs),
+            stages: std::mem::take(&mut self.stage_reports),
+            outputs,
+            timings: Timings {
+                total_seconds: elapsed,
+                stage_cpu_seconds: self.names.iter().zip(&self.stage_cpu).map(|(n, d)| (n.clone(), d.as_secs_f64())).collect(),
+                input_mb_per_second: bytes / 1e6 / elapsed.max(1e-9),
+                records_per_second: 0.0,
+                threads,
+            },
+        };
+        report.timings.records_per_second = report.totals.read as f64 / elapsed.max(1e-9);
+        if too_many {
+            report.status = format!("failed: {} of {} records rejected, over max_reject_ratio {}", report.totals.rejected, report.totals.read, max_reject_ratio);
+        }
+        let mut json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        json.push(b'\n');
+        crate::storage::write_atomic(&self.run.path("report.json"), &json)?;
+        if too_many {
+            let mut failed = self.run.final_dir().as_os_str().to_owned();
+            failed.push(".failed");
+            let dest = self.run.publish_to(PathBuf::from(failed))?;
+            return Err(Error::TooManyRejects {
+                rejected: report.totals.rejected,
+                read: report.totals.read,
+                max_ratio: max_reject_ratio,
+                rejects: dest.join("rejects.jsonl"),
+            });
+        }
+        self.run.publish()?;
+        Ok(report)
+    }
+}
+
+/// The map side of each global stage, by type.
+enum Collector<'s> {
+    ExactDedup(KeyCollector<'s, crate::stages::exact_dedup::ExactDedup>),
+}
+
+impl Collector<'_> {
+    fn map(&mut self, kept: &[(usize, Sample)], first_pos: u64) {
+        match self {
+            Collector::ExactDedup(c) => c.map(kept, first_pos),
+        }
+    }
+}
+
+/// Collects (key, position, value) from `map`, partitioned by key hash; resolves by sorting
+/// each partition by (key, position) and reducing each key group.
+struct KeyCollector<'s, G: GlobalStage> {
+    stage: &'s G,
+    parts: Vec<Vec<(G::Key, u64, G::Value)>>,
+}
+
+impl<'s, G: GlobalStage> KeyCollector<'s, G> {
+    fn new(stage: &'s G) -> Self {
+        KeyCollector { stage, parts: (0..PARTITIONS).map(|_| Vec::new()).collect() }
+    }
+
+    fn map(&mut self, kept: &[(usize, Sample)], first_pos: u64) {
+        let stage = self.stage;
+        let emitted: Vec<Vec<(G::Key, G::Value)>> = kept
+            .par_iter()
+            .map(|(_, s)| {
+                let mut v = Vec::with_capacity(1);
+                stage.map(s, &mut |k, val| v.push((k, val)));
+                v
+            })
+            .collect();
+        for (i, pairs) in emitted.into_iter().enumerate() {
+            for (k, v) in pairs {
+                let p = (stage.partition(&k) % PARTITIONS as u64) as usize;
+                self.parts[p].push((k, first_pos + i as u64, v));
+            }
+        }
+    }
+
+    fn resolve(self) -> Decisions {
+        let stage = self.stage;
+        let per_part: Vec<Decisions> = self
+            .parts
+            .into_par_iter()
+            .map(|mut part| {
+                part.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+                let mut out = Decisions::new();
+                let mut iter = part.into_iter().peekable();
+                while let Some((key, pos, val)) = iter.next() {
+                    let mut group = vec![(pos, val)];
+                    while iter.peek().is_some_and(|n| n.0 == key) {
+                        if let Some((_, p, v)) = iter.next() {
+                            group.push((p, v));
+                        }
+                    }
+                    stage.reduce(key, group, &mut out);
+                }
+                out
+            })
+            .collect();
+        let mut all = Decisions::new();
+        for d in per_part {
+            all.extend(d);
+        }
+        stage.finish(&mut all);
+        all
+    }
+}

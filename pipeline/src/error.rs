@@ -1,0 +1,91 @@
+//! Errors of the pipeline library. Errors about input name the file (and line where known);
+//! errors about config name the config file and the key.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem found in a pipeline config, located by its key path (`stages[1].min_chars`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Where in the config: a dotted key path, or `line L, column C` for syntax errors.
+    pub key: String,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Everything that can stop a run. Bad records never do: they become rejects.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The pipeline config is invalid; every issue found is listed.
+    #[error("invalid pipeline config {}:\n{}", .file.display(), format_issues(.issues))]
+    Config {
+        /// The config file.
+        file: PathBuf,
+        /// Every issue found, in order.
+        issues: Vec<ConfigIssue>,
+    },
+    /// A file could not be read or written.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A whole input file is unusable (not one bad record: those become rejects).
+    #[error("{}: {message}", .path.display())]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing an output failed.
+    #[error("writing {}: {message}", .path.display())]
+    Output {
+        /// The output file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// Too much of the input could not be parsed.
+    #[error("{rejected} of {read} records rejected ({:.2}%), over --max-reject-ratio {:.2}%; see {}", *.rejected as f64 * 100.0 / (*.read).max(1) as f64, .max_ratio * 100.0, .rejects.display())]
+    TooManyRejects {
+        /// Records rejected.
+        rejected: u64,
+        /// Records read.
+        read: u64,
+        /// The configured ratio.
+        max_ratio: f64,
+        /// Where the rejects were written.
+        rejects: PathBuf,
+    },
+}
+
+fn format_issues(issues: &[ConfigIssue]) -> String {
+    issues
+        .iter()
+        .map(|i| format!("  - {i}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The pipeline library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,624 @@
+//! Raw record → `Sample`: decode, parse, recognise the record format, build and validate the
+//! sample. Every failure is a message for rejects.jsonl; nothing here panics on input.
+//!
+//! Validation is strict on purpose: a dialogue must alternate user-side (user, observation) and
+//! model-side (assistant, function_call) turns, start with the user side, end with the model
+//! side, and have no empty turn. That is what chat templates and loss masks downstream assume.
+
+use super::{Payload, RawRecord};
+use crate::config::{ColumnTarget, RecordFormat};
+use crate::normalize::remove_cjk_spaces;
+use crate::sample::{Kind, Role, Sample, Tags, Turn};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A JSON scalar accepted where a string is expected for ids (`"7"` or `7`).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Scalar {
+    S(String),
+    I(i64),
+    U(u64),
+    F(f64),
+    B(bool),
+}
+
+impl Scalar {
+    fn into_string(self) -> String {
+        match self {
+            Scalar::S(s) => s,
+            Scalar::I(i) => i.to_string(),
+            Scalar::U(u) => u.to_string(),
+            Scalar::F(f) => f.to_string(),
+            Scalar::B(b) => b.to_string(),
+        }
+    }
+}
+
+/// Tools may be a JSON string or structured JSON; both are kept as a JSON string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Tools {
+    S(String),
+    V(Value),
+}
+
+#[derive(Deserialize)]
+struct ShareTurn {
+    from: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct OaMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<OaContent>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OaContent {
+    S(String),
+    Parts(Vec<OaPart>),
+}
+
+#[derive(Deserialize)]
+struct OaPart {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+/// Every key any supported record format uses; unknown keys are ignored.
+#[derive(Deserialize, Default)]
+struct Flex {
+    id: Option<Scalar>,
+    user_id: Option<Scalar>,
+    domain: Option<String>,
+    task: Option<String>,
+    kind: Option<Kind>,
+    system: Option<String>,
+    tools: Option<Tools>,
+    instruction: Option<String>,
+    input: Option<String>,
+    output: Option<String>,
+    history: Option<Vec<(String, String)>>,
+    prompt: Option<String>,
+    response: Option<String>,
+    conversations: Option<Vec<ShareTurn>>,
+    messages: Option<Vec<OaMessage>>,
+    turns: Option<Vec<Turn>>,
+    tags: Option<BTreeMap<String, Scalar>>,
+    text: Option<String>,
+}
+
+/// What a record's content is, before the sample is assembled.
+struct Parsed {
+    format: RecordFormat,
+    id: Option<String>,
+    user_id: Option<String>,
+    domain: Option<String>,
+    task: Option<String>,
+    kind: Option<Kind>,
+    system: Option<String>,
+    tools: Option<String>,
+    turns: Vec<Turn>,
+    text: Option<String>,
+    tags: Tags,
+}
+
+impl Parsed {
+    fn new(format: RecordFormat) -> Parsed {
+        Parsed {
+            format,
+            id: None,
+            user_id: None,
+            domain: None,
+            task: None,
+            kind: None,
+            system: None,
+            tools: None,
+            turns: Vec::new(),
+            text: None,
+            tags: Tags::new(),
+        }
+    }
+}
+
+/// Convert one raw record. On success also returns the format it was read as.
+pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
+    let cx = &rec.cx;
+    let plan = &cx.plan;
+    let parsed = match &rec.payload {
+        Payload::Error(e) => return Err(e.clone()),
+        Payload::Text(bytes) => {
+            let text = cx.encoding.decode(bytes)?;
+            let mut p = Parsed::new(RecordFormat::Text);
+            p.text = Some(text);
+            p
+        }
+        Payload::Csv(row) => {
+            let headers = cx.headers.as_deref().unwrap_or_default();
+            let mut obj = Map::new();
+            for (i, (name, cell)) in headers.iter().zip(row.iter()).enumerate() {
+                let value = cx
+                    .encoding
+                    .decode(cell)
+                    .map_err(|e| format!("column {} ({name:?}): {e}", i + 1))?;
+                obj.insert(name.clone(), Value::String(value));
+            }
+            from_object(obj, plan.format, &plan.columns)?
+        }
+        Payload::Json(bytes) => {
+            let owned;
+            let bytes: &[u8] = if cx.encoding == super::TextEncoding::Gb18030
+                && cx.reader != crate::config::ReaderKind::Json
+            {
+                owned = cx.encoding.decode(bytes)?;
+                owned.as_bytes()
+            } else {
+                bytes
+            };
+            let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+            match (first, plan.format) {
+                (Some(b'['), RecordFormat::Auto | RecordFormat::Utterances) => {
+                    let utts: Vec<String> = serde_json::from_slice(bytes).map_err(json_err)?;
+                    utterances(utts)?
+                }
+                (Some(b'{'), RecordFormat::Columns) => {
+                    let obj: Map<String, Value> = serde_json::from_slice(bytes).map_err(json_err)?;
+                    from_object(obj, plan.format, &plan.columns)?
+                }
+                (Some(b'{'), _) => {
+                    let flex: Flex = serde_json::from_slice(bytes).map_err(json_err)?;
+                    from_flex(flex, plan.format, || {
+                        serde_json::from_slice::<Map<String, Value>>(bytes).unwrap_or_default()
+                    })?
+                }
+                _ => {
+                    // Let serde_json describe what is wrong (truncation, bad token) with a column.
+                    let v: Value = serde_json::from_slice(bytes).map_err(json_err)?;
+                    return Err(format!(
+                        "expected a JSON object (or an array of utterances), found {}",
+                        type_name(&v)
+                    ));
+                }
+            }
+        }
+        Payload::Value(v) => match v {
+            Value::Object(obj) => from_object(obj.clone(), plan.format, &plan.columns)?,
+            Value::Array(_) => {
+                let utts: Vec<String> = serde_json::from_value(v.clone()).map_err(json_err)?;
+                utterances(utts)?
+            }
+            other => return Err(format!("expected a record, found {}", type_name(other))),
+        },
+    };
+    assemble(rec, parsed).map(|(s, f)| (s, f))
+}
+
+fn json_err(e: serde_json::Error) -> String {
+    format!("invalid JSON record: {e}")
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON object or CSV row: by column mapping, or through the same recognition as JSON.
+fn from_object(obj: Map<String, Value>, format: RecordFormat, columns: &[(String, ColumnTarget)]) -> Result<Parsed, String> {
+    if format != RecordFormat::Columns {
+        let keys = obj.clone();
+        let flex: Flex = serde_json::from_value(Value::Object(obj)).map_err(|e| format!("invalid record: {e}"))?;
+        return from_flex(flex, format, || keys);
+    }
+    let mut p = Parsed::new(RecordFormat::Columns);
+    let (mut user, mut assistant, mut text): (Vec<String>, Vec<String>, Vec<String>) = Default::default();
+    for (col, target) in columns {
+        let value = match obj.get(col) {
+            None => {
+                let names: Vec<&str> = obj.keys().map(String::as_str).collect();
+                return Err(format!("no column {col:?} in this record (it has {names:?})"));
+            }
+            Some(Value::Null) => continue,
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            Some(v) => return Err(format!("column {col:?} holds {}, expected text", type_name(v))),
+        };
+        match target {
+            ColumnTarget::User => user.push(value),
+            ColumnTarget::Assistant => assistant.push(value),
+            ColumnTarget::Text => text.push(value),
+            ColumnTarget::System => p.system = Some(value),
+            ColumnTarget::Id => p.id = Some(value),
+            ColumnTarget::UserId => p.user_id = Some(value),
+            ColumnTarget::Domain => p.domain = Some(value),
+            ColumnTarget::Task => p.task = Some(value),
+            ColumnTarget::Tag(name) => {
+                p.tags.insert(name.clone(), value);
+            }
+            ColumnTarget::Ignore => {}
+        }
+    }
+    if !user.is_empty() || !assistant.is_empty() {
+        p.turns.push(Turn::new(Role::User, user.join("\n")));
+        p.turns.push(Turn::new(Role::Assistant, assistant.join("\n")));
+    }
+    if !text.is_empty() {
+        p.text = Some(text.join("\n"));
+    }
+    Ok(p)
+}
+
+fn detect(f: &Flex) -> Option<RecordFormat> {
+    Some(if f.turns.is_some() {
+        RecordFormat::Sluice
+    } else if f.conversations.is_some() {
+        RecordFormat::Sharegpt
+    } else if f.messages.is_some() {
+        RecordFormat::Openai
+    } else if f.instruction.is_some() {
+        RecordFormat::Alpaca
+    } else if f.prompt.is_some() || f.response.is_some() {
+        RecordFormat::Dialogue
+    } else if f.text.is_some() {
+        RecordFormat::Text
+    } else {
+        return None;
+    })
+}
+
+fn missing(field: &str, format: RecordFormat) -> String {
+    format!("missing field `{field}` (format {})", format.as_str())
+}
+
+fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<String, Value>) -> Result<Parsed, String> {
+    let format = match format {
+        RecordFormat::Auto => match detect(&f) {
+            Some(fmt) => fmt,
+            None => {
+                let names: Vec<String> = keys().keys().cloned().collect();
+                return Err(format!(
+                    "no known record layout: expected turns, conversations, messages, instruction, prompt/response or text, found keys {names:?}; map the keys with `columns`"
+                ));
+            }
+        },
+        f => f,
+    };
+    let mut p = Parsed::new(format);
+    p.id = f.id.take().map(Scalar::into_string);
+    p.user_id = f.user_id.take().map(Scalar::into_string);
+    p.domain = f.domain.take();
+    p.task = f.task.take();
+    p.system = f.system.take().filter(|s| !s.trim().is_empty());
+    p.tools = match f.tools.take() {
+        Some(Tools::S(s)) if s.trim().is_empty() => None,
+        Some(Tools::S(s)) => Some(s),
+        Some(Tools::V(Value::Null)) | None => None,
+        Some(Tools::V(v)) => Some(v.to_string()),
+    };
+    let history = |h: Option<Vec<(String, String)>>| -> Vec<Turn> {
+        h.unwrap_or_default()
+            .into_iter()
+            .flat_map(|(q, a)| [Turn::new(Role::User, q), Turn::new(Role::Assistant, a)])
+            .collect()
+    };
+    match format {
+        RecordFormat::Sluice => {
+            p.kind = f.kind;
+            p.turns = f.turns.ok_or_else(|| missing("turns", format))?;
+            p.text = f.text;
+            p.tags = f
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_string()))
+                .collect();
+        }
+        RecordFormat::Alpaca => {
+            let instruction = f.instruction.ok_or_else(|| missing("instruction", format))?;
+            let output = f.output.ok_or_else(|| missing("output", format))?;
+            let prompt = match f.input.as_deref().map(str::trim) {
+                Some(input) if !input.is_empty() => format!("{instruction}\n{}", f.input.unwrap_or_default()),
+                _ => instruction,
+            };
+            p.turns = history(f.history);
+            p.turns.push(Turn::new(Role::User, prompt));
+            p.turns.push(Turn::new(Role::Assistant, output));
+        }
+        RecordFormat::Dialogue => {
+            let prompt = f.prompt.ok_or_else(|| missing("prompt", format))?;
+            let response = f.response.ok_or_else(|| missing("response", format))?;
+            p.turns = history(f.history);
+            p.turns.push(Turn::new(Role::User, prompt));
+            p.turns.push(Turn::new(Role::Assistant, response));
+        }
+        RecordFormat::Sharegpt => {
+            let conv = f.conversations.ok_or_else(|| missing("conversations", format))?;
+            for (i, t) in conv.into_iter().enumerate() {
+                if t.from == "system" {
+                    if i == 0 && p.system.is_none() {
+                        p.system = Some(t.value).filter(|s| !s.trim().is_empty());
+                        continue;
+                    }
+                    return Err(format!("conversations[{i}]: a system turn is only allowed first"));
+                }
+                let role = Role::parse(&t.from).ok_or_else(|| {
+                    format!("conversations[{i}]: unknown role {:?} (expected human, gpt, system, function_call, observation)", t.from)
+                })?;
+                p.turns.push(Turn::new(role, t.value));
+            }
+        }
+        RecordFormat::Openai => {
+            let messages = f.messages.ok_or_else(|| missing("messages", format))?;
+            for (i, m) in messages.into_iter().enumerate() {
+                let content = match m.content {
+                    None => None,
+                    Some(OaContent::S(s)) => Some(s),
+                    Some(OaContent::Parts(parts)) => {
+                        let mut text = String::new();
+                        for (j, part) in parts.into_iter().enumerate() {
+                            match (part.kind.as_str(), part.text) {
+                                ("text", Some(t)) => text.push_str(&t),
+                                (kind, _) => {
+                                    return Err(format!("messages[{i}].content[{j}]: part of type {kind:?} is not text"))
+                                }
+                            }
+                        }
+                        Some(text)
+                    }
+                };
+                match m.role.as_str() {
+                    "system" | "developer" if p.turns.is_empty() => {
+                        p.system = content.filter(|s| !s.trim().is_empty());
+                    }
+                    "system" | "developer" => {
+                        return Err(format!("messages[{i}]: a system message is only allowed first"))
+                    }
+                    "assistant" if m.tool_calls.as_ref().is_some_and(|v| !v.is_null()) && content.as_deref().is_none_or(|c| c.trim().is_empty()) => {
+                        let calls = m.tool_calls.unwrap_or(Value::Null);
+                        p.turns.push(Turn::new(Role::FunctionCall, calls.to_string()));
+                    }
+                    role => {
+                        let r = Role::parse(role).ok_or_else(|| {
+                            format!("messages[{i}]: unknown role {role:?} (expected system, user, assistant, tool)")
+                        })?;
+                        p.turns.push(Turn::new(r, content.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+        RecordFormat::Text => {
+            p.text = Some(f.text.ok_or_else(|| missing("text", format))?);
+        }
+        RecordFormat::Utterances | RecordFormat::Columns | RecordFormat::Auto => {
+            return Err(format!("format {} expects a different record shape", format.as_str()))
+        }
+    }
+    Ok(p)
+}
+
+/// Alternating utterances (LCCC), user first.
+fn utterances(utts: Vec<String>) -> Result<Parsed, String> {
+    if utts.len() < 2 {
+        return Err(format!("an utterance list needs at least 2 utterances, found {}", utts.len()));
+    }
+    let mut p = Parsed::new(RecordFormat::Utterances);
+    p.turns = utts
+        .into_iter()
+        .enumerate()
+        .map(|(i, u)| Turn::new(if i % 2 == 0 { Role::User } else { Role::Assistant }, u))
+        .collect();
+    Ok(p)
+}
+
+fn validate_dialogue(turns: &[Turn]) -> Result<(), String> {
+    if turns.is_empty() {
+        return Err("the dialogue has no turns".into());
+    }
+    for (i, t) in turns.iter().enumerate() {
+        if t.content.trim().is_empty() {
+            return Err(format!("turn {} ({}) is empty", i + 1, t.role));
+        }
+        let want_model = i % 2 == 1;
+        if t.role.is_model() != want_model {
+            let expected = if want_model { "assistant or function_call" } else { "user or observation" };
+            return Err(format!("turn {} is {} but {expected} was expected: turns must alternate, user side first", i + 1, t.role));
+        }
+    }
+    if turns.len() % 2 == 1 {
+        return Err(format!("the dialogue ends with an unanswered {} turn", turns[turns.len() - 1].role));
+    }
+    Ok(())
+}
+
+/// Tag set on dialogues whose unanswered last user-side turn was removed.
+pub const TRAILING_TURN_TAG: &str = "trailing_turn_removed";
+
+fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), String> {
+    let plan = &rec.cx.plan;
+    if plan.cjk_despace {
+        for t in &mut p.turns {
+            t.content = remove_cjk_spaces(&t.content);
+        }
+        p.text = p.text.map(|t| remove_cjk_spaces(&t));
+        p.system = p.system.map(|t| remove_cjk_spaces(&t));
+    }
+    let is_doc = p.turns.is_empty() && p.text.is_some();
+    let kind = if is_doc { Kind::Pretrain } else { Kind::Sft };
+    if let Some(want) = plan.kind.or(p.kind) {
+        if want != kind {
+            return Err(format!(
+                "the input's kind is {} but this record is a {}",
+                want.as_str(),
+                if is_doc { "document" } else { "dialogue" }
+            ));
+        }
+    }
+    if is_doc {
+        if p.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
+            return Err("the document text is empty".into());
+        }
+    } else {
+        if p.text.is_some() {
+            return Err("a record cannot have both turns and text".into());
+        }
+        // A last question nobody answered carries no training signal, but the turns before it
+        // do: remove it and say so in a tag, rather than lose the whole dialogue.
+        if p.turns.len() >= 3 && p.turns.len() % 2 == 1 && p.turns.last().is_some_and(|t| !t.role.is_model()) {
+            p.turns.pop();
+            p.tags.insert(TRAILING_TURN_TAG.into(), "true".into());
+        }
+        validate_dialogue(&p.turns)?;
+    }
+    if let Some(split) = &rec.split {
+        p.tags.insert("split".into(), split.to_string());
+    }
+    let id = p.id.filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{}#{}", rec.cx.file, rec.number));
+    let domain = plan.domain.clone().or(p.domain).unwrap_or_else(|| "general".into());
+    let task = if plan.task_forced { Some(plan.task.clone()) } else { p.task }.unwrap_or_else(|| plan.task.clone());
+    let sample = Sample {
+        id,
+        source: rec.cx.file.to_string(),
+        domain,
+        task,
+        kind,
+        user_id: p.user_id,
+        system: p.system,
+        tools: p.tools,
+        turns: p.turns,
+        text: p.text,
+        tags: p.tags,
+    };
+    Ok((sample, p.format))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Compression, Encoding, InputPlan, ReaderKind, TextUnit};
+    use crate::io::{FileCx, TextEncoding};
+    use std::sync::Arc;
+
+    fn rec_with(json: &str, format: RecordFormat, columns: Vec<(String, ColumnTarget)>) -> RawRecord {
+        let plan = Arc::new(InputPlan {
+            name: "in".into(),
+            files: vec![],
+            reader: ReaderKind::Jsonl,
+            format,
+            compression: Compression::None,
+            encoding: Encoding::Utf8,
+            domain: None,
+            task: "in".into(),
+            task_forced: false,
+            kind: None,
+            columns,
+            text_unit: TextUnit::Line,
+            cjk_despace: false,
+        });
+        RawRecord {
+            cx: Arc::new(FileCx {
+                input: 0,
+                plan,
+                file: Arc::from("f.jsonl"),
+                encoding: TextEncoding::Utf8,
+                headers: None,
+                reader: ReaderKind::Jsonl,
+            }),
+            line: 3,
+            number: 2,
+            split: None,
+            payload: Payload::Json(json.as_bytes().to_vec()),
+        }
+    }
+
+    fn conv(json: &str) -> Result<(Sample, RecordFormat), String> {
+        convert(&rec_with(json, RecordFormat::Auto, vec![]))
+    }
+
+    #[test]
+    fn alpaca_joins_instruction_and_input_and_keeps_history() {
+        let (s, f) = conv(r#"{"instruction":"翻译","input":"hello","output":"你好","system":"sys","history":[["q1","a1"]]}"#).expect("ok");
+        assert_eq!(f, RecordFormat::Alpaca);
+        assert_eq!(s.system.as_deref(), Some("sys"));
+        let contents: Vec<_> = s.turns.iter().map(|t| t.content.as_str()).collect();
+        assert_eq!(contents, ["q1", "a1", "翻译\nhello", "你好"]);
+        assert_eq!(s.id, "f.jsonl#2");
+        assert_eq!(s.kind, Kind::Sft);
+    }
+
+    #[test]
+    fn sharegpt_tool_roles_and_leading_system() {
+        let (s, f) = conv(r#"{"conversations":[{"from":"system","value":"S"},{"from":"human","value":"q"},{"from":"function_call","value":"{}"},{"from":"observation","value":"r"},{"from":"gpt","value":"a"}],"tools":"[]"}"#).expect("ok");
+        assert_eq!(f, RecordFormat::Sharegpt);
+        assert_eq!(s.system.as_deref(), Some("S"));
+        let roles: Vec<_> = s.turns.iter().map(|t| t.role).collect();
+        assert_eq!(roles, [Role::User, Role::FunctionCall, Role::Observation, Role::Assistant]);
+        assert_eq!(s.tools.as_deref(), Some("[]"));
+    }
+
+    #[test]
+    fn openai_messages_with_parts_and_tool_calls() {
+        let (s, f) = conv(r#"{"messages":[{"role":"system","content":"S"},{"role":"user","content":[{"type":"text","text":"hi"}]},{"role":"assistant","content":null,"tool_calls":[{"function":{"name":"f"}}]},{"role":"tool","content":"42"},{"role":"assistant","content":"done"}]}"#).expect("ok");
+        assert_eq!(f, RecordFormat::Openai);
+        assert_eq!(s.turns[0].content, "hi");
+        assert_eq!(s.turns[1].role, Role::FunctionCall);
+        assert_eq!(s.turns[2].role, Role::Observation);
+    }
+
+    #[test]
+    fn dialogue_text_utterances_and_ids() {
+        let (s, _) = conv(r#"{"id": 17, "prompt":"p","response":"r","history":[]}"#).expect("ok");
+        assert_eq!(s.id, "17");
+        let (s, f) = conv(r#"{"text":"a document"}"#).expect("ok");
+        assert_eq!((s.kind, f), (Kind::Pretrain, RecordFormat::Text));
+        let (s, f) = conv(r#"["a","b","c"]"#).expect("ok");
+        assert_eq!(f, RecordFormat::Utterances);
+        assert_eq!(s.turns.len(), 2);
+        assert_eq!(s.tags.get(TRAILING_TURN_TAG).map(String::as_str), Some("true"));
+        let (s, _) = conv(r#"{"conversations":[{"from":"human","value":"q1"},{"from":"gpt","value":"a1"},{"from":"human","value":"q2"}]}"#).expect("trimmed");
+        assert_eq!(s.turns.len(), 2);
+        assert_eq!(s.tags.get(TRAILING_TURN_TAG).map(String::as_str), Some("true"));
+    }
+
+    #[test]
+    fn bad_records_get_precise_messages() {
+        let err = |j: &str| conv(j).expect_err(j);
+        assert!(err(r#"{"instruction":"x","output":"#).contains("EOF"), "truncated");
+        assert!(err(r#"{"instruction":"x","output":5}"#).contains("invalid type"));
+        assert!(err(r#"{"conversations":[]}"#).contains("no turns"));
+        assert!(err(r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"  "}]}"#).contains("turn 2 (assistant) is empty"));
+        assert!(err(r#"{"conversations":[{"from":"gpt","value":"a"},{"from":"human","value":"q"}]}"#).contains("alternate"));
+        assert!(err(r#"{"conversations":[{"from":"human","value":"q"}]}"#).contains("unanswered"));
+        assert!(err(r#"{"conversations":[{"from":"alien","value":"q"}]}"#).contains("unknown role"));
+        assert!(err(r#"{"问":"q","答":"a"}"#).contains("found keys [\"答\", \"问\"]"));
+        assert!(err(r#""just a string""#).contains("found a string"));
+    }
+
+    #[test]
+    fn column_mapping_builds_a_dialogue_with_tags() {
+        let cols = vec![
+            ("问".to_string(), ColumnTarget::User),
+            ("答".to_string(), ColumnTarget::Assistant),
+            ("科室".to_string(), ColumnTarget::Tag("department".into())),
+        ];
+        let (s, f) = convert(&rec_with(r#"{"问":"头疼怎么办","答":"多休息","科室":"内科"}"#, RecordFormat::Columns, cols.clone())).expect("ok");
+        assert_eq!(f, RecordFormat::Columns);
+        assert_eq!(s.turns[0].content, "头疼怎么办");
+        assert_eq!(s.tags.get("department").map(String::as_str), Some("内科"));
+        let e = convert(&rec_with(r#"{"问":"q"}"#, RecordFormat::Columns, cols)).expect_err("missing");
+        assert!(e.contains("no column \"答\""), "{e}");
+    }
+}

@@ -1,0 +1,612 @@
+//! Input and output. Readers split a file into raw records with their location (cheap, on one
+//! thread); [`convert`] turns a raw record into a [`Sample`](crate::sample::Sample) (parse,
+//! decode, map the format; run in parallel by the engine). Writers live in [`writers`].
+//!
+//! Readers know nothing about stages; a record they cannot even split out (too long, broken
+//! structure) still becomes a raw record carrying the error, so it is counted and rejected.
+
+pub mod convert;
+mod json_doc;
+mod parquet_in;
+pub mod writers;
+
+use crate::config::{Compression, Encoding, InputPlan, ReaderKind, TextUnit};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The text encoding a file was found to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextEncoding {
+    /// UTF-8 (a BOM is skipped).
+    Utf8,
+    /// GB18030 (GBK, GB2312).
+    Gb18030,
+}
+
+impl TextEncoding {
+    /// The name used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TextEncoding::Utf8 => "utf-8",
+            TextEncoding::Gb18030 => "gb18030",
+        }
+    }
+
+    /// Decode bytes to text; `Err` says where the first invalid byte is.
+    pub fn decode(self, bytes: &[u8]) -> Result<String, String> {
+        match self {
+            TextEncoding::Utf8 => match std::str::from_utf8(bytes) {
+                Ok(s) => Ok(s.to_string()),
+                Err(e) => Err(format!(
+                    "invalid UTF-8 at byte {} of the record (set `encoding` if the file is not UTF-8)",
+                    e.valid_up_to()
+                )),
+            },
+            TextEncoding::Gb18030 => {
+                let (text, had_errors) = encoding_rs::GB18030
+                    .decode_without_bom_handling_and_without_replacement(bytes)
+                    .map_or((None, true), |t| (Some(t), false));
+                match (text, had_errors) {
+                    (Some(t), false) => Ok(t.into_owned()),
+                    _ => Err("invalid GB18030 byte sequence in the record".to_string()),
+                }
+            }
+        }
+    }
+}
+
+/// What every record of one file shares.
+#[derive(Debug)]
+pub struct FileCx {
+    /// Index of the input in the plan.
+    pub input: usize,
+    /// The input's compiled options.
+    pub plan: Arc<InputPlan>,
+    /// The file's display name (relative to the config).
+    pub file: Arc<str>,
+    /// The encoding in use.
+    pub encoding: TextEncoding,
+    /// CSV header, decoded.
+    pub headers: Option<Vec<String>>,
+    /// The reader in use.
+    pub reader: ReaderKind,
+}
+
+/// The undecoded content of one record.
+#[derive(Debug)]
+pub enum Payload {
+    /// One JSON value, still in the file's encoding.
+    Json(Vec<u8>),
+    /// One JSON value already built (Parquet rows).
+    Value(serde_json::Value),
+    /// One CSV row, still in the file's encoding.
+    Csv(csv::ByteRecord),
+    /// One plain text document, still in the file's encoding.
+    Text(Vec<u8>),
+    /// The reader could not split a record out here; the message says why.
+    Error(String),
+}
+
+/// One record as a reader found it, with its location.
+#[derive(Debug)]
+pub struct RawRecord {
+    /// The file it came from.
+    pub cx: Arc<FileCx>,
+    /// 1-based line where the record starts (0 where lines do not apply, e.g. Parquet).
+    pub line: u64,
+    /// 1-based number of the record in its file (the row for CSV and Parquet).
+    pub number: u64,
+    /// Top-level key of a `{split: [records]}` JSON document.
+    pub split: Option<Arc<str>>,
+    /// The content.
+    pub payload: Payload,
+}
+
+/// Counts bytes read from the underlying file (before decompression), for progress and
+/// throughput.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+const SNIFF_BYTES: usize = 256 * 1024;
+
+/// Read one file, calling `emit` for each record in order. Problems with single records become
+/// `Payload::Error` records; a problem with the whole file (unreadable, corrupt compression,
+/// not Parquet) is returned as `Err` with a message, after the records read before it.
+pub fn read_file(
+    input: usize,
+    plan: &Arc<InputPlan>,
+    path: &Path,
+    display: &str,
+    max_record_bytes: usize,
+    bytes_read: &Arc<AtomicU64>,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> crate::Result<Result<(), String>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(format!("cannot open: {e}"))),
+    };
+    let mut raw = BufReader::with_capacity(
+        256 * 1024,
+        Counting {
+            inner: file,
+            count: bytes_read.clone(),
+        },
+    );
+    let magic = match raw.fill_buf() {
+        Ok(b) => b.get(..4).map(|m| [m[0], m[1], m[2], m[3]]),
+        Err(e) => return Ok(Err(format!("cannot read: {e}"))),
+    };
+    let compression = match plan.compression {
+        Compression::Auto => match magic {
+            Some([0x1f, 0x8b, _, _]) => Compression::Gzip,
+            Some([0x28, 0xb5, 0x2f, 0xfd]) => Compression::Zstd,
+            _ => Compression::None,
+        },
+        c => c,
+    };
+    let stripped = strip_compression_ext(display);
+    let ext = Path::new(stripped)
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+
+    let is_parquet = plan.reader == ReaderKind::Parquet
+        || (plan.reader == ReaderKind::Auto
+            && compression == Compression::None
+            && (magic == Some(*b"PAR1") || ext == "parquet" || ext == "pq"));
+    if is_parquet {
+        drop(raw);
+        let cx = Arc::new(FileCx {
+            input,
+            plan: plan.clone(),
+            file: Arc::from(display),
+            encoding: TextEncoding::Utf8,
+            headers: None,
+            reader: ReaderKind::Parquet,
+        });
+        return parquet_in::read(path, cx, max_record_bytes, bytes_read, emit);
+    }
+
+    let mut stream: Box<dyn Read + Send> = match compression {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        Compression::Zstd => match zstd::stream::read::Decoder::with_buffer(raw) {
+            Ok(d) => Box::new(d),
+            Err(e) => return Ok(Err(format!("cannot start zstd decoding: {e}"))),
+        },
+        Compression::None | Compression::Auto => Box::new(raw),
+    };
+
+    // Sniff the decompressed head, then read it again followed by the rest.
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    if let Err(e) = (&mut stream).take(SNIFF_BYTES as u64).read_to_end(&mut head) {
+        return Ok(Err(format!("cannot read ({compression:?} stream): {e}")));
+    }
+    let mut skip = 0;
+    if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+        skip = 3;
+    } else if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
+        return Ok(Err(
+            "UTF-16 text is not supported: convert the file to UTF-8".to_string(),
+        ));
+    }
+    let encoding = match plan.encoding {
+        Encoding::Utf8 => TextEncoding::Utf8,
+        Encoding::Gb18030 => TextEncoding::Gb18030,
+        Encoding::Auto => sniff_encoding(&head[skip..]),
+    };
+    let reader = match plan.reader {
+        ReaderKind::Auto => match sniff_reader(&ext, &head[skip..]) {
+            Some(r) => r,
+            None => {
+                return Ok(Err(format!(
+                    "cannot tell how the file is laid out from its extension {ext:?} or content: set `reader` (jsonl, json, csv, tsv, parquet, text)"
+                )))
+            }
+        },
+        r => r,
+    };
+    let head_len = head.len();
+    let mut body = BufReader::with_capacity(256 * 1024, Cursor::new(head).chain(stream));
+    if skip > 0 {
+        body.consume(skip.min(head_len));
+    }
+    let cx = FileCx {
+        input,
+        plan: plan.clone(),
+        file: Arc::from(display),
+        encoding,
+        headers: None,
+        reader,
+    };
+    let result = match reader {
+        ReaderKind::Jsonl => read_jsonl(Arc::new(cx), &mut body, max_record_bytes, emit)?,
+        ReaderKind::Json => {
+            let cx = Arc::new(cx);
+            if encoding == TextEncoding::Gb18030 {
+                // GB18030 trail bytes include `\`, so the document is decoded before splitting.
+                let mut bytes = Vec::new();
+                if let Err(e) = body.read_to_end(&mut bytes) {
+                    return Ok(Err(format!("cannot read: {e}")));
+                }
+                match TextEncoding::Gb18030.decode(&bytes) {
+                    Ok(text) => {
+                        let mut cur = Cursor::new(text.into_bytes());
+                        json_doc::read(cx, &mut cur, max_record_bytes, emit)?
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                json_doc::read(cx, &mut body, max_record_bytes, emit)?
+            }
+        }
+        ReaderKind::Csv | ReaderKind::Tsv => {
+            let delim = if reader == ReaderKind::Tsv { b'\t' } else { b',' };
+            read_csv(cx, body, delim, max_record_bytes, emit)?
+        }
+        ReaderKind::Text => read_text(Arc::new(cx), &mut body, max_record_bytes, emit)?,
+        ReaderKind::Parquet | ReaderKind::Auto => {
+            Err("compressed Parquet files are not supported: Parquet compresses internally".into())
+        }
+    };
+    Ok(result)
+}
+
+fn strip_compression_ext(name: &str) -> &str {
+    for ext in [".gz", ".gzip", ".zst", ".zstd"] {
+        if let Some(s) = name.strip_suffix(ext) {
+            return s;
+        }
+    }
+    name
+}
+
+/// UTF-8 unless the head is not UTF-8, most of its non-ASCII lines are invalid UTF-8, and it
+/// decodes as GB18030 without error. A UTF-8 file with a few broken lines stays UTF-8 (those
+/// lines are rejected); a GB18030 export is decoded.
+fn sniff_encoding(head: &[u8]) -> TextEncoding {
+    // Ignore a multi-byte character cut at the end of the head.
+    let cut = head.len().saturating_sub(4);
+    let probe = match std::str::from_utf8(head) {
+        Ok(_) => return TextEncoding::Utf8,
+        Err(e) if e.valid_up_to() >= cut && e.error_len().is_none() => return TextEncoding::Utf8,
+        Err(_) => head,
+    };
+    let (mut non_ascii, mut invalid) = (0usize, 0usize);
+    for line in probe.split(|&b| b == b'\n') {
+        if line.iter().any(|b| !b.is_ascii()) {
+            non_ascii += 1;
+            if std::str::from_utf8(line).is_err() {
+                invalid += 1;
+            }
+        }
+    }
+    // Drop the last (possibly cut) line from the GB18030 check.
+    let whole = match probe.iter().rposition(|&b| b == b'\n') {
+        Some(i) if probe.len() == SNIFF_BYTES => &probe[..i],
+        _ => probe,
+    };
+    let gb_ok = encoding_rs::GB18030
+        .decode_without_bom_handling_and_without_replacement(whole)
+        .is_some();
+    if gb_ok && invalid * 2 >= non_ascii {
+        TextEncoding::Gb18030
+    } else {
+        TextEncoding::Utf8
+    }
+}
+
+/// The reader for a file from its extension, checked against its content.
+fn sniff_reader(ext: &str, head: &[u8]) -> Option<ReaderKind> {
+    let first = head.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let first_line_is_json = || {
+        let start = head.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+        let rest = &head[start..];
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        serde_json::from_slice::<serde::de::IgnoredAny>(&rest[..end]).is_ok()
+    };
+    match ext {
+        "jsonl" | "ndjson" => Some(ReaderKind::Jsonl),
+        "csv" => Some(ReaderKind::Csv),
+        "tsv" => Some(ReaderKind::Tsv),
+        "json" => Some(match first {
+            Some(b'{') if first_line_is_json() => ReaderKind::Jsonl,
+            _ => ReaderKind::Json,
+        }),
+        "txt" | "text" | "md" => Some(match first {
+            Some(b'{') if first_line_is_json() => ReaderKind::Jsonl,
+            _ => ReaderKind::Text,
+        }),
+        _ => match first {
+            Some(b'[') => Some(ReaderKind::Json),
+            Some(b'{') if first_line_is_json() => Some(ReaderKind::Jsonl),
+            Some(b'{') => Some(ReaderKind::Json),
+            _ => None,
+        },
+    }
+}
+
+/// Outcome of reading one line with a size bound.
+enum Line {
+    /// A whole line is in the buffer (without its newline).
+    Ok,
+    /// The line had this many bytes, over the bound; nothing was kept.
+    TooLong(usize),
+}
+
+/// Read the next line into `buf` (cleared first) without ever holding more than `max` bytes.
+fn read_line_bounded(r: &mut dyn BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
+    buf.clear();
+    let mut total = 0usize;
+    let mut any = false;
+    loop {
+        let avail = r.fill_buf()?;
+        if avail.is_empty() {
+            if !any {
+                return Ok(None);
+            }
+            break;
+        }
+        any = true;
+        let (chunk, done) = match memchr::memchr(b'\n', avail) {
+            Some(i) => (&avail[..i], Some(i + 1)),
+            None => (avail, None),
+        };
+        total += chunk.len();
+        if total <= max {
+            buf.extend_from_slice(chunk);
+        } else {
+            buf.clear();
+        }
+        let used = done.unwrap_or(chunk.len());
+        r.consume(used);
+        if done.is_some() {
+            break;
+        }
+    }
+    if total > max {
+        return Ok(Some(Line::TooLong(total)));
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Some(Line::Ok))
+}
+
+fn too_long(n: usize, max: usize) -> String {
+    format!("record is {n} bytes, over max_record_bytes ({max})")
+}
+
+fn read_jsonl(
+    cx: Arc<FileCx>,
+    r: &mut dyn BufRead,
+    max: usize,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> crate::Result<Result<(), String>> {
+    let mut buf = Vec::new();
+    let (mut line, mut number) = (0u64, 0u64);
+    loop {
+        let got = match read_line_bounded(r, max, &mut buf) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Ok(Ok(())),
+            Err(e) => return Ok(Err(format!("read failed after line {line}: {e}"))),
+        };
+        line += 1;
+        let payload = match got {
+            Line::TooLong(n) => Payload::Error(too_long(n, max)),
+            Line::Ok if buf.iter().all(|b| b.is_ascii_whitespace()) => continue,
+            Line::Ok => Payload::Json(std::mem::take(&mut buf)),
+        };
+        number += 1;
+        emit(RawRecord {
+            cx: cx.clone(),
+            line,
+            number,
+            split: None,
+            payload,
+        })?;
+    }
+}
+
+fn read_text(
+    cx: Arc<FileCx>,
+    r: &mut dyn BufRead,
+    max: usize,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> crate::Result<Result<(), String>> {
+    let unit = cx.plan.text_unit;
+    let mut buf = Vec::new();
+    let mut doc: Vec<u8> = Vec::new();
+    let mut doc_line = 0u64;
+    let mut doc_over: Option<usize> = None;
+    let (mut line, mut number) = (0u64, 0u64);
+    let mut flush = |doc: &mut Vec<u8>, over: &mut Option<usize>, at: u64, number: &mut u64| {
+        if doc.is_empty() && over.is_none() {
+            return Ok(());
+        }
+        *number += 1;
+        let payload = match over.take() {
+            Some(n) => Payload::Error(too_long(n, max)),
+            None => Payload::Text(std::mem::take(doc)),
+        };
+        doc.clear();
+        emit(RawRecord {
+            cx: cx.clone(),
+            line: at,
+            number: *number,
+            split: None,
+            payload,
+        })
+    };
+    loop {
+        let got = match read_line_bounded(r, max, &mut buf) {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => return Ok(Err(format!("read failed after line {line}: {e}"))),
+        };
+        line += 1;
+        let blank = matches!(got, Line::Ok) && buf.iter().all(|b| b.is_ascii_whitespace());
+        match unit {
+            TextUnit::Line => {
+                if blank {
+                    continue;
+                }
+                let mut over = match got {
+                    Line::TooLong(n) => Some(n),
+                    Line::Ok => None,
+                };
+                let mut d = std::mem::take(&mut buf);
+                flush(&mut d, &mut over, line, &mut number)?;
+            }
+            TextUnit::Paragraph | TextUnit::File => {
+                if blank && unit == TextUnit::Paragraph {
+                    flush(&mut doc, &mut doc_over, doc_line, &mut number)?;
+                    continue;
+                }
+                if doc.is_empty() && doc_over.is_none() {
+                    doc_line = line;
+                }
+                let add = match got {
+                    Line::TooLong(n) => n,
+                    Line::Ok => buf.len(),
+                };
+                match doc_over {
+                    Some(ref mut n) => *n += add + 1,
+                    None if doc.len() + add + 1 > max => {
+                        doc_over = Some(doc.len() + add + 1);
+                        doc.clear();
+                    }
+                    None => {
+                        if !doc.is_empty() {
+                            doc.push(b'\n');
+                        }
+                        doc.extend_from_slice(&buf);
+                    }
+                }
+            }
+        }
+    }
+    flush(&mut doc, &mut doc_over, doc_line, &mut number)?;
+    Ok(Ok(()))
+}
+
+fn read_csv(
+    mut cx: FileCx,
+    r: impl Read,
+    delimiter: u8,
+    max: usize,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> crate::Result<Result<(), String>> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(r);
+    let headers = match rdr.byte_headers() {
+        Ok(h) => h.clone(),
+        Err(e) => return Ok(Err(format!("cannot read the CSV header: {e}"))),
+    };
+    let mut names = Vec::with_capacity(headers.len());
+    for (i, h) in headers.iter().enumerate() {
+        match cx.encoding.decode(h) {
+            Ok(s) => names.push(s.trim().to_string()),
+            Err(e) => return Ok(Err(format!("CSV header column {}: {e}", i + 1))),
+        }
+    }
+    cx.headers = Some(names);
+    let cx = Arc::new(cx);
+    let mut number = 0u64;
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        let line = rdr.position().line();
+        match rdr.read_byte_record(&mut rec) {
+            Ok(false) => return Ok(Ok(())),
+            Ok(true) => {
+                number += 1;
+                let line = rec.position().map_or(line, |p| p.line());
+                let size = rec.as_slice().len();
+                let payload = if size > max {
+                    Payload::Error(too_long(size, max))
+                } else {
+                    Payload::Csv(std::mem::take(&mut rec))
+                };
+                emit(RawRecord {
+                    cx: cx.clone(),
+                    line,
+                    number,
+                    split: None,
+                    payload,
+                })?;
+            }
+            Err(e) => {
+                let pos_line = e.position().map(|p| p.line());
+                match e.kind() {
+                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                        number += 1;
+                        emit(RawRecord {
+                            cx: cx.clone(),
+                            line: pos_line.unwrap_or(line),
+                            number,
+                            split: None,
+                            payload: Payload::Error(format!(
+                                "row has {len} fields, the header has {expected_len}"
+                            )),
+                        })?;
+                    }
+                    _ => return Ok(Err(format!("CSV read failed near line {line}: {e}"))),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_sniff_tells_gb18030_from_broken_utf8() {
+        let (gb, _, _) = encoding_rs::GB18030.encode("科室,问题\n心血管科,高血压患者能吃党参吗？\n");
+        assert_eq!(sniff_encoding(&gb), TextEncoding::Gb18030);
+        let mut mostly_utf8 = "你好\n世界\n再见\n".repeat(10).into_bytes();
+        mostly_utf8.extend_from_slice(b"bad \xff\xfe line\n");
+        assert_eq!(sniff_encoding(&mostly_utf8), TextEncoding::Utf8);
+        assert_eq!(sniff_encoding("纯 UTF-8 文本".as_bytes()), TextEncoding::Utf8);
+    }
+
+    #[test]
+    fn reader_sniff_follows_content_for_ambiguous_extensions() {
+        assert_eq!(sniff_reader("json", b"[{\"a\":1}]"), Some(ReaderKind::Json));
+        assert_eq!(sniff_reader("json", b"{\"a\":1}\n{\"a\":2}\n"), Some(ReaderKind::Jsonl));
+        assert_eq!(sniff_reader("json", b"{\n \"a\": 1\n}\n"), Some(ReaderKind::Json));
+        assert_eq!(sniff_reader("txt", b"{\"q\":\"a\"}\n"), Some(ReaderKind::Jsonl));
+        assert_eq!(sniff_reader("txt", b"Once upon a time\n"), Some(ReaderKind::Text));
+        assert_eq!(sniff_reader("dat", b"hello"), None);
+    }
+
+    #[test]
+    fn bounded_lines_never_hold_more_than_the_bound() {
+        let data = format!("short\n{}\nlast", "x".repeat(100));
+        let mut r = BufReader::with_capacity(8, data.as_bytes());
+        let mut buf = Vec::new();
+        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(Some(Line::Ok))));
+        assert_eq!(buf, b"short");
+        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(Some(Line::TooLong(100)))));
+        assert!(buf.len() <= 50);
+        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(Some(Line::Ok))));
+        assert_eq!(buf, b"last");
+        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(None)));
+    }
+}

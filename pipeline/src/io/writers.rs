@@ -1,0 +1,485 @@
+//! Writers of curated and dropped samples: Parquet (schema in `schemas/curated.md`), JSONL, and
+//! the LLaMA-Factory export. Writers receive samples in output order on one thread and produce
+//! byte-identical files for identical input; every file is written atomically.
+
+use crate::config::LlamaFactoryStyle;
+use crate::error::{Error, Result};
+use crate::sample::{Role, Sample};
+use crate::stages::DropReason;
+use crate::storage::{write_atomic, AtomicFile};
+use arrow_array::builder::{ListBuilder, MapBuilder, StringBuilder, StructBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Fields, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rayon::prelude::*;
+use serde::Serialize;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a dropped sample was dropped, as written next to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DropInfo {
+    /// The stage that dropped it (`stages[1].length_filter`).
+    pub stage: String,
+    /// The reason code.
+    pub reason: &'static str,
+    /// Detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The id kept in its place, for duplicates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_of: Option<String>,
+}
+
+impl DropInfo {
+    /// From a stage name and its reason.
+    pub fn new(stage: &str, r: &DropReason) -> DropInfo {
+        DropInfo {
+            stage: stage.to_string(),
+            reason: r.code,
+            detail: r.detail.clone(),
+            duplicate_of: r.duplicate_of.clone(),
+        }
+    }
+}
+
+/// One file a writer produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutputFile {
+    /// Path relative to the run directory.
+    pub path: String,
+    /// Records in it.
+    pub records: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// A destination for samples (curated or dropped).
+pub trait SampleSink {
+    /// Write a batch, in order. `drops` is parallel to `samples` for dropped sinks.
+    fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()>;
+    /// Close every file and report them.
+    fn finish(self: Box<Self>) -> Result<Vec<OutputFile>>;
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Parquet parts `part-00000.parquet`, … of at most `rows_per_file` rows each.
+pub struct ParquetSink {
+    root: PathBuf,
+    dir: PathBuf,
+    rows_per_file: usize,
+    with_drop: bool,
+    schema: Arc<Schema>,
+    current: Option<(ArrowWriter<AtomicFile>, PathBuf, u64)>,
+    files: Vec<OutputFile>,
+}
+
+/// The Arrow schema of curated samples (plus drop columns for dropped samples).
+pub fn sample_schema(with_drop: bool) -> Schema {
+    let turn = Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, false),
+    ]);
+    let entries = Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, true),
+    ]);
+    let mut fields = vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("domain", DataType::Utf8, false),
+        Field::new("task", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("system", DataType::Utf8, true),
+        Field::new("tools", DataType::Utf8, true),
+        Field::new(
+            "turns",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(turn), true))),
+            false,
+        ),
+        Field::new("text", DataType::Utf8, true),
+        Field::new(
+            "tags",
+            DataType::Map(
+                Arc::new(Field::new("entries", DataType::Struct(entries), false)),
+                false,
+            ),
+            false,
+        ),
+    ];
+    if with_drop {
+        fields.extend([
+            Field::new("drop_stage", DataType::Utf8, false),
+            Field::new("drop_reason", DataType::Utf8, false),
+            Field::new("drop_detail", DataType::Utf8, true),
+            Field::new("duplicate_of", DataType::Utf8, true),
+        ]);
+    }
+    Schema::new(fields)
+}
+
+fn to_batch(schema: &Arc<Schema>, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<RecordBatch, String> {
+    let n = samples.len();
+    let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
+    let turn_fields = match schema.field_with_name("turns").map(|f| f.data_type().clone()) {
+        Ok(DataType::List(item)) => item,
+        _ => return Err("schema has no turns list".into()),
+    };
+    let struct_fields = match turn_fields.data_type() {
+        DataType::Struct(f) => f.clone(),
+        _ => return Err("turns items are not structs".into()),
+    };
+    let mut turns = ListBuilder::new(StructBuilder::new(
+        struct_fields,
+        vec![Box::new(StringBuilder::new()), Box::new(StringBuilder::new())],
+    ))
+    .with_field(turn_fields);
+    let mut text = StringBuilder::new();
+    let mut tags = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+    for s in samples {
+        cols[0].append_value(&s.id);
+        cols[1].append_value(&s.source);
+        cols[2].append_value(&s.domain);
+        cols[3].append_value(&s.task);
+        cols[4].append_value(s.kind.as_str());
+        cols[5].append_option(s.user_id.as_deref());
+        cols[6].append_option(s.system.as_deref());
+        cols[7].append_option(s.tools.as_deref());
+        let sb = turns.values();
+        for t in &s.turns {
+            let role = sb.field_builder::<StringBuilder>(0).ok_or("turn role builder")?;
+            role.append_value(t.role.as_str());
+            let content = sb.field_builder::<StringBuilder>(1).ok_or("turn content builder")?;
+            content.append_value(&t.content);
+            sb.append(true);
+        }
+        turns.append(true);
+        text.append_option(s.text.as_deref());
+        for (k, v) in &s.tags {
+            tags.keys().append_value(k);
+            tags.values().append_value(v);
+        }
+        tags.append(true).map_err(|e| e.to_string())?;
+    }
+    let mut arrays: Vec<ArrayRef> = cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    arrays.push(Arc::new(turns.finish()));
+    arrays.push(Arc::new(text.finish()));
+    arrays.push(Arc::new(tags.finish()));
+    if let Some(drops) = drops {
+        let mut d: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+        for info in drops {
+            d[0].append_value(&info.stage);
+            d[1].append_value(info.reason);
+            d[2].append_option(info.detail.as_deref());
+            d[3].append_option(info.duplicate_of.as_deref());
+        }
+        arrays.extend(d.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    }
+    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())
+}
+
+impl ParquetSink {
+    /// Parts go to `dir`; paths are reported relative to `root`.
+    pub fn new(root: &Path, dir: PathBuf, rows_per_file: usize, with_drop: bool) -> ParquetSink {
+        ParquetSink {
+            root: root.to_path_buf(),
+            dir,
+            rows_per_file,
+            with_drop,
+            schema: Arc::new(sample_schema(with_drop)),
+            current: None,
+            files: Vec::new(),
+        }
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((w, path, rows)) = self.current.take() {
+            let file = w.into_inner().map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+            file.commit()?;
+            self.files.push(OutputFile { path: rel(&self.root, &path), records: rows, bytes: file_size(&path) });
+        }
+        Ok(())
+    }
+}
+
+impl SampleSink for ParquetSink {
+    fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
+        let mut start = 0;
+        while start < samples.len() {
+            if self.current.as_ref().is_some_and(|c| c.2 as usize >= self.rows_per_file) {
+                self.close_current()?;
+            }
+            if self.current.is_none() {
+                let path = self.dir.join(format!("part-{:05}.parquet", self.files.len()));
+                let props = WriterProperties::builder()
+                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+                    .set_max_row_group_row_count(Some(16 * 1024))
+                    .build();
+                let file = AtomicFile::create(&path)?;
+                let w = ArrowWriter::try_new(file, self.schema.clone(), Some(props))
+                    .map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+                self.current = Some((w, path, 0));
+            }
+            let Some((w, path, rows)) = self.current.as_mut() else {
+                break;
+            };
+            let room = self.rows_per_file - *rows as usize;
+            let end = (start + room).min(samples.len());
+            let d = match (self.with_drop, drops) {
+                (true, Some(d)) => Some(&d[start..end]),
+                (true, None) => return Err(Error::Output { path: path.clone(), message: "dropped sink without drop reasons".into() }),
+                (false, _) => None,
+            };
+            let batch = to_batch(&self.schema, &samples[start..end], d).map_err(|m| Error::Output { path: path.clone(), message: m })?;
+            w.write(&batch).map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+            *rows += (end - start) as u64;
+            start = end;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {
+        self.close_current()?;
+        Ok(self.files)
+    }
+}
+
+#[derive(Serialize)]
+struct DroppedLine<'a> {
+    drop: &'a DropInfo,
+    sample: &'a Sample,
+}
+
+/// JSONL parts `part-00000.jsonl`, …: one sluice record per line (dropped: `{drop, sample}`).
+pub struct JsonlSink {
+    root: PathBuf,
+    dir: PathBuf,
+    rows_per_file: usize,
+    current: Option<(AtomicFile, u64)>,
+    files: Vec<OutputFile>,
+}
+
+impl JsonlSink {
+    /// Parts go to `dir`; paths are reported relative to `root`.
+    pub fn new(root: &Path, dir: PathBuf, rows_per_file: usize) -> JsonlSink {
+        JsonlSink { root: root.to_path_buf(), dir, rows_per_file, current: None, files: Vec::new() }
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((f, rows)) = self.current.take() {
+            let path = f.path().to_path_buf();
+            f.commit()?;
+            self.files.push(OutputFile { path: rel(&self.root, &path), records: rows, bytes: file_size(&path) });
+        }
+        Ok(())
+    }
+}
+
+impl SampleSink for JsonlSink {
+    fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
+        let lines: Vec<Vec<u8>> = (0..samples.len())
+            .into_par_iter()
+            .map(|i| {
+                let mut v = match drops {
+                    Some(d) => serde_json::to_vec(&DroppedLine { drop: &d[i], sample: &samples[i] }),
+                    None => serde_json::to_vec(&samples[i]),
+                }
+                .unwrap_or_default();
+                v.push(b'\n');
+                v
+            })
+            .collect();
+        for line in lines {
+            if self.current.as_ref().is_some_and(|c| c.1 as usize >= self.rows_per_file) {
+                self.close_current()?;
+            }
+            if self.current.is_none() {
+                let path = self.dir.join(format!("part-{:05}.jsonl", self.files.len()));
+                self.current = Some((AtomicFile::create(path)?, 0));
+            }
+            if let Some((f, rows)) = self.current.as_mut() {
+                f.write_all(&line).map_err(|e| Error::io(f.path(), e))?;
+                *rows += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {
+        self.close_current()?;
+        Ok(self.files)
+    }
+}
+
+/// A JSON array written element by element.
+struct JsonArray {
+    file: AtomicFile,
+    count: u64,
+}
+
+impl JsonArray {
+    fn open(path: PathBuf) -> Result<JsonArray> {
+        let mut file = AtomicFile::create(path)?;
+        file.write_all(b"[").map_err(|e| Error::io(file.path(), e))?;
+        Ok(JsonArray { file, count: 0 })
+    }
+
+    fn push(&mut self, value: &impl Serialize) -> Result<()> {
+        let sep: &[u8] = if self.count == 0 { b"\n  " } else { b",\n  " };
+        let path = self.file.path().to_path_buf();
+        self.file.write_all(sep).map_err(|e| Error::io(&path, e))?;
+        serde_json::to_writer(&mut self.file, value).map_err(|e| Error::Output { path, message: e.to_string() })?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn close(mut self, root: &Path) -> Result<OutputFile> {
+        let path = self.file.path().to_path_buf();
+        self.file.write_all(b"\n]\n").map_err(|e| Error::io(&path, e))?;
+        self.file.commit()?;
+        Ok(OutputFile { path: rel(root, &path), records: self.count, bytes: file_size(&path) })
+    }
+}
+
+#[derive(Serialize)]
+struct ShareTurn<'a> {
+    from: &'a str,
+    value: &'a str,
+}
+
+#[derive(Serialize)]
+struct ShareRecord<'a> {
+    conversations: Vec<ShareTurn<'a>>,
+    system: &'a str,
+    tools: &'a str,
+}
+
+#[derive(Serialize)]
+struct AlpacaRecord<'a> {
+    instruction: &'a str,
+    input: &'a str,
+    output: &'a str,
+    system: &'a str,
+    history: Vec<[&'a str; 2]>,
+}
+
+#[derive(Serialize)]
+struct TextRecord<'a> {
+    text: &'a str,
+}
+
+/// The LLaMA-Factory export: `<name>.json` for dialogues and `<name>_pretrain.json` for
+/// documents, plus `dataset_info.json` entries that LLaMA-Factory's loader accepts.
+pub struct LlamaFactorySink {
+    root: PathBuf,
+    dir: PathBuf,
+    name: String,
+    style: LlamaFactoryStyle,
+    sft: Option<JsonArray>,
+    pretrain: Option<JsonArray>,
+}
+
+impl LlamaFactorySink {
+    /// Files go to `dir` under dataset name `name`.
+    pub fn new(root: &Path, dir: PathBuf, name: &str, style: LlamaFactoryStyle) -> LlamaFactorySink {
+        LlamaFactorySink { root: root.to_path_buf(), dir, name: name.to_string(), style, sft: None, pretrain: None }
+    }
+}
+
+fn sharegpt_role(r: Role) -> &'static str {
+    match r {
+        Role::User => "human",
+        Role::Assistant => "gpt",
+        Role::FunctionCall => "function_call",
+        Role::Observation => "observation",
+    }
+}
+
+impl SampleSink for LlamaFactorySink {
+    fn write(&mut self, samples: &[Sample], _drops: Option<&[DropInfo]>) -> Result<()> {
+        for s in samples {
+            if let Some(text) = &s.text {
+                if self.pretrain.is_none() {
+                    self.pretrain = Some(JsonArray::open(self.dir.join(format!("{}_pretrain.json", self.name)))?);
+                }
+                if let Some(a) = self.pretrain.as_mut() {
+                    a.push(&TextRecord { text })?;
+                }
+                continue;
+            }
+            if self.sft.is_none() {
+                self.sft = Some(JsonArray::open(self.dir.join(format!("{}.json", self.name)))?);
+            }
+            let Some(out) = self.sft.as_mut() else { continue };
+            let system = s.system.as_deref().unwrap_or("");
+            match self.style {
+                LlamaFactoryStyle::Sharegpt => out.push(&ShareRecord {
+                    conversations: s.turns.iter().map(|t| ShareTurn { from: sharegpt_role(t.role), value: &t.content }).collect(),
+                    system,
+                    tools: s.tools.as_deref().unwrap_or(""),
+                })?,
+                LlamaFactoryStyle::Alpaca => {
+                    if s.turns.iter().any(|t| matches!(t.role, Role::FunctionCall | Role::Observation)) {
+                        return Err(Error::Output {
+                            path: self.dir.clone(),
+                            message: format!("sample {} has tool turns, which the alpaca layout cannot hold: use llamafactory.style = \"sharegpt\"", s.id),
+                        });
+                    }
+                    let pairs: Vec<[&str; 2]> = s.turns.chunks(2).map(|p| [p[0].content.as_str(), p.get(1).map_or("", |t| t.content.as_str())]).collect();
+                    let Some((last, history)) = pairs.split_last() else { continue };
+                    out.push(&AlpacaRecord { instruction: last[0], input: "", output: last[1], system, history: history.to_vec() })?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<OutputFile>> {
+        let mut files = Vec::new();
+        let mut info = serde_json::Map::new();
+        if let Some(a) = self.sft {
+            let f = a.close(&self.root)?;
+            let file_name = format!("{}.json", self.name);
+            let entry = match self.style {
+                LlamaFactoryStyle::Sharegpt => serde_json::json!({
+                    "file_name": file_name,
+                    "formatting": "sharegpt",
+                    "columns": {"messages": "conversations", "system": "system", "tools": "tools"}
+                }),
+                LlamaFactoryStyle::Alpaca => serde_json::json!({
+                    "file_name": file_name,
+                    "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
+                }),
+            };
+            info.insert(self.name.clone(), entry);
+            files.push(f);
+        }
+        if let Some(a) = self.pretrain {
+            files.push(a.close(&self.root)?);
+            info.insert(
+                format!("{}_pretrain", self.name),
+                serde_json::json!({"file_name": format!("{}_pretrain.json", self.name), "columns": {"prompt": "text"}}),
+            );
+        }
+        let path = self.dir.join("dataset_info.json");
+        let mut bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(info)).map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+        bytes.push(b'\n');
+        write_atomic(&path, &bytes)?;
+        files.push(OutputFile { path: rel(&self.root, &path), records: files.len() as u64, bytes: bytes.len() as u64 });
+        Ok(files)
+    }
+}

@@ -1,0 +1,19 @@
+//! sluice's pipeline library: the record model, pipeline config and plan, readers and writers,
+//! stages, the engine, storage and reports. The `sluice` binary is a thin layer over it.
+
+pub mod bench;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod io;
+pub mod normalize;
+pub mod report;
+pub mod sample;
+pub mod stages;
+pub mod storage;
+
+pub use config::Plan;
+pub use engine::{run, Progress, RunOptions};
+pub use error::{Error, Result};
+pub use report::Report;
+pub use sample::{Kind, Role, Sample, Turn};

@@ -1,0 +1,169 @@
+//! report.json: counts per input and per stage that reconcile (`read = kept + dropped +
+//! rejected`), the files written, and timings. Everything but `timings` is deterministic.
+
+use crate::io::writers::OutputFile;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// Counts of one input file.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FileReport {
+    /// Display path.
+    pub path: String,
+    /// Reader used (`jsonl`, `csv`, …).
+    pub reader: String,
+    /// Encoding found.
+    pub encoding: String,
+    /// Records found in it (including rejected ones).
+    pub records: u64,
+    /// Records rejected.
+    pub rejected: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// A problem that stopped reading the file early, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Counts of one input.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InputReport {
+    /// Input name.
+    pub name: String,
+    /// Records read (every record found, parseable or not).
+    pub read: u64,
+    /// Samples in the curated output.
+    pub kept: u64,
+    /// Samples dropped by stages, total.
+    pub dropped: u64,
+    /// Dropped by `stage/reason`.
+    pub dropped_by: BTreeMap<String, u64>,
+    /// Records that could not be parsed.
+    pub rejected: u64,
+    /// Record formats recognised, with counts.
+    pub formats: BTreeMap<String, u64>,
+    /// Per file.
+    pub files: Vec<FileReport>,
+}
+
+impl InputReport {
+    /// Whether `read = kept + dropped + rejected` holds.
+    pub fn reconciles(&self) -> bool {
+        self.read == self.kept + self.dropped + self.rejected
+            && self.dropped == self.dropped_by.values().sum::<u64>()
+    }
+}
+
+/// Counts of one stage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageReport {
+    /// `stages[i]` index.
+    pub index: usize,
+    /// The stage's `type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Samples that reached the stage.
+    #[serde(rename = "in")]
+    pub input: u64,
+    /// Samples it passed on.
+    pub kept: u64,
+    /// Samples it dropped, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Stage-specific counters.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Totals over all inputs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Records read.
+    pub read: u64,
+    /// Samples kept.
+    pub kept: u64,
+    /// Samples dropped.
+    pub dropped: u64,
+    /// Records rejected.
+    pub rejected: u64,
+}
+
+/// Wall-clock figures; the only part of the report that differs between identical runs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Whole run, seconds.
+    pub total_seconds: f64,
+    /// Per stage index: CPU seconds summed over worker threads.
+    pub stage_cpu_seconds: BTreeMap<String, f64>,
+    /// Input bytes per wall second.
+    pub input_mb_per_second: f64,
+    /// Records read per wall second.
+    pub records_per_second: f64,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// sluice version.
+    pub sluice_version: String,
+    /// Run name.
+    pub run: String,
+    /// `succeeded` or `failed: …`.
+    pub status: String,
+    /// Seed.
+    pub seed: u64,
+    /// Totals.
+    pub totals: Totals,
+    /// True when every input reconciles.
+    pub reconciled: bool,
+    /// Per input.
+    pub inputs: Vec<InputReport>,
+    /// Per stage, in order.
+    pub stages: Vec<StageReport>,
+    /// Files written, relative to the run directory.
+    pub outputs: Vec<OutputFile>,
+    /// Timings.
+    pub timings: Timings,
+}
+
+impl Report {
+    /// A short human summary for stderr.
+    pub fn summary(&self) -> String {
+        let t = &self.totals;
+        let mut s = format!(
+            "sluice run {:?}: {}\n  read {}  kept {}  dropped {}  rejected {}  ({:.2}s, {:.1} MB/s, {:.0} records/s, {} threads)\n",
+            self.run,
+            self.status,
+            t.read,
+            t.kept,
+            t.dropped,
+            t.rejected,
+            self.timings.total_seconds,
+            self.timings.input_mb_per_second,
+            self.timings.records_per_second,
+            self.timings.threads
+        );
+        for i in &self.inputs {
+            s += &format!(
+                "  input {:<24} read {:>7}  kept {:>7}  dropped {:>6}  rejected {:>6}\n",
+                i.name, i.read, i.kept, i.dropped, i.rejected
+            );
+        }
+        for st in &self.stages {
+            let reasons: Vec<String> = st.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            s += &format!(
+                "  stage [{}] {:<20} in {:>7}  kept {:>7}  {}\n",
+                st.index,
+                st.kind,
+                st.input,
+                st.kept,
+                reasons.join(", ")
+            );
+        }
+        if !self.reconciled {
+            s += "  WARNING: counts do not reconcile; this is a bug, please report it\n";
+        }
+        s
+    }
+}

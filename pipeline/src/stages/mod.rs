@@ -1,0 +1,174 @@
+//! The stage registry: one tagged enum of stage configs, the two stage traits, and the verdict
+//! types. A new stage is a file in this folder plus one variant here; the compiler lists every
+//! other place that must handle it.
+
+pub mod exact_dedup;
+pub mod length_filter;
+
+use crate::sample::Sample;
+use serde::Deserialize;
+
+/// Why a stage dropped a sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropReason {
+    /// A short stable code, counted in the report (`too_short`, `duplicate`).
+    pub code: &'static str,
+    /// Human-readable detail (`12 chars < min_chars 20`).
+    pub detail: Option<String>,
+    /// For duplicates: the id of the sample kept in its place.
+    pub duplicate_of: Option<String>,
+}
+
+impl DropReason {
+    /// A reason with a code and a detail.
+    pub fn new(code: &'static str, detail: impl Into<String>) -> DropReason {
+        DropReason {
+            code,
+            detail: Some(detail.into()),
+            duplicate_of: None,
+        }
+    }
+}
+
+/// What a record-wise stage decides for one sample.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Pass the (possibly changed) sample on.
+    Keep(Sample),
+    /// Drop it, saying why.
+    Drop(Sample, DropReason),
+}
+
+/// Per-worker context of record-wise stages: counters a stage may bump (summed into the report)
+/// and a seeded random source that depends on the sample, never on the worker, so results do not
+/// depend on the thread count.
+#[derive(Debug, Default)]
+pub struct StageCx {
+    seed: u64,
+    /// Named counters, e.g. how many samples a stage changed.
+    pub counters: std::collections::BTreeMap<&'static str, u64>,
+}
+
+impl StageCx {
+    /// A context for a run with this seed.
+    pub fn new(seed: u64) -> StageCx {
+        StageCx {
+            seed,
+            counters: Default::default(),
+        }
+    }
+
+    /// Add `n` to a named counter.
+    pub fn count(&mut self, name: &'static str, n: u64) {
+        *self.counters.entry(name).or_default() += n;
+    }
+
+    /// A random source for one sample in one stage: the same for the same seed, stage and id.
+    pub fn rng_for(&self, stage: &str, sample: &Sample) -> SplitMix64 {
+        let mut h = xxhash_rust::xxh3::xxh3_64_with_seed(stage.as_bytes(), self.seed);
+        h ^= xxhash_rust::xxh3::xxh3_64_with_seed(sample.id.as_bytes(), self.seed);
+        SplitMix64(h)
+    }
+}
+
+/// A tiny deterministic random generator (SplitMix64), enough for sampling decisions.
+#[derive(Debug, Clone)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform float in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A stage that decides on one sample at a time; runs in parallel over batches.
+pub trait RecordStage: Send + Sync {
+    /// Never fails on bad data: a sample it cannot handle is dropped with a reason.
+    fn process(&self, sample: Sample, cx: &mut StageCx) -> Verdict;
+}
+
+/// A decision a global stage takes about one record position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Drop the record at this position.
+    Drop(DropReason),
+}
+
+/// Decisions of a global stage, by record position (only positions that are not plain keeps).
+pub type Decisions = std::collections::BTreeMap<u64, Decision>;
+
+/// A stage that needs keys from all data (dedup, split, mix). `map` sees one sample and emits
+/// small (key, value) pairs; only keys cross the exchange, never whole samples; `reduce` sees
+/// every value of one key, in record order; `finish` runs once; decisions are applied back to
+/// records by position.
+pub trait GlobalStage: Send + Sync {
+    /// The exchange key.
+    type Key: Ord + Copy + Send + Sync + std::hash::Hash;
+    /// What travels with a key.
+    type Value: Send + Sync;
+    /// Emit the keys of one sample.
+    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(Self::Key, Self::Value));
+    /// Decide on all records that share `key`; `values` are sorted by position.
+    fn reduce(&self, key: Self::Key, values: Vec<(u64, Self::Value)>, out: &mut Decisions);
+    /// Final decisions over what `reduce` left (union-find, quotas); default: nothing.
+    fn finish(&self, _decisions: &mut Decisions) {}
+    /// A 64-bit hash of the key, used to partition the exchange.
+    fn partition(&self, key: &Self::Key) -> u64;
+}
+
+/// Every stage's config: `type = "…"` selects the variant. Struct variants only, so unknown keys
+/// are always errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StageConfig {
+    /// Exact duplicate removal over normalized content.
+    ExactDedup(exact_dedup::Config),
+    /// Length bounds on characters and turns.
+    LengthFilter(length_filter::Config),
+}
+
+/// A built stage, ready to run.
+pub enum Stage {
+    /// Runs per sample, in parallel.
+    Record(Box<dyn RecordStage>),
+    /// Exact dedup (a global stage).
+    ExactDedup(exact_dedup::ExactDedup),
+}
+
+impl StageConfig {
+    /// The `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StageConfig::ExactDedup(_) => "exact_dedup",
+            StageConfig::LengthFilter(_) => "length_filter",
+        }
+    }
+
+    /// Problems with the values (ranges, combinations), each as a message.
+    pub fn validate(&self) -> Vec<String> {
+        match self {
+            StageConfig::ExactDedup(c) => c.validate(),
+            StageConfig::LengthFilter(c) => c.validate(),
+        }
+    }
+
+    /// Build the stage.
+    pub fn build(&self) -> Stage {
+        match self {
+            StageConfig::ExactDedup(c) => Stage::ExactDedup(exact_dedup::ExactDedup::new(c)),
+            StageConfig::LengthFilter(c) => {
+                Stage::Record(Box::new(length_filter::LengthFilter::new(c)))
+            }
+        }
+    }
+}

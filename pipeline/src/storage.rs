@@ -1,0 +1,216 @@
+//! Where outputs go and how they are published. Every file is written under a temporary name and
+//! renamed when complete ([`AtomicFile`]); a whole run is built in a staging directory beside
+//! its final place and swapped in at the end ([`RunDir`]), so a crash never leaves a half-written
+//! file, or a mix of two runs' files, under the final names.
+
+use crate::error::{Error, Result};
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Marker file naming a directory as a sluice run, so publishing never replaces anything else.
+pub const RUN_MARKER: &str = ".sluice-run";
+
+/// A file written under `<name>.tmp` and renamed to `<name>` by [`AtomicFile::commit`].
+/// Dropping it uncommitted removes the temporary file.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Start writing `path` (parent directories are created).
+    pub fn create(path: impl Into<PathBuf>) -> Result<AtomicFile> {
+        let path = path.into();
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        Ok(AtomicFile {
+            path,
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flush, sync and rename into place.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
+        let file = out
+            .into_inner()
+            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.out.as_mut() {
+            Some(o) => o.write(buf),
+            None => Err(std::io::Error::other("file already committed")),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self.out.as_mut() {
+            Some(o) => o.write_all(buf),
+            None => Err(std::io::Error::other("file already committed")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.out.as_mut() {
+            Some(o) => o.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write a whole small file atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    f.commit()
+}
+
+/// A run being built in `.<name>.staging` beside its final directory.
+pub struct RunDir {
+    final_dir: PathBuf,
+    staging: PathBuf,
+}
+
+impl RunDir {
+    /// Prepare a fresh staging directory for `final_dir`, refusing to replace a directory that
+    /// is not a sluice run.
+    pub fn begin(final_dir: &Path) -> Result<RunDir> {
+        check_replaceable(final_dir)?;
+        let name = final_dir
+            .file_name()
+            .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let parent = final_dir.parent().unwrap_or(Path::new("."));
+        let staging = parent.join(format!(".{name}.staging"));
+        if staging.exists() {
+            fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        }
+        fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+        write_atomic(&staging.join(RUN_MARKER), b"sluice run directory\n")?;
+        Ok(RunDir {
+            final_dir: final_dir.to_path_buf(),
+            staging,
+        })
+    }
+
+    /// A path inside the run (in staging until published).
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.staging.join(rel)
+    }
+
+    /// The directory the run will be published to.
+    pub fn final_dir(&self) -> &Path {
+        &self.final_dir
+    }
+
+    /// Swap the staging directory into place; the previous run, if any, is removed.
+    pub fn publish(self) -> Result<PathBuf> {
+        let dest = self.final_dir.clone();
+        self.publish_to(dest)
+    }
+
+    /// Publish somewhere else (a failed run goes to `<dir>.failed`, keeping the last good run).
+    pub fn publish_to(self, dest: PathBuf) -> Result<PathBuf> {
+        check_replaceable(&dest)?;
+        let old = if dest.exists() {
+            let mut o = dest.clone().into_os_string();
+            o.push(".old");
+            let o = PathBuf::from(o);
+            if o.exists() {
+                fs::remove_dir_all(&o).map_err(|e| Error::io(&o, e))?;
+            }
+            fs::rename(&dest, &o).map_err(|e| Error::io(&dest, e))?;
+            Some(o)
+        } else {
+            None
+        };
+        fs::rename(&self.staging, &dest).map_err(|e| Error::io(&dest, e))?;
+        if let Some(o) = old {
+            fs::remove_dir_all(&o).map_err(|e| Error::io(&o, e))?;
+        }
+        Ok(dest)
+    }
+}
+
+fn check_replaceable(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let is_empty = fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .next()
+        .is_none();
+    if dir.is_dir() && (is_empty || dir.join(RUN_MARKER).exists()) {
+        return Ok(());
+    }
+    Err(Error::Output {
+        path: dir.to_path_buf(),
+        message: "exists and is not a sluice run directory; refusing to replace it (choose another output.dir)".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_files_never_appear() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a/b.txt");
+        {
+            let mut f = AtomicFile::create(&p).expect("create");
+            f.write_all(b"half").expect("write");
+        }
+        assert!(!p.exists());
+        assert!(!dir.path().join("a/b.txt.tmp").exists());
+        let mut f = AtomicFile::create(&p).expect("create");
+        f.write_all(b"whole").expect("write");
+        f.commit().expect("commit");
+        assert_eq!(fs::read(&p).expect("read"), b"whole");
+    }
+
+    #[test]
+    fn runs_replace_runs_but_not_other_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("run");
+        let r = RunDir::begin(&out).expect("begin");
+        write_atomic(&r.path("x.txt"), b"1").expect("write");
+        r.publish().expect("publish");
+        let r = RunDir::begin(&out).expect("begin again");
+        write_atomic(&r.path("y.txt"), b"2").expect("write");
+        r.publish().expect("publish again");
+        assert!(!out.join("x.txt").exists(), "old run's files are gone");
+        assert!(out.join("y.txt").exists());
+
+        let other = dir.path().join("precious");
+        fs::create_dir_all(&other).expect("mkdir");
+        fs::write(other.join("thesis.tex"), b"x").expect("write");
+        assert!(RunDir::begin(&other).is_err());
+    }
+}

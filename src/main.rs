@@ -1,0 +1,171 @@
+//! The `sluice` command line: a thin layer over the pipeline library.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_pipeline::{config, engine, Error};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// sluice turns raw business dialogue logs into LLM training data.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline and publish its outputs.
+    Run {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Fail when more than this share of records is rejected (overrides the pipeline).
+        #[arg(long)]
+        max_reject_ratio: Option<f64>,
+        /// Output directory (overrides the pipeline's output.dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// No progress bar or summary.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check a pipeline file: parse, resolve inputs, validate stages; report every problem.
+    Check {
+        /// The pipeline file (TOML).
+        pipeline: PathBuf,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Reader throughput in MB/s beside plain serde_json parsing of the same file.
+    Read {
+        /// Files to read.
+        files: Vec<PathBuf>,
+        /// Worker threads for sluice's reader (the baseline is single-threaded).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Passes per file; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn real_main() -> Result<ExitCode> {
+    match Cli::parse().command {
+        Command::Run { pipeline, threads, max_reject_ratio, out, quiet } => {
+            if let Some(r) = max_reject_ratio {
+                if !(0.0..=1.0).contains(&r) {
+                    bail!("--max-reject-ratio {r} is not a share between 0 and 1");
+                }
+            }
+            let plan = config::load(&pipeline)?;
+            let show = !quiet && std::io::stderr().is_terminal();
+            let bar = show.then(|| {
+                let total: u64 = plan.inputs.iter().flat_map(|i| &i.files).map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len())).sum();
+                let b = ProgressBar::new(total);
+                b.set_style(
+                    ProgressStyle::with_template("{spinner} {msg:30} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                b
+            });
+            let progress_bar = bar.clone();
+            let out_dir = out.clone().unwrap_or_else(|| plan.output_dir.clone());
+            let opts = engine::RunOptions {
+                threads,
+                max_reject_ratio,
+                output_dir: out,
+                progress: progress_bar.map(|b| {
+                    Box::new(move |p: &engine::Progress| {
+                        b.set_position(p.bytes);
+                        b.set_message(format!("{} ({} records)", p.phase, p.records));
+                    }) as Box<dyn Fn(&engine::Progress) + Send + Sync>
+                }),
+            };
+            let result = engine::run(&plan, opts);
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            match result {
+                Ok(report) => {
+                    if !quiet {
+                        eprint!("{}", report.summary());
+                        eprintln!("  outputs in {}", out_dir.display());
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ Error::TooManyRejects { .. }) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(2))
+                }
+                Err(e) => Err(e).with_context(|| format!("running {}", pipeline.display())),
+            }
+        }
+        Command::Check { pipeline } => {
+            let plan = config::load(&pipeline)?;
+            let files: usize = plan.inputs.iter().map(|i| i.files.len()).sum();
+            println!(
+                "{}: ok — {} inputs ({} files), {} stages, output {}",
+                pipeline.display(),
+                plan.inputs.len(),
+                files,
+                plan.stages.len(),
+                plan.output_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench { what: Bench::Read { files, threads, repeat } } => {
+            bench_read(&files, threads, repeat.max(1))?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
+    if files.is_empty() {
+        bail!("name at least one file to read");
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
+    println!("{:<44} {:>9} {:>8} {:>12} {:>12} {:>7}", "file", "MB", "records", "sluice MB/s", "serde MB/s", "ratio");
+    for f in files {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let mb = bytes.len() as f64 / 1e6;
+        let mut best_sluice = f64::MAX;
+        let mut best_serde = f64::MAX;
+        let mut records = 0;
+        for _ in 0..repeat {
+            let pass = pool.install(|| sluice_pipeline::bench::sluice_read(f, 2048))?;
+            records = pass.records;
+            best_sluice = best_sluice.min(pass.seconds);
+            let base = sluice_pipeline::bench::serde_json_baseline(&bytes);
+            best_serde = best_serde.min(base.seconds);
+        }
+        let (s, b) = (mb / best_sluice, mb / best_serde);
+        let name = f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
+        println!("{name:<44} {mb:>9.2} {records:>8} {s:>12.1} {b:>12.1} {:>7.2}", s / b);
+    }
+    println!("(sluice: {threads} thread(s), decode + parse + format mapping + validation into samples; serde: 1 thread, parse into serde_json::Value from memory; best of {repeat})");
+    Ok(())
+}
