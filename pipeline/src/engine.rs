@@ -301,11 +301,9 @@ impl Engine<'_> {
                     for (path, display) in &input.files {
                         let mut records_in_file = 0u64;
                         let bytes_read = self.bytes_read.clone();
-                        let mut last_number = 0u64;
                         let mut meta = None;
                         let status = read_file(i, &iplan, path, display, self.plan.max_record_bytes, &bytes_read, &mut |rec| {
                             records_in_file += 1;
-                            last_number = rec.number;
                             if meta.is_none() {
                                 meta = Some((format!("{:?}", rec.cx.reader).to_lowercase(), rec.cx.encoding.as_str().to_string()));
                             }
@@ -325,21 +323,8 @@ impl Engine<'_> {
                             bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
                             ..Default::default()
                         };
-                        if let Err(message) = status {
-                            // The rest of the file is unusable: one reject says where and why.
-                            fr.error = Some(message.clone());
-                            fr.records += 1;
-                            let reject = Reject {
-                                input: input.name.clone(),
-                                file: display.clone(),
-                                line: 0,
-                                record: last_number + 1,
-                                split: None,
-                                error: message,
-                                snippet: String::new(),
-                            };
-                            self.reject(i, reject)?;
-                        }
+                        // The reader already emitted the error as the file's last record.
+                        fr.error = status.err();
                         self.inputs[i].read += fr.records;
                         self.inputs[i].files.push(fr);
                     }

@@ -82,6 +82,7 @@ struct Flex {
     domain: Option<String>,
     task: Option<String>,
     kind: Option<Kind>,
+    source: Option<String>,
     system: Option<String>,
     tools: Option<Tools>,
     instruction: Option<String>,
@@ -105,6 +106,7 @@ struct Parsed {
     domain: Option<String>,
     task: Option<String>,
     kind: Option<Kind>,
+    source: Option<String>,
     system: Option<String>,
     tools: Option<String>,
     turns: Vec<Turn>,
@@ -121,6 +123,7 @@ impl Parsed {
             domain: None,
             task: None,
             kind: None,
+            source: None,
             system: None,
             tools: None,
             turns: Vec::new(),
@@ -155,6 +158,7 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             from_object(obj, plan.format, &plan.columns)?
         }
         Payload::Json(bytes) => {
+            // Decode (GB18030) or validate (UTF-8) first, for a clear message with the offset.
             let owned;
             let bytes: &[u8] = if cx.encoding == super::TextEncoding::Gb18030
                 && cx.reader != crate::config::ReaderKind::Json
@@ -162,6 +166,7 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
                 owned = cx.encoding.decode(bytes)?;
                 owned.as_bytes()
             } else {
+                super::TextEncoding::Utf8.validate(bytes)?;
                 bytes
             };
             let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
@@ -317,7 +322,9 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
     };
     match format {
         RecordFormat::Sluice => {
+            // sluice's own records keep their lineage when read again.
             p.kind = f.kind;
+            p.source = f.source;
             p.turns = f.turns.ok_or_else(|| missing("turns", format))?;
             p.text = f.text;
             p.tags = f
@@ -491,7 +498,7 @@ fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), St
     let task = if plan.task_forced { Some(plan.task.clone()) } else { p.task }.unwrap_or_else(|| plan.task.clone());
     let sample = Sample {
         id,
-        source: rec.cx.file.to_string(),
+        source: p.source.unwrap_or_else(|| rec.cx.file.to_string()),
         domain,
         task,
         kind,

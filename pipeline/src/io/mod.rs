@@ -35,16 +35,20 @@ impl TextEncoding {
         }
     }
 
+    /// Check that bytes are valid UTF-8; `Err` says where the first invalid byte is.
+    pub fn validate(self, bytes: &[u8]) -> Result<&str, String> {
+        std::str::from_utf8(bytes).map_err(|e| {
+            format!(
+                "invalid UTF-8 at byte {} of the record (set `encoding` if the file is not UTF-8)",
+                e.valid_up_to()
+            )
+        })
+    }
+
     /// Decode bytes to text; `Err` says where the first invalid byte is.
     pub fn decode(self, bytes: &[u8]) -> Result<String, String> {
         match self {
-            TextEncoding::Utf8 => match std::str::from_utf8(bytes) {
-                Ok(s) => Ok(s.to_string()),
-                Err(e) => Err(format!(
-                    "invalid UTF-8 at byte {} of the record (set `encoding` if the file is not UTF-8)",
-                    e.valid_up_to()
-                )),
-            },
+            TextEncoding::Utf8 => self.validate(bytes).map(str::to_string),
             TextEncoding::Gb18030 => {
                 let (text, had_errors) = encoding_rs::GB18030
                     .decode_without_bom_handling_and_without_replacement(bytes)
@@ -123,9 +127,42 @@ impl<R: Read> Read for Counting<R> {
 const SNIFF_BYTES: usize = 256 * 1024;
 
 /// Read one file, calling `emit` for each record in order. Problems with single records become
-/// `Payload::Error` records; a problem with the whole file (unreadable, corrupt compression,
-/// not Parquet) is returned as `Err` with a message, after the records read before it.
+/// `Payload::Error` records; a problem that makes the rest of the file unusable (unreadable,
+/// corrupt compression, broken structure) is emitted as one final `Payload::Error` record, in
+/// order, and also returned as `Err` with its message.
 pub fn read_file(
+    input: usize,
+    plan: &Arc<InputPlan>,
+    path: &Path,
+    display: &str,
+    max_record_bytes: usize,
+    bytes_read: &Arc<AtomicU64>,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> crate::Result<Result<(), String>> {
+    let mut last: Option<(Arc<FileCx>, u64)> = None;
+    let status = read_file_records(input, plan, path, display, max_record_bytes, bytes_read, &mut |rec| {
+        last = Some((rec.cx.clone(), rec.number));
+        emit(rec)
+    })?;
+    if let Err(message) = &status {
+        let (cx, number) = last.unwrap_or_else(|| {
+            let cx = FileCx {
+                input,
+                plan: plan.clone(),
+                file: Arc::from(display),
+                encoding: TextEncoding::Utf8,
+                headers: None,
+                reader: plan.reader,
+            };
+            (Arc::new(cx), 0)
+        });
+        emit(RawRecord { cx, line: 0, number: number + 1, split: None, payload: Payload::Error(message.clone()) })?;
+    }
+    Ok(status)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_file_records(
     input: usize,
     plan: &Arc<InputPlan>,
     path: &Path,

@@ -1,0 +1,8 @@
+//! End-to-end tests: they run the `sluice` binary on real data from `../shared/data` and on
+//! generated broken input, and read the outputs back. One test binary, so one link.
+
+mod common;
+mod determinism;
+mod inputs;
+mod outputs;
+mod rejects;
