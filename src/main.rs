@@ -74,7 +74,13 @@ fn main() -> ExitCode {
 
 fn real_main() -> Result<ExitCode> {
     match Cli::parse().command {
-        Command::Run { pipeline, threads, max_reject_ratio, out, quiet } => {
+        Command::Run {
+            pipeline,
+            threads,
+            max_reject_ratio,
+            out,
+            quiet,
+        } => {
             if let Some(r) = max_reject_ratio {
                 if !(0.0..=1.0).contains(&r) {
                     bail!("--max-reject-ratio {r} is not a share between 0 and 1");
@@ -136,7 +142,14 @@ fn real_main() -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { what: Bench::Read { files, threads, repeat } } => {
+        Command::Bench {
+            what:
+                Bench::Read {
+                    files,
+                    threads,
+                    repeat,
+                },
+        } => {
             bench_read(&files, threads, repeat.max(1))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -147,8 +160,13 @@ fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
     if files.is_empty() {
         bail!("name at least one file to read");
     }
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads.max(1)).build()?;
-    println!("{:<44} {:>9} {:>8} {:>12} {:>12} {:>7}", "file", "MB", "records", "sluice MB/s", "serde MB/s", "ratio");
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
+    println!(
+        "{:<44} {:>9} {:>8} {:>12} {:>12} {:>7}",
+        "file", "MB", "records", "sluice MB/s", "serde MB/s", "ratio"
+    );
     for f in files {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         let mb = bytes.len() as f64 / 1e6;
@@ -163,8 +181,14 @@ fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
             best_serde = best_serde.min(base.seconds);
         }
         let (s, b) = (mb / best_sluice, mb / best_serde);
-        let name = f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
-        println!("{name:<44} {mb:>9.2} {records:>8} {s:>12.1} {b:>12.1} {:>7.2}", s / b);
+        let name = f.file_name().map_or_else(
+            || f.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        println!(
+            "{name:<44} {mb:>9.2} {records:>8} {s:>12.1} {b:>12.1} {:>7.2}",
+            s / b
+        );
     }
     println!("(sluice: {threads} thread(s), decode + parse + format mapping + validation into samples; serde: 1 thread, parse into serde_json::Value from memory; best of {repeat})");
     Ok(())

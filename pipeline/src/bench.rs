@@ -43,24 +43,42 @@ pub fn sluice_read(path: &Path, batch: usize) -> crate::Result<Pass> {
     let (mut records, mut failed) = (0u64, 0u64);
     let mut pending: Vec<RawRecord> = Vec::with_capacity(batch);
     let mut flush = |pending: &mut Vec<RawRecord>| {
-        let bad: u64 = pending.par_iter().map(|r| u64::from(convert(r).is_err())).sum();
+        let bad: u64 = pending
+            .par_iter()
+            .map(|r| u64::from(convert(r).is_err()))
+            .sum();
         records += pending.len() as u64;
         failed += bad;
         pending.clear();
     };
     let display = path.to_string_lossy().into_owned();
-    let status = read_file(0, &plan, path, &display, 64 << 20, &Arc::new(AtomicU64::new(0)), &mut |rec| {
-        pending.push(rec);
-        if pending.len() >= batch {
-            flush(&mut pending);
-        }
-        Ok(())
-    })?;
+    let status = read_file(
+        0,
+        &plan,
+        path,
+        &display,
+        64 << 20,
+        &Arc::new(AtomicU64::new(0)),
+        &mut |rec| {
+            pending.push(rec);
+            if pending.len() >= batch {
+                flush(&mut pending);
+            }
+            Ok(())
+        },
+    )?;
     flush(&mut pending);
     if let Err(message) = status {
-        return Err(crate::Error::Input { path: path.to_path_buf(), message });
+        return Err(crate::Error::Input {
+            path: path.to_path_buf(),
+            message,
+        });
     }
-    Ok(Pass { records, failed, seconds: started.elapsed().as_secs_f64() })
+    Ok(Pass {
+        records,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The baseline: `serde_json::from_slice::<Value>` per line (JSONL) or over the whole document
@@ -70,7 +88,11 @@ pub fn serde_json_baseline(bytes: &[u8]) -> Pass {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
     let (mut records, mut failed) = (0u64, 0u64);
     let one_doc = first == Some(b'[')
-        || (first == Some(b'{') && serde_json::from_slice::<serde::de::IgnoredAny>(bytes.split(|&b| b == b'\n').next().unwrap_or_default()).is_err());
+        || (first == Some(b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(
+                bytes.split(|&b| b == b'\n').next().unwrap_or_default(),
+            )
+            .is_err());
     if one_doc {
         match serde_json::from_slice::<serde_json::Value>(bytes) {
             Ok(serde_json::Value::Array(a)) => records = a.len() as u64,
@@ -88,5 +110,9 @@ pub fn serde_json_baseline(bytes: &[u8]) -> Pass {
             }
         }
     }
-    Pass { records, failed, seconds: started.elapsed().as_secs_f64() }
+    Pass {
+        records,
+        failed,
+        seconds: started.elapsed().as_secs_f64(),
+    }
 }

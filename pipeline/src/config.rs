@@ -300,7 +300,7 @@ fn parse_size(s: &str) -> Option<u64> {
         "gib" => 1 << 30,
         _ => return None,
     };
-    (num >= 0.0).then(|| (num * mult as f64) as u64)
+    (num >= 0.0).then_some((num * mult as f64) as u64)
 }
 
 /// A column mapping target.
@@ -513,13 +513,22 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
             let has = |t: &ColumnTarget| columns.iter().any(|(_, c)| c == t);
             let dialogue = has(&ColumnTarget::User) || has(&ColumnTarget::Assistant);
             if !(dialogue || has(&ColumnTarget::Text)) {
-                issue(key("columns"), "map at least one column to user and assistant, or to text".into());
+                issue(
+                    key("columns"),
+                    "map at least one column to user and assistant, or to text".into(),
+                );
             } else if dialogue && !(has(&ColumnTarget::User) && has(&ColumnTarget::Assistant)) {
-                issue(key("columns"), "a dialogue needs a user column and an assistant column".into());
+                issue(
+                    key("columns"),
+                    "a dialogue needs a user column and an assistant column".into(),
+                );
             }
         }
         if input.reader == ReaderKind::Parquet && input.encoding == Encoding::Gb18030 {
-            issue(key("encoding"), "Parquet strings are UTF-8 by definition".into());
+            issue(
+                key("encoding"),
+                "Parquet strings are UTF-8 by definition".into(),
+            );
         }
         inputs.push(InputPlan {
             task: input.task.clone().unwrap_or_else(|| name.clone()),
@@ -543,7 +552,10 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         }
     }
     if spec.output.formats.is_empty() {
-        issue("output.formats".into(), "at least one format is needed".into());
+        issue(
+            "output.formats".into(),
+            "at least one format is needed".into(),
+        );
     }
     if spec.output.dir.trim().is_empty() {
         issue("output.dir".into(), "an output directory is needed".into());
@@ -596,15 +608,15 @@ fn expand(base: &Path, pattern: &str) -> std::result::Result<Vec<(PathBuf, Strin
             vec![]
         });
     }
-    let entries =
-        glob::glob(&full_str).map_err(|e| format!("invalid glob {pattern:?}: {e}"))?;
+    let entries = glob::glob(&full_str).map_err(|e| format!("invalid glob {pattern:?}: {e}"))?;
     let mut out = Vec::new();
     for entry in entries {
         let p = entry.map_err(|e| format!("reading {}: {e}", e.path().display()))?;
         if p.is_file() {
-            let shown = p
-                .strip_prefix(base)
-                .map_or_else(|_| p.to_string_lossy().into_owned(), |r| r.to_string_lossy().into_owned());
+            let shown = p.strip_prefix(base).map_or_else(
+                |_| p.to_string_lossy().into_owned(),
+                |r| r.to_string_lossy().into_owned(),
+            );
             out.push((p, shown));
         }
     }

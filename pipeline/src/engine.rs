@@ -12,7 +12,9 @@
 use crate::config::{OutputFormat, Plan};
 use crate::error::{Error, Result};
 use crate::io::convert::convert;
-use crate::io::writers::{DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink};
+use crate::io::writers::{
+    DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink,
+};
 use crate::io::{read_file, Payload, RawRecord};
 use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
 use crate::sample::Sample;
@@ -37,8 +39,11 @@ pub struct RunOptions {
     /// Overrides the pipeline's output directory.
     pub output_dir: Option<PathBuf>,
     /// Called after each batch with progress.
-    pub progress: Option<Box<dyn Fn(&Progress) + Send + Sync>>,
+    pub progress: Option<ProgressFn>,
 }
+
+/// A progress callback.
+pub type ProgressFn = Box<dyn Fn(&Progress) + Send + Sync>;
 
 /// Progress of a run.
 #[derive(Debug, Clone)]
@@ -61,14 +66,31 @@ const PARTITIONS: usize = 64;
 /// One unit of work for the parallel part.
 enum Unit {
     Raw(RawRecord),
-    Spilled { pos: u64, input: usize, line: Vec<u8> },
+    Spilled {
+        pos: u64,
+        input: usize,
+        line: Vec<u8>,
+    },
 }
 
 /// What happened to one unit.
 enum Outcome {
-    Rejected { input: usize, reject: Reject },
-    Dropped { input: usize, stage: usize, sample: Sample, reason: DropReason, format: Option<&'static str> },
-    Kept { input: usize, sample: Sample, format: Option<&'static str> },
+    Rejected {
+        input: usize,
+        reject: Reject,
+    },
+    Dropped {
+        input: usize,
+        stage: usize,
+        sample: Sample,
+        reason: DropReason,
+        format: Option<&'static str>,
+    },
+    Kept {
+        input: usize,
+        sample: Sample,
+        format: Option<&'static str>,
+    },
 }
 
 /// One line of rejects.jsonl.
@@ -93,8 +115,14 @@ fn is_zero(n: &u64) -> bool {
 fn snippet(p: &Payload) -> String {
     const MAX: usize = 200;
     let s = match p {
-        Payload::Json(b) | Payload::Text(b) => String::from_utf8_lossy(&b[..b.len().min(MAX * 4)]).into_owned(),
-        Payload::Csv(r) => r.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(","),
+        Payload::Json(b) | Payload::Text(b) => {
+            String::from_utf8_lossy(&b[..b.len().min(MAX * 4)]).into_owned()
+        }
+        Payload::Csv(r) => r
+            .iter()
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(","),
         Payload::Value(v) => v.to_string(),
         Payload::Error(_) => String::new(),
     };
@@ -130,24 +158,32 @@ struct Engine<'p> {
     dropped: Vec<Box<dyn SampleSink>>,
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
-    progress: Option<Box<dyn Fn(&Progress) + Send + Sync>>,
+    progress: Option<ProgressFn>,
 }
 
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
 /// report.json); a run over `max_reject_ratio` is published to `<dir>.failed` and returns
 /// [`Error::TooManyRejects`].
 pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
-    let threads = opts.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| Error::Output { path: plan.output_dir.clone(), message: format!("cannot start worker threads: {e}") })?;
+        .map_err(|e| Error::Output {
+            path: plan.output_dir.clone(),
+            message: format!("cannot start worker threads: {e}"),
+        })?;
     pool.install(|| run_in_pool(plan, opts, threads))
 }
 
 fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> {
     let started = Instant::now();
-    let out_dir = opts.output_dir.clone().unwrap_or_else(|| plan.output_dir.clone());
+    let out_dir = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| plan.output_dir.clone());
     let run = RunDir::begin(&out_dir)?;
     let root = run.path("");
     let mut curated: Vec<Box<dyn SampleSink>> = Vec::new();
@@ -155,12 +191,30 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     for f in &plan.formats {
         match f {
             OutputFormat::Parquet => {
-                curated.push(Box::new(ParquetSink::new(&root, run.path("curated"), plan.rows_per_file, false)));
-                dropped.push(Box::new(ParquetSink::new(&root, run.path("dropped"), plan.rows_per_file, true)));
+                curated.push(Box::new(ParquetSink::new(
+                    &root,
+                    run.path("curated"),
+                    plan.rows_per_file,
+                    false,
+                )));
+                dropped.push(Box::new(ParquetSink::new(
+                    &root,
+                    run.path("dropped"),
+                    plan.rows_per_file,
+                    true,
+                )));
             }
             OutputFormat::Jsonl => {
-                curated.push(Box::new(JsonlSink::new(&root, run.path("curated"), plan.rows_per_file)));
-                dropped.push(Box::new(JsonlSink::new(&root, run.path("dropped"), plan.rows_per_file)));
+                curated.push(Box::new(JsonlSink::new(
+                    &root,
+                    run.path("curated"),
+                    plan.rows_per_file,
+                )));
+                dropped.push(Box::new(JsonlSink::new(
+                    &root,
+                    run.path("dropped"),
+                    plan.rows_per_file,
+                )));
             }
             OutputFormat::Llamafactory => curated.push(Box::new(LlamaFactorySink::new(
                 &root,
@@ -171,7 +225,12 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         }
     }
     let stages: Vec<Stage> = plan.stages.iter().map(|s| s.build()).collect();
-    let names: Vec<String> = plan.stages.iter().enumerate().map(|(i, s)| format!("stages[{i}].{}", s.type_name())).collect();
+    let names: Vec<String> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("stages[{i}].{}", s.type_name()))
+        .collect();
     let total_bytes = plan
         .inputs
         .iter()
@@ -181,12 +240,23 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     let mut engine = Engine {
         plan,
         names,
-        inputs: plan.inputs.iter().map(|i| InputReport { name: i.name.clone(), ..Default::default() }).collect(),
+        inputs: plan
+            .inputs
+            .iter()
+            .map(|i| InputReport {
+                name: i.name.clone(),
+                ..Default::default()
+            })
+            .collect(),
         stage_reports: plan
             .stages
             .iter()
             .enumerate()
-            .map(|(i, s)| StageReport { index: i, kind: s.type_name().to_string(), ..Default::default() })
+            .map(|(i, s)| StageReport {
+                index: i,
+                kind: s.type_name().to_string(),
+                ..Default::default()
+            })
             .collect(),
         stage_cpu: vec![Duration::ZERO; stages.len()],
         rejects: Some(AtomicFile::create(run.path("rejects.jsonl"))?),
@@ -200,13 +270,21 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         progress: opts.progress,
     };
     engine.execute(&stages)?;
-    engine.finish(started, threads, opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio))
+    engine.finish(
+        started,
+        threads,
+        opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio),
+    )
 }
 
 /// Where a segment's records come from.
 enum Source {
     Inputs,
-    Spill { path: PathBuf, decisions: Decisions, stage: usize },
+    Spill {
+        path: PathBuf,
+        decisions: Decisions,
+        stage: usize,
+    },
 }
 
 impl Engine<'_> {
@@ -227,8 +305,13 @@ impl Engine<'_> {
                 Some(g) => {
                     let spill = self.run.path(&format!(".work/spill-{spill_no}.jsonl"));
                     spill_no += 1;
-                    let decisions = self.segment(stages, source, &record_stages, Some((g, spill.clone())))?;
-                    source = Source::Spill { path: spill, decisions, stage: g };
+                    let decisions =
+                        self.segment(stages, source, &record_stages, Some((g, spill.clone())))?;
+                    source = Source::Spill {
+                        path: spill,
+                        decisions,
+                        stage: g,
+                    };
                     start = g + 1;
                 }
             }
@@ -237,25 +320,31 @@ impl Engine<'_> {
 
     /// Run one segment: its source, its record-wise stages, then either the final sinks or the
     /// map side of global stage `g` (samples spilled to `spill`). Returns g's decisions.
-    fn segment(&mut self, stages: &[Stage], source: Source, record_stages: &[usize], global: Option<(usize, PathBuf)>) -> Result<Decisions> {
+    fn segment(
+        &mut self,
+        stages: &[Stage],
+        source: Source,
+        record_stages: &[usize],
+        global: Option<(usize, PathBuf)>,
+    ) -> Result<Decisions> {
         let mut spill_out = match &global {
             Some((_, p)) => Some(AtomicFile::create(p)?),
             None => None,
         };
-        let mut collector = match &global {
-            Some((g, _)) => Some(match &stages[*g] {
-                Stage::ExactDedup(d) => Collector::ExactDedup(KeyCollector::new(d)),
-                Stage::Record(_) => unreachable!("segment boundaries are global stages"),
-            }),
-            None => None,
-        };
+        let mut collector = global.as_ref().and_then(|(g, _)| match &stages[*g] {
+            Stage::ExactDedup(d) => Some(Collector::ExactDedup(KeyCollector::new(d))),
+            Stage::Record(_) => None, // segments end at global stages only
+        });
         let mut pos = 0u64;
         let mut records = 0u64;
         let phase = match &global {
             Some((g, _)) => format!("reading → {}", self.names[*g]),
             None => "reading".to_string(),
         };
-        let mut on_batch = |eng: &mut Engine<'_>, batch: Vec<Unit>, decisions: Option<(&Decisions, usize)>| -> Result<()> {
+        let mut on_batch = |eng: &mut Engine<'_>,
+                            batch: Vec<Unit>,
+                            decisions: Option<(&Decisions, usize)>|
+         -> Result<()> {
             records += batch.len() as u64;
             let kept = eng.process_batch(stages, batch, record_stages, decisions)?;
             match (&mut collector, &mut spill_out) {
@@ -302,18 +391,32 @@ impl Engine<'_> {
                         let mut records_in_file = 0u64;
                         let bytes_read = self.bytes_read.clone();
                         let mut meta = None;
-                        let status = read_file(i, &iplan, path, display, self.plan.max_record_bytes, &bytes_read, &mut |rec| {
-                            records_in_file += 1;
-                            if meta.is_none() {
-                                meta = Some((format!("{:?}", rec.cx.reader).to_lowercase(), rec.cx.encoding.as_str().to_string()));
-                            }
-                            batch.push(Unit::Raw(rec));
-                            if batch.len() >= batch_size {
-                                let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                                on_batch(self, full, None)?;
-                            }
-                            Ok(())
-                        })?;
+                        let status = read_file(
+                            i,
+                            &iplan,
+                            path,
+                            display,
+                            self.plan.max_record_bytes,
+                            &bytes_read,
+                            &mut |rec| {
+                                records_in_file += 1;
+                                if meta.is_none() {
+                                    meta = Some((
+                                        format!("{:?}", rec.cx.reader).to_lowercase(),
+                                        rec.cx.encoding.as_str().to_string(),
+                                    ));
+                                }
+                                batch.push(Unit::Raw(rec));
+                                if batch.len() >= batch_size {
+                                    let full = std::mem::replace(
+                                        &mut batch,
+                                        Vec::with_capacity(batch_size),
+                                    );
+                                    on_batch(self, full, None)?;
+                                }
+                                Ok(())
+                            },
+                        )?;
                         let (reader, encoding) = meta.unwrap_or_default();
                         let mut fr = FileReport {
                             path: display.clone(),
@@ -333,18 +436,30 @@ impl Engine<'_> {
                     on_batch(self, batch, None)?;
                 }
             }
-            Source::Spill { path, decisions, stage } => {
+            Source::Spill {
+                path,
+                decisions,
+                stage,
+            } => {
                 let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
                 let reader = BufReader::with_capacity(1 << 20, file);
                 let mut batch = Vec::with_capacity(self.plan.batch_size);
                 for (n, line) in reader.split(b'\n').enumerate() {
                     let mut line = line.map_err(|e| Error::io(&path, e))?;
                     let tab = line.iter().position(|&b| b == b'\t').unwrap_or(0);
-                    let input = std::str::from_utf8(&line[..tab]).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let input = std::str::from_utf8(&line[..tab])
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     line.drain(..=tab);
-                    batch.push(Unit::Spilled { pos: n as u64, input, line });
+                    batch.push(Unit::Spilled {
+                        pos: n as u64,
+                        input,
+                        line,
+                    });
                     if batch.len() >= self.plan.batch_size {
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(self.plan.batch_size));
+                        let full =
+                            std::mem::replace(&mut batch, Vec::with_capacity(self.plan.batch_size));
                         on_batch(self, full, Some((&decisions, stage)))?;
                     }
                 }
@@ -373,7 +488,13 @@ impl Engine<'_> {
     }
 
     /// Parallel part of a batch, then in-order accounting. Returns kept samples with their input.
-    fn process_batch(&mut self, stages: &[Stage], batch: Vec<Unit>, record_stages: &[usize], decisions: Option<(&Decisions, usize)>) -> Result<Vec<(usize, Sample)>> {
+    fn process_batch(
+        &mut self,
+        stages: &[Stage],
+        batch: Vec<Unit>,
+        record_stages: &[usize],
+        decisions: Option<(&Decisions, usize)>,
+    ) -> Result<Vec<(usize, Sample)>> {
         let seed = self.plan.seed;
         let inputs = &self.plan.inputs;
         let n_stages = stages.len();
@@ -416,7 +537,9 @@ impl Engine<'_> {
                                                 line: *pos + 1,
                                                 record: *pos + 1,
                                                 split: None,
-                                                error: format!("internal spill record unreadable: {e}"),
+                                                error: format!(
+                                                    "internal spill record unreadable: {e}"
+                                                ),
                                                 snippet: String::new(),
                                             },
                                         }
@@ -424,7 +547,13 @@ impl Engine<'_> {
                                 };
                                 if let Some((d, g)) = decisions {
                                     if let Some(Decision::Drop(reason)) = d.get(pos) {
-                                        return Outcome::Dropped { input: *input, stage: g, sample, reason: reason.clone(), format: None };
+                                        return Outcome::Dropped {
+                                            input: *input,
+                                            stage: g,
+                                            sample,
+                                            reason: reason.clone(),
+                                            format: None,
+                                        };
                                     }
                                 }
                                 (*input, sample, None)
@@ -432,7 +561,9 @@ impl Engine<'_> {
                         };
                         let mut sample = sample;
                         for &si in record_stages {
-                            let Stage::Record(stage) = &stages[si] else { continue };
+                            let Stage::Record(stage) = &stages[si] else {
+                                continue;
+                            };
                             cx.counters.clear();
                             let t = Instant::now();
                             let verdict = stage.process(sample, &mut cx);
@@ -446,13 +577,29 @@ impl Engine<'_> {
                                     stats[si].kept += 1;
                                     sample = s;
                                 }
-                                Verdict::Drop(s, reason) => return Outcome::Dropped { input, stage: si, sample: s, reason, format },
+                                Verdict::Drop(s, reason) => {
+                                    return Outcome::Dropped {
+                                        input,
+                                        stage: si,
+                                        sample: s,
+                                        reason,
+                                        format,
+                                    }
+                                }
                             }
                         }
-                        Outcome::Kept { input, sample, format }
+                        Outcome::Kept {
+                            input,
+                            sample,
+                            format,
+                        }
                     })
                     .collect();
-                ChunkResult { outcomes, stats, counters }
+                ChunkResult {
+                    outcomes,
+                    stats,
+                    counters,
+                }
             })
             .collect();
 
@@ -467,24 +614,42 @@ impl Engine<'_> {
             }
             for (si, c) in chunk.counters.into_iter().enumerate() {
                 for (k, v) in c {
-                    *self.stage_reports[si].counters.entry(k.to_string()).or_default() += v;
+                    *self.stage_reports[si]
+                        .counters
+                        .entry(k.to_string())
+                        .or_default() += v;
                 }
             }
             for o in chunk.outcomes {
                 match o {
                     Outcome::Rejected { input, reject } => self.reject(input, reject)?,
-                    Outcome::Dropped { input, stage, sample, reason, format } => {
+                    Outcome::Dropped {
+                        input,
+                        stage,
+                        sample,
+                        reason,
+                        format,
+                    } => {
                         let rep = &mut self.inputs[input];
                         if let Some(f) = format {
                             *rep.formats.entry(f.to_string()).or_default() += 1;
                         }
                         rep.dropped += 1;
-                        *rep.dropped_by.entry(format!("{}/{}", self.names[stage], reason.code)).or_default() += 1;
-                        *self.stage_reports[stage].dropped.entry(reason.code.to_string()).or_default() += 1;
+                        *rep.dropped_by
+                            .entry(format!("{}/{}", self.names[stage], reason.code))
+                            .or_default() += 1;
+                        *self.stage_reports[stage]
+                            .dropped
+                            .entry(reason.code.to_string())
+                            .or_default() += 1;
                         drop_infos.push(DropInfo::new(&self.names[stage], &reason));
                         dropped.push(sample);
                     }
-                    Outcome::Kept { input, sample, format } => {
+                    Outcome::Kept {
+                        input,
+                        sample,
+                        format,
+                    } => {
                         if let Some(f) = format {
                             *self.inputs[input].formats.entry(f.to_string()).or_default() += 1;
                         }
@@ -503,11 +668,16 @@ impl Engine<'_> {
 
     fn reject(&mut self, input: usize, reject: Reject) -> Result<()> {
         self.inputs[input].rejected += 1;
-        *self.file_rejects.entry((input, reject.file.clone())).or_default() += 1;
+        *self
+            .file_rejects
+            .entry((input, reject.file.clone()))
+            .or_default() += 1;
         let mut line = serde_json::to_vec(&reject).unwrap_or_default();
         line.push(b'\n');
         match self.rejects.as_mut() {
-            Some(f) => f.write_all(&line).map_err(|e| Error::io(&self.rejects_path, e)),
+            Some(f) => f
+                .write_all(&line)
+                .map_err(|e| Error::io(&self.rejects_path, e)),
             None => Ok(()),
         }
     }
@@ -538,7 +708,11 @@ impl Engine<'_> {
         }
         for (i, input) in self.inputs.iter_mut().enumerate() {
             for f in &mut input.files {
-                f.rejected = self.file_rejects.get(&(i, f.path.clone())).copied().unwrap_or(0);
+                f.rejected = self
+                    .file_rejects
+                    .get(&(i, f.path.clone()))
+                    .copied()
+                    .unwrap_or(0);
             }
         }
         let _ = std::fs::remove_dir_all(self.run.path(".work"));
@@ -557,7 +731,8 @@ impl Engine<'_> {
         outputs.sort_by(|a, b| a.path.cmp(&b.path));
         let elapsed = started.elapsed().as_secs_f64();
         let bytes = self.bytes_read.load(Ordering::Relaxed) as f64;
-        let too_many = totals.read > 0 && totals.rejected as f64 > max_reject_ratio * totals.read as f64;
+        let too_many =
+            totals.read > 0 && totals.rejected as f64 > max_reject_ratio * totals.read as f64;
         let mut report = Report {
             sluice_version: env!("CARGO_PKG_VERSION").to_string(),
             run: self.plan.name.clone(),
@@ -570,7 +745,12 @@ impl Engine<'_> {
             outputs,
             timings: Timings {
                 total_seconds: elapsed,
-                stage_cpu_seconds: self.names.iter().zip(&self.stage_cpu).map(|(n, d)| (n.clone(), d.as_secs_f64())).collect(),
+                stage_cpu_seconds: self
+                    .names
+                    .iter()
+                    .zip(&self.stage_cpu)
+                    .map(|(n, d)| (n.clone(), d.as_secs_f64()))
+                    .collect(),
                 input_mb_per_second: bytes / 1e6 / elapsed.max(1e-9),
                 records_per_second: 0.0,
                 threads,
@@ -578,7 +758,10 @@ impl Engine<'_> {
         };
         report.timings.records_per_second = report.totals.read as f64 / elapsed.max(1e-9);
         if too_many {
-            report.status = format!("failed: {} of {} records rejected, over max_reject_ratio {}", report.totals.rejected, report.totals.read, max_reject_ratio);
+            report.status = format!(
+                "failed: {} of {} records rejected, over max_reject_ratio {}",
+                report.totals.rejected, report.totals.read, max_reject_ratio
+            );
         }
         let mut json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         json.push(b'\n');
@@ -612,16 +795,22 @@ impl Collector<'_> {
     }
 }
 
+/// One exchange partition: (key, position, value) triples.
+type Partition<G> = Vec<(<G as GlobalStage>::Key, u64, <G as GlobalStage>::Value)>;
+
 /// Collects (key, position, value) from `map`, partitioned by key hash; resolves by sorting
 /// each partition by (key, position) and reducing each key group.
 struct KeyCollector<'s, G: GlobalStage> {
     stage: &'s G,
-    parts: Vec<Vec<(G::Key, u64, G::Value)>>,
+    parts: Vec<Partition<G>>,
 }
 
 impl<'s, G: GlobalStage> KeyCollector<'s, G> {
     fn new(stage: &'s G) -> Self {
-        KeyCollector { stage, parts: (0..PARTITIONS).map(|_| Vec::new()).collect() }
+        KeyCollector {
+            stage,
+            parts: (0..PARTITIONS).map(|_| Vec::new()).collect(),
+        }
     }
 
     fn map(&mut self, kept: &[(usize, Sample)], first_pos: u64) {

@@ -93,7 +93,10 @@ mod tests {
     #[test]
     fn cjk_spaces_go_latin_spaces_stay() {
         assert_eq!(remove_cjk_spaces("遭 淋 安 逸 了 ？"), "遭淋安逸了？");
-        assert_eq!(remove_cjk_spaces("我 用 iPhone 12 拍 的"), "我用iPhone 12拍的");
+        assert_eq!(
+            remove_cjk_spaces("我 用 iPhone 12 拍 的"),
+            "我用iPhone 12拍的"
+        );
         assert_eq!(remove_cjk_spaces("hello  world"), "hello world");
         assert_eq!(remove_cjk_spaces(" 前 后 "), "前后");
     }

@@ -151,7 +151,10 @@ impl Sample {
     pub fn content_parts(&self) -> impl Iterator<Item = (&str, &str)> {
         let system = self.system.as_deref().map(|s| ("system", s));
         let text = self.text.as_deref().map(|s| ("text", s));
-        let turns = self.turns.iter().map(|t| (t.role.as_str(), t.content.as_str()));
+        let turns = self
+            .turns
+            .iter()
+            .map(|t| (t.role.as_str(), t.content.as_str()));
         system.into_iter().chain(turns).chain(text)
     }
 }
@@ -180,7 +183,10 @@ mod tests {
             user_id: Some("u1".into()),
             system: None,
             tools: None,
-            turns: vec![Turn::new(Role::User, "你好"), Turn::new(Role::Assistant, "您好")],
+            turns: vec![
+                Turn::new(Role::User, "你好"),
+                Turn::new(Role::Assistant, "您好"),
+            ],
             text: None,
             tags: Tags::from([("region".to_string(), "east".to_string())]),
         };

@@ -15,7 +15,10 @@ pub fn shared_data() -> Option<PathBuf> {
     if p.is_dir() {
         return Some(p.canonicalize().unwrap_or(p));
     }
-    assert!(std::env::var_os("CI").is_none(), "../shared/data is missing under CI");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "../shared/data is missing under CI"
+    );
     eprintln!("skipped: ../shared/data not found");
     None
 }
@@ -82,10 +85,28 @@ pub fn assert_reconciles(report: &serde_json::Value) {
     assert_eq!(report["reconciled"], true);
     let n = |v: &serde_json::Value| v.as_u64().expect("count");
     for i in report["inputs"].as_array().expect("inputs") {
-        assert_eq!(n(&i["read"]), n(&i["kept"]) + n(&i["dropped"]) + n(&i["rejected"]), "{}", i["name"]);
-        let files: u64 = i["files"].as_array().expect("files").iter().map(|f| n(&f["records"])).sum();
-        assert_eq!(files, n(&i["read"]), "file records add up for {}", i["name"]);
+        assert_eq!(
+            n(&i["read"]),
+            n(&i["kept"]) + n(&i["dropped"]) + n(&i["rejected"]),
+            "{}",
+            i["name"]
+        );
+        let files: u64 = i["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .map(|f| n(&f["records"]))
+            .sum();
+        assert_eq!(
+            files,
+            n(&i["read"]),
+            "file records add up for {}",
+            i["name"]
+        );
     }
     let t = &report["totals"];
-    assert_eq!(n(&t["read"]), n(&t["kept"]) + n(&t["dropped"]) + n(&t["rejected"]));
+    assert_eq!(
+        n(&t["read"]),
+        n(&t["kept"]) + n(&t["dropped"]) + n(&t["rejected"])
+    );
 }

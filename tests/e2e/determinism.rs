@@ -13,7 +13,11 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(dir).expect("prefix").to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
                 let mut bytes = std::fs::read(&p).expect("read");
                 if rel == "report.json" {
                     let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
@@ -70,8 +74,14 @@ fn one_and_four_threads_write_identical_bytes() {
     let cfg = pipeline(dir.path(), &body);
     let one = dir.path().join("one");
     let four = dir.path().join("four");
-    let r1 = run_ok(&cfg, &["--out", one.to_str().expect("utf8"), "--threads", "1"]);
-    let r4 = run_ok(&cfg, &["--out", four.to_str().expect("utf8"), "--threads", "4"]);
+    let r1 = run_ok(
+        &cfg,
+        &["--out", one.to_str().expect("utf8"), "--threads", "1"],
+    );
+    let r4 = run_ok(
+        &cfg,
+        &["--out", four.to_str().expect("utf8"), "--threads", "4"],
+    );
     assert_reconciles(&r1);
     assert_eq!(r4["timings"]["threads"], 4);
     let (a, b) = (files(&one), files(&four));
@@ -79,9 +89,16 @@ fn one_and_four_threads_write_identical_bytes() {
     for (name, bytes) in &a {
         assert!(bytes == &b[name], "{name} differs between 1 and 4 threads");
     }
-    assert!(a.contains_key("curated/part-00001.parquet"), "outputs rotated: {:?}", a.keys());
+    assert!(
+        a.contains_key("curated/part-00001.parquet"),
+        "outputs rotated: {:?}",
+        a.keys()
+    );
     // Every stage saw work, so the comparison covers them all.
     for st in r1["stages"].as_array().expect("stages") {
-        assert!(st["dropped"].as_object().is_some_and(|d| !d.is_empty()), "{st}");
+        assert!(
+            st["dropped"].as_object().is_some_and(|d| !d.is_empty()),
+            "{st}"
+        );
     }
 }

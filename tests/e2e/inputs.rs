@@ -26,7 +26,12 @@ const FILES: &[(&str, &str, u64, u64)] = &[
     ("pretrain/llama_factory/wiki_demo.txt", "", 30, 0),
     ("pretrain/medicalgpt/tianlongbabu.txt", "", 2366, 0),
     // JSON lines in a .txt file, with Chinese keys: mapped to a dialogue.
-    ("pretrain/medicalgpt/medical_corpus.txt", r#"columns = { "问" = "user", "答" = "assistant" }"#, 87, 0),
+    (
+        "pretrain/medicalgpt/medical_corpus.txt",
+        r#"columns = { "问" = "user", "答" = "assistant" }"#,
+        87,
+        0,
+    ),
 ];
 
 #[test]
@@ -35,7 +40,10 @@ fn every_shared_sft_and_pretrain_file_loads() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut body = String::new();
     for (i, (path, extra, _, _)) in FILES.iter().enumerate() {
-        body += &format!("[[inputs]]\nname = \"f{i}\"\npaths = [{:?}]\n{extra}\n", data.join(path).to_string_lossy());
+        body += &format!(
+            "[[inputs]]\nname = \"f{i}\"\npaths = [{:?}]\n{extra}\n",
+            data.join(path).to_string_lossy()
+        );
     }
     body += "[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n";
     let cfg = pipeline(dir.path(), &body);
@@ -50,32 +58,74 @@ fn every_shared_sft_and_pretrain_file_loads() {
     // Every file of those folders is covered (LICENSE and LLaMA-Factory's registry aside).
     for sub in ["sft", "pretrain"] {
         for entry in walk(&data.join(sub)) {
-            let rel = entry.strip_prefix(&data).expect("under data").to_string_lossy().replace('\\', "/");
-            let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let rel = entry
+                .strip_prefix(&data)
+                .expect("under data")
+                .to_string_lossy()
+                .replace('\\', "/");
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             if name == "LICENSE" || name == "dataset_info.json" {
                 continue;
             }
-            assert!(FILES.iter().any(|f| f.0 == rel), "{rel} is not covered by this test");
+            assert!(
+                FILES.iter().any(|f| f.0 == rel),
+                "{rel} is not covered by this test"
+            );
         }
     }
     // The GB18030 export is decoded, never mojibake; the split of LCCC is kept as a tag.
     let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
     let gb = samples
         .iter()
-        .find(|s| s["source"].as_str().is_some_and(|p| p.ends_with("sample_IM_5000-6000.csv")))
+        .find(|s| {
+            s["source"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("sample_IM_5000-6000.csv"))
+        })
         .expect("a CSV sample");
     assert_eq!(gb["tags"]["department"], "心血管科");
-    assert_eq!(gb["turns"][0]["content"], "我有高血压这两天女婿来的时候给我拿了些党参泡水喝，您好高血压可以吃党参吗？");
-    let lccc = samples.iter().find(|s| s["source"].as_str().is_some_and(|p| p.ends_with("toy_data.json"))).expect("lccc");
+    assert_eq!(
+        gb["turns"][0]["content"],
+        "我有高血压这两天女婿来的时候给我拿了些党参泡水喝，您好高血压可以吃党参吗？"
+    );
+    let lccc = samples
+        .iter()
+        .find(|s| {
+            s["source"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("toy_data.json"))
+        })
+        .expect("lccc");
     assert_eq!(lccc["turns"][0]["content"], "遭淋安逸了？");
     assert_eq!(lccc["tags"]["split"], "valid");
-    let doc = samples.iter().find(|s| s["source"].as_str().is_some_and(|p| p.ends_with("wiki_demo.txt"))).expect("wiki");
+    let doc = samples
+        .iter()
+        .find(|s| {
+            s["source"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("wiki_demo.txt"))
+        })
+        .expect("wiki");
     assert_eq!(doc["kind"], "pretrain");
-    assert!(doc["text"].as_str().is_some_and(|t| t.starts_with("Anarchism is a political philosophy")));
+    assert!(doc["text"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("Anarchism is a political philosophy")));
     // The tool-calling dialogue keeps its roles and tools.
-    let tool = samples.iter().find(|s| s["source"].as_str().is_some_and(|p| p.ends_with("glaive_toolcall_zh_demo.json"))).expect("tools");
+    let tool = samples
+        .iter()
+        .find(|s| {
+            s["source"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("glaive_toolcall_zh_demo.json"))
+        })
+        .expect("tools");
     assert_eq!(tool["turns"][1]["role"], "function_call");
-    assert!(tool["tools"].as_str().is_some_and(|t| t.contains("generate_invoice")));
+    assert!(tool["tools"]
+        .as_str()
+        .is_some_and(|t| t.contains("generate_invoice")));
 }
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {

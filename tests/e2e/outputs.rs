@@ -10,12 +10,20 @@ use std::path::Path;
 
 fn parquet_ids(p: &Path) -> (Vec<String>, Vec<String>) {
     let file = std::fs::File::open(p).expect("open parquet");
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file).expect("parquet").build().expect("reader");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .expect("parquet")
+        .build()
+        .expect("reader");
     let mut ids = Vec::new();
     let mut fields = Vec::new();
     for batch in reader {
         let batch = batch.expect("batch");
-        fields = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        fields = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
         let col = batch.column_by_name("id").expect("id column");
         let col = col.as_string::<i32>();
         ids.extend((0..col.len()).map(|i| col.value(i).to_string()));
@@ -43,24 +51,45 @@ fn quickstart_writes_every_output_and_reconciles() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
-    let leftovers: Vec<_> = walk_names(dir.path()).into_iter().filter(|n| n.ends_with(".tmp") || n.contains("staging")).collect();
+    let leftovers: Vec<_> = walk_names(dir.path())
+        .into_iter()
+        .filter(|n| n.ends_with(".tmp") || n.contains("staging"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // Parquet and JSONL hold the same samples in the same order.
     let jsonl = read_jsonl(&out.join("curated/part-00000.jsonl"));
     let (ids, fields) = parquet_ids(&out.join("curated/part-00000.parquet"));
-    let jsonl_ids: Vec<String> = jsonl.iter().map(|s| s["id"].as_str().expect("id").to_string()).collect();
+    let jsonl_ids: Vec<String> = jsonl
+        .iter()
+        .map(|s| s["id"].as_str().expect("id").to_string())
+        .collect();
     assert_eq!(ids, jsonl_ids);
-    assert_eq!(ids.len() as u64, report["totals"]["kept"].as_u64().expect("kept"));
-    assert_eq!(fields, ["id", "source", "domain", "task", "kind", "user_id", "system", "tools", "turns", "text", "tags"]);
+    assert_eq!(
+        ids.len() as u64,
+        report["totals"]["kept"].as_u64().expect("kept")
+    );
+    assert_eq!(
+        fields,
+        [
+            "id", "source", "domain", "task", "kind", "user_id", "system", "tools", "turns",
+            "text", "tags"
+        ]
+    );
     let (dropped_ids, dropped_fields) = parquet_ids(&out.join("dropped/part-00000.parquet"));
-    assert_eq!(dropped_ids.len() as u64, report["totals"]["dropped"].as_u64().expect("dropped"));
+    assert_eq!(
+        dropped_ids.len() as u64,
+        report["totals"]["dropped"].as_u64().expect("dropped")
+    );
     assert!(dropped_fields.contains(&"drop_reason".to_string()));
 
     // LLaMA-Factory: sharegpt with human/observation at odd positions, gpt/function_call at even.
     let info = read_json(&out.join("export/llamafactory/dataset_info.json"));
     assert_eq!(info["sluice_quickstart"]["formatting"], "sharegpt");
-    assert_eq!(info["sluice_quickstart"]["columns"]["messages"], "conversations");
+    assert_eq!(
+        info["sluice_quickstart"]["columns"]["messages"],
+        "conversations"
+    );
     let export = read_json(&out.join("export/llamafactory/sluice_quickstart.json"));
     let export = export.as_array().expect("array");
     let sft_kept = jsonl.iter().filter(|s| s["kind"] == "sft").count();
@@ -70,21 +99,34 @@ fn quickstart_writes_every_output_and_reconciles() {
         assert!(!conv.is_empty() && conv.len() % 2 == 0);
         for (i, t) in conv.iter().enumerate() {
             let from = t["from"].as_str().expect("from");
-            let ok = if i % 2 == 0 { ["human", "observation"].contains(&from) } else { ["gpt", "function_call"].contains(&from) };
+            let ok = if i % 2 == 0 {
+                ["human", "observation"].contains(&from)
+            } else {
+                ["gpt", "function_call"].contains(&from)
+            };
             assert!(ok, "position {i} has {from}");
         }
         assert!(rec["system"].is_string() && rec["tools"].is_string());
     }
-    assert!(export.iter().any(|r| r["tools"].as_str().is_some_and(|t| !t.is_empty())));
+    assert!(export
+        .iter()
+        .any(|r| r["tools"].as_str().is_some_and(|t| !t.is_empty())));
     let pretrain = read_json(&out.join("export/llamafactory/sluice_quickstart_pretrain.json"));
-    assert_eq!(pretrain.as_array().map(Vec::len), Some(jsonl.len() - sft_kept));
+    assert_eq!(
+        pretrain.as_array().map(Vec::len),
+        Some(jsonl.len() - sft_kept)
+    );
 }
 
 fn walk_names(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
         let p = e.path();
-        out.push(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+        out.push(
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
         if p.is_dir() {
             out.extend(walk_names(&p));
         }
@@ -108,14 +150,29 @@ fn exact_dedup_keeps_the_first_and_names_it() {
     let out = dir.path().join("out");
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
-    let kept: Vec<_> = read_jsonl(&out.join("curated/part-00000.jsonl")).iter().map(|s| s["id"].as_str().map(String::from)).collect();
+    let kept: Vec<_> = read_jsonl(&out.join("curated/part-00000.jsonl"))
+        .iter()
+        .map(|s| s["id"].as_str().map(String::from))
+        .collect();
     assert_eq!(kept, [Some("a".into()), Some("d".into()), Some("e".into())]);
     let dropped = read_jsonl(&out.join("dropped/part-00000.jsonl"));
     let pairs: Vec<(String, String)> = dropped
         .iter()
-        .map(|d| (d["sample"]["id"].as_str().unwrap_or("").into(), d["drop"]["duplicate_of"].as_str().unwrap_or("").into()))
+        .map(|d| {
+            (
+                d["sample"]["id"].as_str().unwrap_or("").into(),
+                d["drop"]["duplicate_of"].as_str().unwrap_or("").into(),
+            )
+        })
         .collect();
-    assert_eq!(pairs, [("b".into(), "a".into()), ("c".into(), "a".into()), ("f".into(), "e".into())]);
+    assert_eq!(
+        pairs,
+        [
+            ("b".into(), "a".into()),
+            ("c".into(), "a".into()),
+            ("f".into(), "e".into())
+        ]
+    );
     assert_eq!(dropped[0]["drop"]["stage"], "stages[0].exact_dedup");
     assert_eq!(report["stages"][0]["dropped"]["duplicate"], 3);
 }
@@ -131,13 +188,14 @@ fn curated_parquet_reads_back_as_the_same_samples() {
     let cfg = pipeline(dir.path(), &body);
     let first = dir.path().join("first");
     run_ok(&cfg, &["--out", first.to_str().expect("utf8")]);
-    let again = format!(
-        "[[inputs]]\nname = \"mixed\"\npaths = [\"first/curated/*.parquet\"]\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n"
-    );
-    let cfg2 = pipeline(dir.path(), &again);
+    let again = "[[inputs]]\nname = \"mixed\"\npaths = [\"first/curated/*.parquet\"]\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n";
+    let cfg2 = pipeline(dir.path(), again);
     let second = dir.path().join("second");
     let report = run_ok(&cfg2, &["--out", second.to_str().expect("utf8")]);
-    assert_eq!(input(&report, "mixed")["formats"]["sluice"], input(&report, "mixed")["read"]);
+    assert_eq!(
+        input(&report, "mixed")["formats"]["sluice"],
+        input(&report, "mixed")["read"]
+    );
     let a = std::fs::read(first.join("curated/part-00000.jsonl")).expect("first");
     let b = std::fs::read(second.join("curated/part-00000.jsonl")).expect("second");
     assert!(a == b, "Parquet → sluice → JSONL changed the samples");
@@ -154,15 +212,37 @@ fn check_lists_every_config_error_with_file_and_key() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("pipeline.toml"), "{err}");
-    assert!(err.contains("inputs[0].paths: no file matches \"nothing/*.jsonl\""), "{err}");
-    assert!(err.contains("inputs[0].columns.ask: unknown target \"questioner\""), "{err}");
-    assert!(err.contains("stages[0] (length_filter): min_chars 9 is above max_chars 2"), "{err}");
+    assert!(
+        err.contains("inputs[0].paths: no file matches \"nothing/*.jsonl\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("inputs[0].columns.ask: unknown target \"questioner\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("stages[0] (length_filter): min_chars 9 is above max_chars 2"),
+        "{err}"
+    );
 
     let cfg = pipeline(dir.path(), "[[inputs]]\npaths = [\"x\"]\n[[stages]]\ntype = \"exact_dedup\"\nscop = \"all\"\n[output]\ndir = \"out\"\n");
     let out = sluice(&["check", cfg.to_str().expect("utf8")]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown field `scop`") && err.contains("line"), "{err}");
+    assert!(
+        err.contains("unknown field `scop`") && err.contains("line"),
+        "{err}"
+    );
 
-    let ok = sluice(&["check", repo().join("examples/quickstart.toml").to_str().expect("utf8")]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = sluice(&[
+        "check",
+        repo()
+            .join("examples/quickstart.toml")
+            .to_str()
+            .expect("utf8"),
+    ]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }

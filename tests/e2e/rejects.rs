@@ -16,20 +16,43 @@ fn broken_jsonl_records_are_rejected_with_their_lines() {
     writeln!(f, "{good}").expect("w"); // line 1: fine
     writeln!(f, r#"{{"instruction":"截断的","output":"#).expect("w"); // 2: truncated
     writeln!(f, r#"{{"instruction":"类型错误","output":42}}"#).expect("w"); // 3: wrong type
-    writeln!(f, r#"{{"conversations":[{{"from":"human","value":"在吗"}},{{"from":"gpt","value":""}}]}}"#).expect("w"); // 4: empty turn
-    f.write_all(b"{\"instruction\":\"\xff\xfe\",\"output\":\"x\"}\n").expect("w"); // 5: invalid UTF-8
+    writeln!(
+        f,
+        r#"{{"conversations":[{{"from":"human","value":"在吗"}},{{"from":"gpt","value":""}}]}}"#
+    )
+    .expect("w"); // 4: empty turn
+    f.write_all(b"{\"instruction\":\"\xff\xfe\",\"output\":\"x\"}\n")
+        .expect("w"); // 5: invalid UTF-8
     writeln!(f).expect("w"); // 6: blank, not a record
-    writeln!(f, "{{\"text\":\"{}\"}}", "长".repeat(10 * 1024 * 1024 / 3 + 1)).expect("w"); // 7: over 10 MB
+    writeln!(
+        f,
+        "{{\"text\":\"{}\"}}",
+        "长".repeat(10 * 1024 * 1024 / 3 + 1)
+    )
+    .expect("w"); // 7: over 10 MB
     writeln!(f, r#"{{"instruction":"最后","output":"一条正常记录"}}"#).expect("w"); // 8: fine
     drop(f);
-    let cfg = pipeline(dir.path(), "[[inputs]]\nname = \"bad\"\npaths = [\"bad.jsonl\"]\n[output]\ndir = \"out\"\n");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\nname = \"bad\"\npaths = [\"bad.jsonl\"]\n[output]\ndir = \"out\"\n",
+    );
     let out = dir.path().join("out");
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
     let r = input(&report, "bad");
-    assert_eq!((r["read"].as_u64(), r["kept"].as_u64(), r["rejected"].as_u64()), (Some(7), Some(2), Some(5)));
+    assert_eq!(
+        (
+            r["read"].as_u64(),
+            r["kept"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(7), Some(2), Some(5))
+    );
     let rejects = rejects_of(&out);
-    let lines: Vec<u64> = rejects.iter().map(|r| r["line"].as_u64().expect("line")).collect();
+    let lines: Vec<u64> = rejects
+        .iter()
+        .map(|r| r["line"].as_u64().expect("line"))
+        .collect();
     assert_eq!(lines, [2, 3, 4, 5, 7]);
     for r in &rejects {
         assert_eq!(r["file"], "bad.jsonl");
@@ -48,7 +71,8 @@ fn broken_jsonl_records_are_rejected_with_their_lines() {
 #[test]
 fn gb18030_is_decoded_when_detected_and_rejected_when_declared_utf8() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let csv = "ask,answer\n我最近总是头疼怎么办,建议先测量血压\n孩子发烧三十九度,及时就医并物理降温\n";
+    let csv =
+        "ask,answer\n我最近总是头疼怎么办,建议先测量血压\n孩子发烧三十九度,及时就医并物理降温\n";
     let (bytes, _, _) = encoding_rs::GB18030.encode(csv);
     std::fs::write(dir.path().join("export.csv"), &bytes).expect("write");
     let body = |enc: &str| {
@@ -67,16 +91,26 @@ fn gb18030_is_decoded_when_detected_and_rejected_when_declared_utf8() {
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
     let rejects = rejects_of(&out);
-    assert_eq!(rejects.len(), 2, "both rows are rejected, none is written as mojibake");
+    assert_eq!(
+        rejects.len(),
+        2,
+        "both rows are rejected, none is written as mojibake"
+    );
     assert_eq!(rejects[0]["line"], 2);
     assert_eq!(rejects[1]["line"], 3);
-    assert!(rejects[0]["error"].as_str().is_some_and(|e| e.contains("invalid UTF-8")));
+    assert!(rejects[0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("invalid UTF-8")));
 }
 
 #[test]
 fn csv_rows_with_wrong_field_counts_and_broken_json_arrays_are_located() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("t.csv"), "prompt,response\n问,答\n只有一列\n再问,再答\n").expect("write");
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "prompt,response\n问,答\n只有一列\n再问,再答\n",
+    )
+    .expect("write");
     std::fs::write(
         dir.path().join("a.json"),
         "[\n  {\"instruction\": \"好\", \"output\": \"的\"},\n  {\"instruction\": 1, \"output\": \"x\"},\n  {\"instruction\": \"又\", \"output\": \"好\"}\n  {\"instruction\": \"丢\", \"output\": \"失\"}\n]\n",
@@ -92,11 +126,19 @@ fn csv_rows_with_wrong_field_counts_and_broken_json_arrays_are_located() {
     let rejects = rejects_of(&out);
     assert_eq!(rejects[0]["file"], "t.csv");
     assert_eq!(rejects[0]["line"], 3);
-    assert!(rejects[0]["error"].as_str().is_some_and(|e| e.contains("1 fields, the header has 2")));
+    assert!(rejects[0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("1 fields, the header has 2")));
     assert_eq!(rejects[1]["file"], "a.json");
     assert_eq!(rejects[1]["line"], 3);
     // A missing comma stops the splitter: the rest of the file is one located reject.
-    assert!(rejects[2]["error"].as_str().is_some_and(|e| e.contains("line 5")), "{}", rejects[2]);
+    assert!(
+        rejects[2]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("line 5")),
+        "{}",
+        rejects[2]
+    );
     assert_eq!(input(&report, "csv")["kept"], 2);
     assert_eq!(input(&report, "arr")["kept"], 2);
 }
@@ -104,16 +146,42 @@ fn csv_rows_with_wrong_field_counts_and_broken_json_arrays_are_located() {
 #[test]
 fn too_many_rejects_fail_the_run_and_keep_the_last_good_one() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("d.jsonl"), "{\"text\":\"一篇正常的文档\"}\n{\"text\":\n").expect("write");
-    let cfg = pipeline(dir.path(), "[[inputs]]\npaths = [\"d.jsonl\"]\n[output]\ndir = \"out\"\n");
+    std::fs::write(
+        dir.path().join("d.jsonl"),
+        "{\"text\":\"一篇正常的文档\"}\n{\"text\":\n",
+    )
+    .expect("write");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"d.jsonl\"]\n[output]\ndir = \"out\"\n",
+    );
     let out = dir.path().join("out");
     run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     let good = std::fs::read(out.join("report.json")).expect("report");
-    let res = sluice(&["run", cfg.to_str().expect("utf8"), "--quiet", "--out", out.to_str().expect("utf8"), "--max-reject-ratio", "0.2"]);
-    assert_eq!(res.status.code(), Some(2), "{}", String::from_utf8_lossy(&res.stderr));
+    let res = sluice(&[
+        "run",
+        cfg.to_str().expect("utf8"),
+        "--quiet",
+        "--out",
+        out.to_str().expect("utf8"),
+        "--max-reject-ratio",
+        "0.2",
+    ]);
+    assert_eq!(
+        res.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
     assert!(String::from_utf8_lossy(&res.stderr).contains("1 of 2 records rejected"));
-    assert_eq!(std::fs::read(out.join("report.json")).expect("report"), good, "the last good run is untouched");
+    assert_eq!(
+        std::fs::read(out.join("report.json")).expect("report"),
+        good,
+        "the last good run is untouched"
+    );
     let failed = dir.path().join("out.failed");
     assert_eq!(read_jsonl(&failed.join("rejects.jsonl")).len(), 1);
-    assert!(read_json(&failed.join("report.json"))["status"].as_str().is_some_and(|s| s.starts_with("failed")));
+    assert!(read_json(&failed.join("report.json"))["status"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("failed")));
 }

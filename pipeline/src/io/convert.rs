@@ -176,7 +176,8 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
                     utterances(utts)?
                 }
                 (Some(b'{'), RecordFormat::Columns) => {
-                    let obj: Map<String, Value> = serde_json::from_slice(bytes).map_err(json_err)?;
+                    let obj: Map<String, Value> =
+                        serde_json::from_slice(bytes).map_err(json_err)?;
                     from_object(obj, plan.format, &plan.columns)?
                 }
                 (Some(b'{'), _) => {
@@ -204,7 +205,7 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             other => return Err(format!("expected a record, found {}", type_name(other))),
         },
     };
-    assemble(rec, parsed).map(|(s, f)| (s, f))
+    assemble(rec, parsed)
 }
 
 fn json_err(e: serde_json::Error) -> String {
@@ -223,24 +224,37 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// A JSON object or CSV row: by column mapping, or through the same recognition as JSON.
-fn from_object(obj: Map<String, Value>, format: RecordFormat, columns: &[(String, ColumnTarget)]) -> Result<Parsed, String> {
+fn from_object(
+    obj: Map<String, Value>,
+    format: RecordFormat,
+    columns: &[(String, ColumnTarget)],
+) -> Result<Parsed, String> {
     if format != RecordFormat::Columns {
         let keys = obj.clone();
-        let flex: Flex = serde_json::from_value(Value::Object(obj)).map_err(|e| format!("invalid record: {e}"))?;
+        let flex: Flex = serde_json::from_value(Value::Object(obj))
+            .map_err(|e| format!("invalid record: {e}"))?;
         return from_flex(flex, format, || keys);
     }
     let mut p = Parsed::new(RecordFormat::Columns);
-    let (mut user, mut assistant, mut text): (Vec<String>, Vec<String>, Vec<String>) = Default::default();
+    let (mut user, mut assistant, mut text): (Vec<String>, Vec<String>, Vec<String>) =
+        Default::default();
     for (col, target) in columns {
         let value = match obj.get(col) {
             None => {
                 let names: Vec<&str> = obj.keys().map(String::as_str).collect();
-                return Err(format!("no column {col:?} in this record (it has {names:?})"));
+                return Err(format!(
+                    "no column {col:?} in this record (it has {names:?})"
+                ));
             }
             Some(Value::Null) => continue,
             Some(Value::String(s)) => s.clone(),
             Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-            Some(v) => return Err(format!("column {col:?} holds {}, expected text", type_name(v))),
+            Some(v) => {
+                return Err(format!(
+                    "column {col:?} holds {}, expected text",
+                    type_name(v)
+                ))
+            }
         };
         match target {
             ColumnTarget::User => user.push(value),
@@ -259,7 +273,8 @@ fn from_object(obj: Map<String, Value>, format: RecordFormat, columns: &[(String
     }
     if !user.is_empty() || !assistant.is_empty() {
         p.turns.push(Turn::new(Role::User, user.join("\n")));
-        p.turns.push(Turn::new(Role::Assistant, assistant.join("\n")));
+        p.turns
+            .push(Turn::new(Role::Assistant, assistant.join("\n")));
     }
     if !text.is_empty() {
         p.text = Some(text.join("\n"));
@@ -289,7 +304,11 @@ fn missing(field: &str, format: RecordFormat) -> String {
     format!("missing field `{field}` (format {})", format.as_str())
 }
 
-fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<String, Value>) -> Result<Parsed, String> {
+fn from_flex(
+    mut f: Flex,
+    format: RecordFormat,
+    keys: impl FnOnce() -> Map<String, Value>,
+) -> Result<Parsed, String> {
     let format = match format {
         RecordFormat::Auto => match detect(&f) {
             Some(fmt) => fmt,
@@ -335,10 +354,14 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
                 .collect();
         }
         RecordFormat::Alpaca => {
-            let instruction = f.instruction.ok_or_else(|| missing("instruction", format))?;
+            let instruction = f
+                .instruction
+                .ok_or_else(|| missing("instruction", format))?;
             let output = f.output.ok_or_else(|| missing("output", format))?;
             let prompt = match f.input.as_deref().map(str::trim) {
-                Some(input) if !input.is_empty() => format!("{instruction}\n{}", f.input.unwrap_or_default()),
+                Some(input) if !input.is_empty() => {
+                    format!("{instruction}\n{}", f.input.unwrap_or_default())
+                }
                 _ => instruction,
             };
             p.turns = history(f.history);
@@ -353,14 +376,18 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
             p.turns.push(Turn::new(Role::Assistant, response));
         }
         RecordFormat::Sharegpt => {
-            let conv = f.conversations.ok_or_else(|| missing("conversations", format))?;
+            let conv = f
+                .conversations
+                .ok_or_else(|| missing("conversations", format))?;
             for (i, t) in conv.into_iter().enumerate() {
                 if t.from == "system" {
                     if i == 0 && p.system.is_none() {
                         p.system = Some(t.value).filter(|s| !s.trim().is_empty());
                         continue;
                     }
-                    return Err(format!("conversations[{i}]: a system turn is only allowed first"));
+                    return Err(format!(
+                        "conversations[{i}]: a system turn is only allowed first"
+                    ));
                 }
                 let role = Role::parse(&t.from).ok_or_else(|| {
                     format!("conversations[{i}]: unknown role {:?} (expected human, gpt, system, function_call, observation)", t.from)
@@ -380,7 +407,9 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
                             match (part.kind.as_str(), part.text) {
                                 ("text", Some(t)) => text.push_str(&t),
                                 (kind, _) => {
-                                    return Err(format!("messages[{i}].content[{j}]: part of type {kind:?} is not text"))
+                                    return Err(format!(
+                                    "messages[{i}].content[{j}]: part of type {kind:?} is not text"
+                                ))
                                 }
                             }
                         }
@@ -392,11 +421,17 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
                         p.system = content.filter(|s| !s.trim().is_empty());
                     }
                     "system" | "developer" => {
-                        return Err(format!("messages[{i}]: a system message is only allowed first"))
+                        return Err(format!(
+                            "messages[{i}]: a system message is only allowed first"
+                        ))
                     }
-                    "assistant" if m.tool_calls.as_ref().is_some_and(|v| !v.is_null()) && content.as_deref().is_none_or(|c| c.trim().is_empty()) => {
+                    "assistant"
+                        if m.tool_calls.as_ref().is_some_and(|v| !v.is_null())
+                            && content.as_deref().is_none_or(|c| c.trim().is_empty()) =>
+                    {
                         let calls = m.tool_calls.unwrap_or(Value::Null);
-                        p.turns.push(Turn::new(Role::FunctionCall, calls.to_string()));
+                        p.turns
+                            .push(Turn::new(Role::FunctionCall, calls.to_string()));
                     }
                     role => {
                         let r = Role::parse(role).ok_or_else(|| {
@@ -411,7 +446,10 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
             p.text = Some(f.text.ok_or_else(|| missing("text", format))?);
         }
         RecordFormat::Utterances | RecordFormat::Columns | RecordFormat::Auto => {
-            return Err(format!("format {} expects a different record shape", format.as_str()))
+            return Err(format!(
+                "format {} expects a different record shape",
+                format.as_str()
+            ))
         }
     }
     Ok(p)
@@ -420,13 +458,25 @@ fn from_flex(mut f: Flex, format: RecordFormat, keys: impl FnOnce() -> Map<Strin
 /// Alternating utterances (LCCC), user first.
 fn utterances(utts: Vec<String>) -> Result<Parsed, String> {
     if utts.len() < 2 {
-        return Err(format!("an utterance list needs at least 2 utterances, found {}", utts.len()));
+        return Err(format!(
+            "an utterance list needs at least 2 utterances, found {}",
+            utts.len()
+        ));
     }
     let mut p = Parsed::new(RecordFormat::Utterances);
     p.turns = utts
         .into_iter()
         .enumerate()
-        .map(|(i, u)| Turn::new(if i % 2 == 0 { Role::User } else { Role::Assistant }, u))
+        .map(|(i, u)| {
+            Turn::new(
+                if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                },
+                u,
+            )
+        })
         .collect();
     Ok(p)
 }
@@ -441,12 +491,23 @@ fn validate_dialogue(turns: &[Turn]) -> Result<(), String> {
         }
         let want_model = i % 2 == 1;
         if t.role.is_model() != want_model {
-            let expected = if want_model { "assistant or function_call" } else { "user or observation" };
-            return Err(format!("turn {} is {} but {expected} was expected: turns must alternate, user side first", i + 1, t.role));
+            let expected = if want_model {
+                "assistant or function_call"
+            } else {
+                "user or observation"
+            };
+            return Err(format!(
+                "turn {} is {} but {expected} was expected: turns must alternate, user side first",
+                i + 1,
+                t.role
+            ));
         }
     }
     if turns.len() % 2 == 1 {
-        return Err(format!("the dialogue ends with an unanswered {} turn", turns[turns.len() - 1].role));
+        return Err(format!(
+            "the dialogue ends with an unanswered {} turn",
+            turns[turns.len() - 1].role
+        ));
     }
     Ok(())
 }
@@ -484,7 +545,10 @@ fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), St
         }
         // A last question nobody answered carries no training signal, but the turns before it
         // do: remove it and say so in a tag, rather than lose the whole dialogue.
-        if p.turns.len() >= 3 && p.turns.len() % 2 == 1 && p.turns.last().is_some_and(|t| !t.role.is_model()) {
+        if p.turns.len() >= 3
+            && p.turns.len() % 2 == 1
+            && p.turns.last().is_some_and(|t| !t.role.is_model())
+        {
             p.turns.pop();
             p.tags.insert(TRAILING_TURN_TAG.into(), "true".into());
         }
@@ -493,9 +557,20 @@ fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), St
     if let Some(split) = &rec.split {
         p.tags.insert("split".into(), split.to_string());
     }
-    let id = p.id.filter(|s| !s.is_empty()).unwrap_or_else(|| format!("{}#{}", rec.cx.file, rec.number));
-    let domain = plan.domain.clone().or(p.domain).unwrap_or_else(|| "general".into());
-    let task = if plan.task_forced { Some(plan.task.clone()) } else { p.task }.unwrap_or_else(|| plan.task.clone());
+    let id =
+        p.id.filter(|s| !s.is_empty())
+            .unwrap_or_else(|| format!("{}#{}", rec.cx.file, rec.number));
+    let domain = plan
+        .domain
+        .clone()
+        .or(p.domain)
+        .unwrap_or_else(|| "general".into());
+    let task = if plan.task_forced {
+        Some(plan.task.clone())
+    } else {
+        p.task
+    }
+    .unwrap_or_else(|| plan.task.clone());
     let sample = Sample {
         id,
         source: p.source.unwrap_or_else(|| rec.cx.file.to_string()),
@@ -519,7 +594,11 @@ mod tests {
     use crate::io::{FileCx, TextEncoding};
     use std::sync::Arc;
 
-    fn rec_with(json: &str, format: RecordFormat, columns: Vec<(String, ColumnTarget)>) -> RawRecord {
+    fn rec_with(
+        json: &str,
+        format: RecordFormat,
+        columns: Vec<(String, ColumnTarget)>,
+    ) -> RawRecord {
         let plan = Arc::new(InputPlan {
             name: "in".into(),
             files: vec![],
@@ -572,7 +651,15 @@ mod tests {
         assert_eq!(f, RecordFormat::Sharegpt);
         assert_eq!(s.system.as_deref(), Some("S"));
         let roles: Vec<_> = s.turns.iter().map(|t| t.role).collect();
-        assert_eq!(roles, [Role::User, Role::FunctionCall, Role::Observation, Role::Assistant]);
+        assert_eq!(
+            roles,
+            [
+                Role::User,
+                Role::FunctionCall,
+                Role::Observation,
+                Role::Assistant
+            ]
+        );
         assert_eq!(s.tools.as_deref(), Some("[]"));
     }
 
@@ -594,20 +681,35 @@ mod tests {
         let (s, f) = conv(r#"["a","b","c"]"#).expect("ok");
         assert_eq!(f, RecordFormat::Utterances);
         assert_eq!(s.turns.len(), 2);
-        assert_eq!(s.tags.get(TRAILING_TURN_TAG).map(String::as_str), Some("true"));
+        assert_eq!(
+            s.tags.get(TRAILING_TURN_TAG).map(String::as_str),
+            Some("true")
+        );
         let (s, _) = conv(r#"{"conversations":[{"from":"human","value":"q1"},{"from":"gpt","value":"a1"},{"from":"human","value":"q2"}]}"#).expect("trimmed");
         assert_eq!(s.turns.len(), 2);
-        assert_eq!(s.tags.get(TRAILING_TURN_TAG).map(String::as_str), Some("true"));
+        assert_eq!(
+            s.tags.get(TRAILING_TURN_TAG).map(String::as_str),
+            Some("true")
+        );
     }
 
     #[test]
     fn bad_records_get_precise_messages() {
         let err = |j: &str| conv(j).expect_err(j);
-        assert!(err(r#"{"instruction":"x","output":"#).contains("EOF"), "truncated");
+        assert!(
+            err(r#"{"instruction":"x","output":"#).contains("EOF"),
+            "truncated"
+        );
         assert!(err(r#"{"instruction":"x","output":5}"#).contains("invalid type"));
         assert!(err(r#"{"conversations":[]}"#).contains("no turns"));
-        assert!(err(r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"  "}]}"#).contains("turn 2 (assistant) is empty"));
-        assert!(err(r#"{"conversations":[{"from":"gpt","value":"a"},{"from":"human","value":"q"}]}"#).contains("alternate"));
+        assert!(err(
+            r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"  "}]}"#
+        )
+        .contains("turn 2 (assistant) is empty"));
+        assert!(err(
+            r#"{"conversations":[{"from":"gpt","value":"a"},{"from":"human","value":"q"}]}"#
+        )
+        .contains("alternate"));
         assert!(err(r#"{"conversations":[{"from":"human","value":"q"}]}"#).contains("unanswered"));
         assert!(err(r#"{"conversations":[{"from":"alien","value":"q"}]}"#).contains("unknown role"));
         assert!(err(r#"{"问":"q","答":"a"}"#).contains("found keys [\"答\", \"问\"]"));
@@ -621,11 +723,17 @@ mod tests {
             ("答".to_string(), ColumnTarget::Assistant),
             ("科室".to_string(), ColumnTarget::Tag("department".into())),
         ];
-        let (s, f) = convert(&rec_with(r#"{"问":"头疼怎么办","答":"多休息","科室":"内科"}"#, RecordFormat::Columns, cols.clone())).expect("ok");
+        let (s, f) = convert(&rec_with(
+            r#"{"问":"头疼怎么办","答":"多休息","科室":"内科"}"#,
+            RecordFormat::Columns,
+            cols.clone(),
+        ))
+        .expect("ok");
         assert_eq!(f, RecordFormat::Columns);
         assert_eq!(s.turns[0].content, "头疼怎么办");
         assert_eq!(s.tags.get("department").map(String::as_str), Some("内科"));
-        let e = convert(&rec_with(r#"{"问":"q"}"#, RecordFormat::Columns, cols)).expect_err("missing");
+        let e =
+            convert(&rec_with(r#"{"问":"q"}"#, RecordFormat::Columns, cols)).expect_err("missing");
         assert!(e.contains("no column \"答\""), "{e}");
     }
 }

@@ -48,7 +48,12 @@ impl Scanner<'_> {
     /// Copy one JSON value into `out` (up to `max` bytes; beyond that only its length is
     /// counted). `depth` > 0 continues inside an already opened container. Returns the value's
     /// length, or `None` when the input ends inside it.
-    fn scan_value(&mut self, out: &mut Vec<u8>, max: usize, mut depth: usize) -> io::Result<Option<usize>> {
+    fn scan_value(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+        mut depth: usize,
+    ) -> io::Result<Option<usize>> {
         let mut len = out.len();
         let (mut in_str, mut esc) = (false, false);
         let scalar = depth == 0 && !matches!(self.peek()?, Some(b'{' | b'[' | b'"'));
@@ -132,7 +137,13 @@ struct Splitter<'a, 'e> {
 type Step = crate::Result<Result<(), String>>;
 
 impl Splitter<'_, '_> {
-    fn record(&mut self, split: Option<Arc<str>>, depth: usize, prefix: Vec<u8>, start_line: Option<u64>) -> crate::Result<Option<()>> {
+    fn record(
+        &mut self,
+        split: Option<Arc<str>>,
+        depth: usize,
+        prefix: Vec<u8>,
+        start_line: Option<u64>,
+    ) -> crate::Result<Option<()>> {
         let line = start_line.unwrap_or(self.s.line);
         let mut buf = prefix;
         let scanned = match self.s.scan_value(&mut buf, self.max, depth) {
@@ -258,15 +269,26 @@ impl Splitter<'_, '_> {
                     self.s.bump();
                     return Ok(Ok(()));
                 }
-                _ => return Ok(Err(format!("expected ',' or '}}' after split {name:?} at line {}", self.s.line))),
+                _ => {
+                    return Ok(Err(format!(
+                        "expected ',' or '}}' after split {name:?} at line {}",
+                        self.s.line
+                    )))
+                }
             }
             if self.ws()? != Some(b'"') {
-                return Ok(Err(format!("expected a split name at line {}", self.s.line)));
+                return Ok(Err(format!(
+                    "expected a split name at line {}",
+                    self.s.line
+                )));
             }
             let key = self.read_key()?.unwrap_or_default();
             name = serde_json::from_slice::<String>(&key).unwrap_or_default();
             if self.ws()? != Some(b':') {
-                return Ok(Err(format!("expected ':' after split {name:?} at line {}", self.s.line)));
+                return Ok(Err(format!(
+                    "expected ':' after split {name:?} at line {}",
+                    self.s.line
+                )));
             }
             self.s.bump();
             if self.ws()? != Some(b'[') {
@@ -318,7 +340,9 @@ mod tests {
     use crate::config::{Compression, Encoding, InputPlan, ReaderKind, RecordFormat, TextUnit};
     use crate::io::TextEncoding;
 
-    fn split(doc: &str, max: usize) -> (Vec<(u64, Option<String>, String)>, Result<(), String>) {
+    type Split = (Vec<(u64, Option<String>, String)>, Result<(), String>);
+
+    fn split(doc: &str, max: usize) -> Split {
         let plan = Arc::new(InputPlan {
             name: "t".into(),
             files: vec![],
@@ -359,7 +383,10 @@ mod tests {
 
     #[test]
     fn arrays_split_into_records_with_lines() {
-        let (recs, res) = split("[\n {\"a\": \"x]}\\\"\"},\n {\"b\": [1, {\"c\": 2}]}\n]\n", 1000);
+        let (recs, res) = split(
+            "[\n {\"a\": \"x]}\\\"\"},\n {\"b\": [1, {\"c\": 2}]}\n]\n",
+            1000,
+        );
         assert!(res.is_ok());
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0], (2, None, "{\"a\": \"x]}\\\"\"}".to_string()));
@@ -369,9 +396,15 @@ mod tests {
 
     #[test]
     fn split_documents_tag_each_record_with_its_split() {
-        let (recs, res) = split("{\"train\": [[\"a\", \"b\"]], \"test\": [[\"c\", \"d\"], [\"e\", \"f\"]]}", 1000);
+        let (recs, res) = split(
+            "{\"train\": [[\"a\", \"b\"]], \"test\": [[\"c\", \"d\"], [\"e\", \"f\"]]}",
+            1000,
+        );
         assert!(res.is_ok(), "{res:?}");
-        let splits: Vec<_> = recs.iter().map(|r| r.1.clone().unwrap_or_default()).collect();
+        let splits: Vec<_> = recs
+            .iter()
+            .map(|r| r.1.clone().unwrap_or_default())
+            .collect();
         assert_eq!(splits, ["train", "test", "test"]);
         assert_eq!(recs[2].2, "[\"e\", \"f\"]");
     }
@@ -390,9 +423,16 @@ mod tests {
 
     #[test]
     fn oversize_and_truncated_records_become_errors() {
-        let (recs, res) = split("[{\"a\": \"0123456789\"}, {\"b\": 1}, {\"c\": \"never closed", 15);
+        let (recs, res) = split(
+            "[{\"a\": \"0123456789\"}, {\"b\": 1}, {\"c\": \"never closed",
+            15,
+        );
         assert!(res.is_ok());
-        assert!(recs[0].2.starts_with("ERR record is 19 bytes"), "{:?}", recs[0]);
+        assert!(
+            recs[0].2.starts_with("ERR record is 19 bytes"),
+            "{:?}",
+            recs[0]
+        );
         assert_eq!(recs[1].2, "{\"b\": 1}");
         assert!(recs[2].2.contains("truncated"), "{:?}", recs[2]);
     }

@@ -140,10 +140,18 @@ pub fn read_file(
     emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
 ) -> crate::Result<Result<(), String>> {
     let mut last: Option<(Arc<FileCx>, u64)> = None;
-    let status = read_file_records(input, plan, path, display, max_record_bytes, bytes_read, &mut |rec| {
-        last = Some((rec.cx.clone(), rec.number));
-        emit(rec)
-    })?;
+    let status = read_file_records(
+        input,
+        plan,
+        path,
+        display,
+        max_record_bytes,
+        bytes_read,
+        &mut |rec| {
+            last = Some((rec.cx.clone(), rec.number));
+            emit(rec)
+        },
+    )?;
     if let Err(message) = &status {
         let (cx, number) = last.unwrap_or_else(|| {
             let cx = FileCx {
@@ -156,7 +164,13 @@ pub fn read_file(
             };
             (Arc::new(cx), 0)
         });
-        emit(RawRecord { cx, line: 0, number: number + 1, split: None, payload: Payload::Error(message.clone()) })?;
+        emit(RawRecord {
+            cx,
+            line: 0,
+            number: number + 1,
+            split: None,
+            payload: Payload::Error(message.clone()),
+        })?;
     }
     Ok(status)
 }
@@ -228,7 +242,10 @@ fn read_file_records(
 
     // Sniff the decompressed head, then read it again followed by the rest.
     let mut head = Vec::with_capacity(SNIFF_BYTES);
-    if let Err(e) = (&mut stream).take(SNIFF_BYTES as u64).read_to_end(&mut head) {
+    if let Err(e) = (&mut stream)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+    {
         return Ok(Err(format!("cannot read ({compression:?} stream): {e}")));
     }
     let mut skip = 0;
@@ -290,7 +307,11 @@ fn read_file_records(
             }
         }
         ReaderKind::Csv | ReaderKind::Tsv => {
-            let delim = if reader == ReaderKind::Tsv { b'\t' } else { b',' };
+            let delim = if reader == ReaderKind::Tsv {
+                b'\t'
+            } else {
+                b','
+            };
             read_csv(cx, body, delim, max_record_bytes, emit)?
         }
         ReaderKind::Text => read_text(Arc::new(cx), &mut body, max_record_bytes, emit)?,
@@ -349,7 +370,10 @@ fn sniff_encoding(head: &[u8]) -> TextEncoding {
 fn sniff_reader(ext: &str, head: &[u8]) -> Option<ReaderKind> {
     let first = head.iter().copied().find(|b| !b.is_ascii_whitespace());
     let first_line_is_json = || {
-        let start = head.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(0);
+        let start = head
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
         let rest = &head[start..];
         let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
         serde_json::from_slice::<serde::de::IgnoredAny>(&rest[..end]).is_ok()
@@ -384,7 +408,11 @@ enum Line {
 }
 
 /// Read the next line into `buf` (cleared first) without ever holding more than `max` bytes.
-fn read_line_bounded(r: &mut dyn BufRead, max: usize, buf: &mut Vec<u8>) -> io::Result<Option<Line>> {
+fn read_line_bounded(
+    r: &mut dyn BufRead,
+    max: usize,
+    buf: &mut Vec<u8>,
+) -> io::Result<Option<Line>> {
     buf.clear();
     let mut total = 0usize;
     let mut any = false;
@@ -590,7 +618,9 @@ fn read_csv(
             Err(e) => {
                 let pos_line = e.position().map(|p| p.line());
                 match e.kind() {
-                    csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => {
                         number += 1;
                         emit(RawRecord {
                             cx: cx.clone(),
@@ -615,21 +645,37 @@ mod tests {
 
     #[test]
     fn encoding_sniff_tells_gb18030_from_broken_utf8() {
-        let (gb, _, _) = encoding_rs::GB18030.encode("科室,问题\n心血管科,高血压患者能吃党参吗？\n");
+        let (gb, _, _) =
+            encoding_rs::GB18030.encode("科室,问题\n心血管科,高血压患者能吃党参吗？\n");
         assert_eq!(sniff_encoding(&gb), TextEncoding::Gb18030);
         let mut mostly_utf8 = "你好\n世界\n再见\n".repeat(10).into_bytes();
         mostly_utf8.extend_from_slice(b"bad \xff\xfe line\n");
         assert_eq!(sniff_encoding(&mostly_utf8), TextEncoding::Utf8);
-        assert_eq!(sniff_encoding("纯 UTF-8 文本".as_bytes()), TextEncoding::Utf8);
+        assert_eq!(
+            sniff_encoding("纯 UTF-8 文本".as_bytes()),
+            TextEncoding::Utf8
+        );
     }
 
     #[test]
     fn reader_sniff_follows_content_for_ambiguous_extensions() {
         assert_eq!(sniff_reader("json", b"[{\"a\":1}]"), Some(ReaderKind::Json));
-        assert_eq!(sniff_reader("json", b"{\"a\":1}\n{\"a\":2}\n"), Some(ReaderKind::Jsonl));
-        assert_eq!(sniff_reader("json", b"{\n \"a\": 1\n}\n"), Some(ReaderKind::Json));
-        assert_eq!(sniff_reader("txt", b"{\"q\":\"a\"}\n"), Some(ReaderKind::Jsonl));
-        assert_eq!(sniff_reader("txt", b"Once upon a time\n"), Some(ReaderKind::Text));
+        assert_eq!(
+            sniff_reader("json", b"{\"a\":1}\n{\"a\":2}\n"),
+            Some(ReaderKind::Jsonl)
+        );
+        assert_eq!(
+            sniff_reader("json", b"{\n \"a\": 1\n}\n"),
+            Some(ReaderKind::Json)
+        );
+        assert_eq!(
+            sniff_reader("txt", b"{\"q\":\"a\"}\n"),
+            Some(ReaderKind::Jsonl)
+        );
+        assert_eq!(
+            sniff_reader("txt", b"Once upon a time\n"),
+            Some(ReaderKind::Text)
+        );
         assert_eq!(sniff_reader("dat", b"hello"), None);
     }
 
@@ -638,11 +684,20 @@ mod tests {
         let data = format!("short\n{}\nlast", "x".repeat(100));
         let mut r = BufReader::with_capacity(8, data.as_bytes());
         let mut buf = Vec::new();
-        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(Some(Line::Ok))));
+        assert!(matches!(
+            read_line_bounded(&mut r, 50, &mut buf),
+            Ok(Some(Line::Ok))
+        ));
         assert_eq!(buf, b"short");
-        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(Some(Line::TooLong(100)))));
+        assert!(matches!(
+            read_line_bounded(&mut r, 50, &mut buf),
+            Ok(Some(Line::TooLong(100)))
+        ));
         assert!(buf.len() <= 50);
-        assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(Some(Line::Ok))));
+        assert!(matches!(
+            read_line_bounded(&mut r, 50, &mut buf),
+            Ok(Some(Line::Ok))
+        ));
         assert_eq!(buf, b"last");
         assert!(matches!(read_line_bounded(&mut r, 50, &mut buf), Ok(None)));
     }

@@ -132,10 +132,19 @@ pub fn sample_schema(with_drop: bool) -> Schema {
     Schema::new(fields)
 }
 
-fn to_batch(schema: &Arc<Schema>, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<RecordBatch, String> {
+fn to_batch(
+    schema: &Arc<Schema>,
+    samples: &[Sample],
+    drops: Option<&[DropInfo]>,
+) -> Result<RecordBatch, String> {
     let n = samples.len();
-    let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::with_capacity(n, n * 16)).collect();
-    let turn_fields = match schema.field_with_name("turns").map(|f| f.data_type().clone()) {
+    let mut cols: Vec<StringBuilder> = (0..8)
+        .map(|_| StringBuilder::with_capacity(n, n * 16))
+        .collect();
+    let turn_fields = match schema
+        .field_with_name("turns")
+        .map(|f| f.data_type().clone())
+    {
         Ok(DataType::List(item)) => item,
         _ => return Err("schema has no turns list".into()),
     };
@@ -145,7 +154,10 @@ fn to_batch(schema: &Arc<Schema>, samples: &[Sample], drops: Option<&[DropInfo]>
     };
     let mut turns = ListBuilder::new(StructBuilder::new(
         struct_fields,
-        vec![Box::new(StringBuilder::new()), Box::new(StringBuilder::new())],
+        vec![
+            Box::new(StringBuilder::new()),
+            Box::new(StringBuilder::new()),
+        ],
     ))
     .with_field(turn_fields);
     let mut text = StringBuilder::new();
@@ -161,9 +173,13 @@ fn to_batch(schema: &Arc<Schema>, samples: &[Sample], drops: Option<&[DropInfo]>
         cols[7].append_option(s.tools.as_deref());
         let sb = turns.values();
         for t in &s.turns {
-            let role = sb.field_builder::<StringBuilder>(0).ok_or("turn role builder")?;
+            let role = sb
+                .field_builder::<StringBuilder>(0)
+                .ok_or("turn role builder")?;
             role.append_value(t.role.as_str());
-            let content = sb.field_builder::<StringBuilder>(1).ok_or("turn content builder")?;
+            let content = sb
+                .field_builder::<StringBuilder>(1)
+                .ok_or("turn content builder")?;
             content.append_value(&t.content);
             sb.append(true);
         }
@@ -175,7 +191,10 @@ fn to_batch(schema: &Arc<Schema>, samples: &[Sample], drops: Option<&[DropInfo]>
         }
         tags.append(true).map_err(|e| e.to_string())?;
     }
-    let mut arrays: Vec<ArrayRef> = cols.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef).collect();
+    let mut arrays: Vec<ArrayRef> = cols
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
     arrays.push(Arc::new(turns.finish()));
     arrays.push(Arc::new(text.finish()));
     arrays.push(Arc::new(tags.finish()));
@@ -208,9 +227,16 @@ impl ParquetSink {
 
     fn close_current(&mut self) -> Result<()> {
         if let Some((w, path, rows)) = self.current.take() {
-            let file = w.into_inner().map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+            let file = w.into_inner().map_err(|e| Error::Output {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             file.commit()?;
-            self.files.push(OutputFile { path: rel(&self.root, &path), records: rows, bytes: file_size(&path) });
+            self.files.push(OutputFile {
+                path: rel(&self.root, &path),
+                records: rows,
+                bytes: file_size(&path),
+            });
         }
         Ok(())
     }
@@ -220,18 +246,29 @@ impl SampleSink for ParquetSink {
     fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
         let mut start = 0;
         while start < samples.len() {
-            if self.current.as_ref().is_some_and(|c| c.2 as usize >= self.rows_per_file) {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.2 as usize >= self.rows_per_file)
+            {
                 self.close_current()?;
             }
             if self.current.is_none() {
-                let path = self.dir.join(format!("part-{:05}.parquet", self.files.len()));
+                let path = self
+                    .dir
+                    .join(format!("part-{:05}.parquet", self.files.len()));
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
                     .set_max_row_group_row_count(Some(16 * 1024))
                     .build();
                 let file = AtomicFile::create(&path)?;
-                let w = ArrowWriter::try_new(file, self.schema.clone(), Some(props))
-                    .map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+                let w =
+                    ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| {
+                        Error::Output {
+                            path: path.clone(),
+                            message: e.to_string(),
+                        }
+                    })?;
                 self.current = Some((w, path, 0));
             }
             let Some((w, path, rows)) = self.current.as_mut() else {
@@ -241,11 +278,23 @@ impl SampleSink for ParquetSink {
             let end = (start + room).min(samples.len());
             let d = match (self.with_drop, drops) {
                 (true, Some(d)) => Some(&d[start..end]),
-                (true, None) => return Err(Error::Output { path: path.clone(), message: "dropped sink without drop reasons".into() }),
+                (true, None) => {
+                    return Err(Error::Output {
+                        path: path.clone(),
+                        message: "dropped sink without drop reasons".into(),
+                    })
+                }
                 (false, _) => None,
             };
-            let batch = to_batch(&self.schema, &samples[start..end], d).map_err(|m| Error::Output { path: path.clone(), message: m })?;
-            w.write(&batch).map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+            let batch =
+                to_batch(&self.schema, &samples[start..end], d).map_err(|m| Error::Output {
+                    path: path.clone(),
+                    message: m,
+                })?;
+            w.write(&batch).map_err(|e| Error::Output {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
             *rows += (end - start) as u64;
             start = end;
         }
@@ -276,14 +325,24 @@ pub struct JsonlSink {
 impl JsonlSink {
     /// Parts go to `dir`; paths are reported relative to `root`.
     pub fn new(root: &Path, dir: PathBuf, rows_per_file: usize) -> JsonlSink {
-        JsonlSink { root: root.to_path_buf(), dir, rows_per_file, current: None, files: Vec::new() }
+        JsonlSink {
+            root: root.to_path_buf(),
+            dir,
+            rows_per_file,
+            current: None,
+            files: Vec::new(),
+        }
     }
 
     fn close_current(&mut self) -> Result<()> {
         if let Some((f, rows)) = self.current.take() {
             let path = f.path().to_path_buf();
             f.commit()?;
-            self.files.push(OutputFile { path: rel(&self.root, &path), records: rows, bytes: file_size(&path) });
+            self.files.push(OutputFile {
+                path: rel(&self.root, &path),
+                records: rows,
+                bytes: file_size(&path),
+            });
         }
         Ok(())
     }
@@ -295,7 +354,10 @@ impl SampleSink for JsonlSink {
             .into_par_iter()
             .map(|i| {
                 let mut v = match drops {
-                    Some(d) => serde_json::to_vec(&DroppedLine { drop: &d[i], sample: &samples[i] }),
+                    Some(d) => serde_json::to_vec(&DroppedLine {
+                        drop: &d[i],
+                        sample: &samples[i],
+                    }),
                     None => serde_json::to_vec(&samples[i]),
                 }
                 .unwrap_or_default();
@@ -304,7 +366,11 @@ impl SampleSink for JsonlSink {
             })
             .collect();
         for line in lines {
-            if self.current.as_ref().is_some_and(|c| c.1 as usize >= self.rows_per_file) {
+            if self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.1 as usize >= self.rows_per_file)
+            {
                 self.close_current()?;
             }
             if self.current.is_none() {
@@ -334,7 +400,8 @@ struct JsonArray {
 impl JsonArray {
     fn open(path: PathBuf) -> Result<JsonArray> {
         let mut file = AtomicFile::create(path)?;
-        file.write_all(b"[").map_err(|e| Error::io(file.path(), e))?;
+        file.write_all(b"[")
+            .map_err(|e| Error::io(file.path(), e))?;
         Ok(JsonArray { file, count: 0 })
     }
 
@@ -342,16 +409,25 @@ impl JsonArray {
         let sep: &[u8] = if self.count == 0 { b"\n  " } else { b",\n  " };
         let path = self.file.path().to_path_buf();
         self.file.write_all(sep).map_err(|e| Error::io(&path, e))?;
-        serde_json::to_writer(&mut self.file, value).map_err(|e| Error::Output { path, message: e.to_string() })?;
+        serde_json::to_writer(&mut self.file, value).map_err(|e| Error::Output {
+            path,
+            message: e.to_string(),
+        })?;
         self.count += 1;
         Ok(())
     }
 
     fn close(mut self, root: &Path) -> Result<OutputFile> {
         let path = self.file.path().to_path_buf();
-        self.file.write_all(b"\n]\n").map_err(|e| Error::io(&path, e))?;
+        self.file
+            .write_all(b"\n]\n")
+            .map_err(|e| Error::io(&path, e))?;
         self.file.commit()?;
-        Ok(OutputFile { path: rel(root, &path), records: self.count, bytes: file_size(&path) })
+        Ok(OutputFile {
+            path: rel(root, &path),
+            records: self.count,
+            bytes: file_size(&path),
+        })
     }
 }
 
@@ -395,8 +471,20 @@ pub struct LlamaFactorySink {
 
 impl LlamaFactorySink {
     /// Files go to `dir` under dataset name `name`.
-    pub fn new(root: &Path, dir: PathBuf, name: &str, style: LlamaFactoryStyle) -> LlamaFactorySink {
-        LlamaFactorySink { root: root.to_path_buf(), dir, name: name.to_string(), style, sft: None, pretrain: None }
+    pub fn new(
+        root: &Path,
+        dir: PathBuf,
+        name: &str,
+        style: LlamaFactoryStyle,
+    ) -> LlamaFactorySink {
+        LlamaFactorySink {
+            root: root.to_path_buf(),
+            dir,
+            name: name.to_string(),
+            style,
+            sft: None,
+            pretrain: None,
+        }
     }
 }
 
@@ -414,7 +502,9 @@ impl SampleSink for LlamaFactorySink {
         for s in samples {
             if let Some(text) = &s.text {
                 if self.pretrain.is_none() {
-                    self.pretrain = Some(JsonArray::open(self.dir.join(format!("{}_pretrain.json", self.name)))?);
+                    self.pretrain = Some(JsonArray::open(
+                        self.dir.join(format!("{}_pretrain.json", self.name)),
+                    )?);
                 }
                 if let Some(a) = self.pretrain.as_mut() {
                     a.push(&TextRecord { text })?;
@@ -422,26 +512,57 @@ impl SampleSink for LlamaFactorySink {
                 continue;
             }
             if self.sft.is_none() {
-                self.sft = Some(JsonArray::open(self.dir.join(format!("{}.json", self.name)))?);
+                self.sft = Some(JsonArray::open(
+                    self.dir.join(format!("{}.json", self.name)),
+                )?);
             }
-            let Some(out) = self.sft.as_mut() else { continue };
+            let Some(out) = self.sft.as_mut() else {
+                continue;
+            };
             let system = s.system.as_deref().unwrap_or("");
             match self.style {
                 LlamaFactoryStyle::Sharegpt => out.push(&ShareRecord {
-                    conversations: s.turns.iter().map(|t| ShareTurn { from: sharegpt_role(t.role), value: &t.content }).collect(),
+                    conversations: s
+                        .turns
+                        .iter()
+                        .map(|t| ShareTurn {
+                            from: sharegpt_role(t.role),
+                            value: &t.content,
+                        })
+                        .collect(),
                     system,
                     tools: s.tools.as_deref().unwrap_or(""),
                 })?,
                 LlamaFactoryStyle::Alpaca => {
-                    if s.turns.iter().any(|t| matches!(t.role, Role::FunctionCall | Role::Observation)) {
+                    if s.turns
+                        .iter()
+                        .any(|t| matches!(t.role, Role::FunctionCall | Role::Observation))
+                    {
                         return Err(Error::Output {
                             path: self.dir.clone(),
                             message: format!("sample {} has tool turns, which the alpaca layout cannot hold: use llamafactory.style = \"sharegpt\"", s.id),
                         });
                     }
-                    let pairs: Vec<[&str; 2]> = s.turns.chunks(2).map(|p| [p[0].content.as_str(), p.get(1).map_or("", |t| t.content.as_str())]).collect();
-                    let Some((last, history)) = pairs.split_last() else { continue };
-                    out.push(&AlpacaRecord { instruction: last[0], input: "", output: last[1], system, history: history.to_vec() })?
+                    let pairs: Vec<[&str; 2]> = s
+                        .turns
+                        .chunks(2)
+                        .map(|p| {
+                            [
+                                p[0].content.as_str(),
+                                p.get(1).map_or("", |t| t.content.as_str()),
+                            ]
+                        })
+                        .collect();
+                    let Some((last, history)) = pairs.split_last() else {
+                        continue;
+                    };
+                    out.push(&AlpacaRecord {
+                        instruction: last[0],
+                        input: "",
+                        output: last[1],
+                        system,
+                        history: history.to_vec(),
+                    })?
                 }
             }
         }
@@ -476,10 +597,20 @@ impl SampleSink for LlamaFactorySink {
             );
         }
         let path = self.dir.join("dataset_info.json");
-        let mut bytes = serde_json::to_vec_pretty(&serde_json::Value::Object(info)).map_err(|e| Error::Output { path: path.clone(), message: e.to_string() })?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&serde_json::Value::Object(info)).map_err(|e| {
+                Error::Output {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         bytes.push(b'\n');
         write_atomic(&path, &bytes)?;
-        files.push(OutputFile { path: rel(&self.root, &path), records: files.len() as u64, bytes: bytes.len() as u64 });
+        files.push(OutputFile {
+            path: rel(&self.root, &path),
+            records: files.len() as u64,
+            bytes: bytes.len() as u64,
+        });
         Ok(files)
     }
 }

@@ -133,7 +133,9 @@ mod tests {
     #[test]
     fn role_boundaries_matter_and_prompt_scope_ignores_answers() {
         let all = ExactDedup::new(&Config { scope: Scope::All });
-        let prompt = ExactDedup::new(&Config { scope: Scope::Prompt });
+        let prompt = ExactDedup::new(&Config {
+            scope: Scope::Prompt,
+        });
         let a = sample("a", "ab", "c");
         let b = sample("b", "a", "bc");
         let c = sample("c", "ab", "other answer");
@@ -146,7 +148,11 @@ mod tests {
     fn reduce_keeps_the_first_and_names_it() {
         let d = ExactDedup::new(&Config { scope: Scope::All });
         let mut out = Decisions::new();
-        d.reduce(7, vec![(3, "x".into()), (9, "y".into()), (12, "z".into())], &mut out);
+        d.reduce(
+            7,
+            vec![(3, "x".into()), (9, "y".into()), (12, "z".into())],
+            &mut out,
+        );
         assert_eq!(out.len(), 2);
         assert!(!out.contains_key(&3));
         let Some(Decision::Drop(r)) = out.get(&12) else {

@@ -66,19 +66,31 @@ impl RecordStage for LengthFilter {
         if c.min_chars.is_some() || c.max_chars.is_some() {
             let n = sample.char_len();
             if let Some(min) = c.min_chars.filter(|&m| n < m) {
-                return Verdict::Drop(sample, DropReason::new("too_short", format!("{n} chars < min_chars {min}")));
+                return Verdict::Drop(
+                    sample,
+                    DropReason::new("too_short", format!("{n} chars < min_chars {min}")),
+                );
             }
             if let Some(max) = c.max_chars.filter(|&m| n > m) {
-                return Verdict::Drop(sample, DropReason::new("too_long", format!("{n} chars > max_chars {max}")));
+                return Verdict::Drop(
+                    sample,
+                    DropReason::new("too_long", format!("{n} chars > max_chars {max}")),
+                );
             }
         }
         if sample.text.is_none() {
             let t = sample.turns.len();
             if let Some(min) = c.min_turns.filter(|&m| t < m) {
-                return Verdict::Drop(sample, DropReason::new("too_few_turns", format!("{t} turns < min_turns {min}")));
+                return Verdict::Drop(
+                    sample,
+                    DropReason::new("too_few_turns", format!("{t} turns < min_turns {min}")),
+                );
             }
             if let Some(max) = c.max_turns.filter(|&m| t > m) {
-                return Verdict::Drop(sample, DropReason::new("too_many_turns", format!("{t} turns > max_turns {max}")));
+                return Verdict::Drop(
+                    sample,
+                    DropReason::new("too_many_turns", format!("{t} turns > max_turns {max}")),
+                );
             }
         }
         Verdict::Keep(sample)
@@ -103,7 +115,16 @@ mod tests {
             turns: turns
                 .iter()
                 .enumerate()
-                .map(|(i, c)| Turn::new(if i % 2 == 0 { Role::User } else { Role::Assistant }, *c))
+                .map(|(i, c)| {
+                    Turn::new(
+                        if i % 2 == 0 {
+                            Role::User
+                        } else {
+                            Role::Assistant
+                        },
+                        *c,
+                    )
+                })
                 .collect(),
             text: None,
             tags: Default::default(),
@@ -121,12 +142,24 @@ mod tests {
 
     #[test]
     fn every_reason_fires_and_bounds_are_inclusive() {
-        assert_eq!(code("min_chars = 5", dialogue(&["你好", "您好"])), Some("too_short"));
+        assert_eq!(
+            code("min_chars = 5", dialogue(&["你好", "您好"])),
+            Some("too_short")
+        );
         assert_eq!(code("min_chars = 4", dialogue(&["你好", "您好"])), None);
-        assert_eq!(code("max_chars = 3", dialogue(&["你好", "您好"])), Some("too_long"));
+        assert_eq!(
+            code("max_chars = 3", dialogue(&["你好", "您好"])),
+            Some("too_long")
+        );
         assert_eq!(code("max_chars = 4", dialogue(&["你好", "您好"])), None);
-        assert_eq!(code("min_turns = 4", dialogue(&["a", "b"])), Some("too_few_turns"));
-        assert_eq!(code("max_turns = 2", dialogue(&["a", "b", "c", "d"])), Some("too_many_turns"));
+        assert_eq!(
+            code("min_turns = 4", dialogue(&["a", "b"])),
+            Some("too_few_turns")
+        );
+        assert_eq!(
+            code("max_turns = 2", dialogue(&["a", "b", "c", "d"])),
+            Some("too_many_turns")
+        );
         assert_eq!(code("max_turns = 4", dialogue(&["a", "b", "c", "d"])), None);
     }
 
