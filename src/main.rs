@@ -4,7 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use sluice_pipeline::{config, engine, Error};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,6 +66,13 @@ fn main() -> ExitCode {
     match real_main() {
         Ok(code) => code,
         Err(e) => {
+            // `sluice bench read … | head` closes stdout early: not an error worth a message.
+            let broken_pipe = e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe);
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
@@ -132,14 +139,15 @@ fn real_main() -> Result<ExitCode> {
         Command::Check { pipeline } => {
             let plan = config::load(&pipeline)?;
             let files: usize = plan.inputs.iter().map(|i| i.files.len()).sum();
-            println!(
+            writeln!(
+                std::io::stdout(),
                 "{}: ok — {} inputs ({} files), {} stages, output {}",
                 pipeline.display(),
                 plan.inputs.len(),
                 files,
                 plan.stages.len(),
                 plan.output_dir.display()
-            );
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -163,10 +171,12 @@ fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()?;
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
         "{:<44} {:>9} {:>8} {:>12} {:>12} {:>7}",
         "file", "MB", "records", "sluice MB/s", "serde MB/s", "ratio"
-    );
+    )?;
     for f in files {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         let mb = bytes.len() as f64 / 1e6;
@@ -185,11 +195,12 @@ fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
             || f.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        println!(
+        writeln!(
+            out,
             "{name:<44} {mb:>9.2} {records:>8} {s:>12.1} {b:>12.1} {:>7.2}",
             s / b
-        );
+        )?;
     }
-    println!("(sluice: {threads} thread(s), decode + parse + format mapping + validation into samples; serde: 1 thread, parse into serde_json::Value from memory; best of {repeat})");
+    writeln!(out, "(sluice: {threads} thread(s), decode + parse + format mapping + validation into samples; serde: 1 thread, parse into serde_json::Value from memory; best of {repeat})")?;
     Ok(())
 }

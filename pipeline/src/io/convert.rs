@@ -158,37 +158,36 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             from_object(obj, plan.format, &plan.columns)?
         }
         Payload::Json(bytes) => {
-            // Decode (GB18030) or validate (UTF-8) first, for a clear message with the offset.
+            // Decode (GB18030) or validate (UTF-8) once, for a clear message with the offset;
+            // parsing from `&str` then skips serde_json's own second validation.
             let owned;
-            let bytes: &[u8] = if cx.encoding == super::TextEncoding::Gb18030
+            let text: &str = if cx.encoding == super::TextEncoding::Gb18030
                 && cx.reader != crate::config::ReaderKind::Json
             {
                 owned = cx.encoding.decode(bytes)?;
-                owned.as_bytes()
+                &owned
             } else {
-                super::TextEncoding::Utf8.validate(bytes)?;
-                bytes
+                super::TextEncoding::Utf8.validate(bytes)?
             };
-            let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+            let first = text.bytes().find(|b| !b.is_ascii_whitespace());
             match (first, plan.format) {
                 (Some(b'['), RecordFormat::Auto | RecordFormat::Utterances) => {
-                    let utts: Vec<String> = serde_json::from_slice(bytes).map_err(json_err)?;
+                    let utts: Vec<String> = serde_json::from_str(text).map_err(json_err)?;
                     utterances(utts)?
                 }
                 (Some(b'{'), RecordFormat::Columns) => {
-                    let obj: Map<String, Value> =
-                        serde_json::from_slice(bytes).map_err(json_err)?;
+                    let obj: Map<String, Value> = serde_json::from_str(text).map_err(json_err)?;
                     from_object(obj, plan.format, &plan.columns)?
                 }
                 (Some(b'{'), _) => {
-                    let flex: Flex = serde_json::from_slice(bytes).map_err(json_err)?;
+                    let flex: Flex = serde_json::from_str(text).map_err(json_err)?;
                     from_flex(flex, plan.format, || {
-                        serde_json::from_slice::<Map<String, Value>>(bytes).unwrap_or_default()
+                        serde_json::from_str::<Map<String, Value>>(text).unwrap_or_default()
                     })?
                 }
                 _ => {
                     // Let serde_json describe what is wrong (truncation, bad token) with a column.
-                    let v: Value = serde_json::from_slice(bytes).map_err(json_err)?;
+                    let v: Value = serde_json::from_str(text).map_err(json_err)?;
                     return Err(format!(
                         "expected a JSON object (or an array of utterances), found {}",
                         type_name(&v)

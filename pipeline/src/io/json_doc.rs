@@ -63,32 +63,40 @@ impl Scanner<'_> {
                 return Ok(if scalar && len > 0 { Some(len) } else { None });
             }
             let mut end = None;
-            for (i, &b) in avail.iter().enumerate() {
-                if b == b'\n' {
-                    self.line += 1;
-                }
-                if scalar {
-                    if matches!(b, b',' | b']' | b'}') || b.is_ascii_whitespace() {
-                        if b == b'\n' {
-                            self.line -= 1; // not consumed
-                        }
-                        end = Some(i);
-                        break;
-                    }
+            let mut i = 0;
+            while i < avail.len() {
+                if esc {
+                    esc = false;
+                    i += 1;
                     continue;
                 }
                 if in_str {
-                    if esc {
-                        esc = false;
-                    } else if b == b'\\' {
-                        esc = true;
-                    } else if b == b'"' {
-                        in_str = false;
-                        if depth == 0 {
-                            end = Some(i + 1);
-                            break;
+                    // Jump to the next quote or backslash: most bytes of a record are text.
+                    match memchr::memchr2(b'"', b'\\', &avail[i..]) {
+                        None => i = avail.len(),
+                        Some(off) => {
+                            i += off;
+                            if avail[i] == b'\\' {
+                                esc = true;
+                            } else {
+                                in_str = false;
+                                if depth == 0 {
+                                    end = Some(i + 1);
+                                    break;
+                                }
+                            }
+                            i += 1;
                         }
                     }
+                    continue;
+                }
+                let b = avail[i];
+                if scalar {
+                    if matches!(b, b',' | b']' | b'}') || b.is_ascii_whitespace() {
+                        end = Some(i);
+                        break;
+                    }
+                    i += 1;
                     continue;
                 }
                 match b {
@@ -103,8 +111,10 @@ impl Scanner<'_> {
                     }
                     _ => {}
                 }
+                i += 1;
             }
             let take = end.unwrap_or(avail.len());
+            self.line += memchr::memchr_iter(b'\n', &avail[..take]).count() as u64;
             len += take;
             if len <= max {
                 out.extend_from_slice(&avail[..take]);
