@@ -421,22 +421,32 @@ pub fn load(path: &Path) -> Result<Plan> {
 
 /// Parse and compile a pipeline from its text; `path` locates relative paths and errors.
 pub fn parse(text: &str, path: &Path) -> Result<Plan> {
-    let spec: PipelineSpec = toml::from_str(text).map_err(|e| Error::Config {
+    let config_error = |issue| Error::Config {
         file: path.to_path_buf(),
-        issues: vec![toml_issue(&e, text)],
+        issues: vec![issue],
+    };
+    let de =
+        toml::Deserializer::parse(text).map_err(|e| config_error(toml_issue(&e, text, None)))?;
+    let spec: PipelineSpec = serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        config_error(toml_issue(e.inner(), text, Some(key)))
     })?;
     compile(spec, path)
 }
 
-fn toml_issue(e: &toml::de::Error, text: &str) -> ConfigIssue {
-    let key = match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!("line {line}, column {col}")
-        }
-        None => "config".to_string(),
+/// A TOML error as an issue: the dotted key where known, and the line and column.
+fn toml_issue(e: &toml::de::Error, text: &str, key: Option<String>) -> ConfigIssue {
+    let at = e.span().map(|span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!("line {line}, column {col}")
+    });
+    let key = match (key.filter(|k| k != "."), at) {
+        (Some(k), Some(at)) => format!("{k} ({at})"),
+        (Some(k), None) => k,
+        (None, Some(at)) => at,
+        (None, None) => "config".to_string(),
     };
     ConfigIssue {
         key,
@@ -625,6 +635,7 @@ fn expand(base: &Path, pattern: &str) -> std::result::Result<Vec<(PathBuf, Strin
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // fixtures
 mod tests {
     use super::*;
 
@@ -689,6 +700,10 @@ mod tests {
         )
         .expect_err("bad value");
         assert!(err.to_string().contains("alpacca"), "{err}");
+        assert!(
+            err.to_string().contains("inputs[0].format (line 3"),
+            "{err}"
+        );
 
         let err = parse(
             "[[inputs]]\npaths = [\"missing/*.json\"]\ncolumns = { ask = \"usr\" }\n[[stages]]\ntype = \"length_filter\"\nmin_chars = 10\nmax_chars = 5\n[output]\ndir = \"o\"\n",

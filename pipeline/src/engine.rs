@@ -15,7 +15,7 @@ use crate::io::convert::convert;
 use crate::io::writers::{
     DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink,
 };
-use crate::io::{read_file, Payload, RawRecord};
+use crate::io::{read_file, Payload, RawRecord, TextEncoding};
 use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
 use crate::sample::Sample;
 use crate::stages::{Decision, Decisions, DropReason, GlobalStage, Stage, StageCx, Verdict};
@@ -112,17 +112,21 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
-fn snippet(p: &Payload) -> String {
+/// The start of a rejected record, decoded with the file's encoding (never mojibake).
+fn snippet(p: &Payload, enc: TextEncoding) -> String {
     const MAX: usize = 200;
-    let s = match p {
-        Payload::Json(b) | Payload::Text(b) => {
-            String::from_utf8_lossy(&b[..b.len().min(MAX * 4)]).into_owned()
+    let lossy = |b: &[u8]| -> String {
+        match enc {
+            TextEncoding::Utf8 => String::from_utf8_lossy(b).into_owned(),
+            TextEncoding::Gb18030 => encoding_rs::GB18030
+                .decode_without_bom_handling(b)
+                .0
+                .into_owned(),
         }
-        Payload::Csv(r) => r
-            .iter()
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(","),
+    };
+    let s = match p {
+        Payload::Json(b) | Payload::Text(b) => lossy(&b[..b.len().min(MAX * 4)]),
+        Payload::Csv(r) => r.iter().map(lossy).collect::<Vec<_>>().join(","),
         Payload::Value(v) => v.to_string(),
         Payload::Error(_) => String::new(),
     };
@@ -223,6 +227,14 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 plan.llamafactory_style,
             ))),
         }
+    }
+    if dropped.is_empty() {
+        // Dropped samples are always written somewhere, whatever the curated formats are.
+        dropped.push(Box::new(JsonlSink::new(
+            &root,
+            run.path("dropped"),
+            plan.rows_per_file,
+        )));
     }
     let stages: Vec<Stage> = plan.stages.iter().map(|s| s.build()).collect();
     let names: Vec<String> = plan
@@ -520,7 +532,7 @@ impl Engine<'_> {
                                             record: rec.number,
                                             split: rec.split.as_ref().map(|s| s.to_string()),
                                             error,
-                                            snippet: snippet(&rec.payload),
+                                            snippet: snippet(&rec.payload, rec.cx.encoding),
                                         },
                                     }
                                 }

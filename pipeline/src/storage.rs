@@ -3,6 +3,8 @@
 //! its final place and swapped in at the end ([`RunDir`]), so a crash never leaves a half-written
 //! file, or a mix of two runs' files, under the final names.
 
+#![allow(clippy::disallowed_methods)] // this module is where writes are allowed
+
 use crate::error::{Error, Result};
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};

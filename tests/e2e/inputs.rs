@@ -140,3 +140,93 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn parquet_from_other_tools_loads_with_nested_columns() {
+    use arrow_array::builder::{Int64Builder, ListBuilder, StringBuilder, StructBuilder};
+    use arrow_array::{ArrayRef, RecordBatch};
+    use arrow_schema::{DataType, Field, Fields};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fields = Fields::from(vec![
+        Field::new("from", DataType::Utf8, true),
+        Field::new("value", DataType::Utf8, true),
+    ]);
+    let mut conv = ListBuilder::new(StructBuilder::from_fields(fields, 4));
+    let mut ids = Int64Builder::new();
+    let mut system = StringBuilder::new();
+    type Row<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+    let rows: [Row; 3] = [
+        (
+            &[
+                ("human", "信用卡逾期一天有影响吗？"),
+                ("gpt", "一般有宽限期，请尽快还款。"),
+            ],
+            Some("你是银行客服"),
+        ),
+        (
+            &[
+                ("human", "怎么开通网银"),
+                ("gpt", "携带身份证到柜台办理。"),
+                ("human", "要多久"),
+                ("gpt", "当场开通。"),
+            ],
+            None,
+        ),
+        (&[("gpt", "顺序错了")], None),
+    ];
+    for (i, (turns, sys)) in rows.iter().enumerate() {
+        for (from, value) in turns.iter() {
+            let s = conv.values();
+            s.field_builder::<StringBuilder>(0)
+                .expect("from")
+                .append_value(from);
+            s.field_builder::<StringBuilder>(1)
+                .expect("value")
+                .append_value(value);
+            s.append(true);
+        }
+        conv.append(true);
+        ids.append_value(100 + i as i64);
+        system.append_option(*sys);
+    }
+    let batch = RecordBatch::try_from_iter([
+        ("id", Arc::new(ids.finish()) as ArrayRef),
+        ("conversations", Arc::new(conv.finish()) as ArrayRef),
+        ("system", Arc::new(system.finish()) as ArrayRef),
+    ])
+    .expect("batch");
+    let file = std::fs::File::create(dir.path().join("hf.parquet")).expect("create");
+    let mut w = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).expect("writer");
+    w.write(&batch).expect("write");
+    w.close().expect("close");
+
+    let cfg = pipeline(dir.path(), "[[inputs]]\nname = \"pq\"\npaths = [\"*.parquet\"]\ndomain = \"finance\"\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n");
+    let out = dir.path().join("out");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let r = input(&report, "pq");
+    assert_eq!(
+        (
+            r["read"].as_u64(),
+            r["kept"].as_u64(),
+            r["rejected"].as_u64()
+        ),
+        (Some(3), Some(2), Some(1))
+    );
+    assert_eq!(r["files"][0]["reader"], "parquet");
+    let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    assert_eq!(samples[0]["id"], "100");
+    assert_eq!(samples[0]["system"], "你是银行客服");
+    assert_eq!(samples[0]["domain"], "finance");
+    assert_eq!(samples[1]["turns"].as_array().map(Vec::len), Some(4));
+    let rejects = read_jsonl(&out.join("rejects.jsonl"));
+    assert_eq!(
+        rejects[0]["record"], 3,
+        "Parquet rejects are located by row"
+    );
+    assert!(rejects[0]["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("alternate")));
+}

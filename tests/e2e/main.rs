@@ -1,6 +1,8 @@
 //! End-to-end tests: they run the `sluice` binary on real data from `../shared/data` and on
 //! generated broken input, and read the outputs back. One test binary, so one link.
 
+#![allow(clippy::disallowed_methods)] // tests write their fixtures directly
+
 mod common;
 mod determinism;
 mod inputs;
