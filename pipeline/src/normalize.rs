@@ -8,9 +8,17 @@ use unicode_normalization::UnicodeNormalization;
 /// Append the canonical form of `text` to `out`: NFKC (full-width to half-width, compatibility
 /// forms), Unicode lower case, and every run of whitespace folded to one space, trimmed.
 pub fn canonical_into(text: &str, out: &mut String) {
+    // Most text is already NFKC: the quick check avoids decomposing and recomposing it.
+    match unicode_normalization::is_nfkc_quick(text.chars()) {
+        unicode_normalization::IsNormalized::Yes => fold_into(text.chars(), out),
+        _ => fold_into(text.nfkc(), out),
+    }
+}
+
+fn fold_into(chars: impl Iterator<Item = char>, out: &mut String) {
     let mut pending_space = false;
     let start = out.len();
-    for c in text.nfkc() {
+    for c in chars {
         if c.is_whitespace() {
             pending_space = out.len() > start;
             continue;
@@ -21,6 +29,8 @@ pub fn canonical_into(text: &str, out: &mut String) {
         }
         if c.is_ascii() {
             out.push(c.to_ascii_lowercase());
+        } else if ('\u{3000}'..'\u{A000}').contains(&c) {
+            out.push(c); // CJK punctuation, kana and ideographs have no case
         } else {
             out.extend(c.to_lowercase());
         }
@@ -88,6 +98,9 @@ mod tests {
         assert_eq!(canonical("  Ｈｅｌｌｏ\t\n WORLD  "), "hello world");
         assert_eq!(canonical("你好，\u{3000}世界"), "你好, 世界");
         assert_eq!(canonical(""), "");
+        // Both paths (already NFKC, and not) agree.
+        assert_eq!(canonical("ÀB  ｃ"), canonical("A\u{300}b c"));
+        assert_eq!(canonical("ΣΑΣ 金额"), "σασ 金额");
     }
 
     #[test]
