@@ -31,6 +31,21 @@ fn parquet_ids(p: &Path) -> (Vec<String>, Vec<String>) {
     (ids, fields)
 }
 
+/// Regression: an Arrow map column made the Parquet unloadable by HF `datasets`.
+#[test]
+fn tags_are_a_list_of_key_value_structs_not_an_arrow_map() {
+    let schema = sluice_pipeline::io::writers::sample_schema(false);
+    let tags = schema.field_with_name("tags").expect("tags");
+    let arrow_schema::DataType::List(item) = tags.data_type() else {
+        panic!("tags is {:?}", tags.data_type())
+    };
+    let arrow_schema::DataType::Struct(fields) = item.data_type() else {
+        panic!("tag items are {:?}", item.data_type())
+    };
+    let names: Vec<_> = fields.iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, ["key", "value"]);
+}
+
 #[test]
 fn quickstart_writes_every_output_and_reconciles() {
     let dir = tempfile::tempdir().expect("tempdir");

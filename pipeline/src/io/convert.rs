@@ -36,6 +36,20 @@ impl Scalar {
     }
 }
 
+/// Tags as a JSON object, or as the `[{key, value}]` list that sluice's Parquet stores.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TagsField {
+    Map(BTreeMap<String, Scalar>),
+    List(Vec<TagPair>),
+}
+
+#[derive(Deserialize)]
+struct TagPair {
+    key: String,
+    value: Scalar,
+}
+
 /// Tools may be a JSON string or structured JSON; both are kept as a JSON string.
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -94,7 +108,7 @@ struct Flex {
     conversations: Option<Vec<ShareTurn>>,
     messages: Option<Vec<OaMessage>>,
     turns: Option<Vec<Turn>>,
-    tags: Option<BTreeMap<String, Scalar>>,
+    tags: Option<TagsField>,
     text: Option<String>,
 }
 
@@ -345,12 +359,16 @@ fn from_flex(
             p.source = f.source;
             p.turns = f.turns.ok_or_else(|| missing("turns", format))?;
             p.text = f.text;
-            p.tags = f
-                .tags
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.into_string()))
-                .collect();
+            p.tags = match f.tags {
+                None => Tags::new(),
+                Some(TagsField::Map(m)) => {
+                    m.into_iter().map(|(k, v)| (k, v.into_string())).collect()
+                }
+                Some(TagsField::List(l)) => l
+                    .into_iter()
+                    .map(|p| (p.key, p.value.into_string()))
+                    .collect(),
+            };
         }
         RecordFormat::Alpaca => {
             let instruction = f

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::sample::{Role, Sample};
 use crate::stages::DropReason;
 use crate::storage::{write_atomic, AtomicFile};
-use arrow_array::builder::{ListBuilder, MapBuilder, StringBuilder, StructBuilder};
+use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema};
 use parquet::arrow::ArrowWriter;
@@ -93,9 +93,10 @@ pub fn sample_schema(with_drop: bool) -> Schema {
         Field::new("role", DataType::Utf8, false),
         Field::new("content", DataType::Utf8, false),
     ]);
-    let entries = Fields::from(vec![
+    // Tags are a list of {key, value} rather than an Arrow map: HF `datasets` cannot load maps.
+    let tag = Fields::from(vec![
         Field::new("key", DataType::Utf8, false),
-        Field::new("value", DataType::Utf8, true),
+        Field::new("value", DataType::Utf8, false),
     ]);
     let mut fields = vec![
         Field::new("id", DataType::Utf8, false),
@@ -114,10 +115,7 @@ pub fn sample_schema(with_drop: bool) -> Schema {
         Field::new("text", DataType::Utf8, true),
         Field::new(
             "tags",
-            DataType::Map(
-                Arc::new(Field::new("entries", DataType::Struct(entries), false)),
-                false,
-            ),
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(tag), true))),
             false,
         ),
     ];
@@ -132,6 +130,39 @@ pub fn sample_schema(with_drop: bool) -> Schema {
     Schema::new(fields)
 }
 
+/// A `list<struct<2 × utf8>>` builder for the field `name` of `schema`.
+fn pair_list(schema: &Schema, name: &str) -> Result<ListBuilder<StructBuilder>, String> {
+    let item = match schema.field_with_name(name).map(|f| f.data_type().clone()) {
+        Ok(DataType::List(item)) => item,
+        _ => return Err(format!("schema has no {name} list")),
+    };
+    let fields = match item.data_type() {
+        DataType::Struct(f) => f.clone(),
+        _ => return Err(format!("{name} items are not structs")),
+    };
+    Ok(ListBuilder::new(StructBuilder::new(
+        fields,
+        vec![
+            Box::new(StringBuilder::new()),
+            Box::new(StringBuilder::new()),
+        ],
+    ))
+    .with_field(item))
+}
+
+/// Append one (a, b) struct to a pair list's current row.
+fn push_pair(list: &mut ListBuilder<StructBuilder>, a: &str, b: &str) -> Result<(), String> {
+    let sb = list.values();
+    sb.field_builder::<StringBuilder>(0)
+        .ok_or("pair builder")?
+        .append_value(a);
+    sb.field_builder::<StringBuilder>(1)
+        .ok_or("pair builder")?
+        .append_value(b);
+    sb.append(true);
+    Ok(())
+}
+
 fn to_batch(
     schema: &Arc<Schema>,
     samples: &[Sample],
@@ -141,27 +172,9 @@ fn to_batch(
     let mut cols: Vec<StringBuilder> = (0..8)
         .map(|_| StringBuilder::with_capacity(n, n * 16))
         .collect();
-    let turn_fields = match schema
-        .field_with_name("turns")
-        .map(|f| f.data_type().clone())
-    {
-        Ok(DataType::List(item)) => item,
-        _ => return Err("schema has no turns list".into()),
-    };
-    let struct_fields = match turn_fields.data_type() {
-        DataType::Struct(f) => f.clone(),
-        _ => return Err("turns items are not structs".into()),
-    };
-    let mut turns = ListBuilder::new(StructBuilder::new(
-        struct_fields,
-        vec![
-            Box::new(StringBuilder::new()),
-            Box::new(StringBuilder::new()),
-        ],
-    ))
-    .with_field(turn_fields);
+    let mut turns = pair_list(schema, "turns")?;
+    let mut tags = pair_list(schema, "tags")?;
     let mut text = StringBuilder::new();
-    let mut tags = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
     for s in samples {
         cols[0].append_value(&s.id);
         cols[1].append_value(&s.source);
@@ -171,25 +184,15 @@ fn to_batch(
         cols[5].append_option(s.user_id.as_deref());
         cols[6].append_option(s.system.as_deref());
         cols[7].append_option(s.tools.as_deref());
-        let sb = turns.values();
         for t in &s.turns {
-            let role = sb
-                .field_builder::<StringBuilder>(0)
-                .ok_or("turn role builder")?;
-            role.append_value(t.role.as_str());
-            let content = sb
-                .field_builder::<StringBuilder>(1)
-                .ok_or("turn content builder")?;
-            content.append_value(&t.content);
-            sb.append(true);
+            push_pair(&mut turns, t.role.as_str(), &t.content)?;
         }
         turns.append(true);
         text.append_option(s.text.as_deref());
         for (k, v) in &s.tags {
-            tags.keys().append_value(k);
-            tags.values().append_value(v);
+            push_pair(&mut tags, k, v)?;
         }
-        tags.append(true).map_err(|e| e.to_string())?;
+        tags.append(true);
     }
     let mut arrays: Vec<ArrayRef> = cols
         .iter_mut()
