@@ -595,11 +595,32 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         max_reject_ratio: spec.max_reject_ratio,
         inputs,
         stages: spec.stages,
-        output_dir: base.join(&spec.output.dir),
+        output_dir: lexical_normalize(&base.join(&spec.output.dir)),
         formats: spec.output.formats,
         rows_per_file: spec.output.rows_per_file.get(),
         llamafactory_style: spec.output.llamafactory.style,
     })
+}
+
+/// `a/b/../c` → `a/c` without touching the file system (the directory may not exist yet).
+fn lexical_normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir
+                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
+            {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }
 
 /// Expand one path or glob relative to `base`, sorted; each file with its display name.
@@ -643,6 +664,22 @@ mod tests {
         let p = dir.join(name);
         std::fs::write(&p, text).expect("write");
         p
+    }
+
+    #[test]
+    fn output_paths_are_normalized_lexically() {
+        assert_eq!(
+            lexical_normalize(Path::new("examples/../out/q")),
+            PathBuf::from("out/q")
+        );
+        assert_eq!(
+            lexical_normalize(Path::new("../x/./y")),
+            PathBuf::from("../x/y")
+        );
+        assert_eq!(
+            lexical_normalize(Path::new("/a/b/../../c")),
+            PathBuf::from("/c")
+        );
     }
 
     #[test]

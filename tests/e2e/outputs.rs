@@ -248,16 +248,23 @@ fn check_lists_every_config_error_with_file_and_key() {
         "{err}"
     );
 
-    let ok = sluice(&[
-        "check",
-        repo()
-            .join("examples/quickstart.toml")
-            .to_str()
-            .expect("utf8"),
-    ]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    // Every example pipeline shipped in the repository is valid.
+    let mut examples = 0;
+    for e in std::fs::read_dir(repo().join("examples"))
+        .expect("examples")
+        .flatten()
+    {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "toml") {
+            examples += 1;
+            let ok = sluice(&["check", p.to_str().expect("utf8")]);
+            assert!(
+                ok.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&ok.stderr)
+            );
+        }
+    }
+    assert!(examples >= 1);
 }
