@@ -349,9 +349,13 @@ impl Engine<'_> {
         });
         let mut pos = 0u64;
         let mut records = 0u64;
+        let after = match &source {
+            Source::Inputs => "reading".to_string(),
+            Source::Spill { stage, .. } => format!("applying {}", self.names[*stage]),
+        };
         let phase = match &global {
-            Some((g, _)) => format!("reading → {}", self.names[*g]),
-            None => "reading".to_string(),
+            Some((g, _)) => format!("{after} → {}", self.names[*g]),
+            None => format!("{after} → writing"),
         };
         let mut on_batch = |eng: &mut Engine<'_>,
                             batch: Vec<Unit>,
