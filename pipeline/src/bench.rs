@@ -2,9 +2,9 @@
 //! parse, recognise the format, build and validate samples) against plain `serde_json` parsing
 //! of the same bytes into `serde_json::Value`, in the same process, on the same file.
 
-use crate::config::{Compression, Encoding, InputPlan, ReaderKind, RecordFormat, TextUnit};
+use crate::config::InputPlan;
 use crate::io::convert::convert;
-use crate::io::{read_file, RawRecord};
+use crate::io::{read_file, FileSource, RawRecord};
 use rayon::prelude::*;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -24,21 +24,7 @@ pub struct Pass {
 
 /// sluice's reader over `path` with the current rayon pool.
 pub fn sluice_read(path: &Path, batch: usize) -> crate::Result<Pass> {
-    let plan = Arc::new(InputPlan {
-        name: "bench".into(),
-        files: vec![],
-        reader: ReaderKind::Auto,
-        format: RecordFormat::Auto,
-        compression: Compression::Auto,
-        encoding: Encoding::Auto,
-        domain: None,
-        task: "bench".into(),
-        task_forced: false,
-        kind: None,
-        columns: vec![],
-        text_unit: TextUnit::Line,
-        cjk_despace: false,
-    });
+    let plan = Arc::new(InputPlan::new("bench"));
     let started = Instant::now();
     let (mut records, mut failed) = (0u64, 0u64);
     let mut pending: Vec<RawRecord> = Vec::with_capacity(batch);
@@ -52,21 +38,22 @@ pub fn sluice_read(path: &Path, batch: usize) -> crate::Result<Pass> {
         pending.clear();
     };
     let display = path.to_string_lossy().into_owned();
-    let status = read_file(
-        0,
-        &plan,
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let src = FileSource {
+        input: 0,
+        plan: &plan,
         path,
-        &display,
-        64 << 20,
-        &Arc::new(AtomicU64::new(0)),
-        &mut |rec| {
-            pending.push(rec);
-            if pending.len() >= batch {
-                flush(&mut pending);
-            }
-            Ok(())
-        },
-    )?;
+        display: &display,
+        max_record_bytes: 64 << 20,
+        bytes_read: &bytes_read,
+    };
+    let status = read_file(&src, &mut |rec| {
+        pending.push(rec);
+        if pending.len() >= batch {
+            flush(&mut pending);
+        }
+        Ok(())
+    })?;
     flush(&mut pending);
     if let Err(message) = status {
         return Err(crate::Error::Input {

@@ -382,6 +382,27 @@ pub struct InputPlan {
     pub cjk_despace: bool,
 }
 
+impl InputPlan {
+    /// An input with every option at its default (`auto` everything, no files).
+    pub fn new(name: &str) -> InputPlan {
+        InputPlan {
+            name: name.to_string(),
+            files: Vec::new(),
+            reader: ReaderKind::Auto,
+            format: RecordFormat::Auto,
+            compression: Compression::Auto,
+            encoding: Encoding::Auto,
+            domain: None,
+            task: name.to_string(),
+            task_forced: false,
+            kind: None,
+            columns: Vec::new(),
+            text_unit: TextUnit::Line,
+            cjk_despace: false,
+        }
+    }
+}
+
 /// A compiled pipeline: everything checked, ready to run.
 #[derive(Debug, Clone)]
 pub struct Plan {

@@ -15,7 +15,7 @@ use crate::io::convert::convert;
 use crate::io::writers::{
     DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink,
 };
-use crate::io::{read_file, Payload, RawRecord, TextEncoding};
+use crate::io::{read_file, FileSource, Payload, RawRecord, TextEncoding};
 use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
 use crate::sample::Sample;
 use crate::stages::{Decision, Decisions, DropReason, GlobalStage, Stage, StageCx, Verdict};
@@ -407,32 +407,30 @@ impl Engine<'_> {
                         let mut records_in_file = 0u64;
                         let bytes_read = self.bytes_read.clone();
                         let mut meta = None;
-                        let status = read_file(
-                            i,
-                            &iplan,
+                        let src = FileSource {
+                            input: i,
+                            plan: &iplan,
                             path,
                             display,
-                            self.plan.max_record_bytes,
-                            &bytes_read,
-                            &mut |rec| {
-                                records_in_file += 1;
-                                if meta.is_none() {
-                                    meta = Some((
-                                        format!("{:?}", rec.cx.reader).to_lowercase(),
-                                        rec.cx.encoding.as_str().to_string(),
-                                    ));
-                                }
-                                batch.push(Unit::Raw(rec));
-                                if batch.len() >= batch_size {
-                                    let full = std::mem::replace(
-                                        &mut batch,
-                                        Vec::with_capacity(batch_size),
-                                    );
-                                    on_batch(self, full, None)?;
-                                }
-                                Ok(())
-                            },
-                        )?;
+                            max_record_bytes: self.plan.max_record_bytes,
+                            bytes_read: &bytes_read,
+                        };
+                        let status = read_file(&src, &mut |rec| {
+                            records_in_file += 1;
+                            if meta.is_none() {
+                                meta = Some((
+                                    format!("{:?}", rec.cx.reader).to_lowercase(),
+                                    rec.cx.encoding.as_str().to_string(),
+                                ));
+                            }
+                            batch.push(Unit::Raw(rec));
+                            if batch.len() >= batch_size {
+                                let full =
+                                    std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                                on_batch(self, full, None)?;
+                            }
+                            Ok(())
+                        })?;
                         let (reader, encoding) = meta.unwrap_or_default();
                         let mut fr = FileReport {
                             path: display.clone(),

@@ -607,7 +607,7 @@ fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Compression, Encoding, InputPlan, ReaderKind, TextUnit};
+    use crate::config::{Encoding, InputPlan, ReaderKind};
     use crate::io::{FileCx, TextEncoding};
     use std::sync::Arc;
 
@@ -617,19 +617,11 @@ mod tests {
         columns: Vec<(String, ColumnTarget)>,
     ) -> RawRecord {
         let plan = Arc::new(InputPlan {
-            name: "in".into(),
-            files: vec![],
             reader: ReaderKind::Jsonl,
             format,
-            compression: Compression::None,
             encoding: Encoding::Utf8,
-            domain: None,
-            task: "in".into(),
-            task_forced: false,
-            kind: None,
             columns,
-            text_unit: TextUnit::Line,
-            cjk_despace: false,
+            ..InputPlan::new("in")
         });
         RawRecord {
             cx: Arc::new(FileCx {

@@ -347,26 +347,16 @@ pub(super) fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Compression, Encoding, InputPlan, ReaderKind, RecordFormat, TextUnit};
+    use crate::config::{Encoding, InputPlan, ReaderKind};
     use crate::io::TextEncoding;
 
     type Split = (Vec<(u64, Option<String>, String)>, Result<(), String>);
 
     fn split(doc: &str, max: usize) -> Split {
         let plan = Arc::new(InputPlan {
-            name: "t".into(),
-            files: vec![],
             reader: ReaderKind::Json,
-            format: RecordFormat::Auto,
-            compression: Compression::None,
             encoding: Encoding::Utf8,
-            domain: None,
-            task: "t".into(),
-            task_forced: false,
-            kind: None,
-            columns: vec![],
-            text_unit: TextUnit::Line,
-            cjk_despace: false,
+            ..InputPlan::new("t")
         });
         let cx = Arc::new(FileCx {
             input: 0,

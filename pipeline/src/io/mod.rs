@@ -126,41 +126,45 @@ impl<R: Read> Read for Counting<R> {
 
 const SNIFF_BYTES: usize = 256 * 1024;
 
+/// One file to read, and what it shares with the rest of the run.
+#[derive(Clone, Copy)]
+pub struct FileSource<'a> {
+    /// Index of the input in the plan.
+    pub input: usize,
+    /// The input's options.
+    pub plan: &'a Arc<InputPlan>,
+    /// Where the file is.
+    pub path: &'a Path,
+    /// Its name in reports and rejects.
+    pub display: &'a str,
+    /// Longest record accepted.
+    pub max_record_bytes: usize,
+    /// Bytes read so far, across files (progress and throughput).
+    pub bytes_read: &'a Arc<AtomicU64>,
+}
+
 /// Read one file, calling `emit` for each record in order. Problems with single records become
 /// `Payload::Error` records; a problem that makes the rest of the file unusable (unreadable,
 /// corrupt compression, broken structure) is emitted as one final `Payload::Error` record, in
 /// order, and also returned as `Err` with its message.
 pub fn read_file(
-    input: usize,
-    plan: &Arc<InputPlan>,
-    path: &Path,
-    display: &str,
-    max_record_bytes: usize,
-    bytes_read: &Arc<AtomicU64>,
+    src: &FileSource<'_>,
     emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
 ) -> crate::Result<Result<(), String>> {
     let mut last: Option<(Arc<FileCx>, u64)> = None;
-    let status = read_file_records(
-        input,
-        plan,
-        path,
-        display,
-        max_record_bytes,
-        bytes_read,
-        &mut |rec| {
-            last = Some((rec.cx.clone(), rec.number));
-            emit(rec)
-        },
-    )?;
+    let status = read_file_records(src, &mut |rec| {
+        last = Some((rec.cx.clone(), rec.number));
+        emit(rec)
+    })?;
     if let Err(message) = &status {
         let (cx, number) = last.unwrap_or_else(|| {
             let cx = FileCx {
-                input,
-                plan: plan.clone(),
-                file: Arc::from(display),
+                input: src.input,
+                plan: src.plan.clone(),
+                file: Arc::from(src.display),
                 encoding: TextEncoding::Utf8,
                 headers: None,
-                reader: plan.reader,
+                reader: src.plan.reader,
             };
             (Arc::new(cx), 0)
         });
@@ -175,16 +179,18 @@ pub fn read_file(
     Ok(status)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn read_file_records(
-    input: usize,
-    plan: &Arc<InputPlan>,
-    path: &Path,
-    display: &str,
-    max_record_bytes: usize,
-    bytes_read: &Arc<AtomicU64>,
+    src: &FileSource<'_>,
     emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
 ) -> crate::Result<Result<(), String>> {
+    let FileSource {
+        input,
+        plan,
+        path,
+        display,
+        max_record_bytes,
+        bytes_read,
+    } = *src;
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("cannot open: {e}"))),
