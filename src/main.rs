@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_pipeline::{config, engine, Error};
+use sluice_pipeline::{classifier, config, engine, Error};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,10 +40,81 @@ enum Command {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
     },
+    /// Train and evaluate fastText classifiers.
+    Classifier {
+        #[command(subcommand)]
+        what: Classifier,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+}
+
+#[derive(clap::Args)]
+struct LabelledData {
+    /// Labelled data: CSV, TSV, JSONL, JSON, Parquet (plain, gzip or zstd; UTF-8 or GB18030).
+    #[arg(long)]
+    input: PathBuf,
+    /// Column (or JSON key) holding the text.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Column (or JSON key) holding the label.
+    #[arg(long, default_value = "label")]
+    label_column: String,
+}
+
+#[derive(Subcommand)]
+enum Classifier {
+    /// Train a supervised fastText model; writes MODEL and MODEL.sluice.json.
+    Train {
+        #[command(flatten)]
+        data: LabelledData,
+        /// The model file to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Passes over the data.
+        #[arg(long, default_value_t = 10)]
+        epochs: u32,
+        /// Learning rate.
+        #[arg(long, default_value_t = 0.5)]
+        lr: f64,
+        /// Embedding size.
+        #[arg(long, default_value_t = 64)]
+        dim: u32,
+        /// Word n-grams (2: character bigrams for Chinese).
+        #[arg(long, default_value_t = 2)]
+        word_ngrams: u32,
+        /// Minimum token count.
+        #[arg(long, default_value_t = 1)]
+        min_count: u32,
+        /// Hash buckets for word n-grams (model size = (vocabulary + buckets) × dim × 4 bytes).
+        #[arg(long, default_value_t = 200_000)]
+        bucket: u32,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Training threads (1 is reproducible; more is faster but not byte-for-byte repeatable).
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+        /// Also evaluate on this held-out file (same columns).
+        #[arg(long)]
+        valid: Option<PathBuf>,
+    },
+    /// Precision, recall and F1 per label and a threshold sweep on held-out data.
+    Evaluate {
+        #[command(flatten)]
+        data: LabelledData,
+        /// The model.
+        #[arg(long)]
+        model: PathBuf,
+        /// The label the threshold sweep is about (default: the last label, e.g. 1).
+        #[arg(long)]
+        positive: Option<String>,
+        /// Write the evaluation as JSON here too.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -57,6 +128,17 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         threads: usize,
         /// Passes per file; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+    /// Classifier predictions per second on one core, beside featurization alone.
+    Classify {
+        #[command(flatten)]
+        data: LabelledData,
+        /// The model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Passes; the best is reported.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
     },
@@ -150,6 +232,21 @@ fn real_main() -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Classifier { what } => {
+            classifier_command(what)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Classify {
+                    data,
+                    model,
+                    repeat,
+                },
+        } => {
+            bench_classify(&data, &model, repeat.max(1))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench {
             what:
                 Bench::Read {
@@ -202,5 +299,121 @@ fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
         )?;
     }
     writeln!(out, "(sluice: {threads} thread(s), decode + parse + format mapping + validation into samples; serde: 1 thread, parse into serde_json::Value from memory; best of {repeat})")?;
+    Ok(())
+}
+
+fn load_labelled(d: &LabelledData) -> Result<(classifier::Examples, u64)> {
+    Ok(classifier::read_labelled(
+        &d.input,
+        &d.text_column,
+        &d.label_column,
+    )?)
+}
+
+fn classifier_command(what: Classifier) -> Result<()> {
+    match what {
+        Classifier::Train {
+            data,
+            output,
+            epochs,
+            lr,
+            dim,
+            word_ngrams,
+            min_count,
+            bucket,
+            seed,
+            threads,
+            valid,
+        } => {
+            let (examples, rejected) = load_labelled(&data)?;
+            let params = classifier::TrainParams {
+                epochs,
+                lr,
+                dim,
+                word_ngrams,
+                min_count,
+                bucket,
+                seed,
+                threads,
+                ..Default::default()
+            };
+            let started = std::time::Instant::now();
+            let card = classifier::train(&examples, &params, &data.input, &output)?;
+            eprintln!(
+                "trained {} on {} examples ({} rejected) in {:.1}s: labels {:?}",
+                output.display(),
+                examples.len(),
+                rejected,
+                started.elapsed().as_secs_f64(),
+                card.examples
+            );
+            if let Some(valid) = valid {
+                let model = classifier::Model::load(&output)?;
+                let held = LabelledData {
+                    input: valid,
+                    ..data
+                };
+                let (examples, rejected) = load_labelled(&held)?;
+                let eval = classifier::evaluate(&model, &examples, rejected, None)?;
+                write!(std::io::stdout(), "{}", eval.table())?;
+            }
+            Ok(())
+        }
+        Classifier::Evaluate {
+            data,
+            model,
+            positive,
+            json,
+        } => {
+            let model = classifier::Model::load(&model)?;
+            let (examples, rejected) = load_labelled(&data)?;
+            if examples.is_empty() {
+                bail!("{}: no labelled examples", data.input.display());
+            }
+            let eval = classifier::evaluate(&model, &examples, rejected, positive.as_deref())?;
+            if let Some(path) = json {
+                let mut bytes = serde_json::to_vec_pretty(&eval)?;
+                bytes.push(b'\n');
+                sluice_pipeline::storage::write_atomic(&path, &bytes)?;
+            }
+            write!(std::io::stdout(), "{}", eval.table())?;
+            Ok(())
+        }
+    }
+}
+
+fn bench_classify(data: &LabelledData, model: &std::path::Path, repeat: usize) -> Result<()> {
+    let model = classifier::Model::load(model)?;
+    let (examples, _) = load_labelled(data)?;
+    if examples.is_empty() {
+        bail!("{}: no examples", data.input.display());
+    }
+    let mut scratch = String::new();
+    let (mut best_feat, mut best_pred) = (f64::MAX, f64::MAX);
+    let mut sink = 0usize;
+    for _ in 0..repeat {
+        let t = std::time::Instant::now();
+        for (text, _) in &examples {
+            classifier::featurize(text, classifier::Features::Chars, &mut scratch);
+            sink += scratch.len();
+        }
+        best_feat = best_feat.min(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        for (text, _) in &examples {
+            sink += model.predict_all(text, &mut scratch).len();
+        }
+        best_pred = best_pred.min(t.elapsed().as_secs_f64());
+    }
+    let n = examples.len() as f64;
+    let chars: usize = examples.iter().map(|(t, _)| t.chars().count()).sum();
+    writeln!(
+        std::io::stdout(),
+        "{} texts (avg {:.0} chars), one core, best of {repeat}:\n  featurize only:       {:>10.0} texts/s\n  featurize + predict:  {:>10.0} texts/s  ({:.1}% of the time is featurization)\n  (checksum {sink})",
+        examples.len(),
+        chars as f64 / n,
+        n / best_feat,
+        n / best_pred,
+        100.0 * best_feat / best_pred
+    )?;
     Ok(())
 }

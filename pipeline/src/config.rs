@@ -577,6 +577,10 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
             cjk_despace: input.cjk_despace,
         });
     }
+    let mut spec = spec;
+    for stage in &mut spec.stages {
+        stage.resolve_paths(&base);
+    }
     for (i, stage) in spec.stages.iter().enumerate() {
         for msg in stage.validate() {
             issue(format!("stages[{i}] ({})", stage.type_name()), msg);

@@ -236,7 +236,16 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             plan.rows_per_file,
         )));
     }
-    let stages: Vec<Stage> = plan.stages.iter().map(|s| s.build()).collect();
+    let mut stages: Vec<Stage> = Vec::with_capacity(plan.stages.len());
+    for (i, s) in plan.stages.iter().enumerate() {
+        stages.push(s.build().map_err(|message| Error::Config {
+            file: plan.config_path.clone(),
+            issues: vec![crate::error::ConfigIssue {
+                key: format!("stages[{i}] ({})", s.type_name()),
+                message,
+            }],
+        })?);
+    }
     let names: Vec<String> = plan
         .stages
         .iter()

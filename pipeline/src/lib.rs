@@ -2,6 +2,7 @@
 //! stages, the engine, storage and reports. The `sluice` binary is a thin layer over it.
 
 pub mod bench;
+pub mod classifier;
 pub mod config;
 pub mod engine;
 pub mod error;

@@ -94,6 +94,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
+/// Rename a finished file into place (same file system).
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io(to, e))
+}
+
 /// A run being built in `.<name>.staging` beside its final directory.
 pub struct RunDir {
     final_dir: PathBuf,

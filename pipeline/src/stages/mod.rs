@@ -2,6 +2,7 @@
 //! types. A new stage is a file in this folder plus one variant here; the compiler lists every
 //! other place that must handle it.
 
+pub mod classify;
 pub mod exact_dedup;
 pub mod length_filter;
 
@@ -135,6 +136,8 @@ pub enum StageConfig {
     ExactDedup(exact_dedup::Config),
     /// Length bounds on characters and turns.
     LengthFilter(length_filter::Config),
+    /// fastText classification: tags and drops by label.
+    Classify(classify::Config),
 }
 
 /// A built stage, ready to run.
@@ -151,6 +154,7 @@ impl StageConfig {
         match self {
             StageConfig::ExactDedup(_) => "exact_dedup",
             StageConfig::LengthFilter(_) => "length_filter",
+            StageConfig::Classify(_) => "classify",
         }
     }
 
@@ -159,16 +163,26 @@ impl StageConfig {
         match self {
             StageConfig::ExactDedup(c) => c.validate(),
             StageConfig::LengthFilter(c) => c.validate(),
+            StageConfig::Classify(c) => c.validate(),
         }
     }
 
-    /// Build the stage.
-    pub fn build(&self) -> Stage {
+    /// Make relative paths in the stage's config relative to the pipeline file's directory.
+    pub fn resolve_paths(&mut self, base: &std::path::Path) {
         match self {
+            StageConfig::Classify(c) => c.resolve_paths(base),
+            StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) => {}
+        }
+    }
+
+    /// Build the stage (loading models and the like); `Err` says what is wrong.
+    pub fn build(&self) -> Result<Stage, String> {
+        Ok(match self {
             StageConfig::ExactDedup(c) => Stage::ExactDedup(exact_dedup::ExactDedup::new(c)),
             StageConfig::LengthFilter(c) => {
                 Stage::Record(Box::new(length_filter::LengthFilter::new(c)))
             }
-        }
+            StageConfig::Classify(c) => Stage::Record(Box::new(classify::Classify::new(c)?)),
+        })
     }
 }
