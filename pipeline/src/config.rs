@@ -216,6 +216,79 @@ pub struct OutputSpec {
     /// Options of the LLaMA-Factory export.
     #[serde(default)]
     pub llamafactory: LlamaFactorySpec,
+    /// Tokenized shards for training (written to `shards/` when this section is present).
+    #[serde(default)]
+    pub shards: Option<ShardsSpec>,
+}
+
+/// `[output.shards]`: templating, tokenization and shard layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShardsSpec {
+    /// An HF `tokenizer.json` (relative to the pipeline file).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Or a byte-level BPE `vocab.json` …
+    #[serde(default)]
+    pub vocab: Option<String>,
+    /// … with its `merges.txt`.
+    #[serde(default)]
+    pub merges: Option<String>,
+    /// Chat template: `chatml` (alias `qwen2`), `llama3`, `alpaca`, or a template file.
+    #[serde(default = "default_template")]
+    pub template: String,
+    /// System prompt for samples without one (default: the template's).
+    #[serde(default)]
+    pub system: Option<String>,
+    /// Tokens before the final answer, at most: old turns go first, then the last question is
+    /// cut from its start.
+    #[serde(default)]
+    pub max_source_tokens: Option<usize>,
+    /// Tokens of the final answer, at most.
+    #[serde(default)]
+    pub max_target_tokens: Option<usize>,
+    /// `all_assistant` (default) or `last_assistant`.
+    #[serde(default)]
+    pub train_on: crate::tokenize::TrainOn,
+    /// Pack samples into sequences of at most this many tokens.
+    #[serde(default)]
+    pub seq_len: Option<usize>,
+    /// Approximate bytes per shard (default 128MiB).
+    #[serde(default = "default_shard_size")]
+    pub shard_size: ByteSize,
+    /// Also write documents as Megatron-LM `.bin/.idx` (per split).
+    #[serde(default)]
+    pub megatron: bool,
+}
+
+fn default_template() -> String {
+    "chatml".into()
+}
+fn default_shard_size() -> ByteSize {
+    ByteSize(128 << 20)
+}
+
+/// A checked `[output.shards]`.
+#[derive(Debug, Clone)]
+pub struct ShardsPlan {
+    /// tokenizer.json.
+    pub tokenizer: Option<PathBuf>,
+    /// vocab.json + merges.txt.
+    pub vocab_merges: Option<(PathBuf, PathBuf)>,
+    /// Template name or file.
+    pub template: String,
+    /// System prompt override.
+    pub system: Option<String>,
+    /// Budgets.
+    pub budget: crate::tokenize::Budget,
+    /// Which assistant turns train.
+    pub train_on: crate::tokenize::TrainOn,
+    /// Packing length.
+    pub seq_len: Option<usize>,
+    /// Bytes per shard.
+    pub shard_bytes: u64,
+    /// Megatron output for documents.
+    pub megatron: bool,
 }
 
 fn default_formats() -> Vec<OutputFormat> {
@@ -432,6 +505,8 @@ pub struct Plan {
     pub llamafactory_style: LlamaFactoryStyle,
     /// LLaMA-Factory dataset name.
     pub llamafactory_name: String,
+    /// Tokenized shards, when configured.
+    pub shards: Option<ShardsPlan>,
 }
 
 /// Parse and compile a pipeline file.
@@ -586,6 +661,73 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
             issue(format!("stages[{i}] ({})", stage.type_name()), msg);
         }
     }
+    let mut shards = None;
+    if let Some(s) = &spec.output.shards {
+        let path = |p: &String| lexical_normalize(&base.join(p));
+        let tokenizer = s.tokenizer.as_ref().map(path);
+        let vocab_merges = match (&s.vocab, &s.merges) {
+            (Some(v), Some(m)) => Some((path(v), path(m))),
+            (None, None) => None,
+            _ => {
+                issue(
+                    "output.shards".into(),
+                    "vocab and merges go together".into(),
+                );
+                None
+            }
+        };
+        match (&tokenizer, &vocab_merges) {
+            (None, None) => issue(
+                "output.shards.tokenizer".into(),
+                "set `tokenizer` (a tokenizer.json) or `vocab` + `merges`".into(),
+            ),
+            (Some(_), Some(_)) => issue(
+                "output.shards".into(),
+                "set either `tokenizer` or `vocab` + `merges`, not both".into(),
+            ),
+            _ => {}
+        }
+        for p in tokenizer
+            .iter()
+            .chain(vocab_merges.iter().flat_map(|(v, m)| [v, m]))
+        {
+            if !p.is_file() {
+                issue(
+                    "output.shards".into(),
+                    format!("{}: no such file", p.display()),
+                );
+            }
+        }
+        let template = if Path::new(&s.template).is_relative() && base.join(&s.template).is_file() {
+            base.join(&s.template).to_string_lossy().into_owned()
+        } else {
+            s.template.clone()
+        };
+        if let Err(e) = crate::tokenize::Template::load(&template) {
+            issue("output.shards.template".into(), e);
+        }
+        if s.seq_len == Some(0) || s.max_source_tokens == Some(0) || s.max_target_tokens == Some(0)
+        {
+            issue(
+                "output.shards".into(),
+                "token lengths must be positive".into(),
+            );
+        }
+        shards = Some(ShardsPlan {
+            tokenizer,
+            vocab_merges,
+            template,
+            system: s.system.clone(),
+            budget: crate::tokenize::Budget {
+                max_source_tokens: s.max_source_tokens,
+                max_target_tokens: s.max_target_tokens,
+            },
+            train_on: s.train_on,
+            seq_len: s.seq_len,
+            shard_bytes: s.shard_size.0.max(1),
+            megatron: s.megatron,
+        });
+    }
     if spec.output.formats.is_empty() {
         issue(
             "output.formats".into(),
@@ -624,6 +766,7 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         formats: spec.output.formats,
         rows_per_file: spec.output.rows_per_file.get(),
         llamafactory_style: spec.output.llamafactory.style,
+        shards,
     })
 }
 

@@ -228,6 +228,23 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             ))),
         }
     }
+    if let Some(sp) = &plan.shards {
+        let sink = crate::io::shard_sink::ShardSink::new(
+            &root,
+            run.path("shards"),
+            run.path(".work"),
+            sp,
+            plan.seed,
+        )
+        .map_err(|e| Error::Config {
+            file: plan.config_path.clone(),
+            issues: vec![crate::error::ConfigIssue {
+                key: "output.shards".into(),
+                message: e.to_string(),
+            }],
+        })?;
+        curated.push(Box::new(sink));
+    }
     if dropped.is_empty() {
         // Dropped samples are always written somewhere, whatever the curated formats are.
         dropped.push(Box::new(JsonlSink::new(

@@ -12,6 +12,7 @@ pub mod report;
 pub mod sample;
 pub mod stages;
 pub mod storage;
+pub mod tokenize;
 
 pub use config::Plan;
 pub use engine::{run, Progress, RunOptions};

@@ -97,6 +97,12 @@ pub struct SplitInfo {
     pub tokens: u64,
     /// Tokens with loss.
     pub trained_tokens: u64,
+    /// Old dialogue turns dropped to fit the source budget.
+    #[serde(default)]
+    pub dropped_turns: u64,
+    /// Samples whose content was cut inside a turn to fit a budget.
+    #[serde(default)]
+    pub truncated_samples: u64,
 }
 
 /// `manifest.json` of a shard directory.

@@ -9,3 +9,4 @@ mod determinism;
 mod inputs;
 mod outputs;
 mod rejects;
+mod tokenize;

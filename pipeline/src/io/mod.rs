@@ -8,6 +8,7 @@
 pub mod convert;
 mod json_doc;
 mod parquet_in;
+pub mod shard_sink;
 pub mod writers;
 
 use crate::config::{Compression, Encoding, InputPlan, ReaderKind, TextUnit};

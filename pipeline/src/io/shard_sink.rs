@@ -1,0 +1,360 @@
+//! The tokenized-shards output: samples are templated and tokenized in parallel per batch and
+//! spilled per split (tokens and masks on disk, offsets in memory: 9 bytes per sample); at the
+//! end each split is globally shuffled with the run's seed and written as native shards of about
+//! `shard_size` bytes, plus `manifest.json` and, on request, Megatron `.bin/.idx` of documents.
+
+use crate::config::ShardsPlan;
+use crate::error::{Error, Result};
+use crate::io::writers::{DropInfo, OutputFile, SampleSink};
+use crate::sample::Sample;
+use crate::tokenize::{encode_sample, Encoded, Template, TokenizerHandle};
+use rayon::prelude::*;
+use sluice_shards::megatron::{MegatronDtype, MegatronWriter};
+use sluice_shards::{Manifest, ShardBuilder, ShardEntry, SplitInfo, TokenDtype, TokenizerInfo};
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+struct Spill {
+    tokens_path: PathBuf,
+    mask_path: PathBuf,
+    tokens: BufWriter<std::fs::File>,
+    mask: BufWriter<std::fs::File>,
+    /// Token offset where each sample starts (plus the end).
+    offsets: Vec<u64>,
+    /// Whether each sample is a document (for the Megatron output).
+    docs: Vec<bool>,
+    turns_dropped: u64,
+    samples_cut: u64,
+}
+
+/// Writes tokenized shards (see the module doc).
+pub struct ShardSink {
+    root: PathBuf,
+    dir: PathBuf,
+    work: PathBuf,
+    plan: ShardsPlan,
+    seed: u64,
+    tok: TokenizerHandle,
+    template: Template,
+    dtype: TokenDtype,
+    spills: BTreeMap<String, Spill>,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Output {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+impl ShardSink {
+    /// Load the tokenizer and template; shards go to `dir`, spills to `work`.
+    pub fn new(
+        root: &Path,
+        dir: PathBuf,
+        work: PathBuf,
+        plan: &ShardsPlan,
+        seed: u64,
+    ) -> Result<ShardSink> {
+        let tok = match (&plan.tokenizer, &plan.vocab_merges) {
+            (Some(t), _) => TokenizerHandle::from_file(t),
+            (None, Some((v, m))) => {
+                let template = Template::load(&plan.template).map_err(|e| err(&dir, e))?;
+                let specials = special_tokens(&template);
+                let refs: Vec<&str> = specials.iter().map(String::as_str).collect();
+                TokenizerHandle::from_vocab_merges(v, m, &refs)
+            }
+            (None, None) => Err("no tokenizer configured".to_string()),
+        }
+        .map_err(|e| err(&dir, e))?;
+        let template = Template::load(&plan.template).map_err(|e| err(&dir, e))?;
+        Ok(ShardSink {
+            root: root.to_path_buf(),
+            dtype: TokenDtype::for_vocab(tok.vocab_size),
+            dir,
+            work,
+            plan: plan.clone(),
+            seed,
+            tok,
+            template,
+            spills: BTreeMap::new(),
+        })
+    }
+
+    fn spill(&mut self, split: &str) -> Result<&mut Spill> {
+        if !self.spills.contains_key(split) {
+            std::fs::create_dir_all(&self.work).map_err(|e| Error::io(&self.work, e))?;
+            let tokens_path = self.work.join(format!("shards-{split}.tokens"));
+            let mask_path = self.work.join(format!("shards-{split}.mask"));
+            #[allow(clippy::disallowed_methods)] // scratch files in the staging directory
+            let (t, m) = (
+                std::fs::File::create(&tokens_path),
+                std::fs::File::create(&mask_path),
+            );
+            let spill = Spill {
+                tokens: BufWriter::new(t.map_err(|e| Error::io(&tokens_path, e))?),
+                mask: BufWriter::new(m.map_err(|e| Error::io(&mask_path, e))?),
+                tokens_path,
+                mask_path,
+                offsets: vec![0],
+                docs: Vec::new(),
+                turns_dropped: 0,
+                samples_cut: 0,
+            };
+            self.spills.insert(split.to_string(), spill);
+        }
+        self.spills
+            .get_mut(split)
+            .ok_or_else(|| err(&self.work, "spill vanished"))
+    }
+}
+
+/// Strings of the template that must be single special tokens (e.g. `<|im_start|>`).
+fn special_tokens(t: &Template) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in [
+        &t.bos,
+        &t.system,
+        &t.user,
+        &t.observation,
+        &t.assistant,
+        &t.function_call,
+        &t.after_assistant,
+        &t.eos,
+    ] {
+        let mut rest = s.as_str();
+        while let Some(start) = rest.find("<|") {
+            let Some(end) = rest[start..].find("|>") else {
+                break;
+            };
+            let tok = &rest[start..start + end + 2];
+            if !out.iter().any(|o| o == tok) {
+                out.push(tok.to_string());
+            }
+            rest = &rest[start + end + 2..];
+        }
+    }
+    out
+}
+
+/// The split a sample belongs to: its `split` tag (`validation`/`dev` read as `valid`), else train.
+fn split_of(s: &Sample) -> String {
+    match s.tags.get("split").map(String::as_str) {
+        Some("validation" | "dev" | "valid") => "valid".into(),
+        Some(other) if !other.is_empty() => {
+            other.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "_")
+        }
+        _ => "train".into(),
+    }
+}
+
+impl SampleSink for ShardSink {
+    fn write(&mut self, samples: &[Sample], _drops: Option<&[DropInfo]>) -> Result<()> {
+        let (tok, tpl, plan) = (&self.tok, &self.template, &self.plan);
+        let encoded: Vec<std::result::Result<Encoded, String>> = samples
+            .par_iter()
+            .map(|s| {
+                encode_sample(
+                    tok,
+                    tpl,
+                    plan.system.as_deref(),
+                    s,
+                    plan.budget,
+                    plan.train_on,
+                )
+            })
+            .collect();
+        for (s, e) in samples.iter().zip(encoded) {
+            let e = e.map_err(|m| err(&self.dir, format!("tokenizing sample {}: {m}", s.id)))?;
+            let split = split_of(s);
+            let wide = self.dtype;
+            let spill = self.spill(&split)?;
+            let mut buf = Vec::with_capacity(e.ids.len() * 4);
+            for id in &e.ids {
+                if !wide.fits(*id) {
+                    return Err(err(
+                        &spill.tokens_path,
+                        format!("token id {id} does not fit {wide:?}"),
+                    ));
+                }
+                buf.extend_from_slice(&id.to_le_bytes());
+            }
+            spill
+                .tokens
+                .write_all(&buf)
+                .map_err(|e| Error::io(&spill.tokens_path, e))?;
+            spill
+                .mask
+                .write_all(&e.mask)
+                .map_err(|e| Error::io(&spill.mask_path, e))?;
+            let last = spill.offsets.last().copied().unwrap_or(0);
+            spill.offsets.push(last + e.ids.len() as u64);
+            spill.docs.push(s.text.is_some());
+            spill.turns_dropped += e.turns_dropped as u64;
+            spill.samples_cut += u64::from(e.cut);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {
+        let spills = std::mem::take(&mut self.spills);
+        let mut files = Vec::new();
+        let mut manifest = Manifest {
+            format: "sluice-shards".into(),
+            version: 1,
+            tokenizer: TokenizerInfo {
+                sha256: self.tok.sha256.clone(),
+                vocab_size: self.tok.vocab_size as u64,
+                eos_id: self
+                    .tok
+                    .encode(&self.template.eos)
+                    .ok()
+                    .and_then(|v| (v.len() == 1).then(|| v[0])),
+            },
+            template: self.template.name.clone(),
+            dtype: self.dtype,
+            seq_len: self.plan.seq_len.map(|s| s as u64),
+            seed: self.seed,
+            splits: BTreeMap::new(),
+        };
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        for (split, spill) in spills {
+            let Spill {
+                tokens,
+                mask,
+                tokens_path,
+                mask_path,
+                offsets,
+                docs,
+                turns_dropped,
+                samples_cut,
+            } = spill;
+            tokens
+                .into_inner()
+                .map_err(|e| Error::io(&tokens_path, e.into_error()))?;
+            mask.into_inner()
+                .map_err(|e| Error::io(&mask_path, e.into_error()))?;
+            let mut tf =
+                std::fs::File::open(&tokens_path).map_err(|e| Error::io(&tokens_path, e))?;
+            let mut mf = std::fs::File::open(&mask_path).map_err(|e| Error::io(&mask_path, e))?;
+            let n = offsets.len() - 1;
+            let split_seed = self.seed ^ xxhash_rust::xxh3::xxh3_64(split.as_bytes());
+            let order = sluice_shards::permutation(n, split_seed);
+            let mut info = SplitInfo {
+                dropped_turns: turns_dropped,
+                truncated_samples: samples_cut,
+                ..Default::default()
+            };
+            let mut builder = ShardBuilder::new(self.dtype);
+            let mut seq_tokens = 0usize;
+            let mut megatron = if self.plan.megatron && docs.iter().any(|&d| d) {
+                std::fs::create_dir_all(self.dir.join("megatron"))
+                    .map_err(|e| Error::io(&self.dir, e))?;
+                let prefix = self.dir.join(format!("megatron/{split}_text_document"));
+                Some((
+                    MegatronWriter::create(&prefix, MegatronDtype::for_vocab(self.tok.vocab_size))
+                        .map_err(|e| err(&prefix, e))?,
+                    prefix,
+                ))
+            } else {
+                None
+            };
+            let flush = |builder: &mut ShardBuilder,
+                         info: &mut SplitInfo,
+                         files: &mut Vec<OutputFile>|
+             -> Result<()> {
+                if builder.samples() == 0 {
+                    return Ok(());
+                }
+                let name = format!("{split}-{:05}.bin", info.shards.len());
+                let path = self.dir.join(&name);
+                let stats = sluice_shards::native::write_shard(builder, &path)
+                    .map_err(|e| err(&path, e))?;
+                info.samples += stats.samples;
+                info.sequences += stats.sequences;
+                info.tokens += stats.tokens;
+                info.trained_tokens += stats.trained_tokens;
+                files.push(OutputFile {
+                    path: rel(&self.root, &path),
+                    records: stats.samples,
+                    bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                });
+                info.shards.push(ShardEntry { file: name, stats });
+                *builder = ShardBuilder::new(self.dtype);
+                Ok(())
+            };
+            let (mut ids_bytes, mut mask_buf) = (Vec::new(), Vec::new());
+            for &i in &order {
+                let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
+                ids_bytes.resize((b - a) * 4, 0);
+                mask_buf.resize(b - a, 0);
+                tf.seek(SeekFrom::Start(a as u64 * 4))
+                    .and_then(|_| tf.read_exact(&mut ids_bytes))
+                    .map_err(|e| Error::io(&tokens_path, e))?;
+                mf.seek(SeekFrom::Start(a as u64))
+                    .and_then(|_| mf.read_exact(&mut mask_buf))
+                    .map_err(|e| Error::io(&mask_path, e))?;
+                let ids: Vec<u32> = ids_bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                match self.plan.seq_len {
+                    // Packing: start a new sequence when this sample would overflow it.
+                    Some(len) if seq_tokens > 0 && seq_tokens + ids.len() > len => {
+                        builder.end_sequence();
+                        seq_tokens = 0;
+                    }
+                    Some(_) => {}
+                    None => builder.end_sequence(),
+                }
+                builder
+                    .push_sample(&ids, &mask_buf)
+                    .map_err(|e| err(&self.dir, e))?;
+                seq_tokens += ids.len();
+                if let Some((w, prefix)) = megatron.as_mut() {
+                    if docs[i] {
+                        w.add_document(&ids).map_err(|e| err(prefix, e))?;
+                    }
+                }
+                if builder.byte_size() >= self.plan.shard_bytes {
+                    builder.end_sequence();
+                    seq_tokens = 0;
+                    flush(&mut builder, &mut info, &mut files)?;
+                }
+            }
+            flush(&mut builder, &mut info, &mut files)?;
+            if let Some((w, prefix)) = megatron {
+                let docs_written = w.finish().map_err(|e| err(&prefix, e))?;
+                for ext in [".bin", ".idx"] {
+                    let mut p = prefix.clone().into_os_string();
+                    p.push(ext);
+                    let p = PathBuf::from(p);
+                    files.push(OutputFile {
+                        path: rel(&self.root, &p),
+                        records: docs_written,
+                        bytes: std::fs::metadata(&p).map_or(0, |m| m.len()),
+                    });
+                }
+            }
+            let _ = std::fs::remove_file(&tokens_path);
+            let _ = std::fs::remove_file(&mask_path);
+            manifest.splits.insert(split, info);
+        }
+        manifest.save(&self.dir).map_err(|e| err(&self.dir, e))?;
+        let mp = self.dir.join("manifest.json");
+        files.push(OutputFile {
+            path: rel(&self.root, &mp),
+            records: manifest.splits.len() as u64,
+            bytes: std::fs::metadata(&mp).map_or(0, |m| m.len()),
+        });
+        Ok(files)
+    }
+}
+
+fn rel(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .replace('\\', "/")
+}

@@ -1,0 +1,371 @@
+//! Tokenizers and chat templates: a sample becomes token ids plus a loss mask.
+//!
+//! Templates are data (`rules/templates/*.toml`, built in, or any file): each role's string has a
+//! `{content}` slot. A sample is rendered as segments (template text, content) that are tokenized
+//! one by one, so every id knows which segment it came from: masks are exact, and budgets cut only
+//! content, never a template token. Trained: the content of assistant and function_call turns and
+//! the rest of their template after the content (the end-of-turn token). Documents train every
+//! token and end with the template's `eos`.
+
+use crate::sample::{Role, Sample};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A chat template (see `rules/templates/`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Template {
+    /// Name recorded in the manifest.
+    pub name: String,
+    /// Other names it answers to.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// System prompt used when a sample has none ("" for none).
+    pub default_system: String,
+    /// Text before everything (e.g. `<|begin_of_text|>`).
+    pub bos: String,
+    /// System turn, with `{content}`.
+    pub system: String,
+    /// User turn.
+    pub user: String,
+    /// Tool result turn.
+    pub observation: String,
+    /// Assistant turn: the part after `{content}` is trained with the content.
+    pub assistant: String,
+    /// Tool call turn, trained like an assistant turn.
+    pub function_call: String,
+    /// Text after each assistant or function_call turn, never trained.
+    pub after_assistant: String,
+    /// Appended to documents (pretraining), trained.
+    pub eos: String,
+}
+
+const BUILT_IN: &[(&str, &str)] = &[
+    ("chatml", include_str!("../../rules/templates/chatml.toml")),
+    ("llama3", include_str!("../../rules/templates/llama3.toml")),
+    ("alpaca", include_str!("../../rules/templates/alpaca.toml")),
+];
+
+impl Template {
+    /// A built-in template by name or alias, or a template file by path.
+    pub fn load(name_or_path: &str) -> Result<Template, String> {
+        for (_, text) in BUILT_IN {
+            let t: Template =
+                toml::from_str(text).map_err(|e| format!("built-in template: {e}"))?;
+            if t.name == name_or_path || t.aliases.iter().any(|a| a == name_or_path) {
+                return Ok(t);
+            }
+        }
+        let path = Path::new(name_or_path);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path).map_err(|e| format!("{name_or_path}: {e}"))?;
+            let t: Template = toml::from_str(&text).map_err(|e| format!("{name_or_path}: {e}"))?;
+            t.check().map_err(|e| format!("{name_or_path}: {e}"))?;
+            return Ok(t);
+        }
+        let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
+        Err(format!("unknown template {name_or_path:?}: use one of {names:?} (or their aliases) or a template file"))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        for (field, s) in [
+            ("system", &self.system),
+            ("user", &self.user),
+            ("observation", &self.observation),
+            ("assistant", &self.assistant),
+            ("function_call", &self.function_call),
+        ] {
+            if s.matches("{content}").count() != 1 {
+                return Err(format!("`{field}` must contain {{content}} exactly once"));
+            }
+        }
+        Ok(())
+    }
+
+    fn role(&self, role: Role) -> &str {
+        match role {
+            Role::User => &self.user,
+            Role::Assistant => &self.assistant,
+            Role::FunctionCall => &self.function_call,
+            Role::Observation => &self.observation,
+        }
+    }
+}
+
+/// A tokenizer plus its identity (sha256 of its files) and vocabulary size.
+pub struct TokenizerHandle {
+    tok: tokenizers::Tokenizer,
+    /// sha256 of the tokenizer file(s), hex.
+    pub sha256: String,
+    /// Vocabulary size with added tokens.
+    pub vocab_size: usize,
+    /// Where it came from.
+    pub source: String,
+}
+
+impl std::fmt::Debug for TokenizerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenizerHandle")
+            .field("source", &self.source)
+            .field("vocab_size", &self.vocab_size)
+            .finish()
+    }
+}
+
+fn sha256_files(paths: &[&Path]) -> Result<String, String> {
+    let mut h = Sha256::new();
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        h.update(&bytes);
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+impl TokenizerHandle {
+    /// Load an HF `tokenizer.json`.
+    pub fn from_file(path: &Path) -> Result<TokenizerHandle, String> {
+        let tok = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| format!("tokenizer {}: {e}", path.display()))?;
+        Ok(TokenizerHandle {
+            vocab_size: tok.get_vocab_size(true),
+            sha256: sha256_files(&[path])?,
+            source: path.display().to_string(),
+            tok,
+        })
+    }
+
+    /// Build a byte-level BPE tokenizer from `vocab.json` + `merges.txt` (GPT-2 / Qwen style),
+    /// registering `special` strings as special added tokens.
+    pub fn from_vocab_merges(
+        vocab: &Path,
+        merges: &Path,
+        special: &[&str],
+    ) -> Result<TokenizerHandle, String> {
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let v = vocab.to_string_lossy();
+        let m = merges.to_string_lossy();
+        let bpe = BPE::from_file(&v, &m)
+            .build()
+            .map_err(|e| format!("BPE from {v} and {m}: {e}"))?;
+        let mut tok = tokenizers::Tokenizer::new(bpe);
+        tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
+        tok.with_decoder(Some(ByteLevel::default()));
+        let specials: Vec<tokenizers::AddedToken> = special
+            .iter()
+            .map(|s| tokenizers::AddedToken::from(s.to_string(), true))
+            .collect();
+        tok.add_special_tokens(&specials);
+        Ok(TokenizerHandle {
+            vocab_size: tok.get_vocab_size(true),
+            sha256: sha256_files(&[vocab, merges])?,
+            source: format!("{v} + {m}"),
+            tok,
+        })
+    }
+
+    /// Token ids of a text (special tokens in it are recognized, none are added).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tok
+            .encode(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Text of token ids (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
+        self.tok.decode(ids, false).map_err(|e| e.to_string())
+    }
+
+    /// The id of a single-token string, if it is one.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tok.token_to_id(token)
+    }
+}
+
+/// Which assistant turns are trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainOn {
+    /// Every assistant and function_call turn.
+    #[default]
+    AllAssistant,
+    /// Only the last assistant turn.
+    LastAssistant,
+}
+
+/// Token budgets applied after templating.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Budget {
+    /// Tokens before the final answer (system, history, last question), at most.
+    pub max_source_tokens: Option<usize>,
+    /// Tokens of the final answer, at most.
+    pub max_target_tokens: Option<usize>,
+}
+
+/// A tokenized sample.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids.
+    pub ids: Vec<u32>,
+    /// 1 where trained.
+    pub mask: Vec<u8>,
+    /// Old turns dropped to fit the source budget.
+    pub turns_dropped: usize,
+    /// Whether content was cut inside a turn.
+    pub cut: bool,
+}
+
+/// One rendered turn: template prefix, content, template suffix, then untrained `after`.
+struct Piece {
+    prefix: Vec<u32>,
+    content: Vec<u32>,
+    suffix: Vec<u32>,
+    after: Vec<u32>,
+    trained: bool,
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        self.prefix.len() + self.content.len() + self.suffix.len() + self.after.len()
+    }
+}
+
+fn split_template(t: &str) -> (&str, &str) {
+    t.split_once("{content}").unwrap_or((t, ""))
+}
+
+/// Render and tokenize a sample with a template, budgets and a training choice.
+pub fn encode_sample(
+    tok: &TokenizerHandle,
+    tpl: &Template,
+    system_override: Option<&str>,
+    sample: &Sample,
+    budget: Budget,
+    train_on: TrainOn,
+) -> Result<Encoded, String> {
+    if let Some(text) = &sample.text {
+        let mut ids = tok.encode(text)?;
+        let mut cut = false;
+        if let Some(max) = budget.max_target_tokens.or(budget.max_source_tokens) {
+            let eos_len = tok.encode(&tpl.eos)?.len();
+            if ids.len() + eos_len > max {
+                ids.truncate(max.saturating_sub(eos_len));
+                cut = true;
+            }
+        }
+        ids.extend(tok.encode(&tpl.eos)?);
+        let mask = vec![1; ids.len()];
+        return Ok(Encoded {
+            ids,
+            mask,
+            turns_dropped: 0,
+            cut,
+        });
+    }
+    let last_model = sample.turns.iter().rposition(|t| t.role.is_model());
+    let mut head: Vec<u32> = tok.encode(&tpl.bos)?;
+    let system = sample
+        .system
+        .as_deref()
+        .or(system_override)
+        .unwrap_or(&tpl.default_system);
+    if !system.is_empty() {
+        let (a, b) = split_template(&tpl.system);
+        head.extend(tok.encode(a)?);
+        head.extend(tok.encode(system)?);
+        head.extend(tok.encode(b)?);
+    }
+    let mut pieces = Vec::with_capacity(sample.turns.len());
+    for (i, t) in sample.turns.iter().enumerate() {
+        let (a, b) = split_template(tpl.role(t.role));
+        let model = t.role.is_model();
+        pieces.push(Piece {
+            prefix: tok.encode(a)?,
+            content: tok.encode(&t.content)?,
+            suffix: tok.encode(b)?,
+            after: if model {
+                tok.encode(&tpl.after_assistant)?
+            } else {
+                Vec::new()
+            },
+            trained: model && (train_on == TrainOn::AllAssistant || Some(i) == last_model),
+        });
+    }
+    let (mut turns_dropped, mut cut) = (0, false);
+    // The final answer is the target; everything before it is the source.
+    let target = last_model.unwrap_or(pieces.len().saturating_sub(1));
+    if let Some(max) = budget.max_target_tokens {
+        if let Some(p) = pieces.get_mut(target) {
+            let fixed = p.prefix.len() + p.suffix.len();
+            if p.content.len() + fixed > max {
+                p.content.truncate(max.saturating_sub(fixed));
+                cut = true;
+            }
+        }
+    }
+    if let Some(max) = budget.max_source_tokens {
+        let source_len = |pieces: &[Piece], from: usize, to: usize| {
+            head.len() + pieces[from..to].iter().map(Piece::len).sum::<usize>()
+        };
+        // Drop whole old exchanges (a user-side turn and its answer) first, newest kept.
+        let mut from = 0;
+        while source_len(&pieces, from, target) > max && target >= from + 3 {
+            from += 2;
+            turns_dropped += 2;
+        }
+        pieces.drain(..from);
+        let target = target - from;
+        let over = source_len(&pieces, 0, target).saturating_sub(max);
+        if over > 0 && target > 0 {
+            // One turn alone is over budget: cut the oldest content of the last question.
+            let q = &mut pieces[target - 1];
+            let keep = q.content.len().saturating_sub(over);
+            q.content.drain(..q.content.len() - keep);
+            cut = true;
+        }
+    }
+    let mut ids = head.clone();
+    let mut mask = vec![0u8; head.len()];
+    for p in &pieces {
+        let t = u8::from(p.trained);
+        ids.extend(&p.prefix);
+        mask.extend(std::iter::repeat_n(0, p.prefix.len()));
+        ids.extend(&p.content);
+        mask.extend(std::iter::repeat_n(t, p.content.len()));
+        ids.extend(&p.suffix);
+        mask.extend(std::iter::repeat_n(t, p.suffix.len()));
+        ids.extend(&p.after);
+        mask.extend(std::iter::repeat_n(0, p.after.len()));
+    }
+    Ok(Encoded {
+        ids,
+        mask,
+        turns_dropped,
+        cut,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_templates_load_by_name_and_alias() {
+        assert_eq!(Template::load("qwen2").expect("alias").name, "chatml");
+        assert_eq!(
+            Template::load("llama3").expect("name").bos,
+            "<|begin_of_text|>"
+        );
+        assert!(Template::load("vicuna")
+            .err()
+            .is_some_and(|e| e.contains("unknown template")));
+        for (name, _) in BUILT_IN {
+            assert!(Template::load(name).expect("loads").check().is_ok());
+        }
+    }
+}
