@@ -40,6 +40,11 @@ enum Command {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
     },
+    /// Look inside outputs.
+    Inspect {
+        #[command(subcommand)]
+        what: Inspect,
+    },
     /// Train and evaluate fastText classifiers.
     Classifier {
         #[command(subcommand)]
@@ -49,6 +54,25 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Inspect {
+    /// Counts, a token-length histogram and a decoded sample (masked tokens marked) of a shard
+    /// directory.
+    Shards {
+        /// The directory with manifest.json.
+        dir: PathBuf,
+        /// Split to show a sample from.
+        #[arg(long, default_value = "train")]
+        split: String,
+        /// Which sequence of the split's first shard to decode.
+        #[arg(long, default_value_t = 0)]
+        sample: usize,
+        /// Tokenizer to decode with (default: the one recorded in the manifest).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
 }
 
@@ -130,6 +154,25 @@ enum Bench {
         /// Passes per file; the best is reported.
         #[arg(long, default_value_t = 3)]
         repeat: usize,
+    },
+    /// Templating + tokenizing + shard writing in tokens/s on one core, beside whole-string
+    /// encoding of the same rendered texts with the same tokenizer.
+    Tokenize {
+        /// Input file (any format sluice reads).
+        #[arg(long)]
+        input: PathBuf,
+        /// tokenizer.json.
+        #[arg(long)]
+        tokenizer: PathBuf,
+        /// Chat template.
+        #[arg(long, default_value = "chatml")]
+        template: String,
+        /// Passes; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Write the rendered texts here (JSON array of strings) for an external baseline.
+        #[arg(long)]
+        dump_rendered: Option<PathBuf>,
     },
     /// Classifier predictions per second on one core, beside featurization alone.
     Classify {
@@ -232,8 +275,39 @@ fn real_main() -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Inspect {
+            what:
+                Inspect::Shards {
+                    dir,
+                    split,
+                    sample,
+                    tokenizer,
+                },
+        } => {
+            inspect_shards(&dir, &split, sample, tokenizer.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Classifier { what } => {
             classifier_command(what)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Tokenize {
+                    input,
+                    tokenizer,
+                    template,
+                    repeat,
+                    dump_rendered,
+                },
+        } => {
+            bench_tokenize(
+                &input,
+                &tokenizer,
+                &template,
+                repeat.max(1),
+                dump_rendered.as_deref(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -414,6 +488,211 @@ fn bench_classify(data: &LabelledData, model: &std::path::Path, repeat: usize) -
         n / best_feat,
         n / best_pred,
         100.0 * best_feat / best_pred
+    )?;
+    Ok(())
+}
+
+fn inspect_shards(
+    dir: &std::path::Path,
+    split: &str,
+    sample: usize,
+    tokenizer: Option<&std::path::Path>,
+) -> Result<()> {
+    let m = sluice_shards::Manifest::load(dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: template {}, tokens {:?}, vocabulary {}, tokenizer sha256 {}…, seed {}{}",
+        dir.display(),
+        m.template,
+        m.dtype,
+        m.tokenizer.vocab_size,
+        &m.tokenizer.sha256[..m.tokenizer.sha256.len().min(12)],
+        m.seed,
+        m.seq_len
+            .map_or(String::new(), |l| format!(", packed to {l}"))
+    )?;
+    writeln!(
+        out,
+        "{:<8} {:>7} {:>9} {:>10} {:>12} {:>12} {:>9} {:>10}",
+        "split", "shards", "samples", "sequences", "tokens", "trained", "cut", "turns cut"
+    )?;
+    for (name, s) in &m.splits {
+        writeln!(
+            out,
+            "{name:<8} {:>7} {:>9} {:>10} {:>12} {:>12} {:>9} {:>10}",
+            s.shards.len(),
+            s.samples,
+            s.sequences,
+            s.tokens,
+            s.trained_tokens,
+            s.truncated_samples,
+            s.dropped_turns
+        )?;
+    }
+    let info = m
+        .splits
+        .get(split)
+        .with_context(|| format!("no split {split:?} in {}", dir.display()))?;
+    // Sequence lengths in power-of-two buckets, over every shard of the split.
+    let mut hist: std::collections::BTreeMap<u32, u64> = Default::default();
+    let mut first = None;
+    for e in &info.shards {
+        let shard = sluice_shards::Shard::open(&dir.join(&e.file))?;
+        for i in 0..shard.sequences() {
+            let len = shard.sequence(i).map_or(0, |s| s.tokens.len());
+            *hist
+                .entry(len.max(1).next_power_of_two().trailing_zeros())
+                .or_default() += 1;
+        }
+        first.get_or_insert(shard);
+    }
+    writeln!(out, "\n{split}: sequence length histogram")?;
+    let max = hist.values().copied().max().unwrap_or(1);
+    for (b, n) in &hist {
+        let lo = if *b == 0 { 0 } else { (1u64 << b) / 2 + 1 };
+        writeln!(
+            out,
+            "  {:>6}..{:<6} {:>8} {}",
+            lo,
+            1u64 << b,
+            n,
+            "#".repeat((n * 50 / max) as usize)
+        )?;
+    }
+    let Some(shard) = first else { return Ok(()) };
+    let seq = shard.sequence(sample).with_context(|| {
+        format!(
+            "the first {split} shard has {} sequences",
+            shard.sequences()
+        )
+    })?;
+    let tok_path = tokenizer.map(std::path::Path::to_path_buf).or_else(|| {
+        m.tokenizer
+            .source
+            .as_ref()
+            .filter(|s| !s.contains(" + "))
+            .map(PathBuf::from)
+    });
+    writeln!(
+        out,
+        "\n{split} sequence {sample} of {} ({} tokens, {} trained, samples start at {:?})",
+        info.shards[0].file,
+        seq.tokens.len(),
+        seq.mask.iter().filter(|&&m| m == 1).count(),
+        seq.sample_starts
+    )?;
+    let colour = std::io::stdout().is_terminal();
+    let (open, close) = if colour {
+        ("\x1b[2m", "\x1b[0m")
+    } else {
+        ("⟦", "⟧")
+    };
+    writeln!(
+        out,
+        "(masked tokens, not trained, are shown {})\n",
+        if colour { "dimmed" } else { "inside ⟦ ⟧" }
+    )?;
+    let Some(tok_path) = tok_path.filter(|p| p.is_file()) else {
+        writeln!(
+            out,
+            "ids: {:?}\nmask: {:?}\n(pass --tokenizer to decode)",
+            seq.tokens, seq.mask
+        )?;
+        return Ok(());
+    };
+    let tok = sluice_pipeline::tokenize::TokenizerHandle::from_file(&tok_path)
+        .map_err(anyhow::Error::msg)?;
+    if tok.sha256 != m.tokenizer.sha256 {
+        writeln!(
+            out,
+            "warning: {} is not the tokenizer these shards were made with",
+            tok_path.display()
+        )?;
+    }
+    let mut start = 0;
+    while start < seq.tokens.len() {
+        let trained = seq.mask[start] == 1;
+        let end = (start..seq.tokens.len())
+            .find(|&i| (seq.mask[i] == 1) != trained)
+            .unwrap_or(seq.tokens.len());
+        let text = tok
+            .decode(&seq.tokens[start..end])
+            .map_err(anyhow::Error::msg)?;
+        if trained {
+            write!(out, "{text}")?;
+        } else {
+            write!(out, "{open}{text}{close}")?;
+        }
+        start = end;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+fn bench_tokenize(
+    input: &std::path::Path,
+    tokenizer: &std::path::Path,
+    template: &str,
+    repeat: usize,
+    dump: Option<&std::path::Path>,
+) -> Result<()> {
+    use sluice_pipeline::tokenize::{
+        encode_sample, render_text, Budget, Template, TokenizerHandle, TrainOn,
+    };
+    let samples = sluice_pipeline::bench::read_samples(input)?;
+    let tok = TokenizerHandle::from_file(tokenizer).map_err(anyhow::Error::msg)?;
+    let tpl = Template::load(template).map_err(anyhow::Error::msg)?;
+    let rendered: Vec<String> = samples.iter().map(|s| render_text(&tpl, None, s)).collect();
+    if let Some(path) = dump {
+        sluice_pipeline::storage::write_atomic(path, &serde_json::to_vec(&rendered)?)?;
+    }
+    let dtype = sluice_shards::TokenDtype::for_vocab(tok.vocab_size);
+    let (mut best_full, mut best_plain, mut tokens) = (f64::MAX, f64::MAX, 0usize);
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    for _ in 0..repeat {
+        let t = std::time::Instant::now();
+        let mut builder = sluice_shards::ShardBuilder::new(dtype);
+        tokens = 0;
+        for s in &samples {
+            let e = encode_sample(
+                &tok,
+                &tpl,
+                None,
+                s,
+                Budget::default(),
+                TrainOn::AllAssistant,
+            )
+            .map_err(anyhow::Error::msg)?;
+            tokens += e.ids.len();
+            builder.push_sequence(&e.ids, &e.mask)?;
+        }
+        sluice_shards::native::write_shard(&mut builder, &dir.join("bench.bin"))?;
+        best_full = best_full.min(t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        let mut plain = 0usize;
+        for r in &rendered {
+            plain += tok.encode(r).map_err(anyhow::Error::msg)?.len();
+        }
+        best_plain = best_plain.min(t.elapsed().as_secs_f64());
+        if plain != tokens {
+            writeln!(
+                std::io::stderr(),
+                "note: whole-string encoding gives {plain} tokens, segment encoding {tokens}"
+            )?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let n = tokens as f64;
+    writeln!(
+        std::io::stdout(),
+        "{} samples, {} tokens, one core, best of {repeat}:\n  sluice template + tokenize + mask + shard write: {:>10.0} tokens/s\n  tokenizers encode of the rendered strings:       {:>10.0} tokens/s\n  ratio {:.2}",
+        samples.len(),
+        tokens,
+        n / best_full,
+        n / best_plain,
+        best_plain / best_full
     )?;
     Ok(())
 }

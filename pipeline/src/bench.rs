@@ -103,3 +103,32 @@ pub fn serde_json_baseline(bytes: &[u8]) -> Pass {
         seconds: started.elapsed().as_secs_f64(),
     }
 }
+
+/// Every sample of a file, read with sluice's readers (format `auto`).
+pub fn read_samples(path: &Path) -> crate::Result<Vec<crate::sample::Sample>> {
+    let plan = Arc::new(InputPlan::new("bench"));
+    let display = path.to_string_lossy().into_owned();
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let src = FileSource {
+        input: 0,
+        plan: &plan,
+        path,
+        display: &display,
+        max_record_bytes: 64 << 20,
+        bytes_read: &bytes_read,
+    };
+    let mut out = Vec::new();
+    let status = read_file(&src, &mut |rec| {
+        if let Ok((s, _)) = convert(&rec) {
+            out.push(s);
+        }
+        Ok(())
+    })?;
+    if let Err(message) = status {
+        return Err(crate::Error::Input {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+    Ok(out)
+}

@@ -350,6 +350,29 @@ pub fn encode_sample(
     })
 }
 
+/// The whole rendered text of a sample (what the segments concatenate to).
+pub fn render_text(tpl: &Template, system_override: Option<&str>, sample: &Sample) -> String {
+    if let Some(text) = &sample.text {
+        return format!("{text}{}", tpl.eos);
+    }
+    let mut out = tpl.bos.clone();
+    let system = sample
+        .system
+        .as_deref()
+        .or(system_override)
+        .unwrap_or(&tpl.default_system);
+    if !system.is_empty() {
+        out += &tpl.system.replacen("{content}", system, 1);
+    }
+    for t in &sample.turns {
+        out += &tpl.role(t.role).replacen("{content}", &t.content, 1);
+        if t.role.is_model() {
+            out += &tpl.after_assistant;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,9 @@ pub struct TokenizerInfo {
     pub vocab_size: u64,
     /// End-of-sequence id appended to documents.
     pub eos_id: Option<u32>,
+    /// Where the tokenizer was loaded from, for tools that decode (`sluice inspect`).
+    #[serde(default)]
+    pub source: Option<String>,
 }
 
 /// One shard file in a split.
@@ -225,6 +228,7 @@ mod tests {
                 sha256: "x".into(),
                 vocab_size: 6400,
                 eos_id: Some(2),
+                source: None,
             },
             template: "chatml".into(),
             dtype: TokenDtype::U16,

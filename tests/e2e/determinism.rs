@@ -68,6 +68,13 @@ fn one_and_four_threads_write_identical_bytes() {
         dir = "out"
         rows_per_file = 500
         formats = ["parquet", "jsonl", "llamafactory"]
+        [output.shards]
+        tokenizer = "{d}/tokenizers/minimind/tokenizer.json"
+        template = "chatml"
+        max_source_tokens = 256
+        seq_len = 512
+        shard_size = "256KiB"
+        megatron = true
         "#,
         d = data.to_string_lossy()
     );
@@ -94,6 +101,12 @@ fn one_and_four_threads_write_identical_bytes() {
         "outputs rotated: {:?}",
         a.keys()
     );
+    assert!(
+        a.contains_key("shards/train-00001.bin"),
+        "shards rotated: {:?}",
+        a.keys()
+    );
+    assert!(a.contains_key("shards/megatron/train_text_document.idx"));
     // Every stage saw work, so the comparison covers them all.
     for st in r1["stages"].as_array().expect("stages") {
         assert!(

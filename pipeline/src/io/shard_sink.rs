@@ -211,6 +211,7 @@ impl SampleSink for ShardSink {
                     .encode(&self.template.eos)
                     .ok()
                     .and_then(|v| (v.len() == 1).then(|| v[0])),
+                source: Some(self.tok.source.clone()),
             },
             template: self.template.name.clone(),
             dtype: self.dtype,
