@@ -377,3 +377,61 @@ fn pipeline_writes_shards_manifest_and_megatron_that_read_back() {
         .len();
     assert_eq!(bin, idx.sizes.iter().map(|&s| s as u64 * 2).sum::<u64>());
 }
+
+#[test]
+fn packing_fills_sequences_up_to_seq_len_and_records_sample_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = repo().join("examples/data");
+    let body = format!(
+        "[[inputs]]\npaths = [\"{ex}/lccc/toy_data.json\"]\ncjk_despace = true\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n[output.shards]\ntokenizer = \"{ex}/tokenizers/minimind/tokenizer.json\"\nseq_len = 256\n",
+        ex = ex.to_string_lossy()
+    );
+    let cfg = pipeline(dir.path(), &body);
+    let out = dir.path().join("out");
+    run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    let m = sluice_shards::Manifest::load(&out.join("shards")).expect("manifest");
+    assert_eq!(m.seq_len, Some(256));
+    let info = &m.splits["train"];
+    assert!(
+        info.sequences * 2 < info.samples,
+        "several samples per sequence: {info:?}"
+    );
+    let shard =
+        sluice_shards::Shard::open(&out.join("shards").join(&info.shards[0].file)).expect("shard");
+    let mut samples_seen = 0;
+    for i in 0..shard.sequences() {
+        let seq = shard.sequence(i).expect("sequence");
+        assert!(
+            seq.tokens.len() <= 256 || seq.sample_starts.len() == 1,
+            "sequence {i} overflows"
+        );
+        assert_eq!(seq.sample_starts[0], 0);
+        for (k, &start) in seq.sample_starts.iter().enumerate() {
+            let (ids, mask) = shard.sample(samples_seen + k).expect("sample");
+            let end = seq
+                .sample_starts
+                .get(k + 1)
+                .copied()
+                .unwrap_or(seq.tokens.len());
+            assert_eq!(
+                &seq.tokens[start..end],
+                &ids[..],
+                "sample boundaries line up"
+            );
+            assert_eq!(&seq.mask[start..end], mask);
+        }
+        samples_seen += seq.sample_starts.len();
+    }
+    assert_eq!(samples_seen, shard.samples());
+    // Greedy packing recomputed from the sample lengths alone gives the same sequence count.
+    let (mut expected, mut fill) = (0, 0);
+    for i in 0..shard.samples() {
+        let len = shard.sample(i).expect("sample").0.len();
+        if fill == 0 || fill + len > 256 {
+            expected += 1;
+            fill = 0;
+        }
+        fill += len;
+    }
+    assert_eq!(shard.sequences(), expected);
+}
