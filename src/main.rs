@@ -640,7 +640,14 @@ fn bench_tokenize(
     use sluice_pipeline::tokenize::{
         encode_sample, render_text, Budget, Template, TokenizerHandle, TrainOn,
     };
-    let samples = sluice_pipeline::bench::read_samples(input)?;
+    let (samples, rejected) = sluice_pipeline::bench::read_samples(input)?;
+    if rejected > 0 {
+        writeln!(
+            std::io::stderr(),
+            "note: {rejected} records of {} could not be read and are not measured",
+            input.display()
+        )?;
+    }
     let tok = TokenizerHandle::from_file(tokenizer).map_err(anyhow::Error::msg)?;
     let tpl = Template::load(template).map_err(anyhow::Error::msg)?;
     let rendered: Vec<String> = samples.iter().map(|s| render_text(&tpl, None, s)).collect();

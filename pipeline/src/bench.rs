@@ -4,10 +4,9 @@
 
 use crate::config::InputPlan;
 use crate::io::convert::convert;
-use crate::io::{read_file, FileSource, RawRecord};
+use crate::io::{read_path, RawRecord};
 use rayon::prelude::*;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,17 +36,7 @@ pub fn sluice_read(path: &Path, batch: usize) -> crate::Result<Pass> {
         failed += bad;
         pending.clear();
     };
-    let display = path.to_string_lossy().into_owned();
-    let bytes_read = Arc::new(AtomicU64::new(0));
-    let src = FileSource {
-        input: 0,
-        plan: &plan,
-        path,
-        display: &display,
-        max_record_bytes: 64 << 20,
-        bytes_read: &bytes_read,
-    };
-    let status = read_file(&src, &mut |rec| {
+    let status = read_path(&plan, path, 64 << 20, &mut |rec| {
         pending.push(rec);
         if pending.len() >= batch {
             flush(&mut pending);
@@ -104,23 +93,16 @@ pub fn serde_json_baseline(bytes: &[u8]) -> Pass {
     }
 }
 
-/// Every sample of a file, read with sluice's readers (format `auto`).
-pub fn read_samples(path: &Path) -> crate::Result<Vec<crate::sample::Sample>> {
+/// Every sample of a file, read with sluice's readers (format `auto`), and how many records
+/// could not be read.
+pub fn read_samples(path: &Path) -> crate::Result<(Vec<crate::sample::Sample>, u64)> {
     let plan = Arc::new(InputPlan::new("bench"));
-    let display = path.to_string_lossy().into_owned();
-    let bytes_read = Arc::new(AtomicU64::new(0));
-    let src = FileSource {
-        input: 0,
-        plan: &plan,
-        path,
-        display: &display,
-        max_record_bytes: 64 << 20,
-        bytes_read: &bytes_read,
-    };
     let mut out = Vec::new();
-    let status = read_file(&src, &mut |rec| {
-        if let Ok((s, _)) = convert(&rec) {
-            out.push(s);
+    let mut rejected = 0;
+    let status = read_path(&plan, path, 64 << 20, &mut |rec| {
+        match convert(&rec) {
+            Ok((s, _)) => out.push(s),
+            Err(_) => rejected += 1,
         }
         Ok(())
     })?;
@@ -130,5 +112,5 @@ pub fn read_samples(path: &Path) -> crate::Result<Vec<crate::sample::Sample>> {
             message,
         });
     }
-    Ok(out)
+    Ok((out, rejected))
 }

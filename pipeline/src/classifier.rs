@@ -8,13 +8,12 @@
 
 use crate::config::{ColumnTarget, InputPlan, RecordFormat};
 use crate::io::convert::convert;
-use crate::io::{read_file, FileSource};
+use crate::io::read_path;
 use crate::normalize::is_cjk;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 /// fastText's label prefix.
@@ -166,19 +165,10 @@ pub fn read_labelled(
     ];
     let plan = Arc::new(plan);
     let display = path.to_string_lossy().into_owned();
-    let bytes = Arc::new(AtomicU64::new(0));
-    let src = FileSource {
-        input: 0,
-        plan: &plan,
-        path,
-        display: &display,
-        max_record_bytes: 8 << 20,
-        bytes_read: &bytes,
-    };
     let mut out = Vec::new();
     let mut rejected = 0u64;
     let mut first_error: Option<String> = None;
-    read_file(&src, &mut |rec| {
+    read_path(&plan, path, 8 << 20, &mut |rec| {
         match convert(&rec) {
             Ok((s, _)) => match (s.text, s.tags.get("label")) {
                 (Some(t), Some(l)) if !l.trim().is_empty() => out.push((t, l.trim().to_string())),

@@ -180,6 +180,27 @@ pub fn read_file(
     Ok(status)
 }
 
+/// Read one file outside a run (benchmarks, classifier data): [`read_file`] with the path as
+/// its display name and a private byte counter.
+pub fn read_path(
+    plan: &Arc<InputPlan>,
+    path: &Path,
+    max_record_bytes: usize,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> crate::Result<Result<(), String>> {
+    let display = path.to_string_lossy().into_owned();
+    let bytes_read = Arc::new(AtomicU64::new(0));
+    let src = FileSource {
+        input: 0,
+        plan,
+        path,
+        display: &display,
+        max_record_bytes,
+        bytes_read: &bytes_read,
+    };
+    read_file(&src, emit)
+}
+
 fn read_file_records(
     src: &FileSource<'_>,
     emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
