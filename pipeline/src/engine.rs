@@ -18,7 +18,7 @@ use crate::io::writers::{
 use crate::io::{read_file, FileSource, Payload, RawRecord, TextEncoding};
 use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
 use crate::sample::Sample;
-use crate::stages::{Decision, Decisions, DropReason, GlobalStage, Stage, StageCx, Verdict};
+use crate::stages::{Decisions, DropReason, GlobalStage, Stage, StageCx, Verdict};
 use crate::storage::{AtomicFile, RunDir};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -523,7 +523,7 @@ impl Engine<'_> {
         self.stage_cpu[g] += started.elapsed();
         let report = &mut self.stage_reports[g];
         report.input = pos;
-        report.kept = pos - decisions.len() as u64;
+        report.kept = pos - decisions.values().filter(|d| d.drop.is_some()).count() as u64;
         Ok(decisions)
     }
 
@@ -585,15 +585,21 @@ impl Engine<'_> {
                                         }
                                     }
                                 };
+                                let mut sample = sample;
                                 if let Some((d, g)) = decisions {
-                                    if let Some(Decision::Drop(reason)) = d.get(pos) {
-                                        return Outcome::Dropped {
-                                            input: *input,
-                                            stage: g,
-                                            sample,
-                                            reason: reason.clone(),
-                                            format: None,
-                                        };
+                                    if let Some(decision) = d.get(pos) {
+                                        for (k, v) in &decision.tags {
+                                            sample.tags.insert(k.clone(), v.clone());
+                                        }
+                                        if let Some(reason) = &decision.drop {
+                                            return Outcome::Dropped {
+                                                input: *input,
+                                                stage: g,
+                                                sample,
+                                                reason: reason.clone(),
+                                                format: None,
+                                            };
+                                        }
                                     }
                                 }
                                 (*input, sample, None)
@@ -873,12 +879,12 @@ impl<'s, G: GlobalStage> KeyCollector<'s, G> {
 
     fn resolve(self) -> Decisions {
         let stage = self.stage;
-        let per_part: Vec<Decisions> = self
+        let per_part: Vec<G::Reduced> = self
             .parts
             .into_par_iter()
             .map(|mut part| {
                 part.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-                let mut out = Decisions::new();
+                let mut out = G::Reduced::default();
                 let mut iter = part.into_iter().peekable();
                 while let Some((key, pos, val)) = iter.next() {
                     let mut group = vec![(pos, val)];
@@ -892,11 +898,6 @@ impl<'s, G: GlobalStage> KeyCollector<'s, G> {
                 out
             })
             .collect();
-        let mut all = Decisions::new();
-        for d in per_part {
-            all.extend(d);
-        }
-        stage.finish(&mut all);
-        all
+        stage.finish(per_part)
     }
 }

@@ -72,6 +72,7 @@ impl ExactDedup {
 impl GlobalStage for ExactDedup {
     type Key = u128;
     type Value = String;
+    type Reduced = Decisions;
 
     fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128, String)) {
         emit(self.content_hash(sample), sample.id.clone());
@@ -85,13 +86,17 @@ impl GlobalStage for ExactDedup {
         for (pos, _) in iter {
             out.insert(
                 pos,
-                Decision::Drop(DropReason {
+                Decision::drop(DropReason {
                     code: "duplicate",
                     detail: Some(format!("same normalized content as {first_id}")),
                     duplicate_of: Some(first_id.clone()),
                 }),
             );
         }
+    }
+
+    fn finish(&self, parts: Vec<Decisions>) -> Decisions {
+        parts.into_iter().flatten().collect()
     }
 
     fn partition(&self, key: &u128) -> u64 {
@@ -155,7 +160,7 @@ mod tests {
         );
         assert_eq!(out.len(), 2);
         assert!(!out.contains_key(&3));
-        let Some(Decision::Drop(r)) = out.get(&12) else {
+        let Some(Decision { drop: Some(r), .. }) = out.get(&12) else {
             panic!("12 not dropped")
         };
         assert_eq!(r.duplicate_of.as_deref(), Some("x"));

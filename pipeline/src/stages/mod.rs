@@ -98,11 +98,23 @@ pub trait RecordStage: Send + Sync {
     fn process(&self, sample: Sample, cx: &mut StageCx) -> Verdict;
 }
 
-/// A decision a global stage takes about one record position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Drop the record at this position.
-    Drop(DropReason),
+/// What a global stage decides about one record position: tags to add, and whether to drop it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Decision {
+    /// Drop the record, saying why.
+    pub drop: Option<DropReason>,
+    /// Tags to set on the record (kept or dropped), e.g. a cluster id.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Decision {
+    /// A plain drop.
+    pub fn drop(reason: DropReason) -> Decision {
+        Decision {
+            drop: Some(reason),
+            tags: Vec::new(),
+        }
+    }
 }
 
 /// Decisions of a global stage, by record position (only positions that are not plain keeps).
@@ -110,19 +122,22 @@ pub type Decisions = std::collections::BTreeMap<u64, Decision>;
 
 /// A stage that needs keys from all data (dedup, split, mix). `map` sees one sample and emits
 /// small (key, value) pairs; only keys cross the exchange, never whole samples; `reduce` sees
-/// every value of one key, in record order; `finish` runs once; decisions are applied back to
-/// records by position.
+/// every value of one key, in record order, and adds to its partition's result; `finish` runs
+/// once over every partition's result (union-find, quotas) and returns the decisions, which are
+/// applied back to records by position.
 pub trait GlobalStage: Send + Sync {
     /// The exchange key.
     type Key: Ord + Copy + Send + Sync + std::hash::Hash;
     /// What travels with a key.
     type Value: Send + Sync;
+    /// What one partition's reductions produce.
+    type Reduced: Default + Send;
     /// Emit the keys of one sample.
     fn map(&self, sample: &Sample, emit: &mut dyn FnMut(Self::Key, Self::Value));
-    /// Decide on all records that share `key`; `values` are sorted by position.
-    fn reduce(&self, key: Self::Key, values: Vec<(u64, Self::Value)>, out: &mut Decisions);
-    /// Final decisions over what `reduce` left (union-find, quotas); default: nothing.
-    fn finish(&self, _decisions: &mut Decisions) {}
+    /// Reduce all records that share `key`; `values` are sorted by position.
+    fn reduce(&self, key: Self::Key, values: Vec<(u64, Self::Value)>, out: &mut Self::Reduced);
+    /// Turn every partition's result, in partition order, into decisions.
+    fn finish(&self, parts: Vec<Self::Reduced>) -> Decisions;
     /// A 64-bit hash of the key, used to partition the exchange.
     fn partition(&self, key: &Self::Key) -> u64;
 }
