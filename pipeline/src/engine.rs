@@ -371,6 +371,7 @@ impl Engine<'_> {
         };
         let mut collector = global.as_ref().and_then(|(g, _)| match &stages[*g] {
             Stage::ExactDedup(d) => Some(Collector::ExactDedup(KeyCollector::new(d))),
+            Stage::Minhash(m) => Some(Collector::Minhash(KeyCollector::new(m))),
             Stage::Record(_) => None, // segments end at global stages only
         });
         let mut pos = 0u64;
@@ -518,6 +519,7 @@ impl Engine<'_> {
         let started = Instant::now();
         let decisions = match collector {
             Some(Collector::ExactDedup(c)) => c.resolve(),
+            Some(Collector::Minhash(c)) => c.resolve(),
             None => Decisions::new(),
         };
         self.stage_cpu[g] += started.elapsed();
@@ -831,12 +833,14 @@ impl Engine<'_> {
 /// The map side of each global stage, by type.
 enum Collector<'s> {
     ExactDedup(KeyCollector<'s, crate::stages::exact_dedup::ExactDedup>),
+    Minhash(KeyCollector<'s, crate::stages::minhash::MinHash>),
 }
 
 impl Collector<'_> {
     fn map(&mut self, kept: &[(usize, Sample)], first_pos: u64) {
         match self {
             Collector::ExactDedup(c) => c.map(kept, first_pos),
+            Collector::Minhash(c) => c.map(kept, first_pos),
         }
     }
 }

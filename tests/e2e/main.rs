@@ -7,6 +7,7 @@ mod classifier;
 mod common;
 mod determinism;
 mod inputs;
+mod minhash;
 mod outputs;
 mod rejects;
 mod tokenize;

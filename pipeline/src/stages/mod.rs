@@ -5,6 +5,7 @@
 pub mod classify;
 pub mod exact_dedup;
 pub mod length_filter;
+pub mod minhash;
 
 use crate::sample::Sample;
 use serde::Deserialize;
@@ -153,6 +154,8 @@ pub enum StageConfig {
     LengthFilter(length_filter::Config),
     /// fastText classification: tags and drops by label.
     Classify(classify::Config),
+    /// Near-duplicate removal with MinHash LSH.
+    Minhash(minhash::Config),
 }
 
 /// A built stage, ready to run.
@@ -161,6 +164,8 @@ pub enum Stage {
     Record(Box<dyn RecordStage>),
     /// Exact dedup (a global stage).
     ExactDedup(exact_dedup::ExactDedup),
+    /// MinHash near-dup removal (a global stage).
+    Minhash(minhash::MinHash),
 }
 
 impl StageConfig {
@@ -170,6 +175,7 @@ impl StageConfig {
             StageConfig::ExactDedup(_) => "exact_dedup",
             StageConfig::LengthFilter(_) => "length_filter",
             StageConfig::Classify(_) => "classify",
+            StageConfig::Minhash(_) => "minhash",
         }
     }
 
@@ -179,6 +185,7 @@ impl StageConfig {
             StageConfig::ExactDedup(c) => c.validate(),
             StageConfig::LengthFilter(c) => c.validate(),
             StageConfig::Classify(c) => c.validate(),
+            StageConfig::Minhash(c) => c.validate(),
         }
     }
 
@@ -186,7 +193,8 @@ impl StageConfig {
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         match self {
             StageConfig::Classify(c) => c.resolve_paths(base),
-            StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) => {}
+            StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Minhash(_) => {
+            }
         }
     }
 
@@ -198,6 +206,7 @@ impl StageConfig {
                 Stage::Record(Box::new(length_filter::LengthFilter::new(c)))
             }
             StageConfig::Classify(c) => Stage::Record(Box::new(classify::Classify::new(c)?)),
+            StageConfig::Minhash(c) => Stage::Minhash(minhash::MinHash::new(c)),
         })
     }
 }
