@@ -372,6 +372,7 @@ impl Engine<'_> {
         let mut collector = global.as_ref().and_then(|(g, _)| match &stages[*g] {
             Stage::ExactDedup(d) => Some(Collector::ExactDedup(KeyCollector::new(d))),
             Stage::Minhash(m) => Some(Collector::Minhash(KeyCollector::new(m))),
+            Stage::Split(s) => Some(Collector::Split(KeyCollector::new(s))),
             Stage::Record(_) => None, // segments end at global stages only
         });
         let mut pos = 0u64;
@@ -520,6 +521,7 @@ impl Engine<'_> {
         let decisions = match collector {
             Some(Collector::ExactDedup(c)) => c.resolve(),
             Some(Collector::Minhash(c)) => c.resolve(),
+            Some(Collector::Split(c)) => c.resolve(),
             None => Decisions::new(),
         };
         self.stage_cpu[g] += started.elapsed();
@@ -834,6 +836,7 @@ impl Engine<'_> {
 enum Collector<'s> {
     ExactDedup(KeyCollector<'s, crate::stages::exact_dedup::ExactDedup>),
     Minhash(KeyCollector<'s, crate::stages::minhash::MinHash>),
+    Split(KeyCollector<'s, crate::stages::split::Split>),
 }
 
 impl Collector<'_> {
@@ -841,6 +844,7 @@ impl Collector<'_> {
         match self {
             Collector::ExactDedup(c) => c.map(kept, first_pos),
             Collector::Minhash(c) => c.map(kept, first_pos),
+            Collector::Split(c) => c.map(kept, first_pos),
         }
     }
 }

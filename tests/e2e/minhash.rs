@@ -207,3 +207,76 @@ fn pipeline_minhash_drops_near_duplicates_and_tags_clusters() {
     assert_eq!(dropped[0]["sample"]["tags"]["minhash_cluster"], "a");
     assert_eq!(report["stages"][0]["dropped"]["near_duplicate"], 2);
 }
+
+#[test]
+fn no_near_duplicate_pair_crosses_splits() {
+    let Some(data) = shared_data() else { return };
+    let medical = std::fs::read_to_string(data.join("sft/medicalgpt/medical_sft_1K_format.jsonl"))
+        .expect("read");
+    let texts: Vec<String> = medical
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["conversations"][1]["value"].as_str().map(String::from))
+        .filter(|t| t.chars().count() >= 120)
+        .take(300)
+        .collect();
+    let mut rng = Lcg(9);
+    let mut rows = Vec::new();
+    for (i, t) in texts.iter().enumerate() {
+        rows.push(serde_json::json!({"id": format!("o{i}"), "text": t}).to_string());
+        if i % 3 == 0 {
+            rows.push(
+                serde_json::json!({"id": format!("c{i}"), "text": edit(t, i % 4, 0.01, &mut rng)})
+                    .to_string(),
+            );
+        }
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("docs.jsonl"), rows.join("\n")).expect("write");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"docs.jsonl\"]\ndomain = \"medical\"\n[[stages]]\ntype = \"minhash\"\ndrop = false\n[[stages]]\ntype = \"split\"\nratios = { train = 0.8, valid = 0.1, test = 0.1 }\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("out");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    assert_eq!(
+        samples.len(),
+        rows.len(),
+        "tag-only minhash and split drop nothing"
+    );
+    let h = MinHasher::new(0.8, 128, 5, None, 1);
+    let shingles: Vec<Vec<u64>> = samples
+        .iter()
+        .map(|s| h.shingles(s["text"].as_str().expect("text")))
+        .collect();
+    let split = |i: usize| {
+        samples[i]["tags"]["split"]
+            .as_str()
+            .expect("every sample has a split")
+            .to_string()
+    };
+    let mut near_pairs = 0;
+    for i in 0..samples.len() {
+        for j in i + 1..samples.len() {
+            if jaccard(&shingles[i], &shingles[j]) >= 0.9 {
+                near_pairs += 1;
+                assert_eq!(
+                    split(i),
+                    split(j),
+                    "{} and {} are near duplicates in different splits",
+                    samples[i]["id"],
+                    samples[j]["id"]
+                );
+            }
+        }
+    }
+    assert!(
+        near_pairs >= 90,
+        "the data has near duplicates to keep together: {near_pairs}"
+    );
+    let train =
+        (0..samples.len()).filter(|&i| split(i) == "train").count() as f64 / samples.len() as f64;
+    assert!((train - 0.8).abs() < 0.02, "train share {train}");
+}

@@ -52,6 +52,14 @@ pub struct Config {
     /// Seed of the hash permutations (default fixed).
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// Drop near duplicates (default true); `false` only tags clusters, e.g. for a `split`
+    /// stage that keeps each cluster within one split.
+    #[serde(default = "default_drop")]
+    pub drop: bool,
+}
+
+fn default_drop() -> bool {
+    true
 }
 
 fn default_threshold() -> f64 {
@@ -426,7 +434,7 @@ impl GlobalStage for MinHash {
             let n = members.len();
             for p in members {
                 let tags = vec![("minhash_cluster".to_string(), keep_id.clone())];
-                let drop = (p != keep).then(|| DropReason {
+                let drop = (p != keep && self.cfg.drop).then(|| DropReason {
                     code: "near_duplicate",
                     detail: Some(format!(
                         "in a near-duplicate cluster of {n} (Jaccard ≥ {}) kept as {keep_id}",

@@ -6,6 +6,7 @@ pub mod classify;
 pub mod exact_dedup;
 pub mod length_filter;
 pub mod minhash;
+pub mod split;
 
 use crate::sample::Sample;
 use serde::Deserialize;
@@ -156,6 +157,8 @@ pub enum StageConfig {
     Classify(classify::Config),
     /// Near-duplicate removal with MinHash LSH.
     Minhash(minhash::Config),
+    /// Train/valid/test assignment, stratified, groups kept whole.
+    Split(split::Config),
 }
 
 /// A built stage, ready to run.
@@ -166,6 +169,8 @@ pub enum Stage {
     ExactDedup(exact_dedup::ExactDedup),
     /// MinHash near-dup removal (a global stage).
     Minhash(minhash::MinHash),
+    /// Split assignment (a global stage).
+    Split(split::Split),
 }
 
 impl StageConfig {
@@ -176,6 +181,7 @@ impl StageConfig {
             StageConfig::LengthFilter(_) => "length_filter",
             StageConfig::Classify(_) => "classify",
             StageConfig::Minhash(_) => "minhash",
+            StageConfig::Split(_) => "split",
         }
     }
 
@@ -186,6 +192,7 @@ impl StageConfig {
             StageConfig::LengthFilter(c) => c.validate(),
             StageConfig::Classify(c) => c.validate(),
             StageConfig::Minhash(c) => c.validate(),
+            StageConfig::Split(c) => c.validate(),
         }
     }
 
@@ -193,8 +200,10 @@ impl StageConfig {
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         match self {
             StageConfig::Classify(c) => c.resolve_paths(base),
-            StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Minhash(_) => {
-            }
+            StageConfig::ExactDedup(_)
+            | StageConfig::LengthFilter(_)
+            | StageConfig::Minhash(_)
+            | StageConfig::Split(_) => {}
         }
     }
 
@@ -207,6 +216,7 @@ impl StageConfig {
             }
             StageConfig::Classify(c) => Stage::Record(Box::new(classify::Classify::new(c)?)),
             StageConfig::Minhash(c) => Stage::Minhash(minhash::MinHash::new(c)),
+            StageConfig::Split(c) => Stage::Split(split::Split::new(c)),
         })
     }
 }
