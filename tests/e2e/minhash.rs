@@ -280,3 +280,75 @@ fn no_near_duplicate_pair_crosses_splits() {
         (0..samples.len()).filter(|&i| split(i) == "train").count() as f64 / samples.len() as f64;
     assert!((train - 0.8).abs() < 0.02, "train share {train}");
 }
+
+#[test]
+fn decontaminate_drops_exactly_the_samples_that_quote_an_eval_set() {
+    let Some(data) = shared_data() else { return };
+    let alpaca: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data.join("sft/llama_factory/alpaca_zh_demo.json")).expect("read"),
+    )
+    .expect("json");
+    let records: Vec<&serde_json::Value> = alpaca
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|r| {
+            // Chinese prose in the quoted span: 40 characters are then well over 13 tokens
+            // (code or English would be a few word tokens, too short to count as a 13-gram).
+            r["output"].as_str().is_some_and(|o| {
+                o.chars().count() >= 80
+                    && !o
+                        .chars()
+                        .skip(10)
+                        .take(40)
+                        .any(|c| c.is_ascii_alphanumeric())
+            })
+        })
+        .collect();
+    let (eval, rest) = records.split_at(20);
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("eval.json"),
+        serde_json::to_vec(&eval).expect("json"),
+    )
+    .expect("write");
+    let mut train: Vec<serde_json::Value> = rest[..150].iter().map(|r| (*r).clone()).collect();
+    let mut planted = Vec::new();
+    for (i, e) in eval.iter().enumerate() {
+        let quote: String = e["output"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .skip(10)
+            .take(40)
+            .collect();
+        let id = format!("planted{i}");
+        train.push(serde_json::json!({"id": id, "instruction": "请总结下面的内容。", "input": format!("以下是一段材料：{quote}……"), "output": "好的，这段材料主要讲了一个观点。"}));
+        planted.push(id);
+    }
+    std::fs::write(
+        dir.path().join("train.json"),
+        serde_json::to_vec(&train).expect("json"),
+    )
+    .expect("write");
+    let cfg = pipeline(dir.path(), "[[inputs]]\npaths = [\"train.json\"]\n[[stages]]\ntype = \"decontaminate\"\neval = [\"eval.json\"]\nngram = 13\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n");
+    let out = dir.path().join("out");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let dropped = read_jsonl(&out.join("dropped/part-00000.jsonl"));
+    let ids: Vec<&str> = dropped
+        .iter()
+        .map(|d| d["sample"]["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, planted.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(dropped.iter().all(|d| d["drop"]["reason"] == "contaminated"
+        && d["drop"]["detail"]
+            .as_str()
+            .is_some_and(|t| t.contains("eval.json"))));
+    assert_eq!(report["stages"][0]["counters"]["samples_contaminated"], 20);
+
+    // A missing evaluation file is a config error, found by `check`.
+    let bad = pipeline(dir.path(), "[[inputs]]\npaths = [\"train.json\"]\n[[stages]]\ntype = \"decontaminate\"\neval = [\"nope.json\"]\n[output]\ndir = \"out\"\n");
+    let res = sluice(&["check", bad.to_str().expect("utf8")]);
+    assert!(String::from_utf8_lossy(&res.stderr).contains("nope.json: no such file"));
+}

@@ -3,6 +3,7 @@
 //! other place that must handle it.
 
 pub mod classify;
+pub mod decontaminate;
 pub mod exact_dedup;
 pub mod length_filter;
 pub mod minhash;
@@ -159,6 +160,8 @@ pub enum StageConfig {
     Minhash(minhash::Config),
     /// Train/valid/test assignment, stratified, groups kept whole.
     Split(split::Config),
+    /// Drops samples sharing long n-grams with evaluation sets.
+    Decontaminate(decontaminate::Config),
 }
 
 /// A built stage, ready to run.
@@ -182,6 +185,7 @@ impl StageConfig {
             StageConfig::Classify(_) => "classify",
             StageConfig::Minhash(_) => "minhash",
             StageConfig::Split(_) => "split",
+            StageConfig::Decontaminate(_) => "decontaminate",
         }
     }
 
@@ -193,6 +197,7 @@ impl StageConfig {
             StageConfig::Classify(c) => c.validate(),
             StageConfig::Minhash(c) => c.validate(),
             StageConfig::Split(c) => c.validate(),
+            StageConfig::Decontaminate(c) => c.validate(),
         }
     }
 
@@ -200,6 +205,7 @@ impl StageConfig {
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         match self {
             StageConfig::Classify(c) => c.resolve_paths(base),
+            StageConfig::Decontaminate(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_)
             | StageConfig::LengthFilter(_)
             | StageConfig::Minhash(_)
@@ -217,6 +223,9 @@ impl StageConfig {
             StageConfig::Classify(c) => Stage::Record(Box::new(classify::Classify::new(c)?)),
             StageConfig::Minhash(c) => Stage::Minhash(minhash::MinHash::new(c)),
             StageConfig::Split(c) => Stage::Split(split::Split::new(c)),
+            StageConfig::Decontaminate(c) => {
+                Stage::Record(Box::new(decontaminate::Decontaminate::new(c)?))
+            }
         })
     }
 }
