@@ -308,11 +308,19 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         progress: opts.progress,
     };
     engine.execute(&stages)?;
-    engine.finish(
+    let report = engine.finish(
         started,
         threads,
         opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio),
-    )
+    )?;
+    // Only a published run may change state that later runs read (e.g. a dedup index).
+    for (i, s) in stages.iter().enumerate() {
+        s.commit().map_err(|message| Error::Output {
+            path: plan.config_path.clone(),
+            message: format!("stages[{i}]: {message}"),
+        })?;
+    }
+    Ok(report)
 }
 
 /// Where a segment's records come from.
@@ -857,13 +865,25 @@ type Partition<G> = Vec<(<G as GlobalStage>::Key, u64, <G as GlobalStage>::Value
 struct KeyCollector<'s, G: GlobalStage> {
     stage: &'s G,
     parts: Vec<Partition<G>>,
+    /// Records preloaded from earlier runs take positions `0..offset`.
+    offset: u64,
 }
 
 impl<'s, G: GlobalStage> KeyCollector<'s, G> {
     fn new(stage: &'s G) -> Self {
+        let mut parts: Vec<Partition<G>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
+        let preloaded = stage.preload();
+        let offset = preloaded.len() as u64;
+        for (pos, keys) in preloaded.into_iter().enumerate() {
+            for (k, v) in keys {
+                let p = (stage.partition(&k) % PARTITIONS as u64) as usize;
+                parts[p].push((k, pos as u64, v));
+            }
+        }
         KeyCollector {
             stage,
-            parts: (0..PARTITIONS).map(|_| Vec::new()).collect(),
+            parts,
+            offset,
         }
     }
 
@@ -880,7 +900,7 @@ impl<'s, G: GlobalStage> KeyCollector<'s, G> {
         for (i, pairs) in emitted.into_iter().enumerate() {
             for (k, v) in pairs {
                 let p = (stage.partition(&k) % PARTITIONS as u64) as usize;
-                self.parts[p].push((k, first_pos + i as u64, v));
+                self.parts[p].push((k, self.offset + first_pos + i as u64, v));
             }
         }
     }
@@ -906,6 +926,13 @@ impl<'s, G: GlobalStage> KeyCollector<'s, G> {
                 out
             })
             .collect();
-        stage.finish(per_part)
+        let offset = self.offset;
+        // Decisions about preloaded records are not this run's to apply.
+        stage
+            .finish(per_part)
+            .into_iter()
+            .filter(|(pos, _)| *pos >= offset)
+            .map(|(pos, d)| (pos - offset, d))
+            .collect()
     }
 }

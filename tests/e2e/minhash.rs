@@ -352,3 +352,107 @@ fn decontaminate_drops_exactly_the_samples_that_quote_an_eval_set() {
     let res = sluice(&["check", bad.to_str().expect("utf8")]);
     assert!(String::from_utf8_lossy(&res.stderr).contains("nope.json: no such file"));
 }
+
+#[test]
+fn incremental_run_against_the_index_equals_one_run_over_everything() {
+    let Some(data) = shared_data() else { return };
+    let medical = std::fs::read_to_string(data.join("sft/medicalgpt/medical_sft_1K_format.jsonl"))
+        .expect("read");
+    let texts: Vec<String> = medical
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["conversations"][1]["value"].as_str().map(String::from))
+        .filter(|t| t.chars().count() >= 150)
+        .take(120)
+        .collect();
+    let mut rng = Lcg(5);
+    let row = |id: String, text: &str| serde_json::json!({"id": id, "text": text}).to_string();
+    // Old batch: texts 0..80, with near copies of 0..10 inside it.
+    let mut old: Vec<String> = texts[..80]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| row(format!("old{i}"), t))
+        .collect();
+    old.extend((0..10).map(|i| row(format!("oldcopy{i}"), &edit(&texts[i], 0, 0.01, &mut rng))));
+    // New batch: texts 80..120, near copies of old texts 20..35, and of new texts 80..85.
+    let mut new: Vec<String> = texts[80..]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| row(format!("new{i}"), t))
+        .collect();
+    new.extend((20..35).map(|i| {
+        row(
+            format!("newcopy_of_old{i}"),
+            &edit(&texts[i], 2, 0.01, &mut rng),
+        )
+    }));
+    new.extend((80..85).map(|i| {
+        row(
+            format!("newcopy_of_new{i}"),
+            &edit(&texts[i], 1, 0.01, &mut rng),
+        )
+    }));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("old.jsonl"), old.join("\n")).expect("write");
+    std::fs::write(dir.path().join("new.jsonl"), new.join("\n")).expect("write");
+    let run = |name: &str, files: &str, index: bool| {
+        let idx = if index { "index = \"state\"\n" } else { "" };
+        let cfg = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&cfg, format!("[[inputs]]\npaths = [{files}]\n[[stages]]\ntype = \"minhash\"\n{idx}[output]\ndir = \"{name}\"\nformats = [\"jsonl\"]\n")).expect("write");
+        let out = dir.path().join(name);
+        run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+        let ids = |f: &str| -> Vec<(String, String)> {
+            let p = out.join(f);
+            if !p.exists() {
+                return Vec::new();
+            }
+            read_jsonl(&p)
+                .iter()
+                .map(|v| {
+                    let s = if v.get("sample").is_some() {
+                        &v["sample"]
+                    } else {
+                        v
+                    };
+                    (
+                        s["id"].as_str().unwrap_or("").to_string(),
+                        v["drop"]["duplicate_of"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        };
+        (
+            ids("curated/part-00000.jsonl"),
+            ids("dropped/part-00000.jsonl"),
+        )
+    };
+    let (kept_all, dropped_all) = run("together", "\"old.jsonl\", \"new.jsonl\"", false);
+    let (kept_1, dropped_1) = run("first", "\"old.jsonl\"", true);
+    assert!(dir.path().join("state/minhash.index").exists());
+    let (kept_2, dropped_2) = run("second", "\"new.jsonl\"", true);
+    let kept_inc: Vec<_> = kept_1.into_iter().chain(kept_2).collect();
+    let dropped_inc: Vec<_> = dropped_1.into_iter().chain(dropped_2).collect();
+    assert_eq!(kept_inc, kept_all, "kept samples");
+    assert_eq!(
+        dropped_inc, dropped_all,
+        "dropped samples and whom they duplicate"
+    );
+    assert!(
+        dropped_all
+            .iter()
+            .filter(|(id, _)| id.starts_with("newcopy_of_old"))
+            .count()
+            >= 12,
+        "new copies of old data are caught: {dropped_all:?}"
+    );
+    // A changed setting cannot silently reuse the index.
+    let cfg = dir.path().join("changed.toml");
+    std::fs::write(&cfg, "[[inputs]]\npaths = [\"new.jsonl\"]\n[[stages]]\ntype = \"minhash\"\nnum_perm = 64\nindex = \"state\"\n[output]\ndir = \"changed\"\n").expect("write");
+    let res = sluice(&["run", cfg.to_str().expect("utf8"), "--quiet"]);
+    assert!(!res.status.success());
+    assert!(
+        String::from_utf8_lossy(&res.stderr).contains("different minhash settings"),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+}

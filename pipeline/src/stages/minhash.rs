@@ -18,8 +18,9 @@ use super::{Decision, Decisions, DropReason, GlobalStage};
 use crate::normalize::{canonical_into, is_cjk};
 use crate::sample::Sample;
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// Config of `type = "minhash"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,11 @@ pub struct Config {
     /// stage that keeps each cluster within one split.
     #[serde(default = "default_drop")]
     pub drop: bool,
+    /// A directory for a persistent index of every sample kept so far (relative to the pipeline
+    /// file). A run deduplicates against it without reading old data, and adds its own kept
+    /// samples once it is published; clusters that include an indexed sample keep that one.
+    #[serde(default)]
+    pub index: Option<PathBuf>,
 }
 
 fn default_drop() -> bool {
@@ -89,6 +95,12 @@ pub enum Keep {
 }
 
 impl Config {
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = self.index.as_mut().filter(|p| p.is_relative()) {
+            *p = base.join(&*p);
+        }
+    }
+
     pub(crate) fn validate(&self) -> Vec<String> {
         let mut out = Vec::new();
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
@@ -277,6 +289,8 @@ pub struct Item {
     id: String,
     chars: usize,
     score: Option<f64>,
+    /// Kept by an earlier run (from the index): always the one kept in its cluster.
+    old: bool,
 }
 
 /// One partition's verified pairs and the items they involve.
@@ -291,14 +305,23 @@ pub struct Edges {
 pub struct MinHash {
     cfg: Config,
     hasher: MinHasher,
+    /// Samples kept by earlier runs, from the index.
+    loaded: Vec<Arc<Item>>,
+    /// This run's samples, as mapped (any order; sorted when the index is written).
+    seen: Mutex<Vec<Arc<Item>>>,
+    /// The updated index, ready to be written once the run is published.
+    pending: Mutex<Option<Vec<u8>>>,
 }
+
+const INDEX_FILE: &str = "minhash.index";
+const INDEX_MAGIC: &[u8; 8] = b"SLMHIDX1";
 
 /// Candidates compared with each new member of a band bucket, at most.
 const BUCKET_COMPARE: usize = 32;
 
 impl MinHash {
-    /// Build from config.
-    pub fn new(cfg: &Config) -> MinHash {
+    /// Build from config, loading the index if one is configured and exists.
+    pub fn new(cfg: &Config) -> Result<MinHash, String> {
         let hasher = MinHasher::new(
             cfg.threshold,
             cfg.num_perm,
@@ -306,10 +329,90 @@ impl MinHash {
             cfg.bands.zip(cfg.rows),
             cfg.seed,
         );
-        MinHash {
+        let mut stage = MinHash {
             cfg: cfg.clone(),
             hasher,
+            loaded: Vec::new(),
+            seen: Mutex::new(Vec::new()),
+            pending: Mutex::new(None),
+        };
+        if let Some(dir) = &cfg.index {
+            let path = dir.join(INDEX_FILE);
+            if path.exists() {
+                let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                stage.loaded = stage
+                    .parse_index(&bytes)
+                    .map_err(|e| format!("index {}: {e}", path.display()))?;
+            }
         }
+        Ok(stage)
+    }
+
+    /// Everything that makes signatures comparable; an index must match it exactly.
+    fn params_header(&self) -> Vec<u8> {
+        let mut h = INDEX_MAGIC.to_vec();
+        for v in [
+            self.cfg.num_perm as u64,
+            self.cfg.ngram as u64,
+            self.hasher.bands as u64,
+            self.hasher.rows as u64,
+            self.cfg.seed,
+            self.cfg.threshold.to_bits(),
+            u64::from(self.cfg.scope == Scope::Prompt),
+        ] {
+            h.extend_from_slice(&v.to_le_bytes());
+        }
+        h
+    }
+
+    fn parse_index(&self, b: &[u8]) -> Result<Vec<Arc<Item>>, String> {
+        let header = self.params_header();
+        if b.len() < header.len() + 8 || b[..8] != *INDEX_MAGIC {
+            return Err("not a sluice minhash index".into());
+        }
+        if b[..header.len()] != header[..] {
+            return Err("built with different minhash settings (num_perm, ngram, bands, rows, seed, threshold, scope): use a new index directory".into());
+        }
+        let mut at = header.len();
+        let mut take = |n: usize| -> Result<&[u8], String> {
+            let s = b.get(at..at + n).ok_or("truncated")?;
+            at += n;
+            Ok(s)
+        };
+        let u32_of = |s: &[u8]| u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+        let mut count_bytes = [0u8; 8];
+        count_bytes.copy_from_slice(take(8)?);
+        let count = u64::from_le_bytes(count_bytes);
+        let mut out = Vec::new();
+        for _ in 0..count {
+            let len = u32_of(take(4)?) as usize;
+            let id = String::from_utf8(take(len)?.to_vec()).map_err(|_| "an id is not UTF-8")?;
+            let sig = take(4 * self.cfg.num_perm)?
+                .chunks_exact(4)
+                .map(u32_of)
+                .collect();
+            out.push(Arc::new(Item {
+                sig,
+                id,
+                chars: 0,
+                score: None,
+                old: true,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn index_bytes(&self, items: &[Arc<Item>]) -> Vec<u8> {
+        let mut b = self.params_header();
+        b.extend_from_slice(&(items.len() as u64).to_le_bytes());
+        for it in items {
+            b.extend_from_slice(&(it.id.len() as u32).to_le_bytes());
+            b.extend_from_slice(it.id.as_bytes());
+            for v in &it.sig {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        b
     }
 
     /// The bands and rows in use.
@@ -350,7 +453,13 @@ impl GlobalStage for MinHash {
             id: sample.id.clone(),
             chars: sample.char_len(),
             score,
+            old: false,
         });
+        if self.cfg.index.is_some() {
+            if let Ok(mut seen) = self.seen.lock() {
+                seen.push(item.clone());
+            }
+        }
         for k in keys {
             emit(k, item.clone());
         }
@@ -415,7 +524,13 @@ impl GlobalStage for MinHash {
         for (_, mut members) in clusters {
             members.sort_unstable();
             let item = |p: &u64| items.get(p).cloned();
+            // A sample an earlier run published stays the one kept.
+            let oldest_indexed = members
+                .iter()
+                .find(|p| item(p).is_some_and(|i| i.old))
+                .copied();
             let keep = match self.cfg.keep {
+                _ if oldest_indexed.is_some() => oldest_indexed.unwrap_or(members[0]),
                 Keep::First => members[0],
                 Keep::Longest => *members
                     .iter()
@@ -445,7 +560,49 @@ impl GlobalStage for MinHash {
                 decisions.insert(p, Decision { drop, tags });
             }
         }
+        if self.cfg.index.is_some() {
+            // The next index: what earlier runs kept, then this run's survivors in a fixed order.
+            let dropped: HashSet<*const Item> = decisions
+                .iter()
+                .filter(|(_, d)| d.drop.is_some())
+                .filter_map(|(p, _)| items.get(p).map(Arc::as_ptr))
+                .collect();
+            let mut fresh: Vec<Arc<Item>> = self
+                .seen
+                .lock()
+                .map(|mut s| std::mem::take(&mut *s))
+                .unwrap_or_default();
+            fresh.retain(|i| !dropped.contains(&Arc::as_ptr(i)));
+            fresh.sort_by(|a, b| a.id.cmp(&b.id).then_with(|| a.sig.cmp(&b.sig)));
+            let mut all = self.loaded.clone();
+            all.extend(fresh);
+            if let Ok(mut pending) = self.pending.lock() {
+                *pending = Some(self.index_bytes(&all));
+            }
+        }
         decisions
+    }
+
+    fn preload(&self) -> Vec<Vec<(u128, Arc<Item>)>> {
+        self.loaded
+            .iter()
+            .map(|it| {
+                self.hasher
+                    .band_keys(&it.sig)
+                    .into_iter()
+                    .map(|k| (k, it.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        let bytes = self.pending.lock().ok().and_then(|mut p| p.take());
+        let (Some(dir), Some(bytes)) = (&self.cfg.index, bytes) else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::storage::write_atomic(&dir.join(INDEX_FILE), &bytes).map_err(|e| e.to_string())
     }
 
     fn partition(&self, key: &u128) -> u64 {

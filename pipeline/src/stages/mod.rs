@@ -141,6 +141,15 @@ pub trait GlobalStage: Send + Sync {
     fn reduce(&self, key: Self::Key, values: Vec<(u64, Self::Value)>, out: &mut Self::Reduced);
     /// Turn every partition's result, in partition order, into decisions.
     fn finish(&self, parts: Vec<Self::Reduced>) -> Decisions;
+    /// Records kept by earlier runs (a persistent index), each with its keys, in order: they
+    /// take the positions before this run's records, and decisions about them are not applied.
+    fn preload(&self) -> Vec<Vec<(Self::Key, Self::Value)>> {
+        Vec::new()
+    }
+    /// Called once the run is published: persist what later runs need.
+    fn commit(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// A 64-bit hash of the key, used to partition the exchange.
     fn partition(&self, key: &Self::Key) -> u64;
 }
@@ -171,9 +180,21 @@ pub enum Stage {
     /// Exact dedup (a global stage).
     ExactDedup(exact_dedup::ExactDedup),
     /// MinHash near-dup removal (a global stage).
-    Minhash(minhash::MinHash),
+    Minhash(Box<minhash::MinHash>),
     /// Split assignment (a global stage).
     Split(split::Split),
+}
+
+impl Stage {
+    /// After a successful publish: let global stages persist their state.
+    pub fn commit(&self) -> Result<(), String> {
+        match self {
+            Stage::Record(_) => Ok(()),
+            Stage::ExactDedup(s) => s.commit(),
+            Stage::Minhash(s) => s.commit(),
+            Stage::Split(s) => s.commit(),
+        }
+    }
 }
 
 impl StageConfig {
@@ -206,10 +227,8 @@ impl StageConfig {
         match self {
             StageConfig::Classify(c) => c.resolve_paths(base),
             StageConfig::Decontaminate(c) => c.resolve_paths(base),
-            StageConfig::ExactDedup(_)
-            | StageConfig::LengthFilter(_)
-            | StageConfig::Minhash(_)
-            | StageConfig::Split(_) => {}
+            StageConfig::Minhash(c) => c.resolve_paths(base),
+            StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
         }
     }
 
@@ -221,7 +240,7 @@ impl StageConfig {
                 Stage::Record(Box::new(length_filter::LengthFilter::new(c)))
             }
             StageConfig::Classify(c) => Stage::Record(Box::new(classify::Classify::new(c)?)),
-            StageConfig::Minhash(c) => Stage::Minhash(minhash::MinHash::new(c)),
+            StageConfig::Minhash(c) => Stage::Minhash(Box::new(minhash::MinHash::new(c)?)),
             StageConfig::Split(c) => Stage::Split(split::Split::new(c)),
             StageConfig::Decontaminate(c) => {
                 Stage::Record(Box::new(decontaminate::Decontaminate::new(c)?))
