@@ -39,6 +39,7 @@ fn one_and_four_threads_write_identical_bytes() {
     // after the global one exercises the spill-and-apply path.
     let body = format!(
         r#"
+        name = "det"
         batch_size = 97
         [[inputs]]
         name = "sharegpt"
@@ -62,6 +63,14 @@ fn one_and_four_threads_write_identical_bytes() {
         type = "exact_dedup"
         scope = "prompt"
         [[stages]]
+        type = "minhash"
+        threshold = 0.5
+        ngram = 3
+        index = "index-{{run}}"
+        [[stages]]
+        type = "split"
+        ratios = {{ train = 0.9, valid = 0.05, test = 0.05 }}
+        [[stages]]
         type = "length_filter"
         max_chars = 3000
         [output]
@@ -78,16 +87,27 @@ fn one_and_four_threads_write_identical_bytes() {
         "#,
         d = data.to_string_lossy()
     );
-    let cfg = pipeline(dir.path(), &body);
+    // Each run has its own minhash index, so neither deduplicates against the other.
+    let cfg1 = dir.path().join("one.toml");
+    let cfg4 = dir.path().join("four.toml");
+    std::fs::write(&cfg1, body.replace("{run}", "one")).expect("write");
+    std::fs::write(&cfg4, body.replace("{run}", "four")).expect("write");
     let one = dir.path().join("one");
     let four = dir.path().join("four");
     let r1 = run_ok(
-        &cfg,
+        &cfg1,
         &["--out", one.to_str().expect("utf8"), "--threads", "1"],
     );
     let r4 = run_ok(
-        &cfg,
+        &cfg4,
         &["--out", four.to_str().expect("utf8"), "--threads", "4"],
+    );
+    let index = |run: &str| {
+        std::fs::read(dir.path().join(format!("index-{run}/minhash.index"))).expect("index")
+    };
+    assert!(
+        index("one") == index("four"),
+        "the minhash index differs between 1 and 4 threads"
     );
     assert_reconciles(&r1);
     assert_eq!(r4["timings"]["threads"], 4);
@@ -109,6 +129,9 @@ fn one_and_four_threads_write_identical_bytes() {
     assert!(a.contains_key("shards/megatron/train_text_document.idx"));
     // Every stage saw work, so the comparison covers them all.
     for st in r1["stages"].as_array().expect("stages") {
+        if st["type"] == "split" {
+            continue; // assigns, never drops
+        }
         assert!(
             st["dropped"].as_object().is_some_and(|d| !d.is_empty()),
             "{st}"
