@@ -727,12 +727,7 @@ fn bench_minhash(input: &std::path::Path, limit: Option<usize>) -> Result<()> {
     }
     let texts: Vec<String> = samples
         .iter()
-        .map(|s| {
-            s.content_parts()
-                .map(|(_, c)| c)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })
+        .map(|s| sluice_pipeline::stages::exact_dedup::Scope::All.text(s))
         .collect();
     let h = MinHasher::new(0.8, 128, 5, None, 1);
     let t = std::time::Instant::now();

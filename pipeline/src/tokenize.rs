@@ -83,6 +83,19 @@ impl Template {
         Ok(())
     }
 
+    /// The system prompt of a sample: its own, else the override, else the template default.
+    fn system_prompt<'a>(
+        &'a self,
+        system_override: Option<&'a str>,
+        sample: &'a Sample,
+    ) -> &'a str {
+        sample
+            .system
+            .as_deref()
+            .or(system_override)
+            .unwrap_or(&self.default_system)
+    }
+
     fn role(&self, role: Role) -> &str {
         match role {
             Role::User => &self.user,
@@ -269,11 +282,7 @@ pub fn encode_sample(
     }
     let last_model = sample.turns.iter().rposition(|t| t.role.is_model());
     let mut head: Vec<u32> = tok.encode(&tpl.bos)?;
-    let system = sample
-        .system
-        .as_deref()
-        .or(system_override)
-        .unwrap_or(&tpl.default_system);
+    let system = tpl.system_prompt(system_override, sample);
     if !system.is_empty() {
         let (a, b) = split_template(&tpl.system);
         head.extend(tok.encode(a)?);
@@ -356,11 +365,7 @@ pub fn render_text(tpl: &Template, system_override: Option<&str>, sample: &Sampl
         return format!("{text}{}", tpl.eos);
     }
     let mut out = tpl.bos.clone();
-    let system = sample
-        .system
-        .as_deref()
-        .or(system_override)
-        .unwrap_or(&tpl.default_system);
+    let system = tpl.system_prompt(system_override, sample);
     if !system.is_empty() {
         out += &tpl.system.replacen("{content}", system, 1);
     }

@@ -73,6 +73,19 @@ fn edit(text: &str, kind: usize, rate: f64, rng: &mut Lcg) -> String {
     out.into_iter().collect()
 }
 
+/// The first `n` doctor answers of MedicalGPT's medical SFT set with at least `min_chars`.
+fn medical_answers(data: &std::path::Path, min_chars: usize, n: usize) -> Vec<String> {
+    let medical = std::fs::read_to_string(data.join("sft/medicalgpt/medical_sft_1K_format.jsonl"))
+        .expect("read");
+    medical
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["conversations"][1]["value"].as_str().map(String::from))
+        .filter(|t| t.chars().count() >= min_chars)
+        .take(n)
+        .collect()
+}
+
 fn jaccard(a: &[u64], b: &[u64]) -> f64 {
     let sa: HashSet<u64> = a.iter().copied().collect();
     let sb: HashSet<u64> = b.iter().copied().collect();
@@ -211,15 +224,7 @@ fn pipeline_minhash_drops_near_duplicates_and_tags_clusters() {
 #[test]
 fn no_near_duplicate_pair_crosses_splits() {
     let Some(data) = shared_data() else { return };
-    let medical = std::fs::read_to_string(data.join("sft/medicalgpt/medical_sft_1K_format.jsonl"))
-        .expect("read");
-    let texts: Vec<String> = medical
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["conversations"][1]["value"].as_str().map(String::from))
-        .filter(|t| t.chars().count() >= 120)
-        .take(300)
-        .collect();
+    let texts = medical_answers(&data, 120, 300);
     let mut rng = Lcg(9);
     let mut rows = Vec::new();
     for (i, t) in texts.iter().enumerate() {
@@ -356,15 +361,7 @@ fn decontaminate_drops_exactly_the_samples_that_quote_an_eval_set() {
 #[test]
 fn incremental_run_against_the_index_equals_one_run_over_everything() {
     let Some(data) = shared_data() else { return };
-    let medical = std::fs::read_to_string(data.join("sft/medicalgpt/medical_sft_1K_format.jsonl"))
-        .expect("read");
-    let texts: Vec<String> = medical
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["conversations"][1]["value"].as_str().map(String::from))
-        .filter(|t| t.chars().count() >= 150)
-        .take(120)
-        .collect();
+    let texts = medical_answers(&data, 150, 120);
     let mut rng = Lcg(5);
     let row = |id: String, text: &str| serde_json::json!({"id": id, "text": text}).to_string();
     // Old batch: texts 0..80, with near copies of 0..10 inside it.

@@ -71,16 +71,6 @@ pub struct Decontaminate {
     names: Vec<String>,
 }
 
-fn text_of(s: &Sample, scope: Scope) -> String {
-    s.content_parts()
-        .filter(|(label, _)| {
-            scope == Scope::All || !matches!(*label, "assistant" | "function_call")
-        })
-        .map(|(_, c)| c)
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 impl Decontaminate {
     /// Read every evaluation file into the n-gram set.
     pub fn new(cfg: &Config) -> Result<Decontaminate, String> {
@@ -98,7 +88,7 @@ impl Decontaminate {
                 match convert(&rec) {
                     // Evaluation answers count as much as questions: a leaked answer is leakage.
                     Ok((s, _)) => {
-                        for g in hasher.shingles(&text_of(&s, Scope::All)) {
+                        for g in hasher.shingles(&Scope::All.text(&s)) {
                             grams.entry(g).or_insert(i);
                         }
                     }
@@ -125,7 +115,7 @@ impl Decontaminate {
 
 impl RecordStage for Decontaminate {
     fn process(&self, sample: Sample, cx: &mut StageCx) -> Verdict {
-        let text = text_of(&sample, self.cfg.scope);
+        let text = self.cfg.scope.text(&sample);
         // Too short for an n-gram of full length: whole-text matches are exact dedup's job.
         if text.chars().count() < self.cfg.ngram {
             return Verdict::Keep(sample);

@@ -29,6 +29,22 @@ pub enum Scope {
     Prompt,
 }
 
+impl Scope {
+    /// Whether content with this label (`system`, `user`, `assistant`, …, `text`) is included.
+    pub fn includes(self, label: &str) -> bool {
+        self == Scope::All || !matches!(label, "assistant" | "function_call")
+    }
+
+    /// The included content of a sample, parts joined by newlines.
+    pub fn text(self, s: &Sample) -> String {
+        s.content_parts()
+            .filter(|(label, _)| self.includes(label))
+            .map(|(_, c)| c)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
 impl Config {
     pub(crate) fn validate(&self) -> Vec<String> {
         Vec::new()
@@ -54,8 +70,7 @@ impl ExactDedup {
     pub fn content_hash(&self, sample: &Sample) -> u128 {
         let mut buf = String::new();
         for (label, part) in sample.content_parts() {
-            let is_model = matches!(label, "assistant" | "function_call");
-            if self.scope == Scope::Prompt && is_model {
+            if !self.scope.includes(label) {
                 continue;
             }
             // Labels keep "user: a / assistant: b" apart from "user: a b"; the separator is a

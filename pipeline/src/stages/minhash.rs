@@ -451,16 +451,6 @@ impl MinHash {
     pub fn params(&self) -> (usize, usize) {
         (self.hasher.bands, self.hasher.rows)
     }
-
-    fn text(&self, s: &Sample) -> String {
-        s.content_parts()
-            .filter(|(label, _)| {
-                self.cfg.scope == Scope::All || !matches!(*label, "assistant" | "function_call")
-            })
-            .map(|(_, c)| c)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
 }
 
 impl GlobalStage for MinHash {
@@ -469,7 +459,7 @@ impl GlobalStage for MinHash {
     type Reduced = Edges;
 
     fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128, Arc<Item>)) {
-        let text = self.text(sample);
+        let text = self.cfg.scope.text(sample);
         let Some(sig) = self.hasher.signature(&text) else {
             return;
         };
