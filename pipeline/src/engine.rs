@@ -179,6 +179,8 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
             path: plan.output_dir.clone(),
             message: format!("cannot start worker threads: {e}"),
         })?;
+    // `--threads 0` means "all cores": report what the pool really has.
+    let threads = pool.current_num_threads();
     pool.install(|| run_in_pool(plan, opts, threads))
 }
 

@@ -161,6 +161,9 @@ impl Report {
                 reasons.join(", ")
             );
         }
+        if t.read == 0 {
+            s += "  warning: no records were read: check the input paths and formats\n";
+        }
         if !self.reconciled {
             s += "  WARNING: counts do not reconcile; this is a bug, please report it\n";
         }
