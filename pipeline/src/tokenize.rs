@@ -193,11 +193,6 @@ impl TokenizerHandle {
     pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
         self.tok.decode(ids, false).map_err(|e| e.to_string())
     }
-
-    /// The id of a single-token string, if it is one.
-    pub fn token_id(&self, token: &str) -> Option<u32> {
-        self.tok.token_to_id(token)
-    }
 }
 
 /// Which assistant turns are trained.
