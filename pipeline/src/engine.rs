@@ -11,6 +11,7 @@
 
 use crate::config::{OutputFormat, Plan};
 use crate::error::{Error, Result};
+use crate::exchange::ExchangeWriter;
 use crate::io::convert::convert;
 use crate::io::writers::{
     DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink,
@@ -60,8 +61,6 @@ pub struct Progress {
 
 /// Records per parallel work item: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 64;
-/// Partitions of a global stage's exchange.
-const PARTITIONS: usize = 64;
 
 /// One unit of work for the parallel part.
 enum Unit {
@@ -379,12 +378,22 @@ impl Engine<'_> {
             Some((_, p)) => Some(AtomicFile::create(p)?),
             None => None,
         };
-        let mut collector = global.as_ref().and_then(|(g, _)| match &stages[*g] {
-            Stage::ExactDedup(d) => Some(Collector::ExactDedup(KeyCollector::new(d))),
-            Stage::Minhash(m) => Some(Collector::Minhash(KeyCollector::new(m))),
-            Stage::Split(s) => Some(Collector::Split(KeyCollector::new(s))),
-            Stage::Record(_) => None, // segments end at global stages only
-        });
+        let mut collector = match &global {
+            Some((g, spill)) => {
+                let dir = spill.with_extension("exchange");
+                match &stages[*g] {
+                    Stage::ExactDedup(d) => {
+                        Some(Collector::ExactDedup(ExchangeWriter::create(d, &dir)?))
+                    }
+                    Stage::Minhash(m) => {
+                        Some(Collector::Minhash(ExchangeWriter::create(&**m, &dir)?))
+                    }
+                    Stage::Split(s) => Some(Collector::Split(ExchangeWriter::create(s, &dir)?)),
+                    Stage::Record(_) => None, // segments end at global stages only
+                }
+            }
+            None => None,
+        };
         let mut pos = 0u64;
         let mut records = 0u64;
         let after = match &source {
@@ -416,7 +425,7 @@ impl Engine<'_> {
                         out.write_all(l).map_err(|e| Error::io(out.path(), e))?;
                     }
                     let started = Instant::now();
-                    c.map(&kept, pos);
+                    c.map(&kept)?;
                     if let Some((g, _)) = &global {
                         eng.stage_cpu[*g] += started.elapsed();
                     }
@@ -529,9 +538,7 @@ impl Engine<'_> {
         };
         let started = Instant::now();
         let decisions = match collector {
-            Some(Collector::ExactDedup(c)) => c.resolve(),
-            Some(Collector::Minhash(c)) => c.resolve(),
-            Some(Collector::Split(c)) => c.resolve(),
+            Some(c) => c.resolve()?,
             None => Decisions::new(),
         };
         self.stage_cpu[g] += started.elapsed();
@@ -844,97 +851,34 @@ impl Engine<'_> {
 
 /// The map side of each global stage, by type.
 enum Collector<'s> {
-    ExactDedup(KeyCollector<'s, crate::stages::exact_dedup::ExactDedup>),
-    Minhash(KeyCollector<'s, crate::stages::minhash::MinHash>),
-    Split(KeyCollector<'s, crate::stages::split::Split>),
+    ExactDedup(ExchangeWriter<'s, crate::stages::exact_dedup::ExactDedup>),
+    Minhash(ExchangeWriter<'s, crate::stages::minhash::MinHash>),
+    Split(ExchangeWriter<'s, crate::stages::split::Split>),
 }
 
 impl Collector<'_> {
-    fn map(&mut self, kept: &[(usize, Sample)], first_pos: u64) {
+    fn map(&mut self, kept: &[(usize, Sample)]) -> Result<()> {
         match self {
-            Collector::ExactDedup(c) => c.map(kept, first_pos),
-            Collector::Minhash(c) => c.map(kept, first_pos),
-            Collector::Split(c) => c.map(kept, first_pos),
+            Collector::ExactDedup(c) => c.map(kept),
+            Collector::Minhash(c) => c.map(kept),
+            Collector::Split(c) => c.map(kept),
+        }
+    }
+
+    fn resolve(self) -> Result<Decisions> {
+        match self {
+            Collector::ExactDedup(c) => resolve_exchange(c),
+            Collector::Minhash(c) => resolve_exchange(c),
+            Collector::Split(c) => resolve_exchange(c),
         }
     }
 }
 
-/// One exchange partition: (key, position, value) triples.
-type Partition<G> = Vec<(<G as GlobalStage>::Key, u64, <G as GlobalStage>::Value)>;
-
-/// Collects (key, position, value) from `map`, partitioned by key hash; resolves by sorting
-/// each partition by (key, position) and reducing each key group.
-struct KeyCollector<'s, G: GlobalStage> {
-    stage: &'s G,
-    parts: Vec<Partition<G>>,
-    /// Records preloaded from earlier runs take positions `0..offset`.
-    offset: u64,
-}
-
-impl<'s, G: GlobalStage> KeyCollector<'s, G> {
-    fn new(stage: &'s G) -> Self {
-        let mut parts: Vec<Partition<G>> = (0..PARTITIONS).map(|_| Vec::new()).collect();
-        let preloaded = stage.preload();
-        let offset = preloaded.len() as u64;
-        for (pos, keys) in preloaded.into_iter().enumerate() {
-            for (k, v) in keys {
-                let p = (stage.partition(&k) % PARTITIONS as u64) as usize;
-                parts[p].push((k, pos as u64, v));
-            }
-        }
-        KeyCollector {
-            stage,
-            parts,
-            offset,
-        }
-    }
-
-    fn map(&mut self, kept: &[(usize, Sample)], first_pos: u64) {
-        let stage = self.stage;
-        let emitted: Vec<Vec<(G::Key, G::Value)>> = kept
-            .par_iter()
-            .map(|(_, s)| {
-                let mut v = Vec::with_capacity(1);
-                stage.map(s, &mut |k, val| v.push((k, val)));
-                v
-            })
-            .collect();
-        for (i, pairs) in emitted.into_iter().enumerate() {
-            for (k, v) in pairs {
-                let p = (stage.partition(&k) % PARTITIONS as u64) as usize;
-                self.parts[p].push((k, self.offset + first_pos + i as u64, v));
-            }
-        }
-    }
-
-    fn resolve(self) -> Decisions {
-        let stage = self.stage;
-        let per_part: Vec<G::Reduced> = self
-            .parts
-            .into_par_iter()
-            .map(|mut part| {
-                part.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
-                let mut out = G::Reduced::default();
-                let mut iter = part.into_iter().peekable();
-                while let Some((key, pos, val)) = iter.next() {
-                    let mut group = vec![(pos, val)];
-                    while iter.peek().is_some_and(|n| n.0 == key) {
-                        if let Some((_, p, v)) = iter.next() {
-                            group.push((p, v));
-                        }
-                    }
-                    stage.reduce(key, group, &mut out);
-                }
-                out
-            })
-            .collect();
-        let offset = self.offset;
-        // Decisions about preloaded records are not this run's to apply.
-        stage
-            .finish(per_part)
-            .into_iter()
-            .filter(|(pos, _)| *pos >= offset)
-            .map(|(pos, d)| (pos - offset, d))
-            .collect()
-    }
+/// Close the map side, reduce and finish, then remove the exchange files.
+fn resolve_exchange<G: GlobalStage>(writer: ExchangeWriter<'_, G>) -> Result<Decisions> {
+    let stage = writer.stage();
+    let exchange = writer.finish()?;
+    let decisions = exchange.resolve(stage);
+    exchange.remove();
+    decisions
 }

@@ -6,6 +6,7 @@ pub mod classifier;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod exchange;
 pub mod io;
 pub mod normalize;
 pub mod report;

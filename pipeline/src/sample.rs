@@ -136,6 +136,32 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// A dialogue with default provenance (domain `general`), for tests and generated data.
+    pub fn dialogue(id: impl Into<String>, turns: Vec<Turn>) -> Sample {
+        Sample {
+            id: id.into(),
+            source: String::new(),
+            domain: "general".into(),
+            task: String::new(),
+            kind: Kind::Sft,
+            user_id: None,
+            system: None,
+            tools: None,
+            turns,
+            text: None,
+            tags: Tags::new(),
+        }
+    }
+
+    /// A document with default provenance (domain `general`), for tests and generated data.
+    pub fn document(id: impl Into<String>, text: impl Into<String>) -> Sample {
+        Sample {
+            kind: Kind::Pretrain,
+            text: Some(text.into()),
+            ..Sample::dialogue(id, Vec::new())
+        }
+    }
+
     /// Total characters of content (system, turns, text), the unit of the length filter.
     pub fn char_len(&self) -> usize {
         let mut n = self.system.as_deref().map_or(0, |s| s.chars().count());

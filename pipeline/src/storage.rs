@@ -94,6 +94,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     f.commit()
 }
 
+/// A scratch file under a run's `.work` directory (exchange partitions, spills that are read back
+/// within the same run and removed with it): written in place, never published.
+pub fn scratch(path: &Path, buffer: usize) -> Result<BufWriter<File>> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    Ok(BufWriter::with_capacity(buffer, file))
+}
+
 /// Rename a finished file into place (same file system).
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| Error::io(to, e))

@@ -4,6 +4,7 @@
 //! duplicate names the id it duplicated. Near duplicates are the `minhash` stage's job.
 
 use super::{Decision, Decisions, DropReason, GlobalStage};
+use crate::exchange::Records;
 use crate::normalize::canonical_into;
 use crate::sample::Sample;
 use serde::Deserialize;
@@ -85,20 +86,20 @@ impl ExactDedup {
 }
 
 impl GlobalStage for ExactDedup {
-    type Key = u128;
-    type Value = String;
+    type Record = String;
     type Reduced = Decisions;
 
-    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128, String)) {
-        emit(self.content_hash(sample), sample.id.clone());
+    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128)) -> Option<String> {
+        emit(self.content_hash(sample));
+        Some(sample.id.clone())
     }
 
-    fn reduce(&self, _key: u128, values: Vec<(u64, String)>, out: &mut Decisions) {
-        let mut iter = values.into_iter();
-        let Some((_, first_id)) = iter.next() else {
+    fn reduce(&self, _key: u128, members: &[u64], records: &Records<String>, out: &mut Decisions) {
+        let Some((&first, rest)) = members.split_first() else {
             return;
         };
-        for (pos, _) in iter {
+        let first_id = records.get(first).unwrap_or_default();
+        for &pos in rest {
             out.insert(
                 pos,
                 Decision::drop(DropReason {
@@ -110,12 +111,8 @@ impl GlobalStage for ExactDedup {
         }
     }
 
-    fn finish(&self, parts: Vec<Decisions>) -> Decisions {
+    fn finish(&self, parts: Vec<Decisions>, _records: &Records<String>) -> Decisions {
         parts.into_iter().flatten().collect()
-    }
-
-    fn partition(&self, key: &u128) -> u64 {
-        *key as u64
     }
 }
 
@@ -165,18 +162,20 @@ mod tests {
     }
 
     #[test]
-    fn reduce_keeps_the_first_and_names_it() {
+    fn the_first_is_kept_and_named_through_the_exchange() {
         let d = ExactDedup::new(&Config { scope: Scope::All });
-        let mut out = Decisions::new();
-        d.reduce(
-            7,
-            vec![(3, "x".into()), (9, "y".into()), (12, "z".into())],
-            &mut out,
-        );
-        assert_eq!(out.len(), 2);
-        assert!(!out.contains_key(&3));
-        let Some(Decision { drop: Some(r), .. }) = out.get(&12) else {
-            panic!("12 not dropped")
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = crate::exchange::ExchangeWriter::create(&d, dir.path()).expect("create");
+        let batch: Vec<(usize, Sample)> = [("x", "q"), ("o", "other"), ("y", "q"), ("z", "Q")]
+            .iter()
+            .map(|(id, q)| (0, sample(id, q, "a")))
+            .collect();
+        w.map(&batch[..2]).expect("map");
+        w.map(&batch[2..]).expect("map");
+        let out = w.finish().expect("finish").resolve(&d).expect("resolve");
+        assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        let Some(Decision { drop: Some(r), .. }) = out.get(&3) else {
+            panic!("z not dropped")
         };
         assert_eq!(r.duplicate_of.as_deref(), Some("x"));
     }

@@ -123,35 +123,40 @@ impl Decision {
 /// Decisions of a global stage, by record position (only positions that are not plain keeps).
 pub type Decisions = std::collections::BTreeMap<u64, Decision>;
 
-/// A stage that needs keys from all data (dedup, split, mix). `map` sees one sample and emits
-/// small (key, value) pairs; only keys cross the exchange, never whole samples; `reduce` sees
-/// every value of one key, in record order, and adds to its partition's result; `finish` runs
-/// once over every partition's result (union-find, quotas) and returns the decisions, which are
-/// applied back to records by position.
+/// A stage that needs keys from all data (dedup, split, mix), run as map → exchange → reduce
+/// (see [`crate::exchange`]). `map` sees one sample and gives a small payload plus 128-bit keys;
+/// only payloads and keys cross the exchange, never whole samples; `reduce` sees the positions
+/// of every record sharing one key, in record order, and adds to its partition's result;
+/// `finish` runs once over every partition's result (union-find, quotas) and returns the
+/// decisions, which are applied back to records by position.
 pub trait GlobalStage: Send + Sync {
-    /// The exchange key.
-    type Key: Ord + Copy + Send + Sync + std::hash::Hash;
-    /// What travels with a key.
-    type Value: Send + Sync;
+    /// The per-record payload, stored once per record in the exchange.
+    type Record: crate::exchange::Wire + Send + Sync;
     /// What one partition's reductions produce.
     type Reduced: Default + Send;
-    /// Emit the keys of one sample.
-    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(Self::Key, Self::Value));
-    /// Reduce all records that share `key`; `values` are sorted by position.
-    fn reduce(&self, key: Self::Key, values: Vec<(u64, Self::Value)>, out: &mut Self::Reduced);
+    /// Emit the keys of one sample and return its payload (`None`: no payload, no keys).
+    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128)) -> Option<Self::Record>;
+    /// Reduce all records that share `key`; `members` are their positions, ascending.
+    fn reduce(
+        &self,
+        key: u128,
+        members: &[u64],
+        records: &crate::exchange::Records<Self::Record>,
+        out: &mut Self::Reduced,
+    );
     /// Turn every partition's result, in partition order, into decisions.
-    fn finish(&self, parts: Vec<Self::Reduced>) -> Decisions;
+    fn finish(
+        &self,
+        parts: Vec<Self::Reduced>,
+        records: &crate::exchange::Records<Self::Record>,
+    ) -> Decisions;
     /// Records kept by earlier runs (a persistent index), each with its keys, in order: they
     /// take the positions before this run's records, and decisions about them are not applied.
-    fn preload(&self) -> Vec<Vec<(Self::Key, Self::Value)>> {
-        Vec::new()
-    }
+    fn preload(&self, _emit: &mut dyn FnMut(&[u128], &Self::Record)) {}
     /// Called once the run is published: persist what later runs need.
     fn commit(&self) -> Result<(), String> {
         Ok(())
     }
-    /// A 64-bit hash of the key, used to partition the exchange.
-    fn partition(&self, key: &Self::Key) -> u64;
 }
 
 /// Every stage's config: `type = "…"` selects the variant. Struct variants only, so unknown keys

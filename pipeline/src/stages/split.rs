@@ -7,6 +7,7 @@
 //! cumulative quotas, so achieved counts are within one group of the ratios.
 
 use super::{Decision, Decisions, GlobalStage};
+use crate::exchange::Records;
 use crate::sample::Sample;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -75,27 +76,41 @@ impl Split {
 }
 
 impl GlobalStage for Split {
-    type Key = u128;
-    type Value = u64;
+    type Record = u64;
     type Reduced = Decisions;
 
-    fn map(&self, s: &Sample, emit: &mut dyn FnMut(u128, u64)) {
+    fn map(&self, s: &Sample, emit: &mut dyn FnMut(u128)) -> Option<u64> {
         let stratum = if self.cfg.stratify {
             xxhash_rust::xxh3::xxh3_128(format!("{}\u{0}{}", s.domain, s.task).as_bytes())
         } else {
             0
         };
         let group = s.tags.get(&self.cfg.group_tag).unwrap_or(&s.id);
-        emit(
-            stratum,
-            xxhash_rust::xxh3::xxh3_64_with_seed(group.as_bytes(), self.cfg.seed),
-        );
+        emit(stratum);
+        Some(xxhash_rust::xxh3::xxh3_64_with_seed(
+            group.as_bytes(),
+            self.cfg.seed,
+        ))
     }
 
-    fn reduce(&self, _stratum: u128, values: Vec<(u64, u64)>, out: &mut Decisions) {
-        let n = values.len() as f64;
+    fn reduce(&self, _stratum: u128, members: &[u64], records: &Records<u64>, out: &mut Decisions) {
+        let groups = members
+            .iter()
+            .map(|&pos| (records.get(pos).unwrap_or(pos), pos));
+        self.assign(members.len(), groups, out);
+    }
+
+    fn finish(&self, parts: Vec<Decisions>, _records: &Records<u64>) -> Decisions {
+        parts.into_iter().flatten().collect()
+    }
+}
+
+impl Split {
+    /// Assign `n` records, given as (group hash, position), to splits by cumulative quota.
+    fn assign(&self, n: usize, values: impl Iterator<Item = (u64, u64)>, out: &mut Decisions) {
+        let n = n as f64;
         let mut groups: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-        for (pos, g) in values {
+        for (g, pos) in values {
             groups.entry(g).or_default().push(pos);
         }
         // Cumulative quotas in samples; each group goes where its middle falls.
@@ -126,14 +141,6 @@ impl GlobalStage for Split {
             }
         }
     }
-
-    fn finish(&self, parts: Vec<Decisions>) -> Decisions {
-        parts.into_iter().flatten().collect()
-    }
-
-    fn partition(&self, key: &u128) -> u64 {
-        *key as u64
-    }
 }
 
 #[cfg(test)]
@@ -149,11 +156,11 @@ mod tests {
         let s = Split::new(&cfg("ratios = { train = 0.8, valid = 0.1, test = 0.1 }"));
         // 1000 singletons and one group of 5 (positions 1000..1005 share group hash 7).
         let mut values: Vec<(u64, u64)> = (0..1000u64)
-            .map(|p| (p, xxhash_rust::xxh3::xxh3_64(&p.to_le_bytes())))
+            .map(|p| (xxhash_rust::xxh3::xxh3_64(&p.to_le_bytes()), p))
             .collect();
-        values.extend((1000..1005).map(|p| (p, 7)));
+        values.extend((1000..1005).map(|p| (7, p)));
         let mut out = Decisions::new();
-        s.reduce(0, values, &mut out);
+        s.assign(values.len(), values.into_iter(), &mut out);
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for d in out.values() {
             *counts.entry(d.tags[0].1.clone()).or_default() += 1;

@@ -1,0 +1,382 @@
+//! The file-based exchange of global stages (map → exchange → reduce).
+//!
+//! A global stage's `map` gives, per record, a small payload (its [`GlobalStage::Record`]) and
+//! any number of 128-bit keys. The exchange writes, under one directory:
+//!
+//! - `records.bin`: every payload once, in position order, and `records.idx`: one little-endian
+//!   `u64` end offset per position, so payloads are found by position without being copied per
+//!   key (a MinHash signature is stored once, not once per band);
+//! - `part-NNN.bin`: `(key: u128, position: u64)` pairs, 24 bytes each, in the partition chosen
+//!   by the key's hash.
+//!
+//! Reduce reads one partition file at a time, sorts it by (key, position), and hands each key's
+//! positions to [`GlobalStage::reduce`] with random access to the payloads (memory-mapped).
+//! `finish` then sees every partition's result. Each phase depends only on the files of the one
+//! before, so the phases can run as separate tasks, and the partitions of reduce on separate
+//! workers.
+//!
+//! Memory: map holds one batch plus `PARTITIONS` write buffers; reduce holds one partition per
+//! thread (24 bytes per key, i.e. `records × keys per record × 24 / PARTITIONS`) and the offset
+//! table (8 bytes per record); payloads stay on disk (page cache).
+
+use crate::error::{Error, Result};
+use crate::sample::Sample;
+use crate::stages::{Decisions, GlobalStage};
+use crate::storage;
+use rayon::prelude::*;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Partitions of the exchange.
+pub const PARTITIONS: usize = 64;
+/// Bytes per (key, position) entry in a partition file.
+const ENTRY: usize = 24;
+
+/// A payload that can be written to and read back from exchange files.
+pub trait Wire: Sized {
+    /// Append the encoding to `out`.
+    fn put(&self, out: &mut Vec<u8>);
+    /// Decode one value from exactly these bytes.
+    fn get(bytes: &[u8]) -> Option<Self>;
+}
+
+impl Wire for u64 {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    }
+}
+
+impl Wire for String {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.as_bytes());
+    }
+    fn get(bytes: &[u8]) -> Option<String> {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+/// The partition of a key.
+pub fn partition_of(key: u128) -> usize {
+    ((key as u64) % PARTITIONS as u64) as usize
+}
+
+/// The map side: appends payloads and key entries to the exchange directory.
+pub struct ExchangeWriter<'s, G: GlobalStage> {
+    stage: &'s G,
+    dir: PathBuf,
+    records: BufWriter<File>,
+    index: BufWriter<File>,
+    parts: Vec<BufWriter<File>>,
+    /// Positions written so far (preloaded records first).
+    next: u64,
+    end: u64,
+    /// Records preloaded from earlier runs take positions `0..offset`.
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
+    /// Start an exchange in `dir` (created); the stage's preloaded records come first.
+    pub fn create(stage: &'s G, dir: &Path) -> Result<Self> {
+        let parts = (0..PARTITIONS)
+            .map(|p| storage::scratch(&dir.join(format!("part-{p:03}.bin")), 64 << 10))
+            .collect::<Result<Vec<_>>>()?;
+        let mut w = ExchangeWriter {
+            stage,
+            dir: dir.to_path_buf(),
+            records: storage::scratch(&dir.join("records.bin"), 1 << 20)?,
+            index: storage::scratch(&dir.join("records.idx"), 64 << 10)?,
+            parts,
+            next: 0,
+            end: 0,
+            offset: 0,
+            buf: Vec::new(),
+        };
+        let mut failed = None;
+        stage.preload(&mut |keys, record| {
+            if failed.is_none() {
+                if let Err(e) = w.push(keys, record) {
+                    failed = Some(e);
+                }
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        w.offset = w.next;
+        Ok(w)
+    }
+
+    /// The stage this exchange serves.
+    pub fn stage(&self) -> &'s G {
+        self.stage
+    }
+
+    fn push(&mut self, keys: &[u128], record: &G::Record) -> Result<()> {
+        self.buf.clear();
+        record.put(&mut self.buf);
+        let bytes = std::mem::take(&mut self.buf);
+        let r = self.push_encoded(keys, &bytes);
+        self.buf = bytes;
+        r
+    }
+
+    fn push_encoded(&mut self, keys: &[u128], record: &[u8]) -> Result<()> {
+        let pos = self.next;
+        let io = |e| Error::io(&self.dir, e);
+        self.records.write_all(record).map_err(io)?;
+        self.end += record.len() as u64;
+        self.index.write_all(&self.end.to_le_bytes()).map_err(io)?;
+        for &k in keys {
+            let mut entry = [0u8; ENTRY];
+            entry[..16].copy_from_slice(&k.to_le_bytes());
+            entry[16..].copy_from_slice(&pos.to_le_bytes());
+            self.parts[partition_of(k)].write_all(&entry).map_err(io)?;
+        }
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Map one batch of kept samples (in position order), in parallel.
+    pub fn map(&mut self, kept: &[(usize, Sample)]) -> Result<()> {
+        let stage = self.stage;
+        let mapped: Vec<(Vec<u128>, Vec<u8>)> = kept
+            .par_iter()
+            .map(|(_, s)| {
+                let mut keys = Vec::new();
+                let mut bytes = Vec::new();
+                if let Some(r) = stage.map(s, &mut |k| keys.push(k)) {
+                    r.put(&mut bytes);
+                }
+                (keys, bytes)
+            })
+            .collect();
+        for (keys, bytes) in mapped {
+            self.push_encoded(&keys, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Flush every file; the directory is then complete for the reduce phase.
+    pub fn finish(self) -> Result<Exchange> {
+        let io = |e| Error::io(&self.dir, e);
+        let mut files = self.parts;
+        files.push(self.records);
+        files.push(self.index);
+        for mut f in files {
+            f.flush().map_err(io)?;
+        }
+        Ok(Exchange {
+            dir: self.dir,
+            offset: self.offset,
+        })
+    }
+}
+
+/// A complete exchange directory, ready to reduce.
+pub struct Exchange {
+    dir: PathBuf,
+    offset: u64,
+}
+
+impl Exchange {
+    /// Open an exchange directory written by an earlier task; `offset` is the number of
+    /// preloaded positions.
+    pub fn open(dir: &Path, offset: u64) -> Exchange {
+        Exchange {
+            dir: dir.to_path_buf(),
+            offset,
+        }
+    }
+
+    /// Reduce one partition: read it, sort, and reduce each key group.
+    pub fn reduce_partition<G: GlobalStage>(
+        &self,
+        stage: &G,
+        records: &Records<G::Record>,
+        p: usize,
+    ) -> Result<G::Reduced> {
+        let path = self.dir.join(format!("part-{p:03}.bin"));
+        let mut bytes = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut bytes))
+            .map_err(|e| Error::io(&path, e))?;
+        let mut entries: Vec<(u128, u64)> = bytes
+            .chunks_exact(ENTRY)
+            .map(|c| {
+                let mut k = [0u8; 16];
+                k.copy_from_slice(&c[..16]);
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&c[16..]);
+                (u128::from_le_bytes(k), u64::from_le_bytes(v))
+            })
+            .collect();
+        drop(bytes);
+        entries.sort_unstable();
+        let mut out = G::Reduced::default();
+        let mut members = Vec::new();
+        let mut i = 0;
+        while i < entries.len() {
+            let key = entries[i].0;
+            members.clear();
+            while i < entries.len() && entries[i].0 == key {
+                members.push(entries[i].1);
+                i += 1;
+            }
+            stage.reduce(key, &members, records, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Reduce every partition in parallel, then finish; decisions about preloaded records are
+    /// left out and positions are shifted to this run's.
+    pub fn resolve<G: GlobalStage>(&self, stage: &G) -> Result<Decisions> {
+        let records = Records::<G::Record>::open(&self.dir)?;
+        let parts = (0..PARTITIONS)
+            .into_par_iter()
+            .map(|p| self.reduce_partition(stage, &records, p))
+            .collect::<Result<Vec<_>>>()?;
+        let offset = self.offset;
+        Ok(stage
+            .finish(parts, &records)
+            .into_iter()
+            .filter(|(pos, _)| *pos >= offset)
+            .map(|(pos, d)| (pos - offset, d))
+            .collect())
+    }
+
+    /// Remove the exchange files.
+    pub fn remove(self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Random access to the payloads of an exchange, by position.
+pub struct Records<R> {
+    map: Option<memmap2::Mmap>,
+    ends: Vec<u64>,
+    _payload: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Wire> Records<R> {
+    /// Open `records.bin` and `records.idx` in `dir`.
+    pub fn open(dir: &Path) -> Result<Records<R>> {
+        let idx = dir.join("records.idx");
+        let mut raw = Vec::new();
+        File::open(&idx)
+            .and_then(|mut f| f.read_to_end(&mut raw))
+            .map_err(|e| Error::io(&idx, e))?;
+        let ends = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        let path = dir.join("records.bin");
+        let file = File::open(&path).map_err(|e| Error::io(&path, e))?;
+        let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
+        // An empty file cannot be mapped on every platform.
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: the file lives in this run's private `.work` directory, is complete
+            // (its writer is flushed and dropped) and nothing writes to it while it is mapped.
+            #[allow(unsafe_code)]
+            let m = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
+            Some(m)
+        };
+        Ok(Records {
+            map,
+            ends,
+            _payload: std::marker::PhantomData,
+        })
+    }
+
+    /// How many records (preloaded ones included).
+    pub fn len(&self) -> u64 {
+        self.ends.len() as u64
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The raw bytes of one payload (empty when `map` gave none).
+    pub fn bytes(&self, pos: u64) -> &[u8] {
+        let i = pos as usize;
+        let end = self.ends.get(i).copied().unwrap_or(0) as usize;
+        let start = if i == 0 {
+            0
+        } else {
+            self.ends.get(i - 1).copied().unwrap_or(0) as usize
+        };
+        self.map
+            .as_ref()
+            .and_then(|m| m.get(start..end))
+            .unwrap_or(&[])
+    }
+
+    /// The payload of one position, decoded.
+    pub fn get(&self, pos: u64) -> Option<R> {
+        R::get(self.bytes(pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stages::split::{Config, Split};
+
+    fn samples(n: usize) -> Vec<(usize, Sample)> {
+        (0..n)
+            .map(|i| {
+                let mut s = Sample::document(format!("s{i}"), format!("text {i}"));
+                s.domain = ["finance", "medical"][i % 2].to_string();
+                (0, s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn phases_run_from_files_alone_and_partitions_reduce_independently() {
+        let cfg: Config = toml::from_str("ratios = { train = 0.8, test = 0.2 }").expect("cfg");
+        let split = Split::new(&cfg);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = samples(500);
+
+        // In one go.
+        let mut w = ExchangeWriter::create(&split, &dir.path().join("a")).expect("create");
+        w.map(&data).expect("map");
+        let together = w
+            .finish()
+            .expect("finish")
+            .resolve(&split)
+            .expect("resolve");
+        assert_eq!(together.len(), 500);
+
+        // Map as two tasks' batches, then reduce from the directory in a "later task", one
+        // partition at a time, and finish from the collected results.
+        let b = dir.path().join("b");
+        let mut w = ExchangeWriter::create(&split, &b).expect("create");
+        w.map(&data[..123]).expect("map");
+        w.map(&data[123..]).expect("map");
+        drop(w.finish().expect("finish"));
+        let x = Exchange::open(&b, 0);
+        let records = Records::<u64>::open(&b).expect("records");
+        assert_eq!(records.len(), 500);
+        let parts: Vec<_> = (0..PARTITIONS)
+            .rev()
+            .map(|p| (p, x.reduce_partition(&split, &records, p).expect("reduce")))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_values()
+            .collect();
+        assert_eq!(split.finish(parts, &records), together);
+        let entries: u64 = (0..PARTITIONS)
+            .map(|p| std::fs::metadata(b.join(format!("part-{p:03}.bin"))).map_or(0, |m| m.len()))
+            .sum();
+        assert_eq!(entries, 500 * ENTRY as u64, "one key per record");
+    }
+}
