@@ -143,7 +143,7 @@ struct StageStats {
 struct ChunkResult {
     outcomes: Vec<Outcome>,
     stats: Vec<StageStats>,
-    counters: Vec<BTreeMap<&'static str, u64>>,
+    counters: Vec<BTreeMap<String, u64>>,
 }
 
 /// A run in progress.
@@ -636,8 +636,8 @@ impl Engine<'_> {
                             let verdict = stage.process(sample, &mut cx);
                             stats[si].cpu += t.elapsed();
                             stats[si].input += 1;
-                            for (k, v) in &cx.counters {
-                                *counters[si].entry(*k).or_default() += v;
+                            for (k, v) in std::mem::take(&mut cx.counters) {
+                                *counters[si].entry(k).or_default() += v;
                             }
                             match verdict {
                                 Verdict::Keep(s) => {
@@ -681,10 +681,7 @@ impl Engine<'_> {
             }
             for (si, c) in chunk.counters.into_iter().enumerate() {
                 for (k, v) in c {
-                    *self.stage_reports[si]
-                        .counters
-                        .entry(k.to_string())
-                        .or_default() += v;
+                    *self.stage_reports[si].counters.entry(k).or_default() += v;
                 }
             }
             for o in chunk.outcomes {

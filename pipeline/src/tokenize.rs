@@ -10,7 +10,7 @@
 use crate::sample::{Role, Sample};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A chat template (see `rules/templates/`).
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +186,40 @@ impl TokenizerHandle {
         self.tok
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Load a `tokenizer.json` once per process: every stage and sink naming the same file
+    /// shares one handle.
+    pub fn shared(path: &Path) -> Result<std::sync::Arc<TokenizerHandle>, String> {
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex, OnceLock};
+        static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<TokenizerHandle>>>> = OnceLock::new();
+        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+            return Ok(h);
+        }
+        let h = Arc::new(TokenizerHandle::from_file(path)?);
+        if let Ok(mut c) = cache.lock() {
+            c.insert(key, h.clone());
+        }
+        Ok(h)
+    }
+
+    /// Token count of a text (no special tokens added).
+    pub fn count(&self, text: &str) -> Result<usize, String> {
+        Ok(self.encode(text)?.len())
+    }
+
+    /// Byte offsets in `text` of each token's start.
+    pub fn token_starts(&self, text: &str) -> Result<Vec<usize>, String> {
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.tok
+            .encode(text, false)
+            .map(|e| e.get_offsets().iter().map(|o| o.0).collect())
             .map_err(|e| e.to_string())
     }
 

@@ -35,7 +35,7 @@ pub struct ShardSink {
     work: PathBuf,
     plan: ShardsPlan,
     seed: u64,
-    tok: TokenizerHandle,
+    tok: std::sync::Arc<TokenizerHandle>,
     template: Template,
     dtype: TokenDtype,
     spills: BTreeMap<String, Spill>,
@@ -58,12 +58,12 @@ impl ShardSink {
         seed: u64,
     ) -> Result<ShardSink> {
         let tok = match (&plan.tokenizer, &plan.vocab_merges) {
-            (Some(t), _) => TokenizerHandle::from_file(t),
+            (Some(t), _) => TokenizerHandle::shared(t),
             (None, Some((v, m))) => {
                 let template = Template::load(&plan.template).map_err(|e| err(&dir, e))?;
                 let specials = special_tokens(&template);
                 let refs: Vec<&str> = specials.iter().map(String::as_str).collect();
-                TokenizerHandle::from_vocab_merges(v, m, &refs)
+                TokenizerHandle::from_vocab_merges(v, m, &refs).map(std::sync::Arc::new)
             }
             (None, None) => Err("no tokenizer configured".to_string()),
         }

@@ -5,9 +5,11 @@
 pub mod classify;
 pub mod decontaminate;
 pub mod exact_dedup;
+pub mod filler;
 pub mod length_filter;
 pub mod minhash;
 pub mod split;
+pub mod truncate;
 
 use crate::sample::Sample;
 use serde::Deserialize;
@@ -50,7 +52,7 @@ pub enum Verdict {
 pub struct StageCx {
     seed: u64,
     /// Named counters, e.g. how many samples a stage changed.
-    pub counters: std::collections::BTreeMap<&'static str, u64>,
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 impl StageCx {
@@ -63,8 +65,13 @@ impl StageCx {
     }
 
     /// Add `n` to a named counter.
-    pub fn count(&mut self, name: &'static str, n: u64) {
-        *self.counters.entry(name).or_default() += n;
+    pub fn count(&mut self, name: &str, n: u64) {
+        match self.counters.get_mut(name) {
+            Some(v) => *v += n,
+            None => {
+                self.counters.insert(name.to_string(), n);
+            }
+        }
     }
 
     /// A random source for one sample in one stage: the same for the same seed, stage and id.
@@ -176,6 +183,10 @@ pub enum StageConfig {
     Split(split::Config),
     /// Drops samples sharing long n-grams with evaluation sets.
     Decontaminate(decontaminate::Config),
+    /// Left-truncates dialogue history to a token budget.
+    Truncate(truncate::Config),
+    /// Smooths spoken fillers out of turns.
+    Filler(filler::Config),
 }
 
 /// A built stage, ready to run.
@@ -212,6 +223,8 @@ impl StageConfig {
             StageConfig::Minhash(_) => "minhash",
             StageConfig::Split(_) => "split",
             StageConfig::Decontaminate(_) => "decontaminate",
+            StageConfig::Truncate(_) => "truncate",
+            StageConfig::Filler(_) => "filler",
         }
     }
 
@@ -224,6 +237,8 @@ impl StageConfig {
             StageConfig::Minhash(c) => c.validate(),
             StageConfig::Split(c) => c.validate(),
             StageConfig::Decontaminate(c) => c.validate(),
+            StageConfig::Truncate(c) => c.validate(),
+            StageConfig::Filler(c) => c.validate(),
         }
     }
 
@@ -233,6 +248,8 @@ impl StageConfig {
             StageConfig::Classify(c) => c.resolve_paths(base),
             StageConfig::Decontaminate(c) => c.resolve_paths(base),
             StageConfig::Minhash(c) => c.resolve_paths(base),
+            StageConfig::Truncate(c) => c.resolve_paths(base),
+            StageConfig::Filler(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
         }
     }
@@ -250,6 +267,8 @@ impl StageConfig {
             StageConfig::Decontaminate(c) => {
                 Stage::Record(Box::new(decontaminate::Decontaminate::new(c)?))
             }
+            StageConfig::Truncate(c) => Stage::Record(Box::new(truncate::Truncate::new(c)?)),
+            StageConfig::Filler(c) => Stage::Record(Box::new(filler::Filler::new(c)?)),
         })
     }
 }

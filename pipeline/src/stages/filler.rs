@@ -1,0 +1,397 @@
+//! `filler`: smooth spoken fillers (嗯嗯, 呃, 额…, 那个，…, um) out of dialogue turns without
+//! damaging words.
+//!
+//! Text is segmented with jieba (POS-tagged); only whole tokens are candidates, so 金额, 额外,
+//! 那个产品 and 啊哈 are never touched. The word lists live in `rules/filler.toml` (compiled in as
+//! the default; a pipeline may name its own):
+//!
+//! - `always` words go wherever they stand alone, repeated or not (嗯嗯 / 呃 / um). A
+//!   single-character one that jieba tags as a content word (额/n) goes only at a clause
+//!   boundary, where it cannot be the noun.
+//! - `initial` words go at the start of a clause when a pause follows (那个，… / 啊，…) or when
+//!   repeated there (哦哦哦明白了); repeated elsewhere they are collapsed (好啊啊啊 → 好啊).
+//! - any other interjection (POS `e`) at the start of a clause followed by a pause goes
+//!   (哎呀，… ), unless listed in `protect`.
+//!
+//! The pause after a removed clause-initial filler goes with it, doubled punctuation left behind
+//! is tidied, and a turn that is nothing but filler is left as it was (counted). Changed samples
+//! are tagged `filler_removed` with the number of fillers removed.
+
+use super::{RecordStage, StageCx, Verdict};
+use crate::sample::{Role, Sample};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// The bundled rules.
+pub const BUILTIN_RULES: &str = include_str!("../../../rules/filler.toml");
+
+/// Config of `type = "filler"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A rules file like `rules/filler.toml` (relative to the pipeline file); the bundled one
+    /// when absent.
+    #[serde(default)]
+    pub rules: Option<PathBuf>,
+    /// Roles whose turns are smoothed (default user and assistant).
+    #[serde(default = "default_roles")]
+    pub roles: Vec<Role>,
+    /// Smooth document text too (default false).
+    #[serde(default)]
+    pub documents: bool,
+}
+
+fn default_roles() -> Vec<Role> {
+    vec![Role::User, Role::Assistant]
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Vec<String> {
+        if self.roles.is_empty() && !self.documents {
+            return vec!["roles is empty and documents is false: nothing to smooth".into()];
+        }
+        Vec::new()
+    }
+
+    pub(crate) fn resolve_paths(&mut self, base: &Path) {
+        if let Some(p) = &mut self.rules {
+            *p = base.join(&*p);
+        }
+    }
+}
+
+/// The rules file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// Removed wherever they stand alone.
+    pub always: Vec<String>,
+    /// Removed at a clause start before a pause, or when repeated.
+    pub initial: Vec<String>,
+    /// Never removed; added to the segmenter's dictionary.
+    pub protect: Vec<String>,
+    /// Pause punctuation.
+    pub pauses: Vec<String>,
+}
+
+/// The built stage.
+pub struct Filler {
+    cfg: Config,
+    jieba: jieba_rs::Jieba,
+    always: HashSet<String>,
+    protect: HashSet<String>,
+    pauses: HashSet<String>,
+    /// Every listed word, longest first, for repetition checks.
+    units: Vec<String>,
+}
+
+#[derive(PartialEq)]
+enum Class {
+    Always,
+    Initial,
+}
+
+fn is_punct_token(w: &str) -> bool {
+    w.chars()
+        .all(|c| !c.is_alphanumeric() && !c.is_whitespace())
+}
+
+impl Filler {
+    /// Build from config: read the rules and prepare the segmenter.
+    pub fn new(cfg: &Config) -> Result<Filler, String> {
+        let text = match &cfg.rules {
+            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            None => BUILTIN_RULES.to_string(),
+        };
+        let rules: Rules = toml::from_str(&text).map_err(|e| {
+            let name = cfg
+                .rules
+                .as_ref()
+                .map_or("builtin filler rules".into(), |p| p.display().to_string());
+            format!("{name}: {e}")
+        })?;
+        Ok(Filler::from_rules(cfg, &rules))
+    }
+
+    /// Build from rules already read.
+    pub fn from_rules(cfg: &Config, rules: &Rules) -> Filler {
+        let mut jieba = jieba_rs::Jieba::new();
+        let lower =
+            |v: &[String]| -> HashSet<String> { v.iter().map(|w| w.to_lowercase()).collect() };
+        for w in rules
+            .protect
+            .iter()
+            .chain(&rules.always)
+            .chain(&rules.initial)
+        {
+            if w.chars().count() > 1 && !w.is_ascii() {
+                jieba.add_word(w, Some(100_000), None);
+            }
+        }
+        let mut units: Vec<String> = rules
+            .always
+            .iter()
+            .chain(&rules.initial)
+            .map(|w| w.to_lowercase())
+            .collect();
+        units.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+        Filler {
+            cfg: cfg.clone(),
+            jieba,
+            always: lower(&rules.always),
+            protect: lower(&rules.protect),
+            pauses: rules.pauses.iter().cloned().collect(),
+            units,
+        }
+    }
+
+    fn is_pause(&self, w: &str) -> bool {
+        w.trim().is_empty() || self.pauses.contains(w)
+    }
+
+    /// The listed word a token repeats (itself included), and how many times.
+    fn unit_of(&self, w: &str) -> Option<(Class, String, usize)> {
+        let lw = w.to_lowercase();
+        if self.protect.contains(&lw) {
+            return None;
+        }
+        for u in &self.units {
+            if lw.len() % u.len() != 0 {
+                continue;
+            }
+            let reps = lw.len() / u.len();
+            if reps >= 1 && lw == u.repeat(reps) {
+                let class = if self.always.contains(u) {
+                    Class::Always
+                } else {
+                    Class::Initial
+                };
+                return Some((class, u.clone(), reps));
+            }
+        }
+        None
+    }
+
+    /// Smooth one text; returns the new text and how many fillers went.
+    pub fn smooth(&self, text: &str) -> (String, usize) {
+        let tags = self.jieba.tag(text, true);
+        // Merge runs of the same token (嗯 嗯 嗯) into one repeated token.
+        let mut toks: Vec<(String, &str)> = Vec::with_capacity(tags.len());
+        for t in &tags {
+            match toks.last_mut() {
+                Some((w, _))
+                    if !is_punct_token(t.word)
+                        && !t.word.trim().is_empty()
+                        && self.unit_of(t.word).is_some()
+                        && self
+                            .unit_of(w)
+                            .zip(self.unit_of(t.word))
+                            .is_some_and(|(a, b)| a.1 == b.1) =>
+                {
+                    w.push_str(t.word);
+                }
+                _ => toks.push((t.word.to_string(), t.tag)),
+            }
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut removed = 0;
+        let mut at_start = true;
+        let mut skip_pause = false;
+        for i in 0..toks.len() {
+            let (w, tag) = (&toks[i].0, toks[i].1);
+            if w.trim().is_empty() {
+                if !skip_pause {
+                    out.push_str(w);
+                }
+                continue;
+            }
+            if is_punct_token(w) {
+                let pause = self.is_pause(w);
+                if skip_pause {
+                    // The pause after a removed clause-initial filler goes with it; so does a
+                    // sentence end when the filler was the whole sentence (嗯。).
+                    if pause {
+                        continue;
+                    }
+                    skip_pause = false;
+                    if out.trim_end().is_empty() || ends_with_punct(&out) {
+                        at_start = true;
+                        continue;
+                    }
+                }
+                out.push_str(w);
+                at_start = true;
+                continue;
+            }
+            skip_pause = false;
+            let next = toks[i + 1..]
+                .iter()
+                .find(|(w, _)| !w.trim().is_empty() || self.is_pause(w))
+                .map(|(w, _)| w.as_str());
+            let next_is_pause = next.is_none_or(|n| self.is_pause(n) || is_punct_token(n));
+            match self.unit_of(w) {
+                Some((Class::Always, _, _)) => {
+                    let content_pos =
+                        tag.starts_with('n') || tag.starts_with('v') || tag.starts_with('a');
+                    let single = w.chars().count() == 1;
+                    if !(single && content_pos) || at_start || next_is_pause {
+                        removed += 1;
+                        skip_pause = at_start;
+                        continue;
+                    }
+                }
+                Some((Class::Initial, unit, reps)) => {
+                    if at_start && (next_is_pause || reps > 1) {
+                        removed += 1;
+                        skip_pause = next_is_pause;
+                        continue;
+                    }
+                    if reps > 1 {
+                        removed += 1;
+                        out.push_str(&w[..unit.len().min(w.len())]);
+                        at_start = false;
+                        continue;
+                    }
+                }
+                _ if tag == "e"
+                    && at_start
+                    && next.is_some_and(|n| self.is_pause(n))
+                    && !self.protect.contains(&w.to_lowercase()) =>
+                {
+                    removed += 1;
+                    skip_pause = true;
+                    continue;
+                }
+                _ => {}
+            }
+            out.push_str(w);
+            at_start = false;
+        }
+        if removed == 0 {
+            return (text.to_string(), 0);
+        }
+        let tidied = tidy(&out, &self.pauses);
+        if tidied.trim().is_empty() {
+            return (text.to_string(), 0);
+        }
+        (tidied, removed)
+    }
+}
+
+fn ends_with_punct(s: &str) -> bool {
+    s.trim_end()
+        .chars()
+        .last()
+        .is_some_and(|c| !c.is_alphanumeric())
+}
+
+/// Drop a pause directly followed by other punctuation (，。 → 。, ，， → ，) and leading pauses.
+fn tidy(s: &str, pauses: &HashSet<String>) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    let is_pause = |c: char| c != ' ' && pauses.contains(&c.to_string());
+    let mut out = String::with_capacity(s.len());
+    for (i, &c) in chars.iter().enumerate() {
+        if is_pause(c) {
+            let next = chars[i + 1..].iter().find(|c| !c.is_whitespace());
+            if out.trim().is_empty() {
+                continue;
+            }
+            let doubled_dash = next.is_some_and(|&n| n == c && "…—".contains(c));
+            if !doubled_dash && next.is_some_and(|&n| is_pause(n) || "。！？!?；;".contains(n))
+            {
+                continue;
+            }
+        }
+        out.push(c);
+    }
+    out.trim_start().to_string()
+}
+
+impl RecordStage for Filler {
+    fn process(&self, mut sample: Sample, cx: &mut StageCx) -> Verdict {
+        let mut removed = 0;
+        for t in &mut sample.turns {
+            if !self.cfg.roles.contains(&t.role) {
+                continue;
+            }
+            let (s, n) = self.smooth(&t.content);
+            if n > 0 {
+                t.content = s;
+                removed += n;
+            }
+        }
+        if self.cfg.documents {
+            if let Some(text) = &sample.text {
+                let (s, n) = self.smooth(text);
+                if n > 0 {
+                    sample.text = Some(s);
+                    removed += n;
+                }
+            }
+        }
+        if removed > 0 {
+            cx.count("samples_changed", 1);
+            cx.count("fillers_removed", removed as u64);
+            sample
+                .tags
+                .insert("filler_removed".into(), removed.to_string());
+        }
+        Verdict::Keep(sample)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stage() -> Filler {
+        Filler::new(&Config {
+            rules: None,
+            roles: default_roles(),
+            documents: false,
+        })
+        .expect("builtin rules load")
+    }
+
+    /// The golden set: precision and recall of changes, and exact outputs.
+    #[test]
+    fn golden_set_precision_and_recall() {
+        let f = stage();
+        let golden = include_str!("../../../tests/data/filler_golden.tsv");
+        let (mut tp, mut fp, mut fn_, mut wrong) = (0, 0, 0, Vec::new());
+        let mut n = 0;
+        for line in golden
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            let (input, expected) = line.split_once('\t').expect("input<TAB>expected");
+            n += 1;
+            let (got, _) = f.smooth(input);
+            let must_change = input != expected;
+            let changed = got != input;
+            match (must_change, changed) {
+                (true, true) if got == expected => tp += 1,
+                (true, true) => {
+                    fp += 1;
+                    fn_ += 1;
+                }
+                (true, false) => fn_ += 1,
+                (false, true) => fp += 1,
+                (false, false) => {}
+            }
+            if got != expected {
+                wrong.push(format!("{input} -> {got} (want {expected})"));
+            }
+        }
+        assert!(n >= 100, "{n} golden sentences");
+        let precision = tp as f64 / (tp + fp).max(1) as f64;
+        let recall = tp as f64 / (tp + fn_).max(1) as f64;
+        eprintln!("filler golden: n={n} precision={precision:.3} recall={recall:.3}");
+        for w in &wrong {
+            eprintln!("  {w}");
+        }
+        assert!(precision >= 0.95, "precision {precision:.3}: {wrong:#?}");
+        assert!(recall >= 0.9, "recall {recall:.3}: {wrong:#?}");
+    }
+}
