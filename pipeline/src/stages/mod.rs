@@ -8,6 +8,7 @@ pub mod exact_dedup;
 pub mod filler;
 pub mod length_filter;
 pub mod minhash;
+pub mod pii;
 pub mod split;
 pub mod truncate;
 
@@ -187,6 +188,8 @@ pub enum StageConfig {
     Truncate(truncate::Config),
     /// Smooths spoken fillers out of turns.
     Filler(filler::Config),
+    /// Masks or drops personal data.
+    Pii(pii::Config),
 }
 
 /// A built stage, ready to run.
@@ -225,6 +228,7 @@ impl StageConfig {
             StageConfig::Decontaminate(_) => "decontaminate",
             StageConfig::Truncate(_) => "truncate",
             StageConfig::Filler(_) => "filler",
+            StageConfig::Pii(_) => "pii",
         }
     }
 
@@ -239,6 +243,7 @@ impl StageConfig {
             StageConfig::Decontaminate(c) => c.validate(),
             StageConfig::Truncate(c) => c.validate(),
             StageConfig::Filler(c) => c.validate(),
+            StageConfig::Pii(c) => c.validate(),
         }
     }
 
@@ -250,6 +255,7 @@ impl StageConfig {
             StageConfig::Minhash(c) => c.resolve_paths(base),
             StageConfig::Truncate(c) => c.resolve_paths(base),
             StageConfig::Filler(c) => c.resolve_paths(base),
+            StageConfig::Pii(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
         }
     }
@@ -269,6 +275,7 @@ impl StageConfig {
             }
             StageConfig::Truncate(c) => Stage::Record(Box::new(truncate::Truncate::new(c)?)),
             StageConfig::Filler(c) => Stage::Record(Box::new(filler::Filler::new(c)?)),
+            StageConfig::Pii(c) => Stage::Record(Box::new(pii::Pii::new(c)?)),
         })
     }
 }
