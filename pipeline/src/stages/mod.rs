@@ -9,6 +9,7 @@ pub mod filler;
 pub mod length_filter;
 pub mod minhash;
 pub mod pii;
+pub mod rules;
 pub mod split;
 pub mod truncate;
 
@@ -190,6 +191,8 @@ pub enum StageConfig {
     Filler(filler::Config),
     /// Masks or drops personal data.
     Pii(pii::Config),
+    /// Declarative business rules.
+    Rules(rules::Config),
 }
 
 /// A built stage, ready to run.
@@ -229,6 +232,7 @@ impl StageConfig {
             StageConfig::Truncate(_) => "truncate",
             StageConfig::Filler(_) => "filler",
             StageConfig::Pii(_) => "pii",
+            StageConfig::Rules(_) => "rules",
         }
     }
 
@@ -244,6 +248,7 @@ impl StageConfig {
             StageConfig::Truncate(c) => c.validate(),
             StageConfig::Filler(c) => c.validate(),
             StageConfig::Pii(c) => c.validate(),
+            StageConfig::Rules(c) => c.validate(),
         }
     }
 
@@ -256,6 +261,7 @@ impl StageConfig {
             StageConfig::Truncate(c) => c.resolve_paths(base),
             StageConfig::Filler(c) => c.resolve_paths(base),
             StageConfig::Pii(c) => c.resolve_paths(base),
+            StageConfig::Rules(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
         }
     }
@@ -276,6 +282,7 @@ impl StageConfig {
             StageConfig::Truncate(c) => Stage::Record(Box::new(truncate::Truncate::new(c)?)),
             StageConfig::Filler(c) => Stage::Record(Box::new(filler::Filler::new(c)?)),
             StageConfig::Pii(c) => Stage::Record(Box::new(pii::Pii::new(c)?)),
+            StageConfig::Rules(c) => Stage::Record(Box::new(rules::Rules::new(c)?)),
         })
     }
 }
