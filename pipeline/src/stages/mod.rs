@@ -10,6 +10,7 @@ pub mod length_filter;
 pub mod minhash;
 pub mod pii;
 pub mod rules;
+pub mod sensitive;
 pub mod split;
 pub mod truncate;
 
@@ -193,6 +194,8 @@ pub enum StageConfig {
     Pii(pii::Config),
     /// Declarative business rules.
     Rules(rules::Config),
+    /// Sensitive-word lists over normalized text.
+    Sensitive(sensitive::Config),
 }
 
 /// A built stage, ready to run.
@@ -233,6 +236,7 @@ impl StageConfig {
             StageConfig::Filler(_) => "filler",
             StageConfig::Pii(_) => "pii",
             StageConfig::Rules(_) => "rules",
+            StageConfig::Sensitive(_) => "sensitive",
         }
     }
 
@@ -249,6 +253,7 @@ impl StageConfig {
             StageConfig::Filler(c) => c.validate(),
             StageConfig::Pii(c) => c.validate(),
             StageConfig::Rules(c) => c.validate(),
+            StageConfig::Sensitive(c) => c.validate(),
         }
     }
 
@@ -262,6 +267,7 @@ impl StageConfig {
             StageConfig::Filler(c) => c.resolve_paths(base),
             StageConfig::Pii(c) => c.resolve_paths(base),
             StageConfig::Rules(c) => c.resolve_paths(base),
+            StageConfig::Sensitive(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
         }
     }
@@ -283,6 +289,7 @@ impl StageConfig {
             StageConfig::Filler(c) => Stage::Record(Box::new(filler::Filler::new(c)?)),
             StageConfig::Pii(c) => Stage::Record(Box::new(pii::Pii::new(c)?)),
             StageConfig::Rules(c) => Stage::Record(Box::new(rules::Rules::new(c)?)),
+            StageConfig::Sensitive(c) => Stage::Record(Box::new(sensitive::Sensitive::new(c)?)),
         })
     }
 }
