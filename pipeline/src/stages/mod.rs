@@ -9,6 +9,7 @@ pub mod filler;
 pub mod length_filter;
 pub mod minhash;
 pub mod pii;
+pub mod quality;
 pub mod rules;
 pub mod sensitive;
 pub mod split;
@@ -196,6 +197,8 @@ pub enum StageConfig {
     Rules(rules::Config),
     /// Sensitive-word lists over normalized text.
     Sensitive(sensitive::Config),
+    /// Heuristic quality filters.
+    Quality(quality::Config),
 }
 
 /// A built stage, ready to run.
@@ -237,6 +240,7 @@ impl StageConfig {
             StageConfig::Pii(_) => "pii",
             StageConfig::Rules(_) => "rules",
             StageConfig::Sensitive(_) => "sensitive",
+            StageConfig::Quality(_) => "quality",
         }
     }
 
@@ -254,6 +258,7 @@ impl StageConfig {
             StageConfig::Pii(c) => c.validate(),
             StageConfig::Rules(c) => c.validate(),
             StageConfig::Sensitive(c) => c.validate(),
+            StageConfig::Quality(c) => c.validate(),
         }
     }
 
@@ -268,6 +273,7 @@ impl StageConfig {
             StageConfig::Pii(c) => c.resolve_paths(base),
             StageConfig::Rules(c) => c.resolve_paths(base),
             StageConfig::Sensitive(c) => c.resolve_paths(base),
+            StageConfig::Quality(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
         }
     }
@@ -290,6 +296,7 @@ impl StageConfig {
             StageConfig::Pii(c) => Stage::Record(Box::new(pii::Pii::new(c)?)),
             StageConfig::Rules(c) => Stage::Record(Box::new(rules::Rules::new(c)?)),
             StageConfig::Sensitive(c) => Stage::Record(Box::new(sensitive::Sensitive::new(c)?)),
+            StageConfig::Quality(c) => Stage::Record(Box::new(quality::Quality::new(c)?)),
         })
     }
 }
