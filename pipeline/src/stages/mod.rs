@@ -6,6 +6,7 @@ pub mod classify;
 pub mod decontaminate;
 pub mod exact_dedup;
 pub mod filler;
+pub mod langid;
 pub mod length_filter;
 pub mod minhash;
 pub mod pii;
@@ -199,6 +200,8 @@ pub enum StageConfig {
     Sensitive(sensitive::Config),
     /// Heuristic quality filters.
     Quality(quality::Config),
+    /// Language tag and filter.
+    Langid(langid::Config),
 }
 
 /// A built stage, ready to run.
@@ -241,6 +244,7 @@ impl StageConfig {
             StageConfig::Rules(_) => "rules",
             StageConfig::Sensitive(_) => "sensitive",
             StageConfig::Quality(_) => "quality",
+            StageConfig::Langid(_) => "langid",
         }
     }
 
@@ -259,6 +263,7 @@ impl StageConfig {
             StageConfig::Rules(c) => c.validate(),
             StageConfig::Sensitive(c) => c.validate(),
             StageConfig::Quality(c) => c.validate(),
+            StageConfig::Langid(c) => c.validate(),
         }
     }
 
@@ -274,7 +279,10 @@ impl StageConfig {
             StageConfig::Rules(c) => c.resolve_paths(base),
             StageConfig::Sensitive(c) => c.resolve_paths(base),
             StageConfig::Quality(c) => c.resolve_paths(base),
-            StageConfig::ExactDedup(_) | StageConfig::LengthFilter(_) | StageConfig::Split(_) => {}
+            StageConfig::ExactDedup(_)
+            | StageConfig::LengthFilter(_)
+            | StageConfig::Split(_)
+            | StageConfig::Langid(_) => {}
         }
     }
 
@@ -297,6 +305,7 @@ impl StageConfig {
             StageConfig::Rules(c) => Stage::Record(Box::new(rules::Rules::new(c)?)),
             StageConfig::Sensitive(c) => Stage::Record(Box::new(sensitive::Sensitive::new(c)?)),
             StageConfig::Quality(c) => Stage::Record(Box::new(quality::Quality::new(c)?)),
+            StageConfig::Langid(c) => Stage::Record(Box::new(langid::LangId::new(c)?)),
         })
     }
 }
