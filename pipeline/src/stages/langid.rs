@@ -150,7 +150,10 @@ mod tests {
         assert!(cfg.validate().is_empty());
         let l = LangId::new(&cfg).expect("builds");
         assert_eq!(l.detect("请问信用卡的年费是多少，可以免除吗？"), "cmn");
-        assert_eq!(l.detect("What is the annual fee of this credit card?"), "eng");
+        assert_eq!(
+            l.detect("What is the annual fee of this credit card?"),
+            "eng"
+        );
         assert_eq!(l.detect("ok"), "und");
         let en = Sample::document("e", "The quick brown fox jumps over the lazy dog again.");
         assert!(matches!(

@@ -265,7 +265,30 @@ impl Quality {
         if let Some(max) = t.max_symbol_ratio.filter(|&m| sym > m) {
             return fail("symbols", format!("symbol ratio {sym:.3} > {max}"));
         }
-        let toks = tokens(&text);
+        // Repetition is judged per document, or per user / assistant turn of a dialogue: a
+        // dialogue restating names across turns is normal, a turn stuck in a loop is not.
+        if let Some(doc) = &s.text {
+            if let Some(r) = self.repetition(doc) {
+                return Some(r);
+            }
+        }
+        for (i, turn) in s.turns.iter().enumerate() {
+            if !matches!(turn.role, Role::User | Role::Assistant) {
+                continue;
+            }
+            if let Some(mut r) = self.repetition(&turn.content) {
+                r.detail = r.detail.map(|d| format!("turn {i}: {d}"));
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    fn repetition(&self, text: &str) -> Option<DropReason> {
+        let t = &self.t;
+        let fail = |code, detail: String| Some(DropReason::new(code, detail));
+        let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
+        let toks = tokens(text);
         if toks.len() < t.min_tokens_for_repetition.unwrap_or(0) {
             return None;
         }
@@ -373,9 +396,9 @@ mod tests {
         );
         assert_eq!(code(&qa("锟斤拷锟斤拷", "烫烫烫烫烫烫")), Some("mojibake"));
         assert_eq!(code(&qa("★★★★★★", "■■■■■■好")), Some("symbols"));
-        let spam = "点击领取大奖\n".repeat(30);
+        let spam = "点击领取大奖，限时优惠\n".repeat(30);
         assert_eq!(code(&Sample::document("s", spam)), Some("dup_lines"));
-        let loop_ = "我们的产品非常好，".repeat(20);
+        let loop_ = "我们的产品非常好，".repeat(30);
         assert!(matches!(
             code(&qa("介绍一下", &loop_)),
             Some("top_ngram" | "dup_ngrams")

@@ -39,6 +39,10 @@ pub struct Config {
     /// Action of categories not named in `actions` (default `drop`).
     #[serde(default)]
     pub default_action: Action,
+    /// Categories that only tag samples of some domains, e.g. `{ porn = ["medical"] }`: anatomy
+    /// words are the subject of medical dialogue, not abuse.
+    #[serde(default)]
+    pub tag_only_in: BTreeMap<String, Vec<String>>,
     /// The allow-list file name inside `dir` (default `allow.txt`; absent file = none).
     #[serde(default = "default_allow")]
     pub allow: String,
@@ -107,6 +111,7 @@ pub struct Sensitive {
     /// Category index of each pattern.
     pattern_cat: Vec<usize>,
     categories: Vec<(String, Action)>,
+    tag_only_in: BTreeMap<String, Vec<String>>,
     allow: Option<AhoCorasick>,
     /// Words loaded (after normalization and de-duplication).
     pub words: usize,
@@ -162,7 +167,7 @@ impl Sensitive {
                 pattern_cat.push(ci);
             }
         }
-        for k in cfg.actions.keys() {
+        for k in cfg.actions.keys().chain(cfg.tag_only_in.keys()) {
             if !categories.iter().any(|(n, _)| n == k) {
                 return Err(format!("actions.{k}: no {k}.txt in {}", cfg.dir.display()));
             }
@@ -190,6 +195,7 @@ impl Sensitive {
             words: patterns.len(),
             pattern_cat,
             categories,
+            tag_only_in: cfg.tag_only_in.clone(),
             allow,
         })
     }
@@ -239,6 +245,7 @@ fn mask(text: &str, spans: &[(usize, usize)]) -> String {
 
 impl RecordStage for Sensitive {
     fn process(&self, mut s: Sample, cx: &mut StageCx) -> Verdict {
+        let domain = s.domain.clone();
         let mut found: BTreeSet<usize> = BTreeSet::new();
         let mut first_drop: Option<(usize, String)> = None;
         let mut fields: Vec<&mut String> = Vec::new();
@@ -251,6 +258,13 @@ impl RecordStage for Sensitive {
         for t in &mut s.turns {
             fields.push(&mut t.content);
         }
+        let action = |cat: usize| {
+            let (name, action) = &self.categories[cat];
+            match self.tag_only_in.get(name) {
+                Some(domains) if domains.contains(&domain) => Action::Tag,
+                _ => *action,
+            }
+        };
         for f in fields {
             let hits = self.find(f);
             if hits.is_empty() {
@@ -259,7 +273,7 @@ impl RecordStage for Sensitive {
             let mut masked = Vec::new();
             for &(cat, start, end) in &hits {
                 found.insert(cat);
-                match self.categories[cat].1 {
+                match action(cat) {
                     Action::Drop if first_drop.is_none() => {
                         first_drop = Some((cat, f[start..end].to_string()));
                     }
@@ -299,6 +313,7 @@ mod tests {
             dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../sensitive_words"),
             actions: actions.iter().map(|(k, a)| (k.to_string(), *a)).collect(),
             default_action: Action::Drop,
+            tag_only_in: [("porn".to_string(), vec!["medical".to_string()])].into(),
             allow: default_allow(),
         })
         .expect("bundled lists load")
@@ -353,6 +368,22 @@ mod tests {
             s.process(gun, &mut StageCx::new(0)),
             Verdict::Drop(_, r) if r.code == "sensitive"
         ));
+        let mut medical = Sample::dialogue(
+            "m",
+            vec![
+                Turn::new(Role::User, "阴道流血是怎么回事"),
+                Turn::new(Role::Assistant, "建议尽快就医"),
+            ],
+        );
+        let Verdict::Keep(g) = s.process(medical.clone(), &mut StageCx::new(0)) else {
+            panic!("porn is masked, not dropped")
+        };
+        assert_eq!(g.turns[0].content, "**流血是怎么回事");
+        medical.domain = "medical".into();
+        let Verdict::Keep(m) = s.process(medical, &mut StageCx::new(0)) else {
+            panic!("medical anatomy dropped")
+        };
+        assert_eq!(m.tags["sensitive"], "porn");
         assert_eq!(mask("ab出*售c", &[(2, 9)]), "ab***c");
     }
 }
