@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)] // tests write their fixtures directly
 
 mod classifier;
+mod cleaning;
 mod common;
 mod determinism;
 mod inputs;
