@@ -183,6 +183,16 @@ enum Bench {
         #[arg(long)]
         limit: Option<usize>,
     },
+    /// Every record stage of a pipeline alone on one core over the pipeline's inputs:
+    /// samples/s per core and build (load) time, beside serializing each sample to JSON as the
+    /// baseline.
+    Stages {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Passes per stage; the best is reported.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Classifier predictions per second on one core, beside featurization alone.
     Classify {
         #[command(flatten)]
@@ -298,6 +308,40 @@ fn real_main() -> Result<ExitCode> {
         }
         Command::Classifier { what } => {
             classifier_command(what)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what: Bench::Stages { pipeline, repeat },
+        } => {
+            let plan = config::load(&pipeline)?;
+            let passes = sluice_pipeline::bench::stage_throughput(&plan, repeat)
+                .map_err(anyhow::Error::msg)?;
+            let mut out = std::io::stdout();
+            writeln!(
+                out,
+                "{:<30} {:>8} {:>8} {:>11} {:>12} {:>9}",
+                "stage", "samples", "kept", "samples/s", "× baseline", "build ms"
+            )?;
+            let base = passes.first().map_or(1.0, |p| p.seconds.max(1e-9));
+            for p in &passes {
+                writeln!(
+                    out,
+                    "{:<30} {:>8} {:>8} {:>11.0} {:>12.2} {:>9.1}",
+                    p.name,
+                    p.samples,
+                    p.kept,
+                    p.samples as f64 / p.seconds.max(1e-9),
+                    base / p.seconds.max(1e-9),
+                    p.build_seconds * 1e3
+                )?;
+            }
+            if let Some(slow) = passes
+                .iter()
+                .skip(1)
+                .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
+            {
+                writeln!(out, "slowest: {}", slow.name)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
