@@ -71,6 +71,9 @@ pub struct Rules {
     pub initial: Vec<String>,
     /// Never removed; added to the segmenter's dictionary.
     pub protect: Vec<String>,
+    /// Interjections removed at a clause start before a pause (any POS-e token is).
+    #[serde(default)]
+    pub interjections: Vec<String>,
     /// Pause punctuation.
     pub pauses: Vec<String>,
 }
@@ -84,6 +87,8 @@ pub struct Filler {
     pauses: HashSet<String>,
     /// Every listed word, longest first, for repetition checks.
     units: Vec<String>,
+    /// Finds any listed word or interjection: texts without one skip segmentation.
+    trigger: Option<aho_corasick::AhoCorasick>,
 }
 
 #[derive(PartialEq)]
@@ -136,7 +141,18 @@ impl Filler {
             .map(|w| w.to_lowercase())
             .collect();
         units.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
+        let words: Vec<&String> = rules
+            .always
+            .iter()
+            .chain(&rules.initial)
+            .chain(&rules.interjections)
+            .collect();
+        let trigger = aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(words)
+            .ok();
         Filler {
+            trigger,
             cfg: cfg.clone(),
             jieba,
             always: lower(&rules.always),
@@ -175,6 +191,9 @@ impl Filler {
 
     /// Smooth one text; returns the new text and how many fillers went.
     pub fn smooth(&self, text: &str) -> (String, usize) {
+        if self.trigger.as_ref().is_some_and(|t| !t.is_match(text)) {
+            return (text.to_string(), 0);
+        }
         let tags = self.jieba.tag(text, true);
         // Merge runs of the same token (嗯 嗯 嗯) into one repeated token.
         let mut toks: Vec<(String, &str)> = Vec::with_capacity(tags.len());
