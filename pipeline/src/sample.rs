@@ -173,6 +173,15 @@ impl Sample {
             .sum::<usize>()
     }
 
+    /// Every content field, mutable, in a fixed order: system prompt, document text, turns.
+    pub fn content_mut(&mut self) -> Vec<&mut String> {
+        let mut out: Vec<&mut String> = Vec::with_capacity(self.turns.len() + 2);
+        out.extend(self.system.as_mut());
+        out.extend(self.text.as_mut());
+        out.extend(self.turns.iter_mut().map(|t| &mut t.content));
+        out
+    }
+
     /// Every piece of content in a fixed order, each with a label; the basis of content hashing.
     pub fn content_parts(&self) -> impl Iterator<Item = (&str, &str)> {
         let system = self.system.as_deref().map(|s| ("system", s));

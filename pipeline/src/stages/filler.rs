@@ -105,17 +105,7 @@ fn is_punct_token(w: &str) -> bool {
 impl Filler {
     /// Build from config: read the rules and prepare the segmenter.
     pub fn new(cfg: &Config) -> Result<Filler, String> {
-        let text = match &cfg.rules {
-            Some(p) => std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-            None => BUILTIN_RULES.to_string(),
-        };
-        let rules: Rules = toml::from_str(&text).map_err(|e| {
-            let name = cfg
-                .rules
-                .as_ref()
-                .map_or("builtin filler rules".into(), |p| p.display().to_string());
-            format!("{name}: {e}")
-        })?;
+        let rules: Rules = super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "filler rules")?;
         Ok(Filler::from_rules(cfg, &rules))
     }
 

@@ -19,6 +19,23 @@ pub mod truncate;
 use crate::sample::Sample;
 use serde::Deserialize;
 
+/// Read a stage's TOML data: the file at `path`, or the compiled-in default; errors name the
+/// file (or `builtin <what>`).
+pub fn load_toml<T: serde::de::DeserializeOwned>(
+    path: Option<&std::path::Path>,
+    builtin: &str,
+    what: &str,
+) -> Result<T, String> {
+    let (name, text) = match path {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+        ),
+        None => (format!("builtin {what}"), builtin.to_string()),
+    };
+    toml::from_str(&text).map_err(|e| format!("{name}: {e}"))
+}
+
 /// Why a stage dropped a sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DropReason {

@@ -137,14 +137,11 @@ pub fn luhn_ok(s: &str) -> bool {
 impl Pii {
     /// Build from config: read and compile the patterns.
     pub fn new(cfg: &Config) -> Result<Pii, String> {
-        let (name, text) = match &cfg.rules {
-            Some(p) => (
-                p.display().to_string(),
-                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-            ),
-            None => ("builtin pii rules".to_string(), BUILTIN_RULES.to_string()),
-        };
-        let file: RulesFile = toml::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
+        let name = cfg
+            .rules
+            .as_ref()
+            .map_or("builtin pii rules".into(), |p| p.display().to_string());
+        let file: RulesFile = super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "pii rules")?;
         for k in cfg.actions.keys() {
             if !file.types.iter().any(|t| &t.name == k) {
                 let known: Vec<&str> = file.types.iter().map(|t| t.name.as_str()).collect();
@@ -224,17 +221,7 @@ impl Pii {
 impl RecordStage for Pii {
     fn process(&self, mut sample: Sample, cx: &mut StageCx) -> Verdict {
         let mut found = vec![0usize; self.types.len()];
-        let mut fields: Vec<&mut String> = Vec::new();
-        if let Some(s) = &mut sample.system {
-            fields.push(s);
-        }
-        if let Some(s) = &mut sample.text {
-            fields.push(s);
-        }
-        for t in &mut sample.turns {
-            fields.push(&mut t.content);
-        }
-        for f in fields {
+        for f in sample.content_mut() {
             if let Some(masked) = self.scan(f, &mut found) {
                 *f = masked;
             }

@@ -203,14 +203,8 @@ fn dup_ngram_ratio(toks: &[&str], n: usize) -> f64 {
 impl Quality {
     /// Build from config.
     pub fn new(cfg: &Config) -> Result<Quality, String> {
-        let (name, text) = match &cfg.rules {
-            Some(p) => (
-                p.display().to_string(),
-                std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
-            ),
-            None => ("builtin quality rules".into(), BUILTIN_RULES.to_string()),
-        };
-        let base: Thresholds = toml::from_str(&text).map_err(|e| format!("{name}: {e}"))?;
+        let base: Thresholds =
+            super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "quality rules")?;
         Ok(Quality {
             t: base.overlay(&cfg.thresholds),
         })

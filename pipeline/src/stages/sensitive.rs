@@ -248,16 +248,6 @@ impl RecordStage for Sensitive {
         let domain = s.domain.clone();
         let mut found: BTreeSet<usize> = BTreeSet::new();
         let mut first_drop: Option<(usize, String)> = None;
-        let mut fields: Vec<&mut String> = Vec::new();
-        if let Some(t) = &mut s.system {
-            fields.push(t);
-        }
-        if let Some(t) = &mut s.text {
-            fields.push(t);
-        }
-        for t in &mut s.turns {
-            fields.push(&mut t.content);
-        }
         let action = |cat: usize| {
             let (name, action) = &self.categories[cat];
             match self.tag_only_in.get(name) {
@@ -265,7 +255,7 @@ impl RecordStage for Sensitive {
                 _ => *action,
             }
         };
-        for f in fields {
+        for f in s.content_mut() {
             let hits = self.find(f);
             if hits.is_empty() {
                 continue;
