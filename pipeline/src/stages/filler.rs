@@ -85,6 +85,8 @@ pub struct Filler {
     always: HashSet<String>,
     protect: HashSet<String>,
     pauses: HashSet<String>,
+    /// The single-character pauses other than the space, for tidying.
+    pause_chars: HashSet<char>,
     /// Every listed word, longest first, for repetition checks.
     units: Vec<String>,
     /// Finds any listed word or interjection: texts without one skip segmentation.
@@ -96,6 +98,9 @@ enum Class {
     Always,
     Initial,
 }
+
+/// A listed word a token repeats: its index in `Filler::units`, and how many times.
+type Unit = (usize, usize);
 
 fn is_punct_token(w: &str) -> bool {
     w.chars()
@@ -148,6 +153,14 @@ impl Filler {
             always: lower(&rules.always),
             protect: lower(&rules.protect),
             pauses: rules.pauses.iter().cloned().collect(),
+            pause_chars: rules
+                .pauses
+                .iter()
+                .filter_map(|p| {
+                    let mut cs = p.chars();
+                    cs.next().filter(|&c| c != ' ' && cs.next().is_none())
+                })
+                .collect(),
             units,
         }
     }
@@ -156,27 +169,26 @@ impl Filler {
         w.trim().is_empty() || self.pauses.contains(w)
     }
 
-    /// The listed word a token repeats (itself included), and how many times.
-    fn unit_of(&self, w: &str) -> Option<(Class, String, usize)> {
+    /// The listed word a token repeats (itself included): its index in `units`, and how many
+    /// times.
+    fn unit_of(&self, w: &str) -> Option<Unit> {
         let lw = w.to_lowercase();
         if self.protect.contains(&lw) {
             return None;
         }
-        for u in &self.units {
-            if lw.len() % u.len() != 0 {
-                continue;
-            }
-            let reps = lw.len() / u.len();
-            if reps >= 1 && lw == u.repeat(reps) {
-                let class = if self.always.contains(u) {
-                    Class::Always
-                } else {
-                    Class::Initial
-                };
-                return Some((class, u.clone(), reps));
-            }
+        self.units.iter().enumerate().find_map(|(i, u)| {
+            let n = u.len();
+            (lw.len() % n == 0 && lw.as_bytes().chunks(n).all(|c| c == u.as_bytes()))
+                .then_some((i, lw.len() / n))
+        })
+    }
+
+    fn class(&self, unit: usize) -> Class {
+        if self.always.contains(&self.units[unit]) {
+            Class::Always
+        } else {
+            Class::Initial
         }
-        None
     }
 
     /// Smooth one text; returns the new text and how many fillers went.
@@ -185,22 +197,21 @@ impl Filler {
             return (text.to_string(), 0);
         }
         let tags = self.jieba.tag(text, true);
-        // Merge runs of the same token (嗯 嗯 嗯) into one repeated token.
-        let mut toks: Vec<(String, &str)> = Vec::with_capacity(tags.len());
+        // Tokens with the listed word each repeats, found once; runs of the same word
+        // (嗯 嗯 嗯) are merged into one repeated token.
+        let mut toks: Vec<(String, &str, Option<Unit>)> = Vec::with_capacity(tags.len());
         for t in &tags {
-            match toks.last_mut() {
-                Some((w, _))
-                    if !is_punct_token(t.word)
-                        && !t.word.trim().is_empty()
-                        && self.unit_of(t.word).is_some()
-                        && self
-                            .unit_of(w)
-                            .zip(self.unit_of(t.word))
-                            .is_some_and(|(a, b)| a.1 == b.1) =>
-                {
+            let unit = if is_punct_token(t.word) || t.word.trim().is_empty() {
+                None
+            } else {
+                self.unit_of(t.word)
+            };
+            match (toks.last_mut(), unit) {
+                (Some((w, _, slot)), Some(this)) if slot.is_some_and(|l| l.0 == this.0) => {
                     w.push_str(t.word);
+                    *slot = self.unit_of(w);
                 }
-                _ => toks.push((t.word.to_string(), t.tag)),
+                _ => toks.push((t.word.to_string(), t.tag, unit)),
             }
         }
         let mut out = String::with_capacity(text.len());
@@ -208,7 +219,7 @@ impl Filler {
         let mut at_start = true;
         let mut skip_pause = false;
         for i in 0..toks.len() {
-            let (w, tag) = (&toks[i].0, toks[i].1);
+            let (w, tag, unit) = (&toks[i].0, toks[i].1, toks[i].2);
             if w.trim().is_empty() {
                 if !skip_pause {
                     out.push_str(w);
@@ -236,10 +247,10 @@ impl Filler {
             skip_pause = false;
             let next = toks[i + 1..]
                 .iter()
-                .find(|(w, _)| !w.trim().is_empty() || self.is_pause(w))
-                .map(|(w, _)| w.as_str());
+                .find(|(w, _, _)| !w.trim().is_empty() || self.is_pause(w))
+                .map(|(w, _, _)| w.as_str());
             let next_is_pause = next.is_none_or(|n| self.is_pause(n) || is_punct_token(n));
-            match self.unit_of(w) {
+            match unit.map(|(u, reps)| (self.class(u), u, reps)) {
                 Some((Class::Always, _, _)) => {
                     let content_pos =
                         tag.starts_with('n') || tag.starts_with('v') || tag.starts_with('a');
@@ -258,7 +269,7 @@ impl Filler {
                     }
                     if reps > 1 {
                         removed += 1;
-                        out.push_str(&w[..unit.len().min(w.len())]);
+                        out.push_str(&w[..self.units[unit].len().min(w.len())]);
                         at_start = false;
                         continue;
                     }
@@ -280,7 +291,7 @@ impl Filler {
         if removed == 0 {
             return (text.to_string(), 0);
         }
-        let tidied = tidy(&out, &self.pauses);
+        let tidied = tidy(&out, &self.pause_chars);
         if tidied.trim().is_empty() {
             return (text.to_string(), 0);
         }
@@ -296,9 +307,9 @@ fn ends_with_punct(s: &str) -> bool {
 }
 
 /// Drop a pause directly followed by other punctuation (，。 → 。, ，， → ，) and leading pauses.
-fn tidy(s: &str, pauses: &HashSet<String>) -> String {
+fn tidy(s: &str, pauses: &HashSet<char>) -> String {
     let chars: Vec<char> = s.chars().collect();
-    let is_pause = |c: char| c != ' ' && pauses.contains(&c.to_string());
+    let is_pause = |c: char| pauses.contains(&c);
     let mut out = String::with_capacity(s.len());
     for (i, &c) in chars.iter().enumerate() {
         if is_pause(c) {
