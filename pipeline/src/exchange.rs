@@ -76,7 +76,6 @@ pub struct ExchangeWriter<'s, G: GlobalStage> {
     end: u64,
     /// Records preloaded from earlier runs take positions `0..offset`.
     offset: u64,
-    buf: Vec<u8>,
 }
 
 impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
@@ -94,7 +93,6 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
             next: 0,
             end: 0,
             offset: 0,
-            buf: Vec::new(),
         };
         let mut failed = None;
         stage.preload(&mut |keys, record| {
@@ -117,12 +115,9 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
     }
 
     fn push(&mut self, keys: &[u128], record: &G::Record) -> Result<()> {
-        self.buf.clear();
-        record.put(&mut self.buf);
-        let bytes = std::mem::take(&mut self.buf);
-        let r = self.push_encoded(keys, &bytes);
-        self.buf = bytes;
-        r
+        let mut bytes = Vec::new();
+        record.put(&mut bytes);
+        self.push_encoded(keys, &bytes)
     }
 
     fn push_encoded(&mut self, keys: &[u128], record: &[u8]) -> Result<()> {
