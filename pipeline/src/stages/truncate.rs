@@ -129,7 +129,12 @@ impl Truncate {
         Ok(self.counter.count(&t.content)? + self.cfg.turn_overhead)
     }
 
-    fn truncate(&self, s: &mut Sample, notes: &mut Vec<String>) -> Result<(), DropReason> {
+    /// Fit `s` into the budgets; each change is noted with the counter it bumps.
+    fn truncate(
+        &self,
+        s: &mut Sample,
+        notes: &mut Vec<(&'static str, String)>,
+    ) -> Result<(), DropReason> {
         let fail = |e: String| DropReason::new("tokenize_failed", e);
         let overhead = self.cfg.turn_overhead;
         // The response: the last turn when it is an assistant turn.
@@ -147,7 +152,7 @@ impl Truncate {
                     .counter
                     .cut(&s.turns[i].content, budget, false)
                     .map_err(fail)?;
-                notes.push(format!("response {n}->{budget}"));
+                notes.push(("responses_cut", format!("response {n}->{budget}")));
             }
         }
         let source_end = target.unwrap_or(s.turns.len());
@@ -212,13 +217,16 @@ impl Truncate {
                     .counter
                     .cut(&s.turns[st].content, room, true)
                     .map_err(fail)?;
-                notes.push(format!("prompt {before}->{room}"));
+                notes.push(("turns_cut_inside", format!("prompt {before}->{room}")));
                 st
             }
         };
         if dropped_before > 0 {
             s.turns.drain(..dropped_before);
-            notes.push(format!("dropped {dropped_before} oldest turns"));
+            notes.push((
+                "history_dropped",
+                format!("dropped {dropped_before} oldest turns"),
+            ));
         }
         Ok(())
     }
@@ -235,16 +243,11 @@ impl RecordStage for Truncate {
             Ok(()) => {
                 if !notes.is_empty() {
                     cx.count("truncated", 1);
-                    for n in &notes {
-                        if n.starts_with("response") {
-                            cx.count("responses_cut", 1);
-                        } else if n.starts_with("prompt") {
-                            cx.count("turns_cut_inside", 1);
-                        } else {
-                            cx.count("history_dropped", 1);
-                        }
+                    for (counter, _) in &notes {
+                        cx.count(counter, 1);
                     }
-                    sample.tags.insert("truncated".into(), notes.join("; "));
+                    let text: Vec<String> = notes.into_iter().map(|(_, n)| n).collect();
+                    sample.tags.insert("truncated".into(), text.join("; "));
                 }
                 Verdict::Keep(sample)
             }
