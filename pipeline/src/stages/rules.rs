@@ -67,8 +67,9 @@ enum Action {
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
     name: String,
-    #[serde(default)]
-    description: String,
+    /// For people reading the rules file; not used by the stage.
+    #[serde(default, rename = "description")]
+    _description: String,
     #[serde(default)]
     roles: Vec<Scope>,
     #[serde(default)]
@@ -103,6 +104,15 @@ impl Rule {
 
     fn scoped(&self, role: Scope) -> bool {
         self.roles.is_empty() || self.roles.contains(&role)
+    }
+
+    /// Whether `text` has a (non-empty) match.
+    fn is_match(&self, text: &str) -> bool {
+        self.keywords.as_ref().is_some_and(|ac| ac.is_match(text))
+            || self
+                .regex
+                .as_ref()
+                .is_some_and(|re| re.find_iter(text).any(|m| !m.is_empty()))
     }
 
     /// Byte ranges of every match in `text`, sorted, overlaps merged.
@@ -151,6 +161,20 @@ pub struct Rules {
     rules: Vec<Rule>,
 }
 
+/// Every content field with the scope rules see it under: the system prompt as `system`,
+/// document text as `user`, turns by role.
+fn scoped_fields(s: &mut Sample) -> Vec<(Scope, &mut String)> {
+    let mut out: Vec<(Scope, &mut String)> = Vec::with_capacity(s.turns.len() + 2);
+    out.extend(s.system.as_mut().map(|t| (Scope::System, t)));
+    out.extend(s.text.as_mut().map(|t| (Scope::User, t)));
+    out.extend(
+        s.turns
+            .iter_mut()
+            .map(|t| (role_scope(t.role), &mut t.content)),
+    );
+    out
+}
+
 fn role_scope(r: Role) -> Scope {
     match r {
         Role::User | Role::Observation => Scope::User,
@@ -193,7 +217,6 @@ impl Rules {
                     .map(regex::Regex::new)
                     .transpose()
                     .map_err(|e| format!("{ctx}: {e}"))?;
-                let _ = spec.description;
                 rules.push(Rule {
                     name: spec.name,
                     roles: spec.roles,
@@ -220,18 +243,9 @@ impl RecordStage for Rules {
             let mut hit = false;
             match rule.action {
                 Action::DropSample => {
-                    let found = s
-                        .system
-                        .as_deref()
-                        .filter(|_| rule.scoped(Scope::System))
-                        .is_some_and(|t| !rule.matches(t).is_empty())
-                        || s.text
-                            .as_deref()
-                            .filter(|_| rule.scoped(Scope::User))
-                            .is_some_and(|t| !rule.matches(t).is_empty())
-                        || s.turns.iter().any(|t| {
-                            rule.scoped(role_scope(t.role)) && !rule.matches(&t.content).is_empty()
-                        });
+                    let found = scoped_fields(&mut s)
+                        .into_iter()
+                        .any(|(scope, t)| rule.scoped(scope) && rule.is_match(t));
                     if found {
                         cx.count(&format!("{}_dropped", rule.name), 1);
                         let detail = format!("rule {}", rule.name);
@@ -239,22 +253,10 @@ impl RecordStage for Rules {
                     }
                 }
                 Action::Replace => {
-                    if rule.scoped(Scope::System) {
-                        if let Some(r) = s.system.as_deref().and_then(|t| rule.replace(t)) {
-                            s.system = Some(r);
-                            hit = true;
-                        }
-                    }
-                    if rule.scoped(Scope::User) {
-                        if let Some(r) = s.text.as_deref().and_then(|t| rule.replace(t)) {
-                            s.text = Some(r);
-                            hit = true;
-                        }
-                    }
-                    for t in &mut s.turns {
-                        if rule.scoped(role_scope(t.role)) {
-                            if let Some(r) = rule.replace(&t.content) {
-                                t.content = r;
+                    for (scope, t) in scoped_fields(&mut s) {
+                        if rule.scoped(scope) {
+                            if let Some(r) = rule.replace(t) {
+                                *t = r;
                                 hit = true;
                             }
                         }
@@ -262,9 +264,7 @@ impl RecordStage for Rules {
                 }
                 Action::DropTurn => {
                     if rule.scoped(Scope::System)
-                        && s.system
-                            .as_deref()
-                            .is_some_and(|t| !rule.matches(t).is_empty())
+                        && s.system.as_deref().is_some_and(|t| rule.is_match(t))
                     {
                         s.system = None;
                         hit = true;
@@ -273,7 +273,7 @@ impl RecordStage for Rules {
                     let mut gone = vec![false; n];
                     for i in 0..n {
                         let t = &s.turns[i];
-                        if !rule.scoped(role_scope(t.role)) || rule.matches(&t.content).is_empty() {
+                        if !rule.scoped(role_scope(t.role)) || !rule.is_match(&t.content) {
                             continue;
                         }
                         // The whole round goes: from its user turn to the next user turn.
