@@ -3,7 +3,8 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use sluice_pipeline::{classifier, config, engine, Error};
+use sluice_pipeline::mix::{MixMode, MixSpec, MixUnit, PoolSpec, Ratio};
+use sluice_pipeline::{catalog, classifier, config, engine, Error};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,26 @@ enum Command {
         /// The pipeline file (TOML).
         pipeline: PathBuf,
     },
+    /// List and summarize the catalog of curated data (every run's catalog.parquet).
+    Catalog {
+        /// The catalog root: a folder of run directories (or one run directory).
+        #[arg(default_value = "out")]
+        root: PathBuf,
+        /// Group by these columns (comma-separated), e.g. `domain,task` or `region,age_group`.
+        #[arg(long, value_delimiter = ',', default_value = "domain,task")]
+        by: Vec<String>,
+        /// Only rows matching this polars SQL condition, e.g. "region = 'east' AND age >= 18".
+        #[arg(long = "where")]
+        filter: Option<String>,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mix domain and general data by ratio: preview from the catalog, or write the mix.
+    Mix {
+        #[command(subcommand)]
+        what: MixCommand,
+    },
     /// Look inside outputs.
     Inspect {
         #[command(subcommand)]
@@ -54,6 +75,76 @@ enum Command {
     Bench {
         #[command(subcommand)]
         what: Bench,
+    },
+}
+
+#[derive(clap::Args)]
+struct MixArgs {
+    /// The catalog root (a folder of run directories).
+    #[arg(long, default_value = "out")]
+    catalog: PathBuf,
+    /// A mix file (TOML, the `mix` stage's keys); the flags below override or stand in for it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The domain pool: samples of this domain.
+    #[arg(long)]
+    domain: Option<String>,
+    /// sft: "1:5" (domain:general) or a domain share; cpt: the largest domain share of tokens.
+    #[arg(long)]
+    ratio: Option<String>,
+    /// sft or cpt.
+    #[arg(long)]
+    mode: Option<String>,
+    /// samples or tokens.
+    #[arg(long)]
+    unit: Option<String>,
+    /// A polars SQL condition every pool must also meet, e.g. "region = 'east' AND age >= 18".
+    #[arg(long = "where")]
+    filter: Option<String>,
+    /// Total size in the unit.
+    #[arg(long)]
+    target: Option<u64>,
+    /// Most samples per task.
+    #[arg(long)]
+    task_cap: Option<u64>,
+    /// Sampling temperature across tasks.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Most epochs of any task.
+    #[arg(long)]
+    max_repeats: Option<f64>,
+    /// cpt: share of SFT-formatted samples.
+    #[arg(long)]
+    instruct_share: Option<f64>,
+}
+
+#[derive(Subcommand)]
+enum MixCommand {
+    /// What a mix would select, from the catalog alone: per pool available and selected samples
+    /// and tokens, repeats, shares, warnings and example ids.
+    Preview {
+        #[command(flatten)]
+        args: MixArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the mix: read the pools' curated files and run a mix stage over them.
+    Run {
+        #[command(flatten)]
+        args: MixArgs,
+        /// Output run directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// tokenizer.json for token counts (default: the approximation).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
     },
 }
 
@@ -174,6 +265,35 @@ enum Bench {
         #[arg(long)]
         dump_rendered: Option<PathBuf>,
     },
+    /// Mix preview latency over a generated catalog (runs × 800 groups), beside a plain
+    /// polars scan-and-sum of the same catalog as the baseline.
+    Preview {
+        /// Where to write the generated catalog (reused when it exists).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Run directories (catalog files).
+        #[arg(long, default_value_t = 1000)]
+        runs: usize,
+        /// Samples the catalog describes.
+        #[arg(long, default_value_t = 10_000_000)]
+        samples: u64,
+        /// Previews timed.
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+    },
+    /// Mix throughput: `sluice run` over generated samples with a mix stage, beside the same
+    /// run without stages (read + write only) as the baseline.
+    Mix {
+        /// Where to write the generated samples and outputs.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Samples.
+        #[arg(long, default_value_t = 1_000_000)]
+        samples: u64,
+        /// Worker threads.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// MinHash signatures per second on one core (128 permutations, 5-gram shingles).
     Minhash {
         /// Input file (any format sluice reads).
@@ -280,6 +400,37 @@ fn real_main() -> Result<ExitCode> {
                 Err(e) => Err(e).with_context(|| format!("running {}", pipeline.display())),
             }
         }
+        Command::Catalog {
+            root,
+            by,
+            filter,
+            json,
+        } => {
+            let by: Vec<String> = by.into_iter().filter(|b| !b.is_empty()).collect();
+            let runs = catalog::runs(&root).map_err(anyhow::Error::msg)?;
+            let table =
+                catalog::summary(&root, &by, filter.as_deref()).map_err(anyhow::Error::msg)?;
+            let total =
+                catalog::summary(&root, &[], filter.as_deref()).map_err(anyhow::Error::msg)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let v = serde_json::json!({
+                    "runs": runs.iter().map(|(r, p, f)| serde_json::json!({"run": r, "path": p, "files": f})).collect::<Vec<_>>(),
+                    "by": by,
+                    "groups": catalog::frame_json(&table),
+                    "total": catalog::frame_json(&total),
+                });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                writeln!(out, "catalog {}: {} runs", root.display(), runs.len())?;
+                for (r, p, f) in &runs {
+                    writeln!(out, "  {p:<30} run {r:<24} {f}")?;
+                }
+                writeln!(out, "{table}\n{total}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Mix { what } => mix_command(what),
         Command::Check { pipeline } => {
             let plan = config::load(&pipeline)?;
             let files: usize = plan.inputs.iter().map(|i| i.files.len()).sum();
@@ -342,6 +493,29 @@ fn real_main() -> Result<ExitCode> {
             {
                 writeln!(out, "slowest: {}", slow.name)?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Preview {
+                    dir,
+                    runs,
+                    samples,
+                    repeat,
+                },
+        } => {
+            bench_preview(&dir, runs, samples, repeat)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Mix {
+                    dir,
+                    samples,
+                    threads,
+                },
+        } => {
+            bench_mix(&dir, samples, threads)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -433,6 +607,270 @@ fn bench_read(files: &[PathBuf], threads: usize, repeat: usize) -> Result<()> {
     }
     writeln!(out, "(sluice: {threads} thread(s), decode + parse + format mapping + validation into samples; serde: 1 thread, parse into serde_json::Value from memory; best of {repeat})")?;
     Ok(())
+}
+
+/// The mix spec from `--config` and flags.
+fn mix_spec(a: &MixArgs) -> Result<MixSpec> {
+    let mut spec = match &a.config {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            toml::from_str::<MixSpec>(&text).with_context(|| format!("parsing {}", p.display()))?
+        }
+        None => {
+            let (Some(domain), Some(ratio)) = (&a.domain, &a.ratio) else {
+                bail!("give --domain and --ratio (or --config with a mix file)");
+            };
+            MixSpec::for_domain(
+                domain,
+                Ratio::parse(ratio).map_err(anyhow::Error::msg)?,
+                MixMode::Sft,
+            )
+        }
+    };
+    if let Some(d) = &a.domain {
+        spec.pools.domain = Some(PoolSpec {
+            domain: vec![d.clone()],
+            ..spec.pools.domain.clone().unwrap_or_default()
+        });
+    }
+    if let Some(r) = &a.ratio {
+        spec.ratio = Ratio::parse(r).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(m) = &a.mode {
+        spec.mode = match m.as_str() {
+            "sft" => MixMode::Sft,
+            "cpt" => MixMode::Cpt,
+            _ => bail!("--mode {m:?}: expected sft or cpt"),
+        };
+    }
+    if let Some(u) = &a.unit {
+        spec.unit = Some(match u.as_str() {
+            "samples" => MixUnit::Samples,
+            "tokens" => MixUnit::Tokens,
+            _ => bail!("--unit {u:?}: expected samples or tokens"),
+        });
+    }
+    if let Some(w) = &a.filter {
+        spec.add_filter(w);
+    }
+    spec.target = a.target.or(spec.target);
+    spec.task_cap = a.task_cap.or(spec.task_cap);
+    spec.temperature = a.temperature.unwrap_or(spec.temperature);
+    spec.max_repeats = a.max_repeats.unwrap_or(spec.max_repeats);
+    spec.instruct_share = a.instruct_share.unwrap_or(spec.instruct_share);
+    let problems = spec.validate();
+    if !problems.is_empty() {
+        bail!("the mix is not valid: {}", problems.join("; "));
+    }
+    Ok(spec)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn bench_preview(dir: &std::path::Path, runs: usize, samples: u64, repeat: usize) -> Result<()> {
+    let t = std::time::Instant::now();
+    if catalog::catalog_files(dir).len() != runs {
+        let _ = std::fs::remove_dir_all(dir);
+        let rows = sluice_pipeline::bench::synthetic_catalog(dir, runs, samples)
+            .map_err(anyhow::Error::msg)?;
+        eprintln!(
+            "generated {runs} catalog files, {rows} rows, in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let spec = MixSpec::for_domain(
+        "finance",
+        Ratio::parse("0.15").map_err(anyhow::Error::msg)?,
+        MixMode::Cpt,
+    );
+    let mut filtered = spec.clone();
+    filtered.add_filter("region = 'east' AND age_group <> '<18'");
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<44} {:>9} {:>9} {:>9}",
+        "query", "min ms", "p50 ms", "max ms"
+    )?;
+    let mut time = |name: &str, f: &dyn Fn() -> Result<()>| -> Result<()> {
+        let mut ms = Vec::new();
+        for _ in 0..repeat.max(1) {
+            let t = std::time::Instant::now();
+            f()?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        writeln!(
+            out,
+            "{name:<44} {:>9.1} {:>9.1} {:>9.1}",
+            ms[0],
+            percentile(&ms, 0.5),
+            ms[ms.len() - 1]
+        )?;
+        Ok(())
+    };
+    time("baseline: scan + sum(samples, tokens)", &|| {
+        catalog::summary(dir, &[], None).map_err(anyhow::Error::msg)?;
+        Ok(())
+    })?;
+    time("preview cpt finance 0.15", &|| {
+        let p = catalog::preview(dir, &spec).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(p.pools[0].available_samples > 0);
+        Ok(())
+    })?;
+    time("preview cpt finance 0.15 where region/age", &|| {
+        catalog::preview(dir, &filtered).map_err(anyhow::Error::msg)?;
+        Ok(())
+    })?;
+    let p = catalog::preview(dir, &spec).map_err(anyhow::Error::msg)?;
+    let described: u64 = p.pools.iter().map(|p| p.available_samples).sum();
+    writeln!(
+        out,
+        "catalog: {} files; pools see {described} samples",
+        catalog::catalog_files(dir).len()
+    )?;
+    Ok(())
+}
+
+fn bench_mix(dir: &std::path::Path, samples: u64, threads: Option<usize>) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let input = dir.join(format!("samples-{samples}.jsonl"));
+    if !input.is_file() {
+        sluice_pipeline::bench::synthetic_samples(&input, samples).map_err(anyhow::Error::msg)?;
+    }
+    let inputs = format!("[[inputs]]\npaths = [{:?}]\n", input.display().to_string());
+    let output = "[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n";
+    let stage =
+        "[[stages]]\ntype = \"mix\"\nratio = \"1:5\"\npools.domain = { domain = \"finance\" }\n";
+    let base = format!("{inputs}{output}");
+    let with_mix = format!("{inputs}{stage}{output}");
+    let mut out = std::io::stdout().lock();
+    let mut base_rate = 0.0;
+    for (name, text) in [("baseline: read + write", base), ("mix 1:5", with_mix)] {
+        let cfg = dir.join("bench.toml");
+        sluice_pipeline::storage::write_atomic(&cfg, text.as_bytes())?;
+        let plan = config::load(&cfg)?;
+        let t = std::time::Instant::now();
+        let report = engine::run(
+            &plan,
+            engine::RunOptions {
+                threads,
+                output_dir: Some(dir.join("out")),
+                ..Default::default()
+            },
+        )?;
+        let secs = t.elapsed().as_secs_f64();
+        let rate = samples as f64 / secs;
+        if base_rate == 0.0 {
+            base_rate = rate;
+        }
+        writeln!(
+            out,
+            "{name:<24} {secs:>7.2}s {rate:>12.0} samples/s {:>6.2}× baseline  (kept {}, copies {}, threads {})",
+            rate / base_rate,
+            report.totals.kept,
+            report.totals.copies,
+            report.timings.threads
+        )?;
+        if let Some(cpu) = report.timings.stage_cpu_seconds.get("stages[0].mix") {
+            writeln!(
+                out,
+                "{:<24} mix stage alone: {cpu:.2} CPU s, {:.0} samples/s",
+                "",
+                samples as f64 / cpu.max(1e-9)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn mix_command(what: MixCommand) -> Result<ExitCode> {
+    match what {
+        MixCommand::Preview { args, json } => {
+            let spec = mix_spec(&args)?;
+            let t = std::time::Instant::now();
+            let plan = catalog::preview(&args.catalog, &spec).map_err(anyhow::Error::msg)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let mut out = std::io::stdout().lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&plan)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let unit = match plan.unit {
+                MixUnit::Samples => "samples",
+                MixUnit::Tokens => "tokens",
+            };
+            writeln!(
+                out,
+                "mix preview ({:?}, quotas in {unit}, total {:.0}; {ms:.1} ms)",
+                plan.mode, plan.total
+            )?;
+            writeln!(
+                out,
+                "{:<9} {:>10} {:>12} {:>12} {:>14} {:>8} {:>8} {:>8}",
+                "pool", "avail", "avail_tok", "selected", "selected_tok", "req", "share", "repeat"
+            )?;
+            for p in &plan.pools {
+                writeln!(
+                    out,
+                    "{:<9} {:>10} {:>12} {:>12.0} {:>14.0} {:>8.4} {:>8.4} {:>8.2}",
+                    p.pool.as_str(),
+                    p.available_samples,
+                    p.available_tokens,
+                    p.selected_samples,
+                    p.selected_tokens,
+                    p.requested_share,
+                    p.share,
+                    p.repeat
+                )?;
+                for t in &p.tasks {
+                    writeln!(
+                        out,
+                        "    task {:<24} avail {:>8}  quota {:>12.0}  repeat {:.2}",
+                        t.task, t.available_samples, t.quota, t.repeat
+                    )?;
+                }
+                if !p.examples.is_empty() {
+                    writeln!(out, "    e.g. {}", p.examples.join(", "))?;
+                }
+            }
+            for w in &plan.warnings {
+                writeln!(out, "warning: {w}")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        MixCommand::Run {
+            args,
+            out,
+            seed,
+            tokenizer,
+            threads,
+        } => {
+            let spec = mix_spec(&args)?;
+            let plan = catalog::mix_pipeline(&args.catalog, &spec, &out, seed, tokenizer)
+                .map_err(anyhow::Error::msg)?;
+            let report = engine::run(
+                &plan,
+                engine::RunOptions {
+                    threads,
+                    ..Default::default()
+                },
+            )?;
+            eprint!("{}", report.summary());
+            if let Some(d) = report.stages.iter().find_map(|s| s.details.as_ref()) {
+                if let Some(achieved) = d.get("achieved") {
+                    eprintln!("  achieved: {achieved}");
+                }
+            }
+            eprintln!("  outputs in {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn load_labelled(d: &LabelledData) -> Result<(classifier::Examples, u64)> {

@@ -174,7 +174,7 @@ pub fn stage_throughput(
     for (i, cfg) in plan.stages.iter().enumerate() {
         let name = format!("stages[{i}].{}", cfg.type_name());
         let t = Instant::now();
-        let stage = cfg.build().map_err(|e| format!("{name}: {e}"))?;
+        let stage = cfg.build(plan.seed).map_err(|e| format!("{name}: {e}"))?;
         let build_seconds = t.elapsed().as_secs_f64();
         let Stage::Record(stage) = stage else {
             continue;
@@ -202,4 +202,115 @@ pub fn stage_throughput(
         });
     }
     Ok(out)
+}
+
+/// Write a synthetic catalog under `root`: `runs` run directories, each with a catalog.parquet
+/// of `groups` rows (domains × tasks × regions × age groups × languages) describing
+/// `samples / runs` samples. Returns the rows written.
+pub fn synthetic_catalog(root: &Path, runs: usize, samples: u64) -> Result<usize, String> {
+    use polars::prelude::*;
+    let domains = ["general", "finance", "medical", "legal", "service"];
+    let tasks = ["qa", "chat", "summary", "tool_use"];
+    let regions = ["east", "north", "south", "west", "central"];
+    let ages = ["<18", "18-34", "35-59", "60+"];
+    let langs = ["cmn", "eng"];
+    let groups = domains.len() * tasks.len() * regions.len() * ages.len() * langs.len();
+    let per_run = samples / runs.max(1) as u64;
+    let mut rows = 0;
+    for r in 0..runs {
+        let (mut d, mut t, mut re, mut a, mut l) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut s, mut tok, mut ex) = (vec![], vec![], vec![]);
+        let mut g = 0u64;
+        for dom in domains {
+            for task in tasks {
+                for reg in regions {
+                    for age in ages {
+                        for lang in langs {
+                            // Uneven group sizes that still sum to per_run.
+                            let base = per_run / groups as u64;
+                            let extra = u64::from(g < per_run % groups as u64);
+                            let n = base + extra;
+                            d.push(dom);
+                            t.push(task);
+                            re.push(reg);
+                            a.push(age);
+                            l.push(lang);
+                            s.push(n);
+                            tok.push(n * (200 + (g % 7) * 50));
+                            ex.push(format!("[\"run{r}-{g}-0\",\"run{r}-{g}-1\"]"));
+                            g += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let n = s.len();
+        let rep = |name: &str, v: String| Column::new(name.into(), vec![v; n]);
+        let dir = format!("run{r:04}");
+        let mut df = DataFrame::new(
+            n,
+            vec![
+                rep("run", dir.clone()),
+                rep("files", "curated/*.parquet".into()),
+                rep("tokens_by", "approx".into()),
+                Column::new("domain".into(), d),
+                Column::new("task".into(), t),
+                rep("source", format!("logs-{r}.jsonl")),
+                rep("kind", "sft".into()),
+                Column::new("lang".into(), l),
+                Column::new("region".into(), re),
+                Column::new("age_group".into(), a),
+                Column::new("samples".into(), s.clone()),
+                Column::new(
+                    "turns".into(),
+                    s.iter().map(|x| x * 4).collect::<Vec<u64>>(),
+                ),
+                Column::new("tokens".into(), tok),
+                Column::new(
+                    "chars".into(),
+                    s.iter().map(|x| x * 600).collect::<Vec<u64>>(),
+                ),
+                Column::new("examples".into(), ex),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+        let path = root.join(&dir);
+        std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+        let mut bytes = Vec::new();
+        ParquetWriter::new(&mut bytes)
+            .finish(&mut df)
+            .map_err(|e| e.to_string())?;
+        crate::storage::write_atomic(&path.join(crate::catalog::CATALOG_FILE), &bytes)
+            .map_err(|e| e.to_string())?;
+        rows += n;
+    }
+    Ok(rows)
+}
+
+/// Synthetic SFT samples for mix throughput: `n` dialogues over five domains and four tasks,
+/// with region and age tags, written as JSONL.
+pub fn synthetic_samples(path: &Path, n: u64) -> Result<(), String> {
+    use std::io::Write;
+    let domains = ["general", "general", "general", "finance", "medical"];
+    let tasks = ["qa", "chat", "summary", "tool_use"];
+    let regions = ["east", "north", "south", "west"];
+    let mut f = crate::storage::AtomicFile::create(path).map_err(|e| e.to_string())?;
+    let mut w = std::io::BufWriter::new(&mut f);
+    for i in 0..n {
+        let h = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
+        let line = serde_json::json!({
+            "id": format!("s{i}"),
+            "domain": domains[(h % 5) as usize],
+            "task": tasks[((h >> 8) % 4) as usize],
+            "tags": {"region": regions[((h >> 16) % 4) as usize], "age": ((h >> 24) % 70 + 12).to_string()},
+            "turns": [
+                {"role": "user", "content": format!("问题{i}：请问这个产品的年化收益率是多少？")},
+                {"role": "assistant", "content": format!("回答{i}：年化收益率以合同约定为准，过往业绩不代表未来表现。")}
+            ]
+        });
+        writeln!(w, "{line}").map_err(|e| e.to_string())?;
+    }
+    w.flush().map_err(|e| e.to_string())?;
+    drop(w);
+    f.commit().map_err(|e| e.to_string())
 }

@@ -219,6 +219,31 @@ pub struct OutputSpec {
     /// Tokenized shards for training (written to `shards/` when this section is present).
     #[serde(default)]
     pub shards: Option<ShardsSpec>,
+    /// The run's catalog entry (`catalog.parquet`).
+    #[serde(default)]
+    pub catalog: CatalogSpec,
+}
+
+/// `[output.catalog]`: how the run's statistics are grouped and counted.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogSpec {
+    /// tokenizer.json that counts tokens (default: `output.shards.tokenizer`, else an
+    /// approximation).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Tags to group by (default: `lang`, `split` and every tag a `tags` stage sets).
+    #[serde(default)]
+    pub dimensions: Option<Vec<String>>,
+}
+
+/// A checked `[output.catalog]`.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogPlan {
+    /// Token counter's tokenizer.json.
+    pub tokenizer: Option<PathBuf>,
+    /// Dimension tags (None: the default set).
+    pub dimensions: Option<Vec<String>>,
 }
 
 /// `[output.shards]`: templating, tokenization and shard layout.
@@ -507,6 +532,8 @@ pub struct Plan {
     pub llamafactory_name: String,
     /// Tokenized shards, when configured.
     pub shards: Option<ShardsPlan>,
+    /// Catalog options.
+    pub catalog: CatalogPlan,
 }
 
 /// Parse and compile a pipeline file.
@@ -728,6 +755,47 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
             megatron: s.megatron,
         });
     }
+    let catalog_tokenizer = match &spec.output.catalog.tokenizer {
+        Some(t) => {
+            let p = lexical_normalize(&base.join(t));
+            if !p.is_file() {
+                issue(
+                    "output.catalog.tokenizer".into(),
+                    format!("{}: no such file", p.display()),
+                );
+            }
+            Some(p)
+        }
+        None => shards.as_ref().and_then(|s| s.tokenizer.clone()),
+    };
+    // A mix counts tokens as the catalog does unless told otherwise, and comes after every
+    // other global stage (its copies must not meet a dedup).
+    let mut mix_at = None;
+    for (i, stage) in spec.stages.iter_mut().enumerate() {
+        match stage {
+            StageConfig::Mix(m) => {
+                if mix_at.is_some() {
+                    issue(
+                        format!("stages[{i}] (mix)"),
+                        "only one mix stage per pipeline".into(),
+                    );
+                }
+                mix_at = Some(i);
+                if m.tokenizer.is_none() {
+                    m.tokenizer = catalog_tokenizer.clone();
+                }
+            }
+            StageConfig::ExactDedup(_) | StageConfig::Minhash(_) | StageConfig::Split(_) => {
+                if let Some(m) = mix_at {
+                    issue(
+                        format!("stages[{i}] ({})", stage.type_name()),
+                        format!("global stages must come before the mix (stages[{m}]): its copies would meet them"),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
     if spec.output.formats.is_empty() {
         issue(
             "output.formats".into(),
@@ -767,6 +835,10 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         rows_per_file: spec.output.rows_per_file.get(),
         llamafactory_style: spec.output.llamafactory.style,
         shards,
+        catalog: CatalogPlan {
+            tokenizer: catalog_tokenizer,
+            dimensions: spec.output.catalog.dimensions.clone(),
+        },
     })
 }
 

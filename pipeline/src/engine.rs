@@ -59,6 +59,9 @@ pub struct Progress {
     pub records: u64,
 }
 
+/// The tag that marks a mix's extra copy of a sample (its value is the copy number).
+pub const COPY_TAG: &str = "mix_copy";
+
 /// Records per parallel work item: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 64;
 
@@ -89,6 +92,8 @@ enum Outcome {
         input: usize,
         sample: Sample,
         format: Option<&'static str>,
+        /// Extra copies to write (a mix's upsampling).
+        copies: u32,
     },
 }
 
@@ -162,6 +167,7 @@ struct Engine<'p> {
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
     progress: Option<ProgressFn>,
+    catalog: crate::catalog::CatalogBuilder,
 }
 
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
@@ -256,7 +262,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     }
     let mut stages: Vec<Stage> = Vec::with_capacity(plan.stages.len());
     for (i, s) in plan.stages.iter().enumerate() {
-        stages.push(s.build().map_err(|message| Error::Config {
+        stages.push(s.build(plan.seed).map_err(|message| Error::Config {
             file: plan.config_path.clone(),
             issues: vec![crate::error::ConfigIssue {
                 key: format!("stages[{i}] ({})", s.type_name()),
@@ -264,6 +270,31 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             }],
         })?);
     }
+    let dims = match &plan.catalog.dimensions {
+        Some(d) => d.clone(),
+        None => {
+            let mut d = vec!["lang".to_string(), "split".to_string()];
+            for s in &stages {
+                if let Stage::Record(r) = s {
+                    for t in r.dimensions() {
+                        if !d.contains(&t) {
+                            d.push(t);
+                        }
+                    }
+                }
+            }
+            d
+        }
+    };
+    let counter = crate::catalog::TokenCounter::new(plan.catalog.tokenizer.as_deref()).map_err(
+        |message| Error::Config {
+            file: plan.config_path.clone(),
+            issues: vec![crate::error::ConfigIssue {
+                key: "output.catalog.tokenizer".into(),
+                message,
+            }],
+        },
+    )?;
     let names: Vec<String> = plan
         .stages
         .iter()
@@ -307,6 +338,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         bytes_read: Arc::new(AtomicU64::new(0)),
         total_bytes,
         progress: opts.progress,
+        catalog: crate::catalog::CatalogBuilder::new(dims, counter),
     };
     engine.execute(&stages)?;
     let report = engine.finish(
@@ -389,6 +421,7 @@ impl Engine<'_> {
                         Some(Collector::Minhash(ExchangeWriter::create(&**m, &dir)?))
                     }
                     Stage::Split(s) => Some(Collector::Split(ExchangeWriter::create(s, &dir)?)),
+                    Stage::Mix(m) => Some(Collector::Mix(ExchangeWriter::create(&**m, &dir)?)),
                     Stage::Record(_) => None, // segments end at global stages only
                 }
             }
@@ -542,6 +575,23 @@ impl Engine<'_> {
             None => Decisions::new(),
         };
         self.stage_cpu[g] += started.elapsed();
+        if let Stage::Mix(m) = &stages[g] {
+            match m.summary() {
+                Some(Ok(summary)) => {
+                    self.stage_reports[g].details = serde_json::to_value(summary).ok();
+                }
+                Some(Err(message)) => {
+                    return Err(Error::Config {
+                        file: self.plan.config_path.clone(),
+                        issues: vec![crate::error::ConfigIssue {
+                            key: self.names[g].clone(),
+                            message,
+                        }],
+                    })
+                }
+                None => {}
+            }
+        }
         let report = &mut self.stage_reports[g];
         report.input = pos;
         report.kept = pos - decisions.values().filter(|d| d.drop.is_some()).count() as u64;
@@ -568,6 +618,7 @@ impl Engine<'_> {
                 let outcomes = chunk
                     .iter()
                     .map(|unit| {
+                        let mut copies = 0;
                         let (input, sample, format) = match unit {
                             Unit::Raw(rec) => match convert(rec) {
                                 Ok((s, f)) => (rec.cx.input, s, Some(f.as_str())),
@@ -609,6 +660,7 @@ impl Engine<'_> {
                                 let mut sample = sample;
                                 if let Some((d, g)) = decisions {
                                     if let Some(decision) = d.get(pos) {
+                                        copies = decision.repeat;
                                         for (k, v) in &decision.tags {
                                             sample.tags.insert(k.clone(), v.clone());
                                         }
@@ -659,6 +711,7 @@ impl Engine<'_> {
                             input,
                             sample,
                             format,
+                            copies,
                         }
                     })
                     .collect();
@@ -713,9 +766,16 @@ impl Engine<'_> {
                         input,
                         sample,
                         format,
+                        copies,
                     } => {
                         if let Some(f) = format {
                             *self.inputs[input].formats.entry(f.to_string()).or_default() += 1;
+                        }
+                        for n in 1..=copies {
+                            let mut copy = sample.clone();
+                            copy.id = format!("{}#r{n}", sample.id);
+                            copy.tags.insert(COPY_TAG.to_string(), n.to_string());
+                            kept.push((input, copy));
                         }
                         kept.push((input, sample));
                     }
@@ -752,12 +812,17 @@ impl Engine<'_> {
         }
         let mut samples = Vec::with_capacity(kept.len());
         for (input, s) in kept {
-            self.inputs[input].kept += 1;
+            if s.tags.contains_key(COPY_TAG) {
+                self.inputs[input].copies += 1;
+            } else {
+                self.inputs[input].kept += 1;
+            }
             samples.push(s);
         }
         for sink in &mut self.curated {
             sink.write(&samples, None)?;
         }
+        self.catalog.add(&samples);
         Ok(())
     }
 
@@ -784,6 +849,7 @@ impl Engine<'_> {
         for i in &self.inputs {
             totals.read += i.read;
             totals.kept += i.kept;
+            totals.copies += i.copies;
             totals.dropped += i.dropped;
             totals.rejected += i.rejected;
         }
@@ -791,6 +857,18 @@ impl Engine<'_> {
             path: "rejects.jsonl".into(),
             records: totals.rejected,
             bytes: std::fs::metadata(&rejects_path).map_or(0, |m| m.len()),
+        });
+        let files = if self.plan.formats.contains(&OutputFormat::Parquet) {
+            "curated/*.parquet"
+        } else {
+            "curated/*.jsonl"
+        };
+        let catalog_path = self.run.path(crate::catalog::CATALOG_FILE);
+        self.catalog.write(&catalog_path, &self.plan.name, files)?;
+        outputs.push(OutputFile {
+            path: crate::catalog::CATALOG_FILE.into(),
+            records: self.catalog.rows() as u64,
+            bytes: std::fs::metadata(&catalog_path).map_or(0, |m| m.len()),
         });
         outputs.sort_by(|a, b| a.path.cmp(&b.path));
         let elapsed = started.elapsed().as_secs_f64();
@@ -807,6 +885,7 @@ impl Engine<'_> {
             inputs: std::mem::take(&mut self.inputs),
             stages: std::mem::take(&mut self.stage_reports),
             outputs,
+            tags: self.catalog.distributions(),
             timings: Timings {
                 total_seconds: elapsed,
                 stage_cpu_seconds: self
@@ -851,6 +930,7 @@ enum Collector<'s> {
     ExactDedup(ExchangeWriter<'s, crate::stages::exact_dedup::ExactDedup>),
     Minhash(ExchangeWriter<'s, crate::stages::minhash::MinHash>),
     Split(ExchangeWriter<'s, crate::stages::split::Split>),
+    Mix(ExchangeWriter<'s, crate::stages::mix::Mix>),
 }
 
 impl Collector<'_> {
@@ -859,6 +939,7 @@ impl Collector<'_> {
             Collector::ExactDedup(c) => c.map(kept),
             Collector::Minhash(c) => c.map(kept),
             Collector::Split(c) => c.map(kept),
+            Collector::Mix(c) => c.map(kept),
         }
     }
 
@@ -867,6 +948,7 @@ impl Collector<'_> {
             Collector::ExactDedup(c) => resolve_exchange(c),
             Collector::Minhash(c) => resolve_exchange(c),
             Collector::Split(c) => resolve_exchange(c),
+            Collector::Mix(c) => resolve_exchange(c),
         }
     }
 }

@@ -2,12 +2,14 @@
 //! stages, the engine, storage and reports. The `sluice` binary is a thin layer over it.
 
 pub mod bench;
+pub mod catalog;
 pub mod classifier;
 pub mod config;
 pub mod engine;
 pub mod error;
 pub mod exchange;
 pub mod io;
+pub mod mix;
 pub mod normalize;
 pub mod report;
 pub mod sample;

@@ -32,8 +32,11 @@ pub struct InputReport {
     pub name: String,
     /// Records read (every record found, parseable or not).
     pub read: u64,
-    /// Samples in the curated output.
+    /// Distinct samples in the curated output.
     pub kept: u64,
+    /// Extra copies written by a mix's upsampling.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub copies: u64,
     /// Samples dropped by stages, total.
     pub dropped: u64,
     /// Dropped by `stage/reason`.
@@ -72,6 +75,13 @@ pub struct StageReport {
     /// Stage-specific counters.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
+    /// Stage-specific structured details (a mix's plan and achieved shares).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Totals over all inputs.
@@ -81,6 +91,10 @@ pub struct Totals {
     pub read: u64,
     /// Samples kept.
     pub kept: u64,
+    /// Extra copies written by a mix's upsampling (not part of `read = kept + dropped +
+    /// rejected`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub copies: u64,
     /// Samples dropped.
     pub dropped: u64,
     /// Records rejected.
@@ -123,6 +137,9 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// Files written, relative to the run directory.
     pub outputs: Vec<OutputFile>,
+    /// Curated samples per value of each catalog dimension tag (user tags, language, split).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, BTreeMap<String, u64>>,
     /// Timings.
     pub timings: Timings,
 }
@@ -160,6 +177,19 @@ impl Report {
                 st.kept,
                 reasons.join(", ")
             );
+        }
+        for st in &self.stages {
+            let warnings = st
+                .details
+                .as_ref()
+                .and_then(|d| d["plan"]["warnings"].as_array().cloned())
+                .unwrap_or_default();
+            for w in warnings.iter().filter_map(|w| w.as_str()) {
+                s += &format!("  warning: stage [{}] {}: {w}\n", st.index, st.kind);
+            }
+        }
+        if t.copies > 0 {
+            s += &format!("  copies written by upsampling: {}\n", t.copies);
         }
         if t.read == 0 {
             s += "  warning: no records were read: check the input paths and formats\n";

@@ -9,6 +9,7 @@ mod common;
 mod determinism;
 mod inputs;
 mod minhash;
+mod mix;
 mod outputs;
 mod rejects;
 mod tokenize;

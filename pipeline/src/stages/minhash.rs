@@ -633,7 +633,14 @@ impl GlobalStage for MinHash {
                     )),
                     duplicate_of: Some(keep_id.clone()),
                 });
-                decisions.insert(p, Decision { drop, tags });
+                decisions.insert(
+                    p,
+                    Decision {
+                        drop,
+                        tags,
+                        repeat: 0,
+                    },
+                );
             }
         }
         if self.cfg.index.is_some() {

@@ -9,11 +9,13 @@ pub mod filler;
 pub mod langid;
 pub mod length_filter;
 pub mod minhash;
+pub mod mix;
 pub mod pii;
 pub mod quality;
 pub mod rules;
 pub mod sensitive;
 pub mod split;
+pub mod tags;
 pub mod truncate;
 
 use crate::sample::Sample;
@@ -128,6 +130,10 @@ impl SplitMix64 {
 pub trait RecordStage: Send + Sync {
     /// Never fails on bad data: a sample it cannot handle is dropped with a reason.
     fn process(&self, sample: Sample, cx: &mut StageCx) -> Verdict;
+    /// Tags this stage sets that describe the data (user tags), for the catalog's dimensions.
+    fn dimensions(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// What a global stage decides about one record position: tags to add, and whether to drop it.
@@ -137,6 +143,8 @@ pub struct Decision {
     pub drop: Option<DropReason>,
     /// Tags to set on the record (kept or dropped), e.g. a cluster id.
     pub tags: Vec<(String, String)>,
+    /// Extra copies of a kept record to write (upsampling by a mix).
+    pub repeat: u32,
 }
 
 impl Decision {
@@ -145,6 +153,7 @@ impl Decision {
         Decision {
             drop: Some(reason),
             tags: Vec::new(),
+            repeat: 0,
         }
     }
 }
@@ -219,6 +228,10 @@ pub enum StageConfig {
     Quality(quality::Config),
     /// Language tag and filter.
     Langid(langid::Config),
+    /// User profile tags joined on user_id.
+    Tags(tags::Config),
+    /// Domain/general mixing by ratio (a global stage; the last one).
+    Mix(Box<mix::Config>),
 }
 
 /// A built stage, ready to run.
@@ -231,6 +244,8 @@ pub enum Stage {
     Minhash(Box<minhash::MinHash>),
     /// Split assignment (a global stage).
     Split(split::Split),
+    /// Mixing (a global stage).
+    Mix(Box<mix::Mix>),
 }
 
 impl Stage {
@@ -241,6 +256,7 @@ impl Stage {
             Stage::ExactDedup(s) => s.commit(),
             Stage::Minhash(s) => s.commit(),
             Stage::Split(s) => s.commit(),
+            Stage::Mix(s) => s.commit(),
         }
     }
 }
@@ -262,6 +278,8 @@ impl StageConfig {
             StageConfig::Sensitive(_) => "sensitive",
             StageConfig::Quality(_) => "quality",
             StageConfig::Langid(_) => "langid",
+            StageConfig::Tags(_) => "tags",
+            StageConfig::Mix(_) => "mix",
         }
     }
 
@@ -281,6 +299,8 @@ impl StageConfig {
             StageConfig::Sensitive(c) => c.validate(),
             StageConfig::Quality(c) => c.validate(),
             StageConfig::Langid(c) => c.validate(),
+            StageConfig::Tags(c) => c.validate(),
+            StageConfig::Mix(c) => c.validate(),
         }
     }
 
@@ -296,6 +316,8 @@ impl StageConfig {
             StageConfig::Rules(c) => c.resolve_paths(base),
             StageConfig::Sensitive(c) => c.resolve_paths(base),
             StageConfig::Quality(c) => c.resolve_paths(base),
+            StageConfig::Tags(c) => c.resolve_paths(base),
+            StageConfig::Mix(c) => c.resolve_paths(base),
             StageConfig::ExactDedup(_)
             | StageConfig::LengthFilter(_)
             | StageConfig::Split(_)
@@ -303,8 +325,9 @@ impl StageConfig {
         }
     }
 
-    /// Build the stage (loading models and the like); `Err` says what is wrong.
-    pub fn build(&self) -> Result<Stage, String> {
+    /// Build the stage (loading models and the like); `Err` says what is wrong. `seed` is the
+    /// pipeline's.
+    pub fn build(&self, seed: u64) -> Result<Stage, String> {
         Ok(match self {
             StageConfig::ExactDedup(c) => Stage::ExactDedup(exact_dedup::ExactDedup::new(c)),
             StageConfig::LengthFilter(c) => {
@@ -323,6 +346,8 @@ impl StageConfig {
             StageConfig::Sensitive(c) => Stage::Record(Box::new(sensitive::Sensitive::new(c)?)),
             StageConfig::Quality(c) => Stage::Record(Box::new(quality::Quality::new(c)?)),
             StageConfig::Langid(c) => Stage::Record(Box::new(langid::LangId::new(c)?)),
+            StageConfig::Tags(c) => Stage::Record(Box::new(tags::Tags::new(c)?)),
+            StageConfig::Mix(c) => Stage::Mix(Box::new(mix::Mix::new(c, seed)?)),
         })
     }
 }

@@ -136,6 +136,7 @@ impl Split {
                     Decision {
                         drop: None,
                         tags: vec![("split".to_string(), name.clone())],
+                        repeat: 0,
                     },
                 );
             }

@@ -1,0 +1,745 @@
+//! The catalog of curated data. Every run writes `catalog.parquet` into its run directory (so
+//! it is published atomically with the data it describes): one row per group of curated samples
+//! sharing domain, task, source, kind and the values of the catalog's dimension tags (language,
+//! split, user tags), with their samples, turns, tokens and characters and a few example ids.
+//!
+//! A catalog root is a folder of run directories. Queries scan every `*/catalog.parquet` under
+//! it with polars lazy scans (runs with different tag columns are concatenated diagonally), so a
+//! summary or a mix preview reads a few kilobytes per run and never a sample.
+
+use crate::mix::{GroupStat, MixPlan, MixSpec, PoolSpec};
+use crate::sample::Sample;
+use crate::tokenize::TokenizerHandle;
+use polars::prelude::*;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The file name of a run's catalog.
+pub const CATALOG_FILE: &str = "catalog.parquet";
+
+/// Columns every catalog row has, besides the dimension tags.
+pub const FIXED_COLUMNS: [&str; 14] = [
+    "run",
+    "path",
+    "files",
+    "tokens_by",
+    "domain",
+    "task",
+    "source",
+    "kind",
+    "samples",
+    "turns",
+    "tokens",
+    "chars",
+    "copies",
+    "examples",
+];
+
+/// Tag values that mean "no value" when a tag is compared as a number.
+const MISSING: [&str; 3] = ["", "unknown", "und"];
+
+/// Counts tokens of samples: with a tokenizer, or approximately (one per CJK character, one
+/// per four bytes of other words) when none is configured.
+#[derive(Clone)]
+pub enum TokenCounter {
+    /// An HF tokenizer.
+    Tokenizer {
+        /// The tokenizer.
+        handle: Arc<TokenizerHandle>,
+        /// How it is named in the catalog (`tokenizer.json:<first 12 hex of its sha256>`).
+        name: String,
+    },
+    /// The approximation.
+    Approx,
+}
+
+impl std::fmt::Debug for TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl TokenCounter {
+    /// A counter with the tokenizer at `path`, or the approximation for `None`.
+    pub fn new(path: Option<&Path>) -> Result<TokenCounter, String> {
+        let Some(path) = path else {
+            return Ok(TokenCounter::Approx);
+        };
+        let handle = TokenizerHandle::shared(path)?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(&bytes);
+        let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        Ok(TokenCounter::Tokenizer {
+            handle,
+            name: format!("{file}:{hex}"),
+        })
+    }
+
+    /// The name recorded in the catalog's `tokens_by` column.
+    pub fn name(&self) -> String {
+        match self {
+            TokenCounter::Tokenizer { name, .. } => name.clone(),
+            TokenCounter::Approx => "approx".into(),
+        }
+    }
+
+    /// Tokens of a sample's content (system prompt, turns or text), without template tokens.
+    pub fn count(&self, s: &Sample) -> u64 {
+        s.content_parts()
+            .map(|(_, text)| match self {
+                TokenCounter::Tokenizer { handle, .. } => handle
+                    .count(text)
+                    .map_or_else(|_| approx_tokens(text), |n| n as u64),
+                TokenCounter::Approx => approx_tokens(text),
+            })
+            .sum()
+    }
+}
+
+/// One token per CJK character, about one per four bytes of other words, one per symbol.
+pub fn approx_tokens(text: &str) -> u64 {
+    let mut n = 0u64;
+    let mut word = 0u64;
+    for c in text.chars() {
+        if c.is_alphanumeric() && (c as u32) < 0x2E80 {
+            word += c.len_utf8() as u64;
+            continue;
+        }
+        n += word.div_ceil(4);
+        word = 0;
+        if !c.is_whitespace() {
+            n += 1;
+        }
+    }
+    n + word.div_ceil(4)
+}
+
+#[derive(Debug, Default, Clone)]
+struct Acc {
+    samples: u64,
+    turns: u64,
+    tokens: u64,
+    chars: u64,
+    copies: u64,
+    examples: Vec<String>,
+}
+
+/// Accumulates a run's catalog as curated samples are written.
+#[derive(Debug)]
+pub struct CatalogBuilder {
+    dims: Vec<String>,
+    counter: TokenCounter,
+    /// Key: domain, task, source, kind, then one value per dimension.
+    groups: BTreeMap<Vec<Option<String>>, Acc>,
+}
+
+impl CatalogBuilder {
+    /// A builder grouping by these dimension tags, counting tokens with `counter`.
+    pub fn new(dims: Vec<String>, counter: TokenCounter) -> CatalogBuilder {
+        CatalogBuilder {
+            dims,
+            counter,
+            groups: BTreeMap::new(),
+        }
+    }
+
+    /// The dimension tags.
+    pub fn dims(&self) -> &[String] {
+        &self.dims
+    }
+
+    /// Add curated samples (tokens are counted in parallel). A mix's extra copies (tag
+    /// `mix_copy`) are counted as `copies` only: every other statistic is about distinct samples.
+    pub fn add(&mut self, samples: &[Sample]) {
+        // Per sample: its group key, and (turns, tokens, chars) unless it is a copy.
+        type Row = (Vec<Option<String>>, Option<(u64, u64, u64)>);
+        let rows: Vec<Row> = samples
+            .par_iter()
+            .map(|s| {
+                let copy = s.tags.contains_key(crate::engine::COPY_TAG);
+                let mut key = vec![
+                    Some(s.domain.clone()),
+                    Some(s.task.clone()),
+                    Some(s.source.clone()),
+                    Some(s.kind.as_str().to_string()),
+                ];
+                key.extend(self.dims.iter().map(|d| s.tags.get(d).cloned()));
+                let stats = (!copy).then(|| {
+                    (
+                        s.turns.len() as u64,
+                        self.counter.count(s),
+                        s.char_len() as u64,
+                    )
+                });
+                (key, stats)
+            })
+            .collect();
+        for ((key, stats), s) in rows.into_iter().zip(samples) {
+            let acc = self.groups.entry(key).or_default();
+            let Some((turns, tokens, chars)) = stats else {
+                acc.copies += 1;
+                continue;
+            };
+            acc.samples += 1;
+            acc.turns += turns;
+            acc.tokens += tokens;
+            acc.chars += chars;
+            if acc.examples.len() < 3 {
+                acc.examples.push(s.id.clone());
+            }
+        }
+    }
+
+    /// Catalog rows so far.
+    pub fn rows(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Distinct samples per value of each dimension tag (`unset` where a sample lacks the tag).
+    pub fn distributions(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (key, acc) in &self.groups {
+            for (d, v) in self.dims.iter().zip(&key[4..]) {
+                let v = v.clone().unwrap_or_else(|| "unset".into());
+                *out.entry(d.clone()).or_default().entry(v).or_default() += acc.samples;
+            }
+        }
+        out.retain(|_, m| !(m.len() == 1 && m.contains_key("unset")));
+        out
+    }
+
+    /// The catalog rows as a frame; `run` names the run, `files` is the glob of its curated
+    /// files within the run directory. Nothing in it depends on where the run directory lies.
+    pub fn frame(&self, run: &str, files: &str) -> PolarsResult<DataFrame> {
+        let n = self.groups.len();
+        let text = |name: &str, v: Vec<Option<String>>| Column::new(name.into(), v);
+        let repeat = |name: &str, v: &str| Column::new(name.into(), vec![v.to_string(); n]);
+        let mut cols = vec![
+            repeat("run", run),
+            repeat("files", files),
+            repeat("tokens_by", &self.counter.name()),
+        ];
+        for (i, name) in ["domain", "task", "source", "kind"].iter().enumerate() {
+            cols.push(text(
+                name,
+                self.groups.keys().map(|k| k[i].clone()).collect(),
+            ));
+        }
+        for (i, d) in self.dims.iter().enumerate() {
+            cols.push(text(
+                d,
+                self.groups.keys().map(|k| k[4 + i].clone()).collect(),
+            ));
+        }
+        let num = |name: &str, f: &dyn Fn(&Acc) -> u64| {
+            Column::new(
+                name.into(),
+                self.groups.values().map(f).collect::<Vec<u64>>(),
+            )
+        };
+        cols.push(num("samples", &|a| a.samples));
+        cols.push(num("turns", &|a| a.turns));
+        cols.push(num("tokens", &|a| a.tokens));
+        cols.push(num("chars", &|a| a.chars));
+        cols.push(num("copies", &|a| a.copies));
+        cols.push(Column::new(
+            "examples".into(),
+            self.groups
+                .values()
+                .map(|a| serde_json::to_string(&a.examples).unwrap_or_default())
+                .collect::<Vec<String>>(),
+        ));
+        DataFrame::new(n, cols)
+    }
+
+    /// Write the catalog file (Parquet, atomically).
+    pub fn write(&self, dest: &Path, run: &str, files: &str) -> crate::Result<()> {
+        let err = |e: PolarsError| crate::Error::Output {
+            path: dest.to_path_buf(),
+            message: format!("cannot write the catalog: {e}"),
+        };
+        let mut df = self.frame(run, files).map_err(err)?;
+        let mut bytes = Vec::new();
+        ParquetWriter::new(&mut bytes)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut df)
+            .map_err(err)?;
+        crate::storage::write_atomic(dest, &bytes)
+    }
+}
+
+/// The catalog files under a root: `<root>/catalog.parquet` (a run directory itself) and
+/// `<root>/*/catalog.parquet`, sorted.
+pub fn catalog_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let own = root.join(CATALOG_FILE);
+    if own.is_file() {
+        out.push(own);
+    }
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for e in entries.flatten() {
+            let p = e.path().join(CATALOG_FILE);
+            // Unpublished (`.tmp-…`) and failed runs are not part of the catalog.
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_file() && !name.starts_with('.') && !name.ends_with(".failed") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Errors of catalog queries, as messages.
+fn msg(e: PolarsError) -> String {
+    e.to_string()
+}
+
+/// Every row of the catalog under `root`, as one lazy frame (tag columns that a run lacks are
+/// null there). An empty catalog is an error naming the root.
+pub fn scan(root: &Path) -> Result<LazyFrame, String> {
+    let files = catalog_files(root);
+    if files.is_empty() {
+        return Err(format!(
+            "no catalog under {}: expected <run>/{CATALOG_FILE} files written by `sluice run`",
+            root.display()
+        ));
+    }
+    let frames = files
+        .iter()
+        .map(|f| {
+            // `path`: the run directory relative to the root, from where the file lies, so a
+            // run directory can be moved or copied and its catalog entry stays true.
+            let dir = f
+                .parent()
+                .and_then(|d| d.strip_prefix(root).ok())
+                .map_or_else(String::new, |d| d.to_string_lossy().into_owned());
+            LazyFrame::scan_parquet(
+                PlRefPath::new(f.to_string_lossy().as_ref()),
+                ScanArgsParquet::default(),
+            )
+            .map(|lf| lf.with_column(lit(dir).alias("path")))
+            .map_err(|e| format!("{}: {e}", f.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    concat_lf_diagonal(frames, UnionArgs::default()).map_err(msg)
+}
+
+/// The dimension (tag) columns of a catalog frame's schema.
+pub fn tag_columns(schema: &Schema) -> Vec<String> {
+    schema
+        .iter_names()
+        .map(|n| n.to_string())
+        .filter(|n| !FIXED_COLUMNS.contains(&n.as_str()))
+        .collect()
+}
+
+/// Cast tag columns whose every value is a number (or a missing marker such as `unknown`) to
+/// Float64, so `age >= 18` compares numbers; missing markers become null.
+pub fn numeric_tags(mut df: DataFrame, tags: &[String]) -> PolarsResult<DataFrame> {
+    for t in tags {
+        let Ok(col) = df.column(t) else { continue };
+        let Ok(ca) = col.str() else { continue };
+        let mut any = false;
+        let numeric = ca.iter().all(|v| match v {
+            None => true,
+            Some(v) if MISSING.contains(&v) => true,
+            Some(v) => {
+                any = true;
+                v.trim().parse::<f64>().is_ok()
+            }
+        });
+        if numeric && any {
+            let values: Vec<Option<f64>> = ca
+                .iter()
+                .map(|v| v.and_then(|v| v.trim().parse::<f64>().ok()))
+                .collect();
+            df.with_column(Column::new(t.as_str().into(), values))?;
+        }
+    }
+    Ok(df)
+}
+
+/// The condition of one pool over a frame with `domain`, `task`, `source`, `kind` and tag
+/// columns.
+pub fn pool_condition(p: &PoolSpec) -> Result<Expr, String> {
+    let any_of = |name: &str, values: &[String]| {
+        values
+            .iter()
+            .map(|v| col(name).eq(lit(v.clone())))
+            .reduce(|a, b| a.or(b))
+    };
+    let mut conds: Vec<Expr> = Vec::new();
+    conds.extend(any_of("domain", &p.domain));
+    conds.extend(any_of("task", &p.task));
+    conds.extend(any_of("source", &p.source));
+    if let Some(k) = p.kind {
+        conds.push(col("kind").eq(lit(k.as_str())));
+    }
+    if let Some(w) = &p.filter {
+        conds.push(polars::sql::sql_expr(w).map_err(|e| format!("where {w:?}: {e}"))?);
+    }
+    Ok(conds
+        .into_iter()
+        .reduce(|a, b| a.and(b))
+        .unwrap_or_else(|| lit(true))
+        .fill_null(lit(false)))
+}
+
+/// A `pool` column (UInt32, null outside every pool): the index of the first pool a row
+/// matches, in [`MixSpec::resolved_pools`] order.
+pub fn pool_expr(spec: &MixSpec) -> Result<Expr, String> {
+    let pools = spec.resolved_pools();
+    let mut expr: Option<Expr> = None;
+    for (i, (_, p, _)) in pools.iter().enumerate().rev() {
+        let then = lit(i as u32);
+        let cond = pool_condition(p)?;
+        expr = Some(match expr {
+            None => when(cond)
+                .then(then)
+                .otherwise(lit(NULL).cast(DataType::UInt32)),
+            Some(rest) => when(cond).then(then).otherwise(rest),
+        });
+    }
+    Ok(expr
+        .unwrap_or_else(|| lit(NULL).cast(DataType::UInt32))
+        .alias("pool"))
+}
+
+/// Group statistics for the planner from a catalog (or per-sample) frame with `samples`,
+/// `tokens` and `examples` columns.
+pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, String> {
+    let schema = lf.clone().collect_schema().map_err(msg)?;
+    let tags = tag_columns(&schema);
+    let df = lf.collect().map_err(msg)?;
+    let df = numeric_tags(df, &tags).map_err(msg)?;
+    let grouped = df
+        .lazy()
+        .with_column(pool_expr(spec)?)
+        .filter(col("pool").is_not_null())
+        .group_by([col("pool"), col("task")])
+        .agg([
+            col("samples").sum(),
+            col("tokens").sum(),
+            col("examples").head(Some(3)),
+        ])
+        .sort(["pool", "task"], Default::default())
+        .collect()
+        .map_err(|e| {
+            format!(
+                "{e} (columns available: {})",
+                schema
+                    .iter_names()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+    let pool = grouped
+        .column("pool")
+        .and_then(|c| c.u32().cloned())
+        .map_err(msg)?;
+    let task = grouped
+        .column("task")
+        .and_then(|c| c.str().cloned())
+        .map_err(msg)?;
+    let samples = grouped
+        .column("samples")
+        .and_then(|c| c.cast(&DataType::UInt64))
+        .map_err(msg)?;
+    let tokens = grouped
+        .column("tokens")
+        .and_then(|c| c.cast(&DataType::UInt64))
+        .map_err(msg)?;
+    let samples = samples.u64().map_err(msg)?;
+    let tokens = tokens.u64().map_err(msg)?;
+    let examples = grouped
+        .column("examples")
+        .and_then(|c| c.list().cloned())
+        .map_err(msg)?;
+    let mut out = Vec::with_capacity(grouped.height());
+    for i in 0..grouped.height() {
+        let mut ex = Vec::new();
+        if let Some(s) = examples.get_as_series(i) {
+            if let Ok(strs) = s.str() {
+                for v in strs.iter().flatten() {
+                    ex.extend(serde_json::from_str::<Vec<String>>(v).unwrap_or_default());
+                }
+            }
+        }
+        out.push(GroupStat {
+            pool: pool.get(i).unwrap_or(0) as usize,
+            task: task.get(i).unwrap_or("").to_string(),
+            samples: samples.get(i).unwrap_or(0),
+            tokens: tokens.get(i).unwrap_or(0),
+            examples: ex,
+        });
+    }
+    Ok(out)
+}
+
+/// A mix preview from the catalog under `root`: the plan the `mix` stage would follow.
+pub fn preview(root: &Path, spec: &MixSpec) -> Result<MixPlan, String> {
+    let problems = spec.validate();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let stats = pool_stats(scan(root)?, spec)?;
+    let mut plan = crate::mix::plan(spec, &stats);
+    let methods = token_methods(root)?;
+    if methods.len() > 1 && spec.unit() == crate::mix::MixUnit::Tokens {
+        plan.warnings.push(format!(
+            "runs in this catalog counted tokens differently ({}): token shares mix units",
+            methods.join(", ")
+        ));
+    }
+    Ok(plan)
+}
+
+/// The distinct `tokens_by` values of a catalog.
+pub fn token_methods(root: &Path) -> Result<Vec<String>, String> {
+    let df = scan(root)?
+        .select([col("tokens_by")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()
+        .map_err(msg)?;
+    let ca = df
+        .column("tokens_by")
+        .and_then(|c| c.str().cloned())
+        .map_err(msg)?;
+    Ok(ca.iter().flatten().map(str::to_string).collect())
+}
+
+/// Totals of the catalog grouped by `by` (column names), largest first: samples, turns,
+/// tokens, chars.
+pub fn summary(root: &Path, by: &[String], filter: Option<&str>) -> Result<DataFrame, String> {
+    let lf = scan(root)?;
+    let schema = lf.clone().collect_schema().map_err(msg)?;
+    for b in by {
+        if schema.get(b).is_none() {
+            return Err(format!(
+                "no column {b:?} in the catalog (columns: {})",
+                schema
+                    .iter_names()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let mut lf = lf;
+    if let Some(w) = filter {
+        let df = numeric_tags(lf.collect().map_err(msg)?, &tag_columns(&schema)).map_err(msg)?;
+        lf = df
+            .lazy()
+            .filter(polars::sql::sql_expr(w).map_err(|e| format!("where {w:?}: {e}"))?);
+    }
+    let keys: Vec<Expr> = by.iter().map(|b| col(b.as_str())).collect();
+    let aggs = [
+        col("samples").sum(),
+        col("turns").sum(),
+        col("tokens").sum(),
+        col("chars").sum(),
+        col("copies").sum(),
+    ];
+    let out = if keys.is_empty() {
+        lf.select(aggs)
+    } else {
+        lf.group_by(keys).agg(aggs).sort_by_exprs(
+            vec![col("samples")],
+            SortMultipleOptions::default().with_order_descending(true),
+        )
+    };
+    out.collect().map_err(msg)
+}
+
+/// A small polars frame as JSON rows.
+pub fn frame_json(df: &DataFrame) -> serde_json::Value {
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let rows: Vec<serde_json::Value> = (0..df.height())
+        .map(|i| {
+            let mut row = serde_json::Map::new();
+            for (n, c) in names.iter().zip(df.columns()) {
+                let v = match c.get(i) {
+                    Ok(AnyValue::String(s)) => serde_json::json!(s),
+                    Ok(AnyValue::Null) | Err(_) => serde_json::Value::Null,
+                    Ok(AnyValue::UInt64(x)) => serde_json::json!(x),
+                    Ok(AnyValue::Int64(x)) => serde_json::json!(x),
+                    Ok(AnyValue::Float64(x)) => serde_json::json!(x),
+                    Ok(other) => serde_json::json!(other.to_string()),
+                };
+                row.insert(n.clone(), v);
+            }
+            serde_json::Value::Object(row)
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+}
+
+/// The runs in a catalog: run name, its directory relative to the root, and its curated files.
+pub fn runs(root: &Path) -> Result<Vec<(String, String, String)>, String> {
+    let df = scan(root)?
+        .select([col("run"), col("path"), col("files")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .sort(["path"], Default::default())
+        .collect()
+        .map_err(msg)?;
+    let get = |n: &str| df.column(n).and_then(|c| c.str().cloned()).map_err(msg);
+    let (r, p, f) = (get("run")?, get("path")?, get("files")?);
+    Ok((0..df.height())
+        .map(|i| {
+            (
+                r.get(i).unwrap_or("").to_string(),
+                p.get(i).unwrap_or("").to_string(),
+                f.get(i).unwrap_or("").to_string(),
+            )
+        })
+        .collect())
+}
+
+/// A pipeline that mixes curated data from the catalog under `root`: one input per run that
+/// has samples in some pool (its curated files, read back as sluice records with their domain,
+/// task and tags), and a single `mix` stage. `sluice mix run` executes it like any pipeline.
+pub fn mix_pipeline(
+    root: &Path,
+    spec: &MixSpec,
+    out: &Path,
+    seed: u64,
+    tokenizer: Option<PathBuf>,
+) -> Result<crate::Plan, String> {
+    let problems = spec.validate();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let lf = scan(root)?;
+    let schema = lf.clone().collect_schema().map_err(msg)?;
+    let df = numeric_tags(lf.collect().map_err(msg)?, &tag_columns(&schema)).map_err(msg)?;
+    let used = df
+        .lazy()
+        .with_column(pool_expr(spec)?)
+        .filter(col("pool").is_not_null())
+        .select([col("run"), col("path"), col("files")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .sort(["path"], Default::default())
+        .collect()
+        .map_err(msg)?;
+    let get = |n: &str| used.column(n).and_then(|c| c.str().cloned()).map_err(msg);
+    let (paths, files) = (get("path")?, get("files")?);
+    let mut inputs = Vec::new();
+    for i in 0..used.height() {
+        let dir = paths.get(i).unwrap_or("");
+        let pattern = root
+            .join(dir)
+            .join(files.get(i).unwrap_or("curated/*.parquet"));
+        let mut found: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
+            .map_err(|e| format!("{}: {e}", pattern.display()))?
+            .filter_map(|p| p.ok())
+            .collect();
+        found.sort();
+        if found.is_empty() {
+            return Err(format!(
+                "the catalog lists run {dir:?} but {} matches no file",
+                pattern.display()
+            ));
+        }
+        let mut input = crate::config::InputPlan::new(dir);
+        input.format = crate::config::RecordFormat::Sluice;
+        input.files = found
+            .into_iter()
+            .map(|p| {
+                let shown = p
+                    .strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .into_owned();
+                (p, shown)
+            })
+            .collect();
+        inputs.push(input);
+    }
+    if inputs.is_empty() {
+        return Err(format!(
+            "no run under {} has samples in any pool of the mix",
+            root.display()
+        ));
+    }
+    let name = out
+        .file_name()
+        .map_or_else(|| "mix".to_string(), |n| n.to_string_lossy().into_owned());
+    Ok(crate::Plan {
+        config_path: root.join("<mix>"),
+        name: name.clone(),
+        seed,
+        batch_size: 2048,
+        max_record_bytes: 64 << 20,
+        max_reject_ratio: 0.0,
+        inputs,
+        stages: vec![crate::stages::StageConfig::Mix(Box::new(
+            crate::stages::mix::Config {
+                spec: spec.clone(),
+                tokenizer: tokenizer.clone(),
+            },
+        ))],
+        output_dir: out.to_path_buf(),
+        formats: vec![
+            crate::config::OutputFormat::Parquet,
+            crate::config::OutputFormat::Jsonl,
+        ],
+        rows_per_file: 100_000,
+        llamafactory_style: Default::default(),
+        llamafactory_name: name,
+        shards: None,
+        catalog: crate::config::CatalogPlan {
+            tokenizer,
+            dimensions: None,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn approx_tokens_counts_cjk_per_character_and_words_by_length() {
+        assert_eq!(approx_tokens("你好，世界"), 5);
+        assert_eq!(approx_tokens("hello world"), 4);
+        assert_eq!(approx_tokens(""), 0);
+    }
+
+    #[test]
+    fn numeric_tags_compare_as_numbers_and_unknown_is_null() {
+        let df = DataFrame::new_infer_height(vec![
+            Column::new(
+                "age".into(),
+                vec![Some("17"), Some("30"), Some("unknown"), None],
+            ),
+            Column::new(
+                "region".into(),
+                vec![Some("east"), Some("west"), Some("east"), None],
+            ),
+        ])
+        .expect("frame");
+        let df = numeric_tags(df, &["age".into(), "region".into()]).expect("cast");
+        assert_eq!(
+            df.column("age").map(|c| c.dtype().clone()).ok(),
+            Some(DataType::Float64)
+        );
+        let out = df
+            .lazy()
+            .filter(polars::sql::sql_expr("age >= 18 AND region = 'west'").expect("sql"))
+            .collect()
+            .expect("filter");
+        assert_eq!(out.height(), 1);
+    }
+}

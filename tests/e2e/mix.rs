@@ -1,0 +1,420 @@
+//! User tags, the catalog and the mix end to end: the medical data of ../shared/data mixed with
+//! the general alpaca and sharegpt data at 1:5 (SFT) and at 15% of tokens (CPT); exact ratios,
+//! caps and repeats; identical output across thread counts; previews that agree with the mix.
+
+use crate::common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Count curated rows per `mix_pool` tag, and copies.
+fn pools(rows: &[serde_json::Value]) -> (BTreeMap<String, u64>, u64) {
+    let mut by = BTreeMap::new();
+    let mut copies = 0;
+    for r in rows {
+        let pool = r["tags"]["mix_pool"].as_str().unwrap_or("none").to_string();
+        *by.entry(pool).or_default() += 1;
+        if r["tags"]["mix_copy"].is_string() {
+            copies += 1;
+        }
+    }
+    (by, copies)
+}
+
+fn curated(out: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(out.join("curated"))
+        .expect("curated dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files.iter().flat_map(|f| read_jsonl(f)).collect()
+}
+
+fn sft_pipeline(dir: &Path, data: &Path, mix: &str) -> std::path::PathBuf {
+    let d = data.display();
+    pipeline(
+        dir,
+        &format!(
+            r#"
+seed = 7
+[[inputs]]
+name = "medical"
+paths = ["{d}/sft/medicalgpt/medical_sft_1K_format.jsonl"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+name = "alpaca"
+paths = ["{d}/sft/llama_factory/alpaca_zh_demo.json", "{d}/sft/llama_factory/alpaca_en_demo.json"]
+domain = "general"
+task = "alpaca"
+[[inputs]]
+name = "sharegpt"
+paths = ["{d}/sft/medicalgpt/sharegpt_zh_1K_format.jsonl"]
+domain = "general"
+task = "sharegpt"
+[[stages]]
+type = "mix"
+{mix}
+[output]
+dir = "out"
+formats = ["jsonl"]
+"#
+        ),
+    )
+}
+
+#[test]
+fn sft_one_to_five_is_exact_and_upsamples_within_max_repeats() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // 1,000 medical samples against 2,999 general ones: 1:5 with a target of 6,000 needs 5,000
+    // general samples, so general data is repeated (5000 / 2999 ≈ 1.67 epochs).
+    let cfg = sft_pipeline(
+        tmp.path(),
+        &data,
+        "ratio = \"1:5\"\ntarget = 6000\npools.domain = { domain = \"medical\" }",
+    );
+    let out = tmp.path().join("run");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let rows = curated(&out);
+    let (by, copies) = pools(&rows);
+    assert_eq!(by.get("domain"), Some(&1000), "{by:?}");
+    assert_eq!(by.get("general"), Some(&5000), "{by:?}");
+    // Two sharegpt records of the real file are unparseable (rejected, not lost).
+    let general_kept = input(&report, "alpaca")["kept"].as_u64().expect("kept")
+        + input(&report, "sharegpt")["kept"].as_u64().expect("kept");
+    assert!(general_kept >= 2990, "{general_kept}");
+    assert_eq!(
+        copies,
+        5000 - general_kept,
+        "every general sample once, the rest as copies"
+    );
+    assert_eq!(report["totals"]["copies"], 5000 - general_kept);
+    // Copies have their own ids and name their original.
+    let ids: std::collections::BTreeSet<&str> =
+        rows.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids.len(), rows.len(), "ids are unique");
+    let details = &report["stages"][0]["details"];
+    let achieved = details["achieved"].as_array().expect("achieved");
+    let share = achieved[0]["share"].as_f64().expect("share");
+    assert!((share - 1.0 / 6.0).abs() < 1e-12, "{share}");
+    let req = achieved[0]["requested_share"].as_f64().expect("requested");
+    assert!((req - 1.0 / 6.0).abs() < 1e-12);
+    // Tasks share the general quota in proportion to size (temperature 1), and no sample is
+    // repeated more than ceil(1.67) times.
+    assert!(achieved[1]["max_copies"].as_u64().expect("max") <= 2);
+    assert_eq!(achieved[1]["distinct"], general_kept);
+    // Repeats past max_repeats are refused: a target of 60,000 needs 50,000 general samples
+    // (16.7 epochs); the mix shrinks to keep 1:5 and says so.
+    let cfg = sft_pipeline(
+        tmp.path(),
+        &data,
+        "ratio = \"1:5\"\ntarget = 60000\nmax_repeats = 4\npools.domain = { domain = \"medical\" }",
+    );
+    let out = tmp.path().join("run2");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    let (by, _) = pools(&curated(&out));
+    let general = general_kept * 4;
+    assert_eq!(by["general"], general, "{by:?}");
+    let domain = by["domain"] as f64;
+    assert!((domain - general as f64 / 5.0).abs() <= 1.0, "{by:?}");
+    let warnings = report["stages"][0]["details"]["plan"]["warnings"].to_string();
+    assert!(warnings.contains("not reachable"), "{warnings}");
+}
+
+#[test]
+fn cpt_domain_share_is_at_most_p_within_one_document() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = data.display();
+    let tok = format!("{d}/tokenizers/qwen2/tokenizer.json");
+    let cfg = pipeline(
+        tmp.path(),
+        &format!(
+            r#"
+[[inputs]]
+name = "medical_text"
+paths = ["{d}/pretrain/medicalgpt/medical_corpus.txt"]   # JSON lines {{问, 答}}: answers as documents
+columns = {{ "答" = "text", "问" = "ignore" }}
+domain = "medical"
+task = "medical_text"
+[[inputs]]
+name = "medical_qa"
+paths = ["{d}/sft/medicalgpt/medical_sft_1K_format.jsonl"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+name = "web"
+paths = ["{d}/pretrain/llama_factory/c4_demo.jsonl", "{d}/pretrain/llama_factory/wiki_demo.txt"]
+domain = "general"
+task = "web"
+kind = "pretrain"
+[[inputs]]
+name = "novel"
+paths = ["{d}/pretrain/medicalgpt/tianlongbabu.txt"]
+domain = "general"
+task = "novel"
+[[stages]]
+type = "mix"
+mode = "cpt"
+ratio = 0.15
+instruct_share = 0.05
+pools.domain = {{ domain = "medical", kind = "pretrain" }}
+pools.instruct = {{ kind = "sft" }}
+[output]
+dir = "out"
+formats = ["jsonl"]
+[output.catalog]
+tokenizer = "{tok}"
+"#
+        ),
+    );
+    let out = tmp.path().join("run");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let details = &report["stages"][0]["details"];
+    assert_eq!(details["plan"]["unit"], "tokens");
+    let achieved = details["achieved"].as_array().expect("achieved");
+    let tokens: Vec<f64> = achieved
+        .iter()
+        .map(|a| a["tokens"].as_f64().expect("tokens"))
+        .collect();
+    let total: f64 = tokens.iter().sum();
+    // Recount from the output with the same tokenizer: the report is honest.
+    let tk = sluice_pipeline::tokenize::TokenizerHandle::from_file(Path::new(&tok)).expect("tok");
+    let rows = curated(&out);
+    let mut by_pool: BTreeMap<String, f64> = BTreeMap::new();
+    let mut largest_domain_doc: f64 = 0.0;
+    for r in &rows {
+        let s: sluice_pipeline::Sample = serde_json::from_value(r.clone()).expect("sample");
+        let n: usize = s
+            .content_parts()
+            .map(|(_, t)| tk.count(t).expect("count"))
+            .sum();
+        let pool = r["tags"]["mix_pool"].as_str().expect("pool").to_string();
+        if pool == "domain" {
+            largest_domain_doc = largest_domain_doc.max(n as f64);
+        }
+        *by_pool.entry(pool).or_default() += n as f64;
+    }
+    assert_eq!(by_pool["domain"], tokens[0]);
+    assert_eq!(by_pool["general"], tokens[2]);
+    let domain_share = tokens[0] / total;
+    assert!(domain_share <= 0.15 + 1e-12, "at most p: {domain_share}");
+    assert!(
+        tokens[0] >= 0.15 * total - largest_domain_doc - 1.0,
+        "within one document of p: {} of {total}",
+        tokens[0]
+    );
+    let instruct = tokens[1] / total;
+    assert!((instruct - 0.05).abs() < 0.01, "{instruct}");
+    // Every SFT sample of the instruct pool is a dialogue; every other pool's a document.
+    for r in &rows {
+        let pool = r["tags"]["mix_pool"].as_str().expect("pool");
+        assert_eq!(
+            r["kind"] == "sft",
+            pool == "instruct",
+            "{pool}: {}",
+            r["kind"]
+        );
+    }
+}
+
+#[test]
+fn task_caps_and_temperature_bound_each_task() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = sft_pipeline(
+        tmp.path(),
+        &data,
+        "ratio = \"1:1\"\ntask_cap = 300\ntemperature = 1000\npools.domain = { domain = \"medical\" }",
+    );
+    let out = tmp.path().join("run");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let mut per_task: BTreeMap<String, u64> = BTreeMap::new();
+    for r in curated(&out) {
+        *per_task
+            .entry(r["task"].as_str().expect("task").to_string())
+            .or_default() += 1;
+    }
+    // Domain: one task capped at 300. General: two tasks, uniform temperature, 150 each.
+    assert_eq!(per_task["medical_qa"], 300, "{per_task:?}");
+    assert_eq!(per_task["alpaca"], 150, "{per_task:?}");
+    assert_eq!(per_task["sharegpt"], 150, "{per_task:?}");
+}
+
+#[test]
+fn the_mix_is_identical_across_thread_counts() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cfg = sft_pipeline(
+        tmp.path(),
+        &data,
+        "ratio = \"1:3\"\ntarget = 5000\ntask_cap = 2500\npools.domain = { domain = \"medical\" }",
+    );
+    let mut outputs = Vec::new();
+    for threads in ["1", "4"] {
+        let out = tmp.path().join(format!("t{threads}"));
+        run_ok(
+            &cfg,
+            &["--out", out.to_str().expect("utf8"), "--threads", threads],
+        );
+        outputs.push(std::fs::read(out.join("curated/part-00000.jsonl")).expect("curated output"));
+    }
+    assert!(!outputs[0].is_empty());
+    assert!(outputs[0] == outputs[1], "1 and 4 threads differ");
+}
+
+#[test]
+fn tags_join_profiles_and_pools_filter_on_them_and_previews_match_the_mix() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("catalog");
+    // The bundled example: medical dialogues with user ids, joined with the profile table.
+    let report = run_ok(
+        &repo().join("examples/mix_sft.toml"),
+        &["--out", root.join("mix_sft").to_str().expect("utf8")],
+    );
+    assert_reconciles(&report);
+    let tags_stage = report["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["type"] == "tags"))
+        .expect("tags stage");
+    let c = &tags_stage["counters"];
+    let n = |k: &str| c[k].as_u64().unwrap_or(0);
+    assert!(n("matched") > 100, "{c}");
+    assert!(n("unmatched") > 0 && n("no_user_id") > 0, "{c}");
+    // Distributions in the report: the general data has no user ids, so mostly unknown.
+    let ages = &report["tags"]["age_group"];
+    assert!(ages["unknown"].as_u64().unwrap_or(0) > 0, "{ages}");
+    assert!(ages["18-34"].as_u64().unwrap_or(0) > 0, "{ages}");
+    let achieved = &report["stages"][3]["details"]["achieved"];
+    let dom = achieved[0]["samples"].as_u64().expect("domain");
+    let gen = achieved[1]["samples"].as_u64().expect("general");
+    assert!((gen as f64 - 5.0 * dom as f64).abs() <= 5.0, "{dom}:{gen}");
+
+    // A catalog run over the curated medical data only (no mix): tags become dimensions.
+    let cfg = pipeline(
+        tmp.path(),
+        &format!(
+            r#"
+[[inputs]]
+paths = ["{}"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+paths = ["{}"]
+domain = "general"
+task = "chitchat"
+cjk_despace = true
+[[stages]]
+type = "tags"
+profiles = "{}"
+buckets = [{{ column = "age", tag = "age_group", edges = [18, 35, 60] }}]
+[output]
+dir = "out"
+"#,
+            repo()
+                .join("examples/data/medicalgpt/medical_sft_200_users.jsonl.gz")
+                .display(),
+            repo().join("examples/data/lccc/toy_data.json").display(),
+            repo().join("examples/data/profiles/users.csv").display(),
+        ),
+    );
+    let catalog_root = tmp.path().join("cat2");
+    run_ok(
+        &cfg,
+        &["--out", catalog_root.join("tagged").to_str().expect("utf8")],
+    );
+    assert!(catalog_root.join("tagged/catalog.parquet").is_file());
+    // Preview a mix whose domain pool is adult eastern users, from the catalog alone …
+    let cat = catalog_root.to_str().expect("utf8");
+    let preview = sluice(&[
+        "mix",
+        "preview",
+        "--catalog",
+        cat,
+        "--domain",
+        "medical",
+        "--ratio",
+        "1:2",
+        "--where",
+        "domain = 'general' OR (region = 'east' AND age >= 18)",
+        "--json",
+    ]);
+    assert!(
+        preview.status.success(),
+        "{}",
+        String::from_utf8_lossy(&preview.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&preview.stdout).expect("json");
+    let quota = plan["pools"][0]["quota"].as_f64().expect("quota");
+    let available = plan["pools"][0]["available_samples"]
+        .as_u64()
+        .expect("avail");
+    assert!(
+        available > 0 && available < 180,
+        "a subset of the tagged users: {available}"
+    );
+    assert_eq!(
+        quota, available as f64,
+        "the scarce domain pool is used whole"
+    );
+    assert!(plan["pools"][0]["examples"]
+        .as_array()
+        .is_some_and(|e| !e.is_empty()));
+    // … then run it: the mix selects exactly what the preview said, and only adults in the east.
+    let mixed = tmp.path().join("mixed");
+    let run = sluice(&[
+        "mix",
+        "run",
+        "--catalog",
+        cat,
+        "--domain",
+        "medical",
+        "--ratio",
+        "1:2",
+        "--where",
+        "domain = 'general' OR (region = 'east' AND age >= 18)",
+        "--out",
+        mixed.to_str().expect("utf8"),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let rows = curated(&mixed);
+    let (by, _) = pools(&rows);
+    assert_eq!(by["domain"] as f64, quota);
+    assert_eq!(
+        by["general"] as f64,
+        plan["pools"][1]["quota"].as_f64().expect("q")
+    );
+    for r in rows.iter().filter(|r| r["tags"]["mix_pool"] == "domain") {
+        assert_eq!(r["tags"]["region"], "east");
+        let age: f64 = r["tags"]["age"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .expect("age");
+        assert!(age >= 18.0);
+    }
+    // `sluice catalog` summarizes by tag.
+    let out = sluice(&["catalog", cat, "--by", "domain,age_group", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let total = v["total"][0]["samples"].as_u64().expect("total");
+    let groups: u64 = v["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["samples"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, groups);
+}
