@@ -270,6 +270,7 @@ pub fn synthetic_catalog(root: &Path, runs: usize, samples: u64) -> Result<usize
                     "chars".into(),
                     s.iter().map(|x| x * 600).collect::<Vec<u64>>(),
                 ),
+                Column::new("copies".into(), vec![0u64; n]),
                 Column::new("examples".into(), ex),
             ],
         )

@@ -302,14 +302,47 @@ fn msg(e: PolarsError) -> String {
 }
 
 /// Every row of the catalog under `root`, as one lazy frame (tag columns that a run lacks are
-/// null there). An empty catalog is an error naming the root.
+/// null there; numeric tags are Float64, see [`numeric_tags`]). An empty catalog is an error
+/// naming the root. The frame comes from [`load`]'s cache.
 pub fn scan(root: &Path) -> Result<LazyFrame, String> {
+    Ok(load(root)?.lazy())
+}
+
+/// What identifies a catalog's state: each catalog file with its size and modification time.
+type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
+
+/// The catalog under `root` as one typed frame. Reading 1,000 small Parquet files costs far
+/// more than answering a query, so the frame is cached per root in the process and reloaded
+/// only when a catalog file appears, disappears or changes (a `stat` per file per call).
+pub fn load(root: &Path) -> Result<DataFrame, String> {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<BTreeMap<PathBuf, (Fingerprint, DataFrame)>>> = OnceLock::new();
     let files = catalog_files(root);
     if files.is_empty() {
         return Err(format!(
             "no catalog under {}: expected <run>/{CATALOG_FILE} files written by `sluice run`",
             root.display()
         ));
+    }
+    let fingerprint: Fingerprint = files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok();
+            (
+                f.clone(),
+                m.as_ref().map_or(0, |m| m.len()),
+                m.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = root.to_path_buf();
+    if let Ok(c) = cache.lock() {
+        if let Some((fp, df)) = c.get(&key) {
+            if *fp == fingerprint {
+                return Ok(df.clone());
+            }
+        }
     }
     let frames = files
         .iter()
@@ -328,7 +361,15 @@ pub fn scan(root: &Path) -> Result<LazyFrame, String> {
             .map_err(|e| format!("{}: {e}", f.display()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    concat_lf_diagonal(frames, UnionArgs::default()).map_err(msg)
+    let df = concat_lf_diagonal(frames, UnionArgs::default())
+        .and_then(|lf| lf.collect())
+        .map_err(msg)?;
+    let tags = tag_columns(df.schema());
+    let df = numeric_tags(df, &tags).map_err(msg)?;
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, (fingerprint, df.clone()));
+    }
+    Ok(df)
 }
 
 /// The dimension (tag) columns of a catalog frame's schema.
@@ -416,11 +457,7 @@ pub fn pool_expr(spec: &MixSpec) -> Result<Expr, String> {
 /// `tokens` and `examples` columns.
 pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, String> {
     let schema = lf.clone().collect_schema().map_err(msg)?;
-    let tags = tag_columns(&schema);
-    let df = lf.collect().map_err(msg)?;
-    let df = numeric_tags(df, &tags).map_err(msg)?;
-    let grouped = df
-        .lazy()
+    let grouped = lf
         .with_column(pool_expr(spec)?)
         .filter(col("pool").is_not_null())
         .group_by([col("pool"), col("task")])
@@ -535,10 +572,7 @@ pub fn summary(root: &Path, by: &[String], filter: Option<&str>) -> Result<DataF
     }
     let mut lf = lf;
     if let Some(w) = filter {
-        let df = numeric_tags(lf.collect().map_err(msg)?, &tag_columns(&schema)).map_err(msg)?;
-        lf = df
-            .lazy()
-            .filter(polars::sql::sql_expr(w).map_err(|e| format!("where {w:?}: {e}"))?);
+        lf = lf.filter(polars::sql::sql_expr(w).map_err(|e| format!("where {w:?}: {e}"))?);
     }
     let keys: Vec<Expr> = by.iter().map(|b| col(b.as_str())).collect();
     let aggs = [
@@ -546,7 +580,12 @@ pub fn summary(root: &Path, by: &[String], filter: Option<&str>) -> Result<DataF
         col("turns").sum(),
         col("tokens").sum(),
         col("chars").sum(),
-        col("copies").sum(),
+        // Catalogs written before copies were counted have no such column.
+        if schema.get("copies").is_some() {
+            col("copies").sum()
+        } else {
+            lit(0u64).alias("copies")
+        },
     ];
     let out = if keys.is_empty() {
         lf.select(aggs)
@@ -621,11 +660,7 @@ pub fn mix_pipeline(
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let lf = scan(root)?;
-    let schema = lf.clone().collect_schema().map_err(msg)?;
-    let df = numeric_tags(lf.collect().map_err(msg)?, &tag_columns(&schema)).map_err(msg)?;
-    let used = df
-        .lazy()
+    let used = scan(root)?
         .with_column(pool_expr(spec)?)
         .filter(col("pool").is_not_null())
         .select([col("run"), col("path"), col("files")])

@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub output_dir: Option<PathBuf>,
     /// Called after each batch with progress.
     pub progress: Option<ProgressFn>,
+    /// When set, the run stops at its next batch with [`Error::Cancelled`], publishing nothing.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A progress callback.
@@ -167,6 +169,7 @@ struct Engine<'p> {
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
     progress: Option<ProgressFn>,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     catalog: crate::catalog::CatalogBuilder,
 }
 
@@ -338,6 +341,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         bytes_read: Arc::new(AtomicU64::new(0)),
         total_bytes,
         progress: opts.progress,
+        cancel: opts.cancel,
         catalog: crate::catalog::CatalogBuilder::new(dims, counter),
     };
     engine.execute(&stages)?;
@@ -441,6 +445,13 @@ impl Engine<'_> {
                             batch: Vec<Unit>,
                             decisions: Option<(&Decisions, usize)>|
          -> Result<()> {
+            if eng
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+            {
+                return Err(Error::Cancelled);
+            }
             records += batch.len() as u64;
             let kept = eng.process_batch(stages, batch, record_stages, decisions)?;
             match (&mut collector, &mut spill_out) {

@@ -67,6 +67,9 @@ pub enum Error {
         /// Where the rejects were written.
         rejects: PathBuf,
     },
+    /// The run was stopped from outside (`RunOptions::cancel`); nothing was published.
+    #[error("the run was cancelled; nothing was published")]
+    Cancelled,
 }
 
 fn format_issues(issues: &[ConfigIssue]) -> String {

@@ -163,7 +163,7 @@ pub struct Pools {
     /// Domain data (default: none; `domain` must be given here or as `--domain`).
     #[serde(default)]
     pub domain: Option<PoolSpec>,
-    /// General data (default: domain `general`; in cpt mode also kind `pretrain`).
+    /// General data (default: domain `general` and kind `sft`, or `pretrain` in cpt mode).
     #[serde(default)]
     pub general: Option<PoolSpec>,
     /// SFT-formatted samples mixed into cpt data (default: kind `sft`, any domain but the
@@ -244,7 +244,7 @@ impl PoolRole {
 }
 
 impl MixSpec {
-    /// A spec for `--domain D --ratio R [--mode M]` with default pools.
+    /// A spec for `--domain D --ratio R [--mode M]` with default pools (sft: dialogues only).
     pub fn for_domain(domain: &str, ratio: Ratio, mode: MixMode) -> MixSpec {
         MixSpec {
             mode,
@@ -261,6 +261,7 @@ impl MixSpec {
             pools: Pools {
                 domain: Some(PoolSpec {
                     domain: vec![domain.to_string()],
+                    kind: (mode == MixMode::Sft).then_some(crate::sample::Kind::Sft),
                     ..Default::default()
                 }),
                 general: None,
@@ -333,7 +334,10 @@ impl MixSpec {
         }
         let general = self.pools.general.clone().unwrap_or(PoolSpec {
             domain: vec!["general".into()],
-            kind: (self.mode == MixMode::Cpt).then_some(Kind::Pretrain),
+            kind: Some(match self.mode {
+                MixMode::Sft => Kind::Sft,
+                MixMode::Cpt => Kind::Pretrain,
+            }),
             ..Default::default()
         });
         out.push((PoolRole::General, general, general_share));

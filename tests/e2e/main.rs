@@ -12,4 +12,5 @@ mod minhash;
 mod mix;
 mod outputs;
 mod rejects;
+mod serve;
 mod tokenize;

@@ -367,6 +367,33 @@ mod tests {
     }
 
     #[test]
+    fn parquet_profiles_with_typed_columns_join_as_text() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.parquet");
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("uid".into(), vec!["a1", "a2"]),
+            Column::new("age".into(), vec![Some(40i64), None]),
+            Column::new("city_tier".into(), vec!["1", "3"]),
+        ])
+        .expect("frame");
+        let mut bytes = Vec::new();
+        ParquetWriter::new(&mut bytes)
+            .finish(&mut df)
+            .expect("parquet");
+        std::fs::write(&path, bytes).expect("write");
+        let cfg: Config = toml::from_str(&format!(
+            "profiles = {path:?}\nkey = \"uid\"\nrename = {{ city_tier = \"region\" }}\nbuckets = [{{ column = \"age\", edges = [18, 60], labels = [\"minor\", \"adult\", \"senior\"] }}]"
+        ))
+        .expect("config");
+        let t = Tags::new(&cfg).expect("builds");
+        let s = tagged(&t, Some("a1"));
+        assert_eq!(s.tags["age"], "40");
+        assert_eq!(s.tags["age_group"], "adult");
+        assert_eq!(s.tags["region"], "1");
+        assert_eq!(tagged(&t, Some("a2")).tags["age_group"], "unknown");
+    }
+
+    #[test]
     fn table_problems_are_clear_errors() {
         let e = build("uid,age\n1,2\n", "").expect_err("no key column");
         assert!(e.contains("no key column \"user_id\""), "{e}");

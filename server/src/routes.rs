@@ -1,0 +1,372 @@
+//! HTTP routes. Errors are JSON problem bodies (`{"status", "title", "detail", "field"}`):
+//! 400 malformed body, 401 no token, 403 read-only token or a path outside the data roots,
+//! 404 unknown job, 413 body too large, 422 invalid pipeline or parameters, 429 queue full.
+
+use crate::config::Scope;
+use crate::store::Submitted;
+use crate::State;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use sluice_pipeline::catalog;
+use sluice_pipeline::mix::{MixMode, MixSpec, MixUnit, Ratio};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// The router over shared state.
+pub fn app(state: Arc<State>) -> Router {
+    let limit = state.config.body_limit;
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/mix", get(mix_preview))
+        .route("/v1/datasets", get(datasets))
+        .route("/v1/jobs", post(submit).get(list_jobs))
+        .route("/v1/jobs/{id}", get(get_job))
+        .route("/v1/jobs/{id}/cancel", post(cancel_job))
+        .route("/v1/jobs/{id}/report", get(job_report))
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), count))
+        .with_state(state)
+}
+
+async fn count(
+    AxState(state): AxState<Arc<State>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    state.metrics.requests.fetch_add(1, Ordering::Relaxed);
+    let resp = next.run(req).await;
+    if resp.status().is_client_error() {
+        state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    resp
+}
+
+/// A problem response.
+pub struct Problem {
+    status: StatusCode,
+    detail: String,
+    field: Option<String>,
+}
+
+impl Problem {
+    fn new(status: u16, detail: impl Into<String>) -> Problem {
+        Problem {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    fn field(mut self, f: impl Into<String>) -> Problem {
+        self.field = Some(f.into());
+        self
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "status": self.status.as_u16(),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "detail": self.detail,
+        });
+        if let Some(f) = self.field {
+            body["field"] = serde_json::json!(f);
+        }
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Ok(v) = "application/problem+json".parse() {
+            resp.headers_mut()
+                .insert(axum::http::header::CONTENT_TYPE, v);
+        }
+        resp
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    Problem::new(500, e.to_string())
+}
+
+/// Mutating calls need a write token.
+fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match token.map(|t| state.config.scope_of(t)) {
+        None => Err(Problem::new(
+            401,
+            "a bearer token is required (Authorization: Bearer …)",
+        )),
+        Some(None) => Err(Problem::new(401, "unknown token")),
+        Some(Some(Scope::Read)) => Err(Problem::new(403, "this token is read-only")),
+        Some(Some(Scope::Write)) => Ok(()),
+    }
+}
+
+async fn readyz(AxState(state): AxState<Arc<State>>) -> Result<Json<serde_json::Value>, Problem> {
+    let queued = state
+        .store
+        .queued()
+        .map_err(|e| Problem::new(503, e.to_string()))?;
+    Ok(Json(
+        serde_json::json!({ "ready": !state.stopping.load(Ordering::SeqCst), "queued": queued }),
+    ))
+}
+
+async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
+    let m = &state.metrics;
+    let mut out = String::new();
+    out += "# HELP sluice_http_requests_total HTTP requests served.\n# TYPE sluice_http_requests_total counter\n";
+    out += &format!(
+        "sluice_http_requests_total {}\n",
+        m.requests.load(Ordering::Relaxed)
+    );
+    out += "# HELP sluice_http_client_errors_total Requests answered with a 4xx status.\n# TYPE sluice_http_client_errors_total counter\n";
+    out += &format!(
+        "sluice_http_client_errors_total {}\n",
+        m.client_errors.load(Ordering::Relaxed)
+    );
+    out += "# HELP sluice_mix_previews_total Mix previews served.\n# TYPE sluice_mix_previews_total counter\n";
+    out += &format!(
+        "sluice_mix_previews_total {}\n",
+        m.previews.load(Ordering::Relaxed)
+    );
+    out += "# HELP sluice_jobs_finished_total Jobs finished by this process.\n# TYPE sluice_jobs_finished_total counter\n";
+    out += &format!(
+        "sluice_jobs_finished_total {}\n",
+        m.jobs_finished.load(Ordering::Relaxed)
+    );
+    out += "# HELP sluice_jobs Jobs in the store by state.\n# TYPE sluice_jobs gauge\n";
+    for (s, n) in state.store.counts().unwrap_or_default() {
+        out += &format!("sluice_jobs{{state=\"{s}\"}} {n}\n");
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// `POST /v1/jobs` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    /// The pipeline: TOML text, or the same structure as a JSON object.
+    pipeline: serde_json::Value,
+    /// Resubmitting with the same key returns the first job (also the `Idempotency-Key`
+    /// header).
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+async fn submit(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    require_write(&state, &headers)?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: JobRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        Problem::new(400, format!("malformed request body: {}", e.inner())).field(field)
+    })?;
+    let text = match &req.pipeline {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(_) => toml::to_string(&req.pipeline)
+            .map_err(|e| Problem::new(422, format!("pipeline: {e}")).field("pipeline"))?,
+        _ => {
+            return Err(
+                Problem::new(422, "pipeline must be TOML text or a JSON object").field("pipeline"),
+            )
+        }
+    };
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or(req.idempotency_key);
+    let st = state.clone();
+    let check =
+        tokio::task::spawn_blocking(move || crate::worker::compile(&st, &text).map(|_| text))
+            .await
+            .map_err(internal)?;
+    let text =
+        check.map_err(|(status, field, message)| Problem::new(status, message).field(field))?;
+    if key.is_none() && state.store.queued().map_err(internal)? >= state.config.queue_limit {
+        return Err(Problem::new(429, "the job queue is full; try again later"));
+    }
+    let out = state
+        .store
+        .submit(&text, &state.config.output_root, key.as_deref(), None)
+        .map_err(internal)?;
+    Ok(match out {
+        Submitted::New(job) => {
+            state.wake.notify_waiters();
+            (StatusCode::CREATED, Json(job)).into_response()
+        }
+        Submitted::Existing(job) => (StatusCode::OK, Json(job)).into_response(),
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_jobs(
+    AxState(state): AxState<Arc<State>>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    if let Some(s) = &q.state {
+        if !crate::store::STATES.contains(&s.as_str()) {
+            return Err(Problem::new(422, format!("unknown state {s:?}")).field("state"));
+        }
+    }
+    let jobs = state
+        .store
+        .list(q.state.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
+        .map_err(internal)?;
+    Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
+}
+
+async fn get_job(
+    AxState(state): AxState<Arc<State>>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    match state.store.get(&id).map_err(internal)? {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(Problem::new(404, format!("no job {id}"))),
+    }
+}
+
+async fn cancel_job(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_write(&state, &headers)?;
+    match state.store.cancel(&id).map_err(internal)? {
+        Some(job) => Ok(Json(job).into_response()),
+        None => Err(Problem::new(404, format!("no job {id}"))),
+    }
+}
+
+async fn job_report(
+    AxState(state): AxState<Arc<State>>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    match state.store.report(&id).map_err(internal)? {
+        None => Err(Problem::new(404, format!("no job {id}"))),
+        Some(None) => Err(Problem::new(404, format!("job {id} has no report yet"))),
+        Some(Some(r)) => {
+            Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], r).into_response())
+        }
+    }
+}
+
+async fn mix_preview(
+    AxState(state): AxState<Arc<State>>,
+    Query(q): Query<BTreeMap<String, String>>,
+) -> Result<Response, Problem> {
+    let spec = spec_from_query(&q)?;
+    let root = state.config.output_root.clone();
+    state.metrics.previews.fetch_add(1, Ordering::Relaxed);
+    let plan = tokio::task::spawn_blocking(move || catalog::preview(&root, &spec))
+        .await
+        .map_err(internal)?
+        .map_err(|e| Problem::new(422, e))?;
+    Ok(Json(plan).into_response())
+}
+
+/// `GET /mix?domain=finance&ratio=0.15[&mode=sft|cpt][&unit=tokens][&where=…][&target=N]…`
+fn spec_from_query(q: &BTreeMap<String, String>) -> Result<MixSpec, Problem> {
+    let known = [
+        "domain",
+        "ratio",
+        "mode",
+        "unit",
+        "where",
+        "target",
+        "task_cap",
+        "temperature",
+        "max_repeats",
+        "instruct_share",
+    ];
+    if let Some(k) = q.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(Problem::new(422, format!("unknown parameter {k:?}")).field(k.clone()));
+    }
+    let need = |k: &str| {
+        q.get(k)
+            .ok_or_else(|| Problem::new(422, format!("{k} is required")).field(k))
+    };
+    let num = |k: &str| -> Result<Option<f64>, Problem> {
+        q.get(k)
+            .map(|v| {
+                v.parse::<f64>()
+                    .map_err(|_| Problem::new(422, format!("{k}={v:?} is not a number")).field(k))
+            })
+            .transpose()
+    };
+    let mode = match q.get("mode").map(String::as_str) {
+        None | Some("sft") => MixMode::Sft,
+        Some("cpt") => MixMode::Cpt,
+        Some(m) => return Err(Problem::new(422, format!("mode={m:?}: sft or cpt")).field("mode")),
+    };
+    let ratio = Ratio::parse(need("ratio")?).map_err(|e| Problem::new(422, e).field("ratio"))?;
+    let mut spec = MixSpec::for_domain(need("domain")?, ratio, mode);
+    spec.unit = match q.get("unit").map(String::as_str) {
+        None => None,
+        Some("samples") => Some(MixUnit::Samples),
+        Some("tokens") => Some(MixUnit::Tokens),
+        Some(u) => {
+            return Err(Problem::new(422, format!("unit={u:?}: samples or tokens")).field("unit"))
+        }
+    };
+    if let Some(w) = q.get("where") {
+        spec.add_filter(w);
+    }
+    spec.target = num("target")?.map(|t| t as u64);
+    spec.task_cap = num("task_cap")?.map(|t| t as u64);
+    spec.temperature = num("temperature")?.unwrap_or(spec.temperature);
+    spec.max_repeats = num("max_repeats")?.unwrap_or(spec.max_repeats);
+    spec.instruct_share = num("instruct_share")?.unwrap_or(0.0);
+    let problems = spec.validate();
+    if let Some(p) = problems.first() {
+        return Err(Problem::new(422, p.clone()));
+    }
+    Ok(spec)
+}
+
+async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Problem> {
+    let root = state.config.output_root.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        if catalog::catalog_files(&root).is_empty() {
+            return Ok(serde_json::json!({ "runs": [], "groups": [] }));
+        }
+        let runs = catalog::runs(&root)?;
+        let by = vec!["domain".to_string(), "task".to_string()];
+        let groups = catalog::summary(&root, &by, None)?;
+        Ok(serde_json::json!({
+            "runs": runs.iter().map(|(r, p, f)| serde_json::json!({"run": r, "path": p, "files": f})).collect::<Vec<_>>(),
+            "groups": catalog::frame_json(&groups),
+        }))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| Problem::new(500, e))?;
+    Ok(Json(out).into_response())
+}

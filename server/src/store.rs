@@ -1,0 +1,424 @@
+//! The durable job store: one SQLite file (WAL) under the output root.
+//!
+//! A job moves queued → running → succeeded | failed | cancelled. Claiming a job is one
+//! `UPDATE … WHERE state = 'queued'` inside a transaction, so two workers never run one job.
+//! At start-up, jobs left `running` by a crash go back to `queued` with `attempts + 1`: their
+//! staging directories are discarded by the engine's atomic publish, so a re-run starts clean
+//! and nothing half-written ever sits under a final name.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// A job's state.
+pub const STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+/// One job as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Job {
+    /// Id (`j-<n>`).
+    pub id: String,
+    /// queued, running, succeeded, failed or cancelled.
+    pub state: String,
+    /// The submission's idempotency key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// The pipeline as submitted (TOML).
+    pub pipeline: String,
+    /// The run directory.
+    pub output: String,
+    /// Which schedule made it, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// Latest progress (phase and counts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<serde_json::Value>,
+    /// Times the job was started (more than 1 after a restart).
+    pub attempts: i64,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<i64>,
+    /// Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<i64>,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Whether a cancel was requested while it ran.
+    pub cancel_requested: bool,
+}
+
+/// The store.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+const JOB_COLUMNS: &str = "id, state, idempotency_key, pipeline, output, schedule, progress, \
+    attempts, created_at, started_at, finished_at, error, cancel_requested";
+
+fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+    let progress: Option<String> = r.get(6)?;
+    Ok(Job {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        idempotency_key: r.get(2)?,
+        pipeline: r.get(3)?,
+        output: r.get(4)?,
+        schedule: r.get(5)?,
+        progress: progress.and_then(|p| serde_json::from_str(&p).ok()),
+        attempts: r.get(7)?,
+        created_at: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        error: r.get(11)?,
+        cancel_requested: r.get::<_, i64>(12)? != 0,
+    })
+}
+
+/// Outcome of a submission.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// A new job.
+    New(Job),
+    /// The idempotency key was seen: the earlier job.
+    Existing(Job),
+}
+
+impl Store {
+    /// Open (or create) the store at `path`.
+    pub fn open(path: &Path) -> rusqlite::Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT UNIQUE NOT NULL,
+                state TEXT NOT NULL,
+                idempotency_key TEXT UNIQUE,
+                pipeline TEXT NOT NULL,
+                output TEXT NOT NULL,
+                schedule TEXT,
+                progress TEXT,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at INTEGER NOT NULL,
+                started_at INTEGER,
+                finished_at INTEGER,
+                error TEXT,
+                cancel_requested INTEGER NOT NULL DEFAULT 0,
+                report TEXT
+             );
+             CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+             CREATE TABLE IF NOT EXISTS schedules (
+                id TEXT PRIMARY KEY,
+                cron TEXT NOT NULL,
+                pipeline TEXT NOT NULL,
+                input_prefix TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                last_tick INTEGER,
+                last_success INTEGER
+             );
+             CREATE TABLE IF NOT EXISTS schedule_files (
+                schedule TEXT NOT NULL,
+                path TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                hash TEXT NOT NULL,
+                job TEXT NOT NULL,
+                done INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (schedule, path, size, hash)
+             );",
+        )?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        let mut guard = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard)
+    }
+
+    /// Jobs that were running when the service stopped go back to the queue. Returns their ids.
+    pub fn recover(&self) -> rusqlite::Result<Vec<String>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let ids: Vec<String> = {
+                let mut st = tx.prepare("SELECT id FROM jobs WHERE state = 'running' ORDER BY seq")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            tx.execute(
+                "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
+                        progress = NULL,
+                        finished_at = CASE WHEN cancel_requested = 1 THEN ?1 ELSE NULL END
+                 WHERE state = 'running'",
+                params![now()],
+            )?;
+            tx.commit()?;
+            Ok(ids)
+        })
+    }
+
+    /// Queued jobs (for the 429 limit).
+    pub fn queued(&self) -> rusqlite::Result<i64> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Add a job, or return the existing one with the same idempotency key. `output` gets the
+    /// job id appended.
+    pub fn submit(
+        &self,
+        pipeline: &str,
+        output_root: &Path,
+        key: Option<&str>,
+        schedule: Option<&str>,
+    ) -> rusqlite::Result<Submitted> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            if let Some(k) = key {
+                let found = tx
+                    .query_row(
+                        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1"),
+                        params![k],
+                        job_from_row,
+                    )
+                    .optional()?;
+                if let Some(job) = found {
+                    return Ok(Submitted::Existing(job));
+                }
+            }
+            let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs", [], |r| {
+                r.get(0)
+            })?;
+            let id = format!("j-{seq:06}");
+            let output = output_root.join(&id).to_string_lossy().into_owned();
+            tx.execute(
+                "INSERT INTO jobs (id, state, idempotency_key, pipeline, output, schedule, created_at)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
+                params![id, key, pipeline, output, schedule, now()],
+            )?;
+            let job = tx.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )?;
+            tx.commit()?;
+            Ok(Submitted::New(job))
+        })
+    }
+
+    /// Claim the oldest queued job for running.
+    pub fn claim(&self) -> rusqlite::Result<Option<Job>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let id: Option<String> = tx
+                .query_row(
+                    "SELECT id FROM jobs WHERE state = 'queued' ORDER BY seq LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(id) = id else { return Ok(None) };
+            let n = tx.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?2, attempts = attempts + 1
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id, now()],
+            )?;
+            if n != 1 {
+                return Ok(None);
+            }
+            let job = tx.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )?;
+            tx.commit()?;
+            Ok(Some(job))
+        })
+    }
+
+    /// Record progress of a running job.
+    pub fn progress(&self, id: &str, progress: &serde_json::Value) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET progress = ?2 WHERE id = ?1 AND state = 'running'",
+                params![id, progress.to_string()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Finish a running job.
+    pub fn finish(
+        &self,
+        id: &str,
+        state: &str,
+        error: Option<&str>,
+        report: Option<&str>,
+    ) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = ?2, error = ?3, report = ?4, finished_at = ?5
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, state, error, report, now()],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Put a running job back in the queue (the service is stopping; it runs again later).
+    pub fn requeue(&self, id: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = 'queued', progress = NULL WHERE id = ?1 AND state = 'running'",
+                params![id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Cancel: a queued job is cancelled at once; a running one is marked, and the worker
+    /// cancels it at its next batch. Returns the job after the change.
+    pub fn cancel(&self, id: &str) -> rusqlite::Result<Option<Job>> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id, now()],
+            )?;
+            c.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
+                params![id],
+            )?;
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Whether a cancel was asked for.
+    pub fn cancel_requested(&self, id: &str) -> bool {
+        self.with(|c| {
+            c.query_row(
+                "SELECT cancel_requested FROM jobs WHERE id = ?1",
+                params![id],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .is_ok_and(|v| v != 0)
+    }
+
+    /// One job.
+    pub fn get(&self, id: &str) -> rusqlite::Result<Option<Job>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// A job's report.json, once it has one.
+    pub fn report(&self, id: &str) -> rusqlite::Result<Option<Option<String>>> {
+        self.with(|c| {
+            c.query_row("SELECT report FROM jobs WHERE id = ?1", params![id], |r| {
+                r.get(0)
+            })
+            .optional()
+        })
+    }
+
+    /// Jobs, newest first, optionally in one state.
+    pub fn list(&self, state: Option<&str>, limit: i64) -> rusqlite::Result<Vec<Job>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE (?1 IS NULL OR state = ?1)
+                 ORDER BY seq DESC LIMIT ?2"
+            ))?;
+            let rows = st.query_map(params![state, limit], job_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Counts per state (for /metrics).
+    pub fn counts(&self) -> rusqlite::Result<Vec<(String, i64)>> {
+        self.with(|c| {
+            let mut st =
+                c.prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_is_claimed_once_and_recovered_after_a_crash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("jobs.db")).expect("open");
+        let Submitted::New(a) = store
+            .submit("x", dir.path(), Some("k1"), None)
+            .expect("submit")
+        else {
+            panic!("new job expected")
+        };
+        let again = store
+            .submit("y", dir.path(), Some("k1"), None)
+            .expect("submit");
+        assert_eq!(again, Submitted::Existing(a.clone()), "same key, same job");
+        let claimed = store.claim().expect("claim").expect("a job");
+        assert_eq!(claimed.id, a.id);
+        assert_eq!(claimed.attempts, 1);
+        assert!(
+            store.claim().expect("claim").is_none(),
+            "never claimed twice"
+        );
+        drop(store);
+        // The process dies here; a new one recovers the running job into the queue.
+        let store = Store::open(&dir.path().join("jobs.db")).expect("reopen");
+        assert_eq!(store.recover().expect("recover"), vec![a.id.clone()]);
+        let again = store.claim().expect("claim").expect("requeued");
+        assert_eq!(again.attempts, 2);
+        store
+            .finish(&a.id, "succeeded", None, Some("{}"))
+            .expect("finish");
+        assert_eq!(
+            store.get(&a.id).expect("get").map(|j| j.state),
+            Some("succeeded".into())
+        );
+        assert_eq!(
+            store.cancel(&a.id).expect("cancel").map(|j| j.state),
+            Some("succeeded".into())
+        );
+    }
+}

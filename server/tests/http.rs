@@ -1,0 +1,345 @@
+//! In-process HTTP tests: every endpoint through the router, without a socket.
+
+#![allow(clippy::disallowed_methods)] // tests write their fixtures directly
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use sluice_server::config::{hash_token, Scope, ServerConfig, TokenSpec};
+use sluice_server::{app, State};
+use std::path::Path;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+const WRITE: &str = "write-token-123";
+const READ: &str = "read-token-456";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    data: std::path::PathBuf,
+    outside: std::path::PathBuf,
+    state: Arc<State>,
+}
+
+fn fixture(queue_limit: i64) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&data).expect("data");
+    std::fs::create_dir_all(&outside).expect("outside");
+    let line = |i: usize| {
+        format!("{{\"conversations\": [{{\"from\": \"human\", \"value\": \"问题{i}：信用卡怎么还款？\"}}, {{\"from\": \"gpt\", \"value\": \"回答{i}：可以通过手机银行还款。\"}}]}}\n")
+    };
+    std::fs::write(
+        data.join("logs.jsonl"),
+        (0..50).map(line).collect::<String>(),
+    )
+    .expect("w");
+    std::fs::write(outside.join("secret.jsonl"), line(0)).expect("w");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(outside.join("secret.jsonl"), data.join("link.jsonl"))
+        .expect("symlink");
+    let mut config = ServerConfig {
+        listen: "127.0.0.1:0".into(),
+        data_roots: vec![data.clone()],
+        output_root: dir.path().join("out"),
+        concurrency: 1,
+        threads_per_job: Some(1),
+        queue_limit,
+        body_limit: 4096,
+        tokens: vec![
+            TokenSpec {
+                name: "w".into(),
+                sha256: hash_token(WRITE),
+                scope: Scope::Write,
+            },
+            TokenSpec {
+                name: "r".into(),
+                sha256: hash_token(READ),
+                scope: Scope::Read,
+            },
+        ],
+    };
+    config.check().expect("config");
+    let state = State::open(config).expect("state");
+    Fixture {
+        _dir: dir,
+        data,
+        outside,
+        state,
+    }
+}
+
+async fn call(
+    state: &Arc<State>,
+    method: &str,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (StatusCode, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let req = req
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, Body::from))
+        .expect("request");
+    let resp = app(state.clone()).oneshot(req).await.expect("response");
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::json!(String::from_utf8_lossy(&bytes)));
+    (status, json)
+}
+
+fn job_body(paths: &str, key: Option<&str>) -> String {
+    let pipeline = format!(
+        "[[inputs]]\npaths = [{paths}]\ndomain = \"finance\"\n[[stages]]\ntype = \"exact_dedup\"\n[output]\ndir = \"ignored\"\nformats = [\"jsonl\"]\n"
+    );
+    let mut v = serde_json::json!({ "pipeline": pipeline });
+    if let Some(k) = key {
+        v["idempotency_key"] = serde_json::json!(k);
+    }
+    v.to_string()
+}
+
+async fn wait_done(state: &Arc<State>, id: &str) -> serde_json::Value {
+    for _ in 0..300 {
+        let (_, job) = call(state, "GET", &format!("/v1/jobs/{id}"), None, None).await;
+        if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
+            return job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("job {id} did not finish");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_once_with_auth_idempotency_and_reports() {
+    let f = fixture(100);
+    let workers = sluice_server::worker::start(f.state.clone());
+    let body = job_body("\"logs.jsonl\"", Some("nightly-1"));
+    let (s, p) = call(&f.state, "POST", "/v1/jobs", None, Some(body.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{p}");
+    let (s, _) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some("nope"),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = call(&f.state, "POST", "/v1/jobs", Some(READ), Some(body.clone())).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, job) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some(WRITE),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    let (s, again) = call(&f.state, "POST", "/v1/jobs", Some(WRITE), Some(body)).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "a duplicate key answers with the first job"
+    );
+    assert_eq!(again["id"], job["id"]);
+    let done = wait_done(&f.state, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1);
+    let (s, report) = call(
+        &f.state,
+        "GET",
+        &format!("/v1/jobs/{id}/report"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(report["totals"]["read"], 50);
+    assert_eq!(report["totals"]["kept"], 50);
+    let out = Path::new(done["output"].as_str().expect("output"));
+    assert!(out.join("curated/part-00000.jsonl").is_file());
+    let (s, list) = call(&f.state, "GET", "/v1/jobs?state=succeeded", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
+    let (s, _) = call(&f.state, "GET", "/v1/jobs?state=weird", None, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = call(&f.state, "GET", "/v1/jobs/j-999999", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // The job's run registered itself in the catalog; datasets and previews see it.
+    let (s, ds) = call(&f.state, "GET", "/v1/datasets", None, None).await;
+    assert_eq!(s, StatusCode::OK, "{ds}");
+    assert_eq!(ds["runs"].as_array().map(Vec::len), Some(1), "{ds}");
+    let (s, plan) = call(
+        &f.state,
+        "GET",
+        "/mix?domain=finance&ratio=0.15",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{plan}");
+    assert_eq!(plan["pools"][0]["available_samples"], 50);
+    assert!(
+        plan["warnings"]
+            .to_string()
+            .contains("general pool is empty"),
+        "{plan}"
+    );
+    let (s, p) = call(&f.state, "GET", "/mix?domain=finance&ratio=2", None, None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["field"], "ratio");
+    let (s, p) = call(
+        &f.state,
+        "GET",
+        "/mix?domain=finance&ratio=0.1&where=nope%20%3E%201",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    // Health, readiness and metrics.
+    let (s, _) = call(&f.state, "GET", "/healthz", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, r) = call(&f.state, "GET", "/readyz", None, None).await;
+    assert_eq!(
+        (s, r["ready"].clone()),
+        (StatusCode::OK, serde_json::json!(true))
+    );
+    let (s, m) = call(&f.state, "GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        m.as_str()
+            .is_some_and(|m| m.contains("sluice_jobs{state=\"succeeded\"} 1")),
+        "{m}"
+    );
+    f.state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in workers {
+        w.join().expect("worker");
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_bodies() {
+    let f = fixture(1);
+    // Malformed JSON, a wrong field, oversize bodies.
+    let (s, p) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some(WRITE),
+        Some("{not json".into()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
+    assert_eq!(p["status"], 400);
+    let (s, p) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some(WRITE),
+        Some("{\"pipelin\": 1}".into()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
+    assert!(p["detail"].to_string().contains("pipelin"), "{p}");
+    let huge = serde_json::json!({ "pipeline": "#".repeat(10_000) }).to_string();
+    let (s, _) = call(&f.state, "POST", "/v1/jobs", Some(WRITE), Some(huge)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    // An invalid pipeline names its field.
+    let bad = serde_json::json!({ "pipeline": "[[inputs]]\npaths = [\"logs.jsonl\"]\n[[stages]]\ntype = \"length_filter\"\nmin_chars = \"x\"\n[output]\ndir = \"o\"\n" }).to_string();
+    let (s, p) = call(&f.state, "POST", "/v1/jobs", Some(WRITE), Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert!(
+        p["field"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("stages[0]"))
+            && p["detail"].to_string().contains("expected usize"),
+        "{p}"
+    );
+    // Paths outside the data roots: `..`, absolute elsewhere, a symlink pointing out.
+    let outside = f.outside.join("secret.jsonl");
+    for paths in [
+        "\"../outside/secret.jsonl\"".to_string(),
+        format!("{:?}", outside.display().to_string()),
+        "\"link.jsonl\"".to_string(),
+    ] {
+        let (s, p) = call(
+            &f.state,
+            "POST",
+            "/v1/jobs",
+            Some(WRITE),
+            Some(job_body(&paths, None)),
+        )
+        .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{paths}: {p}");
+        assert!(
+            p["field"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("inputs[0]")),
+            "{p}"
+        );
+    }
+    assert!(f.data.join("logs.jsonl").is_file());
+    // A full queue (limit 1, no worker running) answers 429.
+    let (s, _) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some(WRITE),
+        Some(job_body("\"logs.jsonl\"", None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, p) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some(WRITE),
+        Some(job_body("\"logs.jsonl\"", None)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
+    // Cancel needs a write token; a queued job is cancelled at once.
+    let (_, list) = call(&f.state, "GET", "/v1/jobs", None, None).await;
+    let id = list["jobs"][0]["id"].as_str().expect("id").to_string();
+    let (s, _) = call(
+        &f.state,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, job) = call(
+        &f.state,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, job["state"].clone()),
+        (StatusCode::OK, serde_json::json!("cancelled"))
+    );
+    let (s, _) = call(
+        &f.state,
+        "GET",
+        &format!("/v1/jobs/{id}/report"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
