@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// API tokens, stored as sha256 hashes.
     #[serde(default)]
     pub tokens: Vec<TokenSpec>,
+    /// Time zone of schedules' cron expressions: `UTC` (default) or an offset such as `+08:00`.
+    #[serde(default)]
+    pub timezone: Option<String>,
 }
 
 /// One API token.
@@ -118,6 +121,7 @@ impl ServerConfig {
         std::fs::create_dir_all(&self.output_root)
             .with_context(|| format!("output root {}", self.output_root.display()))?;
         self.output_root = self.output_root.canonicalize()?;
+        crate::schedule::offset(self.timezone.as_deref()).map_err(anyhow::Error::msg)?;
         if self.concurrency == 0 {
             bail!("concurrency must be at least 1");
         }

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod routes;
+pub mod schedule;
 pub mod store;
 pub mod worker;
 
@@ -73,7 +74,8 @@ impl State {
 pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let listen = config.listen.clone();
     let state = State::open(config)?;
-    let workers = worker::start(state.clone());
+    let mut workers = worker::start(state.clone());
+    workers.push(schedule::start(state.clone()));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     eprintln!(
         "sluice serve: listening on http://{}",

@@ -31,6 +31,8 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/v1/jobs/{id}", get(get_job))
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/jobs/{id}/report", get(job_report))
+        .route("/v1/schedules", post(add_schedule).get(list_schedules))
+        .route("/v1/schedules/{id}", axum::routing::delete(delete_schedule))
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -369,4 +371,92 @@ async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Probl
     .map_err(internal)?
     .map_err(|e| Problem::new(500, e))?;
     Ok(Json(out).into_response())
+}
+
+/// `POST /v1/schedules` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleRequest {
+    /// Cron expression, in the configured time zone (5 fields, or 6 with seconds).
+    cron: String,
+    /// Pipeline (TOML text or JSON object); its first input's paths are set to each tick's new
+    /// files.
+    pipeline: serde_json::Value,
+    /// Folder inside a data root whose new files each tick takes.
+    input_prefix: String,
+}
+
+async fn add_schedule(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, Problem> {
+    require_write(&state, &headers)?;
+    let de = &mut serde_json::Deserializer::from_slice(&body);
+    let req: ScheduleRequest = serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        Problem::new(400, format!("malformed request body: {}", e.inner())).field(field)
+    })?;
+    crate::schedule::parse_cron(&req.cron).map_err(|e| Problem::new(422, e).field("cron"))?;
+    let text = pipeline_text(&req.pipeline)?;
+    crate::schedule::prefix_dir(&state, &req.input_prefix)
+        .map_err(|e| Problem::new(403, e).field("input_prefix"))?;
+    // The pipeline must compile once its input reads the prefix's files.
+    let st = state.clone();
+    let probe = text.clone();
+    let prefix = req.input_prefix.clone();
+    tokio::task::spawn_blocking(move || {
+        let dir = crate::schedule::prefix_dir(&st, &prefix)
+            .map_err(|e| (403, "input_prefix".to_string(), e))?;
+        let pattern = dir.join("**").join("*").to_string_lossy().into_owned();
+        let text = crate::schedule::pipeline_for(&st, "probe", &probe, &[pattern])
+            .map_err(|e| (422, "pipeline".to_string(), e))?;
+        match crate::worker::compile(&st, &text) {
+            // No file yet is fine: the first tick will find some.
+            Err((422, field, message)) if message.contains("no file matches") => {
+                let _ = field;
+                Ok(())
+            }
+            Err(e) => Err(e),
+            Ok(_) => Ok(()),
+        }
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|(status, field, message)| Problem::new(status, message).field(field))?;
+    let s = state
+        .store
+        .add_schedule(&req.cron, &text, &req.input_prefix)
+        .map_err(internal)?;
+    Ok((StatusCode::CREATED, Json(s)).into_response())
+}
+
+async fn list_schedules(AxState(state): AxState<Arc<State>>) -> Result<Response, Problem> {
+    let s = state.store.schedules().map_err(internal)?;
+    Ok(Json(serde_json::json!({ "schedules": s })).into_response())
+}
+
+async fn delete_schedule(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    require_write(&state, &headers)?;
+    if state.store.delete_schedule(&id).map_err(internal)? {
+        Ok(StatusCode::NO_CONTENT.into_response())
+    } else {
+        Err(Problem::new(404, format!("no schedule {id}")))
+    }
+}
+
+/// A pipeline given as TOML text or as a JSON object, as TOML text.
+fn pipeline_text(v: &serde_json::Value) -> Result<String, Problem> {
+    match v {
+        serde_json::Value::String(s) => Ok(s.clone()),
+        serde_json::Value::Object(_) => toml::to_string(v)
+            .map_err(|e| Problem::new(422, format!("pipeline: {e}")).field("pipeline")),
+        _ => {
+            Err(Problem::new(422, "pipeline must be TOML text or a JSON object").field("pipeline"))
+        }
+    }
 }

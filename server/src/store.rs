@@ -378,6 +378,187 @@ impl Store {
     }
 }
 
+/// One schedule as stored.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Schedule {
+    /// Id (`s-<n>`).
+    pub id: String,
+    /// Cron expression (6 fields with seconds, or 5 without).
+    pub cron: String,
+    /// The pipeline (TOML); its first input's paths are replaced by the new files.
+    pub pipeline: String,
+    /// Folder (inside a data root) whose new files each tick takes.
+    pub input_prefix: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last tick.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_tick: Option<i64>,
+    /// Unix seconds of the last successful run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<i64>,
+}
+
+fn schedule_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
+    Ok(Schedule {
+        id: r.get(0)?,
+        cron: r.get(1)?,
+        pipeline: r.get(2)?,
+        input_prefix: r.get(3)?,
+        created_at: r.get(4)?,
+        last_tick: r.get(5)?,
+        last_success: r.get(6)?,
+    })
+}
+
+const SCHEDULE_COLUMNS: &str =
+    "id, cron, pipeline, input_prefix, created_at, last_tick, last_success";
+
+impl Store {
+    /// Add a schedule.
+    pub fn add_schedule(
+        &self,
+        cron: &str,
+        pipeline: &str,
+        prefix: &str,
+    ) -> rusqlite::Result<Schedule> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n: i64 = tx.query_row("SELECT COUNT(*) FROM schedules", [], |r| r.get(0))?;
+            let mut seq = n + 1;
+            let id = loop {
+                let id = format!("s-{seq:04}");
+                let taken: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM schedules WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )?;
+                if taken == 0 {
+                    break id;
+                }
+                seq += 1;
+            };
+            tx.execute(
+                "INSERT INTO schedules (id, cron, pipeline, input_prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, cron, pipeline, prefix, now()],
+            )?;
+            let s = tx.query_row(
+                &format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE id = ?1"),
+                params![id],
+                schedule_from_row,
+            )?;
+            tx.commit()?;
+            Ok(s)
+        })
+    }
+
+    /// Every schedule.
+    pub fn schedules(&self) -> rusqlite::Result<Vec<Schedule>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY id"
+            ))?;
+            let rows = st.query_map([], schedule_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Remove a schedule (its jobs stay). Returns whether it existed.
+    pub fn delete_schedule(&self, id: &str) -> rusqlite::Result<bool> {
+        self.with(|c| {
+            let n = c.execute("DELETE FROM schedules WHERE id = ?1", params![id])?;
+            c.execute(
+                "DELETE FROM schedule_files WHERE schedule = ?1",
+                params![id],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Record a tick: `files` (path, size, content hash) not yet taken by a successful run of
+    /// this schedule are assigned to a new job with `pipeline_for(new files)`; returns the job,
+    /// or None when nothing is new. One transaction: a crash never half-assigns files.
+    pub fn tick(
+        &self,
+        schedule: &str,
+        files: &[(String, i64, String)],
+        output_root: &Path,
+        pipeline_for: &dyn Fn(&[String]) -> Result<String, String>,
+    ) -> rusqlite::Result<Result<Option<Job>, String>> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE schedules SET last_tick = ?2 WHERE id = ?1",
+                params![schedule, now()],
+            )?;
+            // Files of a job still queued or running are taken; of a failed one, free again.
+            let mut fresh = Vec::new();
+            for (path, size, hash) in files {
+                let taken: i64 = tx.query_row(
+                    "SELECT COUNT(*) FROM schedule_files f JOIN jobs j ON j.id = f.job
+                     WHERE f.schedule = ?1 AND f.path = ?2 AND f.size = ?3 AND f.hash = ?4
+                       AND (f.done = 1 OR j.state IN ('queued', 'running'))",
+                    params![schedule, path, size, hash],
+                    |r| r.get(0),
+                )?;
+                if taken == 0 {
+                    fresh.push((path.clone(), *size, hash.clone()));
+                }
+            }
+            if fresh.is_empty() {
+                tx.commit()?;
+                return Ok(Ok(None));
+            }
+            let paths: Vec<String> = fresh.iter().map(|f| f.0.clone()).collect();
+            let pipeline = match pipeline_for(&paths) {
+                Ok(p) => p,
+                Err(e) => {
+                    tx.commit()?;
+                    return Ok(Err(e));
+                }
+            };
+            let seq: i64 = tx.query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs", [], |r| r.get(0))?;
+            let id = format!("j-{seq:06}");
+            let output = output_root.join(&id).to_string_lossy().into_owned();
+            tx.execute(
+                "INSERT INTO jobs (id, state, pipeline, output, schedule, created_at)
+                 VALUES (?1, 'queued', ?2, ?3, ?4, ?5)",
+                params![id, pipeline, output, schedule, now()],
+            )?;
+            for (path, size, hash) in &fresh {
+                tx.execute(
+                    "INSERT INTO schedule_files (schedule, path, size, hash, job, done) VALUES (?1, ?2, ?3, ?4, ?5, 0)
+                     ON CONFLICT (schedule, path, size, hash) DO UPDATE SET job = excluded.job, done = 0",
+                    params![schedule, path, size, hash, id],
+                )?;
+            }
+            let job = tx.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
+                params![id],
+                job_from_row,
+            )?;
+            tx.commit()?;
+            Ok(Ok(Some(job)))
+        })
+    }
+
+    /// After a scheduled job succeeded: its files are done and the schedule's last success set.
+    pub fn schedule_job_done(&self, schedule: &str, job: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE schedule_files SET done = 1 WHERE schedule = ?1 AND job = ?2",
+                params![schedule, job],
+            )?;
+            tx.execute(
+                "UPDATE schedules SET last_success = ?2 WHERE id = ?1",
+                params![schedule, now()],
+            )?;
+            tx.commit()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

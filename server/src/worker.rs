@@ -62,7 +62,14 @@ pub fn start(state: Arc<State>) -> Vec<std::thread::JoinHandle<()>> {
 fn work(state: &State) {
     while !state.stopping.load(Ordering::SeqCst) {
         match state.store.claim() {
-            Ok(Some(job)) => run_job(state, &job.id, &job.pipeline, Path::new(&job.output)),
+            Ok(Some(job)) => {
+                let ok = run_job(state, &job.id, &job.pipeline, Path::new(&job.output));
+                if let (true, Some(s)) = (ok, &job.schedule) {
+                    if let Err(e) = state.store.schedule_job_done(s, &job.id) {
+                        eprintln!("sluice serve: schedule {s}: {e}");
+                    }
+                }
+            }
             Ok(None) => std::thread::sleep(Duration::from_millis(100)),
             Err(e) => {
                 eprintln!("sluice serve: job store: {e}");
@@ -72,14 +79,15 @@ fn work(state: &State) {
     }
 }
 
-fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) {
+/// Run one claimed job; true when it succeeded.
+fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) -> bool {
     let plan = match compile(state, pipeline) {
         Ok(p) => p,
         Err((_, field, message)) => {
             let _ = state
                 .store
                 .finish(id, "failed", Some(&format!("{field}: {message}")), None);
-            return;
+            return false;
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
@@ -141,6 +149,7 @@ fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) {
         r
     });
     state.metrics.jobs_finished.fetch_add(1, Ordering::Relaxed);
+    let succeeded = result.is_ok();
     let outcome = match result {
         Ok(report) => {
             let json = serde_json::to_string(&report).unwrap_or_default();
@@ -153,4 +162,5 @@ fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) {
     if let Err(e) = outcome {
         eprintln!("sluice serve: job {id}: cannot record the outcome: {e}");
     }
+    succeeded
 }

@@ -47,6 +47,7 @@ fn fixture(queue_limit: i64) -> Fixture {
         threads_per_job: Some(1),
         queue_limit,
         body_limit: 4096,
+        timezone: Some("+08:00".into()),
         tokens: vec![
             TokenSpec {
                 name: "w".into(),
@@ -342,4 +343,164 @@ async fn bad_requests_get_problem_bodies() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// A pseudo-random Chinese sentence per seed: distinct records are far from near-duplicates.
+fn sentence(seed: u64) -> String {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..40)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_u32(0x4E00 + (x % 3000) as u32).unwrap_or('中')
+        })
+        .collect()
+}
+
+fn dialogues(seeds: impl Iterator<Item = u64>) -> String {
+    seeds
+        .map(|i| {
+            serde_json::json!({"conversations": [
+                {"from": "human", "value": sentence(i)},
+                {"from": "gpt", "value": sentence(i + 1_000_000)}
+            ]})
+            .to_string()
+                + "\n"
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_take_only_new_files_and_drop_what_earlier_runs_kept() {
+    let f = fixture(100);
+    let incoming = f.data.join("incoming");
+    std::fs::create_dir_all(&incoming).expect("incoming");
+    std::fs::write(incoming.join("day1.jsonl"), dialogues(0..50)).expect("day1");
+    let mut threads = sluice_server::worker::start(f.state.clone());
+    threads.push(sluice_server::schedule::start(f.state.clone()));
+    let pipeline = "[[inputs]]\npaths = []\ndomain = \"finance\"\n[output]\ndir = \"x\"\nformats = [\"jsonl\"]\n";
+    let body = serde_json::json!({ "cron": "* * * * * *", "pipeline": pipeline, "input_prefix": "incoming" });
+    let (s, _) = call(
+        &f.state,
+        "POST",
+        "/v1/schedules",
+        Some(READ),
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let bad = serde_json::json!({ "cron": "every day", "pipeline": pipeline, "input_prefix": "incoming" });
+    let (s, p) = call(
+        &f.state,
+        "POST",
+        "/v1/schedules",
+        Some(WRITE),
+        Some(bad.to_string()),
+    )
+    .await;
+    assert_eq!(
+        (s, p["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, serde_json::json!("cron"))
+    );
+    let out = serde_json::json!({ "cron": "* * * * * *", "pipeline": pipeline, "input_prefix": "../outside" });
+    let (s, _) = call(
+        &f.state,
+        "POST",
+        "/v1/schedules",
+        Some(WRITE),
+        Some(out.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, sched) = call(
+        &f.state,
+        "POST",
+        "/v1/schedules",
+        Some(WRITE),
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{sched}");
+    let sid = sched["id"].as_str().expect("id").to_string();
+    // First tick: day1's 50 dialogues.
+    let first = wait_scheduled(&f.state, &sid, 1).await;
+    let report = |job: &serde_json::Value| {
+        let id = job["id"].as_str().expect("id").to_string();
+        let state = f.state.clone();
+        async move {
+            call(&state, "GET", &format!("/v1/jobs/{id}/report"), None, None)
+                .await
+                .1
+        }
+    };
+    let r1 = report(&first).await;
+    assert_eq!(r1["totals"]["read"], 50, "{r1}");
+    assert_eq!(r1["totals"]["kept"], 50);
+    // Day 2 brings 20 new dialogues and 10 repeats of day 1: only day2 is read, the repeats
+    // are dropped against what the first run kept.
+    std::fs::write(
+        incoming.join("day2.jsonl"),
+        dialogues((100..120).chain(0..10)),
+    )
+    .expect("day2");
+    let second = wait_scheduled(&f.state, &sid, 2).await;
+    let r2 = report(&second).await;
+    assert_eq!(r2["totals"]["read"], 30, "{r2}");
+    assert_eq!(r2["totals"]["kept"], 20, "{r2}");
+    assert_eq!(
+        r2["inputs"][0]["files"].as_array().map(Vec::len),
+        Some(1),
+        "only day2: {r2}"
+    );
+    let (s, list) = call(&f.state, "GET", "/v1/schedules", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(list["schedules"][0]["last_success"].is_number(), "{list}");
+    let (s, _) = call(
+        &f.state,
+        "DELETE",
+        &format!("/v1/schedules/{sid}"),
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = call(
+        &f.state,
+        "DELETE",
+        &format!("/v1/schedules/{sid}"),
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    f.state
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("thread");
+    }
+}
+
+/// Wait until schedule `sid` has `n` succeeded jobs; returns the newest.
+async fn wait_scheduled(state: &Arc<State>, sid: &str, n: usize) -> serde_json::Value {
+    for _ in 0..600 {
+        let (_, list) = call(state, "GET", "/v1/jobs", None, None).await;
+        let jobs: Vec<serde_json::Value> = list["jobs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| j["schedule"] == sid)
+            .collect();
+        assert!(jobs.iter().all(|j| j["state"] != "failed"), "{jobs:?}");
+        let done: Vec<&serde_json::Value> =
+            jobs.iter().filter(|j| j["state"] == "succeeded").collect();
+        if done.len() >= n {
+            assert_eq!(done.len(), n, "one job per tick with new files: {jobs:?}");
+            return done[0].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("schedule {sid} did not produce {n} jobs");
 }
