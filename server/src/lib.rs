@@ -7,6 +7,7 @@
 //! interrupted by a crash is re-run from a clean state when the service starts again.
 
 pub mod config;
+pub mod loadtest;
 pub mod routes;
 pub mod schedule;
 pub mod store;

@@ -3,7 +3,7 @@
 //! 404 unknown job, 413 body too large, 422 invalid pipeline or parameters, 429 queue full.
 
 use crate::config::Scope;
-use crate::store::Submitted;
+use crate::store::{Job, Schedule, Submitted};
 use crate::State;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State as AxState};
@@ -23,6 +23,7 @@ pub fn app(state: Arc<State>) -> Router {
     let limit = state.config.body_limit;
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/openapi.json", get(openapi))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/mix", get(mix_preview))
@@ -115,6 +116,7 @@ fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
     }
 }
 
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "Ready, with the queue length"), (status = 503, description = "The job store is unavailable", body = ProblemBody)))]
 async fn readyz(AxState(state): AxState<Arc<State>>) -> Result<Json<serde_json::Value>, Problem> {
     let queued = state
         .store
@@ -125,6 +127,7 @@ async fn readyz(AxState(state): AxState<Arc<State>>) -> Result<Json<serde_json::
     ))
 }
 
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
     let m = &state.metrics;
     let mut out = String::new();
@@ -163,10 +166,11 @@ async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
 }
 
 /// `POST /v1/jobs` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct JobRequest {
     /// The pipeline: TOML text, or the same structure as a JSON object.
+    #[schema(value_type = Object)]
     pipeline: serde_json::Value,
     /// Resubmitting with the same key returns the first job (also the `Idempotency-Key`
     /// header).
@@ -174,6 +178,7 @@ struct JobRequest {
     idempotency_key: Option<String>,
 }
 
+#[utoipa::path(post, path = "/v1/jobs", request_body = JobRequest, params(("Idempotency-Key" = Option<String>, Header, description = "Resubmitting with the same key returns the first job")), responses((status = 201, description = "Queued", body = Job), (status = 200, description = "A job with this idempotency key exists", body = Job), (status = 400, description = "Malformed body", body = ProblemBody), (status = 401, description = "No or unknown token", body = ProblemBody), (status = 403, description = "Read-only token, or a path outside the data roots", body = ProblemBody), (status = 413, description = "Body too large"), (status = 422, description = "Invalid pipeline", body = ProblemBody), (status = 429, description = "Queue full", body = ProblemBody)), security(("bearer" = [])))]
 async fn submit(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
@@ -229,6 +234,7 @@ struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/jobs", params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("limit" = Option<i64>, Query, description = "At most this many (default 100)")), responses((status = 200, description = "Jobs, newest first"), (status = 422, description = "Unknown state", body = ProblemBody)))]
 async fn list_jobs(
     AxState(state): AxState<Arc<State>>,
     Query(q): Query<ListQuery>,
@@ -245,6 +251,7 @@ async fn list_jobs(
     Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "The job", body = Job), (status = 404, description = "No such job", body = ProblemBody)))]
 async fn get_job(
     AxState(state): AxState<Arc<State>>,
     Path(id): Path<String>,
@@ -255,6 +262,7 @@ async fn get_job(
     }
 }
 
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Cancelled (queued) or marked for cancelling (running)", body = Job), (status = 401, description = "No token", body = ProblemBody), (status = 403, description = "Read-only token", body = ProblemBody), (status = 404, description = "No such job", body = ProblemBody)), security(("bearer" = [])))]
 async fn cancel_job(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
@@ -267,6 +275,7 @@ async fn cancel_job(
     }
 }
 
+#[utoipa::path(get, path = "/v1/jobs/{id}/report", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "report.json of the run"), (status = 404, description = "No such job, or no report yet", body = ProblemBody)))]
 async fn job_report(
     AxState(state): AxState<Arc<State>>,
     Path(id): Path<String>,
@@ -280,6 +289,7 @@ async fn job_report(
     }
 }
 
+#[utoipa::path(get, path = "/mix", params(("domain" = String, Query, description = "Domain of the domain pool"), ("ratio" = String, Query, description = "sft: \"1:5\" or a share; cpt: largest domain share of tokens"), ("mode" = Option<String>, Query, description = "sft (default) or cpt"), ("unit" = Option<String>, Query, description = "samples or tokens"), ("where" = Option<String>, Query, description = "polars SQL condition over tags"), ("target" = Option<u64>, Query, description = "Total size in the unit"), ("task_cap" = Option<u64>, Query, description = "Most samples per task"), ("temperature" = Option<f64>, Query, description = "Sampling temperature across tasks"), ("max_repeats" = Option<f64>, Query, description = "Most epochs of any task"), ("instruct_share" = Option<f64>, Query, description = "cpt: share of SFT samples")), responses((status = 200, description = "The mix plan: per pool available and selected samples and tokens, repeats, shares, warnings, example ids"), (status = 422, description = "Invalid parameter", body = ProblemBody)))]
 async fn mix_preview(
     AxState(state): AxState<Arc<State>>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -353,6 +363,7 @@ fn spec_from_query(q: &BTreeMap<String, String>) -> Result<MixSpec, Problem> {
     Ok(spec)
 }
 
+#[utoipa::path(get, path = "/v1/datasets", responses((status = 200, description = "Catalog runs and totals per domain and task")))]
 async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Problem> {
     let root = state.config.output_root.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
@@ -374,18 +385,20 @@ async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Probl
 }
 
 /// `POST /v1/schedules` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ScheduleRequest {
     /// Cron expression, in the configured time zone (5 fields, or 6 with seconds).
     cron: String,
     /// Pipeline (TOML text or JSON object); its first input's paths are set to each tick's new
     /// files.
+    #[schema(value_type = Object)]
     pipeline: serde_json::Value,
     /// Folder inside a data root whose new files each tick takes.
     input_prefix: String,
 }
 
+#[utoipa::path(post, path = "/v1/schedules", request_body = ScheduleRequest, responses((status = 201, description = "Created", body = Schedule), (status = 400, description = "Malformed body", body = ProblemBody), (status = 401, description = "No token", body = ProblemBody), (status = 403, description = "Read-only token, or a prefix outside the data roots", body = ProblemBody), (status = 422, description = "Invalid cron or pipeline", body = ProblemBody)), security(("bearer" = [])))]
 async fn add_schedule(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
@@ -431,11 +444,13 @@ async fn add_schedule(
     Ok((StatusCode::CREATED, Json(s)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/schedules", responses((status = 200, description = "Every schedule")))]
 async fn list_schedules(AxState(state): AxState<Arc<State>>) -> Result<Response, Problem> {
     let s = state.store.schedules().map_err(internal)?;
     Ok(Json(serde_json::json!({ "schedules": s })).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/schedules/{id}", params(("id" = String, Path, description = "Schedule id")), responses((status = 204, description = "Deleted"), (status = 404, description = "No such schedule", body = ProblemBody)), security(("bearer" = [])))]
 async fn delete_schedule(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
@@ -458,5 +473,56 @@ fn pipeline_text(v: &serde_json::Value) -> Result<String, Problem> {
         _ => {
             Err(Problem::new(422, "pipeline must be TOML text or a JSON object").field("pipeline"))
         }
+    }
+}
+
+/// The shape of every error body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documentation of the wire format only
+pub struct ProblemBody {
+    /// Always `about:blank`.
+    r#type: String,
+    /// HTTP status.
+    status: u16,
+    /// The status's reason phrase.
+    title: String,
+    /// What went wrong.
+    detail: String,
+    /// The request field at fault, when one is.
+    field: Option<String>,
+}
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "sluice", description = "Jobs, schedules, mix previews and the catalog of curated training data"),
+    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, mix_preview, datasets, add_schedule, list_schedules, delete_schedule),
+    components(schemas(Job, Schedule, JobRequest, ScheduleRequest, ProblemBody)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+async fn openapi() -> Response {
+    use utoipa::OpenApi;
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            json,
+        )
+            .into_response(),
+        Err(e) => internal(e).into_response(),
     }
 }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 pub const STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
 
 /// One job as stored.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Job {
     /// Id (`j-<n>`).
     pub id: String,
@@ -33,6 +33,7 @@ pub struct Job {
     pub schedule: Option<String>,
     /// Latest progress (phase and counts).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub progress: Option<serde_json::Value>,
     /// Times the job was started (more than 1 after a restart).
     pub attempts: i64,
@@ -379,7 +380,7 @@ impl Store {
 }
 
 /// One schedule as stored.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Schedule {
     /// Id (`s-<n>`).
     pub id: String,

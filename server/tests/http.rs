@@ -206,6 +206,22 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    // The OpenAPI document, generated from the handlers.
+    let (s, doc) = call(&f.state, "GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    for p in [
+        "/v1/jobs",
+        "/v1/jobs/{id}/cancel",
+        "/mix",
+        "/v1/schedules/{id}",
+        "/v1/datasets",
+    ] {
+        assert!(
+            doc["paths"][p].is_object(),
+            "{p} missing from /openapi.json"
+        );
+    }
+    assert!(doc["components"]["schemas"]["Job"].is_object());
     // Health, readiness and metrics.
     let (s, _) = call(&f.state, "GET", "/healthz", None, None).await;
     assert_eq!(s, StatusCode::OK);
