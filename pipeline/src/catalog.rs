@@ -311,6 +311,28 @@ pub fn scan(root: &Path) -> Result<LazyFrame, String> {
 /// What identifies a catalog's state: each catalog file with its size and modification time.
 type Fingerprint = Vec<(PathBuf, u64, Option<std::time::SystemTime>)>;
 
+fn fingerprint_of(files: &[PathBuf]) -> Fingerprint {
+    files
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(f).ok();
+            (
+                f.clone(),
+                m.as_ref().map_or(0, |m| m.len()),
+                m.and_then(|m| m.modified().ok()),
+            )
+        })
+        .collect()
+}
+
+/// A hash of the catalog's state (its files, sizes and modification times): answers computed
+/// from the catalog stay valid while it is unchanged.
+pub fn version(root: &Path) -> u64 {
+    let fp = fingerprint_of(&catalog_files(root));
+    let text = format!("{fp:?}");
+    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
+}
+
 /// The catalog under `root` as one typed frame. Reading 1,000 small Parquet files costs far
 /// more than answering a query, so the frame is cached per root in the process and reloaded
 /// only when a catalog file appears, disappears or changes (a `stat` per file per call).
@@ -324,17 +346,7 @@ pub fn load(root: &Path) -> Result<DataFrame, String> {
             root.display()
         ));
     }
-    let fingerprint: Fingerprint = files
-        .iter()
-        .map(|f| {
-            let m = std::fs::metadata(f).ok();
-            (
-                f.clone(),
-                m.as_ref().map_or(0, |m| m.len()),
-                m.and_then(|m| m.modified().ok()),
-            )
-        })
-        .collect();
+    let fingerprint = fingerprint_of(&files);
     let cache = CACHE.get_or_init(Default::default);
     let key = root.to_path_buf();
     if let Ok(c) = cache.lock() {

@@ -32,6 +32,11 @@ pub struct State {
     pub stopping: Arc<AtomicBool>,
     /// Requests served, by route class, for /metrics.
     pub metrics: Metrics,
+    /// Previews computed at once (one per core): a fair queue instead of 200 threads fighting
+    /// for 2 cores.
+    pub preview_slots: tokio::sync::Semaphore,
+    /// Preview answers by (catalog version, query), dropped when the catalog changes.
+    pub preview_cache: std::sync::Mutex<std::collections::HashMap<(u64, String), String>>,
 }
 
 /// Prometheus counters.
@@ -66,6 +71,10 @@ impl State {
             wake: tokio::sync::Notify::new(),
             stopping: Arc::new(AtomicBool::new(false)),
             metrics: Metrics::default(),
+            preview_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(1, |n| n.get()),
+            ),
+            preview_cache: Default::default(),
         }))
     }
 }

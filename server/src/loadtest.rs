@@ -128,9 +128,27 @@ pub async fn run(
     ];
     out.push(
         phase(
-            "GET /mix (3 previews in turn)",
+            "GET /mix (3 previews, repeated)",
             &addr,
             (0..previews).map(|i| get(paths[i % paths.len()])).collect(),
+            &[200],
+            concurrency,
+        )
+        .await,
+    );
+    // Distinct previews (a different ratio each): every one is computed, none cached.
+    out.push(
+        phase(
+            "GET /mix (all distinct, uncached)",
+            &addr,
+            (0..previews)
+                .map(|i| {
+                    get(&format!(
+                        "/mix?domain=finance&ratio={}",
+                        0.01 + (i as f64) * 0.9 / previews.max(1) as f64
+                    ))
+                })
+                .collect(),
             &[200],
             concurrency,
         )

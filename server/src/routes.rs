@@ -295,13 +295,40 @@ async fn mix_preview(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Problem> {
     let spec = spec_from_query(&q)?;
-    let root = state.config.output_root.clone();
     state.metrics.previews.fetch_add(1, Ordering::Relaxed);
-    let plan = tokio::task::spawn_blocking(move || catalog::preview(&root, &spec))
-        .await
-        .map_err(internal)?
-        .map_err(|e| Problem::new(422, e))?;
-    Ok(Json(plan).into_response())
+    let _slot = state.preview_slots.acquire().await.map_err(internal)?;
+    let root = state.config.output_root.clone();
+    let query = format!("{q:?}");
+    let st = state.clone();
+    let json = tokio::task::spawn_blocking(move || -> Result<String, String> {
+        let version = catalog::version(&root);
+        let key = (version, query);
+        if let Some(hit) = st
+            .preview_cache
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(hit);
+        }
+        let plan = catalog::preview(&root, &spec)?;
+        let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
+        if let Ok(mut c) = st.preview_cache.lock() {
+            c.retain(|(v, _), _| *v == version);
+            if c.len() < 1024 {
+                c.insert(key, json.clone());
+            }
+        }
+        Ok(json)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(|e| Problem::new(422, e))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response())
 }
 
 /// `GET /mix?domain=finance&ratio=0.15[&mode=sft|cpt][&unit=tokens][&where=…][&target=N]…`
