@@ -203,3 +203,48 @@ pub fn start(state: Arc<State>) -> std::thread::JoinHandle<()> {
         })
         .unwrap_or_else(|e| panic!("cannot start the scheduler thread: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Schedule;
+
+    fn sched(cron: &str, created: i64, last_tick: Option<i64>) -> Schedule {
+        Schedule {
+            id: "s-0001".into(),
+            cron: cron.into(),
+            pipeline: String::new(),
+            input_prefix: "in".into(),
+            created_at: created,
+            last_tick,
+            last_success: None,
+        }
+    }
+
+    #[test]
+    fn a_tick_missed_while_down_is_due_once_at_start_up() {
+        let tz = offset(Some("+08:00")).expect("offset");
+        let now = Utc::now();
+        let day = 86_400;
+        // Daily at 02:00 (+08:00); the service was down for three days.
+        let s = sched(
+            "0 2 * * *",
+            now.timestamp() - 10 * day,
+            Some(now.timestamp() - 3 * day),
+        );
+        assert!(due(&s, tz, now), "missed ticks make the schedule due");
+        // After the catch-up tick (last_tick = now) it is not due again until the next 02:00.
+        let s = sched(
+            "0 2 * * *",
+            now.timestamp() - 10 * day,
+            Some(now.timestamp()),
+        );
+        assert!(!due(&s, tz, now));
+        assert!(parse_cron("every day").is_err());
+        assert!(offset(Some("Asia/Shanghai")).is_err());
+        assert_eq!(
+            offset(Some("-05:30")).map(|o| o.local_minus_utc()),
+            Ok(-(5 * 3600 + 1800))
+        );
+    }
+}
