@@ -212,7 +212,14 @@ async fn submit(
             .map_err(internal)?;
     let text =
         check.map_err(|(status, field, message)| Problem::new(status, message).field(field))?;
-    if key.is_none() && state.store.queued().map_err(internal)? >= state.config.queue_limit {
+    if state.store.queued().map_err(internal)? >= state.config.queue_limit {
+        // A retry of an accepted submission still gets its job; anything new waits.
+        if let Some(job) = match &key {
+            Some(k) => state.store.by_key(k).map_err(internal)?,
+            None => None,
+        } {
+            return Ok((StatusCode::OK, Json(job)).into_response());
+        }
         return Err(Problem::new(429, "the job queue is full; try again later"));
     }
     let out = state

@@ -334,6 +334,18 @@ impl Store {
         .is_ok_and(|v| v != 0)
     }
 
+    /// The job submitted with this idempotency key, if any.
+    pub fn by_key(&self, key: &str) -> rusqlite::Result<Option<Job>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1"),
+                params![key],
+                job_from_row,
+            )
+            .optional()
+        })
+    }
+
     /// One job.
     pub fn get(&self, id: &str) -> rusqlite::Result<Option<Job>> {
         self.with(|c| {

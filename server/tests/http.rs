@@ -326,6 +326,19 @@ async fn bad_requests_get_problem_bodies() {
     )
     .await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{p}");
+    let (s, p) = call(
+        &f.state,
+        "POST",
+        "/v1/jobs",
+        Some(WRITE),
+        Some(job_body("\"logs.jsonl\"", Some("new-key"))),
+    )
+    .await;
+    assert_eq!(
+        s,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a new key does not bypass the limit: {p}"
+    );
     // Cancel needs a write token; a queued job is cancelled at once.
     let (_, list) = call(&f.state, "GET", "/v1/jobs", None, None).await;
     let id = list["jobs"][0]["id"].as_str().expect("id").to_string();
