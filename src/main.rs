@@ -444,7 +444,7 @@ fn real_main() -> Result<ExitCode> {
             let mut out = std::io::stdout().lock();
             if json {
                 let v = serde_json::json!({
-                    "runs": runs.iter().map(|(r, p, f)| serde_json::json!({"run": r, "path": p, "files": f})).collect::<Vec<_>>(),
+                    "runs": runs,
                     "by": by,
                     "groups": catalog::frame_json(&table),
                     "total": catalog::frame_json(&total),
@@ -452,8 +452,8 @@ fn real_main() -> Result<ExitCode> {
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
                 writeln!(out, "catalog {}: {} runs", root.display(), runs.len())?;
-                for (r, p, f) in &runs {
-                    writeln!(out, "  {p:<30} run {r:<24} {f}")?;
+                for r in &runs {
+                    writeln!(out, "  {:<30} run {:<24} {}", r.path, r.run, r.files)?;
                 }
                 writeln!(out, "{table}\n{total}")?;
             }

@@ -325,18 +325,16 @@ fn fingerprint_of(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-/// A hash of the catalog's state (its files, sizes and modification times): answers computed
-/// from the catalog stay valid while it is unchanged.
-pub fn version(root: &Path) -> u64 {
-    let fp = fingerprint_of(&catalog_files(root));
-    let text = format!("{fp:?}");
-    xxhash_rust::xxh3::xxh3_64(text.as_bytes())
-}
-
 /// The catalog under `root` as one typed frame. Reading 1,000 small Parquet files costs far
 /// more than answering a query, so the frame is cached per root in the process and reloaded
 /// only when a catalog file appears, disappears or changes (a `stat` per file per call).
 pub fn load(root: &Path) -> Result<DataFrame, String> {
+    load_versioned(root).map(|(_, df)| df)
+}
+
+/// [`load`], with a hash of the catalog's state (its files, sizes and modification times):
+/// answers computed from the frame stay valid while the version is unchanged.
+pub fn load_versioned(root: &Path) -> Result<(u64, DataFrame), String> {
     use std::sync::{Mutex, OnceLock};
     static CACHE: OnceLock<Mutex<BTreeMap<PathBuf, (Fingerprint, DataFrame)>>> = OnceLock::new();
     let files = catalog_files(root);
@@ -347,12 +345,13 @@ pub fn load(root: &Path) -> Result<DataFrame, String> {
         ));
     }
     let fingerprint = fingerprint_of(&files);
+    let version = xxhash_rust::xxh3::xxh3_64(format!("{fingerprint:?}").as_bytes());
     let cache = CACHE.get_or_init(Default::default);
     let key = root.to_path_buf();
     if let Ok(c) = cache.lock() {
         if let Some((fp, df)) = c.get(&key) {
             if *fp == fingerprint {
-                return Ok(df.clone());
+                return Ok((version, df.clone()));
             }
         }
     }
@@ -381,7 +380,7 @@ pub fn load(root: &Path) -> Result<DataFrame, String> {
     if let Ok(mut c) = cache.lock() {
         c.insert(key, (fingerprint, df.clone()));
     }
-    Ok(df)
+    Ok((version, df))
 }
 
 /// The dimension (tag) columns of a catalog frame's schema.
@@ -468,9 +467,13 @@ pub fn pool_expr(spec: &MixSpec) -> Result<Expr, String> {
 /// Group statistics for the planner from a catalog (or per-sample) frame with `samples`,
 /// `tokens` and `examples` columns.
 pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, String> {
+    pooled_stats(lf.with_column(pool_expr(spec)?))
+}
+
+/// [`pool_stats`] over a frame that already has its `pool` column.
+pub fn pooled_stats(lf: LazyFrame) -> Result<Vec<GroupStat>, String> {
     let schema = lf.clone().collect_schema().map_err(msg)?;
     let grouped = lf
-        .with_column(pool_expr(spec)?)
         .filter(col("pool").is_not_null())
         .group_by([col("pool"), col("task")])
         .agg([
@@ -535,13 +538,18 @@ pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, Strin
 
 /// A mix preview from the catalog under `root`: the plan the `mix` stage would follow.
 pub fn preview(root: &Path, spec: &MixSpec) -> Result<MixPlan, String> {
+    preview_frame(&load(root)?, spec)
+}
+
+/// [`preview`] over a loaded catalog frame.
+pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, String> {
     let problems = spec.validate();
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let stats = pool_stats(scan(root)?, spec)?;
+    let stats = pool_stats(catalog.clone().lazy(), spec)?;
     let mut plan = crate::mix::plan(spec, &stats);
-    let methods = token_methods(root)?;
+    let methods = token_methods(catalog)?;
     if methods.len() > 1 && spec.unit() == crate::mix::MixUnit::Tokens {
         plan.warnings.push(format!(
             "runs in this catalog counted tokens differently ({}): token shares mix units",
@@ -551,9 +559,11 @@ pub fn preview(root: &Path, spec: &MixSpec) -> Result<MixPlan, String> {
     Ok(plan)
 }
 
-/// The distinct `tokens_by` values of a catalog.
-pub fn token_methods(root: &Path) -> Result<Vec<String>, String> {
-    let df = scan(root)?
+/// The distinct `tokens_by` values of a catalog frame.
+pub fn token_methods(catalog: &DataFrame) -> Result<Vec<String>, String> {
+    let df = catalog
+        .clone()
+        .lazy()
         .select([col("tokens_by")])
         .unique_stable(None, UniqueKeepStrategy::First)
         .collect()
@@ -638,8 +648,24 @@ pub fn frame_json(df: &DataFrame) -> serde_json::Value {
 }
 
 /// The runs in a catalog: run name, its directory relative to the root, and its curated files.
-pub fn runs(root: &Path) -> Result<Vec<(String, String, String)>, String> {
-    let df = scan(root)?
+pub fn runs(root: &Path) -> Result<Vec<RunEntry>, String> {
+    runs_of(scan(root)?)
+}
+
+/// One run of a catalog.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RunEntry {
+    /// The run's name.
+    pub run: String,
+    /// Its directory, relative to the catalog root.
+    pub path: String,
+    /// The glob of its curated files within that directory.
+    pub files: String,
+}
+
+/// The distinct runs among a catalog frame's rows, by path.
+fn runs_of(lf: LazyFrame) -> Result<Vec<RunEntry>, String> {
+    let df = lf
         .select([col("run"), col("path"), col("files")])
         .unique_stable(None, UniqueKeepStrategy::First)
         .sort(["path"], Default::default())
@@ -647,13 +673,12 @@ pub fn runs(root: &Path) -> Result<Vec<(String, String, String)>, String> {
         .map_err(msg)?;
     let get = |n: &str| df.column(n).and_then(|c| c.str().cloned()).map_err(msg);
     let (r, p, f) = (get("run")?, get("path")?, get("files")?);
+    let text = |v: Option<&str>| v.unwrap_or("").to_string();
     Ok((0..df.height())
-        .map(|i| {
-            (
-                r.get(i).unwrap_or("").to_string(),
-                p.get(i).unwrap_or("").to_string(),
-                f.get(i).unwrap_or("").to_string(),
-            )
+        .map(|i| RunEntry {
+            run: text(r.get(i)),
+            path: text(p.get(i)),
+            files: text(f.get(i)),
         })
         .collect())
 }
@@ -672,22 +697,19 @@ pub fn mix_pipeline(
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let used = scan(root)?
-        .with_column(pool_expr(spec)?)
-        .filter(col("pool").is_not_null())
-        .select([col("run"), col("path"), col("files")])
-        .unique_stable(None, UniqueKeepStrategy::First)
-        .sort(["path"], Default::default())
-        .collect()
-        .map_err(msg)?;
-    let get = |n: &str| used.column(n).and_then(|c| c.str().cloned()).map_err(msg);
-    let (paths, files) = (get("path")?, get("files")?);
+    let used = runs_of(
+        scan(root)?
+            .with_column(pool_expr(spec)?)
+            .filter(col("pool").is_not_null()),
+    )?;
     let mut inputs = Vec::new();
-    for i in 0..used.height() {
-        let dir = paths.get(i).unwrap_or("");
-        let pattern = root
-            .join(dir)
-            .join(files.get(i).unwrap_or("curated/*.parquet"));
+    for entry in &used {
+        let dir = entry.path.as_str();
+        let files = match entry.files.as_str() {
+            "" => "curated/*.parquet",
+            f => f,
+        };
+        let pattern = root.join(dir).join(files);
         let mut found: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
             .map_err(|e| format!("{}: {e}", pattern.display()))?
             .filter_map(|p| p.ok())

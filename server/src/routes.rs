@@ -131,26 +131,33 @@ async fn readyz(AxState(state): AxState<Arc<State>>) -> Result<Json<serde_json::
 async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
     let m = &state.metrics;
     let mut out = String::new();
-    out += "# HELP sluice_http_requests_total HTTP requests served.\n# TYPE sluice_http_requests_total counter\n";
-    out += &format!(
-        "sluice_http_requests_total {}\n",
-        m.requests.load(Ordering::Relaxed)
-    );
-    out += "# HELP sluice_http_client_errors_total Requests answered with a 4xx status.\n# TYPE sluice_http_client_errors_total counter\n";
-    out += &format!(
-        "sluice_http_client_errors_total {}\n",
-        m.client_errors.load(Ordering::Relaxed)
-    );
-    out += "# HELP sluice_mix_previews_total Mix previews served.\n# TYPE sluice_mix_previews_total counter\n";
-    out += &format!(
-        "sluice_mix_previews_total {}\n",
-        m.previews.load(Ordering::Relaxed)
-    );
-    out += "# HELP sluice_jobs_finished_total Jobs finished by this process.\n# TYPE sluice_jobs_finished_total counter\n";
-    out += &format!(
-        "sluice_jobs_finished_total {}\n",
-        m.jobs_finished.load(Ordering::Relaxed)
-    );
+    for (name, help, value) in [
+        (
+            "sluice_http_requests_total",
+            "HTTP requests served.",
+            &m.requests,
+        ),
+        (
+            "sluice_http_client_errors_total",
+            "Requests answered with a 4xx status.",
+            &m.client_errors,
+        ),
+        (
+            "sluice_mix_previews_total",
+            "Mix previews served.",
+            &m.previews,
+        ),
+        (
+            "sluice_jobs_finished_total",
+            "Jobs finished by this process.",
+            &m.jobs_finished,
+        ),
+    ] {
+        out += &format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}\n",
+            value.load(Ordering::Relaxed)
+        );
+    }
     out += "# HELP sluice_jobs Jobs in the store by state.\n# TYPE sluice_jobs gauge\n";
     for (s, n) in state.store.counts().unwrap_or_default() {
         out += &format!("sluice_jobs{{state=\"{s}\"}} {n}\n");
@@ -185,21 +192,8 @@ async fn submit(
     body: Bytes,
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: JobRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        Problem::new(400, format!("malformed request body: {}", e.inner())).field(field)
-    })?;
-    let text = match &req.pipeline {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(_) => toml::to_string(&req.pipeline)
-            .map_err(|e| Problem::new(422, format!("pipeline: {e}")).field("pipeline"))?,
-        _ => {
-            return Err(
-                Problem::new(422, "pipeline must be TOML text or a JSON object").field("pipeline"),
-            )
-        }
-    };
+    let req: JobRequest = parse_body(&body)?;
+    let text = pipeline_text(&req.pipeline)?;
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
@@ -308,7 +302,7 @@ async fn mix_preview(
     let query = format!("{q:?}");
     let st = state.clone();
     let json = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let version = catalog::version(&root);
+        let (version, frame) = catalog::load_versioned(&root)?;
         let key = (version, query);
         if let Some(hit) = st
             .preview_cache
@@ -318,7 +312,7 @@ async fn mix_preview(
         {
             return Ok(hit);
         }
-        let plan = catalog::preview(&root, &spec)?;
+        let plan = catalog::preview_frame(&frame, &spec)?;
         let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
         if let Ok(mut c) = st.preview_cache.lock() {
             c.retain(|(v, _), _| *v == version);
@@ -408,7 +402,7 @@ async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Probl
         let by = vec!["domain".to_string(), "task".to_string()];
         let groups = catalog::summary(&root, &by, None)?;
         Ok(serde_json::json!({
-            "runs": runs.iter().map(|(r, p, f)| serde_json::json!({"run": r, "path": p, "files": f})).collect::<Vec<_>>(),
+            "runs": runs,
             "groups": catalog::frame_json(&groups),
         }))
     })
@@ -439,11 +433,7 @@ async fn add_schedule(
     body: Bytes,
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
-    let de = &mut serde_json::Deserializer::from_slice(&body);
-    let req: ScheduleRequest = serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        Problem::new(400, format!("malformed request body: {}", e.inner())).field(field)
-    })?;
+    let req: ScheduleRequest = parse_body(&body)?;
     crate::schedule::parse_cron(&req.cron).map_err(|e| Problem::new(422, e).field("cron"))?;
     let text = pipeline_text(&req.pipeline)?;
     crate::schedule::prefix_dir(&state, &req.input_prefix)
@@ -496,6 +486,15 @@ async fn delete_schedule(
     } else {
         Err(Problem::new(404, format!("no schedule {id}")))
     }
+}
+
+/// A JSON request body; a malformed one is a 400 naming the field at fault.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        Problem::new(400, format!("malformed request body: {}", e.inner())).field(field)
+    })
 }
 
 /// A pipeline given as TOML text or as a JSON object, as TOML text.

@@ -85,6 +85,21 @@ fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// The job whose `by` column (`id` or `idempotency_key`) is `value`.
+fn find(c: &Connection, by: &str, value: &str) -> rusqlite::Result<Option<Job>> {
+    c.query_row(
+        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {by} = ?1"),
+        params![value],
+        job_from_row,
+    )
+    .optional()
+}
+
+/// A job just written in this transaction.
+fn written(c: &Connection, id: &str) -> rusqlite::Result<Job> {
+    find(c, "id", id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
+}
+
 /// Outcome of a submission.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
@@ -199,13 +214,7 @@ impl Store {
         self.with(|c| {
             let tx = c.transaction()?;
             if let Some(k) = key {
-                let found = tx
-                    .query_row(
-                        &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1"),
-                        params![k],
-                        job_from_row,
-                    )
-                    .optional()?;
+                let found = find(&tx, "idempotency_key", k)?;
                 if let Some(job) = found {
                     return Ok(Submitted::Existing(job));
                 }
@@ -220,11 +229,7 @@ impl Store {
                  VALUES (?1, 'queued', ?2, ?3, ?4, ?5, ?6)",
                 params![id, key, pipeline, output, schedule, now()],
             )?;
-            let job = tx.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )?;
+            let job = written(&tx, &id)?;
             tx.commit()?;
             Ok(Submitted::New(job))
         })
@@ -250,11 +255,7 @@ impl Store {
             if n != 1 {
                 return Ok(None);
             }
-            let job = tx.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )?;
+            let job = written(&tx, &id)?;
             tx.commit()?;
             Ok(Some(job))
         })
@@ -313,12 +314,7 @@ impl Store {
                 "UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'",
                 params![id],
             )?;
-            c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()
+            find(c, "id", id)
         })
     }
 
@@ -336,26 +332,12 @@ impl Store {
 
     /// The job submitted with this idempotency key, if any.
     pub fn by_key(&self, key: &str) -> rusqlite::Result<Option<Job>> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE idempotency_key = ?1"),
-                params![key],
-                job_from_row,
-            )
-            .optional()
-        })
+        self.with(|c| find(c, "idempotency_key", key))
     }
 
     /// One job.
     pub fn get(&self, id: &str) -> rusqlite::Result<Option<Job>> {
-        self.with(|c| {
-            c.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )
-            .optional()
-        })
+        self.with(|c| find(c, "id", id))
     }
 
     /// A job's report.json, once it has one.
@@ -545,11 +527,7 @@ impl Store {
                     params![schedule, path, size, hash, id],
                 )?;
             }
-            let job = tx.query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id],
-                job_from_row,
-            )?;
+            let job = written(&tx, &id)?;
             tx.commit()?;
             Ok(Ok(Some(job)))
         })

@@ -91,11 +91,10 @@ fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) -> bool {
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
     let (store_id, last) = (id.to_string(), std::sync::Mutex::new(Instant::now()));
     let state_ref: &State = state;
-    // The progress callback must be 'static: it only sets the flag and sends progress.
-    let stopping = state.stopping.clone();
+    // The progress callback must be 'static: it only sends progress; the watcher below turns
+    // a cancel request or a stop into the engine's cancel flag.
     let threads = state.config.threads_per_job.or_else(|| {
         std::thread::available_parallelism()
             .ok()
@@ -107,9 +106,6 @@ fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) -> bool {
         max_reject_ratio: None,
         output_dir: Some(output.to_path_buf()),
         progress: Some(Box::new(move |p: &engine::Progress| {
-            if stopping.load(Ordering::SeqCst) {
-                flag.store(true, Ordering::SeqCst);
-            }
             let mut last = last
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);

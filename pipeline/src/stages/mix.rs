@@ -20,7 +20,7 @@
 //! Memory: the global stage holds one small record per sample (about 100 bytes plus tags).
 
 use super::{Decision, Decisions, DropReason, GlobalStage};
-use crate::catalog::{pool_expr, pool_stats, TokenCounter};
+use crate::catalog::{pool_expr, pooled_stats, TokenCounter};
 use crate::exchange::{Records, Wire};
 use crate::mix::{MixMode, MixPlan, MixSpec, MixUnit, PoolRole};
 use crate::sample::Sample;
@@ -197,14 +197,15 @@ impl Mix {
 
     fn select(&self, records: &Records<MixRecord>) -> Result<(Decisions, MixSummary), String> {
         let (df, recs) = Mix::frame(records).map_err(|e| e.to_string())?;
-        let stats = pool_stats(df.clone().lazy(), &self.spec)?;
-        let plan = crate::mix::plan(&self.spec, &stats);
-        let pools_df = df
+        // Pools are assigned once; the statistics and the selection both read the column.
+        let pooled = df
             .lazy()
-            .select([col("pos"), pool_expr(&self.spec)?])
+            .with_column(pool_expr(&self.spec)?)
             .collect()
             .map_err(|e| e.to_string())?;
-        let pool_of = pools_df
+        let stats = pooled_stats(pooled.clone().lazy())?;
+        let plan = crate::mix::plan(&self.spec, &stats);
+        let pool_of = pooled
             .column("pool")
             .and_then(|c| c.u32().cloned())
             .map_err(|e| e.to_string())?;
