@@ -1,4 +1,53 @@
 //! The bundled candle trainer: consumes tokenized shards (through `sluice-shards`, never the
 //! pipeline crate) and trains SFT and continued-pretraining runs on CPU or CUDA.
 //!
-//! The trainer arrives with the trainer issue.
+//! - [`model`]: a Llama/Qwen2-compatible decoder whose every op carries gradients;
+//! - [`data`]: each rank's shards, reshuffled per epoch, one memory-mapped at a time, packed
+//!   samples with positions and attention reset per sample;
+//! - [`optim`]: AdamW with decoupled decay, warm-up + cosine schedule, clipping;
+//! - [`train`]: the loop, validation, early stopping, checkpoints, exact resume, spike rollback;
+//! - [`estimate`]: memory for full fine-tuning, LoRA and QLoRA.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod estimate;
+pub mod model;
+pub mod optim;
+pub mod rng;
+pub mod train;
+
+pub use config::{ModelConfig, TrainConfig};
+pub use model::Model;
+pub use train::{Summary, Trainer};
+
+use std::path::PathBuf;
+
+/// Errors of training.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A bad configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// An I/O failure on a file.
+    #[error("{path}: {err}", path = .0.display(), err = .1)]
+    Io(PathBuf, #[source] std::io::Error),
+    /// Weights that do not fit the model or cannot be read.
+    #[error("weights: {0}")]
+    Weights(String),
+    /// Data that cannot be trained on.
+    #[error("data: {0}")]
+    Data(String),
+    /// A shard error.
+    #[error(transparent)]
+    Shards(#[from] sluice_shards::Error),
+    /// A tensor error.
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// The run kept spiking past its rollback budget.
+    #[error("diverged: {0}")]
+    Diverged(String),
+}
+
+/// The trainer's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
