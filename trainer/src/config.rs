@@ -85,7 +85,9 @@ impl ModelConfig {
         }
         if let Some(act) = raw.get("hidden_act").and_then(|v| v.as_str()) {
             if act != "silu" {
-                return Err(bad(format!("hidden_act {act:?}: only silu (SwiGLU) is supported")));
+                return Err(bad(format!(
+                    "hidden_act {act:?}: only silu (SwiGLU) is supported"
+                )));
             }
         }
         let hidden_size = need("hidden_size")?;
@@ -467,8 +469,8 @@ impl TrainConfig {
     /// Read a TOML file; relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
-        let mut cfg: TrainConfig = toml::from_str(&text)
-            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut cfg: TrainConfig =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -502,8 +504,11 @@ impl TrainConfig {
         if self.train.steps == 0 {
             errs.push("train.steps must be at least 1".to_string());
         }
-        if !(self.optim.lr > 0.0) {
-            errs.push(format!("optim.lr must be positive, found {}", self.optim.lr));
+        if self.optim.lr.is_nan() || self.optim.lr <= 0.0 {
+            errs.push(format!(
+                "optim.lr must be positive, found {}",
+                self.optim.lr
+            ));
         }
         if !(0.0..=1.0).contains(&self.optim.min_lr_ratio) {
             errs.push("optim.min_lr_ratio must be within [0, 1]".to_string());
@@ -517,7 +522,10 @@ impl TrainConfig {
                 self.train.precision
             ));
         }
-        if !matches!(self.train.save_dtype.as_str(), "auto" | "f32" | "bf16" | "f16") {
+        if !matches!(
+            self.train.save_dtype.as_str(),
+            "auto" | "f32" | "bf16" | "f16"
+        ) {
             errs.push(format!(
                 "train.save_dtype {:?}: auto, f32, bf16 or f16",
                 self.train.save_dtype

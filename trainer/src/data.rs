@@ -8,9 +8,7 @@ use sluice_shards::{Manifest, Sequence, Shard, ShardEntry};
 use std::path::{Path, PathBuf};
 
 /// A position in a rank's data stream.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Cursor {
     /// Epoch.
     pub epoch: u64,
@@ -35,7 +33,13 @@ pub struct Loader {
 
 impl Loader {
     /// A loader of `split` for `rank` of `world`, starting at `cursor`.
-    pub fn new(dir: &Path, split: &str, rank: usize, world: usize, cursor: Cursor) -> Result<Loader> {
+    pub fn new(
+        dir: &Path,
+        split: &str,
+        rank: usize,
+        world: usize,
+        cursor: Cursor,
+    ) -> Result<Loader> {
         let manifest = Manifest::load(dir)?;
         let l = Loader {
             dir: dir.to_path_buf(),
@@ -186,7 +190,12 @@ impl Batch {
             tokens: 0,
         };
         for (r, (seq, &n)) in seqs.iter().zip(&lens).enumerate() {
-            if let Some(&bad) = seq.tokens.iter().take(n + 1).find(|&&t| t as usize >= vocab) {
+            if let Some(&bad) = seq
+                .tokens
+                .iter()
+                .take(n + 1)
+                .find(|&&t| t as usize >= vocab)
+            {
                 return Err(Error::Data(format!(
                     "token id {bad} is outside the model's vocabulary of {vocab}: shards and model disagree"
                 )));

@@ -204,7 +204,10 @@ mod tests {
         let full = estimate(&shape, &settings(Method::Full, true)).total;
         let lora = estimate(&shape, &settings(Method::Lora, true)).total;
         let qlora = estimate(&shape, &settings(Method::Qlora, true)).total;
-        assert!(full > 3.0 * lora && lora > 2.0 * qlora, "{full} {lora} {qlora}");
+        assert!(
+            full > 3.0 * lora && lora > 2.0 * qlora,
+            "{full} {lora} {qlora}"
+        );
         // 7B LoRA fits a 24 GB card, QLoRA roughly 6 GB: what practitioners report.
         assert!(lora / 1e9 < 24.0 && qlora / 1e9 < 8.0, "{lora} {qlora}");
     }

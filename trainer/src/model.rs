@@ -49,7 +49,10 @@ pub fn parameter_shapes(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
         c.num_attention_heads * c.head_dim,
         c.num_key_value_heads * c.head_dim,
     );
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![c.vocab_size, h])];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![c.vocab_size, h],
+    )];
     for l in 0..c.num_hidden_layers {
         let p = format!("model.layers.{l}");
         out.push((format!("{p}.input_layernorm.weight"), vec![h]));
@@ -216,8 +219,9 @@ impl Model {
             }
         }
         found.retain(|k, _| {
-            !k.ends_with("rotary_emb.inv_freq")
-                && !(config.tie_word_embeddings && k == "lm_head.weight")
+            let buffer = k.ends_with("rotary_emb.inv_freq");
+            let tied_head = config.tie_word_embeddings && k == "lm_head.weight";
+            !(buffer || tied_head)
         });
         if !missing.is_empty() || !found.is_empty() {
             let few = |v: Vec<String>| {
@@ -352,7 +356,8 @@ impl Model {
         if let Some(b) = self.weight(&format!("{module}.bias"))? {
             y = y.broadcast_add(&b)?;
         }
-        if let (Some(lora), Some(a)) = (&self.lora, self.weight(&format!("{module}.lora_A.weight"))?)
+        if let (Some(lora), Some(a)) =
+            (&self.lora, self.weight(&format!("{module}.lora_A.weight"))?)
         {
             let b = self.need(&format!("{module}.lora_B.weight"))?;
             let x_in = match dropout {
@@ -389,7 +394,11 @@ impl Model {
         let dev = &self.device;
         let ids = Tensor::from_slice(&batch.inputs, n, dev)?;
         let pos = Tensor::from_slice(&batch.positions, n, dev)?;
-        if batch.positions.iter().any(|&p| p as usize >= self.cos.dim(0).unwrap_or(0)) {
+        if batch
+            .positions
+            .iter()
+            .any(|&p| p as usize >= self.cos.dim(0).unwrap_or(0))
+        {
             return Err(Error::Data(format!(
                 "a position exceeds the {} RoPE positions prepared",
                 self.cos.dim(0)?
@@ -415,15 +424,27 @@ impl Model {
                 Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
             };
             let q = heads(
-                self.linear(&xn, &format!("{p}.self_attn.q_proj"), dropout.as_deref_mut())?,
+                self.linear(
+                    &xn,
+                    &format!("{p}.self_attn.q_proj"),
+                    dropout.as_deref_mut(),
+                )?,
                 nh,
             )?;
             let k = heads(
-                self.linear(&xn, &format!("{p}.self_attn.k_proj"), dropout.as_deref_mut())?,
+                self.linear(
+                    &xn,
+                    &format!("{p}.self_attn.k_proj"),
+                    dropout.as_deref_mut(),
+                )?,
                 nkv,
             )?;
             let v = heads(
-                self.linear(&xn, &format!("{p}.self_attn.v_proj"), dropout.as_deref_mut())?,
+                self.linear(
+                    &xn,
+                    &format!("{p}.self_attn.v_proj"),
+                    dropout.as_deref_mut(),
+                )?,
                 nkv,
             )?;
             let (q, k) = (rope(&q)?, rope(&k)?);
@@ -448,7 +469,11 @@ impl Model {
                 .transpose(1, 2)?
                 .contiguous()?
                 .reshape((n, nh * hd))?;
-            let o = self.linear(&att, &format!("{p}.self_attn.o_proj"), dropout.as_deref_mut())?;
+            let o = self.linear(
+                &att,
+                &format!("{p}.self_attn.o_proj"),
+                dropout.as_deref_mut(),
+            )?;
             x = (x + o)?;
             let xn = rms_norm(
                 &x,

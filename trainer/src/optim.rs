@@ -144,10 +144,7 @@ mod tests {
     fn clipping_bounds_the_global_norm() {
         let dev = candle_core::Device::Cpu;
         let mut g = BTreeMap::from([
-            (
-                "a".to_string(),
-                Tensor::new(&[3f32, 0.0], &dev).expect("t"),
-            ),
+            ("a".to_string(), Tensor::new(&[3f32, 0.0], &dev).expect("t")),
             ("b".to_string(), Tensor::new(&[4f32], &dev).expect("t")),
         ]);
         let before = clip(&mut g, 1.0).expect("clip");
@@ -168,13 +165,22 @@ mod tests {
         };
         let mut opt = AdamW::new(cfg, &params, |n, _| n == "w").expect("adamw");
         let zeros = BTreeMap::from([
-            ("w".to_string(), Tensor::zeros(2, DType::F32, &dev).expect("z")),
-            ("norm".to_string(), Tensor::zeros(2, DType::F32, &dev).expect("z")),
+            (
+                "w".to_string(),
+                Tensor::zeros(2, DType::F32, &dev).expect("z"),
+            ),
+            (
+                "norm".to_string(),
+                Tensor::zeros(2, DType::F32, &dev).expect("z"),
+            ),
         ]);
         opt.step(&params, &zeros, 0.1).expect("step");
         let w = params["w"].as_tensor().to_vec1::<f32>().expect("w");
         let n = params["norm"].as_tensor().to_vec1::<f32>().expect("n");
-        assert!((w[0] - 0.95).abs() < 1e-6, "w shrinks by lr·wd without a gradient: {w:?}");
+        assert!(
+            (w[0] - 0.95).abs() < 1e-6,
+            "w shrinks by lr·wd without a gradient: {w:?}"
+        );
         assert_eq!(n, vec![1.0, 1.0]);
     }
 }

@@ -115,11 +115,9 @@ pub struct Trainer {
     world: usize,
     has_valid: bool,
     metrics: std::fs::File,
-    /// Test hook: multiply the loss of this step by a factor (plants a spike).
-    planted: Option<(u64, f64)>,
 }
 
-const DROPOUT_STREAM: u64 = 0xD509_0u64;
+const DROPOUT_STREAM: u64 = 0x000D_5090;
 
 impl Trainer {
     /// Build the model, optimizer and data stream; with `resume`, continue from the latest
@@ -206,7 +204,6 @@ impl Trainer {
             rank,
             world,
             has_valid,
-            planted: None,
         };
         match checkpoint::latest(&t.cfg.output)? {
             Some(dir) if resume => {
@@ -237,18 +234,19 @@ impl Trainer {
         &self.state
     }
 
-    /// Plant a spike: the loss of step `step` (1-based) is multiplied by `factor` before the
-    /// spike check. For tests and drills of the rollback path.
-    pub fn plant_spike(&mut self, step: u64, factor: f64) {
-        self.planted = Some((step, factor));
-    }
-
     fn spike_detection(&self) -> bool {
         self.cfg.train.spike_loss_factor > 0.0 || self.cfg.train.spike_grad_factor > 0.0
     }
 
-    /// Train to the configured number of steps (or an early stop).
+    /// Train to the configured number of steps (or an early stop) and save the final model.
     pub fn run(&mut self) -> Result<Summary> {
+        self.run_until(self.cfg.train.steps)
+    }
+
+    /// Train until step `stop` (at most the configured steps). The final model is saved only
+    /// when the run is complete; stopping earlier is what an interruption looks like.
+    pub fn run_until(&mut self, stop: u64) -> Result<Summary> {
+        let stop = stop.min(self.cfg.train.steps);
         if self.spike_detection() && checkpoint::latest(&self.cfg.output)?.is_none() {
             self.save_checkpoint()?;
         }
@@ -257,15 +255,11 @@ impl Trainer {
         let mut stopped_early = false;
         let started = Instant::now();
         let mut tokens = 0u64;
-        while self.state.step < self.cfg.train.steps {
+        while self.state.step < stop {
             let t0 = Instant::now();
             let from = self.loader.cursor();
             let out = self.forward_backward()?;
-            let planted = match self.planted {
-                Some((s, f)) if s == self.state.step + 1 => f,
-                _ => 1.0,
-            };
-            let loss = out.loss * planted;
+            let loss = out.loss;
             if let Some(reason) = self.spike(loss, out.grad_norm) {
                 self.rollback(from, loss, out.grad_norm, reason)?;
                 continue;
@@ -341,7 +335,9 @@ impl Trainer {
             }
         }
         let final_dir = self.cfg.output.join("final");
-        self.save_model(&final_dir)?;
+        if stopped_early || self.state.step >= self.cfg.train.steps {
+            self.save_model(&final_dir)?;
+        }
         let summary = Summary {
             steps: self.state.step,
             losses,
@@ -351,10 +347,12 @@ impl Trainer {
             final_dir,
             tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
         };
-        let mut text = serde_json::to_string_pretty(&summary)
-            .map_err(|e| Error::Data(e.to_string()))?;
-        text.push('\n');
-        write_text(&self.cfg.output.join("summary.json"), &text)?;
+        if stopped_early || self.state.step >= self.cfg.train.steps {
+            let mut text =
+                serde_json::to_string_pretty(&summary).map_err(|e| Error::Data(e.to_string()))?;
+            text.push('\n');
+            write_text(&self.cfg.output.join("summary.json"), &text)?;
+        }
         Ok(summary)
     }
 
@@ -366,11 +364,15 @@ impl Trainer {
         let n = self.state.recent.len() as f64;
         let mean_loss = self.state.recent.iter().map(|r| r[0]).sum::<f64>() / n;
         let mean_grad = self.state.recent.iter().map(|r| r[1]).sum::<f64>() / n;
-        if !loss.is_finite() || (t.spike_loss_factor > 0.0 && loss > t.spike_loss_factor * mean_loss)
+        if !loss.is_finite()
+            || (t.spike_loss_factor > 0.0 && loss > t.spike_loss_factor * mean_loss)
         {
-            return Some(format!("loss {loss:.4} against a recent mean of {mean_loss:.4}"));
+            return Some(format!(
+                "loss {loss:.4} against a recent mean of {mean_loss:.4}"
+            ));
         }
-        if !grad.is_finite() || (t.spike_grad_factor > 0.0 && grad > t.spike_grad_factor * mean_grad)
+        if !grad.is_finite()
+            || (t.spike_grad_factor > 0.0 && grad > t.spike_grad_factor * mean_grad)
         {
             return Some(format!(
                 "grad_norm {grad:.4} against a recent mean of {mean_grad:.4}"
@@ -536,8 +538,8 @@ impl Trainer {
         for (k, t) in &self.opt.v {
             moments.insert(format!("v.{k}"), t.clone());
         }
-        let mut state = serde_json::to_string_pretty(&self.state)
-            .map_err(|e| Error::Data(e.to_string()))?;
+        let mut state =
+            serde_json::to_string_pretty(&self.state).map_err(|e| Error::Data(e.to_string()))?;
         state.push('\n');
         let config = self.model.config.to_json();
         checkpoint::publish(
@@ -566,7 +568,10 @@ impl Trainer {
                 *t = moments
                     .get(&format!("{prefix}{k}"))
                     .ok_or_else(|| {
-                        Error::Weights(format!("{}: no optimizer moment {prefix}{k}", dir.display()))
+                        Error::Weights(format!(
+                            "{}: no optimizer moment {prefix}{k}",
+                            dir.display()
+                        ))
                     })?
                     .clone();
             }
@@ -590,7 +595,11 @@ impl Trainer {
             "auto" => self.model.loaded_dtype,
             d => dtype_named(d)?,
         };
-        save_tensors(&dir.join("model.safetensors"), &self.model.merged_weights()?, dtype)?;
+        save_tensors(
+            &dir.join("model.safetensors"),
+            &self.model.merged_weights()?,
+            dtype,
+        )?;
         write_text(&dir.join("config.json"), &self.model.config.to_json())?;
         if let (Some(lora), Some(spec)) = (self.model.lora(), &self.cfg.lora) {
             let adir = dir.join("adapter");
@@ -614,7 +623,10 @@ impl Trainer {
             });
             write_text(
                 &adir.join("adapter_config.json"),
-                &format!("{}\n", serde_json::to_string_pretty(&cfg).unwrap_or_default()),
+                &format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&cfg).unwrap_or_default()
+                ),
             )?;
         }
         Ok(())
