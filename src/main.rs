@@ -9,6 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod train_cmd;
+
 /// sluice turns raw business dialogue logs into LLM training data.
 #[derive(Parser)]
 #[command(name = "sluice", version, about)]
@@ -79,6 +81,11 @@ enum Command {
     Classifier {
         #[command(subcommand)]
         what: Classifier,
+    },
+    /// Train on shards with the bundled candle trainer, or estimate training memory.
+    Train {
+        #[command(subcommand)]
+        what: train_cmd::TrainCommand,
     },
     /// Benchmarks.
     Bench {
@@ -244,6 +251,9 @@ enum Classifier {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Training tokens/s on CPU for a small Llama-shaped model (compare with
+    /// trainer/bench/torch_step.py on the same folder).
+    Train(train_cmd::BenchTrainArgs),
     /// Reader throughput in MB/s beside plain serde_json parsing of the same file.
     Read {
         /// Files to read.
@@ -460,6 +470,13 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Mix { what } => mix_command(what),
+        Command::Train { what } => train_cmd::run(what),
+        Command::Bench {
+            what: Bench::Train(args),
+        } => {
+            train_cmd::bench_train(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve { config, hash_token } => {
             if let Some(t) = hash_token {
                 writeln!(

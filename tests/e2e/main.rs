@@ -14,3 +14,4 @@ mod outputs;
 mod rejects;
 mod serve;
 mod tokenize;
+mod train;

@@ -1,0 +1,381 @@
+//! `sluice train …` and `sluice bench train`: the command-line face of the trainer crate.
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use sluice_shards::{native::write_shard, Manifest, ShardBuilder, ShardEntry, SplitInfo};
+use sluice_trainer::estimate::{estimate, Method, Optimizer, Settings, Shape};
+use sluice_trainer::{ModelConfig, TrainConfig, Trainer};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// `sluice train` subcommands.
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train on shards as a train file (TOML) says: SFT or continued pretraining, full or LoRA.
+    Run {
+        /// The train file.
+        config: PathBuf,
+        /// Continue from the latest checkpoint under the output directory.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this step (the run can be resumed later); default: the configured steps.
+        #[arg(long)]
+        until: Option<u64>,
+    },
+    /// Estimate GPU memory for full fine-tuning, LoRA or QLoRA.
+    Estimate {
+        /// The model's config.json (file or directory); or give --params.
+        #[arg(long, conflicts_with = "params")]
+        model: Option<PathBuf>,
+        /// Parameters, e.g. 7b, 13b, 560m, or a plain number.
+        #[arg(long, required_unless_present = "model")]
+        params: Option<String>,
+        /// full, lora or qlora.
+        #[arg(long, default_value = "full")]
+        method: String,
+        /// adamw, adamw8bit or sgd.
+        #[arg(long, default_value = "adamw")]
+        optimizer: String,
+        /// bf16, fp16 or f32.
+        #[arg(long, default_value = "bf16")]
+        precision: String,
+        /// Sequence length.
+        #[arg(long, default_value_t = 2048)]
+        seq_len: u64,
+        /// Micro-batch size per GPU.
+        #[arg(long, default_value_t = 1)]
+        batch: u64,
+        /// Without activation checkpointing.
+        #[arg(long)]
+        no_checkpointing: bool,
+        /// LoRA rank.
+        #[arg(long, default_value_t = 8)]
+        lora_rank: u64,
+        /// Projections with adapters, of the seven per layer.
+        #[arg(long, default_value_t = 4)]
+        lora_projections: u64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Run a `sluice train` subcommand.
+pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
+    match cmd {
+        TrainCommand::Run {
+            config,
+            resume,
+            until,
+        } => {
+            let cfg = TrainConfig::load(&config)?;
+            let steps = cfg.train.steps;
+            let output = cfg.output.clone();
+            let mut trainer = Trainer::new(cfg, resume)?;
+            eprintln!(
+                "training {} parameters ({} trained) from step {} to {}; metrics in {}",
+                trainer.model().config.parameters(),
+                trainer
+                    .model()
+                    .trainable()
+                    .values()
+                    .map(|v| v.elem_count() as u64)
+                    .sum::<u64>(),
+                trainer.state().step,
+                until.unwrap_or(steps).min(steps),
+                output.join("metrics.jsonl").display()
+            );
+            let s = trainer.run_until(until.unwrap_or(steps))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "steps {}  last loss {}  valid loss {}  {:.0} tokens/s  rollbacks {}{}",
+                s.steps,
+                s.losses
+                    .last()
+                    .map_or("-".to_string(), |l| format!("{l:.4}")),
+                s.valid_loss.map_or("-".to_string(), |l| format!("{l:.4}")),
+                s.tokens_per_s,
+                s.rollbacks.len(),
+                if s.stopped_early {
+                    "  (stopped early)"
+                } else {
+                    ""
+                }
+            )?;
+            if s.steps >= steps || s.stopped_early {
+                writeln!(out, "final model: {}", s.final_dir.display())?;
+            } else {
+                writeln!(out, "stopped at step {}: resume with --resume", s.steps)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TrainCommand::Estimate {
+            model,
+            params,
+            method,
+            optimizer,
+            precision,
+            seq_len,
+            batch,
+            no_checkpointing,
+            lora_rank,
+            lora_projections,
+            json,
+        } => {
+            let shape = match (&model, &params) {
+                (Some(path), _) => {
+                    let c = ModelConfig::load(path)?;
+                    Shape {
+                        params: c.parameters() as f64,
+                        hidden: c.hidden_size as f64,
+                        layers: c.num_hidden_layers as f64,
+                        heads: c.num_attention_heads as f64,
+                        vocab: c.vocab_size as f64,
+                    }
+                }
+                (None, Some(p)) => Shape::from_params(parse_count(p)?),
+                (None, None) => bail!("give --model or --params"),
+            };
+            let settings = Settings {
+                method: match method.as_str() {
+                    "full" => Method::Full,
+                    "lora" => Method::Lora,
+                    "qlora" => Method::Qlora,
+                    m => bail!("--method {m:?}: full, lora or qlora"),
+                },
+                optimizer: match optimizer.as_str() {
+                    "adamw" => Optimizer::Adamw,
+                    "adamw8bit" => Optimizer::Adamw8bit,
+                    "sgd" => Optimizer::Sgd,
+                    o => bail!("--optimizer {o:?}: adamw, adamw8bit or sgd"),
+                },
+                precision_bytes: match precision.as_str() {
+                    "bf16" | "fp16" | "f16" => 2.0,
+                    "f32" | "fp32" => 4.0,
+                    p => bail!("--precision {p:?}: bf16, fp16 or f32"),
+                },
+                seq_len: seq_len as f64,
+                batch: batch as f64,
+                checkpointing: !no_checkpointing,
+                lora_rank: lora_rank as f64,
+                lora_coverage: (lora_projections.clamp(1, 7)) as f64 / 7.0,
+            };
+            let e = estimate(&shape, &settings);
+            let mut out = std::io::stdout().lock();
+            if json {
+                serde_json::to_writer_pretty(
+                    &mut out,
+                    &serde_json::json!({"shape": shape, "settings": settings, "estimate": e}),
+                )?;
+                writeln!(out)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let gb = |b: f64| b / 1e9;
+            writeln!(
+                out,
+                "{:.2}B parameters (hidden {:.0}, {:.0} layers), {method}, {optimizer}, {precision}, \
+                 seq {seq_len} × batch {batch}, checkpointing {}",
+                shape.params / 1e9,
+                shape.hidden,
+                shape.layers,
+                if no_checkpointing { "off" } else { "on" }
+            )?;
+            for (what, v) in [
+                ("weights", e.weights),
+                ("gradients", e.gradients),
+                ("master weights (f32)", e.master_weights),
+                ("optimizer moments", e.optimizer),
+                ("activations", e.activations),
+                ("overhead", e.overhead),
+            ] {
+                writeln!(out, "  {what:<22} {:>9.1} GB", gb(v))?;
+            }
+            writeln!(
+                out,
+                "  {:<22} {:>9.1} GB  ({:.1} GB per billion parameters; {:.0}M trained)",
+                "total",
+                gb(e.total),
+                gb(e.total) / (shape.params / 1e9),
+                e.trainable_params / 1e6
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn parse_count(s: &str) -> Result<f64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mul) = match t.chars().last() {
+        Some('b') => (&t[..t.len() - 1], 1e9),
+        Some('m') => (&t[..t.len() - 1], 1e6),
+        Some('k') => (&t[..t.len() - 1], 1e3),
+        _ => (t.as_str(), 1.0),
+    };
+    let v: f64 = num
+        .parse()
+        .with_context(|| format!("--params {s:?}: a number such as 7b or 560m"))?;
+    if !(v > 0.0) {
+        bail!("--params {s:?} must be positive");
+    }
+    Ok(v * mul)
+}
+
+/// `sluice bench train` options.
+#[derive(clap::Args)]
+pub struct BenchTrainArgs {
+    /// Scratch folder (shards, model config, outputs; a PyTorch comparison reads it too).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Residual width.
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    /// Layers.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 8)]
+    pub heads: usize,
+    /// Key/value heads.
+    #[arg(long, default_value_t = 4)]
+    pub kv_heads: usize,
+    /// Vocabulary.
+    #[arg(long, default_value_t = 8192)]
+    pub vocab: usize,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 256)]
+    pub seq_len: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Timed steps (after two warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    pub steps: u64,
+}
+
+/// Training tokens per second on this machine for a small Llama-shaped model.
+pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
+    #[allow(clippy::disallowed_methods)] // a scratch folder of the benchmark
+    {
+        std::fs::create_dir_all(&a.dir)?;
+        let intermediate = (a.hidden * 8 / 3).div_ceil(64) * 64;
+        let config = serde_json::json!({
+            "model_type": "llama",
+            "vocab_size": a.vocab,
+            "hidden_size": a.hidden,
+            "intermediate_size": intermediate,
+            "num_hidden_layers": a.layers,
+            "num_attention_heads": a.heads,
+            "num_key_value_heads": a.kv_heads,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+            "tie_word_embeddings": false,
+            "hidden_act": "silu",
+        });
+        std::fs::write(a.dir.join("config.json"), config.to_string())?;
+        let warmup = 2u64;
+        let total = warmup + a.steps;
+        write_random_shards(&a.dir.join("shards"), a, (total as usize) * a.batch)?;
+        for scratch in ["out", "init"] {
+            let d = a.dir.join(scratch);
+            if d.exists() {
+                std::fs::remove_dir_all(&d)?;
+            }
+        }
+        let toml = format!(
+            "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
+             seq_len = {}\nbatch_size = {}\n[optim]\nlr = 1e-3\n[train]\nsteps = {total}\n\
+             device = \"cpu\"\nprecision = \"f32\"\n",
+            a.seq_len, a.batch
+        );
+        std::fs::write(a.dir.join("train.toml"), toml)?;
+    }
+    let cfg = TrainConfig::load(&a.dir.join("train.toml"))?;
+    let params = ModelConfig::load(&a.dir.join("config.json"))?.parameters();
+    let mut trainer = Trainer::new(cfg, false)?;
+    trainer.save_model(&a.dir.join("init"))?;
+    let started = std::time::Instant::now();
+    trainer.run_until(2)?;
+    let t0 = std::time::Instant::now();
+    let s = trainer.run()?;
+    let secs = t0.elapsed().as_secs_f64();
+    let tokens = a.steps as f64 * (a.batch * (a.seq_len - 1)) as f64;
+    println!(
+        "sluice (candle, CPU, f32, {} threads): {:.1}M parameters, batch {} × {} tokens: \
+         {:.0} tokens/s, {:.0} ms/step (forward, backward, clip, AdamW); loss {:.4} -> {:.4}; \
+         {:.1} s in all",
+        candle_core_threads(),
+        params as f64 / 1e6,
+        a.batch,
+        a.seq_len,
+        tokens / secs,
+        secs * 1e3 / a.steps as f64,
+        s.losses.first().copied().unwrap_or(f64::NAN),
+        s.losses.last().copied().unwrap_or(f64::NAN),
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "baseline: python3 trainer/bench/torch_step.py {} (same model, batch and step in PyTorch)",
+        a.dir.display()
+    );
+    Ok(())
+}
+
+fn candle_core_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
+}
+
+fn write_random_shards(dir: &Path, a: &BenchTrainArgs, sequences: usize) -> Result<()> {
+    #[allow(clippy::disallowed_methods)]
+    std::fs::create_dir_all(dir)?;
+    let mut b = ShardBuilder::new(sluice_shards::TokenDtype::for_vocab(a.vocab));
+    let mut state = 0x5eed_u64;
+    for _ in 0..sequences {
+        let tokens: Vec<u32> = (0..a.seq_len)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                ((state >> 33) % a.vocab as u64) as u32
+            })
+            .collect();
+        b.push_sequence(&tokens, &vec![1; a.seq_len])?;
+    }
+    let stats = write_shard(&mut b, &dir.join("train-00000.bin"))?;
+    let split = SplitInfo {
+        samples: stats.samples,
+        sequences: stats.sequences,
+        tokens: stats.tokens,
+        trained_tokens: stats.trained_tokens,
+        shards: vec![ShardEntry {
+            file: "train-00000.bin".into(),
+            stats,
+        }],
+        ..Default::default()
+    };
+    Manifest {
+        format: "sluice-shards".into(),
+        version: 1,
+        tokenizer: sluice_shards::TokenizerInfo {
+            sha256: "random".into(),
+            vocab_size: a.vocab as u64,
+            eos_id: None,
+            source: None,
+        },
+        template: "none".into(),
+        dtype: sluice_shards::TokenDtype::for_vocab(a.vocab),
+        seq_len: Some(a.seq_len as u64),
+        seed: 0,
+        splits: [("train".to_string(), split)].into(),
+    }
+    .save(dir)?;
+    Ok(())
+}
