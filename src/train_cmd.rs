@@ -104,6 +104,13 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                     ""
                 }
             )?;
+            if s.truncated_sequences > 0 {
+                writeln!(
+                    out,
+                    "{} sequences were longer than data.seq_len and cut at the end",
+                    s.truncated_sequences
+                )?;
+            }
             if s.steps >= steps || s.stopped_early {
                 writeln!(out, "final model: {}", s.final_dir.display())?;
             } else {
@@ -216,7 +223,7 @@ fn parse_count(s: &str) -> Result<f64> {
     let v: f64 = num
         .parse()
         .with_context(|| format!("--params {s:?}: a number such as 7b or 560m"))?;
-    if !(v > 0.0) {
+    if v.is_nan() || v <= 0.0 {
         bail!("--params {s:?} must be positive");
     }
     Ok(v * mul)

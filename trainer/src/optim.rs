@@ -36,13 +36,19 @@ pub fn grad_norm(grads: &BTreeMap<String, Tensor>) -> Result<f64> {
 /// before clipping.
 pub fn clip(grads: &mut BTreeMap<String, Tensor>, max: f64) -> Result<f64> {
     let norm = grad_norm(grads)?;
+    clip_to(grads, norm, max)?;
+    Ok(norm)
+}
+
+/// `clip` when the global norm is already known.
+pub fn clip_to(grads: &mut BTreeMap<String, Tensor>, norm: f64, max: f64) -> Result<()> {
     if max > 0.0 && norm > max {
         let s = max / (norm + 1e-6);
         for g in grads.values_mut() {
             *g = (&*g * s)?;
         }
     }
-    Ok(norm)
+    Ok(())
 }
 
 /// AdamW state: step count and first and second moments (f32) per parameter.

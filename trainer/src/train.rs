@@ -5,7 +5,7 @@ use crate::checkpoint::{self, dtype_named, load_tensors, save_tensors, write_tex
 use crate::config::{ModelConfig, TrainConfig};
 use crate::data::{Batch, Cursor, Loader};
 use crate::model::{decays, masked_nll_sum, Model};
-use crate::optim::{clip, learning_rate, AdamW};
+use crate::optim::{clip_to, learning_rate, AdamW};
 use crate::rng::Rng;
 use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor};
@@ -57,6 +57,10 @@ pub struct State {
     pub rollbacks: Vec<Rollback>,
     /// Input tokens trained on.
     pub tokens_seen: u64,
+    /// Sequences longer than `data.seq_len`, cut at the end (make shards with `seq_len` or
+    /// token budgets no longer than the trainer's to avoid it).
+    #[serde(default)]
+    pub truncated_sequences: u64,
 }
 
 /// What a run did.
@@ -76,6 +80,8 @@ pub struct Summary {
     pub final_dir: PathBuf,
     /// Input tokens per second over this process's steps.
     pub tokens_per_s: f64,
+    /// Sequences cut to `data.seq_len` over the whole run.
+    pub truncated_sequences: u64,
 }
 
 /// Pick the device named by the configuration.
@@ -191,6 +197,7 @@ impl Trainer {
             evals_without_improvement: 0,
             rollbacks: Vec::new(),
             tokens_seen: 0,
+            truncated_sequences: 0,
         };
         let metrics_path = cfg.output.join("metrics.jsonl");
         let mut t = Trainer {
@@ -265,8 +272,7 @@ impl Trainer {
                 continue;
             }
             let mut grads = out.grads;
-            let norm = clip(&mut grads, self.cfg.optim.clip)?;
-            debug_assert!((norm - out.grad_norm).abs() <= 1e-9 * norm.max(1.0));
+            clip_to(&mut grads, out.grad_norm, self.cfg.optim.clip)?;
             let lr = learning_rate(
                 self.cfg.optim.lr,
                 self.cfg.optim.min_lr_ratio,
@@ -280,6 +286,7 @@ impl Trainer {
             self.state.cursor = self.loader.cursor();
             self.state.rng = self.rng.state();
             self.state.tokens_seen += out.tokens as u64;
+            self.state.truncated_sequences += out.truncated;
             self.state.recent.push([loss, out.grad_norm]);
             let window = self.cfg.train.spike_window.max(1);
             if self.state.recent.len() > window {
@@ -296,6 +303,7 @@ impl Trainer {
                 "tokens": out.tokens,
                 "trained_tokens": out.trained,
                 "tokens_per_s": out.tokens as f64 / secs,
+                "truncated_sequences": out.truncated,
             }))?;
             let step = self.state.step;
             if self.has_valid && step % self.cfg.train.eval_every == 0 {
@@ -346,6 +354,7 @@ impl Trainer {
             rollbacks: self.state.rollbacks.clone(),
             final_dir,
             tokens_per_s: tokens as f64 / started.elapsed().as_secs_f64().max(1e-9),
+            truncated_sequences: self.state.truncated_sequences,
         };
         if stopped_early || self.state.step >= self.cfg.train.steps {
             let mut text =
@@ -437,10 +446,12 @@ impl Trainer {
     fn forward_backward(&mut self) -> Result<StepOut> {
         let d = &self.cfg.data;
         let mut batches = Vec::with_capacity(d.grad_accum);
+        let mut truncated = 0u64;
         for _ in 0..d.grad_accum {
             let seqs = (0..d.batch_size)
                 .map(|_| self.loader.next_sequence())
                 .collect::<Result<Vec<_>>>()?;
+            truncated += seqs.iter().filter(|s| s.tokens.len() > d.seq_len).count() as u64;
             batches.push(Batch::new(&seqs, d.seq_len, self.model.config.vocab_size)?);
         }
         let trained: usize = batches.iter().map(Batch::trained).sum();
@@ -473,6 +484,7 @@ impl Trainer {
             grads,
             tokens,
             trained,
+            truncated,
         })
     }
 
@@ -639,6 +651,7 @@ struct StepOut {
     grads: BTreeMap<String, Tensor>,
     tokens: usize,
     trained: usize,
+    truncated: u64,
 }
 
 /// Open `metrics.jsonl` for appending, first dropping lines past `keep_through` (a resumed run
