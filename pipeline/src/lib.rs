@@ -15,6 +15,7 @@ pub mod report;
 pub mod sample;
 pub mod stages;
 pub mod storage;
+pub mod tasks;
 pub mod tokenize;
 
 pub use config::Plan;

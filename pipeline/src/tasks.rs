@@ -1,0 +1,285 @@
+//! Task-sharded runs (groundwork for Slurm job arrays and Kubernetes Indexed Jobs): which task
+//! this process is, which input files it owns, and the completion markers that order phases
+//! across tasks.
+//!
+//! The plan these pieces serve: task `i` of `N` reads a contiguous range of the input files (in
+//! plan order, balanced by bytes), so concatenating the tasks' samples in task order gives
+//! exactly the order of a single-process run, which is what makes outputs identical. Each phase
+//! (record stages + a global stage's map; reduce of the partitions `p ≡ i (mod N)`; apply) ends
+//! with a marker per task; a phase starts only when every marker of the previous one exists,
+//! and a re-run task skips the phases whose own marker is present for the same run key.
+//! The engine does not use them yet: see the open issue on multi-machine runs.
+
+use crate::error::{Error, Result};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// This process's place in a task-sharded run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskSpec {
+    /// 0-based index.
+    pub index: usize,
+    /// Number of tasks.
+    pub count: usize,
+}
+
+impl TaskSpec {
+    /// A run of one task.
+    pub fn single() -> TaskSpec {
+        TaskSpec { index: 0, count: 1 }
+    }
+
+    /// From the flags, else the scheduler's environment: Slurm job arrays
+    /// (`SLURM_ARRAY_TASK_ID` − `SLURM_ARRAY_TASK_MIN`, `SLURM_ARRAY_TASK_COUNT`), Kubernetes
+    /// Indexed Jobs (`JOB_COMPLETION_INDEX` with the count in `SLUICE_TASKS`, since Kubernetes
+    /// does not export the completions count), else a single task.
+    pub fn resolve(
+        index: Option<usize>,
+        count: Option<usize>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> std::result::Result<TaskSpec, String> {
+        let num = |k: &str| -> std::result::Result<Option<usize>, String> {
+            match env(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| format!("{k}={v:?} is not a non-negative integer")),
+            }
+        };
+        let (index, count, origin) = match (index, count) {
+            (Some(i), Some(n)) => (i, n, "--task-index/--tasks"),
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("--task-index and --tasks go together".into())
+            }
+            (None, None) => {
+                if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
+                    let min = num("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+                    let n = num("SLURM_ARRAY_TASK_COUNT")?
+                        .ok_or("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")?;
+                    let i = id.checked_sub(min).ok_or_else(|| {
+                        format!("SLURM_ARRAY_TASK_ID {id} is below SLURM_ARRAY_TASK_MIN {min}")
+                    })?;
+                    (i, n, "Slurm")
+                } else if let Some(i) = num("JOB_COMPLETION_INDEX")? {
+                    let n = num("SLUICE_TASKS")?.ok_or(
+                        "JOB_COMPLETION_INDEX is set: give the task count as SLUICE_TASKS or --tasks",
+                    )?;
+                    (i, n, "Kubernetes")
+                } else {
+                    return Ok(TaskSpec::single());
+                }
+            }
+        };
+        if count == 0 || index >= count {
+            return Err(format!(
+                "task {index} is not one of {count} tasks (from {origin})"
+            ));
+        }
+        Ok(TaskSpec { index, count })
+    }
+}
+
+/// Split files (their sizes, in plan order) into `tasks` contiguous ranges of about equal
+/// bytes. Deterministic; a task may get no file when there are fewer files than tasks.
+pub fn assign(sizes: &[u64], tasks: usize) -> Vec<Range<usize>> {
+    let tasks = tasks.max(1);
+    let total: u128 = sizes.iter().map(|&s| u128::from(s.max(1))).sum();
+    let mut bounds = vec![0usize];
+    let mut acc: u128 = 0;
+    let mut next = 1usize;
+    for (i, &s) in sizes.iter().enumerate() {
+        // A file goes to the task whose share its midpoint falls in.
+        let mid = acc * 2 + u128::from(s.max(1));
+        while next < tasks && mid >= 2 * total * next as u128 / tasks as u128 {
+            bounds.push(i);
+            next += 1;
+        }
+        acc += u128::from(s.max(1));
+    }
+    while bounds.len() < tasks {
+        bounds.push(sizes.len());
+    }
+    bounds.push(sizes.len());
+    bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// Completion markers of the phases of one run, under a shared directory.
+pub struct Markers {
+    dir: PathBuf,
+    run_key: String,
+}
+
+impl Markers {
+    /// Markers under `dir` for the run identified by `run_key` (a hash of the plan and the task
+    /// count): markers of another run are ignored, never trusted.
+    pub fn new(dir: &Path, run_key: &str) -> Markers {
+        Markers {
+            dir: dir.to_path_buf(),
+            run_key: run_key.to_string(),
+        }
+    }
+
+    fn path(&self, phase: &str, task: usize) -> PathBuf {
+        self.dir.join(phase).join(format!("task-{task:05}.done"))
+    }
+
+    /// Record that `task` finished `phase`, with what later phases need to know (counts,
+    /// file names).
+    pub fn mark(&self, phase: &str, task: usize, payload: &serde_json::Value) -> Result<()> {
+        let path = self.path(phase, task);
+        if let Some(parent) = path.parent() {
+            #[allow(clippy::disallowed_methods)] // a directory, not an output file
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let body = serde_json::json!({"run_key": self.run_key, "payload": payload});
+        crate::storage::write_atomic(&path, body.to_string().as_bytes())
+    }
+
+    /// The payload of `task`'s marker for `phase`, when it exists for this run.
+    pub fn done(&self, phase: &str, task: usize) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(self.path(phase, task)).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        if v.get("run_key").and_then(|k| k.as_str()) != Some(self.run_key.as_str()) {
+            return None;
+        }
+        v.get("payload").cloned()
+    }
+
+    /// Wait until every task of `tasks` has marked `phase`; the payloads in task order. Fails
+    /// after `timeout`, naming the tasks still missing.
+    pub fn wait_all(
+        &self,
+        phase: &str,
+        tasks: usize,
+        timeout: Duration,
+        poll: Duration,
+    ) -> Result<Vec<serde_json::Value>> {
+        let started = Instant::now();
+        loop {
+            let got: Vec<Option<serde_json::Value>> =
+                (0..tasks).map(|t| self.done(phase, t)).collect();
+            if got.iter().all(Option::is_some) {
+                return Ok(got.into_iter().flatten().collect());
+            }
+            if started.elapsed() >= timeout {
+                let missing: Vec<String> = got
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| g.is_none())
+                    .map(|(t, _)| t.to_string())
+                    .collect();
+                return Err(Error::Output {
+                    path: self.dir.join(phase),
+                    message: format!(
+                        "phase {phase}: tasks {} did not finish within {:?}",
+                        missing.join(", "),
+                        timeout
+                    ),
+                });
+            }
+            std::thread::sleep(poll);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn the_task_comes_from_flags_slurm_or_kubernetes() {
+        let none = env(&[]);
+        assert_eq!(TaskSpec::resolve(None, None, &none), Ok(TaskSpec::single()));
+        assert_eq!(
+            TaskSpec::resolve(Some(2), Some(4), &none),
+            Ok(TaskSpec { index: 2, count: 4 })
+        );
+        assert!(TaskSpec::resolve(Some(4), Some(4), &none).is_err());
+        assert!(TaskSpec::resolve(Some(1), None, &none).is_err());
+        let slurm = env(&[
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_MIN", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+        ]);
+        assert_eq!(
+            TaskSpec::resolve(None, None, &slurm),
+            Ok(TaskSpec { index: 2, count: 4 })
+        );
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "3")]);
+        let err = TaskSpec::resolve(None, None, &k8s).expect_err("needs a count");
+        assert!(err.contains("SLUICE_TASKS"), "{err}");
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "3"), ("SLUICE_TASKS", "8")]);
+        assert_eq!(
+            TaskSpec::resolve(None, None, &k8s),
+            Ok(TaskSpec { index: 3, count: 8 })
+        );
+        let bad = env(&[("JOB_COMPLETION_INDEX", "x")]);
+        assert!(TaskSpec::resolve(None, None, &bad).is_err());
+    }
+
+    #[test]
+    fn files_are_dealt_in_contiguous_ranges_balanced_by_bytes() {
+        let sizes = [100, 100, 100, 100, 400, 100, 100, 100];
+        let r = assign(&sizes, 4);
+        assert_eq!(r.len(), 4);
+        assert_eq!(r.first().map(|x| x.start), Some(0));
+        assert_eq!(r.last().map(|x| x.end), Some(8));
+        for w in r.windows(2) {
+            assert_eq!(w[0].end, w[1].start, "contiguous: {r:?}");
+        }
+        let bytes: Vec<u64> = r.iter().map(|x| sizes[x.clone()].iter().sum()).collect();
+        // No task exceeds its share by more than one file.
+        assert!(bytes.iter().all(|&b| b <= 1100 / 4 + 400), "{bytes:?}");
+        let even = assign(&[10; 12], 4);
+        assert!(even.iter().all(|x| x.len() == 3), "{even:?}");
+        assert_eq!(assign(&sizes, 1), vec![0..8]);
+        // Fewer files than tasks: the extra tasks get empty ranges, every file exactly once.
+        let r = assign(&[5, 5], 4);
+        assert_eq!(r.iter().map(|x| x.len()).sum::<usize>(), 2);
+        assert_eq!(r.len(), 4);
+        assert_eq!(assign(&sizes, 3), assign(&sizes, 3), "deterministic");
+    }
+
+    #[test]
+    fn markers_order_phases_and_ignore_other_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Markers::new(dir.path(), "run-a");
+        m.mark("map-0", 0, &serde_json::json!({"records": 5}))
+            .expect("mark");
+        let err = m
+            .wait_all(
+                "map-0",
+                2,
+                Duration::from_millis(30),
+                Duration::from_millis(5),
+            )
+            .expect_err("task 1 missing");
+        assert!(err.to_string().contains("tasks 1 did not finish"), "{err}");
+        Markers::new(dir.path(), "run-b")
+            .mark("map-0", 1, &serde_json::json!({}))
+            .expect("mark");
+        assert!(
+            m.done("map-0", 1).is_none(),
+            "another run's marker is not trusted"
+        );
+        m.mark("map-0", 1, &serde_json::json!({"records": 7}))
+            .expect("mark");
+        let all = m
+            .wait_all("map-0", 2, Duration::from_secs(1), Duration::from_millis(5))
+            .expect("all");
+        assert_eq!(all[0]["records"], 5);
+        assert_eq!(all[1]["records"], 7);
+    }
+}
