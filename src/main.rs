@@ -37,6 +37,19 @@ enum Command {
         /// No progress bar or summary.
         #[arg(long, short)]
         quiet: bool,
+        /// Run as task I of a task-sharded run (also from SLURM_ARRAY_TASK_ID or
+        /// JOB_COMPLETION_INDEX).
+        #[arg(long, requires = "tasks")]
+        task_index: Option<usize>,
+        /// Number of tasks (also from SLURM_ARRAY_TASK_COUNT or SLUICE_TASKS).
+        #[arg(long, requires = "task_index")]
+        tasks: Option<usize>,
+        /// Work directory every task shares (default: <out>.tasks next to the output).
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// Seconds a task waits for the others at a phase boundary.
+        #[arg(long, default_value_t = 86_400)]
+        task_timeout: u64,
     },
     /// Check a pipeline file: parse, resolve inputs, validate stages; report every problem.
     Check {
@@ -389,6 +402,10 @@ fn real_main() -> Result<ExitCode> {
             max_reject_ratio,
             out,
             quiet,
+            task_index,
+            tasks,
+            work,
+            task_timeout,
         } => {
             if let Some(r) = max_reject_ratio {
                 if !(0.0..=1.0).contains(&r) {
@@ -408,6 +425,35 @@ fn real_main() -> Result<ExitCode> {
             });
             let progress_bar = bar.clone();
             let out_dir = out.clone().unwrap_or_else(|| plan.output_dir.clone());
+            let spec = sluice_pipeline::tasks::TaskSpec::resolve(task_index, tasks, &|k| {
+                std::env::var(k).ok()
+            })
+            .map_err(anyhow::Error::msg)?;
+            let task = if spec.count > 1 {
+                let files: Vec<(PathBuf, u64)> = plan
+                    .inputs
+                    .iter()
+                    .flat_map(|i| &i.files)
+                    .map(|(p, _)| (p.clone(), std::fs::metadata(p).map_or(0, |m| m.len())))
+                    .collect();
+                let text = std::fs::read(&pipeline)
+                    .with_context(|| format!("reading {}", pipeline.display()))?;
+                let key = sluice_pipeline::tasks::run_key(&text, &files, spec.count, &out_dir);
+                let work = work.unwrap_or_else(|| {
+                    let mut w = out_dir.as_os_str().to_owned();
+                    w.push(".tasks");
+                    PathBuf::from(w)
+                });
+                Some(engine::TaskRun {
+                    spec,
+                    work: work.join(&key[..16]),
+                    run_key: key,
+                    timeout: std::time::Duration::from_secs(task_timeout),
+                })
+            } else {
+                None
+            };
+            let task_no = task.as_ref().map(|t| t.spec);
             let opts = engine::RunOptions {
                 threads,
                 max_reject_ratio,
@@ -419,6 +465,7 @@ fn real_main() -> Result<ExitCode> {
                     }) as Box<dyn Fn(&engine::Progress) + Send + Sync>
                 }),
                 cancel: None,
+                task,
             };
             let result = engine::run(&plan, opts);
             if let Some(b) = bar {
@@ -426,7 +473,16 @@ fn real_main() -> Result<ExitCode> {
             }
             match result {
                 Ok(report) => {
-                    if !quiet {
+                    if quiet {
+                    } else if let Some(s) = task_no.filter(|s| s.index != 0) {
+                        eprintln!(
+                            "task {} of {}: its part is done ({} records read); task 0 publishes {}",
+                            s.index,
+                            s.count,
+                            report.totals.read,
+                            out_dir.display()
+                        );
+                    } else {
                         eprint!("{}", report.summary());
                         eprintln!("  outputs in {}", out_dir.display());
                     }

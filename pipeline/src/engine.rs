@@ -43,6 +43,26 @@ pub struct RunOptions {
     pub progress: Option<ProgressFn>,
     /// When set, the run stops at its next batch with [`Error::Cancelled`], publishing nothing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Run as one task of several (see [`TaskRun`]); `None`: the whole run in this process.
+    pub task: Option<TaskRun>,
+}
+
+/// One task of a task-sharded run. Task `i` of `N` reads a contiguous, byte-balanced range of
+/// the input files and runs the record-wise stages on it; each global stage's map output goes
+/// to the shared work directory, task 0 merges the exchanges (the stage's preloaded index
+/// first) and reduces them once, and every task applies the decisions to its own records.
+/// Task 0 finally replays every task's outputs in input order, in the batches a
+/// single-process run would have formed, so the published run is byte-identical to it.
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    /// Which task.
+    pub spec: crate::tasks::TaskSpec,
+    /// The work directory every task shares (intermediate files and completion markers).
+    pub work: PathBuf,
+    /// Identifies the run (pipeline and task count): markers of other runs are ignored.
+    pub run_key: String,
+    /// How long a task waits for the others at a phase boundary.
+    pub timeout: Duration,
 }
 
 /// A progress callback.
@@ -157,7 +177,7 @@ struct ChunkResult {
 struct Engine<'p> {
     plan: &'p Plan,
     names: Vec<String>,
-    run: RunDir,
+    run: Option<RunDir>,
     inputs: Vec<InputReport>,
     stage_reports: Vec<StageReport>,
     stage_cpu: Vec<Duration>,
@@ -171,6 +191,113 @@ struct Engine<'p> {
     progress: Option<ProgressFn>,
     cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     catalog: crate::catalog::CatalogBuilder,
+    task: Option<TaskState>,
+}
+
+/// A task's side of a task-sharded run.
+struct TaskState {
+    run: TaskRun,
+    /// This task's own folder under the work directory.
+    own: PathBuf,
+    markers: crate::tasks::Markers,
+    /// Indexes into the flattened (input, file) list that this task reads.
+    files: std::ops::Range<usize>,
+    /// Current segment.
+    segment: usize,
+    /// Units (records read, or spilled samples) each segment handled.
+    units: Vec<u64>,
+    dropped: Option<std::io::BufWriter<std::fs::File>>,
+    kept: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+/// One line of a task's dropped or kept stream.
+#[derive(Serialize, serde::Deserialize)]
+struct StreamLine {
+    /// Unit index within the segment, in this task.
+    u: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    duplicate_of: Option<String>,
+    sample: Sample,
+}
+
+/// A task's counts, for task 0's merge.
+#[derive(Serialize, serde::Deserialize)]
+struct Partial {
+    inputs: Vec<InputReport>,
+    stages: Vec<StageReport>,
+    stage_cpu: Vec<f64>,
+    file_rejects: Vec<(usize, String, u64)>,
+    units: Vec<u64>,
+    bytes_read: u64,
+}
+
+/// A `&'static str` for a reason code read back from a file (codes are few and static in the
+/// stages; each distinct one is leaked once).
+fn intern(code: &str) -> &'static str {
+    static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut codes = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = codes.iter().find(|c| **c == code) {
+        return c;
+    }
+    let c: &'static str = Box::leak(code.to_string().into_boxed_str());
+    codes.push(c);
+    c
+}
+
+fn decisions_to_json(d: &Decisions) -> Vec<u8> {
+    let rows: Vec<serde_json::Value> = d
+        .iter()
+        .map(|(pos, x)| {
+            serde_json::json!([
+                pos,
+                x.drop.as_ref().map(|r| r.code),
+                x.drop.as_ref().and_then(|r| r.detail.clone()),
+                x.drop.as_ref().and_then(|r| r.duplicate_of.clone()),
+                x.tags,
+                x.repeat
+            ])
+        })
+        .collect();
+    serde_json::to_vec(&rows).unwrap_or_default()
+}
+
+type DecisionRow = (
+    u64,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<(String, String)>,
+    u32,
+);
+
+fn decisions_from_json(bytes: &[u8], path: &std::path::Path) -> Result<Decisions> {
+    let rows: Vec<DecisionRow> = serde_json::from_slice(bytes).map_err(|e| Error::Output {
+        path: path.to_path_buf(),
+        message: format!("unreadable decisions: {e}"),
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(pos, code, detail, dup, tags, repeat)| {
+            (
+                pos,
+                crate::stages::Decision {
+                    drop: code.map(|c| DropReason {
+                        code: intern(&c),
+                        detail,
+                        duplicate_of: dup,
+                    }),
+                    tags,
+                    repeat,
+                },
+            )
+        })
+        .collect())
 }
 
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
@@ -192,13 +319,12 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
     pool.install(|| run_in_pool(plan, opts, threads))
 }
 
-fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> {
-    let started = Instant::now();
-    let out_dir = opts
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| plan.output_dir.clone());
-    let run = RunDir::begin(&out_dir)?;
+/// Output sinks.
+type Sinks = Vec<Box<dyn SampleSink>>;
+/// Unit index of each kept sample within its segment.
+type Units = Vec<u64>;
+
+fn make_sinks(plan: &Plan, run: &RunDir) -> Result<(Sinks, Sinks)> {
     let root = run.path("");
     let mut curated: Vec<Box<dyn SampleSink>> = Vec::new();
     let mut dropped: Vec<Box<dyn SampleSink>> = Vec::new();
@@ -263,6 +389,15 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             plan.rows_per_file,
         )));
     }
+    Ok((curated, dropped))
+}
+
+fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> {
+    let started = Instant::now();
+    let out_dir = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| plan.output_dir.clone());
     let mut stages: Vec<Stage> = Vec::with_capacity(plan.stages.len());
     for (i, s) in plan.stages.iter().enumerate() {
         stages.push(s.build(plan.seed).map_err(|message| Error::Config {
@@ -304,12 +439,56 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         .enumerate()
         .map(|(i, s)| format!("stages[{i}].{}", s.type_name()))
         .collect();
-    let total_bytes = plan
+    let sizes: Vec<u64> = plan
         .inputs
         .iter()
         .flat_map(|i| i.files.iter())
         .map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len()))
-        .sum();
+        .collect();
+    let total_bytes = sizes.iter().sum();
+    let (run, curated, dropped, task, rejects_path) = match opts.task.clone() {
+        None => {
+            let run = RunDir::begin(&out_dir)?;
+            let (curated, dropped) = make_sinks(plan, &run)?;
+            let rejects = run.path("rejects.jsonl");
+            (Some(run), curated, dropped, None, rejects)
+        }
+        Some(t) => {
+            // Every attempt of a task writes a folder of its own and names it in its markers:
+            // a re-run after a failure redoes the task's part from the start without touching
+            // files another task may be reading (those of an attempt whose marker it saw).
+            let attempt = format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            );
+            let own = t
+                .work
+                .join(format!("task-{:05}", t.spec.index))
+                .join(attempt);
+            #[allow(clippy::disallowed_methods)] // a scratch directory
+            std::fs::create_dir_all(&own).map_err(|e| Error::io(&own, e))?;
+            let files = crate::tasks::assign(&sizes, t.spec.count)
+                .get(t.spec.index)
+                .cloned()
+                .unwrap_or(0..0);
+            let markers = crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key);
+            let rejects = own.join("rejects.jsonl");
+            let state = TaskState {
+                run: t,
+                own,
+                markers,
+                files,
+                segment: 0,
+                units: Vec::new(),
+                dropped: None,
+                kept: None,
+            };
+            (None, Vec::new(), Vec::new(), Some(state), rejects)
+        }
+    };
     let mut engine = Engine {
         plan,
         names,
@@ -332,8 +511,8 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             })
             .collect(),
         stage_cpu: vec![Duration::ZERO; stages.len()],
-        rejects: Some(AtomicFile::create(run.path("rejects.jsonl"))?),
-        rejects_path: run.path("rejects.jsonl"),
+        rejects: Some(AtomicFile::create(rejects_path.clone())?),
+        rejects_path,
         file_rejects: BTreeMap::new(),
         run,
         curated,
@@ -343,13 +522,26 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         progress: opts.progress,
         cancel: opts.cancel,
         catalog: crate::catalog::CatalogBuilder::new(dims, counter),
+        task,
     };
     engine.execute(&stages)?;
-    let report = engine.finish(
-        started,
-        threads,
-        opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio),
-    )?;
+    let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);
+    let report = match engine.task.as_ref().map(|t| t.run.spec) {
+        None => engine.finish(started, threads, max_ratio)?,
+        Some(spec) => {
+            engine.task_done()?;
+            if spec.index != 0 {
+                return Ok(engine.task_report(started, threads));
+            }
+            let work = engine.task.as_ref().map(|t| t.run.work.clone());
+            engine.merge_tasks(&out_dir)?;
+            let report = engine.finish(started, threads, max_ratio)?;
+            if let Some(w) = work {
+                let _ = std::fs::remove_dir_all(w);
+            }
+            report
+        }
+    };
     // Only a published run may change state that later runs read (e.g. a dedup index).
     for (i, s) in stages.iter().enumerate() {
         s.commit().map_err(|message| Error::Output {
@@ -380,13 +572,14 @@ impl Engine<'_> {
             let global = (start..stages.len()).find(|&i| !matches!(stages[i], Stage::Record(_)));
             let end = global.unwrap_or(stages.len());
             let record_stages: Vec<usize> = (start..end).collect();
+            self.begin_segment(spill_no, global.is_none())?;
             match global {
                 None => {
                     self.segment(stages, source, &record_stages, None)?;
                     return Ok(());
                 }
                 Some(g) => {
-                    let spill = self.run.path(&format!(".work/spill-{spill_no}.jsonl"));
+                    let spill = self.scratch(&format!("spill-{spill_no}.jsonl"));
                     spill_no += 1;
                     let decisions =
                         self.segment(stages, source, &record_stages, Some((g, spill.clone())))?;
@@ -399,6 +592,35 @@ impl Engine<'_> {
                 }
             }
         }
+    }
+
+    /// Where intermediate files go: the run's `.work`, or this task's folder.
+    fn scratch(&self, name: &str) -> PathBuf {
+        match (&self.task, &self.run) {
+            (Some(t), _) => t.own.join(name),
+            (None, Some(run)) => run.path(&format!(".work/{name}")),
+            (None, None) => self.plan.output_dir.join(".work").join(name),
+        }
+    }
+
+    /// In a task: start segment `seg`'s dropped stream (and the kept stream for the last).
+    fn begin_segment(&mut self, seg: usize, last: bool) -> Result<()> {
+        let Some(t) = self.task.as_mut() else {
+            return Ok(());
+        };
+        if let Some(mut d) = t.dropped.take() {
+            d.flush().map_err(|e| Error::io(&t.own, e))?;
+        }
+        t.segment = seg;
+        t.units.push(0);
+        t.dropped = Some(crate::storage::scratch(
+            &t.own.join(format!("dropped-{seg}.jsonl")),
+            1 << 20,
+        )?);
+        if last {
+            t.kept = Some(crate::storage::scratch(&t.own.join("kept.jsonl"), 1 << 20)?);
+        }
+        Ok(())
     }
 
     /// Run one segment: its source, its record-wise stages, then either the final sinks or the
@@ -417,15 +639,17 @@ impl Engine<'_> {
         let mut collector = match &global {
             Some((g, spill)) => {
                 let dir = spill.with_extension("exchange");
+                // A task maps only its own records; task 0 adds the preloaded ones at the merge.
+                let plain = self.task.is_some();
                 match &stages[*g] {
                     Stage::ExactDedup(d) => {
-                        Some(Collector::ExactDedup(ExchangeWriter::create(d, &dir)?))
+                        Some(Collector::ExactDedup(open_exchange(d, &dir, plain)?))
                     }
                     Stage::Minhash(m) => {
-                        Some(Collector::Minhash(ExchangeWriter::create(&**m, &dir)?))
+                        Some(Collector::Minhash(open_exchange(&**m, &dir, plain)?))
                     }
-                    Stage::Split(s) => Some(Collector::Split(ExchangeWriter::create(s, &dir)?)),
-                    Stage::Mix(m) => Some(Collector::Mix(ExchangeWriter::create(&**m, &dir)?)),
+                    Stage::Split(s) => Some(Collector::Split(open_exchange(s, &dir, plain)?)),
+                    Stage::Mix(m) => Some(Collector::Mix(open_exchange(&**m, &dir, plain)?)),
                     Stage::Record(_) => None, // segments end at global stages only
                 }
             }
@@ -452,8 +676,9 @@ impl Engine<'_> {
             {
                 return Err(Error::Cancelled);
             }
+            let base = records;
             records += batch.len() as u64;
-            let kept = eng.process_batch(stages, batch, record_stages, decisions)?;
+            let (kept, units) = eng.process_batch(stages, batch, record_stages, decisions, base)?;
             match (&mut collector, &mut spill_out) {
                 (Some(c), Some(out)) => {
                     let lines: Vec<Vec<u8>> = kept
@@ -475,7 +700,7 @@ impl Engine<'_> {
                     }
                     pos += kept.len() as u64;
                 }
-                _ => eng.emit_kept(kept)?,
+                _ => eng.emit_kept(kept, &units)?,
             }
             if let Some(p) = &eng.progress {
                 p(&Progress {
@@ -492,9 +717,16 @@ impl Engine<'_> {
             Source::Inputs => {
                 let batch_size = self.plan.batch_size;
                 let mut batch = Vec::with_capacity(batch_size);
+                let mut flat = 0usize;
                 for (i, input) in self.plan.inputs.iter().enumerate() {
                     let iplan = Arc::new(input.clone());
                     for (path, display) in &input.files {
+                        flat += 1;
+                        if let Some(t) = &self.task {
+                            if !t.files.contains(&(flat - 1)) {
+                                continue;
+                            }
+                        }
                         let mut records_in_file = 0u64;
                         let bytes_read = self.bytes_read.clone();
                         let mut meta = None;
@@ -577,16 +809,26 @@ impl Engine<'_> {
         if let Some(out) = spill_out {
             out.commit()?;
         }
-        let Some((g, _)) = global else {
+        if let Some(t) = self.task.as_mut() {
+            if let Some(u) = t.units.last_mut() {
+                *u = records;
+            }
+        }
+        let Some((g, spill)) = global else {
             return Ok(Decisions::new());
         };
         let started = Instant::now();
-        let decisions = match collector {
-            Some(c) => c.resolve()?,
-            None => Decisions::new(),
+        let decisions = match (collector, self.task.is_some()) {
+            (Some(c), false) => c.resolve()?,
+            (Some(c), true) => {
+                c.flush()?;
+                self.task_exchange(stages, g, pos, &spill.with_extension("exchange"))?
+            }
+            (None, _) => Decisions::new(),
         };
         self.stage_cpu[g] += started.elapsed();
-        if let Stage::Mix(m) = &stages[g] {
+        let reduced_here = self.task.as_ref().is_none_or(|t| t.run.spec.index == 0);
+        if let (Stage::Mix(m), true) = (&stages[g], reduced_here) {
             match m.summary() {
                 Some(Ok(summary)) => {
                     self.stage_reports[g].details = serde_json::to_value(summary).ok();
@@ -616,7 +858,8 @@ impl Engine<'_> {
         batch: Vec<Unit>,
         record_stages: &[usize],
         decisions: Option<(&Decisions, usize)>,
-    ) -> Result<Vec<(usize, Sample)>> {
+        base: u64,
+    ) -> Result<(Vec<(usize, Sample)>, Units)> {
         let seed = self.plan.seed;
         let inputs = &self.plan.inputs;
         let n_stages = stages.len();
@@ -735,8 +978,11 @@ impl Engine<'_> {
             .collect();
 
         let mut kept = Vec::new();
+        let mut kept_units: Vec<u64> = Vec::new();
         let mut dropped: Vec<Sample> = Vec::new();
         let mut drop_infos: Vec<DropInfo> = Vec::new();
+        let mut drop_units: Vec<u64> = Vec::new();
+        let mut unit = base;
         for chunk in chunks {
             for (si, st) in chunk.stats.iter().enumerate() {
                 self.stage_reports[si].input += st.input;
@@ -749,6 +995,8 @@ impl Engine<'_> {
                 }
             }
             for o in chunk.outcomes {
+                let this = unit;
+                unit += 1;
                 match o {
                     Outcome::Rejected { input, reject } => self.reject(input, reject)?,
                     Outcome::Dropped {
@@ -772,6 +1020,7 @@ impl Engine<'_> {
                             .or_default() += 1;
                         drop_infos.push(DropInfo::new(&self.names[stage], &reason));
                         dropped.push(sample);
+                        drop_units.push(this);
                     }
                     Outcome::Kept {
                         input,
@@ -787,8 +1036,10 @@ impl Engine<'_> {
                             copy.id = format!("{}#r{n}", sample.id);
                             copy.tags.insert(COPY_TAG.to_string(), n.to_string());
                             kept.push((input, copy));
+                            kept_units.push(this);
                         }
                         kept.push((input, sample));
+                        kept_units.push(this);
                     }
                 }
             }
@@ -797,8 +1048,26 @@ impl Engine<'_> {
             for sink in &mut self.dropped {
                 sink.write(&dropped, Some(&drop_infos))?;
             }
+            if let Some(t) = self.task.as_mut() {
+                let path = t.own.join(format!("dropped-{}.jsonl", t.segment));
+                if let Some(out) = t.dropped.as_mut() {
+                    for ((s, info), u) in dropped.into_iter().zip(drop_infos).zip(drop_units) {
+                        let line = StreamLine {
+                            u,
+                            stage: Some(info.stage),
+                            reason: Some(info.reason.to_string()),
+                            detail: info.detail,
+                            duplicate_of: info.duplicate_of,
+                            sample: s,
+                        };
+                        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+                        bytes.push(b'\n');
+                        out.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+                    }
+                }
+            }
         }
-        Ok(kept)
+        Ok((kept, kept_units))
     }
 
     fn reject(&mut self, input: usize, reject: Reject) -> Result<()> {
@@ -817,7 +1086,7 @@ impl Engine<'_> {
         }
     }
 
-    fn emit_kept(&mut self, kept: Vec<(usize, Sample)>) -> Result<()> {
+    fn emit_kept(&mut self, kept: Vec<(usize, Sample)>, units: &[u64]) -> Result<()> {
         if kept.is_empty() {
             return Ok(());
         }
@@ -830,6 +1099,26 @@ impl Engine<'_> {
             }
             samples.push(s);
         }
+        if let Some(t) = self.task.as_mut() {
+            // A task streams its kept samples; task 0 replays them into the sinks.
+            let path = t.own.join("kept.jsonl");
+            if let Some(out) = t.kept.as_mut() {
+                for (s, &u) in samples.into_iter().zip(units) {
+                    let line = StreamLine {
+                        u,
+                        stage: None,
+                        reason: None,
+                        detail: None,
+                        duplicate_of: None,
+                        sample: s,
+                    };
+                    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
+                    bytes.push(b'\n');
+                    out.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+                }
+            }
+            return Ok(());
+        }
         for sink in &mut self.curated {
             sink.write(&samples, None)?;
         }
@@ -838,6 +1127,10 @@ impl Engine<'_> {
     }
 
     fn finish(mut self, started: Instant, threads: usize, max_reject_ratio: f64) -> Result<Report> {
+        let run = self.run.take().ok_or_else(|| Error::Output {
+            path: self.plan.output_dir.clone(),
+            message: "no run directory to publish".into(),
+        })?;
         let mut outputs: Vec<OutputFile> = Vec::new();
         for sink in self.curated.drain(..).chain(self.dropped.drain(..)) {
             outputs.extend(sink.finish()?);
@@ -855,7 +1148,7 @@ impl Engine<'_> {
                     .unwrap_or(0);
             }
         }
-        let _ = std::fs::remove_dir_all(self.run.path(".work"));
+        let _ = std::fs::remove_dir_all(run.path(".work"));
         let mut totals = Totals::default();
         for i in &self.inputs {
             totals.read += i.read;
@@ -874,7 +1167,7 @@ impl Engine<'_> {
         } else {
             "curated/*.jsonl"
         };
-        let catalog_path = self.run.path(crate::catalog::CATALOG_FILE);
+        let catalog_path = run.path(crate::catalog::CATALOG_FILE);
         self.catalog.write(&catalog_path, &self.plan.name, files)?;
         outputs.push(OutputFile {
             path: crate::catalog::CATALOG_FILE.into(),
@@ -919,11 +1212,11 @@ impl Engine<'_> {
         }
         let mut json = serde_json::to_vec_pretty(&report).unwrap_or_default();
         json.push(b'\n');
-        crate::storage::write_atomic(&self.run.path("report.json"), &json)?;
+        crate::storage::write_atomic(&run.path("report.json"), &json)?;
         if too_many {
-            let mut failed = self.run.final_dir().as_os_str().to_owned();
+            let mut failed = run.final_dir().as_os_str().to_owned();
             failed.push(".failed");
-            let dest = self.run.publish_to(PathBuf::from(failed))?;
+            let dest = run.publish_to(PathBuf::from(failed))?;
             return Err(Error::TooManyRejects {
                 rejected: report.totals.rejected,
                 read: report.totals.read,
@@ -931,7 +1224,7 @@ impl Engine<'_> {
                 rejects: dest.join("rejects.jsonl"),
             });
         }
-        self.run.publish()?;
+        run.publish()?;
         Ok(report)
     }
 }
@@ -954,6 +1247,16 @@ impl Collector<'_> {
         }
     }
 
+    /// Flush the map side (a task's part of the exchange) without reducing.
+    fn flush(self) -> Result<()> {
+        match self {
+            Collector::ExactDedup(c) => c.finish().map(drop),
+            Collector::Minhash(c) => c.finish().map(drop),
+            Collector::Split(c) => c.finish().map(drop),
+            Collector::Mix(c) => c.finish().map(drop),
+        }
+    }
+
     fn resolve(self) -> Result<Decisions> {
         match self {
             Collector::ExactDedup(c) => resolve_exchange(c),
@@ -971,4 +1274,365 @@ fn resolve_exchange<G: GlobalStage>(writer: ExchangeWriter<'_, G>) -> Result<Dec
     let decisions = exchange.resolve(stage);
     exchange.remove();
     decisions
+}
+
+fn open_exchange<'s, G: GlobalStage>(
+    stage: &'s G,
+    dir: &std::path::Path,
+    plain: bool,
+) -> Result<ExchangeWriter<'s, G>> {
+    if plain {
+        ExchangeWriter::create_plain(stage, dir)
+    } else {
+        ExchangeWriter::create(stage, dir)
+    }
+}
+
+/// Merge the tasks' exchanges after the stage's preloaded records, reduce and finish.
+fn merge_resolve<G: GlobalStage>(
+    stage: &G,
+    dir: &std::path::Path,
+    parts: &[PathBuf],
+) -> Result<Decisions> {
+    let mut w = ExchangeWriter::create(stage, dir)?;
+    for p in parts {
+        w.append(p)?;
+    }
+    resolve_exchange(w)
+}
+
+const POLL: Duration = Duration::from_millis(200);
+
+impl Engine<'_> {
+    fn task_ref(&self) -> Result<&TaskState> {
+        self.task.as_ref().ok_or_else(|| Error::Output {
+            path: self.plan.output_dir.clone(),
+            message: "not a task of a task-sharded run".into(),
+        })
+    }
+
+    /// A task's global stage: publish its map output, let task 0 merge and reduce every
+    /// task's, and take this task's share of the decisions (positions made local).
+    fn task_exchange(
+        &mut self,
+        stages: &[Stage],
+        g: usize,
+        records: u64,
+        own_exchange: &std::path::Path,
+    ) -> Result<Decisions> {
+        let t = self.task_ref()?;
+        let (me, n) = (t.run.spec.index, t.run.spec.count);
+        let seg = t.segment;
+        let work = t.run.work.clone();
+        let timeout = t.run.timeout;
+        let map_phase = format!("map-{seg}");
+        let reduce_phase = format!("reduce-{seg}");
+        let exchange_name = own_exchange
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let own_dir = own_exchange
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        t.markers.mark(
+            &map_phase,
+            me,
+            &serde_json::json!({ "records": records, "dir": own_dir }),
+        )?;
+        let reduce_dir = work.join(format!("reduce-{seg}"));
+        let decisions_path = reduce_dir.join("decisions.json");
+        if me == 0 {
+            let maps = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
+            let parts: Vec<PathBuf> = maps
+                .iter()
+                .map(|m| PathBuf::from(m["dir"].as_str().unwrap_or_default()).join(&exchange_name))
+                .collect();
+            let merged = reduce_dir.join("exchange");
+            if merged.exists() {
+                std::fs::remove_dir_all(&merged).map_err(|e| Error::io(&merged, e))?;
+            }
+            let all = match &stages[g] {
+                Stage::ExactDedup(d) => merge_resolve(d, &merged, &parts)?,
+                Stage::Minhash(m) => merge_resolve(&**m, &merged, &parts)?,
+                Stage::Split(s) => merge_resolve(s, &merged, &parts)?,
+                Stage::Mix(m) => merge_resolve(&**m, &merged, &parts)?,
+                Stage::Record(_) => Decisions::new(),
+            };
+            crate::storage::write_atomic(&decisions_path, &decisions_to_json(&all))?;
+            t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
+        }
+        let counts = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
+        t.markers.wait_all(&reduce_phase, 1, timeout, POLL)?;
+        let offset: u64 = counts[..me]
+            .iter()
+            .map(|c| c["records"].as_u64().unwrap_or(0))
+            .sum();
+        let bytes = std::fs::read(&decisions_path).map_err(|e| Error::io(&decisions_path, e))?;
+        let all = decisions_from_json(&bytes, &decisions_path)?;
+        Ok(all
+            .range(offset..offset + records)
+            .map(|(p, d)| (p - offset, d.clone()))
+            .collect())
+    }
+
+    /// A task's part is complete: close its streams, write its counts, mark it done.
+    fn task_done(&mut self) -> Result<()> {
+        if let Some(r) = self.rejects.take() {
+            r.commit()?;
+        }
+        let Some(t) = self.task.as_mut() else {
+            return Ok(());
+        };
+        for w in [t.dropped.take(), t.kept.take()].into_iter().flatten() {
+            let mut w = w;
+            w.flush().map_err(|e| Error::io(&t.own, e))?;
+        }
+        let partial = Partial {
+            inputs: self.inputs.clone(),
+            stages: self.stage_reports.clone(),
+            stage_cpu: self.stage_cpu.iter().map(Duration::as_secs_f64).collect(),
+            file_rejects: self
+                .file_rejects
+                .iter()
+                .map(|((i, f), n)| (*i, f.clone(), *n))
+                .collect(),
+            units: t.units.clone(),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+        };
+        let bytes = serde_json::to_vec(&partial).unwrap_or_default();
+        crate::storage::write_atomic(&t.own.join("partial.json"), &bytes)?;
+        t.markers.mark(
+            "done",
+            t.run.spec.index,
+            &serde_json::json!({ "dir": t.own.to_string_lossy() }),
+        )
+    }
+
+    /// What a task other than 0 reports: its own counts; task 0 publishes the run.
+    fn task_report(&self, started: Instant, threads: usize) -> Report {
+        let spec = self.task.as_ref().map(|t| t.run.spec);
+        let mut totals = Totals::default();
+        for i in &self.inputs {
+            totals.read += i.read;
+            totals.kept += i.kept;
+            totals.copies += i.copies;
+            totals.dropped += i.dropped;
+            totals.rejected += i.rejected;
+        }
+        Report {
+            sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+            run: self.plan.name.clone(),
+            status: match spec {
+                Some(s) => format!("task {} of {}: part done", s.index, s.count),
+                None => "part done".into(),
+            },
+            seed: self.plan.seed,
+            reconciled: self.inputs.iter().all(InputReport::reconciles),
+            totals,
+            inputs: self.inputs.clone(),
+            stages: self.stage_reports.clone(),
+            outputs: Vec::new(),
+            tags: BTreeMap::new(),
+            timings: Timings {
+                total_seconds: started.elapsed().as_secs_f64(),
+                stage_cpu_seconds: BTreeMap::new(),
+                input_mb_per_second: 0.0,
+                records_per_second: 0.0,
+                threads,
+            },
+        }
+    }
+
+    /// Task 0, once every task is done: merge the counts and replay every task's dropped and
+    /// kept samples into the run's sinks, in input order and in the batches a single process
+    /// would have written, so the outputs are byte-identical to a single-process run.
+    fn merge_tasks(&mut self, out_dir: &std::path::Path) -> Result<()> {
+        let t = self.task.take().ok_or_else(|| Error::Output {
+            path: out_dir.to_path_buf(),
+            message: "not a task".into(),
+        })?;
+        let n = t.run.spec.count;
+        let done = t.markers.wait_all("done", n, t.run.timeout, POLL)?;
+        let dirs: Vec<PathBuf> = done
+            .iter()
+            .map(|d| PathBuf::from(d["dir"].as_str().unwrap_or_default()))
+            .collect();
+        let mut partials = Vec::with_capacity(n);
+        for d in &dirs {
+            let p = d.join("partial.json");
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let partial: Partial = serde_json::from_slice(&bytes).map_err(|e| Error::Output {
+                path: p.clone(),
+                message: format!("unreadable task counts: {e}"),
+            })?;
+            partials.push(partial);
+        }
+        // Counts.
+        let own_details: Vec<Option<serde_json::Value>> = self
+            .stage_reports
+            .iter()
+            .map(|r| r.details.clone())
+            .collect();
+        for r in &mut self.inputs {
+            let name = std::mem::take(&mut r.name);
+            *r = InputReport {
+                name,
+                ..Default::default()
+            };
+        }
+        for (i, r) in self.stage_reports.iter_mut().enumerate() {
+            *r = StageReport {
+                index: r.index,
+                kind: std::mem::take(&mut r.kind),
+                details: own_details[i].clone(),
+                ..Default::default()
+            };
+        }
+        self.stage_cpu = vec![Duration::ZERO; self.stage_reports.len()];
+        self.file_rejects.clear();
+        let mut bytes_read = 0;
+        for p in &partials {
+            for (mine, theirs) in self.inputs.iter_mut().zip(&p.inputs) {
+                mine.read += theirs.read;
+                mine.kept += theirs.kept;
+                mine.copies += theirs.copies;
+                mine.dropped += theirs.dropped;
+                mine.rejected += theirs.rejected;
+                for (k, v) in &theirs.dropped_by {
+                    *mine.dropped_by.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &theirs.formats {
+                    *mine.formats.entry(k.clone()).or_default() += v;
+                }
+                mine.files.extend(theirs.files.iter().cloned());
+            }
+            for (mine, theirs) in self.stage_reports.iter_mut().zip(&p.stages) {
+                mine.input += theirs.input;
+                mine.kept += theirs.kept;
+                for (k, v) in &theirs.dropped {
+                    *mine.dropped.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &theirs.counters {
+                    *mine.counters.entry(k.clone()).or_default() += v;
+                }
+            }
+            for (mine, theirs) in self.stage_cpu.iter_mut().zip(&p.stage_cpu) {
+                *mine += Duration::from_secs_f64(*theirs);
+            }
+            for (i, f, c) in &p.file_rejects {
+                *self.file_rejects.entry((*i, f.clone())).or_default() += c;
+            }
+            bytes_read += p.bytes_read;
+        }
+        self.bytes_read.store(bytes_read, Ordering::Relaxed);
+        // Outputs.
+        let run = RunDir::begin(out_dir)?;
+        let (curated, dropped) = make_sinks(self.plan, &run)?;
+        self.curated = curated;
+        self.dropped = dropped;
+        let segments = partials.iter().map(|p| p.units.len()).max().unwrap_or(0);
+        let batch = self.plan.batch_size.max(1) as u64;
+        for seg in 0..segments {
+            let files: Vec<(PathBuf, u64)> =
+                self.stream_files(&dirs, &partials, seg, |s| format!("dropped-{s}.jsonl"));
+            self.replay(&files, batch, true)?;
+        }
+        if segments > 0 {
+            let files = self.stream_files(&dirs, &partials, segments - 1, |_| "kept.jsonl".into());
+            self.replay(&files, batch, false)?;
+        }
+        let rejects_path = run.path("rejects.jsonl");
+        let mut rejects = AtomicFile::create(rejects_path.clone())?;
+        for d in &dirs {
+            let p = d.join("rejects.jsonl");
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            rejects
+                .write_all(&bytes)
+                .map_err(|e| Error::io(&rejects_path, e))?;
+        }
+        self.rejects = Some(rejects);
+        self.rejects_path = rejects_path;
+        self.run = Some(run);
+        Ok(())
+    }
+
+    /// Each task's stream file of a segment with the number of units before it.
+    fn stream_files(
+        &self,
+        dirs: &[PathBuf],
+        partials: &[Partial],
+        seg: usize,
+        name: impl Fn(usize) -> String,
+    ) -> Vec<(PathBuf, u64)> {
+        let mut offset = 0;
+        let mut out = Vec::with_capacity(dirs.len());
+        for (d, p) in dirs.iter().zip(partials) {
+            out.push((d.join(name(seg)), offset));
+            offset += p.units.get(seg).copied().unwrap_or(0);
+        }
+        out
+    }
+
+    /// Feed stream files, in order, to the dropped or the curated sinks, one write per batch
+    /// of the single-process run (the unit index divided by the batch size).
+    fn replay(&mut self, files: &[(PathBuf, u64)], batch: u64, dropped: bool) -> Result<()> {
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut infos: Vec<DropInfo> = Vec::new();
+        let mut current: Option<u64> = None;
+        for (path, offset) in files {
+            let file = match std::fs::File::open(path) {
+                Ok(f) => f,
+                // A task whose files held nothing for this segment wrote no stream.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            for line in BufReader::with_capacity(1 << 20, file).lines() {
+                let line = line.map_err(|e| Error::io(path, e))?;
+                let l: StreamLine = serde_json::from_str(&line).map_err(|e| Error::Output {
+                    path: path.clone(),
+                    message: format!("unreadable task stream: {e}"),
+                })?;
+                let b = (offset + l.u) / batch;
+                if current.is_some_and(|c| c != b) && !samples.is_empty() {
+                    self.write_replayed(&mut samples, &mut infos, dropped)?;
+                }
+                current = Some(b);
+                if dropped {
+                    infos.push(DropInfo {
+                        stage: l.stage.unwrap_or_default(),
+                        reason: intern(l.reason.as_deref().unwrap_or("")),
+                        detail: l.detail,
+                        duplicate_of: l.duplicate_of,
+                    });
+                }
+                samples.push(l.sample);
+            }
+        }
+        if !samples.is_empty() {
+            self.write_replayed(&mut samples, &mut infos, dropped)?;
+        }
+        Ok(())
+    }
+
+    fn write_replayed(
+        &mut self,
+        samples: &mut Vec<Sample>,
+        infos: &mut Vec<DropInfo>,
+        dropped: bool,
+    ) -> Result<()> {
+        if dropped {
+            for sink in &mut self.dropped {
+                sink.write(samples, Some(infos))?;
+            }
+        } else {
+            for sink in &mut self.curated {
+                sink.write(samples, None)?;
+            }
+            self.catalog.add(samples);
+        }
+        samples.clear();
+        infos.clear();
+        Ok(())
+    }
 }

@@ -109,6 +109,65 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
         Ok(w)
     }
 
+    /// Start an exchange in `dir` without the stage's preloaded records: one task's map output,
+    /// merged later with [`ExchangeWriter::append`].
+    pub fn create_plain(stage: &'s G, dir: &Path) -> Result<Self> {
+        let parts = (0..PARTITIONS)
+            .map(|p| storage::scratch(&dir.join(format!("part-{p:03}.bin")), 64 << 10))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ExchangeWriter {
+            stage,
+            dir: dir.to_path_buf(),
+            records: storage::scratch(&dir.join("records.bin"), 1 << 20)?,
+            index: storage::scratch(&dir.join("records.idx"), 64 << 10)?,
+            parts,
+            next: 0,
+            end: 0,
+            offset: 0,
+        })
+    }
+
+    /// Append a complete exchange directory written by another task (without preload): its
+    /// records take the next positions, in order, as if this writer had mapped them.
+    pub fn append(&mut self, other: &Path) -> Result<()> {
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let p = other.join(name);
+            let mut v = Vec::new();
+            File::open(&p)
+                .and_then(|mut f| f.read_to_end(&mut v))
+                .map_err(|e| Error::io(&p, e))?;
+            Ok(v)
+        };
+        let io = |e| Error::io(&self.dir, e);
+        let base_pos = self.next;
+        let base_end = self.end;
+        let records = read("records.bin")?;
+        self.records.write_all(&records).map_err(io)?;
+        let idx = read("records.idx")?;
+        let mut n = 0u64;
+        for c in idx.chunks_exact(8) {
+            let end = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.index
+                .write_all(&(base_end + end).to_le_bytes())
+                .map_err(io)?;
+            n += 1;
+        }
+        for p in 0..PARTITIONS {
+            let entries = read(&format!("part-{p:03}.bin"))?;
+            for c in entries.chunks_exact(ENTRY) {
+                let mut e = [0u8; ENTRY];
+                e[..16].copy_from_slice(&c[..16]);
+                let mut v = [0u8; 8];
+                v.copy_from_slice(&c[16..]);
+                e[16..].copy_from_slice(&(base_pos + u64::from_le_bytes(v)).to_le_bytes());
+                self.parts[p].write_all(&e).map_err(io)?;
+            }
+        }
+        self.next = base_pos + n;
+        self.end = base_end + records.len() as u64;
+        Ok(())
+    }
+
     /// The stage this exchange serves.
     pub fn stage(&self) -> &'s G {
         self.stage

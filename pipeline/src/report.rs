@@ -2,11 +2,12 @@
 //! rejected`), the files written, and timings. Everything but `timings` is deterministic.
 
 use crate::io::writers::OutputFile;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Counts of one input file.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FileReport {
     /// Display path.
     pub path: String,
@@ -26,7 +27,8 @@ pub struct FileReport {
 }
 
 /// Counts of one input.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InputReport {
     /// Input name.
     pub name: String,
@@ -58,7 +60,8 @@ impl InputReport {
 }
 
 /// Counts of one stage.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StageReport {
     /// `stages[i]` index.
     pub index: usize,

@@ -8,7 +8,7 @@
 //! (record stages + a global stage's map; reduce of the partitions `p ≡ i (mod N)`; apply) ends
 //! with a marker per task; a phase starts only when every marker of the previous one exists,
 //! and a re-run task skips the phases whose own marker is present for the same run key.
-//! The engine does not use them yet: see the open issue on multi-machine runs.
+//! `engine::TaskRun` runs a pipeline as one such task.
 
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -104,6 +104,21 @@ pub fn assign(sizes: &[u64], tasks: usize) -> Vec<Range<usize>> {
     }
     bounds.push(sizes.len());
     bounds.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// The key of a task-sharded run: the pipeline's text, its input files (path and size), the
+/// task count and the output directory. Tasks of one run agree on it; markers and intermediate
+/// files of any other run are ignored.
+pub fn run_key(pipeline: &[u8], files: &[(PathBuf, u64)], tasks: usize, out: &Path) -> String {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(pipeline);
+    for (p, size) in files {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update(&size.to_le_bytes());
+    }
+    h.update(&(tasks as u64).to_le_bytes());
+    h.update(out.to_string_lossy().as_bytes());
+    format!("{:032x}", h.digest128())
 }
 
 /// Completion markers of the phases of one run, under a shared directory.

@@ -120,6 +120,7 @@ fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) -> bool {
             }
         })),
         cancel: Some(cancel.clone()),
+        task: None,
     };
     // The engine runs on this thread; a watcher thread records progress and turns a cancel
     // request in the store into the engine's cancel flag.

@@ -13,5 +13,6 @@ mod mix;
 mod outputs;
 mod rejects;
 mod serve;
+mod tasks;
 mod tokenize;
 mod train;

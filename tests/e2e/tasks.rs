@@ -1,0 +1,321 @@
+//! Task-sharded runs: the same pipeline (minhash dedup, split, mix, shards) as one process and
+//! as four processes with `--task-index/--tasks` (or the schedulers' variables) publishes the
+//! same bytes, also when tasks are killed mid-run and re-run.
+
+use crate::common::{read_json, repo, shared_data};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn pipeline(dir: &Path, data: &Path) -> PathBuf {
+    let ex = repo().join("examples/data");
+    let body = format!(
+        r#"
+name = "tasks"
+seed = 7
+batch_size = 64
+[[inputs]]
+name = "medical_qa"
+paths = ["{ex}/medicalgpt/medical_sft_200_users.jsonl.gz"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+name = "chitchat"
+paths = ["{ex}/lccc/toy_data.json"]
+domain = "general"
+task = "chitchat"
+cjk_despace = true
+[[inputs]]
+name = "identity"
+paths = ["{ex}/llama_factory/identity.json"]
+domain = "general"
+task = "identity"
+[[inputs]]
+name = "tool_calls"
+paths = ["{ex}/llama_factory/glaive_toolcall_zh_100.json"]
+domain = "general"
+task = "tool_use"
+[[inputs]]
+name = "docs"
+paths = ["{ex}/c4/*.jsonl"]
+kind = "pretrain"
+[[stages]]
+type = "length_filter"
+min_chars = 20
+[[stages]]
+type = "minhash"
+threshold = 0.8
+[[stages]]
+type = "split"
+ratios = {{ train = 0.9, valid = 0.1 }}
+[[stages]]
+type = "mix"
+mode = "sft"
+ratio = "1:3"
+task_cap = 150
+pools.domain = {{ domain = "medical" }}
+pools.general = {{ domain = "general" }}
+[output]
+dir = "out"
+formats = ["parquet", "jsonl"]
+[output.shards]
+tokenizer = "{tok}"
+template = "chatml"
+seq_len = 512
+shard_size = "64KiB"
+"#,
+        ex = ex.to_string_lossy(),
+        tok = data
+            .join("tokenizers/minimind/tokenizer.json")
+            .to_string_lossy()
+    );
+    let p = dir.join("pipeline.toml");
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+fn task(p: &Path, out: &Path, work: &Path, args: &[(&str, &str)], env: &[(&str, &str)]) -> Child {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.args([
+        "run",
+        p.to_str().expect("utf8"),
+        "--quiet",
+        "--task-timeout",
+        "300",
+    ])
+    .args(["--out", out.to_str().expect("utf8")])
+    .args(["--work", work.to_str().expect("utf8")]);
+    for (k, v) in args {
+        c.args([k, v]);
+    }
+    for var in [
+        "SLURM_ARRAY_TASK_ID",
+        "SLURM_ARRAY_TASK_MIN",
+        "SLURM_ARRAY_TASK_COUNT",
+        "JOB_COMPLETION_INDEX",
+        "SLUICE_TASKS",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sluice")
+}
+
+fn succeed(c: Child) {
+    let out = c.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "task failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Every file under `dir`, relative path → bytes (report.json without its timings).
+fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let rel = p
+                .strip_prefix(dir)
+                .expect("under")
+                .to_string_lossy()
+                .into_owned();
+            let bytes = if rel == "report.json" {
+                let mut v = read_json(&p);
+                v.as_object_mut().expect("object").remove("timings");
+                serde_json::to_vec_pretty(&v).expect("json")
+            } else {
+                std::fs::read(&p).expect("read")
+            };
+            out.push((rel, bytes));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn single(p: &Path, out: &Path) -> Vec<(String, Vec<u8>)> {
+    let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", p.to_str().expect("utf8"), "--quiet"])
+        .args(["--out", out.to_str().expect("utf8")])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    tree(out)
+}
+
+fn assert_same(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) {
+    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    assert_eq!(names(a), names(b), "the same files");
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        assert!(x == y, "{name} differs");
+    }
+}
+
+#[test]
+fn four_tasks_publish_the_bytes_of_one_process() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), &data);
+    let one = single(&p, &dir.path().join("one"));
+    assert!(one.iter().any(|(n, _)| n.starts_with("shards/")));
+    let report = read_json(&dir.path().join("one/report.json"));
+    assert!(
+        report["stages"][1]["dropped"]["near_duplicate"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+    assert!(
+        report["stages"][3]["dropped"]["not_selected"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0
+    );
+
+    // Tasks 0 and 1 from flags, 2 from a Slurm array (ids 5..8), 3 from a Kubernetes
+    // Indexed Job: one run.
+    let out = dir.path().join("four");
+    let work = dir.path().join("work");
+    let children = vec![
+        task(
+            &p,
+            &out,
+            &work,
+            &[("--task-index", "0"), ("--tasks", "4")],
+            &[],
+        ),
+        task(
+            &p,
+            &out,
+            &work,
+            &[("--task-index", "1"), ("--tasks", "4")],
+            &[],
+        ),
+        task(
+            &p,
+            &out,
+            &work,
+            &[],
+            &[
+                ("SLURM_ARRAY_TASK_ID", "7"),
+                ("SLURM_ARRAY_TASK_MIN", "5"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ],
+        ),
+        task(
+            &p,
+            &out,
+            &work,
+            &[],
+            &[("JOB_COMPLETION_INDEX", "3"), ("SLUICE_TASKS", "4")],
+        ),
+    ];
+    for c in children {
+        succeed(c);
+    }
+    assert_same(&one, &tree(&out));
+    assert!(
+        std::fs::read_dir(&work).map_or(true, |mut d| d.next().is_none()),
+        "task 0 removes the run's intermediate files"
+    );
+}
+
+fn wait_for_marker(work: &Path, phase: &str, task: usize, within: Duration) -> bool {
+    let started = Instant::now();
+    let name = format!("task-{task:05}.done");
+    while started.elapsed() < within {
+        if let Ok(runs) = std::fs::read_dir(work) {
+            for r in runs.flatten() {
+                if r.path().join("markers").join(phase).join(&name).is_file() {
+                    return true;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn tasks_killed_mid_run_and_re_run_leave_the_outputs_unchanged() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), &data);
+    let one = single(&p, &dir.path().join("one"));
+    let out = dir.path().join("four");
+    let work = dir.path().join("work");
+    let flags = |i: &'static str| [("--task-index", i), ("--tasks", "4")];
+
+    // Task 2 maps its part of the minhash stage, then waits for the reduce: killed there.
+    let mut t2 = task(&p, &out, &work, &flags("2"), &[]);
+    assert!(
+        wait_for_marker(&work, "map-0", 2, Duration::from_secs(120)),
+        "task 2 reached the minhash exchange"
+    );
+    t2.kill().expect("kill task 2");
+    let _ = t2.wait();
+    // Task 1 killed early, wherever it is (reading, stages, writing its exchange).
+    let mut t1 = task(&p, &out, &work, &flags("1"), &[]);
+    std::thread::sleep(Duration::from_millis(150));
+    t1.kill().expect("kill task 1");
+    let _ = t1.wait();
+    assert!(
+        !out.exists(),
+        "nothing is published while tasks are missing"
+    );
+
+    // The scheduler re-runs the failed tasks; the others run once.
+    let children = vec![
+        task(&p, &out, &work, &flags("0"), &[]),
+        task(&p, &out, &work, &flags("3"), &[]),
+        task(&p, &out, &work, &flags("1"), &[]),
+        task(&p, &out, &work, &flags("2"), &[]),
+    ];
+    for c in children {
+        succeed(c);
+    }
+    assert_same(&one, &tree(&out));
+}
+
+#[test]
+fn a_bad_task_spec_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "[[inputs]]\npaths = [\"x.jsonl\"]\n[output]\ndir = \"out\"\n",
+    )
+    .expect("w");
+    std::fs::write(dir.path().join("x.jsonl"), "{\"text\": \"hello\"}\n").expect("w");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "run",
+            p.to_str().expect("utf8"),
+            "--task-index",
+            "4",
+            "--tasks",
+            "4",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("task 4 is not one of 4 tasks"));
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", p.to_str().expect("utf8")])
+        .env("JOB_COMPLETION_INDEX", "1")
+        .env_remove("SLUICE_TASKS")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_TASKS"));
+}
