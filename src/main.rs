@@ -412,7 +412,17 @@ fn real_main() -> Result<ExitCode> {
                     bail!("--max-reject-ratio {r} is not a share between 0 and 1");
                 }
             }
-            let plan = config::load(&pipeline)?;
+            let mut plan = config::load(&pipeline)?;
+            // `--out s3://…`: build in a local staging folder, upload when published.
+            let out = match out {
+                Some(o) if sluice_pipeline::remote::is_url(&o.to_string_lossy()) => {
+                    let url = o.to_string_lossy().into_owned();
+                    plan.output_dir = sluice_pipeline::remote::staging_dir(&url);
+                    plan.output_url = Some(url);
+                    None
+                }
+                o => o,
+            };
             let show = !quiet && std::io::stderr().is_terminal();
             let bar = show.then(|| {
                 let total: u64 = plan.inputs.iter().flat_map(|i| &i.files).map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len())).sum();
@@ -484,7 +494,10 @@ fn real_main() -> Result<ExitCode> {
                         );
                     } else {
                         eprint!("{}", report.summary());
-                        eprintln!("  outputs in {}", out_dir.display());
+                        match &plan.output_url {
+                            Some(url) => eprintln!("  outputs in {url}"),
+                            None => eprintln!("  outputs in {}", out_dir.display()),
+                        }
                     }
                     Ok(ExitCode::SUCCESS)
                 }

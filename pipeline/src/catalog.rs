@@ -760,6 +760,7 @@ pub fn mix_pipeline(
             },
         ))],
         output_dir: out.to_path_buf(),
+        output_url: None,
         formats: vec![
             crate::config::OutputFormat::Parquet,
             crate::config::OutputFormat::Jsonl,

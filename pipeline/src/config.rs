@@ -520,8 +520,11 @@ pub struct Plan {
     pub inputs: Vec<InputPlan>,
     /// Stage configs in order (built into stages by the engine).
     pub stages: Vec<StageConfig>,
-    /// Output directory (absolute or relative to the working directory).
+    /// Output directory (absolute or relative to the working directory); for an output URL,
+    /// the local staging folder the run is built in before it is uploaded.
     pub output_dir: PathBuf,
+    /// Output URL (`s3://…`, `file://…`): the published run is uploaded there.
+    pub output_url: Option<String>,
     /// Output formats.
     pub formats: Vec<OutputFormat>,
     /// Rows per output file.
@@ -830,7 +833,12 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         max_reject_ratio: spec.max_reject_ratio,
         inputs,
         stages: spec.stages,
-        output_dir: lexical_normalize(&base.join(&spec.output.dir)),
+        output_dir: if crate::remote::is_url(&spec.output.dir) {
+            crate::remote::staging_dir(&spec.output.dir)
+        } else {
+            lexical_normalize(&base.join(&spec.output.dir))
+        },
+        output_url: crate::remote::is_url(&spec.output.dir).then(|| spec.output.dir.clone()),
         formats: spec.output.formats,
         rows_per_file: spec.output.rows_per_file.get(),
         llamafactory_style: spec.output.llamafactory.style,
@@ -865,6 +873,10 @@ fn lexical_normalize(p: &Path) -> PathBuf {
 
 /// Expand one path or glob relative to `base`, sorted; each file with its display name.
 fn expand(base: &Path, pattern: &str) -> std::result::Result<Vec<(PathBuf, String)>, String> {
+    if crate::remote::is_url(pattern) {
+        // Listed in object storage and fetched into the local cache; shown by URL.
+        return crate::remote::fetch(pattern);
+    }
     let full = base.join(pattern);
     let full_str = full.to_string_lossy();
     let is_glob = pattern.contains(['*', '?', '[']);

@@ -316,7 +316,19 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
         })?;
     // `--threads 0` means "all cores": report what the pool really has.
     let threads = pool.current_num_threads();
-    pool.install(|| run_in_pool(plan, opts, threads))
+    let publishes = opts.task.as_ref().is_none_or(|t| t.spec.index == 0);
+    let staged = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| plan.output_dir.clone());
+    let report = pool.install(|| run_in_pool(plan, opts, threads))?;
+    if let (Some(url), true) = (&plan.output_url, publishes) {
+        crate::remote::upload(&staged, url).map_err(|message| Error::Output {
+            path: staged.clone(),
+            message,
+        })?;
+    }
+    Ok(report)
 }
 
 /// Output sinks.

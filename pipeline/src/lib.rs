@@ -11,6 +11,7 @@ pub mod exchange;
 pub mod io;
 pub mod mix;
 pub mod normalize;
+pub mod remote;
 pub mod report;
 pub mod sample;
 pub mod stages;

@@ -13,6 +13,7 @@ mod mix;
 mod outputs;
 mod rejects;
 mod serve;
+mod storage;
 mod tasks;
 mod tokenize;
 mod train;

@@ -1,0 +1,267 @@
+//! Object storage through the `object_store` crate: inputs, outputs and shared work folders
+//! at URLs (`s3://bucket/prefix`, `file:///abs/path`) beside plain local paths.
+//!
+//! - Inputs: a URL pattern (`s3://logs/2026/*.jsonl.gz`) is listed and each matching object
+//!   fetched into a local cache keyed by URL, size and ETag (a re-run fetches nothing new);
+//!   readers then see local files, and reports show the URLs.
+//! - Outputs: the run is built and published locally in a staging folder, then every file is
+//!   uploaded under the URL and `_SUCCESS` is written last: a consumer that sees `_SUCCESS`
+//!   sees a whole run (object stores have no atomic rename).
+//!
+//! S3 settings come from the environment as the AWS tools read them: `AWS_ENDPOINT` (or
+//! `AWS_ENDPOINT_URL`) for S3-compatible servers, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP=true` for plain-HTTP endpoints.
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Whether a path in a config or on the command line is a URL.
+pub fn is_url(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric())
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the storage runtime: {e}"))
+}
+
+/// The store and the path within it that a URL names.
+pub fn open(url: &str) -> Result<(Box<dyn ObjectStore>, ObjPath), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    match parsed.scheme() {
+        "s3" | "s3a" => {
+            let bucket = parsed
+                .host_str()
+                .ok_or_else(|| format!("{url}: no bucket"))?;
+            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+            // AWS_ENDPOINT_URL is what the AWS CLI reads; object_store reads AWS_ENDPOINT.
+            if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
+                b = b.with_endpoint(e);
+            }
+            let store = b.build().map_err(|e| format!("{url}: {e}"))?;
+            let path = ObjPath::from_url_path(parsed.path()).map_err(|e| format!("{url}: {e}"))?;
+            Ok((Box::new(store), path))
+        }
+        "file" => object_store::parse_url(&parsed).map_err(|e| format!("{url}: {e}")),
+        other => Err(format!(
+            "{url}: storage scheme {other:?} is not supported (s3:// and file:// are)"
+        )),
+    }
+}
+
+/// Where fetched inputs and staged outputs live locally: `SLUICE_CACHE`, else a folder in
+/// the system's temporary directory.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("SLUICE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("sluice-cache"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// The local staging folder of an output URL.
+pub fn staging_dir(url: &str) -> PathBuf {
+    cache_dir().join("staging").join(hex(url.as_bytes()))
+}
+
+/// List the objects a URL pattern matches (glob characters in the last part(s) only), sorted,
+/// and fetch each into the cache. Returns (local path, URL) pairs.
+pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>, String> {
+    let glob_at = pattern.find(['*', '?', '[']);
+    let (base, prefix) = match glob_at {
+        Some(i) => {
+            let cut = pattern[..i].rfind('/').map_or(0, |j| j + 1);
+            (&pattern[..cut], &pattern[cut..])
+        }
+        None => (pattern, ""),
+    };
+    let (store, root) = open(base.trim_end_matches('/'))?;
+    let rt = runtime()?;
+    let matcher = if prefix.is_empty() {
+        None
+    } else {
+        Some(glob::Pattern::new(prefix).map_err(|e| format!("invalid glob {pattern:?}: {e}"))?)
+    };
+    let mut metas = rt
+        .block_on(async {
+            if matcher.is_none() {
+                // A single object.
+                return store
+                    .head(&root)
+                    .await
+                    .map(|m| vec![m])
+                    .or_else(|e| match e {
+                        object_store::Error::NotFound { .. } => Ok(vec![]),
+                        e => Err(e),
+                    });
+            }
+            store.list(Some(&root)).try_collect::<Vec<_>>().await
+        })
+        .map_err(|e| format!("listing {pattern}: {e}"))?;
+    let root_s = root.to_string();
+    metas.retain(|m| {
+        let key = m.location.to_string();
+        let rel = key
+            .strip_prefix(&root_s)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(&key);
+        matcher.as_ref().is_none_or(|g| g.matches(rel))
+    });
+    metas.sort_by(|a, b| a.location.cmp(&b.location));
+    let scheme_host = &base[..base.find("://").map_or(0, |i| i + 3)];
+    let bucket = base[scheme_host.len()..].split('/').next().unwrap_or("");
+    let mut out = Vec::with_capacity(metas.len());
+    for m in metas {
+        let url = if scheme_host.starts_with("file") {
+            format!("file:///{}", m.location)
+        } else {
+            format!("{scheme_host}{bucket}/{}", m.location)
+        };
+        let name = m.location.filename().unwrap_or("object").to_string();
+        let tag = format!("{url}\n{}\n{}", m.size, m.e_tag.clone().unwrap_or_default());
+        let local = cache_dir()
+            .join("objects")
+            .join(hex(tag.as_bytes()))
+            .join(&name);
+        if !local.is_file() {
+            fetch_one(&rt, &*store, &m.location, &local)
+                .map_err(|e| format!("fetching {url}: {e}"))?;
+        }
+        out.push((local, url));
+    }
+    Ok(out)
+}
+
+fn fetch_one(
+    rt: &tokio::runtime::Runtime,
+    store: &dyn ObjectStore,
+    at: &ObjPath,
+    local: &Path,
+) -> Result<(), String> {
+    let dir = local.parent().ok_or("no parent")?;
+    #[allow(clippy::disallowed_methods)] // the cache, published below by rename
+    {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let tmp = dir.join(".part");
+        let mut f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let mut stream = store.get(at).await?.into_stream();
+            while let Some(chunk) = stream.try_next().await? {
+                f.write_all(&chunk)
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "local",
+                        source: Box::new(e),
+                    })?;
+            }
+            Ok::<(), object_store::Error>(())
+        })
+        .map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, local).map_err(|e| e.to_string())
+    }
+}
+
+/// Upload every file under `local` to `url` (same relative names), then `_SUCCESS`. Returns
+/// the number of files uploaded.
+pub fn upload(local: &Path, url: &str) -> Result<usize, String> {
+    let (store, root) = open(url.trim_end_matches('/'))?;
+    let rt = runtime()?;
+    let mut files = Vec::new();
+    let mut stack = vec![local.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let key = |p: &Path| -> String {
+        let rel = p
+            .strip_prefix(local)
+            .unwrap_or(p)
+            .to_string_lossy()
+            .replace('\\', "/");
+        if root.as_ref().is_empty() {
+            rel
+        } else {
+            format!("{root}/{rel}")
+        }
+    };
+    rt.block_on(async {
+        // A run published earlier under the same URL loses its marker first.
+        let _ = store
+            .delete(&ObjPath::from(key(Path::new("_SUCCESS"))))
+            .await;
+        for f in &files {
+            let to = ObjPath::from(key(f));
+            let size = std::fs::metadata(f).map_or(0, |m| m.len());
+            if size <= 16 << 20 {
+                let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                store
+                    .put(&to, PutPayload::from(bytes))
+                    .await
+                    .map_err(|e| format!("uploading {to}: {e}"))?;
+            } else {
+                upload_large(&*store, &to, f).await?;
+            }
+        }
+        store
+            .put(
+                &ObjPath::from(key(Path::new("_SUCCESS"))),
+                PutPayload::from_static(b""),
+            )
+            .await
+            .map_err(|e| format!("writing _SUCCESS under {url}: {e}"))?;
+        Ok::<(), String>(())
+    })?;
+    Ok(files.len())
+}
+
+/// Multipart upload in 8 MiB parts: memory stays at one part.
+async fn upload_large(store: &dyn ObjectStore, to: &ObjPath, f: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut upload = store
+        .put_multipart(to)
+        .await
+        .map_err(|e| format!("uploading {to}: {e}"))?;
+    let mut file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+    loop {
+        let mut buf = vec![0u8; 8 << 20];
+        let mut n = 0;
+        while n < buf.len() {
+            let got = file
+                .read(&mut buf[n..])
+                .map_err(|e| format!("{}: {e}", f.display()))?;
+            if got == 0 {
+                break;
+            }
+            n += got;
+        }
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        upload
+            .put_part(PutPayload::from(buf))
+            .await
+            .map_err(|e| format!("uploading {to}: {e}"))?;
+    }
+    upload
+        .complete()
+        .await
+        .map_err(|e| format!("uploading {to}: {e}"))?;
+    Ok(())
+}
