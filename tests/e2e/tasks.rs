@@ -319,3 +319,40 @@ fn a_bad_task_spec_is_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_TASKS"));
 }
+
+#[test]
+fn the_slurm_array_script_runs_the_pipeline_as_four_tasks() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), &data);
+    let one = single(&p, &dir.path().join("one"));
+    let out = dir.path().join("array");
+    let script = repo().join("deploy/slurm/sluice-array.sh");
+    let children: Vec<Child> = (0..4)
+        .map(|i| {
+            Command::new("bash")
+                .arg(&script)
+                .args([
+                    p.as_os_str(),
+                    out.as_os_str(),
+                    dir.path().join("w").as_os_str(),
+                ])
+                .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
+                .env("SLURM_JOB_ID", "4242")
+                .env("SLURM_ARRAY_TASK_ID", (10 + i).to_string())
+                .env("SLURM_ARRAY_TASK_MIN", "10")
+                .env("SLURM_ARRAY_TASK_COUNT", "4")
+                .env("SLURM_CPUS_PER_TASK", "1")
+                .env("TMPDIR", dir.path())
+                .env_remove("JOB_COMPLETION_INDEX")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for c in children {
+        succeed(c);
+    }
+    assert_same(&one, &tree(&out));
+}
