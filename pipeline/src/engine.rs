@@ -192,6 +192,8 @@ struct Engine<'p> {
     cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     catalog: crate::catalog::CatalogBuilder,
     task: Option<TaskState>,
+    /// Task 0's coordinated phases and their wall seconds.
+    phase_times: BTreeMap<String, f64>,
 }
 
 /// A task's side of a task-sharded run.
@@ -535,6 +537,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         cancel: opts.cancel,
         catalog: crate::catalog::CatalogBuilder::new(dims, counter),
         task,
+        phase_times: BTreeMap::new(),
     };
     engine.execute(&stages)?;
     let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);
@@ -1210,6 +1213,7 @@ impl Engine<'_> {
                     .zip(&self.stage_cpu)
                     .map(|(n, d)| (n.clone(), d.as_secs_f64()))
                     .collect(),
+                task_phase_seconds: std::mem::take(&mut self.phase_times),
                 input_mb_per_second: bytes / 1e6 / elapsed.max(1e-9),
                 records_per_second: 0.0,
                 threads,
@@ -1354,8 +1358,15 @@ impl Engine<'_> {
         )?;
         let reduce_dir = work.join(format!("reduce-{seg}"));
         let decisions_path = reduce_dir.join("decisions.json");
+        let mut times = Vec::new();
         if me == 0 {
+            let waited = Instant::now();
             let maps = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
+            times.push((
+                format!("wait for map-{seg}"),
+                waited.elapsed().as_secs_f64(),
+            ));
+            let reducing = Instant::now();
             let parts: Vec<PathBuf> = maps
                 .iter()
                 .map(|m| PathBuf::from(m["dir"].as_str().unwrap_or_default()).join(&exchange_name))
@@ -1373,6 +1384,10 @@ impl Engine<'_> {
             };
             crate::storage::write_atomic(&decisions_path, &decisions_to_json(&all))?;
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
+            times.push((
+                format!("merge and reduce {}", self.names[g]),
+                reducing.elapsed().as_secs_f64(),
+            ));
         }
         let counts = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
         t.markers.wait_all(&reduce_phase, 1, timeout, POLL)?;
@@ -1382,6 +1397,7 @@ impl Engine<'_> {
             .sum();
         let bytes = std::fs::read(&decisions_path).map_err(|e| Error::io(&decisions_path, e))?;
         let all = decisions_from_json(&bytes, &decisions_path)?;
+        self.phase_times.extend(times);
         Ok(all
             .range(offset..offset + records)
             .map(|(p, d)| (p - offset, d.clone()))
@@ -1449,6 +1465,7 @@ impl Engine<'_> {
             timings: Timings {
                 total_seconds: started.elapsed().as_secs_f64(),
                 stage_cpu_seconds: BTreeMap::new(),
+                task_phase_seconds: BTreeMap::new(),
                 input_mb_per_second: 0.0,
                 records_per_second: 0.0,
                 threads,
@@ -1465,7 +1482,11 @@ impl Engine<'_> {
             message: "not a task".into(),
         })?;
         let n = t.run.spec.count;
+        let waited = Instant::now();
         let done = t.markers.wait_all("done", n, t.run.timeout, POLL)?;
+        self.phase_times
+            .insert("wait for done".into(), waited.elapsed().as_secs_f64());
+        let replaying = Instant::now();
         let dirs: Vec<PathBuf> = done
             .iter()
             .map(|d| PathBuf::from(d["dir"].as_str().unwrap_or_default()))
@@ -1566,6 +1587,10 @@ impl Engine<'_> {
         self.rejects = Some(rejects);
         self.rejects_path = rejects_path;
         self.run = Some(run);
+        self.phase_times.insert(
+            "replay into sinks".into(),
+            replaying.elapsed().as_secs_f64(),
+        );
         Ok(())
     }
 

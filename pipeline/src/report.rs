@@ -111,6 +111,10 @@ pub struct Timings {
     pub total_seconds: f64,
     /// Per stage index: CPU seconds summed over worker threads.
     pub stage_cpu_seconds: BTreeMap<String, f64>,
+    /// Task-sharded runs, task 0: wall seconds of the phases it coordinates (waiting for the
+    /// other tasks, merging and reducing each exchange, replaying outputs into the sinks).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub task_phase_seconds: BTreeMap<String, f64>,
     /// Input bytes per wall second.
     pub input_mb_per_second: f64,
     /// Records read per wall second.
