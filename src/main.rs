@@ -454,11 +454,25 @@ fn real_main() -> Result<ExitCode> {
                     w.push(".tasks");
                     PathBuf::from(w)
                 });
+                let work_s = work.to_string_lossy().into_owned();
+                // A URL work folder (tasks without a shared filesystem): local scratch in the
+                // cache, shared files under the URL.
+                let (local, shared) = if sluice_pipeline::remote::is_url(&work_s) {
+                    (
+                        sluice_pipeline::remote::cache_dir()
+                            .join("work")
+                            .join(&key[..16]),
+                        Some(format!("{}/{}", work_s.trim_end_matches('/'), &key[..16])),
+                    )
+                } else {
+                    (work.join(&key[..16]), None)
+                };
                 Some(engine::TaskRun {
                     spec,
-                    work: work.join(&key[..16]),
+                    work: local,
                     run_key: key,
                     timeout: std::time::Duration::from_secs(task_timeout),
+                    shared,
                 })
             } else {
                 None

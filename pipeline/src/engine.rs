@@ -63,6 +63,10 @@ pub struct TaskRun {
     pub run_key: String,
     /// How long a task waits for the others at a phase boundary.
     pub timeout: Duration,
+    /// The shared work folder as an object-storage URL, for tasks that share no filesystem:
+    /// markers, map outputs, decisions and streams go there; `work` is then this machine's
+    /// local scratch.
+    pub shared: Option<String>,
 }
 
 /// A progress callback.
@@ -210,6 +214,65 @@ struct TaskState {
     units: Vec<u64>,
     dropped: Option<std::io::BufWriter<std::fs::File>>,
     kept: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl TaskState {
+    /// Where others find this attempt's shared files: its folder, or its URL.
+    fn shared_dir(&self) -> String {
+        match &self.run.shared {
+            Some(url) => format!(
+                "{url}/task-{:05}/{}",
+                self.run.spec.index,
+                self.own
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            None => self.own.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Publish files of this attempt for the other tasks (a no-op on a shared filesystem).
+    fn share(&self, sub: &str, names: &[String]) -> Result<()> {
+        let Some(_) = &self.run.shared else {
+            return Ok(());
+        };
+        let local = if sub.is_empty() {
+            self.own.clone()
+        } else {
+            self.own.join(sub)
+        };
+        let url = if sub.is_empty() {
+            self.shared_dir()
+        } else {
+            format!("{}/{sub}", self.shared_dir())
+        };
+        crate::remote::put_files(&local, names, &url).map_err(|message| Error::Output {
+            path: local.clone(),
+            message,
+        })
+    }
+
+    /// A local folder holding what another task shared under `dir` (+ `sub`).
+    fn fetch(&self, dir: &str, sub: &str, label: &str) -> Result<PathBuf> {
+        if !crate::remote::is_url(dir) {
+            return Ok(PathBuf::from(dir).join(sub));
+        }
+        let local = self.own.join("fetched").join(label).join(sub);
+        if local.exists() {
+            std::fs::remove_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+        }
+        let url = if sub.is_empty() {
+            dir.to_string()
+        } else {
+            format!("{dir}/{sub}")
+        };
+        crate::remote::get_dir(&url, &local).map_err(|message| Error::Output {
+            path: local.clone(),
+            message,
+        })?;
+        Ok(local)
+    }
 }
 
 /// One line of a task's dropped or kept stream.
@@ -488,7 +551,10 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 .get(t.spec.index)
                 .cloned()
                 .unwrap_or(0..0);
-            let markers = crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key);
+            let markers = match &t.shared {
+                Some(url) => crate::tasks::Markers::remote(&format!("{url}/markers"), &t.run_key),
+                None => crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key),
+            };
             let rejects = own.join("rejects.jsonl");
             let state = TaskState {
                 run: t,
@@ -548,11 +614,17 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             if spec.index != 0 {
                 return Ok(engine.task_report(started, threads));
             }
-            let work = engine.task.as_ref().map(|t| t.run.work.clone());
+            let work = engine
+                .task
+                .as_ref()
+                .map(|t| (t.run.work.clone(), t.run.shared.clone()));
             engine.merge_tasks(&out_dir)?;
             let report = engine.finish(started, threads, max_ratio)?;
-            if let Some(w) = work {
-                let _ = std::fs::remove_dir_all(w);
+            if let Some((local, shared)) = work {
+                let _ = std::fs::remove_dir_all(local);
+                if let Some(url) = shared {
+                    let _ = crate::remote::delete_prefix(&url);
+                }
             }
             report
         }
@@ -1347,10 +1419,13 @@ impl Engine<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let own_dir = own_exchange
-            .parent()
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let mut names: Vec<String> = (0..crate::exchange::PARTITIONS)
+            .map(|p| format!("part-{p:03}.bin"))
+            .collect();
+        names.push("records.bin".into());
+        names.push("records.idx".into());
+        t.share(&exchange_name, &names)?;
+        let own_dir = t.shared_dir();
         t.markers.mark(
             &map_phase,
             me,
@@ -1369,8 +1444,15 @@ impl Engine<'_> {
             let reducing = Instant::now();
             let parts: Vec<PathBuf> = maps
                 .iter()
-                .map(|m| PathBuf::from(m["dir"].as_str().unwrap_or_default()).join(&exchange_name))
-                .collect();
+                .enumerate()
+                .map(|(i, m)| {
+                    t.fetch(
+                        m["dir"].as_str().unwrap_or_default(),
+                        &exchange_name,
+                        &format!("map-{seg}-{i}"),
+                    )
+                })
+                .collect::<Result<_>>()?;
             let merged = reduce_dir.join("exchange");
             if merged.exists() {
                 std::fs::remove_dir_all(&merged).map_err(|e| Error::io(&merged, e))?;
@@ -1382,7 +1464,17 @@ impl Engine<'_> {
                 Stage::Mix(m) => merge_resolve(&**m, &merged, &parts)?,
                 Stage::Record(_) => Decisions::new(),
             };
-            crate::storage::write_atomic(&decisions_path, &decisions_to_json(&all))?;
+            match &t.run.shared {
+                Some(url) => crate::remote::put_bytes(
+                    &format!("{url}/reduce-{seg}/decisions.json"),
+                    decisions_to_json(&all),
+                )
+                .map_err(|message| Error::Output {
+                    path: decisions_path.clone(),
+                    message,
+                })?,
+                None => crate::storage::write_atomic(&decisions_path, &decisions_to_json(&all))?,
+            }
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
             times.push((
                 format!("merge and reduce {}", self.names[g]),
@@ -1395,7 +1487,18 @@ impl Engine<'_> {
             .iter()
             .map(|c| c["records"].as_u64().unwrap_or(0))
             .sum();
-        let bytes = std::fs::read(&decisions_path).map_err(|e| Error::io(&decisions_path, e))?;
+        let bytes = match &t.run.shared {
+            Some(url) => crate::remote::get_bytes(&format!("{url}/reduce-{seg}/decisions.json"))
+                .map_err(|message| Error::Output {
+                    path: decisions_path.clone(),
+                    message,
+                })?
+                .ok_or_else(|| Error::Output {
+                    path: decisions_path.clone(),
+                    message: "the decisions are missing".into(),
+                })?,
+            None => std::fs::read(&decisions_path).map_err(|e| Error::io(&decisions_path, e))?,
+        };
         let all = decisions_from_json(&bytes, &decisions_path)?;
         self.phase_times.extend(times);
         Ok(all
@@ -1430,10 +1533,18 @@ impl Engine<'_> {
         };
         let bytes = serde_json::to_vec(&partial).unwrap_or_default();
         crate::storage::write_atomic(&t.own.join("partial.json"), &bytes)?;
+        let mut names = vec!["partial.json".to_string(), "rejects.jsonl".to_string()];
+        for seg in 0..t.units.len() {
+            names.push(format!("dropped-{seg}.jsonl"));
+        }
+        if t.own.join("kept.jsonl").is_file() {
+            names.push("kept.jsonl".into());
+        }
+        t.share("", &names)?;
         t.markers.mark(
             "done",
             t.run.spec.index,
-            &serde_json::json!({ "dir": t.own.to_string_lossy() }),
+            &serde_json::json!({ "dir": t.shared_dir() }),
         )
     }
 
@@ -1489,8 +1600,15 @@ impl Engine<'_> {
         let replaying = Instant::now();
         let dirs: Vec<PathBuf> = done
             .iter()
-            .map(|d| PathBuf::from(d["dir"].as_str().unwrap_or_default()))
-            .collect();
+            .enumerate()
+            .map(|(i, d)| {
+                t.fetch(
+                    d["dir"].as_str().unwrap_or_default(),
+                    "",
+                    &format!("done-{i}"),
+                )
+            })
+            .collect::<Result<_>>()?;
         let mut partials = Vec::with_capacity(n);
         for d in &dirs {
             let p = d.join("partial.json");

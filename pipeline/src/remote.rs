@@ -265,3 +265,72 @@ async fn upload_large(store: &dyn ObjectStore, to: &ObjPath, f: &Path) -> Result
         .map_err(|e| format!("uploading {to}: {e}"))?;
     Ok(())
 }
+
+/// Write one object.
+pub fn put_bytes(url: &str, bytes: Vec<u8>) -> Result<(), String> {
+    let (store, path) = open(url)?;
+    runtime()?
+        .block_on(store.put(&path, PutPayload::from(bytes)))
+        .map(drop)
+        .map_err(|e| format!("writing {url}: {e}"))
+}
+
+/// Read one object; `None` when it does not exist.
+pub fn get_bytes(url: &str) -> Result<Option<Vec<u8>>, String> {
+    let (store, path) = open(url)?;
+    runtime()?.block_on(async {
+        match store.get(&path).await {
+            Ok(r) => r
+                .bytes()
+                .await
+                .map(|b| Some(b.to_vec()))
+                .map_err(|e| format!("reading {url}: {e}")),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(format!("reading {url}: {e}")),
+        }
+    })
+}
+
+/// Upload the named files of `local` under `url` (no `_SUCCESS`): a task's share of a phase.
+pub fn put_files(local: &Path, names: &[String], url: &str) -> Result<(), String> {
+    for n in names {
+        let p = local.join(n);
+        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        put_bytes(&format!("{}/{n}", url.trim_end_matches('/')), bytes)?;
+    }
+    Ok(())
+}
+
+/// Download every object under `url` into `local` (same relative names).
+pub fn get_dir(url: &str, local: &Path) -> Result<(), String> {
+    let (store, root) = open(url.trim_end_matches('/'))?;
+    let rt = runtime()?;
+    let metas = rt
+        .block_on(store.list(Some(&root)).try_collect::<Vec<_>>())
+        .map_err(|e| format!("listing {url}: {e}"))?;
+    let root_s = root.to_string();
+    for m in metas {
+        let key = m.location.to_string();
+        let rel = key
+            .strip_prefix(&root_s)
+            .map(|r| r.trim_start_matches('/'))
+            .unwrap_or(&key)
+            .to_string();
+        fetch_one(&rt, &*store, &m.location, &local.join(rel))?;
+    }
+    Ok(())
+}
+
+/// Delete every object under `url` (best effort).
+pub fn delete_prefix(url: &str) -> Result<(), String> {
+    let (store, root) = open(url.trim_end_matches('/'))?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let metas = store.list(Some(&root)).try_collect::<Vec<_>>().await?;
+        for m in metas {
+            store.delete(&m.location).await?;
+        }
+        Ok::<(), object_store::Error>(())
+    })
+    .map_err(|e| format!("deleting {url}: {e}"))
+}

@@ -124,6 +124,8 @@ pub fn run_key(pipeline: &[u8], files: &[(PathBuf, u64)], tasks: usize, out: &Pa
 /// Completion markers of the phases of one run, under a shared directory.
 pub struct Markers {
     dir: PathBuf,
+    /// Markers in object storage instead (`s3://…/markers`).
+    url: Option<String>,
     run_key: String,
 }
 
@@ -133,6 +135,16 @@ impl Markers {
     pub fn new(dir: &Path, run_key: &str) -> Markers {
         Markers {
             dir: dir.to_path_buf(),
+            url: None,
+            run_key: run_key.to_string(),
+        }
+    }
+
+    /// Markers as objects under `url` (tasks on machines that share no filesystem).
+    pub fn remote(url: &str, run_key: &str) -> Markers {
+        Markers {
+            dir: PathBuf::from(url),
+            url: Some(url.trim_end_matches('/').to_string()),
             run_key: run_key.to_string(),
         }
     }
@@ -144,18 +156,32 @@ impl Markers {
     /// Record that `task` finished `phase`, with what later phases need to know (counts,
     /// file names).
     pub fn mark(&self, phase: &str, task: usize, payload: &serde_json::Value) -> Result<()> {
+        let body = serde_json::json!({"run_key": self.run_key, "payload": payload});
+        if let Some(url) = &self.url {
+            let at = format!("{url}/{phase}/task-{task:05}.done");
+            return crate::remote::put_bytes(&at, body.to_string().into_bytes()).map_err(
+                |message| Error::Output {
+                    path: PathBuf::from(&at),
+                    message,
+                },
+            );
+        }
         let path = self.path(phase, task);
         if let Some(parent) = path.parent() {
             #[allow(clippy::disallowed_methods)] // a directory, not an output file
             std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
         }
-        let body = serde_json::json!({"run_key": self.run_key, "payload": payload});
         crate::storage::write_atomic(&path, body.to_string().as_bytes())
     }
 
     /// The payload of `task`'s marker for `phase`, when it exists for this run.
     pub fn done(&self, phase: &str, task: usize) -> Option<serde_json::Value> {
-        let bytes = std::fs::read(self.path(phase, task)).ok()?;
+        let bytes = match &self.url {
+            Some(url) => {
+                crate::remote::get_bytes(&format!("{url}/{phase}/task-{task:05}.done")).ok()??
+            }
+            None => std::fs::read(self.path(phase, task)).ok()?,
+        };
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         if v.get("run_key").and_then(|k| k.as_str()) != Some(self.run_key.as_str()) {
             return None;

@@ -94,10 +94,20 @@ fn files_under(dir: &Path) -> usize {
     n
 }
 
-#[test]
-fn inputs_and_outputs_go_through_object_storage() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// An object store for a test: moto's S3 on loopback when installed, else a folder behind
+/// file:// URLs. Returns the URL base, the environment for `sluice`, and the server guard.
+fn store(dir: &Path) -> (String, Vec<(String, String)>, Option<Moto>) {
     let moto = start_moto();
+    // The in-process calls below read AWS_* from this process's environment.
+    for k in [
+        "AWS_ENDPOINT",
+        "AWS_ALLOW_HTTP",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_REGION",
+    ] {
+        std::env::remove_var(k);
+    }
     let (base, env): (String, Vec<(String, String)>) = match &moto {
         Some(m) => {
             eprintln!("S3: moto on 127.0.0.1:{}", m.port);
@@ -117,13 +127,27 @@ fn inputs_and_outputs_go_through_object_storage() {
         }
         None => {
             eprintln!("no S3-compatible server here: file:// URLs through the same code path");
-            let root = dir.path().join("store");
+            let root = dir.join("store");
             for b in ["logs", "curated"] {
                 std::fs::create_dir_all(root.join(b)).expect("mkdir");
             }
             (format!("file://{}", root.to_string_lossy()), Vec::new())
         }
     };
+    for (k, v) in &env {
+        std::env::set_var(k, v);
+    }
+    (base, env, moto)
+}
+
+/// The tests here share the process environment (AWS_*): one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn inputs_and_outputs_go_through_object_storage() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, env, moto) = store(dir.path());
     let mut env = env;
     env.push((
         "SLUICE_CACHE".into(),
@@ -239,5 +263,62 @@ formats = ["jsonl"]
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not supported"));
+    drop(moto);
+}
+
+#[test]
+fn tasks_without_a_shared_filesystem_meet_in_object_storage() {
+    let Some(data) = crate::common::shared_data() else {
+        return;
+    };
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (base, env, moto) = store(dir.path());
+    let p = crate::tasks::pipeline(dir.path(), &data);
+    let one = dir.path().join("one");
+    let o = sluice_env(
+        &[
+            "run",
+            p.to_str().expect("utf8"),
+            "--quiet",
+            "--out",
+            one.to_str().expect("utf8"),
+        ],
+        &env,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Four "machines": each task its own cache (local scratch); the work folder is a URL.
+    let out = dir.path().join("four");
+    let work = format!("{base}/curated/work");
+    let children: Vec<_> = (0..4)
+        .map(|i| {
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args([
+                    "run",
+                    p.to_str().expect("utf8"),
+                    "--quiet",
+                    "--task-timeout",
+                    "300",
+                ])
+                .args(["--out", out.to_str().expect("utf8"), "--work", &work])
+                .args(["--task-index", &i.to_string(), "--tasks", "4"])
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("SLUICE_CACHE", dir.path().join(format!("machine-{i}")))
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().expect("wait");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    crate::tasks::assert_same(&crate::tasks::tree(&one), &crate::tasks::tree(&out));
+    let left = sluice_pipeline::remote::fetch(&format!("{work}/*")).expect("list");
+    assert!(
+        left.is_empty(),
+        "task 0 removes the shared work files: {left:?}"
+    );
     drop(moto);
 }

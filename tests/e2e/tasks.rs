@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn pipeline(dir: &Path, data: &Path) -> PathBuf {
+pub(crate) fn pipeline(dir: &Path, data: &Path) -> PathBuf {
     let ex = repo().join("examples/data");
     let body = format!(
         r#"
@@ -114,7 +114,7 @@ fn succeed(c: Child) {
 }
 
 /// Every file under `dir`, relative path → bytes (report.json without its timings).
-fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -153,7 +153,7 @@ fn single(p: &Path, out: &Path) -> Vec<(String, Vec<u8>)> {
     tree(out)
 }
 
-fn assert_same(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) {
+pub(crate) fn assert_same(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) {
     let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     assert_eq!(names(a), names(b), "the same files");
     for ((name, x), (_, y)) in a.iter().zip(b) {
