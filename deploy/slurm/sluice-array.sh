@@ -9,8 +9,8 @@
 # same bytes a single `sluice run` would publish.
 #
 # Requirements:
-# - WORK must be a filesystem every node sees (Lustre, GPFS, NFS). Inputs and the output may be
-#   local paths on that filesystem or s3:// URLs (set AWS_* below).
+# - WORK must be a filesystem every node sees (Lustre, GPFS, NFS) or an s3:// URL. Inputs and
+#   the output may be paths on a shared filesystem or s3:// URLs (set AWS_* below).
 # - All elements must run concurrently: no `%N` throttle smaller than the array, or the
 #   running elements wait for ones that cannot start (they give up after --task-timeout).
 # - A failed element is re-run alone (`scontrol requeue <jobid>_<index>`, or resubmit that
