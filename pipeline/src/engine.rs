@@ -909,11 +909,16 @@ impl Engine<'_> {
             (Some(c), false) => c.resolve()?,
             (Some(c), true) => {
                 c.flush()?;
+                // Waiting for other tasks is not this stage's work: only the map flush (here)
+                // and, in task 0, the merge and reduce (added in task_exchange) count.
+                self.stage_cpu[g] += started.elapsed();
                 self.task_exchange(stages, g, pos, &spill.with_extension("exchange"))?
             }
             (None, _) => Decisions::new(),
         };
-        self.stage_cpu[g] += started.elapsed();
+        if self.task.is_none() {
+            self.stage_cpu[g] += started.elapsed();
+        }
         let reduced_here = self.task.as_ref().is_none_or(|t| t.run.spec.index == 0);
         if let (Stage::Mix(m), true) = (&stages[g], reduced_here) {
             match m.summary() {
@@ -1434,6 +1439,7 @@ impl Engine<'_> {
         let reduce_dir = work.join(format!("reduce-{seg}"));
         let decisions_path = reduce_dir.join("decisions.json");
         let mut times = Vec::new();
+        let mut reduce_cpu = Duration::ZERO;
         if me == 0 {
             let waited = Instant::now();
             let maps = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
@@ -1480,6 +1486,7 @@ impl Engine<'_> {
                 format!("merge and reduce {}", self.names[g]),
                 reducing.elapsed().as_secs_f64(),
             ));
+            reduce_cpu = reducing.elapsed();
         }
         let counts = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
         t.markers.wait_all(&reduce_phase, 1, timeout, POLL)?;
@@ -1501,6 +1508,7 @@ impl Engine<'_> {
         };
         let all = decisions_from_json(&bytes, &decisions_path)?;
         self.phase_times.extend(times);
+        self.stage_cpu[g] += reduce_cpu;
         Ok(all
             .range(offset..offset + records)
             .map(|(p, d)| (p - offset, d.clone()))

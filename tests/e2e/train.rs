@@ -95,6 +95,10 @@ fn pipeline_shards_train_a_model_that_learns_and_resumes_exactly() {
     let straight = train_file(dir.path(), &shards, "straight");
     let stdout = train(&[straight.to_str().expect("utf8")]);
     assert!(stdout.contains("final model"), "{stdout}");
+    assert!(
+        dir.path().join("straight/final/tokenizer.json").is_file(),
+        "the shards' tokenizer travels with the model"
+    );
     let metrics = read_jsonl(&dir.path().join("straight/metrics.jsonl"));
     let losses: Vec<f64> = metrics
         .iter()

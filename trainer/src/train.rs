@@ -613,6 +613,16 @@ impl Trainer {
             dtype,
         )?;
         write_text(&dir.join("config.json"), &self.model.config.to_json())?;
+        // The tokenizer the shards were made with, when it is a tokenizer.json on this
+        // machine: the saved directory then loads as a whole in HF tools.
+        if let Some(src) = &self.loader.manifest().tokenizer.source {
+            let src = Path::new(src);
+            if src.is_file() && src.file_name().is_some_and(|n| n == "tokenizer.json") {
+                let text =
+                    std::fs::read_to_string(src).map_err(|e| Error::Io(src.to_path_buf(), e))?;
+                write_text(&dir.join("tokenizer.json"), &text)?;
+            }
+        }
         if let (Some(lora), Some(spec)) = (self.model.lora(), &self.cfg.lora) {
             let adir = dir.join("adapter");
             std::fs::create_dir_all(&adir).map_err(|e| Error::Io(adir.clone(), e))?;
