@@ -291,6 +291,15 @@ struct StreamLine {
     sample: Sample,
 }
 
+impl StreamLine {
+    /// Append as one JSON line.
+    fn write(&self, out: &mut impl Write, path: &std::path::Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.push(b'\n');
+        out.write_all(&bytes).map_err(|e| Error::io(path, e))
+    }
+}
+
 /// A task's counts, for task 0's merge.
 #[derive(Serialize, serde::Deserialize)]
 struct Partial {
@@ -1152,9 +1161,7 @@ impl Engine<'_> {
                             duplicate_of: info.duplicate_of,
                             sample: s,
                         };
-                        let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-                        bytes.push(b'\n');
-                        out.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+                        line.write(out, &path)?;
                     }
                 }
             }
@@ -1204,9 +1211,7 @@ impl Engine<'_> {
                         duplicate_of: None,
                         sample: s,
                     };
-                    let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-                    bytes.push(b'\n');
-                    out.write_all(&bytes).map_err(|e| Error::io(&path, e))?;
+                    line.write(out, &path)?;
                 }
             }
             return Ok(());
@@ -1216,6 +1221,19 @@ impl Engine<'_> {
         }
         self.catalog.add(&samples);
         Ok(())
+    }
+
+    /// Sums over the inputs.
+    fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for i in &self.inputs {
+            totals.read += i.read;
+            totals.kept += i.kept;
+            totals.copies += i.copies;
+            totals.dropped += i.dropped;
+            totals.rejected += i.rejected;
+        }
+        totals
     }
 
     fn finish(mut self, started: Instant, threads: usize, max_reject_ratio: f64) -> Result<Report> {
@@ -1241,14 +1259,7 @@ impl Engine<'_> {
             }
         }
         let _ = std::fs::remove_dir_all(run.path(".work"));
-        let mut totals = Totals::default();
-        for i in &self.inputs {
-            totals.read += i.read;
-            totals.kept += i.kept;
-            totals.copies += i.copies;
-            totals.dropped += i.dropped;
-            totals.rejected += i.rejected;
-        }
+        let totals = self.totals();
         outputs.push(OutputFile {
             path: "rejects.jsonl".into(),
             records: totals.rejected,
@@ -1424,12 +1435,7 @@ impl Engine<'_> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let mut names: Vec<String> = (0..crate::exchange::PARTITIONS)
-            .map(|p| format!("part-{p:03}.bin"))
-            .collect();
-        names.push("records.bin".into());
-        names.push("records.idx".into());
-        t.share(&exchange_name, &names)?;
+        t.share(&exchange_name, &crate::exchange::file_names())?;
         let own_dir = t.shared_dir();
         t.markers.mark(
             &map_phase,
@@ -1440,6 +1446,8 @@ impl Engine<'_> {
         let decisions_path = reduce_dir.join("decisions.json");
         let mut times = Vec::new();
         let mut reduce_cpu = Duration::ZERO;
+        // Task 0 has every task's map marker once it has merged; the others wait for them.
+        let mut counts = None;
         if me == 0 {
             let waited = Instant::now();
             let maps = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
@@ -1487,8 +1495,12 @@ impl Engine<'_> {
                 reducing.elapsed().as_secs_f64(),
             ));
             reduce_cpu = reducing.elapsed();
+            counts = Some(maps);
         }
-        let counts = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
+        let counts = match counts {
+            Some(c) => c,
+            None => t.markers.wait_all(&map_phase, n, timeout, POLL)?,
+        };
         t.markers.wait_all(&reduce_phase, 1, timeout, POLL)?;
         let offset: u64 = counts[..me]
             .iter()
@@ -1559,14 +1571,7 @@ impl Engine<'_> {
     /// What a task other than 0 reports: its own counts; task 0 publishes the run.
     fn task_report(&self, started: Instant, threads: usize) -> Report {
         let spec = self.task.as_ref().map(|t| t.run.spec);
-        let mut totals = Totals::default();
-        for i in &self.inputs {
-            totals.read += i.read;
-            totals.kept += i.kept;
-            totals.copies += i.copies;
-            totals.dropped += i.dropped;
-            totals.rejected += i.rejected;
-        }
+        let totals = self.totals();
         Report {
             sluice_version: env!("CARGO_PKG_VERSION").to_string(),
             run: self.plan.name.clone(),

@@ -59,6 +59,19 @@ impl Wire for String {
     }
 }
 
+/// File name of partition `p`.
+fn part_file(p: usize) -> String {
+    format!("part-{p:03}.bin")
+}
+
+/// Every file of an exchange directory, by name: what another task needs to reduce it.
+pub fn file_names() -> Vec<String> {
+    let mut names: Vec<String> = (0..PARTITIONS).map(part_file).collect();
+    names.push("records.bin".into());
+    names.push("records.idx".into());
+    names
+}
+
 /// The partition of a key.
 pub fn partition_of(key: u128) -> usize {
     ((key as u64) % PARTITIONS as u64) as usize
@@ -81,19 +94,7 @@ pub struct ExchangeWriter<'s, G: GlobalStage> {
 impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
     /// Start an exchange in `dir` (created); the stage's preloaded records come first.
     pub fn create(stage: &'s G, dir: &Path) -> Result<Self> {
-        let parts = (0..PARTITIONS)
-            .map(|p| storage::scratch(&dir.join(format!("part-{p:03}.bin")), 64 << 10))
-            .collect::<Result<Vec<_>>>()?;
-        let mut w = ExchangeWriter {
-            stage,
-            dir: dir.to_path_buf(),
-            records: storage::scratch(&dir.join("records.bin"), 1 << 20)?,
-            index: storage::scratch(&dir.join("records.idx"), 64 << 10)?,
-            parts,
-            next: 0,
-            end: 0,
-            offset: 0,
-        };
+        let mut w = Self::create_plain(stage, dir)?;
         let mut failed = None;
         stage.preload(&mut |keys, record| {
             if failed.is_none() {
@@ -113,7 +114,7 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
     /// merged later with [`ExchangeWriter::append`].
     pub fn create_plain(stage: &'s G, dir: &Path) -> Result<Self> {
         let parts = (0..PARTITIONS)
-            .map(|p| storage::scratch(&dir.join(format!("part-{p:03}.bin")), 64 << 10))
+            .map(|p| storage::scratch(&dir.join(part_file(p)), 64 << 10))
             .collect::<Result<Vec<_>>>()?;
         Ok(ExchangeWriter {
             stage,
@@ -153,7 +154,7 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
             n += 1;
         }
         for p in 0..PARTITIONS {
-            let entries = read(&format!("part-{p:03}.bin"))?;
+            let entries = read(&part_file(p))?;
             for c in entries.chunks_exact(ENTRY) {
                 let mut e = [0u8; ENTRY];
                 e[..16].copy_from_slice(&c[..16]);
@@ -254,7 +255,7 @@ impl Exchange {
         records: &Records<G::Record>,
         p: usize,
     ) -> Result<G::Reduced> {
-        let path = self.dir.join(format!("part-{p:03}.bin"));
+        let path = self.dir.join(part_file(p));
         let mut bytes = Vec::new();
         File::open(&path)
             .and_then(|mut f| f.read_to_end(&mut bytes))

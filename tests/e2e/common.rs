@@ -110,3 +110,32 @@ pub fn assert_reconciles(report: &serde_json::Value) {
         n(&t["kept"]) + n(&t["dropped"]) + n(&t["rejected"])
     );
 }
+
+/// Every file under `dir`, by relative path, with its bytes; report.json without its timings
+/// (wall-clock figures differ by design).
+pub fn output_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
+                let mut bytes = std::fs::read(&p).expect("read");
+                if rel == "report.json" {
+                    let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+                    v["timings"] = serde_json::Value::Null; // wall-clock figures differ by design
+                    bytes = serde_json::to_vec_pretty(&v).expect("json");
+                }
+                out.insert(rel, bytes);
+            }
+        }
+    }
+    out
+}

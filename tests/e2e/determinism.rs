@@ -1,35 +1,6 @@
 //! Same input, config and seed give byte-identical outputs, whatever the thread count.
 
 use crate::common::*;
-use std::collections::BTreeMap;
-use std::path::Path;
-
-fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                let rel = p
-                    .strip_prefix(dir)
-                    .expect("prefix")
-                    .to_string_lossy()
-                    .into_owned();
-                let mut bytes = std::fs::read(&p).expect("read");
-                if rel == "report.json" {
-                    let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
-                    v["timings"] = serde_json::Value::Null; // wall-clock figures differ by design
-                    bytes = serde_json::to_vec_pretty(&v).expect("json");
-                }
-                out.insert(rel, bytes);
-            }
-        }
-    }
-    out
-}
 
 #[test]
 fn one_and_four_threads_write_identical_bytes() {
@@ -111,7 +82,7 @@ fn one_and_four_threads_write_identical_bytes() {
     );
     assert_reconciles(&r1);
     assert_eq!(r4["timings"]["threads"], 4);
-    let (a, b) = (files(&one), files(&four));
+    let (a, b) = (output_files(&one), output_files(&four));
     assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
     for (name, bytes) in &a {
         assert!(bytes == &b[name], "{name} differs between 1 and 4 threads");

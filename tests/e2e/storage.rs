@@ -79,21 +79,6 @@ fn sluice_env(args: &[&str], env: &[(String, String)]) -> std::process::Output {
         .expect("run sluice")
 }
 
-fn files_under(dir: &Path) -> usize {
-    let mut n = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.path().is_dir() {
-                stack.push(e.path());
-            } else {
-                n += 1;
-            }
-        }
-    }
-    n
-}
-
 /// An object store for a test: moto's S3 on loopback when installed, else a folder behind
 /// file:// URLs. Returns the URL base, the environment for `sluice`, and the server guard.
 fn store(dir: &Path) -> (String, Vec<(String, String)>, Option<Moto>) {
@@ -233,7 +218,7 @@ formats = ["jsonl"]
     );
 
     // A second run fetches nothing new: the cache is keyed by URL, size and ETag.
-    let cached = files_under(&dir.path().join("cache/objects"));
+    let cached = crate::common::output_files(&dir.path().join("cache/objects")).len();
     let out = sluice_env(
         &[
             "run",
@@ -250,7 +235,10 @@ formats = ["jsonl"]
         String::from_utf8_lossy(&out.stderr)
     );
     // The outputs fetched above were cached too; the inputs added nothing.
-    assert_eq!(files_under(&dir.path().join("cache/objects")), cached);
+    assert_eq!(
+        crate::common::output_files(&dir.path().join("cache/objects")).len(),
+        cached
+    );
     let bad = sluice_env(
         &[
             "run",
@@ -314,7 +302,10 @@ fn tasks_without_a_shared_filesystem_meet_in_object_storage() {
         let o = c.wait_with_output().expect("wait");
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    crate::tasks::assert_same(&crate::tasks::tree(&one), &crate::tasks::tree(&out));
+    crate::tasks::assert_same(
+        &crate::common::output_files(&one),
+        &crate::common::output_files(&out),
+    );
     let left = sluice_pipeline::remote::fetch(&format!("{work}/*")).expect("list");
     assert!(
         left.is_empty(),

@@ -2,7 +2,8 @@
 //! as four processes with `--task-index/--tasks` (or the schedulers' variables) publishes the
 //! same bytes, also when tasks are killed mid-run and re-run.
 
-use crate::common::{read_json, repo, shared_data};
+use crate::common::{output_files, read_json, repo, shared_data};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -113,50 +114,23 @@ fn succeed(c: Child) {
     );
 }
 
-/// Every file under `dir`, relative path → bytes (report.json without its timings).
-pub(crate) fn tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-                continue;
-            }
-            let rel = p
-                .strip_prefix(dir)
-                .expect("under")
-                .to_string_lossy()
-                .into_owned();
-            let bytes = if rel == "report.json" {
-                let mut v = read_json(&p);
-                v.as_object_mut().expect("object").remove("timings");
-                serde_json::to_vec_pretty(&v).expect("json")
-            } else {
-                std::fs::read(&p).expect("read")
-            };
-            out.push((rel, bytes));
-        }
-    }
-    out.sort();
-    out
-}
-
-fn single(p: &Path, out: &Path) -> Vec<(String, Vec<u8>)> {
+fn single(p: &Path, out: &Path) -> BTreeMap<String, Vec<u8>> {
     let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", p.to_str().expect("utf8"), "--quiet"])
         .args(["--out", out.to_str().expect("utf8")])
         .output()
         .expect("run");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    tree(out)
+    output_files(out)
 }
 
-pub(crate) fn assert_same(a: &[(String, Vec<u8>)], b: &[(String, Vec<u8>)]) {
-    let names = |t: &[(String, Vec<u8>)]| t.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
-    assert_eq!(names(a), names(b), "the same files");
-    for ((name, x), (_, y)) in a.iter().zip(b) {
+pub(crate) fn assert_same(a: &BTreeMap<String, Vec<u8>>, b: &BTreeMap<String, Vec<u8>>) {
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "the same files"
+    );
+    for ((name, x), y) in a.iter().zip(b.values()) {
         assert!(x == y, "{name} differs");
     }
 }
@@ -167,7 +141,7 @@ fn four_tasks_publish_the_bytes_of_one_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let p = pipeline(dir.path(), &data);
     let one = single(&p, &dir.path().join("one"));
-    assert!(one.iter().any(|(n, _)| n.starts_with("shards/")));
+    assert!(one.keys().any(|n| n.starts_with("shards/")));
     let report = read_json(&dir.path().join("one/report.json"));
     assert!(
         report["stages"][1]["dropped"]["near_duplicate"]
@@ -223,7 +197,7 @@ fn four_tasks_publish_the_bytes_of_one_process() {
     for c in children {
         succeed(c);
     }
-    assert_same(&one, &tree(&out));
+    assert_same(&one, &output_files(&out));
     assert!(
         std::fs::read_dir(&work).map_or(true, |mut d| d.next().is_none()),
         "task 0 removes the run's intermediate files"
@@ -284,7 +258,7 @@ fn tasks_killed_mid_run_and_re_run_leave_the_outputs_unchanged() {
     for c in children {
         succeed(c);
     }
-    assert_same(&one, &tree(&out));
+    assert_same(&one, &output_files(&out));
 }
 
 #[test]
@@ -354,5 +328,5 @@ fn the_slurm_array_script_runs_the_pipeline_as_four_tasks() {
     for c in children {
         succeed(c);
     }
-    assert_same(&one, &tree(&out));
+    assert_same(&one, &output_files(&out));
 }

@@ -35,11 +35,9 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Ten
     Ok(map.into_iter().collect())
 }
 
-/// Write a text file atomically.
+/// Write a text file atomically (the shards crate's temp-then-rename, synced).
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
-    let tmp = tmp_name(path);
-    std::fs::write(&tmp, text).map_err(|e| Error::Io(tmp.clone(), e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+    Ok(sluice_shards::native::write_atomic(path, text.as_bytes())?)
 }
 
 fn tmp_name(path: &Path) -> PathBuf {
