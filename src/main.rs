@@ -938,6 +938,10 @@ fn bench_serve(
             scope: sluice_server::config::Scope::Write,
         }],
         timezone: None,
+        allowed_urls: Vec::new(),
+        max_glob_files: 100_000,
+        min_schedule_interval: 60,
+        anonymous_read: false,
     };
     cfg.check()?;
     let state = sluice_server::State::open(cfg)?;

@@ -418,6 +418,13 @@ pub fn numeric_tags(mut df: DataFrame, tags: &[String]) -> PolarsResult<DataFram
     Ok(df)
 }
 
+/// A `where` condition as a polars expression: checked by [`crate::filter`] (no function,
+/// subquery or table reaches polars), with its columns checked against `columns` when given.
+pub fn where_expr(text: &str, columns: Option<&[String]>) -> Result<Expr, String> {
+    let sql = crate::filter::canonical(text, columns)?;
+    polars::sql::sql_expr(&sql).map_err(|e| format!("where {text:?}: {e}"))
+}
+
 /// The condition of one pool over a frame with `domain`, `task`, `source`, `kind` and tag
 /// columns.
 pub fn pool_condition(p: &PoolSpec) -> Result<Expr, String> {
@@ -435,7 +442,7 @@ pub fn pool_condition(p: &PoolSpec) -> Result<Expr, String> {
         conds.push(col("kind").eq(lit(k.as_str())));
     }
     if let Some(w) = &p.filter {
-        conds.push(polars::sql::sql_expr(w).map_err(|e| format!("where {w:?}: {e}"))?);
+        conds.push(where_expr(w, None)?);
     }
     Ok(conds
         .into_iter()
@@ -547,6 +554,16 @@ pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, Str
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
+    let columns: Vec<String> = catalog
+        .get_column_names()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    for (_, pool, _) in spec.resolved_pools() {
+        if let Some(w) = &pool.filter {
+            crate::filter::canonical(w, Some(&columns))?;
+        }
+    }
     let stats = pool_stats(catalog.clone().lazy(), spec)?;
     let mut plan = crate::mix::plan(spec, &stats);
     let methods = token_methods(catalog)?;
@@ -594,7 +611,8 @@ pub fn summary(root: &Path, by: &[String], filter: Option<&str>) -> Result<DataF
     }
     let mut lf = lf;
     if let Some(w) = filter {
-        lf = lf.filter(polars::sql::sql_expr(w).map_err(|e| format!("where {w:?}: {e}"))?);
+        let columns: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+        lf = lf.filter(where_expr(w, Some(&columns))?);
     }
     let keys: Vec<Expr> = by.iter().map(|b| col(b.as_str())).collect();
     let aggs = [

@@ -545,8 +545,26 @@ pub fn load(path: &Path) -> Result<Plan> {
     parse(&text, path)
 }
 
+/// How a pipeline is compiled: trusted (`sluice run`, the default) or confined (the
+/// service), and the limits of its glob expansion.
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Every path the pipeline names must pass this before it is opened, listed or fetched.
+    pub confine: Option<crate::confine::Confinement>,
+    /// Limits of each glob's expansion (and a cancel flag that stops one).
+    pub limits: crate::confine::Limits,
+    /// Replaces a local `output.dir` (the service's job folder).
+    pub output_dir: Option<PathBuf>,
+}
+
 /// Parse and compile a pipeline from its text; `path` locates relative paths and errors.
 pub fn parse(text: &str, path: &Path) -> Result<Plan> {
+    parse_with(text, path, &CompileOptions::default())
+}
+
+/// [`parse`] with options: a confined pipeline gets [`Error::Forbidden`] for the first path
+/// outside its roots, before any file is touched.
+pub fn parse_with(text: &str, path: &Path, opts: &CompileOptions) -> Result<Plan> {
     let config_error = |issue| Error::Config {
         file: path.to_path_buf(),
         issues: vec![issue],
@@ -557,7 +575,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Plan> {
         let key = e.path().to_string();
         config_error(toml_issue(e.inner(), text, Some(key)))
     })?;
-    compile(spec, path)
+    compile(spec, path, opts)
 }
 
 /// A TOML error as an issue: the dotted key where known, and the line and column.
@@ -580,8 +598,82 @@ fn toml_issue(e: &toml::de::Error, text: &str, key: Option<String>) -> ConfigIss
     }
 }
 
-fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
+/// Every path a pipeline names, checked against a confinement before anything is touched.
+fn confine_spec(
+    spec: &PipelineSpec,
+    base: &Path,
+    c: &crate::confine::Confinement,
+    output_dir: Option<&Path>,
+) -> std::result::Result<(), crate::confine::Forbidden> {
+    use crate::confine::Access;
+    for (i, input) in spec.inputs.iter().enumerate() {
+        for pattern in &input.paths {
+            if crate::remote::is_url(pattern) {
+                c.check_url(&format!("inputs[{i}].paths"), pattern)?;
+            }
+        }
+    }
+    for (i, stage) in spec.stages.iter().enumerate() {
+        for p in stage.paths() {
+            let key = format!("stages[{i}].{}", p.field);
+            c.check(&key, &p.path, &shown(base, &p.path), p.access)?;
+        }
+    }
+    let read = |key: &str, p: &str| {
+        let full = crate::confine::resolve(base, Path::new(p));
+        c.check(key, &full, p, Access::Read)
+    };
+    if let Some(s) = &spec.output.shards {
+        for (key, p) in [
+            ("output.shards.tokenizer", &s.tokenizer),
+            ("output.shards.vocab", &s.vocab),
+            ("output.shards.merges", &s.merges),
+        ] {
+            if let Some(p) = p {
+                read(key, p)?;
+            }
+        }
+        if !crate::tokenize::Template::is_builtin(&s.template) {
+            read("output.shards.template", &s.template)?;
+        }
+    }
+    if let Some(t) = &spec.output.catalog.tokenizer {
+        read("output.catalog.tokenizer", t)?;
+    }
+    let out = &spec.output.dir;
+    if crate::remote::is_url(out) {
+        c.check_url("output.dir", out)?;
+    } else if output_dir.is_none() {
+        let full = base.join(out);
+        c.check("output.dir", &full, out, Access::Write)?;
+    }
+    Ok(())
+}
+
+/// A resolved path as the pipeline's reader knows it: relative to the pipeline's folder when
+/// inside it.
+fn shown(base: &Path, p: &Path) -> String {
+    let p = lexical_normalize(p);
+    p.strip_prefix(lexical_normalize(base)).map_or_else(
+        |_| p.to_string_lossy().into_owned(),
+        |r| r.to_string_lossy().into_owned(),
+    )
+}
+
+fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) -> Result<Plan> {
     let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
+    let mut spec = spec;
+    for stage in &mut spec.stages {
+        stage.resolve_paths(&base);
+    }
+    if let Some(c) = &opts.confine {
+        confine_spec(&spec, &base, c, opts.output_dir.as_deref()).map_err(|f| {
+            Error::Forbidden {
+                key: f.key,
+                message: f.message,
+            }
+        })?;
+    }
     let mut issues = Vec::new();
     let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });
 
@@ -607,12 +699,24 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         }
         let mut files = Vec::new();
         for pattern in &input.paths {
-            match expand(&base, pattern) {
+            let found = if crate::remote::is_url(pattern) {
+                // Listed in object storage and fetched into the local cache; shown by URL.
+                crate::remote::fetch(pattern).map_err(crate::confine::GlobError::Invalid)
+            } else {
+                crate::confine::expand(&base, pattern, &opts.limits, opts.confine.as_ref())
+            };
+            match found {
                 Ok(found) if found.is_empty() => {
                     issue(key("paths"), format!("no file matches {pattern:?}"))
                 }
                 Ok(found) => files.extend(found),
-                Err(msg) => issue(key("paths"), msg),
+                Err(crate::confine::GlobError::Forbidden(message)) => {
+                    return Err(Error::Forbidden {
+                        key: key("paths"),
+                        message,
+                    })
+                }
+                Err(crate::confine::GlobError::Invalid(msg)) => issue(key("paths"), msg),
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -682,10 +786,6 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
             cjk_despace: input.cjk_despace,
         });
     }
-    let mut spec = spec;
-    for stage in &mut spec.stages {
-        stage.resolve_paths(&base);
-    }
     for (i, stage) in spec.stages.iter().enumerate() {
         for msg in stage.validate() {
             issue(format!("stages[{i}] ({})", stage.type_name()), msg);
@@ -693,7 +793,7 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
     }
     let mut shards = None;
     if let Some(s) = &spec.output.shards {
-        let path = |p: &String| lexical_normalize(&base.join(p));
+        let path = |p: &String| lexical_normalize(&crate::confine::resolve(&base, Path::new(p)));
         let tokenizer = s.tokenizer.as_ref().map(path);
         let vocab_merges = match (&s.vocab, &s.merges) {
             (Some(v), Some(m)) => Some((path(v), path(m))),
@@ -728,8 +828,9 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
                 );
             }
         }
-        let template = if Path::new(&s.template).is_relative() && base.join(&s.template).is_file() {
-            base.join(&s.template).to_string_lossy().into_owned()
+        let located = crate::confine::resolve(&base, Path::new(&s.template));
+        let template = if !crate::tokenize::Template::is_builtin(&s.template) && located.is_file() {
+            located.to_string_lossy().into_owned()
         } else {
             s.template.clone()
         };
@@ -760,7 +861,7 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
     }
     let catalog_tokenizer = match &spec.output.catalog.tokenizer {
         Some(t) => {
-            let p = lexical_normalize(&base.join(t));
+            let p = lexical_normalize(&crate::confine::resolve(&base, Path::new(t)));
             if !p.is_file() {
                 issue(
                     "output.catalog.tokenizer".into(),
@@ -835,6 +936,8 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
         stages: spec.stages,
         output_dir: if crate::remote::is_url(&spec.output.dir) {
             crate::remote::staging_dir(&spec.output.dir)
+        } else if let Some(dir) = &opts.output_dir {
+            dir.clone()
         } else {
             lexical_normalize(&base.join(&spec.output.dir))
         },
@@ -850,62 +953,7 @@ fn compile(spec: PipelineSpec, path: &Path) -> Result<Plan> {
     })
 }
 
-/// `a/b/../c` → `a/c` without touching the file system (the directory may not exist yet).
-fn lexical_normalize(p: &Path) -> PathBuf {
-    use std::path::Component;
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::CurDir => {}
-            Component::ParentDir
-                if matches!(out.components().next_back(), Some(Component::Normal(_))) =>
-            {
-                out.pop();
-            }
-            other => out.push(other),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
-
-/// Expand one path or glob relative to `base`, sorted; each file with its display name.
-fn expand(base: &Path, pattern: &str) -> std::result::Result<Vec<(PathBuf, String)>, String> {
-    if crate::remote::is_url(pattern) {
-        // Listed in object storage and fetched into the local cache; shown by URL.
-        return crate::remote::fetch(pattern);
-    }
-    let full = base.join(pattern);
-    let full_str = full.to_string_lossy();
-    let is_glob = pattern.contains(['*', '?', '[']);
-    if !is_glob {
-        return Ok(if full.is_file() {
-            vec![(full.clone(), pattern.to_string())]
-        } else if full.is_dir() {
-            return Err(format!(
-                "{pattern:?} is a directory: use a glob such as \"{pattern}/*.jsonl\""
-            ));
-        } else {
-            vec![]
-        });
-    }
-    let entries = glob::glob(&full_str).map_err(|e| format!("invalid glob {pattern:?}: {e}"))?;
-    let mut out = Vec::new();
-    for entry in entries {
-        let p = entry.map_err(|e| format!("reading {}: {e}", e.path().display()))?;
-        if p.is_file() {
-            let shown = p.strip_prefix(base).map_or_else(
-                |_| p.to_string_lossy().into_owned(),
-                |r| r.to_string_lossy().into_owned(),
-            );
-            out.push((p, shown));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
+use crate::confine::lexical_normalize;
 
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // fixtures

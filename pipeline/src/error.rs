@@ -30,6 +30,14 @@ pub enum Error {
         /// Every issue found, in order.
         issues: Vec<ConfigIssue>,
     },
+    /// A confined pipeline names a path or URL it may not use (the service answers 403).
+    #[error("{key}: {message}")]
+    Forbidden {
+        /// The key that names it (`stages[2].profiles`).
+        key: String,
+        /// Why, naming the path as the pipeline spelled it.
+        message: String,
+    },
     /// A file could not be read or written.
     #[error("{}: {source}", .path.display())]
     Io {

@@ -108,9 +108,9 @@ impl Serialize for Ratio {
     }
 }
 
-/// Which samples form a pool. Every given condition must hold; `where` is a polars SQL
-/// condition over the sample's fields (`domain`, `task`, `source`, `kind`) and its tags
-/// (`region = 'east' AND age >= 18`; numeric tags compare as numbers).
+/// Which samples form a pool. Every given condition must hold; `where` is a condition over the
+/// sample's fields (`domain`, `task`, `source`, `kind`) and its tags (`region = 'east' AND
+/// age >= 18`; numeric tags compare as numbers), in the grammar of [`crate::filter`].
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSpec {
@@ -138,7 +138,7 @@ pub struct PoolSpec {
     /// `sft` or `pretrain`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<crate::sample::Kind>,
-    /// A polars SQL condition.
+    /// A condition ([`crate::filter`]).
     #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
 }
@@ -205,7 +205,7 @@ pub struct MixSpec {
     /// Seed of the selection (default: the pipeline's).
     #[serde(default)]
     pub seed: Option<u64>,
-    /// A polars SQL condition every pool must also meet (e.g. `region = 'east'`).
+    /// A condition every pool must also meet (e.g. `region = 'east'`; [`crate::filter`]).
     #[serde(default, rename = "where")]
     pub filter: Option<String>,
     /// The pools.
@@ -313,6 +313,26 @@ impl MixSpec {
         }
         if self.task_cap == Some(0) || self.task_caps.values().any(|&c| c == 0) {
             out.push("task caps must be positive".into());
+        }
+        let pools = [
+            ("where", self.filter.as_ref()),
+            (
+                "pools.domain.where",
+                self.pools.domain.as_ref().and_then(|p| p.filter.as_ref()),
+            ),
+            (
+                "pools.general.where",
+                self.pools.general.as_ref().and_then(|p| p.filter.as_ref()),
+            ),
+            (
+                "pools.instruct.where",
+                self.pools.instruct.as_ref().and_then(|p| p.filter.as_ref()),
+            ),
+        ];
+        for (key, w) in pools {
+            if let Some(Err(e)) = w.map(|w| crate::filter::canonical(w, None)) {
+                out.push(format!("{key}: {e}"));
+            }
         }
         out
     }

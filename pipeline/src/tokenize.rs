@@ -48,6 +48,14 @@ const BUILT_IN: &[(&str, &str)] = &[
 ];
 
 impl Template {
+    /// Whether `name` is a built-in template's name or alias (not a file).
+    pub fn is_builtin(name: &str) -> bool {
+        BUILT_IN.iter().any(|(_, text)| {
+            toml::from_str::<Template>(text)
+                .is_ok_and(|t| t.name == name || t.aliases.iter().any(|a| a == name))
+        })
+    }
+
     /// A built-in template by name or alias, or a template file by path.
     pub fn load(name_or_path: &str) -> Result<Template, String> {
         for (_, text) in BUILT_IN {

@@ -2,16 +2,23 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
-//! data_roots = ["/data/logs", "/data/general"]   # inputs must resolve inside one of these
+//! data_roots = ["/data/logs", "/data/general"]   # every path a pipeline reads lies in one of these
 //! output_root = "/data/sluice"                   # job outputs, the job store, the catalog
 //! concurrency = 2                                 # jobs at once
-//! queue_limit = 100                               # queued jobs before 429
-//! body_limit = "1MiB"
+//! queue_limit = 100                               # queued jobs before 429 (scheduled ones too)
+//! body_limit = 1048576
+//! allowed_urls = ["s3://logs/team-a/"]            # URL inputs/outputs under these (default none)
+//! max_glob_files = 100000                         # files one input pattern may match
+//! min_schedule_interval = 60                      # seconds between two ticks of a schedule, at least
+//! anonymous_read = false                          # true: GETs need no token
 //! [[tokens]]
 //! name = "ci"
 //! sha256 = "…"                                    # sha256 of the bearer token, hex
-//! scope = "write"                                 # or "read"
+//! scope = "write"                                 # or "read", or "metrics" (GET /metrics only)
 //! ```
+//!
+//! The output root may not overlap a data root: jobs never read the store, other jobs'
+//! outputs or the catalog as input.
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -47,6 +54,21 @@ pub struct ServerConfig {
     /// Time zone of schedules' cron expressions: `UTC` (default) or an offset such as `+08:00`.
     #[serde(default)]
     pub timezone: Option<String>,
+    /// URL prefixes (`s3://bucket/prefix/`) that pipelines may read from and write to
+    /// (default none: no URL at all).
+    #[serde(default)]
+    pub allowed_urls: Vec<String>,
+    /// Most files one input pattern may match before the submission is refused (default
+    /// 100,000).
+    #[serde(default = "default_max_glob_files")]
+    pub max_glob_files: usize,
+    /// Fewest seconds between two ticks of a schedule (default 60).
+    #[serde(default = "default_min_schedule_interval")]
+    pub min_schedule_interval: u64,
+    /// Whether GETs (jobs, reports, schedules, datasets, /mix, /metrics) need no token
+    /// (default false: a read or write token).
+    #[serde(default)]
+    pub anonymous_read: bool,
 }
 
 /// One API token.
@@ -57,7 +79,7 @@ pub struct TokenSpec {
     pub name: String,
     /// Hex sha256 of the token.
     pub sha256: String,
-    /// `write` (submit, cancel) or `read` (look only).
+    /// `write` (submit, cancel), `read` (look only) or `metrics` (`GET /metrics` only).
     pub scope: Scope,
 }
 
@@ -69,6 +91,8 @@ pub enum Scope {
     Read,
     /// Everything.
     Write,
+    /// `GET /metrics` only (a scraper's token).
+    Metrics,
 }
 
 fn default_listen() -> String {
@@ -82,6 +106,12 @@ fn default_queue_limit() -> i64 {
 }
 fn default_body_limit() -> usize {
     1 << 20
+}
+fn default_max_glob_files() -> usize {
+    100_000
+}
+fn default_min_schedule_interval() -> u64 {
+    60
 }
 
 /// Hex sha256 of a token, as `tokens[].sha256` stores it.
@@ -121,6 +151,23 @@ impl ServerConfig {
         std::fs::create_dir_all(&self.output_root)
             .with_context(|| format!("output root {}", self.output_root.display()))?;
         self.output_root = self.output_root.canonicalize()?;
+        for r in &self.data_roots {
+            if r.starts_with(&self.output_root) || self.output_root.starts_with(r) {
+                bail!(
+                    "data root {} overlaps the output root {}: jobs would read the job store and other jobs' outputs",
+                    r.display(),
+                    self.output_root.display()
+                );
+            }
+        }
+        for u in &self.allowed_urls {
+            if !sluice_pipeline::remote::is_url(u) || u.contains("..") {
+                bail!("allowed_urls: {u:?} is not a URL prefix such as \"s3://bucket/prefix/\"");
+            }
+        }
+        if self.max_glob_files == 0 {
+            bail!("max_glob_files must be at least 1");
+        }
         crate::schedule::offset(self.timezone.as_deref()).map_err(anyhow::Error::msg)?;
         if self.concurrency == 0 {
             bail!("concurrency must be at least 1");
@@ -145,37 +192,27 @@ impl ServerConfig {
             .map(|t| t.scope)
     }
 
-    /// Whether `p` (after resolving `..` and symlinks) lies inside a data root or the output
-    /// root. A path that does not exist yet is judged by its nearest existing ancestor.
+    /// Whether `p` (after resolving `..` and symlinks) lies inside a data root. The output
+    /// root is not one: jobs never read the store or other jobs' outputs.
     pub fn allowed(&self, p: &Path) -> bool {
-        let Some(real) = resolve(p) else { return false };
-        self.data_roots
+        let Some(real) = sluice_pipeline::confine::real_path(p) else {
+            return false;
+        };
+        self.data_roots.iter().any(|root| real.starts_with(root))
+    }
+
+    /// A message with the data roots' and the output root's absolute paths taken out: paths
+    /// are shown relative to the root they belong to.
+    pub fn relative_paths(&self, message: &str) -> String {
+        let mut out = message.to_string();
+        for root in self
+            .data_roots
             .iter()
             .chain(std::iter::once(&self.output_root))
-            .any(|root| real.starts_with(root))
-    }
-}
-
-/// Canonical form of a path whose tail may not exist yet.
-fn resolve(p: &Path) -> Option<PathBuf> {
-    if let Ok(c) = p.canonicalize() {
-        return Some(c);
-    }
-    let mut tail = Vec::new();
-    let mut cur = p.to_path_buf();
-    loop {
-        let name = cur.file_name()?.to_os_string();
-        if name == ".." {
-            return None;
+        {
+            let r = root.to_string_lossy();
+            out = out.replace(&format!("{r}/"), "").replace(r.as_ref(), ".");
         }
-        tail.push(name);
-        cur = cur.parent()?.to_path_buf();
-        if let Ok(c) = cur.canonicalize() {
-            let mut out = c;
-            for n in tail.iter().rev() {
-                out.push(n);
-            }
-            return Some(out);
-        }
+        out
     }
 }

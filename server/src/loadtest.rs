@@ -108,8 +108,9 @@ pub async fn run(
         crate::app(state),
     )));
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let get =
-        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let get = |path: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+    };
     let mut out = Vec::new();
     out.push(
         phase(

@@ -1,6 +1,11 @@
-//! HTTP routes. Errors are JSON problem bodies (`{"status", "title", "detail", "field"}`):
+//! HTTP routes. Errors are JSON problem bodies (`{"status", "title", "detail", "field"}`),
+//! every one of them (the framework's own 404, 405 and 413 are rewritten into that form):
 //! 400 malformed body, 401 no token, 403 read-only token or a path outside the data roots,
 //! 404 unknown job, 413 body too large, 422 invalid pipeline or parameters, 429 queue full.
+//!
+//! Auth: `/healthz`, `/readyz` and `/openapi.json` are open; every other GET needs a read or
+//! write token (unless `anonymous_read`), `/metrics` also takes a metrics token, and every
+//! POST and DELETE needs a write token.
 
 use crate::config::Scope;
 use crate::store::{Job, Schedule, Submitted};
@@ -46,8 +51,30 @@ async fn count(
 ) -> Response {
     state.metrics.requests.fetch_add(1, Ordering::Relaxed);
     let resp = next.run(req).await;
-    if resp.status().is_client_error() {
+    let status = resp.status();
+    if status.is_client_error() {
         state.metrics.client_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    let is_problem = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        // The framework's own answers (unknown route, wrong method, body over the limit,
+        // malformed query) in the same problem form as ours.
+        let body = axum::body::to_bytes(resp.into_body(), 4096)
+            .await
+            .unwrap_or_default();
+        let text = String::from_utf8_lossy(&body).trim().to_string();
+        let detail = match (status.as_u16(), text.is_empty()) {
+            (413, _) => format!(
+                "the request body is larger than body_limit ({} bytes)",
+                state.config.body_limit
+            ),
+            (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
+            _ => text,
+        };
+        return Problem::new(status.as_u16(), detail).into_response();
     }
     resp
 }
@@ -98,21 +125,47 @@ fn internal(e: impl std::fmt::Display) -> Problem {
     Problem::new(500, e.to_string())
 }
 
-/// Mutating calls need a write token.
-fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
+/// A blocking task that died: logged here, never shown (its message may quote anything).
+fn crashed(e: tokio::task::JoinError) -> Problem {
+    eprintln!("sluice serve: a request's task failed: {e}");
+    Problem::new(500, "internal error; the server log has the details")
+}
+
+/// The scope of the request's bearer token: Ok(None) when it has none.
+fn token_scope(state: &State, headers: &HeaderMap) -> Result<Option<Scope>, Problem> {
     let token = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match token.map(|t| state.config.scope_of(t)) {
-        None => Err(Problem::new(
-            401,
-            "a bearer token is required (Authorization: Bearer …)",
-        )),
+        None => Ok(None),
         Some(None) => Err(Problem::new(401, "unknown token")),
-        Some(Some(Scope::Read)) => Err(Problem::new(403, "this token is read-only")),
-        Some(Some(Scope::Write)) => Ok(()),
+        Some(Some(s)) => Ok(Some(s)),
+    }
+}
+
+fn token_required() -> Problem {
+    Problem::new(401, "a bearer token is required (Authorization: Bearer …)")
+}
+
+/// Mutating calls need a write token.
+fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
+    match token_scope(state, headers)? {
+        None => Err(token_required()),
+        Some(Scope::Write) => Ok(()),
+        Some(Scope::Read) => Err(Problem::new(403, "this token is read-only")),
+        Some(Scope::Metrics) => Err(Problem::new(403, "this token may only read /metrics")),
+    }
+}
+
+/// Looking needs a read or write token, unless the service allows anonymous reads.
+fn require_read(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
+    match token_scope(state, headers)? {
+        None if state.config.anonymous_read => Ok(()),
+        None => Err(token_required()),
+        Some(Scope::Write | Scope::Read) => Ok(()),
+        Some(Scope::Metrics) => Err(Problem::new(403, "this token may only read /metrics")),
     }
 }
 
@@ -128,7 +181,12 @@ async fn readyz(AxState(state): AxState<Arc<State>>) -> Result<Json<serde_json::
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
+async fn metrics(AxState(state): AxState<Arc<State>>, headers: HeaderMap) -> Response {
+    match token_scope(&state, &headers) {
+        Err(p) => return p.into_response(),
+        Ok(None) if !state.config.anonymous_read => return token_required().into_response(),
+        Ok(_) => {}
+    }
     let m = &state.metrics;
     let mut out = String::new();
     for (name, help, value) in [
@@ -200,10 +258,12 @@ async fn submit(
         .map(str::to_string)
         .or(req.idempotency_key);
     let st = state.clone();
-    let check =
-        tokio::task::spawn_blocking(move || crate::worker::compile(&st, &text).map(|_| text))
-            .await
-            .map_err(internal)?;
+    let check = tokio::task::spawn_blocking(move || {
+        let folders = crate::worker::JobFolders::pending(&st);
+        crate::worker::compile(&st, &text, &folders).map(|_| text)
+    })
+    .await
+    .map_err(crashed)?;
     let text =
         check.map_err(|(status, field, message)| Problem::new(status, message).field(field))?;
     if state.store.queued().map_err(internal)? >= state.config.queue_limit {
@@ -238,8 +298,10 @@ struct ListQuery {
 #[utoipa::path(get, path = "/v1/jobs", params(("state" = Option<String>, Query, description = "queued, running, succeeded, failed or cancelled"), ("limit" = Option<i64>, Query, description = "At most this many (default 100)")), responses((status = 200, description = "Jobs, newest first"), (status = 422, description = "Unknown state", body = ProblemBody)))]
 async fn list_jobs(
     AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Problem> {
+    require_read(&state, &headers)?;
     if let Some(s) = &q.state {
         if !crate::store::STATES.contains(&s.as_str()) {
             return Err(Problem::new(422, format!("unknown state {s:?}")).field("state"));
@@ -255,8 +317,10 @@ async fn list_jobs(
 #[utoipa::path(get, path = "/v1/jobs/{id}", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "The job", body = Job), (status = 404, description = "No such job", body = ProblemBody)))]
 async fn get_job(
     AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    require_read(&state, &headers)?;
     match state.store.get(&id).map_err(internal)? {
         Some(job) => Ok(Json(job).into_response()),
         None => Err(Problem::new(404, format!("no job {id}"))),
@@ -279,8 +343,10 @@ async fn cancel_job(
 #[utoipa::path(get, path = "/v1/jobs/{id}/report", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "report.json of the run"), (status = 404, description = "No such job, or no report yet", body = ProblemBody)))]
 async fn job_report(
     AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
+    require_read(&state, &headers)?;
     match state.store.report(&id).map_err(internal)? {
         None => Err(Problem::new(404, format!("no job {id}"))),
         Some(None) => Err(Problem::new(404, format!("job {id} has no report yet"))),
@@ -293,43 +359,57 @@ async fn job_report(
 #[utoipa::path(get, path = "/mix", params(("domain" = String, Query, description = "Domain of the domain pool"), ("ratio" = String, Query, description = "sft: \"1:5\" or a share; cpt: largest domain share of tokens"), ("mode" = Option<String>, Query, description = "sft (default) or cpt"), ("unit" = Option<String>, Query, description = "samples or tokens"), ("where" = Option<String>, Query, description = "polars SQL condition over tags"), ("target" = Option<u64>, Query, description = "Total size in the unit"), ("task_cap" = Option<u64>, Query, description = "Most samples per task"), ("temperature" = Option<f64>, Query, description = "Sampling temperature across tasks"), ("max_repeats" = Option<f64>, Query, description = "Most epochs of any task"), ("instruct_share" = Option<f64>, Query, description = "cpt: share of SFT samples")), responses((status = 200, description = "The mix plan: per pool available and selected samples and tokens, repeats, shares, warnings, example ids"), (status = 422, description = "Invalid parameter", body = ProblemBody)))]
 async fn mix_preview(
     AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Problem> {
+    require_read(&state, &headers)?;
     let spec = spec_from_query(&q)?;
     state.metrics.previews.fetch_add(1, Ordering::Relaxed);
     let _slot = state.preview_slots.acquire().await.map_err(internal)?;
     let root = state.config.output_root.clone();
     let query = format!("{q:?}");
     let st = state.clone();
+    let st2 = state.clone();
     let json = tokio::task::spawn_blocking(move || -> Result<String, String> {
-        let (version, frame) = catalog::load_versioned(&root)?;
-        let key = (version, query);
-        if let Some(hit) = st
-            .preview_cache
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return Ok(hit);
-        }
-        let plan = catalog::preview_frame(&frame, &spec)?;
-        let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
-        if let Ok(mut c) = st.preview_cache.lock() {
-            c.retain(|(v, _), _| *v == version);
-            if c.len() < 1024 {
-                c.insert(key, json.clone());
-            }
-        }
-        Ok(json)
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preview(&st, &root, query, &spec)))
+            .unwrap_or_else(|_| Err("this preview could not be computed (an internal error; the server log has the details)".into()))
     })
     .await
-    .map_err(internal)?
-    .map_err(|e| Problem::new(422, e))?;
+    .map_err(crashed)?
+    .map_err(|e| Problem::new(422, st2.config.relative_paths(&e)))?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         json,
     )
         .into_response())
+}
+
+/// One preview answer, from the cache when the catalog has not changed.
+fn preview(
+    st: &State,
+    root: &std::path::Path,
+    query: String,
+    spec: &MixSpec,
+) -> Result<String, String> {
+    let (version, frame) = catalog::load_versioned(root)?;
+    let key = (version, query);
+    if let Some(hit) = st
+        .preview_cache
+        .lock()
+        .ok()
+        .and_then(|c| c.get(&key).cloned())
+    {
+        return Ok(hit);
+    }
+    let plan = catalog::preview_frame(&frame, spec)?;
+    let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
+    if let Ok(mut c) = st.preview_cache.lock() {
+        c.retain(|(v, _), _| *v == version);
+        if c.len() < 1024 {
+            c.insert(key, json.clone());
+        }
+    }
+    Ok(json)
 }
 
 /// `GET /mix?domain=finance&ratio=0.15[&mode=sft|cpt][&unit=tokens][&where=…][&target=N]…`
@@ -392,7 +472,11 @@ fn spec_from_query(q: &BTreeMap<String, String>) -> Result<MixSpec, Problem> {
 }
 
 #[utoipa::path(get, path = "/v1/datasets", responses((status = 200, description = "Catalog runs and totals per domain and task")))]
-async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Problem> {
+async fn datasets(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require_read(&state, &headers)?;
     let root = state.config.output_root.clone();
     let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
         if catalog::catalog_files(&root).is_empty() {
@@ -407,8 +491,8 @@ async fn datasets(AxState(state): AxState<Arc<State>>) -> Result<Response, Probl
         }))
     })
     .await
-    .map_err(internal)?
-    .map_err(|e| Problem::new(500, e))?;
+    .map_err(crashed)?
+    .map_err(|e| Problem::new(500, state.config.relative_paths(&e)))?;
     Ok(Json(out).into_response())
 }
 
@@ -434,7 +518,8 @@ async fn add_schedule(
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
     let req: ScheduleRequest = parse_body(&body)?;
-    crate::schedule::parse_cron(&req.cron).map_err(|e| Problem::new(422, e).field("cron"))?;
+    crate::schedule::parse_cron_spaced(&req.cron, state.config.min_schedule_interval)
+        .map_err(|e| Problem::new(422, e).field("cron"))?;
     let text = pipeline_text(&req.pipeline)?;
     crate::schedule::prefix_dir(&state, &req.input_prefix)
         .map_err(|e| Problem::new(403, e).field("input_prefix"))?;
@@ -448,7 +533,11 @@ async fn add_schedule(
         let pattern = dir.join("**").join("*").to_string_lossy().into_owned();
         let text = crate::schedule::pipeline_for(&st, "probe", &probe, &[pattern])
             .map_err(|e| (422, "pipeline".to_string(), e))?;
-        match crate::worker::compile(&st, &text) {
+        let folders = crate::worker::JobFolders {
+            output: st.config.output_root.join(".pending"),
+            schedule: Some(crate::schedule::state_dir(&st, "probe")),
+        };
+        match crate::worker::compile(&st, &text, &folders) {
             // No file yet is fine: the first tick will find some.
             Err((422, field, message)) if message.contains("no file matches") => {
                 let _ = field;
@@ -459,7 +548,7 @@ async fn add_schedule(
         }
     })
     .await
-    .map_err(internal)?
+    .map_err(crashed)?
     .map_err(|(status, field, message)| Problem::new(status, message).field(field))?;
     let s = state
         .store
@@ -469,7 +558,11 @@ async fn add_schedule(
 }
 
 #[utoipa::path(get, path = "/v1/schedules", responses((status = 200, description = "Every schedule")))]
-async fn list_schedules(AxState(state): AxState<Arc<State>>) -> Result<Response, Problem> {
+async fn list_schedules(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    require_read(&state, &headers)?;
     let s = state.store.schedules().map_err(internal)?;
     Ok(Json(serde_json::json!({ "schedules": s })).into_response())
 }
@@ -482,6 +575,12 @@ async fn delete_schedule(
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
     if state.store.delete_schedule(&id).map_err(internal)? {
+        // Its state (the persistent minhash index) goes with it: a schedule is never
+        // revived under its id, and nothing of it outlives it.
+        let dir = crate::schedule::state_dir(&state, &id);
+        if id.starts_with("s-") && !id.contains(['/', '\\', '.']) && dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(internal)?;
+        }
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
         Err(Problem::new(404, format!("no schedule {id}")))

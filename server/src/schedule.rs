@@ -25,6 +25,30 @@ pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     cron::Schedule::from_str(&full).map_err(|e| format!("cron {expr:?}: {e}"))
 }
 
+/// Parse a cron expression and check that no two of its next ticks come closer than
+/// `min_secs` seconds.
+pub fn parse_cron_spaced(expr: &str, min_secs: u64) -> Result<cron::Schedule, String> {
+    let cron = parse_cron(expr)?;
+    let ticks: Vec<DateTime<Utc>> = cron.upcoming(Utc).take(50).collect();
+    if ticks.is_empty() {
+        return Err(format!("cron {expr:?} never fires"));
+    }
+    for w in ticks.windows(2) {
+        let gap = (w[1] - w[0]).num_seconds();
+        if gap < min_secs as i64 {
+            return Err(format!(
+                "cron {expr:?} fires {gap} s apart; schedules may fire at most every {min_secs} s (server.toml min_schedule_interval)"
+            ));
+        }
+    }
+    Ok(cron)
+}
+
+/// A schedule's state folder under the output root (its persistent minhash index).
+pub fn state_dir(state: &State, schedule: &str) -> PathBuf {
+    state.config.output_root.join("schedules").join(schedule)
+}
+
 /// The configured time zone as a fixed offset (`+08:00`; default UTC).
 pub fn offset(tz: Option<&str>) -> Result<FixedOffset, String> {
     let Some(tz) = tz else {
@@ -94,12 +118,7 @@ pub fn pipeline_for(
                 .collect(),
         ),
     );
-    let index = state
-        .config
-        .output_root
-        .join("schedules")
-        .join(schedule)
-        .join("minhash-index");
+    let index = state_dir(state, schedule).join("minhash-index");
     let index = toml::Value::String(index.to_string_lossy().into_owned());
     let stages = doc
         .entry("stages")
@@ -108,8 +127,9 @@ pub fn pipeline_for(
     let is = |s: &toml::Value, t: &str| s.get("type").and_then(|v| v.as_str()) == Some(t);
     match stages.iter_mut().find(|s| is(s, "minhash")) {
         Some(m) => {
+            // The schedule keeps its own index: a pipeline cannot point it elsewhere.
             if let Some(t) = m.as_table_mut() {
-                t.entry("index").or_insert(index);
+                t.insert("index".into(), index);
             }
         }
         None => {
@@ -128,7 +148,9 @@ pub fn pipeline_for(
 }
 
 /// Every regular file under `dir` (recursively, sorted) with its size and content hash.
-pub fn list_files(dir: &Path) -> Result<Vec<(String, i64, String)>, String> {
+/// Symbolic links are not followed (a link loop cannot grow the walk; a link out of the data
+/// roots is never read), and the walk stops with an error past `max_files` files.
+pub fn list_files(dir: &Path, max_files: usize) -> Result<Vec<(String, i64, String)>, String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -139,15 +161,19 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, i64, String)>, String> {
             if name.starts_with('.') {
                 continue; // files being written by an exporter, editors' temp files
             }
-            let Ok(meta) = std::fs::metadata(&p) else {
+            let Ok(kind) = e.file_type() else {
                 continue;
             };
-            if meta.is_dir() {
+            if kind.is_dir() {
                 stack.push(p);
-            } else if meta.is_file() {
-                let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                let hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-                out.push((p.to_string_lossy().into_owned(), meta.len() as i64, hash));
+            } else if kind.is_file() {
+                if out.len() >= max_files {
+                    return Err(format!(
+                        "more than {max_files} files under the input prefix (server.toml max_glob_files)"
+                    ));
+                }
+                let (size, hash) = hash_file(&p)?;
+                out.push((p.to_string_lossy().into_owned(), size, hash));
             }
         }
     }
@@ -155,10 +181,41 @@ pub fn list_files(dir: &Path) -> Result<Vec<(String, i64, String)>, String> {
     Ok(out)
 }
 
+/// Size and xxh3-128 of a file, read in blocks.
+fn hash_file(p: &Path) -> Result<(i64, String), String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0i64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        if n == 0 {
+            break;
+        }
+        size += n as i64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, format!("{:032x}", h.digest128())))
+}
+
 /// Run one schedule's tick now: queue a job over its new files (None: nothing new).
 pub fn tick(state: &State, s: &crate::store::Schedule) -> Result<Option<String>, String> {
+    // A full queue takes no scheduled job either: the tick is skipped, its files wait.
+    if state.store.queued().map_err(|e| e.to_string())? >= state.config.queue_limit {
+        state.store.skip_tick(&s.id).map_err(|e| e.to_string())?;
+        return Err("the job queue is full: tick skipped".into());
+    }
     let dir = prefix_dir(state, &s.input_prefix)?;
-    let files = list_files(&dir)?;
+    let files = match list_files(&dir, state.config.max_glob_files) {
+        Ok(f) => f,
+        Err(e) => {
+            state.store.skip_tick(&s.id).map_err(|e| e.to_string())?;
+            return Err(e);
+        }
+    };
     let job = state
         .store
         .tick(&s.id, &files, &state.config.output_root, &|new| {
@@ -173,6 +230,9 @@ pub fn due(s: &crate::store::Schedule, tz: FixedOffset, now: DateTime<Utc>) -> b
     let Ok(cron) = parse_cron(&s.cron) else {
         return false;
     };
+    if s.retry_at.is_some_and(|t| t > now.timestamp()) {
+        return false; // backing off after failed runs
+    }
     let base = s.last_tick.unwrap_or(s.created_at);
     let Some(base) = tz.timestamp_opt(base, 0).single() else {
         return false;
@@ -218,6 +278,8 @@ mod tests {
             created_at: created,
             last_tick,
             last_success: None,
+            failures: 0,
+            retry_at: None,
         }
     }
 

@@ -152,8 +152,24 @@ impl Store {
                 job TEXT NOT NULL,
                 done INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (schedule, path, size, hash)
+             );
+             CREATE TABLE IF NOT EXISTS counters (
+                name TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
              );",
         )?;
+        // Stores made before back-off was kept: add its columns.
+        let has_failures: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('schedules') WHERE name = 'failures'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_failures == 0 {
+            conn.execute_batch(
+                "ALTER TABLE schedules ADD COLUMN failures INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE schedules ADD COLUMN retry_at INTEGER;",
+            )?;
+        }
         Ok(Store {
             conn: Mutex::new(conn),
         })
@@ -392,6 +408,11 @@ pub struct Schedule {
     /// Unix seconds of the last successful run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_success: Option<i64>,
+    /// Failed runs in a row (the back-off grows with them).
+    pub failures: i64,
+    /// After failures: no tick before this time (unix seconds).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<i64>,
 }
 
 fn schedule_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
@@ -403,11 +424,13 @@ fn schedule_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Schedule> {
         created_at: r.get(4)?,
         last_tick: r.get(5)?,
         last_success: r.get(6)?,
+        failures: r.get(7)?,
+        retry_at: r.get(8)?,
     })
 }
 
 const SCHEDULE_COLUMNS: &str =
-    "id, cron, pipeline, input_prefix, created_at, last_tick, last_success";
+    "id, cron, pipeline, input_prefix, created_at, last_tick, last_success, failures, retry_at";
 
 impl Store {
     /// Add a schedule.
@@ -419,20 +442,27 @@ impl Store {
     ) -> rusqlite::Result<Schedule> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let n: i64 = tx.query_row("SELECT COUNT(*) FROM schedules", [], |r| r.get(0))?;
-            let mut seq = n + 1;
-            let id = loop {
-                let id = format!("s-{seq:04}");
-                let taken: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM schedules WHERE id = ?1",
-                    params![id],
+            // Ids are never reused: a counter that only grows (seeded from the largest id of
+            // stores made before it was kept).
+            let largest: i64 = tx.query_row(
+                "SELECT COALESCE(MAX(CAST(SUBSTR(id, 3) AS INTEGER)), 0) FROM schedules",
+                [],
+                |r| r.get(0),
+            )?;
+            let counted: Option<i64> = tx
+                .query_row(
+                    "SELECT value FROM counters WHERE name = 'schedule'",
+                    [],
                     |r| r.get(0),
-                )?;
-                if taken == 0 {
-                    break id;
-                }
-                seq += 1;
-            };
+                )
+                .optional()?;
+            let seq = counted.unwrap_or(0).max(largest) + 1;
+            tx.execute(
+                "INSERT INTO counters (name, value) VALUES ('schedule', ?1)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                params![seq],
+            )?;
+            let id = format!("s-{seq:04}");
             tx.execute(
                 "INSERT INTO schedules (id, cron, pipeline, input_prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, cron, pipeline, prefix, now()],
@@ -542,10 +572,45 @@ impl Store {
                 params![schedule, job],
             )?;
             tx.execute(
-                "UPDATE schedules SET last_success = ?2 WHERE id = ?1",
+                "UPDATE schedules SET last_success = ?2, failures = 0, retry_at = NULL WHERE id = ?1",
                 params![schedule, now()],
             )?;
             tx.commit()
+        })
+    }
+
+    /// After a scheduled job failed: the schedule backs off exponentially, `base` seconds
+    /// after the first failure, doubling with each one after it, at most a day.
+    pub fn schedule_job_failed(&self, schedule: &str, base: u64) -> rusqlite::Result<()> {
+        self.with(|c| {
+            let failures: i64 = c
+                .query_row(
+                    "SELECT failures FROM schedules WHERE id = ?1",
+                    params![schedule],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let delay = (base.max(1) as i64)
+                .saturating_mul(1i64 << failures.clamp(0, 20))
+                .min(86_400);
+            c.execute(
+                "UPDATE schedules SET failures = failures + 1, retry_at = ?2 WHERE id = ?1",
+                params![schedule, now() + delay],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Mark a tick that queued nothing (the queue was full): the next comes at the next
+    /// cron time.
+    pub fn skip_tick(&self, schedule: &str) -> rusqlite::Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE schedules SET last_tick = ?2 WHERE id = ?1",
+                params![schedule, now()],
+            )?;
+            Ok(())
         })
     }
 }

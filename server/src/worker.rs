@@ -6,8 +6,8 @@
 //! cancelled job ends `cancelled`, a stopped one goes back to the queue.
 
 use crate::State;
-use sluice_pipeline::{config, engine, Error};
-use std::path::{Path, PathBuf};
+use sluice_pipeline::{config, confine, engine, Error};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +17,50 @@ pub fn pipeline_base(state: &State) -> PathBuf {
     state.config.data_roots[0].join("submitted.toml")
 }
 
-/// Compile a submitted pipeline and check that every input lies inside the data roots.
-/// `Err((status, field, message))`: 422 for an invalid pipeline, 403 for a path outside.
-pub fn compile(state: &State, text: &str) -> Result<config::Plan, (u16, String, String)> {
-    let plan = config::parse(text, &pipeline_base(state)).map_err(|e| match e {
+/// The folders a job may write: its own output folder, and for a scheduled job the
+/// schedule's state folder (its persistent minhash index).
+pub struct JobFolders {
+    /// `<output_root>/<job id>`.
+    pub output: PathBuf,
+    /// `<output_root>/schedules/<schedule id>`.
+    pub schedule: Option<PathBuf>,
+}
+
+impl JobFolders {
+    /// The folders of a submission not stored yet: no path it names can be its own folder.
+    pub fn pending(state: &State) -> JobFolders {
+        JobFolders {
+            output: state.config.output_root.join(".pending"),
+            schedule: None,
+        }
+    }
+}
+
+/// Compile a submitted pipeline confined to the data roots (reads), the job's folders
+/// (writes) and the allowed URL prefixes, before any file is opened, listed or fetched.
+/// `Err((status, field, message))`: 422 for an invalid pipeline, 403 for a path outside;
+/// messages show paths relative to their root.
+pub fn compile(
+    state: &State,
+    text: &str,
+    folders: &JobFolders,
+) -> Result<config::Plan, (u16, String, String)> {
+    let mut writes = vec![folders.output.clone()];
+    writes.extend(folders.schedule.clone());
+    let opts = config::CompileOptions {
+        confine: Some(confine::Confinement::new(
+            &state.config.data_roots,
+            &writes,
+            &state.config.allowed_urls,
+        )),
+        limits: confine::Limits {
+            max_files: state.config.max_glob_files,
+            cancel: Some(state.stopping.clone()),
+        },
+        output_dir: Some(folders.output.clone()),
+    };
+    let shown = |m: &str| state.config.relative_paths(m);
+    config::parse_with(text, &pipeline_base(state), &opts).map_err(|e| match e {
         Error::Config { issues, .. } => {
             let field = issues.first().map(|i| i.key.clone()).unwrap_or_default();
             let message = issues
@@ -28,22 +68,13 @@ pub fn compile(state: &State, text: &str) -> Result<config::Plan, (u16, String, 
                 .map(|i| i.to_string())
                 .collect::<Vec<_>>()
                 .join("; ");
-            (422, field, message)
+            (422, field, shown(&message))
         }
-        other => (422, "pipeline".into(), other.to_string()),
-    })?;
-    for (i, input) in plan.inputs.iter().enumerate() {
-        for (path, shown) in &input.files {
-            if !state.config.allowed(path) {
-                return Err((
-                    403,
-                    format!("inputs[{i}].paths"),
-                    format!("{shown} is outside the data roots"),
-                ));
-            }
+        Error::Forbidden { key, message } => {
+            (403, key.clone(), shown(&format!("{key}: {message}")))
         }
-    }
-    Ok(plan)
+        other => (422, "pipeline".into(), shown(&other.to_string())),
+    })
 }
 
 /// Start the worker threads.
@@ -63,9 +94,33 @@ fn work(state: &State) {
     while !state.stopping.load(Ordering::SeqCst) {
         match state.store.claim() {
             Ok(Some(job)) => {
-                let ok = run_job(state, &job.id, &job.pipeline, Path::new(&job.output));
-                if let (true, Some(s)) = (ok, &job.schedule) {
-                    if let Err(e) = state.store.schedule_job_done(s, &job.id) {
+                let folders = JobFolders {
+                    output: PathBuf::from(&job.output),
+                    schedule: job
+                        .schedule
+                        .as_ref()
+                        .map(|s| crate::schedule::state_dir(state, s)),
+                };
+                let ok = run_job(state, &job.id, &job.pipeline, &folders);
+                if let Some(s) = &job.schedule {
+                    let failed = || {
+                        state
+                            .store
+                            .get(&job.id)
+                            .ok()
+                            .flatten()
+                            .is_some_and(|j| j.state == "failed")
+                    };
+                    let recorded = if ok {
+                        state.store.schedule_job_done(s, &job.id)
+                    } else if failed() {
+                        state
+                            .store
+                            .schedule_job_failed(s, state.config.min_schedule_interval)
+                    } else {
+                        Ok(())
+                    };
+                    if let Err(e) = recorded {
                         eprintln!("sluice serve: schedule {s}: {e}");
                     }
                 }
@@ -80,13 +135,12 @@ fn work(state: &State) {
 }
 
 /// Run one claimed job; true when it succeeded.
-fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) -> bool {
-    let plan = match compile(state, pipeline) {
+fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> bool {
+    let output = folders.output.as_path();
+    let plan = match compile(state, pipeline, folders) {
         Ok(p) => p,
-        Err((_, field, message)) => {
-            let _ = state
-                .store
-                .finish(id, "failed", Some(&format!("{field}: {message}")), None);
+        Err((_, _, message)) => {
+            let _ = state.store.finish(id, "failed", Some(&message), None);
             return false;
         }
     };
@@ -154,7 +208,12 @@ fn run_job(state: &State, id: &str, pipeline: &str, output: &Path) -> bool {
         }
         Err(Error::Cancelled) if state.stopping.load(Ordering::SeqCst) => state.store.requeue(id),
         Err(Error::Cancelled) => state.store.finish(id, "cancelled", None, None),
-        Err(e) => state.store.finish(id, "failed", Some(&e.to_string()), None),
+        Err(e) => state.store.finish(
+            id,
+            "failed",
+            Some(&state.config.relative_paths(&e.to_string())),
+            None,
+        ),
     };
     if let Err(e) = outcome {
         eprintln!("sluice serve: job {id}: cannot record the outcome: {e}");

@@ -2,97 +2,13 @@
 
 #![allow(clippy::disallowed_methods)] // tests write their fixtures directly
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use sluice_server::config::{hash_token, Scope, ServerConfig, TokenSpec};
-use sluice_server::{app, State};
+mod common;
+
+use axum::http::StatusCode;
+use common::*;
+use sluice_server::State;
 use std::path::Path;
 use std::sync::Arc;
-use tower::ServiceExt;
-
-const WRITE: &str = "write-token-123";
-const READ: &str = "read-token-456";
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    data: std::path::PathBuf,
-    outside: std::path::PathBuf,
-    state: Arc<State>,
-}
-
-fn fixture(queue_limit: i64) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let outside = dir.path().join("outside");
-    std::fs::create_dir_all(&data).expect("data");
-    std::fs::create_dir_all(&outside).expect("outside");
-    let line = |i: usize| {
-        format!("{{\"conversations\": [{{\"from\": \"human\", \"value\": \"问题{i}：信用卡怎么还款？\"}}, {{\"from\": \"gpt\", \"value\": \"回答{i}：可以通过手机银行还款。\"}}]}}\n")
-    };
-    std::fs::write(
-        data.join("logs.jsonl"),
-        (0..50).map(line).collect::<String>(),
-    )
-    .expect("w");
-    std::fs::write(outside.join("secret.jsonl"), line(0)).expect("w");
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(outside.join("secret.jsonl"), data.join("link.jsonl"))
-        .expect("symlink");
-    let mut config = ServerConfig {
-        listen: "127.0.0.1:0".into(),
-        data_roots: vec![data.clone()],
-        output_root: dir.path().join("out"),
-        concurrency: 1,
-        threads_per_job: Some(1),
-        queue_limit,
-        body_limit: 4096,
-        timezone: Some("+08:00".into()),
-        tokens: vec![
-            TokenSpec {
-                name: "w".into(),
-                sha256: hash_token(WRITE),
-                scope: Scope::Write,
-            },
-            TokenSpec {
-                name: "r".into(),
-                sha256: hash_token(READ),
-                scope: Scope::Read,
-            },
-        ],
-    };
-    config.check().expect("config");
-    let state = State::open(config).expect("state");
-    Fixture {
-        _dir: dir,
-        data,
-        outside,
-        state,
-    }
-}
-
-async fn call(
-    state: &Arc<State>,
-    method: &str,
-    uri: &str,
-    token: Option<&str>,
-    body: Option<String>,
-) -> (StatusCode, serde_json::Value) {
-    let mut req = Request::builder().method(method).uri(uri);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req
-        .header("content-type", "application/json")
-        .body(body.map_or_else(Body::empty, Body::from))
-        .expect("request");
-    let resp = app(state.clone()).oneshot(req).await.expect("response");
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let json = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| serde_json::json!(String::from_utf8_lossy(&bytes)));
-    (status, json)
-}
 
 fn job_body(paths: &str, key: Option<&str>) -> String {
     let pipeline = format!(
@@ -103,17 +19,6 @@ fn job_body(paths: &str, key: Option<&str>) -> String {
         v["idempotency_key"] = serde_json::json!(k);
     }
     v.to_string()
-}
-
-async fn wait_done(state: &Arc<State>, id: &str) -> serde_json::Value {
-    for _ in 0..300 {
-        let (_, job) = call(state, "GET", &format!("/v1/jobs/{id}"), None, None).await;
-        if ["succeeded", "failed", "cancelled"].contains(&job["state"].as_str().unwrap_or("")) {
-            return job;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("job {id} did not finish");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,7 +63,7 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
         &f.state,
         "GET",
         &format!("/v1/jobs/{id}/report"),
-        None,
+        Some(READ),
         None,
     )
     .await;
@@ -167,22 +72,29 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     assert_eq!(report["totals"]["kept"], 50);
     let out = Path::new(done["output"].as_str().expect("output"));
     assert!(out.join("curated/part-00000.jsonl").is_file());
-    let (s, list) = call(&f.state, "GET", "/v1/jobs?state=succeeded", None, None).await;
+    let (s, list) = call(
+        &f.state,
+        "GET",
+        "/v1/jobs?state=succeeded",
+        Some(READ),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1));
-    let (s, _) = call(&f.state, "GET", "/v1/jobs?state=weird", None, None).await;
+    let (s, _) = call(&f.state, "GET", "/v1/jobs?state=weird", Some(READ), None).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = call(&f.state, "GET", "/v1/jobs/j-999999", None, None).await;
+    let (s, _) = call(&f.state, "GET", "/v1/jobs/j-999999", Some(READ), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The job's run registered itself in the catalog; datasets and previews see it.
-    let (s, ds) = call(&f.state, "GET", "/v1/datasets", None, None).await;
+    let (s, ds) = call(&f.state, "GET", "/v1/datasets", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK, "{ds}");
     assert_eq!(ds["runs"].as_array().map(Vec::len), Some(1), "{ds}");
     let (s, plan) = call(
         &f.state,
         "GET",
         "/mix?domain=finance&ratio=0.15",
-        None,
+        Some(READ),
         None,
     )
     .await;
@@ -194,14 +106,21 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
             .contains("general pool is empty"),
         "{plan}"
     );
-    let (s, p) = call(&f.state, "GET", "/mix?domain=finance&ratio=2", None, None).await;
+    let (s, p) = call(
+        &f.state,
+        "GET",
+        "/mix?domain=finance&ratio=2",
+        Some(READ),
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["field"], "ratio");
     let (s, p) = call(
         &f.state,
         "GET",
         "/mix?domain=finance&ratio=0.1&where=nope%20%3E%201",
-        None,
+        Some(READ),
         None,
     )
     .await;
@@ -230,7 +149,7 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
         (s, r["ready"].clone()),
         (StatusCode::OK, serde_json::json!(true))
     );
-    let (s, m) = call(&f.state, "GET", "/metrics", None, None).await;
+    let (s, m) = call(&f.state, "GET", "/metrics", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(
         m.as_str()
@@ -340,7 +259,7 @@ async fn bad_requests_get_problem_bodies() {
         "a new key does not bypass the limit: {p}"
     );
     // Cancel needs a write token; a queued job is cancelled at once.
-    let (_, list) = call(&f.state, "GET", "/v1/jobs", None, None).await;
+    let (_, list) = call(&f.state, "GET", "/v1/jobs", Some(READ), None).await;
     let id = list["jobs"][0]["id"].as_str().expect("id").to_string();
     let (s, _) = call(
         &f.state,
@@ -367,7 +286,7 @@ async fn bad_requests_get_problem_bodies() {
         &f.state,
         "GET",
         &format!("/v1/jobs/{id}/report"),
-        None,
+        Some(READ),
         None,
     )
     .await;
@@ -402,7 +321,8 @@ fn dialogues(seeds: impl Iterator<Item = u64>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedules_take_only_new_files_and_drop_what_earlier_runs_kept() {
-    let f = fixture(100);
+    // Ticks every second: the test waits for two of them.
+    let f = fixture_with(100, |c| c.min_schedule_interval = 1);
     let incoming = f.data.join("incoming");
     std::fs::create_dir_all(&incoming).expect("incoming");
     std::fs::write(incoming.join("day1.jsonl"), dialogues(0..50)).expect("day1");
@@ -458,9 +378,15 @@ async fn schedules_take_only_new_files_and_drop_what_earlier_runs_kept() {
         let id = job["id"].as_str().expect("id").to_string();
         let state = f.state.clone();
         async move {
-            call(&state, "GET", &format!("/v1/jobs/{id}/report"), None, None)
-                .await
-                .1
+            call(
+                &state,
+                "GET",
+                &format!("/v1/jobs/{id}/report"),
+                Some(READ),
+                None,
+            )
+            .await
+            .1
         }
     };
     let r1 = report(&first).await;
@@ -482,7 +408,7 @@ async fn schedules_take_only_new_files_and_drop_what_earlier_runs_kept() {
         Some(1),
         "only day2: {r2}"
     );
-    let (s, list) = call(&f.state, "GET", "/v1/schedules", None, None).await;
+    let (s, list) = call(&f.state, "GET", "/v1/schedules", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK);
     assert!(list["schedules"][0]["last_success"].is_number(), "{list}");
     let (s, _) = call(
@@ -514,7 +440,7 @@ async fn schedules_take_only_new_files_and_drop_what_earlier_runs_kept() {
 /// Wait until schedule `sid` has `n` succeeded jobs; returns the newest.
 async fn wait_scheduled(state: &Arc<State>, sid: &str, n: usize) -> serde_json::Value {
     for _ in 0..600 {
-        let (_, list) = call(state, "GET", "/v1/jobs", None, None).await;
+        let (_, list) = call(state, "GET", "/v1/jobs", Some(READ), None).await;
         let jobs: Vec<serde_json::Value> = list["jobs"]
             .as_array()
             .cloned()

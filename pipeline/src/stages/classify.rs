@@ -70,7 +70,7 @@ impl Config {
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         if self.model.is_relative() {
-            self.model = base.join(&self.model);
+            self.model = crate::confine::resolve(base, &self.model);
         }
     }
 }

@@ -56,7 +56,7 @@ impl Config {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         for p in &mut self.eval {
             if p.is_relative() {
-                *p = base.join(&*p);
+                *p = crate::confine::resolve(base, p);
             }
         }
     }

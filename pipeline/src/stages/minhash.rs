@@ -103,7 +103,7 @@ pub enum Keep {
 impl Config {
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         if let Some(p) = self.index.as_mut().filter(|p| p.is_relative()) {
-            *p = base.join(&*p);
+            *p = crate::confine::resolve(base, p);
         }
     }
 

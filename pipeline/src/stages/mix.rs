@@ -50,7 +50,7 @@ impl Config {
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         if let Some(p) = &mut self.tokenizer {
-            *p = base.join(&*p);
+            *p = crate::confine::resolve(base, p);
         }
     }
 }

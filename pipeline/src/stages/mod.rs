@@ -325,6 +325,44 @@ impl StageConfig {
         }
     }
 
+    /// Every path the stage names (after [`StageConfig::resolve_paths`]), with its field and
+    /// what the stage does with it: what a confined pipeline checks before anything is read.
+    pub fn paths(&self) -> Vec<crate::confine::NamedPath> {
+        use crate::confine::{Access, NamedPath};
+        let one = |field: &str, p: &Option<std::path::PathBuf>, access| {
+            p.iter()
+                .map(|p| NamedPath::new(field, p, access))
+                .collect::<Vec<_>>()
+        };
+        let each = |field: &str, ps: &[std::path::PathBuf]| {
+            ps.iter()
+                .enumerate()
+                .map(|(i, p)| NamedPath::new(format!("{field}[{i}]"), p, Access::Read))
+                .collect::<Vec<_>>()
+        };
+        match self {
+            StageConfig::Classify(c) => vec![NamedPath::new("model", &c.model, Access::Read)],
+            StageConfig::Decontaminate(c) => each("eval", &c.eval),
+            // The index is read at the start and written once the run is published.
+            StageConfig::Minhash(c) => one("index", &c.index, Access::Write),
+            StageConfig::Truncate(c) => one("tokenizer", &c.tokenizer, Access::Read),
+            StageConfig::Filler(c) => one("rules", &c.rules, Access::Read),
+            StageConfig::Pii(c) => one("rules", &c.rules, Access::Read),
+            StageConfig::Quality(c) => one("rules", &c.rules, Access::Read),
+            StageConfig::Rules(c) => each("files", &c.files),
+            StageConfig::Sensitive(c) => vec![
+                NamedPath::new("dir", &c.dir, Access::ReadDir),
+                NamedPath::new("allow", &c.dir.join(&c.allow), Access::Read),
+            ],
+            StageConfig::Tags(c) => vec![NamedPath::new("profiles", &c.profiles, Access::Read)],
+            StageConfig::Mix(c) => one("tokenizer", &c.tokenizer, Access::Read),
+            StageConfig::ExactDedup(_)
+            | StageConfig::LengthFilter(_)
+            | StageConfig::Split(_)
+            | StageConfig::Langid(_) => Vec::new(),
+        }
+    }
+
     /// Build the stage (loading models and the like); `Err` says what is wrong. `seed` is the
     /// pipeline's.
     pub fn build(&self, seed: u64) -> Result<Stage, String> {

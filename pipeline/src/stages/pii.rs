@@ -49,7 +49,7 @@ impl Config {
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         if let Some(p) = &mut self.rules {
-            *p = base.join(&*p);
+            *p = crate::confine::resolve(base, p);
         }
     }
 }

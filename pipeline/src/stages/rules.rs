@@ -35,7 +35,7 @@ impl Config {
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         for f in &mut self.files {
-            *f = base.join(&*f);
+            *f = crate::confine::resolve(base, f);
         }
     }
 }

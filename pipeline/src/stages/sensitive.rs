@@ -54,11 +54,21 @@ fn default_allow() -> String {
 
 impl Config {
     pub(crate) fn validate(&self) -> Vec<String> {
-        Vec::new()
+        let plain = std::path::Path::new(&self.allow)
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if plain && !self.allow.is_empty() {
+            Vec::new()
+        } else {
+            vec![format!(
+                "allow {:?} must be a file name inside `dir`",
+                self.allow
+            )]
+        }
     }
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
-        self.dir = base.join(&self.dir);
+        self.dir = crate::confine::resolve(base, &self.dir);
     }
 }
 

@@ -124,7 +124,7 @@ impl Config {
     }
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
-        self.profiles = base.join(&self.profiles);
+        self.profiles = crate::confine::resolve(base, &self.profiles);
     }
 }
 

@@ -50,7 +50,7 @@ impl Config {
 
     pub(crate) fn resolve_paths(&mut self, base: &Path) {
         if let Some(t) = &mut self.tokenizer {
-            *t = base.join(&*t);
+            *t = crate::confine::resolve(base, t);
         }
     }
 }
