@@ -480,6 +480,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_cancel_stops_a_walk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..1500 {
+            touch(&dir.path().join(format!("d/{i}.jsonl")));
+        }
+        let stop = Limits {
+            max_files: 1_000_000,
+            cancel: Some(Arc::new(AtomicBool::new(true))),
+        };
+        let err = expand(dir.path(), "d/*.jsonl", &stop, None).expect_err("cancelled");
+        assert!(
+            matches!(&err, GlobError::Invalid(m) if m.contains("cancelled")),
+            "{err:?}"
+        );
+        let go = expand(dir.path(), "d/*.jsonl", &Limits::default(), None).expect("expand");
+        assert_eq!(go.len(), 1500);
+    }
+
     #[cfg(unix)]
     #[test]
     fn confined_paths_stay_inside_their_roots() {

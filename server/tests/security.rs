@@ -125,7 +125,7 @@ async fn every_path_a_pipeline_names_is_confined() {
             "stages[0].profiles",
         ),
         (
-            format!("type = \"tags\"\nprofiles = \"../outside/profiles.csv\""),
+            "type = \"tags\"\nprofiles = \"../outside/profiles.csv\"".to_string(),
             "stages[0].profiles",
         ),
         (
