@@ -1102,13 +1102,21 @@ fn mix_command(what: MixCommand) -> Result<ExitCode> {
             let spec = mix_spec(&args)?;
             let plan = catalog::mix_pipeline(&args.catalog, &spec, &out, seed, tokenizer)
                 .map_err(anyhow::Error::msg)?;
-            let report = engine::run(
+            let report = match engine::run(
                 &plan,
                 engine::RunOptions {
                     threads,
                     ..Default::default()
                 },
-            )?;
+            ) {
+                Ok(r) => r,
+                Err(e @ Error::TooManyRejects { .. }) => {
+                    // The catalog's own files failed to read back: the mix is not published.
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
             eprint!("{}", report.summary());
             if let Some(d) = report.stages.iter().find_map(|s| s.details.as_ref()) {
                 if let Some(achieved) = d.get("achieved") {

@@ -64,7 +64,7 @@ pub enum Error {
         message: String,
     },
     /// Too much of the input could not be parsed.
-    #[error("{rejected} of {read} records rejected ({:.2}%), over --max-reject-ratio {:.2}%; see {}", *.rejected as f64 * 100.0 / (*.read).max(1) as f64, .max_ratio * 100.0, .rejects.display())]
+    #[error("{rejected} of {read} records rejected ({:.2}%), over the allowed {:.2}%; see {}", *.rejected as f64 * 100.0 / (*.read).max(1) as f64, .max_ratio * 100.0, .rejects.display())]
     TooManyRejects {
         /// Records rejected.
         rejected: u64,

@@ -418,3 +418,68 @@ dir = "out"
         .sum();
     assert_eq!(total, groups);
 }
+
+/// Regression: `sluice mix run` must read back every record sluice wrote, documents (kind
+/// pretrain, `text` and no `turns`) included, and a reject share over the limit exits 2 without
+/// naming a flag the command does not have.
+#[test]
+fn mix_run_reads_back_curated_documents() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let cat = tmp.path().join("cat");
+    let cpt = cat.join("mix_cpt");
+    run_ok(
+        &repo().join("examples/mix_cpt.toml"),
+        &["--out", cpt.to_str().expect("utf8")],
+    );
+    let docs = curated(&cpt)
+        .into_iter()
+        .filter(|r| r["kind"] == "pretrain")
+        .count();
+    assert!(docs > 0, "the cpt run curated documents");
+    let mixed = tmp.path().join("mixed");
+    let run = sluice(&[
+        "mix",
+        "run",
+        "--catalog",
+        cat.to_str().expect("utf8"),
+        "--domain",
+        "medical",
+        "--ratio",
+        "0.5",
+        "--mode",
+        "cpt",
+        "--out",
+        mixed.to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let report = read_json(&mixed.join("report.json"));
+    assert_eq!(report["totals"]["rejected"], 0, "{}", report["totals"]);
+    let mixed_docs = curated(&mixed)
+        .into_iter()
+        .filter(|r| r["kind"] == "pretrain")
+        .count();
+    assert!(mixed_docs > 0, "documents reach the mix");
+    // A catalog file that cannot be read back: exit 2, no mention of a flag.
+    let broken = cat.join("mix_cpt/curated/part-00000.jsonl");
+    let mut text = std::fs::read_to_string(&broken).expect("read");
+    text.push_str("{not json\n");
+    std::fs::write(&broken, text).expect("write");
+    let run = sluice(&[
+        "mix",
+        "run",
+        "--catalog",
+        cat.to_str().expect("utf8"),
+        "--domain",
+        "medical",
+        "--ratio",
+        "0.5",
+        "--mode",
+        "cpt",
+        "--out",
+        tmp.path().join("mixed2").to_str().expect("utf8"),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("--max-reject-ratio"), "{stderr}");
+}

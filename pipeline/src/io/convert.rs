@@ -357,7 +357,12 @@ fn from_flex(
             // sluice's own records keep their lineage when read again.
             p.kind = f.kind;
             p.source = f.source;
-            p.turns = f.turns.ok_or_else(|| missing("turns", format))?;
+            // A document (kind pretrain) has text and no turns.
+            p.turns = match (f.turns, &f.text) {
+                (Some(turns), _) => turns,
+                (None, Some(_)) => Vec::new(),
+                (None, None) => return Err(missing("turns` or `text", format)),
+            };
             p.text = f.text;
             p.tags = match f.tags {
                 None => Tags::new(),
