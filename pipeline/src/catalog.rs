@@ -650,11 +650,12 @@ pub fn frame_json(df: &DataFrame) -> serde_json::Value {
             let mut row = serde_json::Map::new();
             for (n, c) in names.iter().zip(df.columns()) {
                 let v = match c.get(i) {
-                    Ok(AnyValue::String(s)) => serde_json::json!(s),
                     Ok(AnyValue::Null) | Err(_) => serde_json::Value::Null,
-                    Ok(AnyValue::UInt64(x)) => serde_json::json!(x),
-                    Ok(AnyValue::Int64(x)) => serde_json::json!(x),
-                    Ok(AnyValue::Float64(x)) => serde_json::json!(x),
+                    // Strings come borrowed or owned (after a group-by): never Debug-quoted.
+                    Ok(v) if v.get_str().is_some() => serde_json::json!(v.get_str()),
+                    Ok(v) if v.is_unsigned_integer() => serde_json::json!(v.extract::<u64>()),
+                    Ok(v) if v.is_signed_integer() => serde_json::json!(v.extract::<i64>()),
+                    Ok(v) if v.is_float() => serde_json::json!(v.extract::<f64>()),
                     Ok(other) => serde_json::json!(other.to_string()),
                 };
                 row.insert(n.clone(), v);

@@ -515,9 +515,15 @@ pub fn plan(spec: &MixSpec, stats: &[GroupStat]) -> MixPlan {
             cap,
         });
     }
+    // Without a target the total is set by the data itself (the scarce pool whole); task caps
+    // shape a pool's tasks but do not shrink the mix while repeats can still fill the pool.
     let once: Vec<f64> = by_pool
         .iter()
-        .map(|ts| ts.iter().map(|t| t.once).sum())
+        .map(|ts| {
+            let data: f64 = ts.iter().map(|t| t.avail).sum();
+            let most: f64 = ts.iter().map(|t| t.max).sum();
+            data.min(most)
+        })
         .collect();
     let most: Vec<f64> = by_pool
         .iter()
@@ -641,8 +647,8 @@ pub fn plan(spec: &MixSpec, stats: &[GroupStat]) -> MixPlan {
                 available_samples: t.samples,
                 available_tokens: t.tokens,
                 cap: t.cap,
-                quota: q,
-                repeat,
+                quota: unsigned_zero(q),
+                repeat: unsigned_zero(repeat),
             });
         }
         let avail_units: f64 = ts.iter().map(|t| t.avail).sum();
@@ -662,15 +668,15 @@ pub fn plan(spec: &MixSpec, stats: &[GroupStat]) -> MixPlan {
             requested_share: *share,
             available_samples: ts.iter().map(|t| t.samples).sum(),
             available_tokens: ts.iter().map(|t| t.tokens).sum(),
-            quota: quotas[i],
-            selected_samples: sel_samples,
-            selected_tokens: sel_tokens,
+            quota: unsigned_zero(quotas[i]),
+            selected_samples: unsigned_zero(sel_samples),
+            selected_tokens: unsigned_zero(sel_tokens),
             share: if planned_total > 0.0 {
                 quotas[i] / planned_total
             } else {
                 0.0
             },
-            repeat,
+            repeat: unsigned_zero(repeat),
             examples: std::mem::take(&mut examples[i]),
             tasks,
         });
@@ -680,9 +686,18 @@ pub fn plan(spec: &MixSpec, stats: &[GroupStat]) -> MixPlan {
         unit,
         ratio: spec.ratio,
         target: spec.target,
-        total: planned_total,
+        total: unsigned_zero(planned_total),
         pools: out_pools,
         warnings,
+    }
+}
+
+/// `-0.0` as `0.0`: a plan never shows a negative zero.
+fn unsigned_zero(x: f64) -> f64 {
+    if x == 0.0 {
+        0.0
+    } else {
+        x
     }
 }
 
@@ -835,10 +850,25 @@ mod tests {
         ];
         let p = plan(&s, &stats);
         let q: Vec<f64> = p.pools[0].tasks.iter().map(|t| t.quota).collect();
-        // Once-through capacity 300 + 100 + 50 = 450, shared uniformly: the big task is
-        // downsampled, the small ones repeated.
-        assert_eq!(q, vec![150.0, 150.0, 150.0]);
-        assert_eq!(p.pools[1].quota, 450.0);
+        // The data (1150 samples) would give 1150, but the caps and max_repeats let the pool
+        // give at most 300 + 300 + 4 × 50 = 800: the big task is capped, the small ones are
+        // repeated up to their limits.
+        assert_eq!(q, vec![300.0, 300.0, 200.0]);
+        assert_eq!(p.pools[1].quota, 800.0);
+        // A cap in the general pool does not shrink the mix while repeats can fill it: the
+        // scarce domain pool is used whole (examples/mix_sft.toml: 200 medical samples).
+        let s = spec("ratio = \"1:5\"\ntask_cap = 800\npools.domain = { domain = \"m\" }");
+        let p = plan(
+            &s,
+            &[
+                stat(0, "qa", 200, 1),
+                stat(1, "chat", 1397, 1),
+                stat(1, "identity", 91, 1),
+                stat(1, "tools", 97, 1),
+            ],
+        );
+        assert_eq!(p.pools[0].quota, 200.0);
+        assert_eq!(p.pools[1].quota, 1000.0);
         // With a target, the smallest task stops at max_repeats (4 × 50) and the others share
         // the rest, none past the cap of 300.
         let s = spec(
