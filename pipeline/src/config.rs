@@ -601,6 +601,7 @@ fn toml_issue(e: &toml::de::Error, text: &str, key: Option<String>) -> ConfigIss
 /// Every path a pipeline names, checked against a confinement before anything is touched.
 fn confine_spec(
     spec: &PipelineSpec,
+    spelled: &[Vec<crate::confine::NamedPath>],
     base: &Path,
     c: &crate::confine::Confinement,
     output_dir: Option<&Path>,
@@ -613,10 +614,17 @@ fn confine_spec(
             }
         }
     }
-    for (i, stage) in spec.stages.iter().enumerate() {
-        for p in stage.paths() {
+    for (i, (stage, spelled)) in spec.stages.iter().zip(spelled).enumerate() {
+        for (p, as_written) in stage.paths().iter().zip(spelled) {
             let key = format!("stages[{i}].{}", p.field);
-            c.check(&key, &p.path, &shown(base, &p.path), p.access)?;
+            let shown = as_written.path.to_string_lossy();
+            if crate::remote::is_url(&shown) {
+                return Err(crate::confine::Forbidden {
+                    key,
+                    message: format!("{shown}: a stage reads local files only, not URLs"),
+                });
+            }
+            c.check(&key, &p.path, &shown, p.access)?;
         }
     }
     let read = |key: &str, p: &str| {
@@ -650,24 +658,16 @@ fn confine_spec(
     Ok(())
 }
 
-/// A resolved path as the pipeline's reader knows it: relative to the pipeline's folder when
-/// inside it.
-fn shown(base: &Path, p: &Path) -> String {
-    let p = lexical_normalize(p);
-    p.strip_prefix(lexical_normalize(base)).map_or_else(
-        |_| p.to_string_lossy().into_owned(),
-        |r| r.to_string_lossy().into_owned(),
-    )
-}
-
 fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) -> Result<Plan> {
     let base = path.parent().unwrap_or(Path::new("")).to_path_buf();
     let mut spec = spec;
+    // The paths as written, for messages: a resolved path would show the server's folders.
+    let spelled: Vec<_> = spec.stages.iter().map(|s| s.paths()).collect();
     for stage in &mut spec.stages {
         stage.resolve_paths(&base);
     }
     if let Some(c) = &opts.confine {
-        confine_spec(&spec, &base, c, opts.output_dir.as_deref()).map_err(|f| {
+        confine_spec(&spec, &spelled, &base, c, opts.output_dir.as_deref()).map_err(|f| {
             Error::Forbidden {
                 key: f.key,
                 message: f.message,

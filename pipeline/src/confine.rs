@@ -75,13 +75,15 @@ pub fn lexical_normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// Where a path really lies: symlinks and `..` resolved. A path whose tail does not exist
-/// yet is judged by its nearest existing ancestor. `None`: it cannot be resolved.
+/// Where a path really lies, as the kernel would open it: symbolic links and `..` resolved in
+/// order (`link/../x` is `x` beside the link's target, not beside the link). A path whose tail
+/// does not exist yet is judged by its nearest existing ancestor; a missing tail may not hold
+/// `..`. `None`: it cannot be resolved.
 pub fn real_path(p: &Path) -> Option<PathBuf> {
     let p = if p.is_absolute() {
-        lexical_normalize(p)
+        p.to_path_buf()
     } else {
-        lexical_normalize(&std::env::current_dir().ok()?.join(p))
+        std::env::current_dir().ok()?.join(p)
     };
     if let Ok(c) = p.canonicalize() {
         return Some(c);
@@ -89,7 +91,11 @@ pub fn real_path(p: &Path) -> Option<PathBuf> {
     let mut tail = Vec::new();
     let mut cur = p.as_path();
     loop {
-        tail.push(cur.file_name()?.to_os_string());
+        match cur.components().next_back()? {
+            Component::Normal(name) => tail.push(name.to_os_string()),
+            Component::CurDir => {}
+            _ => return None, // `..` (or the root) in a part that does not exist
+        }
         cur = cur.parent()?;
         if let Ok(c) = cur.canonicalize() {
             let mut out = c;
@@ -177,7 +183,10 @@ impl Confinement {
             Access::Read | Access::ReadDir => &self.read_roots,
         };
         let inside = |real: &Path| roots.iter().any(|r| real.starts_with(r));
-        let Some(real) = real_path(p).filter(|r| inside(r)) else {
+        // Code may open the path as written (the kernel resolves `link/..` through the link)
+        // or folded lexically: both readings must lie inside.
+        let lexical = real_path(&lexical_normalize(p)).filter(|r| inside(r));
+        let Some(real) = real_path(p).filter(|r| inside(r) && lexical.is_some()) else {
             return Err(forbid(match access {
                 Access::Write => format!("{shown} is outside the job's output folder"),
                 _ => format!("{shown} is outside the data roots"),
@@ -306,13 +315,15 @@ pub fn expand(
             parts.push(s);
         }
     }
-    let root = lexical_normalize(&root);
+    // Checked as written (the kernel reading and the folded one), walked as folded.
+    let raw_root = root;
+    let root = lexical_normalize(&raw_root);
     if confine.is_some() {
         let shown = root.strip_prefix(base).map_or_else(
             |_| root.to_string_lossy().into_owned(),
             |r| r.to_string_lossy().into_owned(),
         );
-        check(&root, if shown.is_empty() { "." } else { &shown })?;
+        check(&raw_root, if shown.is_empty() { "." } else { &shown })?;
     }
     let opts = glob::MatchOptions {
         case_sensitive: true,
@@ -518,6 +529,21 @@ mod tests {
         assert!(read("link.jsonl").is_err());
         assert!(read("new/not/yet.jsonl").is_ok());
         assert!(read("sub/../../outside/secret.jsonl").is_err());
+        // A link to a folder outside, then `..`: the kernel lands outside, whatever a lexical
+        // fold says (and whether or not the file exists).
+        std::os::unix::fs::symlink(d.join("outside"), d.join("data/out_link")).expect("link");
+        std::fs::create_dir_all(d.join("outside/sub")).expect("mkdir");
+        std::os::unix::fs::symlink(d.join("outside/sub"), d.join("data/sub_link")).expect("link");
+        assert!(read("out_link/../in.jsonl").is_err());
+        assert!(read("sub_link/../secret.jsonl").is_err());
+        assert!(read("sub_link/../missing.jsonl").is_err());
+        assert!(c
+            .check("k", &d.join("data/sub_link/.."), "p", Access::ReadDir)
+            .is_err());
+        assert!(matches!(
+            expand(&base, "sub_link/../*.jsonl", &Limits::default(), Some(&c)),
+            Err(GlobError::Forbidden(_))
+        ));
         let write = |p: &Path| c.check("k", p, "p", Access::Write);
         assert!(write(&d.join("job/index")).is_ok());
         assert!(write(&d.join("data/index")).is_err());

@@ -195,23 +195,33 @@ impl ServerConfig {
     /// Whether `p` (after resolving `..` and symlinks) lies inside a data root. The output
     /// root is not one: jobs never read the store or other jobs' outputs.
     pub fn allowed(&self, p: &Path) -> bool {
-        let Some(real) = sluice_pipeline::confine::real_path(p) else {
-            return false;
+        use sluice_pipeline::confine::{lexical_normalize, real_path};
+        let inside = |q: &Path| {
+            real_path(q).is_some_and(|real| self.data_roots.iter().any(|r| real.starts_with(r)))
         };
-        self.data_roots.iter().any(|root| real.starts_with(root))
+        // As the kernel opens it (`link/..` through the link) and as folded: both inside.
+        inside(p) && inside(&lexical_normalize(p))
     }
 
     /// A message with the data roots' and the output root's absolute paths taken out: paths
     /// are shown relative to the root they belong to.
     pub fn relative_paths(&self, message: &str) -> String {
         let mut out = message.to_string();
-        for root in self
+        // Deepest roots first, so that a root inside another is taken out whole.
+        let mut roots: Vec<&PathBuf> = self
             .data_roots
             .iter()
             .chain(std::iter::once(&self.output_root))
-        {
+            .collect();
+        roots.sort_by_key(|r| std::cmp::Reverse(r.as_os_str().len()));
+        for root in roots {
             let r = root.to_string_lossy();
             out = out.replace(&format!("{r}/"), "").replace(r.as_ref(), ".");
+        }
+        if let Some(b) =
+            sluice_pipeline::confine::bundled_root().and_then(|b| b.canonicalize().ok())
+        {
+            out = out.replace(&format!("{}/", b.to_string_lossy()), "sluice:");
         }
         out
     }

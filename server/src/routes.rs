@@ -149,6 +149,22 @@ fn token_required() -> Problem {
     Problem::new(401, "a bearer token is required (Authorization: Bearer …)")
 }
 
+/// A job as clients see it: paths relative to the root they belong to (`output` is the job's
+/// folder under the output root), never the server's own folders.
+fn present(state: &State, mut job: Job) -> Job {
+    let shown = |t: &str| state.config.relative_paths(t);
+    job.pipeline = shown(&job.pipeline);
+    job.output = shown(&job.output);
+    job.error = job.error.as_deref().map(shown);
+    job
+}
+
+/// A schedule as clients see it (paths relative to their roots).
+fn present_schedule(state: &State, mut s: Schedule) -> Schedule {
+    s.pipeline = state.config.relative_paths(&s.pipeline);
+    s
+}
+
 /// Mutating calls need a write token.
 fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
     match token_scope(state, headers)? {
@@ -272,7 +288,7 @@ async fn submit(
             Some(k) => state.store.by_key(k).map_err(internal)?,
             None => None,
         } {
-            return Ok((StatusCode::OK, Json(job)).into_response());
+            return Ok((StatusCode::OK, Json(present(&state, job))).into_response());
         }
         return Err(Problem::new(429, "the job queue is full; try again later"));
     }
@@ -283,9 +299,9 @@ async fn submit(
     Ok(match out {
         Submitted::New(job) => {
             state.wake.notify_waiters();
-            (StatusCode::CREATED, Json(job)).into_response()
+            (StatusCode::CREATED, Json(present(&state, job))).into_response()
         }
-        Submitted::Existing(job) => (StatusCode::OK, Json(job)).into_response(),
+        Submitted::Existing(job) => (StatusCode::OK, Json(present(&state, job))).into_response(),
     })
 }
 
@@ -311,6 +327,7 @@ async fn list_jobs(
         .store
         .list(q.state.as_deref(), q.limit.unwrap_or(100).clamp(1, 1000))
         .map_err(internal)?;
+    let jobs: Vec<Job> = jobs.into_iter().map(|j| present(&state, j)).collect();
     Ok(Json(serde_json::json!({ "jobs": jobs })).into_response())
 }
 
@@ -322,7 +339,7 @@ async fn get_job(
 ) -> Result<Response, Problem> {
     require_read(&state, &headers)?;
     match state.store.get(&id).map_err(internal)? {
-        Some(job) => Ok(Json(job).into_response()),
+        Some(job) => Ok(Json(present(&state, job)).into_response()),
         None => Err(Problem::new(404, format!("no job {id}"))),
     }
 }
@@ -335,7 +352,7 @@ async fn cancel_job(
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
     match state.store.cancel(&id).map_err(internal)? {
-        Some(job) => Ok(Json(job).into_response()),
+        Some(job) => Ok(Json(present(&state, job)).into_response()),
         None => Err(Problem::new(404, format!("no job {id}"))),
     }
 }
@@ -351,6 +368,7 @@ async fn job_report(
         None => Err(Problem::new(404, format!("no job {id}"))),
         Some(None) => Err(Problem::new(404, format!("job {id} has no report yet"))),
         Some(Some(r)) => {
+            let r = state.config.relative_paths(&r);
             Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], r).into_response())
         }
     }
@@ -554,7 +572,7 @@ async fn add_schedule(
         .store
         .add_schedule(&req.cron, &text, &req.input_prefix)
         .map_err(internal)?;
-    Ok((StatusCode::CREATED, Json(s)).into_response())
+    Ok((StatusCode::CREATED, Json(present_schedule(&state, s))).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/schedules", responses((status = 200, description = "Every schedule")))]
@@ -564,6 +582,7 @@ async fn list_schedules(
 ) -> Result<Response, Problem> {
     require_read(&state, &headers)?;
     let s = state.store.schedules().map_err(internal)?;
+    let s: Vec<Schedule> = s.into_iter().map(|s| present_schedule(&state, s)).collect();
     Ok(Json(serde_json::json!({ "schedules": s })).into_response())
 }
 

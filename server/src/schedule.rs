@@ -80,6 +80,13 @@ pub fn offset(tz: Option<&str>) -> Result<FixedOffset, String> {
 
 /// The folder a schedule reads, checked against the data roots.
 pub fn prefix_dir(state: &State, prefix: &str) -> Result<PathBuf, String> {
+    if sluice_pipeline::remote::is_url(prefix)
+        || prefix.starts_with(sluice_pipeline::confine::BUNDLED_PREFIX)
+    {
+        return Err(format!(
+            "{prefix} is not a folder inside a data root (schedules read local folders)"
+        ));
+    }
     let p = Path::new(prefix);
     let dir = if p.is_absolute() {
         p.to_path_buf()

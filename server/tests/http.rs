@@ -70,7 +70,13 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(report["totals"]["read"], 50);
     assert_eq!(report["totals"]["kept"], 50);
-    let out = Path::new(done["output"].as_str().expect("output"));
+    // Paths are shown relative to their root: the job's folder under the output root.
+    assert_eq!(done["output"], id.as_str());
+    let out = f
+        .state
+        .config
+        .output_root
+        .join(done["output"].as_str().expect("output"));
     assert!(out.join("curated/part-00000.jsonl").is_file());
     let (s, list) = call(
         &f.state,

@@ -102,6 +102,11 @@ async fn every_path_a_pipeline_names_is_confined() {
     plant(&f.outside);
     let out = f.outside.display().to_string();
     let forbidden = StatusCode::FORBIDDEN;
+    // A link to a folder outside, then `..`: the kernel opens `outside/…` while a lexical fold
+    // says `data/outside/…` (the attacker walk's way out).
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&f.outside, f.data.join("outlink")).expect("link");
+    let up = "outlink/../outside";
     // Every stage's files and folders.
     for (stage, field) in [
         (
@@ -158,6 +163,34 @@ async fn every_path_a_pipeline_names_is_confined() {
             "type = \"minhash\"\nindex = \"idx\"".to_string(),
             "stages[0].index",
         ),
+        (
+            format!("type = \"rules\"\nfiles = [\"{up}/secret.toml\"]"),
+            "stages[0].files[0]",
+        ),
+        (
+            format!("type = \"tags\"\nprofiles = \"{up}/profiles.csv\""),
+            "stages[0].profiles",
+        ),
+        (
+            format!("type = \"tags\"\nprofiles = \"{up}/missing.csv\""),
+            "stages[0].profiles",
+        ),
+        (
+            format!("type = \"sensitive\"\ndir = \"{up}/words\""),
+            "stages[0].dir",
+        ),
+        (
+            format!("type = \"pii\"\nrules = \"{up}/secret.toml\""),
+            "stages[0].rules",
+        ),
+        (
+            "type = \"filler\"\nrules = \"sluice:..\"".to_string(),
+            "stages[0].rules",
+        ),
+        (
+            "type = \"filler\"\nrules = \"file:///etc/passwd\"".to_string(),
+            "stages[0].rules",
+        ),
     ] {
         refused(&f, with_stage(&stage), forbidden, field).await;
     }
@@ -184,6 +217,12 @@ async fn every_path_a_pipeline_names_is_confined() {
         (
             format!("[output.catalog]\ntokenizer = \"{out}/tokenizer.json\"\n"),
             "output.catalog.tokenizer",
+        ),
+        (
+            format!(
+                "[output.shards]\ntokenizer = \"logs.jsonl\"\ntemplate = \"{up}/template.toml\"\n"
+            ),
+            "output.shards.template",
         ),
     ] {
         let body = serde_json::json!({
@@ -216,6 +255,8 @@ async fn every_path_a_pipeline_names_is_confined() {
         format!("\"file://{out}/secret.csv\""),
         "\"s3://bucket/logs/*.jsonl\"".to_string(),
         "\"http://127.0.0.1:9/x.jsonl\"".to_string(),
+        format!("\"{up}/secret.csv\""),
+        format!("\"{up}/*.csv\""),
     ] {
         let body = pipeline(&paths, "", "dir = \"x\"\n");
         refused(&f, body, forbidden, "inputs[0].paths").await;
@@ -229,6 +270,16 @@ async fn every_path_a_pipeline_names_is_confined() {
         "inputs[0].paths",
     )
     .await;
+    // Messages show what the pipeline wrote, never the server's folders.
+    let stage = "type = \"filler\"\nrules = \"sluice:..\"";
+    let p = refused(&f, with_stage(stage), forbidden, "stages[0].rules").await;
+    let bundled = sluice_pipeline::confine::bundled_root().expect("bundled root");
+    let parent = bundled.parent().expect("parent").display().to_string();
+    assert!(!p.to_string().contains(&parent), "{p}");
+    assert!(
+        !p.to_string().contains(&f.data.display().to_string()),
+        "{p}"
+    );
     // Nothing was queued, and the planted secret is nowhere under the output root.
     let (_, list) = call(&f.state, "GET", "/v1/jobs", Some(READ), None).await;
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(0), "{list}");
@@ -249,7 +300,11 @@ async fn bundled_rules_are_allowed_by_name_and_jobs_write_only_their_folder() {
     assert_eq!(done["state"], "succeeded", "{done}");
     // The local output.dir is replaced by the job's own folder.
     let expected = f.state.config.output_root.join(&id);
-    assert_eq!(done["output"], expected.display().to_string());
+    assert_eq!(
+        done["output"],
+        id.as_str(),
+        "paths are shown relative to their root"
+    );
     assert!(expected.join("curated/part-00000.jsonl").is_file());
     assert!(!Path::new("/tmp/elsewhere/curated").exists());
     // A bundled name cannot climb out of the bundled folders.
@@ -450,6 +505,30 @@ async fn schedules_are_spaced_bounded_and_forgotten_when_deleted() {
         (s, p["field"].clone()),
         (StatusCode::FORBIDDEN, serde_json::json!("input_prefix"))
     );
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&f.outside, f.data.join("outlink")).expect("link");
+    for prefix in [
+        "outlink/../outside",
+        "outlink",
+        "file:///etc",
+        "s3://x/",
+        "sluice:rules",
+    ] {
+        let body = serde_json::json!({"cron": "0 * * * *", "input_prefix": prefix, "pipeline": "[[inputs]]\npaths = []\n[output]\ndir = \"x\"\n"});
+        let (s, p) = call(
+            &f.state,
+            "POST",
+            "/v1/schedules",
+            Some(WRITE),
+            Some(body.to_string()),
+        )
+        .await;
+        assert_eq!(
+            (s, p["field"].clone()),
+            (StatusCode::FORBIDDEN, serde_json::json!("input_prefix")),
+            "{prefix}: {p}"
+        );
+    }
     // Ids are never reused, and a deleted schedule's state folder goes with it.
     let (s, a) = call(
         &f.state,
