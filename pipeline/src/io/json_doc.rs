@@ -325,9 +325,36 @@ pub(super) fn read(
         emit,
         s: Scanner { r, line: 1 },
     };
+    // A UTF-8 byte order mark is not part of the document.
+    if sp
+        .s
+        .r
+        .fill_buf()
+        .is_ok_and(|b| b.starts_with(b"\xEF\xBB\xBF"))
+    {
+        sp.s.r.consume(3);
+    }
     loop {
         let step = match sp.ws()? {
             None => return Ok(Ok(())),
+            Some(b @ (b']' | b'}' | b',' | b':')) => {
+                // A stray closer or separator outside any record: one reject for it, and the
+                // reader moves past it (every step consumes input, so every file ends).
+                let line = sp.s.line;
+                sp.s.bump();
+                sp.number += 1;
+                (sp.emit)(RawRecord {
+                    cx: sp.cx.clone(),
+                    line,
+                    number: sp.number,
+                    split: None,
+                    payload: Payload::Error(format!(
+                        "unexpected {:?} at line {line}, outside any record",
+                        b as char
+                    )),
+                })?;
+                Ok(())
+            }
             Some(b'[') => {
                 sp.s.bump();
                 sp.array(None)?
@@ -435,6 +462,31 @@ mod tests {
         );
         assert_eq!(recs[1].2, "{\"b\": 1}");
         assert!(recs[2].2.contains("truncated"), "{:?}", recs[2]);
+    }
+
+    /// Regression (the fuzzer's endless loop): stray closers and separators at the top level
+    /// cost one reject each, and the reader ends.
+    #[test]
+    fn stray_top_level_bytes_are_rejected_and_the_reader_ends() {
+        for (doc, records, rejects) in [
+            ("[{\"text\":\"hello world\"}]]", 1, 1),
+            ("{\"text\":\"a\"}}", 1, 1),
+            (",", 0, 1),
+            ("[{\"a\": 1}],[{\"b\": 2}]", 2, 1),
+            ("]]]]", 0, 4),
+            ("\u{feff}[{\"a\": 1}]", 1, 0),
+            ("\u{feff}{\"a\": 1}", 1, 0),
+            // `d`, `a` and `b` are cut out as values and rejected when parsed.
+            ("[d]\na,b\n", 3, 1),
+        ] {
+            let (recs, _) = split(doc, 100);
+            let errs = recs.iter().filter(|r| r.2.starts_with("ERR")).count();
+            assert_eq!(
+                (recs.len() - errs, errs),
+                (records, rejects),
+                "{doc:?}: {recs:?}"
+            );
+        }
     }
 
     #[test]
