@@ -73,9 +73,14 @@ enum Command {
         /// Group by these columns (comma-separated), e.g. `domain,task` or `region,age_group`.
         #[arg(long, value_delimiter = ',', default_value = "domain,task")]
         by: Vec<String>,
-        /// Only rows matching this polars SQL condition, e.g. "region = 'east' AND age >= 18".
+        /// Only rows matching this condition, e.g. "region = 'east' AND age >= 18" (columns,
+        /// literals, comparisons, AND/OR/NOT, IN, LIKE, BETWEEN, IS NULL).
         #[arg(long = "where")]
         filter: Option<String>,
+        /// Only these runs (names or folders, comma-separated); default: every run, each
+        /// source file counted once.
+        #[arg(long, value_delimiter = ',')]
+        runs: Option<Vec<String>>,
         /// Print JSON instead of tables.
         #[arg(long)]
         json: bool,
@@ -127,9 +132,13 @@ struct MixArgs {
     /// samples or tokens.
     #[arg(long)]
     unit: Option<String>,
-    /// A polars SQL condition every pool must also meet, e.g. "region = 'east' AND age >= 18".
+    /// A condition every pool must also meet, e.g. "region = 'east' AND age >= 18".
     #[arg(long = "where")]
     filter: Option<String>,
+    /// Only these catalog runs (names or folders, comma-separated); default: every run, each
+    /// source file counted once.
+    #[arg(long, value_delimiter = ',')]
+    runs: Option<Vec<String>>,
     /// Total size in the unit.
     #[arg(long)]
     target: Option<u64>,
@@ -526,14 +535,17 @@ fn real_main() -> Result<ExitCode> {
             root,
             by,
             filter,
+            runs: chosen,
             json,
         } => {
             let by: Vec<String> = by.into_iter().filter(|b| !b.is_empty()).collect();
-            let runs = catalog::runs(&root).map_err(anyhow::Error::msg)?;
-            let table =
-                catalog::summary(&root, &by, filter.as_deref()).map_err(anyhow::Error::msg)?;
-            let total =
-                catalog::summary(&root, &[], filter.as_deref()).map_err(anyhow::Error::msg)?;
+            let chosen = chosen.as_deref();
+            let loaded = catalog::load_versioned(&root, chosen).map_err(anyhow::Error::msg)?;
+            let runs = catalog::runs(&root, chosen).map_err(anyhow::Error::msg)?;
+            let table = catalog::summary(&root, chosen, &by, filter.as_deref())
+                .map_err(anyhow::Error::msg)?;
+            let total = catalog::summary(&root, chosen, &[], filter.as_deref())
+                .map_err(anyhow::Error::msg)?;
             let mut out = std::io::stdout().lock();
             if json {
                 let v = serde_json::json!({
@@ -541,6 +553,7 @@ fn real_main() -> Result<ExitCode> {
                     "by": by,
                     "groups": catalog::frame_json(&table),
                     "total": catalog::frame_json(&total),
+                    "warnings": loaded.warnings,
                 });
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
@@ -548,7 +561,13 @@ fn real_main() -> Result<ExitCode> {
                 for r in &runs {
                     writeln!(out, "  {:<30} run {:<24} {}", r.path, r.run, r.files)?;
                 }
-                writeln!(out, "{table}\n{total}")?;
+                writeln!(out)?;
+                write!(out, "{}", text_table(&table))?;
+                writeln!(out)?;
+                write!(out, "{}", text_table(&total))?;
+                for w in &loaded.warnings {
+                    writeln!(out, "warning: {w}")?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -861,7 +880,9 @@ fn bench_preview(dir: &std::path::Path, runs: usize, samples: u64, repeat: usize
         "query", "min ms", "p50 ms", "max ms"
     )?;
     let t = std::time::Instant::now();
-    let rows = catalog::load(dir).map_err(anyhow::Error::msg)?.height();
+    let rows = catalog::load(dir, None)
+        .map_err(anyhow::Error::msg)?
+        .height();
     writeln!(
         std::io::stdout(),
         "{:<44} {:>9.1}   ({rows} rows; later calls reuse it until a catalog file changes)",
@@ -886,19 +907,19 @@ fn bench_preview(dir: &std::path::Path, runs: usize, samples: u64, repeat: usize
         Ok(())
     };
     time("baseline: sum(samples, tokens) by domain", &|| {
-        catalog::summary(dir, &["domain".to_string()], None).map_err(anyhow::Error::msg)?;
+        catalog::summary(dir, None, &["domain".to_string()], None).map_err(anyhow::Error::msg)?;
         Ok(())
     })?;
     time("preview cpt finance 0.15", &|| {
-        let p = catalog::preview(dir, &spec).map_err(anyhow::Error::msg)?;
+        let p = catalog::preview(dir, None, &spec).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(p.pools[0].available_samples > 0);
         Ok(())
     })?;
     time("preview cpt finance 0.15 where region/age", &|| {
-        catalog::preview(dir, &filtered).map_err(anyhow::Error::msg)?;
+        catalog::preview(dir, None, &filtered).map_err(anyhow::Error::msg)?;
         Ok(())
     })?;
-    let p = catalog::preview(dir, &spec).map_err(anyhow::Error::msg)?;
+    let p = catalog::preview(dir, None, &spec).map_err(anyhow::Error::msg)?;
     let described: u64 = p.pools.iter().map(|p| p.available_samples).sum();
     writeln!(
         out,
@@ -1042,7 +1063,8 @@ fn mix_command(what: MixCommand) -> Result<ExitCode> {
         MixCommand::Preview { args, json } => {
             let spec = mix_spec(&args)?;
             let t = std::time::Instant::now();
-            let plan = catalog::preview(&args.catalog, &spec).map_err(anyhow::Error::msg)?;
+            let plan = catalog::preview(&args.catalog, args.runs.as_deref(), &spec)
+                .map_err(anyhow::Error::msg)?;
             let ms = t.elapsed().as_secs_f64() * 1e3;
             let mut out = std::io::stdout().lock();
             if json {
@@ -1100,8 +1122,19 @@ fn mix_command(what: MixCommand) -> Result<ExitCode> {
             threads,
         } => {
             let spec = mix_spec(&args)?;
-            let plan = catalog::mix_pipeline(&args.catalog, &spec, &out, seed, tokenizer)
-                .map_err(anyhow::Error::msg)?;
+            let plan = catalog::mix_pipeline(
+                &args.catalog,
+                args.runs.as_deref(),
+                &spec,
+                &out,
+                seed,
+                tokenizer,
+            )
+            .map_err(anyhow::Error::msg)?;
+            // Before the run: its own output joins the catalog once published.
+            let overlaps = catalog::load_versioned(&args.catalog, args.runs.as_deref())
+                .map(|l| l.warnings)
+                .unwrap_or_default();
             let report = match engine::run(
                 &plan,
                 engine::RunOptions {
@@ -1119,14 +1152,100 @@ fn mix_command(what: MixCommand) -> Result<ExitCode> {
             };
             eprint!("{}", report.summary());
             if let Some(d) = report.stages.iter().find_map(|s| s.details.as_ref()) {
-                if let Some(achieved) = d.get("achieved") {
-                    eprintln!("  achieved: {achieved}");
+                if let Some(rows) = d.get("achieved").and_then(|a| a.as_array()) {
+                    eprintln!(
+                        "  {:<10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>7}",
+                        "pool", "requested", "achieved", "samples", "distinct", "tokens", "copies"
+                    );
+                    for r in rows {
+                        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
+                        eprintln!(
+                            "  {:<10} {:>9.4} {:>9.4} {:>9} {:>9} {:>10} {:>7}",
+                            r["pool"].as_str().unwrap_or(""),
+                            f("requested_share"),
+                            f("share"),
+                            f("samples"),
+                            f("distinct"),
+                            f("tokens"),
+                            f("max_copies")
+                        );
+                    }
                 }
+            }
+            for w in &overlaps {
+                eprintln!("  warning: {w}");
             }
             eprintln!("  outputs in {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A frame as an aligned text table in its column order: every value whole (no `…`), numbers
+/// right-aligned, CJK characters counted two columns wide.
+fn text_table(df: &catalog::DataFrame) -> String {
+    let json = catalog::frame_json(df);
+    let Some(rows) = json.as_array().filter(|r| !r.is_empty()) else {
+        return "(no rows)\n".into();
+    };
+    let names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let width = |s: &str| {
+        s.chars()
+            .map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 })
+            .sum::<usize>()
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| names.iter().map(|n| cell(&r[n])).collect())
+        .collect();
+    let widths: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            cells
+                .iter()
+                .map(|c| width(&c[i]))
+                .chain([width(n)])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let numeric: Vec<bool> = names
+        .iter()
+        .map(|n| rows.iter().all(|r| r[n].is_number() || r[n].is_null()))
+        .collect();
+    let line = |vals: &[String]| {
+        let mut l = String::new();
+        for (i, v) in vals.iter().enumerate() {
+            let pad = " ".repeat(widths[i].saturating_sub(width(v)));
+            if i > 0 {
+                l.push_str("  ");
+            }
+            if numeric[i] {
+                l.push_str(&pad);
+                l.push_str(v);
+            } else {
+                l.push_str(v);
+                l.push_str(&pad);
+            }
+        }
+        l.trim_end().to_string() + "\n"
+    };
+    let mut out = line(&names);
+    out += &line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+    for c in &cells {
+        out += &line(c);
+    }
+    out
 }
 
 fn load_labelled(d: &LabelledData) -> Result<(classifier::Examples, u64)> {

@@ -16,11 +16,17 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Catalog query results are polars frames.
+pub use polars::prelude::DataFrame;
+
 /// The file name of a run's catalog.
 pub const CATALOG_FILE: &str = "catalog.parquet";
 
-/// Columns every catalog row has, besides the dimension tags.
-pub const FIXED_COLUMNS: [&str; 14] = [
+/// Columns every catalog row has, besides the dimension tags. `path` and `published` are
+/// added when a catalog is loaded (where the run lies, when it was published); `source_hash`
+/// (the content hash of the group's source file, when the run read it) and `mixed` (the run
+/// is a mix) are missing from catalogs written before they were kept.
+pub const FIXED_COLUMNS: [&str; 17] = [
     "run",
     "path",
     "files",
@@ -35,7 +41,14 @@ pub const FIXED_COLUMNS: [&str; 14] = [
     "chars",
     "copies",
     "examples",
+    "source_hash",
+    "mixed",
+    "published",
 ];
+
+/// The tag `sluice mix run` puts on every sample it reads back: the catalog run (folder) it
+/// came from.
+pub const RUN_TAG: &str = "catalog_run";
 
 /// Tag values that mean "no value" when a tag is compared as a number.
 const MISSING: [&str; 3] = ["", "unknown", "und"];
@@ -137,6 +150,10 @@ pub struct CatalogBuilder {
     counter: TokenCounter,
     /// Key: domain, task, source, kind, then one value per dimension.
     groups: BTreeMap<Vec<Option<String>>, Acc>,
+    /// The run's input files (as shown) with their content hashes.
+    inputs: BTreeMap<String, String>,
+    /// Whether the run is a mix (its samples are a selection of other data).
+    mixed: bool,
 }
 
 impl CatalogBuilder {
@@ -146,7 +163,16 @@ impl CatalogBuilder {
             dims,
             counter,
             groups: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            mixed: false,
         }
+    }
+
+    /// What the run read (input files as shown, with their content hashes) and whether it is
+    /// a mix: what lets a catalog count each source's samples once across runs.
+    pub fn set_lineage(&mut self, inputs: BTreeMap<String, String>, mixed: bool) {
+        self.inputs = inputs;
+        self.mixed = mixed;
     }
 
     /// The dimension tags.
@@ -255,6 +281,14 @@ impl CatalogBuilder {
                 .map(|a| serde_json::to_string(&a.examples).unwrap_or_default())
                 .collect::<Vec<String>>(),
         ));
+        cols.push(text(
+            "source_hash",
+            self.groups
+                .keys()
+                .map(|k| k[2].as_ref().and_then(|s| self.inputs.get(s).cloned()))
+                .collect(),
+        ));
+        cols.push(Column::new("mixed".into(), vec![self.mixed; n]));
         DataFrame::new(n, cols)
     }
 
@@ -302,10 +336,11 @@ fn msg(e: PolarsError) -> String {
 }
 
 /// Every row of the catalog under `root`, as one lazy frame (tag columns that a run lacks are
-/// null there; numeric tags are Float64, see [`numeric_tags`]). An empty catalog is an error
-/// naming the root. The frame comes from [`load`]'s cache.
-pub fn scan(root: &Path) -> Result<LazyFrame, String> {
-    Ok(load(root)?.lazy())
+/// null there; numeric tags are Float64, see [`numeric_tags`]), each source's samples counted
+/// once (see [`load_versioned`]). An empty catalog is an error naming the root. `runs` limits
+/// it to runs named by name or folder. The frame comes from [`load`]'s cache.
+pub fn scan(root: &Path, runs: Option<&[String]>) -> Result<LazyFrame, String> {
+    Ok(load(root, runs)?.lazy())
 }
 
 /// What identifies a catalog's state: each catalog file with its size and modification time.
@@ -328,15 +363,33 @@ fn fingerprint_of(files: &[PathBuf]) -> Fingerprint {
 /// The catalog under `root` as one typed frame. Reading 1,000 small Parquet files costs far
 /// more than answering a query, so the frame is cached per root in the process and reloaded
 /// only when a catalog file appears, disappears or changes (a `stat` per file per call).
-pub fn load(root: &Path) -> Result<DataFrame, String> {
-    load_versioned(root).map(|(_, df)| df)
+pub fn load(root: &Path, runs: Option<&[String]>) -> Result<DataFrame, String> {
+    load_versioned(root, runs).map(|c| c.frame)
 }
 
-/// [`load`], with a hash of the catalog's state (its files, sizes and modification times):
-/// answers computed from the frame stay valid while the version is unchanged.
-pub fn load_versioned(root: &Path) -> Result<(u64, DataFrame), String> {
+/// A loaded catalog.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// A hash of the catalog's state (its files, sizes and modification times, and the run
+    /// selection): answers computed from the frame stay valid while it is unchanged.
+    pub version: u64,
+    /// The rows counted.
+    pub frame: DataFrame,
+    /// Runs that overlap (read the same source files), and which one counts.
+    pub warnings: Vec<String>,
+}
+
+/// [`load`], with the catalog's version and its overlap warnings.
+///
+/// Runs that read the same source file (the same `source`, and the same content hash where
+/// both runs know it) would count its samples twice. Each source's rows are taken from one run:
+/// curated runs before mixes (a mix is a selection of other runs' data), then the newest
+/// (by when its catalog was published), then the first by folder. Every other run's rows of
+/// that source are left out, and a warning names the runs.
+pub fn load_versioned(root: &Path, runs: Option<&[String]>) -> Result<Loaded, String> {
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<BTreeMap<PathBuf, (Fingerprint, DataFrame)>>> = OnceLock::new();
+    type Cache = BTreeMap<(PathBuf, Option<Vec<String>>), (Fingerprint, Loaded)>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let files = catalog_files(root);
     if files.is_empty() {
         return Err(format!(
@@ -345,42 +398,189 @@ pub fn load_versioned(root: &Path) -> Result<(u64, DataFrame), String> {
         ));
     }
     let fingerprint = fingerprint_of(&files);
-    let version = xxhash_rust::xxh3::xxh3_64(format!("{fingerprint:?}").as_bytes());
+    let version = xxhash_rust::xxh3::xxh3_64(format!("{fingerprint:?}{runs:?}").as_bytes());
     let cache = CACHE.get_or_init(Default::default);
-    let key = root.to_path_buf();
+    let key = (root.to_path_buf(), runs.map(<[String]>::to_vec));
     if let Ok(c) = cache.lock() {
-        if let Some((fp, df)) = c.get(&key) {
+        if let Some((fp, loaded)) = c.get(&key) {
             if *fp == fingerprint {
-                return Ok((version, df.clone()));
+                return Ok(loaded.clone());
             }
         }
     }
     let frames = files
         .iter()
-        .map(|f| {
+        .zip(&fingerprint)
+        .map(|(f, (_, _, modified))| {
             // `path`: the run directory relative to the root, from where the file lies, so a
             // run directory can be moved or copied and its catalog entry stays true.
             let dir = f
                 .parent()
                 .and_then(|d| d.strip_prefix(root).ok())
                 .map_or_else(String::new, |d| d.to_string_lossy().into_owned());
+            let published = modified
+                .and_then(|m| m.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
             LazyFrame::scan_parquet(
                 PlRefPath::new(f.to_string_lossy().as_ref()),
                 ScanArgsParquet::default(),
             )
-            .map(|lf| lf.with_column(lit(dir).alias("path")))
+            .map(|lf| lf.with_columns([lit(dir).alias("path"), lit(published).alias("published")]))
             .map_err(|e| format!("{}: {e}", f.display()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let df = concat_lf_diagonal(frames, UnionArgs::default())
         .and_then(|lf| lf.collect())
         .map_err(msg)?;
+    let df = match runs {
+        Some(names) => select_runs(df, names)?,
+        None => df,
+    };
+    let (df, warnings) = count_sources_once(df)?;
     let tags = tag_columns(df.schema());
     let df = numeric_tags(df, &tags).map_err(msg)?;
+    let loaded = Loaded {
+        version,
+        frame: df,
+        warnings,
+    };
     if let Ok(mut c) = cache.lock() {
-        c.insert(key, (fingerprint, df.clone()));
+        c.insert(key, (fingerprint, loaded.clone()));
     }
-    Ok((version, df))
+    Ok(loaded)
+}
+
+/// Only the rows of runs named (by run name or folder); a name that matches no run is an
+/// error listing the runs there are.
+fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, String> {
+    let strs = |c: &str| -> Result<Vec<String>, String> {
+        Ok(df
+            .column(c)
+            .and_then(|c| c.str().cloned())
+            .map_err(msg)?
+            .iter()
+            .map(|v| v.unwrap_or("").to_string())
+            .collect())
+    };
+    let (run, path) = (strs("run")?, strs("path")?);
+    for n in names {
+        if !run.contains(n) && !path.contains(n) {
+            let mut known: Vec<&String> = path.iter().collect();
+            known.sort();
+            known.dedup();
+            return Err(format!(
+                "--runs: no run {n:?} in the catalog (runs: {})",
+                known
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let keep: Vec<bool> = run
+        .iter()
+        .zip(&path)
+        .map(|(r, p)| names.contains(r) || names.contains(p))
+        .collect();
+    df.filter(&BooleanChunked::from_slice("keep".into(), &keep))
+        .map_err(msg)
+}
+
+/// Each source's rows from one run (see [`load_versioned`]), and a warning per pair of
+/// overlapping runs.
+fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String> {
+    let strs = |c: &str| -> Vec<Option<String>> {
+        df.column(c)
+            .ok()
+            .and_then(|c| c.str().ok().cloned())
+            .map(|ca| ca.iter().map(|v| v.map(str::to_string)).collect())
+            .unwrap_or_else(|| vec![None; df.height()])
+    };
+    let (path, source, hash) = (strs("path"), strs("source"), strs("source_hash"));
+    let mixed: Vec<bool> = df
+        .column("mixed")
+        .ok()
+        .and_then(|c| c.bool().ok().cloned())
+        .map(|ca| ca.iter().map(|v| v.unwrap_or(false)).collect())
+        .unwrap_or_else(|| vec![false; df.height()]);
+    let published: Vec<i64> = df
+        .column("published")
+        .ok()
+        .and_then(|c| c.i64().ok().cloned())
+        .map(|ca| ca.iter().map(|v| v.unwrap_or(0)).collect())
+        .unwrap_or_else(|| vec![0; df.height()]);
+    // The known content hashes of each source: with one, rows that do not know it are the
+    // same file; with several, each hash is its own file.
+    let mut hashes: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for (s, h) in source.iter().zip(&hash) {
+        if let (Some(s), Some(h)) = (s, h) {
+            hashes.entry(s.as_str()).or_default().insert(h.as_str());
+        }
+    }
+    let key_of = |i: usize| -> (String, String) {
+        let s = source[i].clone().unwrap_or_default();
+        let h = match (&hash[i], hashes.get(s.as_str())) {
+            (Some(h), _) => h.clone(),
+            (None, Some(set)) if set.len() == 1 => set
+                .iter()
+                .next()
+                .map_or_else(String::new, |h| h.to_string()),
+            _ => String::new(),
+        };
+        (s, h)
+    };
+    // Rank of a run for a source: curated before mixed, newest, then by folder.
+    type Rank = (bool, std::cmp::Reverse<i64>, String);
+    let mut owner: BTreeMap<(String, String), Rank> = BTreeMap::new();
+    let mut readers: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
+        BTreeMap::new();
+    for i in 0..df.height() {
+        let p = path[i].clone().unwrap_or_default();
+        let rank = (mixed[i], std::cmp::Reverse(published[i]), p.clone());
+        let key = key_of(i);
+        readers.entry(key.clone()).or_default().insert(p);
+        owner
+            .entry(key)
+            .and_modify(|r| {
+                if rank < *r {
+                    *r = rank.clone();
+                }
+            })
+            .or_insert(rank);
+    }
+    let keep: Vec<bool> = (0..df.height())
+        .map(|i| owner.get(&key_of(i)).map(|r| &r.2) == path[i].as_ref())
+        .collect();
+    // One warning per (run left out, run counted), with the number of shared sources.
+    let mut pairs: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (key, rs) in &readers {
+        let Some(own) = owner.get(key) else { continue };
+        for r in rs.iter().filter(|r| **r != own.2) {
+            *pairs.entry((r.clone(), own.2.clone())).or_default() += 1;
+        }
+    }
+    // One warning per run left out of some source: which runs count those sources instead.
+    let mut by_left: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for ((left, counted), n) in pairs {
+        by_left
+            .entry(left)
+            .or_default()
+            .push(format!("{n} from {counted:?}"));
+    }
+    let warnings = by_left
+        .into_iter()
+        .map(|(left, counted)| {
+            format!(
+                "run {left:?} overlaps other runs: source files it read are counted from another run ({}); each source is counted once (curated runs before mixes, then the newest); choose runs with --runs",
+                counted.join(", ")
+            )
+        })
+        .collect();
+    let df = df
+        .filter(&BooleanChunked::from_slice("keep".into(), &keep))
+        .map_err(msg)?;
+    Ok((df, warnings))
 }
 
 /// The dimension (tag) columns of a catalog frame's schema.
@@ -544,8 +744,11 @@ pub fn pooled_stats(lf: LazyFrame) -> Result<Vec<GroupStat>, String> {
 }
 
 /// A mix preview from the catalog under `root`: the plan the `mix` stage would follow.
-pub fn preview(root: &Path, spec: &MixSpec) -> Result<MixPlan, String> {
-    preview_frame(&load(root)?, spec)
+pub fn preview(root: &Path, runs: Option<&[String]>, spec: &MixSpec) -> Result<MixPlan, String> {
+    let loaded = load_versioned(root, runs)?;
+    let mut plan = preview_frame(&loaded.frame, spec)?;
+    plan.warnings.extend(loaded.warnings);
+    Ok(plan)
 }
 
 /// [`preview`] over a loaded catalog frame.
@@ -594,8 +797,13 @@ pub fn token_methods(catalog: &DataFrame) -> Result<Vec<String>, String> {
 
 /// Totals of the catalog grouped by `by` (column names), largest first: samples, turns,
 /// tokens, chars.
-pub fn summary(root: &Path, by: &[String], filter: Option<&str>) -> Result<DataFrame, String> {
-    let lf = scan(root)?;
+pub fn summary(
+    root: &Path,
+    runs: Option<&[String]>,
+    by: &[String],
+    filter: Option<&str>,
+) -> Result<DataFrame, String> {
+    let lf = scan(root, runs)?;
     let schema = lf.clone().collect_schema().map_err(msg)?;
     for b in by {
         if schema.get(b).is_none() {
@@ -667,8 +875,8 @@ pub fn frame_json(df: &DataFrame) -> serde_json::Value {
 }
 
 /// The runs in a catalog: run name, its directory relative to the root, and its curated files.
-pub fn runs(root: &Path) -> Result<Vec<RunEntry>, String> {
-    runs_of(scan(root)?)
+pub fn runs(root: &Path, runs: Option<&[String]>) -> Result<Vec<RunEntry>, String> {
+    runs_of(scan(root, runs)?)
 }
 
 /// One run of a catalog.
@@ -707,6 +915,7 @@ fn runs_of(lf: LazyFrame) -> Result<Vec<RunEntry>, String> {
 /// task and tags), and a single `mix` stage. `sluice mix run` executes it like any pipeline.
 pub fn mix_pipeline(
     root: &Path,
+    runs: Option<&[String]>,
     spec: &MixSpec,
     out: &Path,
     seed: u64,
@@ -716,11 +925,32 @@ pub fn mix_pipeline(
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
+    let frame = load(root, runs)?;
     let used = runs_of(
-        scan(root)?
+        frame
+            .clone()
+            .lazy()
             .with_column(pool_expr(spec)?)
             .filter(col("pool").is_not_null()),
     )?;
+    // Which sources each run is counted for: a sample read from a run that another run
+    // counts for is left out of the mix (`overlap`), as the preview leaves it out.
+    let mut owners: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    let pairs = frame
+        .clone()
+        .lazy()
+        .select([col("path"), col("source")])
+        .unique_stable(None, UniqueKeepStrategy::First)
+        .collect()
+        .map_err(msg)?;
+    let strs = |c: &str| pairs.column(c).and_then(|c| c.str().cloned()).map_err(msg);
+    let (ps, ss) = (strs("path")?, strs("source")?);
+    for (p, s) in ps.iter().zip(ss.iter()) {
+        owners
+            .entry(p.unwrap_or("").to_string())
+            .or_default()
+            .insert(s.unwrap_or("").to_string());
+    }
     let mut inputs = Vec::new();
     for entry in &used {
         let dir = entry.path.as_str();
@@ -742,6 +972,7 @@ pub fn mix_pipeline(
         }
         let mut input = crate::config::InputPlan::new(dir);
         input.format = crate::config::RecordFormat::Sluice;
+        input.tags = vec![(RUN_TAG.to_string(), dir.to_string())];
         input.files = found
             .into_iter()
             .map(|p| {
@@ -776,6 +1007,7 @@ pub fn mix_pipeline(
             crate::stages::mix::Config {
                 spec: spec.clone(),
                 tokenizer: tokenizer.clone(),
+                owners: Some(Arc::new(owners)),
             },
         ))],
         output_dir: out.to_path_buf(),

@@ -478,6 +478,8 @@ pub struct InputPlan {
     pub text_unit: TextUnit,
     /// Remove spaces around CJK characters.
     pub cjk_despace: bool,
+    /// Tags set on every sample of the input (`sluice mix run` marks the run it read).
+    pub tags: Vec<(String, String)>,
 }
 
 impl InputPlan {
@@ -497,6 +499,7 @@ impl InputPlan {
             columns: Vec::new(),
             text_unit: TextUnit::Line,
             cjk_despace: false,
+            tags: Vec::new(),
         }
     }
 }
@@ -784,6 +787,7 @@ fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) -> Result<Pla
             columns,
             text_unit: input.text_unit,
             cjk_despace: input.cjk_despace,
+            tags: Vec::new(),
         });
     }
     for (i, stage) in spec.stages.iter().enumerate() {

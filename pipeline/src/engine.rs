@@ -1271,6 +1271,20 @@ impl Engine<'_> {
             "curated/*.jsonl"
         };
         let catalog_path = run.path(crate::catalog::CATALOG_FILE);
+        // Lineage: what the run read (by content), and whether it is a mix, so that a catalog
+        // over several runs counts each source's samples once.
+        let inputs: Vec<&(std::path::PathBuf, String)> =
+            self.plan.inputs.iter().flat_map(|i| &i.files).collect();
+        let hashed = inputs
+            .par_iter()
+            .map(|(p, shown)| crate::storage::hash_file(p).map(|(_, h)| (shown.clone(), h)))
+            .collect::<Result<BTreeMap<String, String>>>()?;
+        let mixed = self
+            .plan
+            .stages
+            .iter()
+            .any(|s| matches!(s, crate::stages::StageConfig::Mix(_)));
+        self.catalog.set_lineage(hashed, mixed);
         self.catalog.write(&catalog_path, &self.plan.name, files)?;
         outputs.push(OutputFile {
             path: crate::catalog::CATALOG_FILE.into(),

@@ -87,6 +87,24 @@ impl Drop for AtomicFile {
     }
 }
 
+/// A file's size and content hash (xxh3-128, hex), read in blocks.
+pub fn hash_file(path: &Path) -> Result<(u64, String)> {
+    use std::io::Read;
+    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((size, format!("{:032x}", h.digest128())))
+}
+
 /// Write a whole small file atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;

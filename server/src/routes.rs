@@ -409,7 +409,8 @@ fn preview(
     query: String,
     spec: &MixSpec,
 ) -> Result<String, String> {
-    let (version, frame) = catalog::load_versioned(root)?;
+    let loaded = catalog::load_versioned(root, None)?;
+    let (version, frame) = (loaded.version, loaded.frame);
     let key = (version, query);
     if let Some(hit) = st
         .preview_cache
@@ -419,7 +420,8 @@ fn preview(
     {
         return Ok(hit);
     }
-    let plan = catalog::preview_frame(&frame, spec)?;
+    let mut plan = catalog::preview_frame(&frame, spec)?;
+    plan.warnings.extend(loaded.warnings);
     let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
     if let Ok(mut c) = st.preview_cache.lock() {
         c.retain(|(v, _), _| *v == version);
@@ -500,12 +502,14 @@ async fn datasets(
         if catalog::catalog_files(&root).is_empty() {
             return Ok(serde_json::json!({ "runs": [], "groups": [] }));
         }
-        let runs = catalog::runs(&root)?;
+        let loaded = catalog::load_versioned(&root, None)?;
+        let runs = catalog::runs(&root, None)?;
         let by = vec!["domain".to_string(), "task".to_string()];
-        let groups = catalog::summary(&root, &by, None)?;
+        let groups = catalog::summary(&root, None, &by, None)?;
         Ok(serde_json::json!({
             "runs": runs,
             "groups": catalog::frame_json(&groups),
+            "warnings": loaded.warnings,
         }))
     })
     .await

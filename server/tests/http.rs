@@ -7,7 +7,6 @@ mod common;
 use axum::http::StatusCode;
 use common::*;
 use sluice_server::State;
-use std::path::Path;
 use std::sync::Arc;
 
 fn job_body(paths: &str, key: Option<&str>) -> String {

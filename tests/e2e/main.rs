@@ -11,6 +11,7 @@ mod inputs;
 mod minhash;
 mod mix;
 mod outputs;
+mod readme;
 mod rejects;
 mod serve;
 mod storage;

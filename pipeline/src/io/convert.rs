@@ -604,7 +604,13 @@ fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), St
         tools: p.tools,
         turns: p.turns,
         text: p.text,
-        tags: p.tags,
+        tags: {
+            let mut tags = p.tags;
+            for (k, v) in &plan.tags {
+                tags.insert(k.clone(), v.clone());
+            }
+            tags
+        },
     };
     Ok((sample, p.format))
 }

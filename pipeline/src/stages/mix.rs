@@ -41,6 +41,11 @@ pub struct Config {
     /// else an approximation).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// `sluice mix run` only: the sources each catalog run is counted for (run folder → sources).
+    /// A sample tagged with a run ([`crate::catalog::RUN_TAG`]) whose source that run is not
+    /// counted for is left out (`overlap`), as the catalog's preview leaves it out.
+    #[serde(skip)]
+    pub owners: Option<Arc<BTreeMap<String, std::collections::BTreeSet<String>>>>,
 }
 
 impl Config {
@@ -66,6 +71,9 @@ pub struct MixRecord {
     kind: String,
     tags: BTreeMap<String, String>,
 }
+
+/// The frame column that says whether a record counts (see [`Config::owners`]).
+const OWNED: &str = "__owned";
 
 fn is_copy(r: &MixRecord) -> bool {
     r.tags.contains_key(crate::engine::COPY_TAG)
@@ -117,6 +125,7 @@ pub struct Mix {
     spec: MixSpec,
     seed: u64,
     counter: TokenCounter,
+    owners: Option<std::sync::Arc<BTreeMap<String, std::collections::BTreeSet<String>>>>,
     summary: Mutex<Option<Result<MixSummary, String>>>,
 }
 
@@ -130,6 +139,7 @@ impl Mix {
             seed: cfg.spec.seed.unwrap_or(seed),
             spec: cfg.spec.clone(),
             counter,
+            owners: cfg.owners.clone(),
             summary: Mutex::new(None),
         })
     }
@@ -196,11 +206,30 @@ impl Mix {
     }
 
     fn select(&self, records: &Records<MixRecord>) -> Result<(Decisions, MixSummary), String> {
-        let (df, recs) = Mix::frame(records).map_err(|e| e.to_string())?;
+        let (mut df, recs) = Mix::frame(records).map_err(|e| e.to_string())?;
+        // A sample read back from a catalog run that is not counted for its source (another
+        // run is) belongs to no pool: the preview counted it from that other run.
+        let owned: Vec<bool> = recs
+            .iter()
+            .map(
+                |r| match (&self.owners, r.tags.get(crate::catalog::RUN_TAG)) {
+                    (Some(owners), Some(run)) => {
+                        owners.get(run).is_some_and(|s| s.contains(&r.source))
+                    }
+                    _ => true,
+                },
+            )
+            .collect();
+        df.with_column(Column::new(OWNED.into(), owned.clone()))
+            .map_err(|e| e.to_string())?;
         // Pools are assigned once; the statistics and the selection both read the column.
+        let pool = when(col(OWNED))
+            .then(pool_expr(&self.spec)?)
+            .otherwise(lit(NULL).cast(DataType::UInt32))
+            .alias("pool");
         let pooled = df
             .lazy()
-            .with_column(pool_expr(&self.spec)?)
+            .with_column(pool)
             .collect()
             .map_err(|e| e.to_string())?;
         let stats = pooled_stats(pooled.clone().lazy())?;
@@ -224,7 +253,8 @@ impl Mix {
                         xxhash_rust::xxh3::xxh3_64_with_seed(r.id.as_bytes(), self.seed),
                         pos as u64,
                     )),
-                None => no_pool.push(pos as u64),
+                None if owned[pos] => no_pool.push(pos as u64),
+                None => {}
             }
         }
         for m in members.values_mut() {
@@ -339,6 +369,16 @@ impl Mix {
             let pos = pos as u64;
             let n = copies.get(&pos).copied().unwrap_or(0);
             let decision = match pool_of.get(pos as usize) {
+                _ if !owned[pos as usize] => Decision::drop(DropReason::new(
+                    "overlap",
+                    format!(
+                        "source {:?} is counted from another catalog run than {:?}",
+                        r.source,
+                        r.tags
+                            .get(crate::catalog::RUN_TAG)
+                            .map_or("", |s| s.as_str())
+                    ),
+                )),
                 _ if is_copy(r) => Decision::drop(DropReason::new(
                     "earlier_copy",
                     "a copy written by an earlier mix's upsampling; its original is a candidate",
