@@ -105,11 +105,30 @@ fn quickstart_writes_every_output_and_reconciles() {
         info["sluice_quickstart"]["columns"]["messages"],
         "conversations"
     );
-    let export = read_json(&out.join("export/llamafactory/sluice_quickstart.json"));
-    let export = export.as_array().expect("array");
+    // One dataset per split (LCCC's own train/valid/test): held-out samples are never in the
+    // dataset one trains on; samples without a split stay in `sluice_quickstart`.
+    let lf = out.join("export/llamafactory");
     let sft_kept = jsonl.iter().filter(|s| s["kind"] == "sft").count();
+    let mut export = Vec::new();
+    for (name, split) in [
+        ("sluice_quickstart", None),
+        ("sluice_quickstart_train", Some("train")),
+        ("sluice_quickstart_valid", Some("valid")),
+        ("sluice_quickstart_test", Some("test")),
+    ] {
+        assert_eq!(info[name]["file_name"], format!("{name}.json"), "{info}");
+        let part = read_json(&lf.join(format!("{name}.json")));
+        let part = part.as_array().expect("array").clone();
+        let expected = jsonl
+            .iter()
+            .filter(|s| s["kind"] == "sft")
+            .filter(|s| s["tags"]["split"].as_str() == split)
+            .count();
+        assert_eq!(part.len(), expected, "{name}");
+        export.extend(part);
+    }
     assert_eq!(export.len(), sft_kept);
-    for rec in export {
+    for rec in &export {
         let conv = rec["conversations"].as_array().expect("conversations");
         assert!(!conv.is_empty() && conv.len() % 2 == 0);
         for (i, t) in conv.iter().enumerate() {

@@ -15,6 +15,7 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -462,14 +463,39 @@ struct TextRecord<'a> {
 }
 
 /// The LLaMA-Factory export: `<name>.json` for dialogues and `<name>_pretrain.json` for
-/// documents, plus `dataset_info.json` entries that LLaMA-Factory's loader accepts.
+/// documents, plus `dataset_info.json` entries that LLaMA-Factory's loader accepts. Samples
+/// with a `split` tag go to one dataset per split (`<name>_train`, `<name>_valid`,
+/// `<name>_test_pretrain`, …): a held-out sample is never in the dataset one trains on.
 pub struct LlamaFactorySink {
     root: PathBuf,
     dir: PathBuf,
     name: String,
     style: LlamaFactoryStyle,
-    sft: Option<JsonArray>,
-    pretrain: Option<JsonArray>,
+    /// Dialogues by dataset name.
+    sft: BTreeMap<String, JsonArray>,
+    /// Documents by dataset name.
+    pretrain: BTreeMap<String, JsonArray>,
+}
+
+/// The dataset a sample goes to: `<name>` without a split, else `<name>_<split>` (the split
+/// reduced to letters, digits, `-` and `_`).
+fn dataset_of(name: &str, s: &Sample) -> String {
+    match s.tags.get("split").filter(|v| !v.is_empty()) {
+        None => name.to_string(),
+        Some(split) => {
+            let clean: String = split
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            format!("{name}_{clean}")
+        }
+    }
 }
 
 impl LlamaFactorySink {
@@ -485,8 +511,8 @@ impl LlamaFactorySink {
             dir,
             name: name.to_string(),
             style,
-            sft: None,
-            pretrain: None,
+            sft: BTreeMap::new(),
+            pretrain: BTreeMap::new(),
         }
     }
 }
@@ -503,23 +529,23 @@ fn sharegpt_role(r: Role) -> &'static str {
 impl SampleSink for LlamaFactorySink {
     fn write(&mut self, samples: &[Sample], _drops: Option<&[DropInfo]>) -> Result<()> {
         for s in samples {
+            let dataset = dataset_of(&self.name, s);
             if let Some(text) = &s.text {
-                if self.pretrain.is_none() {
-                    self.pretrain = Some(JsonArray::open(
-                        self.dir.join(format!("{}_pretrain.json", self.name)),
-                    )?);
+                let name = format!("{dataset}_pretrain");
+                if !self.pretrain.contains_key(&name) {
+                    let a = JsonArray::open(self.dir.join(format!("{name}.json")))?;
+                    self.pretrain.insert(name.clone(), a);
                 }
-                if let Some(a) = self.pretrain.as_mut() {
+                if let Some(a) = self.pretrain.get_mut(&name) {
                     a.push(&TextRecord { text })?;
                 }
                 continue;
             }
-            if self.sft.is_none() {
-                self.sft = Some(JsonArray::open(
-                    self.dir.join(format!("{}.json", self.name)),
-                )?);
+            if !self.sft.contains_key(&dataset) {
+                let a = JsonArray::open(self.dir.join(format!("{dataset}.json")))?;
+                self.sft.insert(dataset.clone(), a);
             }
-            let Some(out) = self.sft.as_mut() else {
+            let Some(out) = self.sft.get_mut(&dataset) else {
                 continue;
             };
             let system = s.system.as_deref().unwrap_or("");
@@ -575,9 +601,9 @@ impl SampleSink for LlamaFactorySink {
     fn finish(self: Box<Self>) -> Result<Vec<OutputFile>> {
         let mut files = Vec::new();
         let mut info = serde_json::Map::new();
-        if let Some(a) = self.sft {
+        for (name, a) in self.sft {
             let f = a.close(&self.root)?;
-            let file_name = format!("{}.json", self.name);
+            let file_name = format!("{name}.json");
             let entry = match self.style {
                 LlamaFactoryStyle::Sharegpt => serde_json::json!({
                     "file_name": file_name,
@@ -589,14 +615,14 @@ impl SampleSink for LlamaFactorySink {
                     "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
                 }),
             };
-            info.insert(self.name.clone(), entry);
+            info.insert(name, entry);
             files.push(f);
         }
-        if let Some(a) = self.pretrain {
+        for (name, a) in self.pretrain {
             files.push(a.close(&self.root)?);
             info.insert(
-                format!("{}_pretrain", self.name),
-                serde_json::json!({"file_name": format!("{}_pretrain.json", self.name), "columns": {"prompt": "text"}}),
+                name.clone(),
+                serde_json::json!({"file_name": format!("{name}.json"), "columns": {"prompt": "text"}}),
             );
         }
         let path = self.dir.join("dataset_info.json");
