@@ -568,17 +568,36 @@ pub fn parse(text: &str, path: &Path) -> Result<Plan> {
 /// [`parse`] with options: a confined pipeline gets [`Error::Forbidden`] for the first path
 /// outside its roots, before any file is touched.
 pub fn parse_with(text: &str, path: &Path, opts: &CompileOptions) -> Result<Plan> {
-    let config_error = |issue| Error::Config {
+    let config_error = |issues| Error::Config {
         file: path.to_path_buf(),
-        issues: vec![issue],
+        issues,
     };
-    let de =
-        toml::Deserializer::parse(text).map_err(|e| config_error(toml_issue(&e, text, None)))?;
-    let spec: PipelineSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-        let key = e.path().to_string();
-        config_error(toml_issue(e.inner(), text, Some(key)))
-    })?;
-    compile(spec, path, opts)
+    // Syntax first: a file that is not TOML has one error, at its place.
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| config_error(vec![toml_issue(&e, text, None)]))?;
+    // Then every unknown key and bad value, each at its own line; then what compiling finds.
+    let collected = crate::spec_check::collect::<PipelineSpec>(text, table);
+    let mut issues = collected.issues;
+    let Some(spec) = collected.value else {
+        return Err(config_error(issues));
+    };
+    match compile(spec, path, opts) {
+        Ok(plan) if issues.is_empty() => Ok(plan),
+        Ok(_) => Err(config_error(issues)),
+        Err(Error::Config { issues: more, .. }) => {
+            let placeholder = |key: &str| {
+                collected
+                    .placeholders
+                    .iter()
+                    .any(|i| key.starts_with(&format!("stages[{i}]")))
+            };
+            issues.extend(more.into_iter().filter(|i| !placeholder(&i.key)));
+            Err(config_error(issues))
+        }
+        Err(e @ Error::Forbidden { .. }) => Err(e),
+        Err(e) if issues.is_empty() => Err(e),
+        Err(_) => Err(config_error(issues)),
+    }
 }
 
 /// A TOML error as an issue: the dotted key where known, and the line and column.

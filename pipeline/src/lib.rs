@@ -16,6 +16,7 @@ pub mod normalize;
 pub mod remote;
 pub mod report;
 pub mod sample;
+pub mod spec_check;
 pub mod stages;
 pub mod storage;
 pub mod tasks;

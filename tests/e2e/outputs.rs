@@ -296,3 +296,32 @@ fn check_lists_every_config_error_with_file_and_key() {
     }
     assert!(examples >= 1);
 }
+
+/// Regression: five typos took five runs of `sluice check`, and a stage's typo was reported at
+/// the line of the first `[[stages]]`. Every problem is listed at once, each at its own line.
+#[test]
+fn check_lists_every_typo_at_its_own_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a.jsonl"), "{\"text\": \"hello world\"}\n").expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "name = \"x\"\nsed = 3\n\n[[inputs]]\npaths = [\"a.jsonl\"]\nformatt = \"alpaca\"\ndomian = \"finance\"\n\n[[stages]]\ntype = \"length_filter\"\nmin_chars = 3\n\n[[stages]]\ntype = \"exact_dedup\"\nscoope = \"prompt\"\n\n[[stages]]\ntype = \"length_filter\"\nmin_chars = \"x\"\n\n[output]\ndirr = \"o\"\n",
+    );
+    let out = sluice(&["check", cfg.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (key, line) in [
+        ("sed", 2),
+        ("inputs[0].formatt", 6),
+        ("inputs[0].domian", 7),
+        ("stages[1].scoope", 15),
+        ("stages[2].min_chars", 19),
+        ("output.dirr", 22),
+    ] {
+        assert!(
+            err.contains(&format!("{key} (line {line}, column 1)")),
+            "{key} at line {line}:\n{err}"
+        );
+    }
+    assert!(err.contains("output.dir: missing field `dir`"), "{err}");
+}
