@@ -37,13 +37,23 @@ pub struct Job {
     pub progress: Option<serde_json::Value>,
     /// Times the job was started (more than 1 after a restart).
     pub attempts: i64,
-    /// Unix seconds.
+    /// When it was submitted (RFC 3339, UTC).
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub created_at: i64,
-    /// Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// When it last started (RFC 3339, UTC).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub started_at: Option<i64>,
-    /// Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// When it ended (RFC 3339, UTC).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub finished_at: Option<i64>,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -55,6 +65,21 @@ pub struct Job {
 /// The store.
 pub struct Store {
     conn: Mutex<Connection>,
+}
+
+/// Unix seconds as RFC 3339 (UTC, whole seconds): what the API shows.
+fn rfc3339<S: serde::Serializer>(secs: &i64, s: S) -> Result<S::Ok, S::Error> {
+    match chrono::DateTime::from_timestamp(*secs, 0) {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        None => s.serialize_i64(*secs),
+    }
+}
+
+fn rfc3339_opt<S: serde::Serializer>(secs: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match secs {
+        Some(v) => rfc3339(v, s),
+        None => s.serialize_none(),
+    }
 }
 
 fn now() -> i64 {
@@ -400,18 +425,32 @@ pub struct Schedule {
     pub pipeline: String,
     /// Folder (inside a data root) whose new files each tick takes.
     pub input_prefix: String,
-    /// Unix seconds.
+    /// When it was created (RFC 3339, UTC).
+    #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String)]
     pub created_at: i64,
-    /// Unix seconds of the last tick.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The last tick (RFC 3339, UTC).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub last_tick: Option<i64>,
-    /// Unix seconds of the last successful run.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The last successful run (RFC 3339, UTC).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub last_success: Option<i64>,
     /// Failed runs in a row (the back-off grows with them).
     pub failures: i64,
-    /// After failures: no tick before this time (unix seconds).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// After failures: no tick before this time (RFC 3339, UTC).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339_opt"
+    )]
+    #[schema(value_type = Option<String>)]
     pub retry_at: Option<i64>,
 }
 

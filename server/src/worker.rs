@@ -145,7 +145,15 @@ fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> boo
         }
     };
     let cancel = Arc::new(AtomicBool::new(false));
-    let (store_id, last) = (id.to_string(), std::sync::Mutex::new(Instant::now()));
+    let _ = state.store.progress(
+        id,
+        &serde_json::json!({ "phase": "starting", "records": 0, "bytes": 0, "percent": 0.0 }),
+    );
+    // The first batch reports at once; later ones at most every 200 ms.
+    let (store_id, last) = (
+        id.to_string(),
+        std::sync::Mutex::new(Instant::now().checked_sub(Duration::from_secs(1))),
+    );
     let state_ref: &State = state;
     // The progress callback must be 'static: it only sends progress; the watcher below turns
     // a cancel request or a stop into the engine's cancel flag.
@@ -163,13 +171,19 @@ fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> boo
             let mut last = last
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if last.elapsed() >= Duration::from_millis(200) {
-                *last = Instant::now();
+            if last.is_none_or(|l| l.elapsed() >= Duration::from_millis(200)) {
+                *last = Some(Instant::now());
+                let percent = if p.total_bytes > 0 {
+                    (p.bytes as f64 * 100.0 / p.total_bytes as f64).min(100.0)
+                } else {
+                    0.0
+                };
                 let _ = tx.send(serde_json::json!({
                     "phase": p.phase,
                     "records": p.records,
                     "bytes": p.bytes,
                     "total_bytes": p.total_bytes,
+                    "percent": (percent * 10.0).round() / 10.0,
                 }));
             }
         })),
@@ -203,8 +217,27 @@ fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> boo
     let succeeded = result.is_ok();
     let outcome = match result {
         Ok(report) => {
-            let json = serde_json::to_string(&report).unwrap_or_default();
-            state.store.finish(id, "succeeded", None, Some(&json))
+            // The last word on progress is the run's own totals, not the last batch seen.
+            let _ = state.store.progress(
+                id,
+                &serde_json::json!({
+                    "phase": "done",
+                    "records": report.totals.read,
+                    "kept": report.totals.kept,
+                    "dropped": report.totals.dropped,
+                    "rejected": report.totals.rejected,
+                    "percent": 100.0,
+                }),
+            );
+            match serde_json::to_string(&report) {
+                Ok(json) => state.store.finish(id, "succeeded", None, Some(&json)),
+                Err(e) => state.store.finish(
+                    id,
+                    "failed",
+                    Some(&format!("the report could not be written: {e}")),
+                    None,
+                ),
+            }
         }
         Err(Error::Cancelled) if state.stopping.load(Ordering::SeqCst) => state.store.requeue(id),
         Err(Error::Cancelled) => state.store.finish(id, "cancelled", None, None),

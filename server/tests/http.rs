@@ -58,6 +58,16 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     let done = wait_done(&f.state, &id).await;
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 1);
+    // Regression: progress was stale after success; it ends with the run's own totals.
+    assert_eq!(done["progress"]["phase"], "done", "{done}");
+    assert_eq!(done["progress"]["records"], 50, "{done}");
+    assert_eq!(done["progress"]["percent"], 100.0, "{done}");
+    assert!(
+        done["created_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{done}"
+    );
     let (s, report) = call(
         &f.state,
         "GET",
@@ -415,7 +425,13 @@ async fn schedules_take_only_new_files_and_drop_what_earlier_runs_kept() {
     );
     let (s, list) = call(&f.state, "GET", "/v1/schedules", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(list["schedules"][0]["last_success"].is_number(), "{list}");
+    // Times are RFC 3339 (UTC), not bare epoch seconds.
+    assert!(
+        list["schedules"][0]["last_success"]
+            .as_str()
+            .is_some_and(|t| t.contains('T') && t.ends_with('Z')),
+        "{list}"
+    );
     let (s, _) = call(
         &f.state,
         "DELETE",
