@@ -175,15 +175,28 @@ impl Report {
             );
         }
         for st in &self.stages {
+            let words = |k: &str| k.replace('_', " ");
+            // Drop reasons by their codes (what `sluice inspect run --reason` takes).
             let reasons: Vec<String> = st.dropped.iter().map(|(r, n)| format!("{r} {n}")).collect();
-            s += &format!(
-                "  stage [{}] {:<20} in {:>7}  kept {:>7}  {}\n",
-                st.index,
-                st.kind,
-                st.input,
-                st.kept,
-                reasons.join(", ")
+            let mut line = format!(
+                "  stage [{}] {:<20} in {:>7}  kept {:>7}",
+                st.index, st.kind, st.input, st.kept
             );
+            if !reasons.is_empty() {
+                line += &format!("  dropped: {}", reasons.join(", "));
+            }
+            // What the stage changed or found (fillers removed, phones found, history
+            // dropped…), in words.
+            let counters: Vec<String> = st
+                .counters
+                .iter()
+                .map(|(k, n)| format!("{} {n}", words(k)))
+                .collect();
+            if !counters.is_empty() {
+                line += &format!("  ({})", counters.join(", "));
+            }
+            s += &line;
+            s += "\n";
         }
         for st in &self.stages {
             let warnings = st
@@ -200,6 +213,12 @@ impl Report {
         }
         if t.read == 0 {
             s += "  warning: no records were read: check the input paths and formats\n";
+        }
+        if t.rejected > 0 {
+            s += &format!(
+                "  note: {} record(s) could not be read; rejects.jsonl lists each with its file, line and error\n",
+                t.rejected
+            );
         }
         if !self.reconciled {
             s += "  WARNING: counts do not reconcile; this is a bug, please report it\n";
