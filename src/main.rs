@@ -37,6 +37,10 @@ enum Command {
         /// No progress bar or summary.
         #[arg(long, short)]
         quiet: bool,
+        /// A trial: only the first N records of each input, published to `<output>.trial`
+        /// (outside the catalog) unless --out says where.
+        #[arg(long)]
+        limit: Option<u64>,
         /// Run as task I of a task-sharded run (also from SLURM_ARRAY_TASK_ID or
         /// JOB_COMPLETION_INDEX).
         #[arg(long, requires = "tasks")]
@@ -411,11 +415,18 @@ fn real_main() -> Result<ExitCode> {
             max_reject_ratio,
             out,
             quiet,
+            limit,
             task_index,
             tasks,
             work,
             task_timeout,
         } => {
+            if limit == Some(0) {
+                bail!("--limit must be at least 1 record");
+            }
+            if limit.is_some() && (task_index.is_some() || tasks.is_some()) {
+                bail!("--limit is a trial in one process: it does not combine with --tasks");
+            }
             if let Some(r) = max_reject_ratio {
                 if !(0.0..=1.0).contains(&r) {
                     bail!("--max-reject-ratio {r} is not a share between 0 and 1");
@@ -443,6 +454,15 @@ fn real_main() -> Result<ExitCode> {
                 b
             });
             let progress_bar = bar.clone();
+            // A trial never replaces the real run, and stays out of the catalog.
+            let out = match (limit, out) {
+                (Some(_), None) if plan.output_url.is_none() => {
+                    let mut trial = plan.output_dir.as_os_str().to_owned();
+                    trial.push(".trial");
+                    Some(PathBuf::from(trial))
+                }
+                (_, o) => o,
+            };
             let out_dir = out.clone().unwrap_or_else(|| plan.output_dir.clone());
             let spec = sluice_pipeline::tasks::TaskSpec::resolve(task_index, tasks, &|k| {
                 std::env::var(k).ok()
@@ -499,6 +519,7 @@ fn real_main() -> Result<ExitCode> {
                 }),
                 cancel: None,
                 task,
+                limit,
             };
             let result = engine::run(&plan, opts);
             if let Some(b) = bar {
@@ -517,6 +538,11 @@ fn real_main() -> Result<ExitCode> {
                         );
                     } else {
                         eprint!("{}", report.summary());
+                        if let Some(n) = limit {
+                            eprintln!(
+                                "  trial: at most the first {n} records of each input were read"
+                            );
+                        }
                         match &plan.output_url {
                             Some(url) => eprintln!("  outputs in {url}"),
                             None => eprintln!("  outputs in {}", out_dir.display()),

@@ -319,9 +319,14 @@ pub fn catalog_files(root: &Path) -> Vec<PathBuf> {
     if let Ok(entries) = std::fs::read_dir(root) {
         for e in entries.flatten() {
             let p = e.path().join(CATALOG_FILE);
-            // Unpublished (`.tmp-…`) and failed runs are not part of the catalog.
+            // Unpublished (`.tmp-…`), failed and trial (`--limit`) runs are not part of the
+            // catalog.
             let name = e.file_name().to_string_lossy().into_owned();
-            if p.is_file() && !name.starts_with('.') && !name.ends_with(".failed") {
+            if p.is_file()
+                && !name.starts_with('.')
+                && !name.ends_with(".failed")
+                && !name.ends_with(".trial")
+            {
                 out.push(p);
             }
         }

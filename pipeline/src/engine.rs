@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Run as one task of several (see [`TaskRun`]); `None`: the whole run in this process.
     pub task: Option<TaskRun>,
+    /// A trial: read only the first this many records of each input (`sluice run --limit`).
+    pub limit: Option<u64>,
 }
 
 /// One task of a task-sharded run. Task `i` of `N` reads a contiguous, byte-balanced range of
@@ -193,6 +195,8 @@ struct Engine<'p> {
     bytes_read: Arc<AtomicU64>,
     total_bytes: u64,
     progress: Option<ProgressFn>,
+    /// Records to read per input at most (a trial).
+    limit: Option<u64>,
     cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     catalog: crate::catalog::CatalogBuilder,
     task: Option<TaskState>,
@@ -609,6 +613,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         bytes_read: Arc::new(AtomicU64::new(0)),
         total_bytes,
         progress: opts.progress,
+        limit: opts.limit,
         cancel: opts.cancel,
         catalog: crate::catalog::CatalogBuilder::new(dims, counter),
         task,
@@ -814,10 +819,15 @@ impl Engine<'_> {
                 let batch_size = self.plan.batch_size;
                 let mut batch = Vec::with_capacity(batch_size);
                 let mut flat = 0usize;
+                let limit = self.limit;
                 for (i, input) in self.plan.inputs.iter().enumerate() {
                     let iplan = Arc::new(input.clone());
+                    let mut taken = 0u64;
                     for (path, display) in &input.files {
                         flat += 1;
+                        if limit.is_some_and(|l| taken >= l) {
+                            break; // a trial: this input has given its records
+                        }
                         if let Some(t) = &self.task {
                             if !t.files.contains(&(flat - 1)) {
                                 continue;
@@ -835,6 +845,10 @@ impl Engine<'_> {
                             bytes_read: &bytes_read,
                         };
                         let status = read_file(&src, &mut |rec| {
+                            if limit.is_some_and(|l| taken >= l) {
+                                return Err(Error::LimitReached);
+                            }
+                            taken += 1;
                             records_in_file += 1;
                             if meta.is_none() {
                                 meta = Some((
@@ -849,7 +863,11 @@ impl Engine<'_> {
                                 on_batch(self, full, None)?;
                             }
                             Ok(())
-                        })?;
+                        });
+                        let status = match status {
+                            Err(Error::LimitReached) => Ok(Ok(())),
+                            other => other,
+                        }?;
                         let (reader, encoding) = meta.unwrap_or_default();
                         let mut fr = FileReport {
                             path: display.clone(),

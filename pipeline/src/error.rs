@@ -75,6 +75,10 @@ pub enum Error {
         /// Where the rejects were written.
         rejects: PathBuf,
     },
+    /// A trial run's record limit was reached in an input (internal: the engine stops reading
+    /// that input and goes on; it never ends a run).
+    #[error("the trial's record limit was reached")]
+    LimitReached,
     /// The run was stopped from outside (`RunOptions::cancel`); nothing was published.
     #[error("the run was cancelled; nothing was published")]
     Cancelled,

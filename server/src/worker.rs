@@ -189,6 +189,7 @@ fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> boo
         })),
         cancel: Some(cancel.clone()),
         task: None,
+        limit: None,
     };
     // The engine runs on this thread; a watcher thread records progress and turns a cancel
     // request in the store into the engine's cancel flag.

@@ -325,3 +325,62 @@ fn check_lists_every_typo_at_its_own_line() {
     }
     assert!(err.contains("output.dir: missing field `dir`"), "{err}");
 }
+
+/// `sluice run --limit N`: a trial over the first N records of each input, published beside
+/// the real run (`<dir>.trial`), outside the catalog, with counts that reconcile.
+#[test]
+fn a_trial_reads_the_first_records_of_each_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let line = |i: usize| {
+        format!("{{\"instruction\": \"问题{i}：怎么还款？\", \"output\": \"回答{i}。\"}}\n")
+    };
+    std::fs::write(
+        dir.path().join("a.jsonl"),
+        (0..30).map(line).collect::<String>(),
+    )
+    .expect("w");
+    std::fs::write(
+        dir.path().join("b1.jsonl"),
+        (30..33).map(line).collect::<String>(),
+    )
+    .expect("w");
+    std::fs::write(
+        dir.path().join("b2.jsonl"),
+        (33..60).map(line).collect::<String>(),
+    )
+    .expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\nname = \"a\"\npaths = [\"a.jsonl\"]\n[[inputs]]\nname = \"b\"\npaths = [\"b*.jsonl\"]\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = sluice(&[
+        "run",
+        cfg.to_str().expect("utf8"),
+        "--limit",
+        "5",
+        "--quiet",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("o").exists(),
+        "a trial never replaces the run"
+    );
+    let report = read_json(&dir.path().join("o.trial/report.json"));
+    assert_eq!(report["inputs"][0]["read"], 5);
+    // Input b's first 5 records span its two files: 3 from b1, 2 from b2.
+    assert_eq!(report["inputs"][1]["read"], 5);
+    assert_eq!(
+        report["inputs"][1]["files"][1]["records"], 2,
+        "{}",
+        report["inputs"][1]
+    );
+    assert_eq!(report["totals"]["kept"], 10);
+    let rows = read_jsonl(&dir.path().join("o.trial/curated/part-00000.jsonl"));
+    assert_eq!(rows.len(), 10);
+    let cat = sluice(&["catalog", dir.path().to_str().expect("utf8"), "--json"]);
+    assert!(!cat.status.success(), "a trial is not in the catalog");
+}
