@@ -86,6 +86,28 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                 until.unwrap_or(steps).min(steps),
                 output.join("metrics.jsonl").display()
             );
+            // One line per step on a terminal; in a log, about a hundred lines a run.
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let stop = until.unwrap_or(steps).min(steps).max(1);
+            let every = if terminal { 1 } else { (stop / 100).max(1) };
+            trainer.on_step(Box::new(move |p: &sluice_trainer::StepProgress| {
+                if p.step % every == 0 || p.step == p.stop {
+                    let valid = p
+                        .valid_loss
+                        .map_or(String::new(), |v| format!("  valid {v:.4}"));
+                    let eta = p.eta_s.round() as u64;
+                    eprintln!(
+                        "step {:>6}/{}  loss {:.4}{valid}  lr {:.2e}  {:>7.0} tokens/s  eta {}m{:02}s",
+                        p.step,
+                        p.stop,
+                        p.loss,
+                        p.lr,
+                        p.tokens_per_s,
+                        eta / 60,
+                        eta % 60
+                    );
+                }
+            }));
             let s = trainer.run_until(until.unwrap_or(steps))?;
             let mut out = std::io::stdout().lock();
             writeln!(

@@ -19,7 +19,7 @@ pub mod train;
 
 pub use config::{ModelConfig, TrainConfig};
 pub use model::Model;
-pub use train::{Summary, Trainer};
+pub use train::{StepProgress, Summary, Trainer};
 
 use std::path::PathBuf;
 

@@ -121,6 +121,26 @@ pub struct Trainer {
     world: usize,
     has_valid: bool,
     metrics: std::fs::File,
+    progress: Option<Box<dyn FnMut(&StepProgress) + Send>>,
+}
+
+/// One finished optimizer step, as a progress callback sees it.
+#[derive(Debug, Clone)]
+pub struct StepProgress {
+    /// Steps done.
+    pub step: u64,
+    /// Steps this run goes to.
+    pub stop: u64,
+    /// The step's training loss.
+    pub loss: f64,
+    /// The step's learning rate.
+    pub lr: f64,
+    /// Tokens per second over this run so far.
+    pub tokens_per_s: f64,
+    /// Seconds left at this run's pace so far.
+    pub eta_s: f64,
+    /// The validation loss, on steps that evaluate.
+    pub valid_loss: Option<f64>,
 }
 
 const DROPOUT_STREAM: u64 = 0x000D_5090;
@@ -211,6 +231,7 @@ impl Trainer {
             rank,
             world,
             has_valid,
+            progress: None,
         };
         match checkpoint::latest(&t.cfg.output)? {
             Some(dir) if resume => {
@@ -243,6 +264,11 @@ impl Trainer {
 
     fn spike_detection(&self) -> bool {
         self.cfg.train.spike_loss_factor > 0.0 || self.cfg.train.spike_grad_factor > 0.0
+    }
+
+    /// Call `f` after every optimizer step (the CLI prints a line per step from it).
+    pub fn on_step(&mut self, f: Box<dyn FnMut(&StepProgress) + Send>) {
+        self.progress = Some(f);
     }
 
     /// Train to the configured number of steps (or an early stop) and save the final model.
@@ -333,6 +359,23 @@ impl Trainer {
                         "best_valid_loss": self.state.best_valid.map(|b| b.1),
                     }))?;
                 }
+            }
+            if let Some(f) = self.progress.as_mut() {
+                let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+                let done = losses.len() as f64;
+                f(&StepProgress {
+                    step,
+                    stop,
+                    loss,
+                    lr,
+                    tokens_per_s: tokens as f64 / elapsed,
+                    eta_s: elapsed / done * stop.saturating_sub(step) as f64,
+                    valid_loss: if self.has_valid && step % self.cfg.train.eval_every == 0 {
+                        valid_loss
+                    } else {
+                        None
+                    },
+                });
             }
             let every = self.cfg.train.checkpoint_every;
             if stopped_early || (every > 0 && step % every == 0) || step == self.cfg.train.steps {
