@@ -207,6 +207,28 @@ enum Inspect {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
+    /// What a run dropped (stage, reason, detail) and, with --pipeline, what its rewriting
+    /// stages (filler, pii, rules, truncate…) changed, as word diffs: [-removed-] {+added+}.
+    Run {
+        /// The run directory (with report.json and dropped/).
+        dir: PathBuf,
+        /// Only this stage: its index, type or key (`2`, `filler`, `stages[2].filler`).
+        #[arg(long)]
+        stage: Option<String>,
+        /// Only drops with this reason code (`duplicate`, `too_short`, `dup_ngrams`…).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only this sample.
+        #[arg(long)]
+        id: Option<String>,
+        /// The pipeline the run came from: its inputs are read again to show each rewriting
+        /// stage's before and after.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Most samples shown.
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -646,6 +668,27 @@ fn real_main() -> Result<ExitCode> {
                 },
         } => {
             inspect_shards(&dir, &split, sample, tokenizer.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect {
+            what:
+                Inspect::Run {
+                    dir,
+                    stage,
+                    reason,
+                    id,
+                    pipeline,
+                    limit,
+                },
+        } => {
+            inspect_run(
+                &dir,
+                stage.as_deref(),
+                reason.as_deref(),
+                id.as_deref(),
+                pipeline.as_deref(),
+                limit,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Classifier { what } => {
@@ -1272,6 +1315,95 @@ fn text_table(df: &catalog::DataFrame) -> String {
         out += &line(c);
     }
     out
+}
+
+/// `sluice inspect run`: dropped samples, then (with a pipeline) rewrites as word diffs.
+fn inspect_run(
+    dir: &std::path::Path,
+    stage: Option<&str>,
+    reason: Option<&str>,
+    id: Option<&str>,
+    pipeline: Option<&std::path::Path>,
+    limit: usize,
+) -> Result<()> {
+    use sluice_pipeline::inspect;
+    if !dir.join("report.json").is_file() {
+        bail!("{}: not a run directory (no report.json)", dir.display());
+    }
+    let mut out = std::io::stdout().lock();
+    let (drops, matched) =
+        inspect::dropped(dir, stage, reason, id, limit).map_err(anyhow::Error::msg)?;
+    if matched > 0 || reason.is_some() {
+        writeln!(
+            out,
+            "dropped: {matched} sample(s) match; showing {}",
+            drops.len()
+        )?;
+    }
+    for d in &drops {
+        writeln!(
+            out,
+            "\n{}  {}  {}",
+            d.sample["id"].as_str().unwrap_or(""),
+            d.stage,
+            d.reason
+        )?;
+        if let Some(detail) = &d.detail {
+            writeln!(out, "  why: {detail}")?;
+        }
+        if let Some(first) = &d.duplicate_of {
+            writeln!(out, "  duplicate of: {first}")?;
+        }
+        let text = d.sample["text"].as_str().map(str::to_string).or_else(|| {
+            d.sample["turns"].as_array().map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        format!(
+                            "{}: {}",
+                            t["role"].as_str().unwrap_or(""),
+                            t["content"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            })
+        });
+        if let Some(t) = text {
+            let short: String = t.chars().take(160).collect();
+            let more = if t.chars().count() > 160 { "…" } else { "" };
+            writeln!(out, "  {short}{more}")?;
+        }
+    }
+    match pipeline {
+        Some(p) => {
+            let plan = config::load(p)?;
+            let rewrites =
+                inspect::rewrites(&plan, stage, id, limit).map_err(anyhow::Error::msg)?;
+            if reason.is_none() {
+                writeln!(
+                    out,
+                    "\nrewrites (read again from {}): {} shown",
+                    p.display(),
+                    rewrites.len()
+                )?;
+                for r in &rewrites {
+                    writeln!(out, "\n{}  {}", r.id, r.stage)?;
+                    for (part, diff) in &r.changes {
+                        writeln!(out, "  {part}: {diff}")?;
+                    }
+                    if let Some(why) = &r.dropped {
+                        writeln!(out, "  dropped here: {why}")?;
+                    }
+                }
+            }
+        }
+        None if reason.is_none() => writeln!(
+            out,
+            "\n(add --pipeline FILE to see what the rewriting stages changed, as word diffs)"
+        )?,
+        None => {}
+    }
+    Ok(())
 }
 
 fn load_labelled(d: &LabelledData) -> Result<(classifier::Examples, u64)> {

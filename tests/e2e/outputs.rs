@@ -384,3 +384,57 @@ fn a_trial_reads_the_first_records_of_each_input() {
     let cat = sluice(&["catalog", dir.path().to_str().expect("utf8"), "--json"]);
     assert!(!cat.status.success(), "a trial is not in the catalog");
 }
+
+/// `sluice inspect run`: dropped samples with their reason and detail, and what a rewriting
+/// stage changed as a word diff.
+#[test]
+fn inspect_run_shows_drops_and_rewrites() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows = [
+        r#"{"id":"a","instruction":"嗯嗯，我想问一下信用卡怎么还款？","output":"您可以通过手机银行还款。"}"#,
+        r#"{"id":"b","instruction":"我想问一下信用卡怎么还款？","output":"您可以通过手机银行还款。"}"#,
+        r#"{"id":"c","instruction":"我想问一下信用卡怎么还款？","output":"您可以通过手机银行还款。"}"#,
+        r#"{"id":"d","instruction":"短","output":"好"}"#,
+    ];
+    std::fs::write(dir.path().join("in.jsonl"), rows.join("\n") + "\n").expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"in.jsonl\"]\n[[stages]]\ntype = \"filler\"\n[[stages]]\ntype = \"length_filter\"\nmin_chars = 5\n[[stages]]\ntype = \"exact_dedup\"\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    run_ok(
+        &cfg,
+        &["--out", dir.path().join("o").to_str().expect("utf8")],
+    );
+    let run = dir.path().join("o");
+    let run = run.to_str().expect("utf8");
+    let show = |args: &[&str]| {
+        let out = sluice(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dups = show(&["inspect", "run", run, "--reason", "duplicate"]);
+    assert!(dups.contains("dropped: 2 sample(s) match"), "{dups}");
+    assert!(dups.contains("duplicate of: a"), "{dups}");
+    let short = show(&["inspect", "run", run, "--stage", "length_filter"]);
+    assert!(
+        short.contains("too_short") && short.contains("\nd "),
+        "{short}"
+    );
+    let cfg_s = cfg.to_str().expect("utf8");
+    let filler = show(&[
+        "inspect",
+        "run",
+        run,
+        "--stage",
+        "filler",
+        "--pipeline",
+        cfg_s,
+    ]);
+    assert!(filler.contains("[-嗯嗯，-]我想问一下"), "{filler}");
+    let one = show(&["inspect", "run", run, "--id", "d", "--pipeline", cfg_s]);
+    assert!(one.contains("dropped here: too_short"), "{one}");
+}
