@@ -762,11 +762,12 @@ pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, Str
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-    let columns: Vec<String> = catalog
-        .get_column_names()
+    // What a `where` may name: the sample's fields and the tags (as the mix stage sees them).
+    let mut columns: Vec<String> = ["domain", "task", "source", "kind"]
         .iter()
         .map(|c| c.to_string())
         .collect();
+    columns.extend(tag_columns(catalog.schema()));
     for (_, pool, _) in spec.resolved_pools() {
         if let Some(w) = &pool.filter {
             crate::filter::canonical(w, Some(&columns))?;

@@ -105,6 +105,8 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     let (s, ds) = call(&f.state, "GET", "/v1/datasets", Some(READ), None).await;
     assert_eq!(s, StatusCode::OK, "{ds}");
     assert_eq!(ds["runs"].as_array().map(Vec::len), Some(1), "{ds}");
+    // Regression: strings came back Debug-quoted ("\"finance\"").
+    assert_eq!(ds["groups"][0]["domain"], "finance", "{ds}");
     let (s, plan) = call(
         &f.state,
         "GET",
@@ -140,6 +142,12 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     )
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    // Regression: a column no run has was a raw polars plan dump; it names the columns.
+    let detail = p["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("no column \"nope\"") && detail.contains("domain, task"),
+        "{p}"
+    );
     // The OpenAPI document, generated from the handlers.
     let (s, doc) = call(&f.state, "GET", "/openapi.json", None, None).await;
     assert_eq!(s, StatusCode::OK);
