@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::exchange::ExchangeWriter;
 use crate::io::convert::convert;
 use crate::io::writers::{
-    DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink,
+    DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink, SplitSink,
 };
 use crate::io::{read_file, FileSource, Payload, RawRecord, TextEncoding};
 use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
@@ -421,12 +421,12 @@ fn make_sinks(plan: &Plan, run: &RunDir) -> Result<(Sinks, Sinks)> {
     for f in &plan.formats {
         match f {
             OutputFormat::Parquet => {
-                curated.push(Box::new(ParquetSink::new(
-                    &root,
-                    run.path("curated"),
-                    plan.rows_per_file,
-                    false,
-                )));
+                // Curated files per split (`train-00000.parquet`, …; `part-…` without one).
+                let (r, dir, rows) = (root.clone(), run.path("curated"), plan.rows_per_file);
+                curated.push(Box::new(SplitSink::new(Box::new(move |prefix: &str| {
+                    Box::new(ParquetSink::new(&r, dir.clone(), rows, false).with_prefix(prefix))
+                        as Box<dyn SampleSink>
+                }))));
                 dropped.push(Box::new(ParquetSink::new(
                     &root,
                     run.path("dropped"),
@@ -435,11 +435,11 @@ fn make_sinks(plan: &Plan, run: &RunDir) -> Result<(Sinks, Sinks)> {
                 )));
             }
             OutputFormat::Jsonl => {
-                curated.push(Box::new(JsonlSink::new(
-                    &root,
-                    run.path("curated"),
-                    plan.rows_per_file,
-                )));
+                let (r, dir, rows) = (root.clone(), run.path("curated"), plan.rows_per_file);
+                curated.push(Box::new(SplitSink::new(Box::new(move |prefix: &str| {
+                    Box::new(JsonlSink::new(&r, dir.clone(), rows).with_prefix(prefix))
+                        as Box<dyn SampleSink>
+                }))));
                 dropped.push(Box::new(JsonlSink::new(
                     &root,
                     run.path("dropped"),

@@ -86,7 +86,7 @@ fn cold_classifier_beats_chance_by_far_and_filters_a_pipeline() {
     let run_dir = dir.path().join("out");
     let report = run_ok(&cfg, &["--out", run_dir.to_str().expect("utf8")]);
     assert_reconciles(&report);
-    let kept = read_jsonl(&run_dir.join("curated/part-00000.jsonl"));
+    let kept = curated_rows(&run_dir);
     let dropped = read_jsonl(&run_dir.join("dropped/part-00000.jsonl"));
     assert_eq!(kept.len() + dropped.len(), 3);
     for s in &kept {

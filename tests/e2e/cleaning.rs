@@ -42,7 +42,7 @@ fn clean_example_runs_every_stage_and_reports_reasons() {
         .as_object()
         .is_some_and(|d| !d.is_empty()));
     // Changed samples say what changed; masked numbers are gone from the output.
-    let rows = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let rows = curated_rows(&out);
     assert!(rows.iter().any(|r| r["tags"]["pii_masked"].is_string()));
     assert!(rows.iter().any(|r| r["tags"]["filler_removed"].is_string()));
     let phone = regex::Regex::new(r"(?:^|[^0-9])1[3-9]\d{9}(?:[^0-9]|$)").expect("regex");
@@ -86,7 +86,7 @@ fn truncate_keeps_newest_rounds_within_a_real_token_budget() {
     let out = tmp.path().join("out");
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
-    let rows = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let rows = curated_rows(&out);
     assert_eq!(rows.len(), 3);
     let count = |s: &serde_json::Value| tok.count(s.as_str().expect("text")).expect("count");
     for r in &rows {
@@ -141,8 +141,8 @@ fn filler_smoothing_on_real_chitchat_removes_only_filler() {
     run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     let base = tmp.path().join("plain");
     run_ok(&plain, &["--out", base.to_str().expect("utf8")]);
-    let after = read_jsonl(&out.join("curated/part-00000.jsonl"));
-    let before = read_jsonl(&base.join("curated/part-00000.jsonl"));
+    let after = curated_rows(&out);
+    let before = curated_rows(&base);
     assert_eq!(after.len(), before.len());
     // Whatever went is filler characters (the rules' lists, or interjections of jieba's
     // dictionary), punctuation or spaces: never part of another word.

@@ -139,3 +139,16 @@ pub fn output_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// Every curated JSONL record of a run: `part-*` (no split) first, then each split's files
+/// (`test-*`, `train-*`, `valid-*`), in file-name order.
+pub fn curated_rows(run: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(run.join("curated"))
+        .unwrap_or_else(|e| panic!("{}: {e}", run.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files.iter().flat_map(|f| read_jsonl(f)).collect()
+}

@@ -77,7 +77,7 @@ fn every_shared_sft_and_pretrain_file_loads() {
         }
     }
     // The GB18030 export is decoded, never mojibake; the split of LCCC is kept as a tag.
-    let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let samples = curated_rows(&out);
     let gb = samples
         .iter()
         .find(|s| {
@@ -97,9 +97,9 @@ fn every_shared_sft_and_pretrain_file_loads() {
             s["source"]
                 .as_str()
                 .is_some_and(|p| p.ends_with("toy_data.json"))
+                && s["turns"][0]["content"] == "遭淋安逸了？"
         })
-        .expect("lccc");
-    assert_eq!(lccc["turns"][0]["content"], "遭淋安逸了？");
+        .expect("lccc's first valid dialogue");
     assert_eq!(lccc["tags"]["split"], "valid");
     let doc = samples
         .iter()
@@ -216,7 +216,7 @@ fn parquet_from_other_tools_loads_with_nested_columns() {
         (Some(3), Some(2), Some(1))
     );
     assert_eq!(r["files"][0]["reader"], "parquet");
-    let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let samples = curated_rows(&out);
     assert_eq!(samples[0]["id"], "100");
     assert_eq!(samples[0]["system"], "你是银行客服");
     assert_eq!(samples[0]["domain"], "finance");

@@ -196,7 +196,7 @@ fn pipeline_minhash_drops_near_duplicates_and_tags_clusters() {
     let out = dir.path().join("out");
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
-    let kept = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let kept = curated_rows(&out);
     let ids: Vec<&str> = kept.iter().map(|s| s["id"].as_str().expect("id")).collect();
     // a, c, d are one cluster; all have the same length, so `longest` ties to the first: a.
     assert_eq!(ids, ["a", "b"]);
@@ -245,7 +245,7 @@ fn no_near_duplicate_pair_crosses_splits() {
     let out = dir.path().join("out");
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
-    let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let samples = curated_rows(&out);
     assert_eq!(
         samples.len(),
         rows.len(),
@@ -419,7 +419,7 @@ fn incremental_run_against_the_index_equals_one_run_over_everything() {
                 .collect()
         };
         (
-            ids("curated/part-00000.jsonl"),
+            ids("curated/part-00000.jsonl"), // these inputs have no split
             ids("dropped/part-00000.jsonl"),
         )
     };

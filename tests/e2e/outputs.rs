@@ -73,8 +73,45 @@ fn quickstart_writes_every_output_and_reconciles() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // Parquet and JSONL hold the same samples in the same order.
-    let jsonl = read_jsonl(&out.join("curated/part-00000.jsonl"));
-    let (ids, fields) = parquet_ids(&out.join("curated/part-00000.parquet"));
+    let jsonl = curated_rows(&out);
+    // Curated files per split: `part-*` holds samples without a split tag, LCCC's own
+    // train/valid/test samples go to `train-*`, `valid-*`, `test-*`.
+    let mut parquet: Vec<_> = std::fs::read_dir(out.join("curated"))
+        .expect("curated")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    parquet.sort();
+    let names: Vec<String> = parquet
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "part-00000.parquet",
+            "test-00000.parquet",
+            "train-00000.parquet",
+            "valid-00000.parquet"
+        ]
+    );
+    let (mut ids, mut fields) = (Vec::new(), Vec::new());
+    for p in &parquet {
+        let (i, f) = parquet_ids(p);
+        ids.extend(i);
+        fields = f;
+    }
+    for r in &jsonl {
+        let split = r["tags"]["split"].as_str().unwrap_or("part");
+        assert!(
+            std::fs::read_to_string(out.join(format!("curated/{split}-00000.jsonl")))
+                .expect("split file")
+                .contains(&format!("\"id\":{}", r["id"])),
+            "{} is not in its split's file",
+            r["id"]
+        );
+    }
     let jsonl_ids: Vec<String> = jsonl
         .iter()
         .map(|s| s["id"].as_str().expect("id").to_string())
@@ -184,7 +221,7 @@ fn exact_dedup_keeps_the_first_and_names_it() {
     let out = dir.path().join("out");
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
-    let kept: Vec<_> = read_jsonl(&out.join("curated/part-00000.jsonl"))
+    let kept: Vec<_> = curated_rows(&out)
         .iter()
         .map(|s| s["id"].as_str().map(String::from))
         .collect();

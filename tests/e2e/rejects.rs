@@ -82,7 +82,7 @@ fn gb18030_is_decoded_when_detected_and_rejected_when_declared_utf8() {
     let cfg = pipeline(dir.path(), &body(""));
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_eq!(input(&report, "gb")["files"][0]["encoding"], "gb18030");
-    let samples = read_jsonl(&out.join("curated/part-00000.jsonl"));
+    let samples = curated_rows(&out);
     assert_eq!(samples[0]["turns"][0]["content"], "我最近总是头疼怎么办");
     assert_eq!(samples[1]["turns"][1]["content"], "及时就医并物理降温");
 

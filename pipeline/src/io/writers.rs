@@ -79,6 +79,7 @@ fn file_size(p: &Path) -> u64 {
 
 /// Parquet parts `part-00000.parquet`, … of at most `rows_per_file` rows each.
 pub struct ParquetSink {
+    prefix: String,
     root: PathBuf,
     dir: PathBuf,
     rows_per_file: usize,
@@ -221,6 +222,7 @@ impl ParquetSink {
         ParquetSink {
             root: root.to_path_buf(),
             dir,
+            prefix: "part".into(),
             rows_per_file,
             with_drop,
             schema: Arc::new(sample_schema(with_drop)),
@@ -246,6 +248,89 @@ impl ParquetSink {
     }
 }
 
+impl ParquetSink {
+    /// Name parts `<prefix>-00000.parquet` (default `part`).
+    pub fn with_prefix(mut self, prefix: &str) -> ParquetSink {
+        self.prefix = prefix.to_string();
+        self
+    }
+}
+
+impl JsonlSink {
+    /// Name parts `<prefix>-00000.jsonl` (default `part`).
+    pub fn with_prefix(mut self, prefix: &str) -> JsonlSink {
+        self.prefix = prefix.to_string();
+        self
+    }
+}
+
+/// The file-name prefix of a sample's split: `part` without a split tag, else the split
+/// (letters, digits, `-` and `_`; anything else as `_`).
+pub fn split_prefix(s: &Sample) -> String {
+    match s.tags.get("split").filter(|v| !v.is_empty()) {
+        None => "part".into(),
+        Some(split) => split
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Curated files per split: samples tagged `split = valid` go to `valid-00000.*`, untagged
+/// ones to `part-00000.*`, each split through its own inner sink, in order.
+pub struct SplitSink {
+    make: Box<dyn Fn(&str) -> Box<dyn SampleSink>>,
+    sinks: BTreeMap<String, Box<dyn SampleSink>>,
+}
+
+impl SplitSink {
+    /// `make(prefix)` opens the sink of one split.
+    pub fn new(make: Box<dyn Fn(&str) -> Box<dyn SampleSink>>) -> SplitSink {
+        SplitSink {
+            make,
+            sinks: BTreeMap::new(),
+        }
+    }
+}
+
+impl SampleSink for SplitSink {
+    fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
+        // One pass per split present in the batch, keeping the batch's order within each.
+        let prefixes: Vec<String> = samples.iter().map(split_prefix).collect();
+        let mut present: Vec<&String> = prefixes.iter().collect();
+        present.sort();
+        present.dedup();
+        for p in present {
+            let idx: Vec<usize> = (0..samples.len()).filter(|&i| &prefixes[i] == p).collect();
+            let part: Vec<Sample> = idx.iter().map(|&i| samples[i].clone()).collect();
+            let part_drops: Option<Vec<DropInfo>> =
+                drops.map(|d| idx.iter().map(|&i| d[i].clone()).collect());
+            if !self.sinks.contains_key(p) {
+                let sink = (self.make)(p);
+                self.sinks.insert(p.clone(), sink);
+            }
+            if let Some(sink) = self.sinks.get_mut(p) {
+                sink.write(&part, part_drops.as_deref())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Vec<OutputFile>> {
+        let mut out = Vec::new();
+        for (_, sink) in self.sinks {
+            out.extend(sink.finish()?);
+        }
+        Ok(out)
+    }
+}
+
 impl SampleSink for ParquetSink {
     fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
         let mut start = 0;
@@ -258,9 +343,9 @@ impl SampleSink for ParquetSink {
                 self.close_current()?;
             }
             if self.current.is_none() {
-                let path = self
-                    .dir
-                    .join(format!("part-{:05}.parquet", self.files.len()));
+                let path =
+                    self.dir
+                        .join(format!("{}-{:05}.parquet", self.prefix, self.files.len()));
                 let props = WriterProperties::builder()
                     .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
                     .set_max_row_group_row_count(Some(16 * 1024))
@@ -321,6 +406,7 @@ struct DroppedLine<'a> {
 pub struct JsonlSink {
     root: PathBuf,
     dir: PathBuf,
+    prefix: String,
     rows_per_file: usize,
     current: Option<(AtomicFile, u64)>,
     files: Vec<OutputFile>,
@@ -332,6 +418,7 @@ impl JsonlSink {
         JsonlSink {
             root: root.to_path_buf(),
             dir,
+            prefix: "part".into(),
             rows_per_file,
             current: None,
             files: Vec::new(),
@@ -378,7 +465,9 @@ impl SampleSink for JsonlSink {
                 self.close_current()?;
             }
             if self.current.is_none() {
-                let path = self.dir.join(format!("part-{:05}.jsonl", self.files.len()));
+                let path = self
+                    .dir
+                    .join(format!("{}-{:05}.jsonl", self.prefix, self.files.len()));
                 self.current = Some((AtomicFile::create(path)?, 0));
             }
             if let Some((f, rows)) = self.current.as_mut() {
