@@ -21,14 +21,7 @@ fn pools(rows: &[serde_json::Value]) -> (BTreeMap<String, u64>, u64) {
 }
 
 fn curated(out: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(out.join("curated"))
-        .expect("curated dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files.iter().flat_map(|f| read_jsonl(f)).collect()
+    curated_rows(out)
 }
 
 fn sft_pipeline(dir: &Path, data: &Path, mix: &str) -> std::path::PathBuf {
@@ -436,21 +429,24 @@ fn mix_run_reads_back_curated_documents() {
         .filter(|r| r["kind"] == "pretrain")
         .count();
     assert!(docs > 0, "the cpt run curated documents");
+    let mix_into = |out: &Path| {
+        sluice(&[
+            "mix",
+            "run",
+            "--catalog",
+            cat.to_str().expect("utf8"),
+            "--domain",
+            "medical",
+            "--ratio",
+            "0.5",
+            "--mode",
+            "cpt",
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+    };
     let mixed = tmp.path().join("mixed");
-    let run = sluice(&[
-        "mix",
-        "run",
-        "--catalog",
-        cat.to_str().expect("utf8"),
-        "--domain",
-        "medical",
-        "--ratio",
-        "0.5",
-        "--mode",
-        "cpt",
-        "--out",
-        mixed.to_str().expect("utf8"),
-    ]);
+    let run = mix_into(&mixed);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     let report = read_json(&mixed.join("report.json"));
@@ -465,20 +461,7 @@ fn mix_run_reads_back_curated_documents() {
     let mut text = std::fs::read_to_string(&broken).expect("read");
     text.push_str("{not json\n");
     std::fs::write(&broken, text).expect("write");
-    let run = sluice(&[
-        "mix",
-        "run",
-        "--catalog",
-        cat.to_str().expect("utf8"),
-        "--domain",
-        "medical",
-        "--ratio",
-        "0.5",
-        "--mode",
-        "cpt",
-        "--out",
-        tmp.path().join("mixed2").to_str().expect("utf8"),
-    ]);
+    let run = mix_into(&tmp.path().join("mixed2"));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("--max-reject-ratio"), "{stderr}");

@@ -4,19 +4,6 @@
 
 use crate::common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-
-/// Every curated JSONL record of a run.
-fn curated_rows(run: &Path) -> Vec<serde_json::Value> {
-    let mut files: Vec<_> = std::fs::read_dir(run.join("curated"))
-        .expect("curated")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files.iter().flat_map(|f| read_jsonl(f)).collect()
-}
 
 fn ok(args: &[&str]) -> String {
     let out = sluice(args);
