@@ -121,8 +121,11 @@ pub struct Trainer {
     world: usize,
     has_valid: bool,
     metrics: std::fs::File,
-    progress: Option<Box<dyn FnMut(&StepProgress) + Send>>,
+    progress: Option<OnStep>,
 }
+
+/// A step callback (see [`Trainer::on_step`]).
+pub type OnStep = Box<dyn FnMut(&StepProgress) + Send>;
 
 /// One finished optimizer step, as a progress callback sees it.
 #[derive(Debug, Clone)]
@@ -267,7 +270,7 @@ impl Trainer {
     }
 
     /// Call `f` after every optimizer step (the CLI prints a line per step from it).
-    pub fn on_step(&mut self, f: Box<dyn FnMut(&StepProgress) + Send>) {
+    pub fn on_step(&mut self, f: OnStep) {
         self.progress = Some(f);
     }
 

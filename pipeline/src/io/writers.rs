@@ -282,16 +282,19 @@ pub fn split_prefix(s: &Sample) -> String {
     }
 }
 
+/// Opens the sink of one split, given its file-name prefix.
+pub type MakeSink = Box<dyn Fn(&str) -> Box<dyn SampleSink>>;
+
 /// Curated files per split: samples tagged `split = valid` go to `valid-00000.*`, untagged
 /// ones to `part-00000.*`, each split through its own inner sink, in order.
 pub struct SplitSink {
-    make: Box<dyn Fn(&str) -> Box<dyn SampleSink>>,
+    make: MakeSink,
     sinks: BTreeMap<String, Box<dyn SampleSink>>,
 }
 
 impl SplitSink {
     /// `make(prefix)` opens the sink of one split.
-    pub fn new(make: Box<dyn Fn(&str) -> Box<dyn SampleSink>>) -> SplitSink {
+    pub fn new(make: MakeSink) -> SplitSink {
         SplitSink {
             make,
             sinks: BTreeMap::new(),
