@@ -9,6 +9,8 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod inspect_cmd;
+mod table;
 mod train_cmd;
 
 /// sluice turns raw business dialogue logs into LLM training data.
@@ -610,9 +612,9 @@ fn real_main() -> Result<ExitCode> {
                     writeln!(out, "  {:<30} run {:<24} {}", r.path, r.run, r.files)?;
                 }
                 writeln!(out)?;
-                write!(out, "{}", text_table(&table))?;
+                write!(out, "{}", table::text_table(&table))?;
                 writeln!(out)?;
-                write!(out, "{}", text_table(&total))?;
+                write!(out, "{}", table::text_table(&total))?;
                 for w in &loaded.warnings {
                     writeln!(out, "warning: {w}")?;
                 }
@@ -681,7 +683,7 @@ fn real_main() -> Result<ExitCode> {
                     limit,
                 },
         } => {
-            inspect_run(
+            inspect_cmd::inspect_run(
                 &dir,
                 stage.as_deref(),
                 reason.as_deref(),
@@ -1248,162 +1250,6 @@ fn mix_command(what: MixCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// A frame as an aligned text table in its column order: every value whole (no `…`), numbers
-/// right-aligned, CJK characters counted two columns wide.
-fn text_table(df: &catalog::DataFrame) -> String {
-    let json = catalog::frame_json(df);
-    let Some(rows) = json.as_array().filter(|r| !r.is_empty()) else {
-        return "(no rows)\n".into();
-    };
-    let names: Vec<String> = df
-        .get_column_names()
-        .iter()
-        .map(|n| n.to_string())
-        .collect();
-    let cell = |v: &serde_json::Value| match v {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let width = |s: &str| {
-        s.chars()
-            .map(|c| if (c as u32) >= 0x1100 { 2 } else { 1 })
-            .sum::<usize>()
-    };
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| names.iter().map(|n| cell(&r[n])).collect())
-        .collect();
-    let widths: Vec<usize> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| {
-            cells
-                .iter()
-                .map(|c| width(&c[i]))
-                .chain([width(n)])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let numeric: Vec<bool> = names
-        .iter()
-        .map(|n| rows.iter().all(|r| r[n].is_number() || r[n].is_null()))
-        .collect();
-    let line = |vals: &[String]| {
-        let mut l = String::new();
-        for (i, v) in vals.iter().enumerate() {
-            let pad = " ".repeat(widths[i].saturating_sub(width(v)));
-            if i > 0 {
-                l.push_str("  ");
-            }
-            if numeric[i] {
-                l.push_str(&pad);
-                l.push_str(v);
-            } else {
-                l.push_str(v);
-                l.push_str(&pad);
-            }
-        }
-        l.trim_end().to_string() + "\n"
-    };
-    let mut out = line(&names);
-    out += &line(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
-    for c in &cells {
-        out += &line(c);
-    }
-    out
-}
-
-/// `sluice inspect run`: dropped samples, then (with a pipeline) rewrites as word diffs.
-fn inspect_run(
-    dir: &std::path::Path,
-    stage: Option<&str>,
-    reason: Option<&str>,
-    id: Option<&str>,
-    pipeline: Option<&std::path::Path>,
-    limit: usize,
-) -> Result<()> {
-    use sluice_pipeline::inspect;
-    if !dir.join("report.json").is_file() {
-        bail!("{}: not a run directory (no report.json)", dir.display());
-    }
-    let mut out = std::io::stdout().lock();
-    let (drops, matched) =
-        inspect::dropped(dir, stage, reason, id, limit).map_err(anyhow::Error::msg)?;
-    if matched > 0 || reason.is_some() {
-        writeln!(
-            out,
-            "dropped: {matched} sample(s) match; showing {}",
-            drops.len()
-        )?;
-    }
-    for d in &drops {
-        writeln!(
-            out,
-            "\n{}  {}  {}",
-            d.sample["id"].as_str().unwrap_or(""),
-            d.stage,
-            d.reason
-        )?;
-        if let Some(detail) = &d.detail {
-            writeln!(out, "  why: {detail}")?;
-        }
-        if let Some(first) = &d.duplicate_of {
-            writeln!(out, "  duplicate of: {first}")?;
-        }
-        let text = d.sample["text"].as_str().map(str::to_string).or_else(|| {
-            d.sample["turns"].as_array().map(|ts| {
-                ts.iter()
-                    .map(|t| {
-                        format!(
-                            "{}: {}",
-                            t["role"].as_str().unwrap_or(""),
-                            t["content"].as_str().unwrap_or("")
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" | ")
-            })
-        });
-        if let Some(t) = text {
-            let short: String = t.chars().take(160).collect();
-            let more = if t.chars().count() > 160 { "…" } else { "" };
-            writeln!(out, "  {short}{more}")?;
-        }
-    }
-    match pipeline {
-        Some(p) => {
-            let plan = config::load(p)?;
-            let rewrites =
-                inspect::rewrites(&plan, stage, id, limit).map_err(anyhow::Error::msg)?;
-            if reason.is_none() {
-                writeln!(
-                    out,
-                    "\nrewrites (read again from {}): {} shown",
-                    p.display(),
-                    rewrites.len()
-                )?;
-                for r in &rewrites {
-                    writeln!(out, "\n{}  {}", r.id, r.stage)?;
-                    for (part, diff) in &r.changes {
-                        writeln!(out, "  {part}: {diff}")?;
-                    }
-                    if let Some(why) = &r.dropped {
-                        writeln!(out, "  dropped here: {why}")?;
-                    }
-                }
-            }
-        }
-        None if reason.is_none() => writeln!(
-            out,
-            "\n(add --pipeline FILE to see what the rewriting stages changed, as word diffs)"
-        )?,
-        None => {}
-    }
-    Ok(())
 }
 
 fn load_labelled(d: &LabelledData) -> Result<(classifier::Examples, u64)> {
