@@ -24,9 +24,11 @@ pub const CATALOG_FILE: &str = "catalog.parquet";
 
 /// Columns every catalog row has, besides the dimension tags. `path` and `published` are
 /// added when a catalog is loaded (where the run lies, when it was published); `source_hash`
-/// (the content hash of the group's source file, when the run read it) and `mixed` (the run
-/// is a mix) are missing from catalogs written before they were kept.
-pub const FIXED_COLUMNS: [&str; 17] = [
+/// (the content hash of the group's source file, when the run read it), `source_content`
+/// (`<samples>:<sum of their content hashes>` over the run's samples of that source: the same
+/// samples give the same value, whatever file they came from) and `mixed` (the run is a mix)
+/// are missing from catalogs written before they were kept.
+pub const FIXED_COLUMNS: [&str; 18] = [
     "run",
     "path",
     "files",
@@ -42,6 +44,7 @@ pub const FIXED_COLUMNS: [&str; 17] = [
     "copies",
     "examples",
     "source_hash",
+    "source_content",
     "mixed",
     "published",
 ];
@@ -143,6 +146,19 @@ struct Acc {
     examples: Vec<String>,
 }
 
+/// A sample's content as a 128-bit hash: its system prompt, turns (with roles) and text,
+/// exactly as written (two files holding the same dialogues give the same hashes).
+pub fn content_hash(s: &Sample) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (label, part) in s.content_parts() {
+        h.update(label.as_bytes());
+        h.update(b"\x01");
+        h.update(part.as_bytes());
+        h.update(b"\x02");
+    }
+    h.digest128()
+}
+
 /// Accumulates a run's catalog as curated samples are written.
 #[derive(Debug)]
 pub struct CatalogBuilder {
@@ -152,6 +168,8 @@ pub struct CatalogBuilder {
     groups: BTreeMap<Vec<Option<String>>, Acc>,
     /// The run's input files (as shown) with their content hashes.
     inputs: BTreeMap<String, String>,
+    /// Per source: distinct samples and the wrapping sum of their content hashes.
+    content: BTreeMap<String, (u64, u128)>,
     /// Whether the run is a mix (its samples are a selection of other data).
     mixed: bool,
 }
@@ -164,6 +182,7 @@ impl CatalogBuilder {
             counter,
             groups: BTreeMap::new(),
             inputs: BTreeMap::new(),
+            content: BTreeMap::new(),
             mixed: false,
         }
     }
@@ -183,8 +202,9 @@ impl CatalogBuilder {
     /// Add curated samples (tokens are counted in parallel). A mix's extra copies (tag
     /// `mix_copy`) are counted as `copies` only: every other statistic is about distinct samples.
     pub fn add(&mut self, samples: &[Sample]) {
-        // Per sample: its group key, and (turns, tokens, chars) unless it is a copy.
-        type Row = (Vec<Option<String>>, Option<(u64, u64, u64)>);
+        // Per sample: its group key, and (turns, tokens, chars, content hash) unless it is a
+        // copy.
+        type Row = (Vec<Option<String>>, Option<(u64, u64, u64, u128)>);
         let rows: Vec<Row> = samples
             .par_iter()
             .map(|s| {
@@ -201,6 +221,7 @@ impl CatalogBuilder {
                         s.turns.len() as u64,
                         self.counter.count(s),
                         s.char_len() as u64,
+                        content_hash(s),
                     )
                 });
                 (key, stats)
@@ -208,10 +229,13 @@ impl CatalogBuilder {
             .collect();
         for ((key, stats), s) in rows.into_iter().zip(samples) {
             let acc = self.groups.entry(key).or_default();
-            let Some((turns, tokens, chars)) = stats else {
+            let Some((turns, tokens, chars, hash)) = stats else {
                 acc.copies += 1;
                 continue;
             };
+            let c = self.content.entry(s.source.clone()).or_default();
+            c.0 += 1;
+            c.1 = c.1.wrapping_add(hash);
             acc.samples += 1;
             acc.turns += turns;
             acc.tokens += tokens;
@@ -286,6 +310,17 @@ impl CatalogBuilder {
             self.groups
                 .keys()
                 .map(|k| k[2].as_ref().and_then(|s| self.inputs.get(s).cloned()))
+                .collect(),
+        ));
+        cols.push(text(
+            "source_content",
+            self.groups
+                .keys()
+                .map(|k| {
+                    k[2].as_ref()
+                        .and_then(|s| self.content.get(s))
+                        .map(|(n, sum)| format!("{n}:{sum:032x}"))
+                })
                 .collect(),
         ));
         cols.push(Column::new("mixed".into(), vec![self.mixed; n]));
@@ -386,11 +421,13 @@ pub struct Loaded {
 
 /// [`load`], with the catalog's version and its overlap warnings.
 ///
-/// Runs that read the same source file (the same `source`, and the same content hash where
-/// both runs know it) would count its samples twice. Each source's rows are taken from one run:
-/// curated runs before mixes (a mix is a selection of other runs' data), then the newest
-/// (by when its catalog was published), then the first by folder. Every other run's rows of
-/// that source are left out, and a warning names the runs.
+/// Runs that read the same source (the same file: `source`, and the same content hash where
+/// both runs know it; or the same samples under another name: the same count and sum of
+/// sample content hashes) would count its samples twice. Each source's rows are taken from
+/// one run: the run whose samples carry more user tags (a `tags` stage joined a profile
+/// table), then curated runs before mixes (a mix is a selection of other runs' data), then the
+/// newest (by when its catalog was published), then the first by folder. Every other run's
+/// rows of that source are left out, and a warning names the runs.
 pub fn load_versioned(root: &Path, runs: Option<&[String]>) -> Result<Loaded, String> {
     use std::sync::{Mutex, OnceLock};
     type Cache = BTreeMap<(PathBuf, Option<Vec<String>>), (Fingerprint, Loaded)>;
@@ -523,7 +560,7 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
             hashes.entry(s.as_str()).or_default().insert(h.as_str());
         }
     }
-    let key_of = |i: usize| -> (String, String) {
+    let file_key = |i: usize| -> (String, String) {
         let s = source[i].clone().unwrap_or_default();
         let h = match (&hash[i], hashes.get(s.as_str())) {
             (Some(h), _) => h.clone(),
@@ -535,14 +572,78 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
         };
         (s, h)
     };
-    // Rank of a run for a source: curated before mixed, newest, then by folder.
-    type Rank = (bool, std::cmp::Reverse<i64>, String);
+    // Two sources are the same data when they are the same file, or when a run's samples of
+    // one and a run's samples of the other are the same samples (the same count and sum of
+    // content hashes: a file copied under another name, an export of the same dialogues).
+    let content = strs("source_content");
+    type Key = (String, String);
+    fn find(parent: &mut BTreeMap<Key, Key>, k: &Key) -> Key {
+        let mut cur = k.clone();
+        while let Some(p) = parent.get(&cur) {
+            if *p == cur {
+                break;
+            }
+            cur = p.clone();
+        }
+        parent.insert(k.clone(), cur.clone());
+        cur
+    }
+    let mut parent: BTreeMap<Key, Key> = BTreeMap::new();
+    for i in 0..df.height() {
+        let a = file_key(i);
+        parent.entry(a.clone()).or_insert_with(|| a.clone());
+        if let Some(c) = content[i].as_ref().filter(|c| !c.starts_with("0:")) {
+            let b = ("\u{0}content".to_string(), c.clone());
+            parent.entry(b.clone()).or_insert_with(|| b.clone());
+            let (ra, rb) = (find(&mut parent, &a), find(&mut parent, &b));
+            if ra != rb {
+                let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
+                parent.insert(hi, lo);
+            }
+        }
+    }
+    let roots: Vec<Key> = (0..df.height())
+        .map(|i| find(&mut parent, &file_key(i)))
+        .collect();
+    let key_of = |i: usize| -> Key { roots[i].clone() };
+    // How many user tags each run's samples carry (tags other than `lang` and `split` with a
+    // value in some row): a run that joined a profile table knows more about the same samples.
+    let mut richness: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tag_columns(df.schema())
+        .into_iter()
+        .filter(|t| t != "lang" && t != "split")
+    {
+        let values = strs(&t);
+        let mut runs: std::collections::BTreeSet<&str> = Default::default();
+        for (v, p) in values.iter().zip(&path) {
+            if v.is_some() {
+                runs.insert(p.as_deref().unwrap_or(""));
+            }
+        }
+        for r in runs {
+            *richness.entry(r.to_string()).or_default() += 1;
+        }
+    }
+    // Rank of a run for a source: more user tags first, curated before mixed, newest, then by
+    // folder.
+    type Rank = (
+        std::cmp::Reverse<usize>,
+        bool,
+        std::cmp::Reverse<i64>,
+        String,
+    );
     let mut owner: BTreeMap<(String, String), Rank> = BTreeMap::new();
     let mut readers: BTreeMap<(String, String), std::collections::BTreeSet<String>> =
         BTreeMap::new();
     for i in 0..df.height() {
         let p = path[i].clone().unwrap_or_default();
-        let rank = (mixed[i], std::cmp::Reverse(published[i]), p.clone());
+        let rich = richness.get(&p).copied().unwrap_or(0);
+        let rank = (
+            std::cmp::Reverse(rich),
+            mixed[i],
+            std::cmp::Reverse(published[i]),
+            p.clone(),
+        );
         let key = key_of(i);
         readers.entry(key.clone()).or_default().insert(p);
         owner
@@ -555,14 +656,14 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
             .or_insert(rank);
     }
     let keep: Vec<bool> = (0..df.height())
-        .map(|i| owner.get(&key_of(i)).map(|r| &r.2) == path[i].as_ref())
+        .map(|i| owner.get(&key_of(i)).map(|r| &r.3) == path[i].as_ref())
         .collect();
     // One warning per (run left out, run counted), with the number of shared sources.
     let mut pairs: BTreeMap<(String, String), usize> = BTreeMap::new();
     for (key, rs) in &readers {
         let Some(own) = owner.get(key) else { continue };
-        for r in rs.iter().filter(|r| **r != own.2) {
-            *pairs.entry((r.clone(), own.2.clone())).or_default() += 1;
+        for r in rs.iter().filter(|r| **r != own.3) {
+            *pairs.entry((r.clone(), own.3.clone())).or_default() += 1;
         }
     }
     // One warning per run left out of some source: which runs count those sources instead.
@@ -577,7 +678,7 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
         .into_iter()
         .map(|(left, counted)| {
             format!(
-                "run {left:?} overlaps other runs: source files it read are counted from another run ({}); each source is counted once (curated runs before mixes, then the newest); choose runs with --runs",
+                "run {left:?} overlaps other runs: source files it read are counted from another run ({}); each source is counted once (runs with more user tags first, curated runs before mixes, then the newest); choose runs with --runs",
                 counted.join(", ")
             )
         })

@@ -135,6 +135,15 @@ fn the_readme_mixing_sequence_counts_each_sample_once() {
     }
     let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "written twice: {twice:?}");
+    // Nor the same dialogue under two ids: mix_sft reads medical_sft_200_users.jsonl.gz, the
+    // same 200 dialogues as the quickstart's medical_sft_200.jsonl.gz.
+    let mut contents: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        let c = if r["turns"].is_null() { &r["text"] } else { &r["turns"] };
+        *contents.entry(c.to_string()).or_default() += 1;
+    }
+    let same: Vec<_> = contents.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(same.is_empty(), "{} dialogues written twice", same.len());
     let in_domain = rows
         .iter()
         .filter(|r| r["tags"]["mix_pool"] == "domain")

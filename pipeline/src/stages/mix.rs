@@ -70,6 +70,9 @@ pub struct MixRecord {
     source: String,
     kind: String,
     tags: BTreeMap<String, String>,
+    /// `sluice mix run` only: the content hash (hex), to write each sample once.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    content: String,
 }
 
 /// The frame column that says whether a record counts (see [`Config::owners`]).
@@ -220,6 +223,25 @@ impl Mix {
                 },
             )
             .collect();
+        // `sluice mix run`: the same content read from two sources the catalog could not tell
+        // apart (a few shared dialogues) is written once, the first in input order.
+        let mut first_of: std::collections::HashMap<&str, usize> = Default::default();
+        let mut dup_of: Vec<Option<usize>> = vec![None; recs.len()];
+        for (pos, r) in recs.iter().enumerate() {
+            if owned[pos] && !r.content.is_empty() && !is_copy(r) {
+                match first_of.entry(r.content.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(e) => dup_of[pos] = Some(*e.get()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(pos);
+                    }
+                }
+            }
+        }
+        let owned: Vec<bool> = owned
+            .iter()
+            .zip(&dup_of)
+            .map(|(o, d)| *o && d.is_none())
+            .collect();
         df.with_column(Column::new(OWNED.into(), owned.clone()))
             .map_err(|e| e.to_string())?;
         // Pools are assigned once; the statistics and the selection both read the column.
@@ -369,6 +391,16 @@ impl Mix {
             let pos = pos as u64;
             let n = copies.get(&pos).copied().unwrap_or(0);
             let decision = match pool_of.get(pos as usize) {
+                _ if dup_of[pos as usize].is_some() => {
+                    let first = dup_of[pos as usize].map_or("", |f| recs[f].id.as_str());
+                    Decision::drop(DropReason {
+                        code: "duplicate",
+                        detail: Some(format!(
+                            "the same content as {first}, read from another source"
+                        )),
+                        duplicate_of: Some(first.to_string()),
+                    })
+                }
                 _ if !owned[pos as usize] => Decision::drop(DropReason::new(
                     "overlap",
                     format!(
@@ -430,6 +462,11 @@ impl GlobalStage for Mix {
             source: s.source.clone(),
             kind: s.kind.as_str().to_string(),
             tags: s.tags.clone(),
+            content: if self.owners.is_some() {
+                format!("{:032x}", crate::catalog::content_hash(s))
+            } else {
+                String::new()
+            },
         })
     }
 
