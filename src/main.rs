@@ -1448,7 +1448,7 @@ fn inspect_shards(
             .source
             .as_ref()
             .filter(|s| !s.contains(" + "))
-            .map(PathBuf::from)
+            .map(|s| dir.join(s)) // relative to the shards (absolute stays absolute)
     });
     writeln!(
         out,

@@ -91,6 +91,11 @@ fn pipeline_shards_train_a_model_that_learns_and_resumes_exactly() {
     let shards = shards(dir.path(), &data.join("tokenizers/minimind/tokenizer.json"));
     let manifest = sluice_shards::Manifest::load(&shards).expect("manifest");
     assert!(manifest.splits.contains_key("valid"));
+    // Regression: the manifest named the tokenizer relative to the folder the run started in,
+    // so training from elsewhere saved a model without tokenizer.json. It travels with the
+    // shards now.
+    assert_eq!(manifest.tokenizer.source.as_deref(), Some("tokenizer.json"));
+    assert!(shards.join("tokenizer.json").is_file());
 
     let straight = train_file(dir.path(), &shards, "straight");
     let stdout = train(&[straight.to_str().expect("utf8")]);

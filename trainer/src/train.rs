@@ -662,7 +662,9 @@ impl Trainer {
         // The tokenizer the shards were made with, when it is a tokenizer.json on this
         // machine: the saved directory then loads as a whole in HF tools.
         if let Some(src) = &self.loader.manifest().tokenizer.source {
-            let src = Path::new(src);
+            // Relative to the shards (sluice copies the tokenizer beside its manifest).
+            let src = self.cfg.data.shards.join(src);
+            let src = src.as_path();
             if src.is_file() && src.file_name().is_some_and(|n| n == "tokenizer.json") {
                 let text =
                     std::fs::read_to_string(src).map_err(|e| Error::Io(src.to_path_buf(), e))?;

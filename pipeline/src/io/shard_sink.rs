@@ -342,6 +342,20 @@ impl SampleSink for ShardSink {
             let _ = std::fs::remove_file(&mask_path);
             manifest.splits.insert(split, info);
         }
+        // The tokenizer travels with the shards: a tokenizer.json is copied beside the manifest,
+        // which then names it relative to itself, whatever folder the run started in.
+        let src = Path::new(&self.tok.source);
+        if src.is_file() && src.file_name().is_some_and(|n| n == "tokenizer.json") {
+            let bytes = std::fs::read(src).map_err(|e| err(src, e))?;
+            let dest = self.dir.join("tokenizer.json");
+            crate::storage::write_atomic(&dest, &bytes)?;
+            manifest.tokenizer.source = Some("tokenizer.json".into());
+            files.push(OutputFile {
+                path: rel(&self.root, &dest),
+                records: 1,
+                bytes: bytes.len() as u64,
+            });
+        }
         manifest.save(&self.dir).map_err(|e| err(&self.dir, e))?;
         let mp = self.dir.join("manifest.json");
         files.push(OutputFile {
