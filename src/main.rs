@@ -607,7 +607,21 @@ fn real_main() -> Result<ExitCode> {
                 });
                 writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
             } else {
-                writeln!(out, "catalog {}: {} runs", root.display(), runs.len())?;
+                let methods = catalog::token_methods(&loaded.frame).unwrap_or_default();
+                writeln!(
+                    out,
+                    "catalog {}: {} run{} counted",
+                    root.display(),
+                    runs.len(),
+                    if runs.len() == 1 { "" } else { "s" }
+                )?;
+                if methods.len() > 1 {
+                    writeln!(
+                        out,
+                        "warning: runs counted tokens differently ({}): token totals mix units",
+                        methods.join(", ")
+                    )?;
+                }
                 for r in &runs {
                     writeln!(out, "  {:<30} run {:<24} {}", r.path, r.run, r.files)?;
                 }
@@ -1148,8 +1162,12 @@ fn mix_command(what: MixCommand) -> Result<ExitCode> {
             };
             writeln!(
                 out,
-                "mix preview ({:?}, quotas in {unit}, total {:.0}; {ms:.1} ms)",
-                plan.mode, plan.total
+                "mix preview ({}, quotas in {unit}, total {:.0}; {ms:.1} ms)",
+                match plan.mode {
+                    MixMode::Sft => "sft",
+                    MixMode::Cpt => "cpt",
+                },
+                plan.total
             )?;
             writeln!(
                 out,

@@ -331,7 +331,12 @@ impl MixSpec {
         ];
         for (key, w) in pools {
             if let Some(Err(e)) = w.map(|w| crate::filter::canonical(w, None)) {
-                out.push(format!("{key}: {e}"));
+                // The message starts `where "…"`: name the pool only when it is a pool's.
+                out.push(if key == "where" {
+                    e
+                } else {
+                    format!("{key}: {e}")
+                });
             }
         }
         out

@@ -344,7 +344,7 @@ async fn get_job(
     }
 }
 
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Cancelled (queued) or marked for cancelling (running)", body = Job), (status = 401, description = "No token", body = ProblemBody), (status = 403, description = "Read-only token", body = ProblemBody), (status = 404, description = "No such job", body = ProblemBody)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", params(("id" = String, Path, description = "Job id")), responses((status = 200, description = "Cancelled (queued) or marked for cancelling (running)", body = Job), (status = 401, description = "No token", body = ProblemBody), (status = 403, description = "Read-only token", body = ProblemBody), (status = 404, description = "No such job", body = ProblemBody), (status = 409, description = "The job already ended", body = ProblemBody)), security(("bearer" = [])))]
 async fn cancel_job(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
@@ -352,6 +352,13 @@ async fn cancel_job(
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
     match state.store.cancel(&id).map_err(internal)? {
+        Some(job) if ["succeeded", "failed"].contains(&job.state.as_str()) => Err(Problem::new(
+            409,
+            format!(
+                "job {id} has already {}: there is nothing to cancel",
+                job.state
+            ),
+        )),
         Some(job) => Ok(Json(present(&state, job)).into_response()),
         None => Err(Problem::new(404, format!("no job {id}"))),
     }
@@ -394,7 +401,14 @@ async fn mix_preview(
     })
     .await
     .map_err(crashed)?
-    .map_err(|e| Problem::new(422, st2.config.relative_paths(&e)))?;
+    .map_err(|e| {
+        let p = Problem::new(422, st2.config.relative_paths(&e));
+        if e.starts_with("where") {
+            p.field("where")
+        } else {
+            p
+        }
+    })?;
     Ok((
         [(axum::http::header::CONTENT_TYPE, "application/json")],
         json,
@@ -486,7 +500,22 @@ fn spec_from_query(q: &BTreeMap<String, String>) -> Result<MixSpec, Problem> {
     spec.instruct_share = num("instruct_share")?.unwrap_or(0.0);
     let problems = spec.validate();
     if let Some(p) = problems.first() {
-        return Err(Problem::new(422, p.clone()));
+        let field = if p.starts_with("where") {
+            "where"
+        } else if p.contains("instruct_share") {
+            "instruct_share"
+        } else if p.contains("max_repeats") {
+            "max_repeats"
+        } else if p.contains("temperature") {
+            "temperature"
+        } else if p.contains("target") {
+            "target"
+        } else if p.contains("cap") {
+            "task_cap"
+        } else {
+            "ratio"
+        };
+        return Err(Problem::new(422, p.clone()).field(field));
     }
     Ok(spec)
 }

@@ -62,7 +62,11 @@ pub fn compile(
     let shown = |m: &str| state.config.relative_paths(m);
     config::parse_with(text, &pipeline_base(state), &opts).map_err(|e| match e {
         Error::Config { issues, .. } => {
-            let field = issues.first().map(|i| i.key.clone()).unwrap_or_default();
+            // The key alone (`stages[0].type`); the message keeps its line and column.
+            let field = issues
+                .first()
+                .map(|i| i.key.split(" (").next().unwrap_or("").to_string())
+                .unwrap_or_default();
             let message = issues
                 .iter()
                 .map(|i| i.to_string())
@@ -224,6 +228,7 @@ fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> boo
                 &serde_json::json!({
                     "phase": "done",
                     "records": report.totals.read,
+                    "bytes": report.inputs.iter().flat_map(|i| &i.files).map(|f| f.bytes).sum::<u64>(),
                     "kept": report.totals.kept,
                     "dropped": report.totals.dropped,
                     "rejected": report.totals.rejected,

@@ -384,7 +384,7 @@ async fn mix_where_accepts_conditions_only() {
         &f,
         with_stage(&stage),
         StatusCode::UNPROCESSABLE_ENTITY,
-        "stages[0] (mix)",
+        "stages[0]",
     )
     .await;
     assert!(p["detail"].to_string().contains("not allowed"), "{p}");
@@ -616,4 +616,33 @@ async fn schedules_are_spaced_bounded_and_forgotten_when_deleted() {
         s1.retry_at,
         s2.retry_at
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_finished_job_says_so() {
+    let f = fixture(100);
+    let workers = sluice_server::worker::start(f.state.clone());
+    let body = pipeline("\"logs.jsonl\"", "", "dir = \"x\"\n");
+    let (_, job) = call(&f.state, "POST", "/v1/jobs", Some(WRITE), Some(body)).await;
+    let id = job["id"].as_str().expect("id").to_string();
+    let done = wait_done(&f.state, &id).await;
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        done["progress"]["bytes"].as_u64().is_some_and(|b| b > 0),
+        "{done}"
+    );
+    let (s, p) = call(
+        &f.state,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{p}");
+    assert!(p["detail"].to_string().contains("already succeeded"), "{p}");
+    f.state.stopping.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = w.join();
+    }
 }

@@ -139,7 +139,11 @@ fn the_readme_mixing_sequence_counts_each_sample_once() {
     // same 200 dialogues as the quickstart's medical_sft_200.jsonl.gz.
     let mut contents: BTreeMap<String, usize> = BTreeMap::new();
     for r in &rows {
-        let c = if r["turns"].is_null() { &r["text"] } else { &r["turns"] };
+        let c = if r["turns"].is_null() {
+            &r["text"]
+        } else {
+            &r["turns"]
+        };
         *contents.entry(c.to_string()).or_default() += 1;
     }
     let same: Vec<_> = contents.iter().filter(|(_, n)| **n > 1).collect();
