@@ -589,10 +589,10 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
         cur
     }
     let mut parent: BTreeMap<Key, Key> = BTreeMap::new();
-    for i in 0..df.height() {
+    for (i, c) in content.iter().enumerate() {
         let a = file_key(i);
         parent.entry(a.clone()).or_insert_with(|| a.clone());
-        if let Some(c) = content[i].as_ref().filter(|c| !c.starts_with("0:")) {
+        if let Some(c) = c.as_ref().filter(|c| !c.starts_with("0:")) {
             let b = ("\u{0}content".to_string(), c.clone());
             parent.entry(b.clone()).or_insert_with(|| b.clone());
             let (ra, rb) = (find(&mut parent, &a), find(&mut parent, &b));
