@@ -606,22 +606,26 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
         .map(|i| find(&mut parent, &file_key(i)))
         .collect();
     let key_of = |i: usize| -> Key { roots[i].clone() };
-    // How many user tags each run's samples carry (tags other than `lang` and `split` with a
-    // value in some row): a run that joined a profile table knows more about the same samples.
-    let mut richness: BTreeMap<String, usize> = BTreeMap::new();
+    // How many user tags a run's samples of a source carry (tags other than `lang` and `split`
+    // with a real value, not `unknown`, in some row): a run that joined a profile table knows
+    // more about the same samples.
+    let mut richness: BTreeMap<(String, String), usize> = BTreeMap::new();
     for t in tag_columns(df.schema())
         .into_iter()
         .filter(|t| t != "lang" && t != "split")
     {
         let values = strs(&t);
-        let mut runs: std::collections::BTreeSet<&str> = Default::default();
-        for (v, p) in values.iter().zip(&path) {
-            if v.is_some() {
-                runs.insert(p.as_deref().unwrap_or(""));
+        let mut tagged: std::collections::BTreeSet<(String, String)> = Default::default();
+        for (i, v) in values.iter().enumerate() {
+            if v.as_deref().is_some_and(|v| !MISSING.contains(&v)) {
+                tagged.insert((
+                    path[i].clone().unwrap_or_default(),
+                    source[i].clone().unwrap_or_default(),
+                ));
             }
         }
-        for r in runs {
-            *richness.entry(r.to_string()).or_default() += 1;
+        for k in tagged {
+            *richness.entry(k).or_default() += 1;
         }
     }
     // Rank of a run for a source: more user tags first, curated before mixed, newest, then by
@@ -637,7 +641,10 @@ fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String>
         BTreeMap::new();
     for i in 0..df.height() {
         let p = path[i].clone().unwrap_or_default();
-        let rich = richness.get(&p).copied().unwrap_or(0);
+        let rich = richness
+            .get(&(p.clone(), source[i].clone().unwrap_or_default()))
+            .copied()
+            .unwrap_or(0);
         let rank = (
             std::cmp::Reverse(rich),
             mixed[i],

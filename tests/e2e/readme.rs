@@ -50,6 +50,27 @@ fn the_readme_mixing_sequence_counts_each_sample_once() {
         .count() as u64;
     assert_eq!(counted, in_clean, "{}", v["warnings"]);
     assert!(in_clean > 0 && in_clean <= 300);
+    // A mix's selection never stands in for curated data: LCCC chit-chat is counted from clean
+    // (all of it), not from mix_sft's selection; the medical dialogues mix_sft tagged with user
+    // profiles are counted from mix_sft (the same dialogues as the quickstart's file).
+    let lccc: u64 = groups
+        .iter()
+        .filter(|g| g["source"] == "data/lccc/toy_data.json")
+        .map(|g| g["samples"].as_u64().unwrap_or(0))
+        .sum();
+    let lccc_in_clean = curated_rows(&out.join("clean"))
+        .iter()
+        .filter(|r| r["source"] == "data/lccc/toy_data.json")
+        .count() as u64;
+    assert_eq!(lccc, lccc_in_clean);
+    let tagged = ok(&["catalog", &cat, "--by", "age_group", "--json"]);
+    let tagged: serde_json::Value = serde_json::from_str(&tagged).expect("json");
+    assert!(
+        tagged["groups"]
+            .as_array()
+            .is_some_and(|g| g.iter().any(|r| r["age_group"].is_string())),
+        "{tagged}"
+    );
     assert!(
         v["warnings"].to_string().contains("quickstart"),
         "the overlap is said: {}",
