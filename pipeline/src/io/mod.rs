@@ -6,6 +6,7 @@
 //! structure) still becomes a raw record carrying the error, so it is counted and rejected.
 
 pub mod convert;
+mod csv_in;
 mod json_doc;
 mod parquet_in;
 pub mod shard_sink;
@@ -340,7 +341,7 @@ fn read_file_records(
             } else {
                 b','
             };
-            read_csv(cx, body, delim, max_record_bytes, emit)?
+            csv_in::read(cx, &mut body, delim, max_record_bytes, emit)?
         }
         ReaderKind::Text => read_text(Arc::new(cx), &mut body, max_record_bytes, emit)?,
         ReaderKind::Parquet | ReaderKind::Auto => {
@@ -593,78 +594,6 @@ fn read_text(
     }
     flush(&mut doc, &mut doc_over, doc_line, &mut number)?;
     Ok(Ok(()))
-}
-
-fn read_csv(
-    mut cx: FileCx,
-    r: impl Read,
-    delimiter: u8,
-    max: usize,
-    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
-) -> crate::Result<Result<(), String>> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(r);
-    let headers = match rdr.byte_headers() {
-        Ok(h) => h.clone(),
-        Err(e) => return Ok(Err(format!("cannot read the CSV header: {e}"))),
-    };
-    let mut names = Vec::with_capacity(headers.len());
-    for (i, h) in headers.iter().enumerate() {
-        match cx.encoding.decode(h) {
-            Ok(s) => names.push(s.trim().to_string()),
-            Err(e) => return Ok(Err(format!("CSV header column {}: {e}", i + 1))),
-        }
-    }
-    cx.headers = Some(names);
-    let cx = Arc::new(cx);
-    let mut number = 0u64;
-    let mut rec = csv::ByteRecord::new();
-    loop {
-        let line = rdr.position().line();
-        match rdr.read_byte_record(&mut rec) {
-            Ok(false) => return Ok(Ok(())),
-            Ok(true) => {
-                number += 1;
-                let line = rec.position().map_or(line, |p| p.line());
-                let size = rec.as_slice().len();
-                let payload = if size > max {
-                    Payload::Error(too_long(size, max))
-                } else {
-                    Payload::Csv(std::mem::take(&mut rec))
-                };
-                emit(RawRecord {
-                    cx: cx.clone(),
-                    line,
-                    number,
-                    split: None,
-                    payload,
-                })?;
-            }
-            Err(e) => {
-                let pos_line = e.position().map(|p| p.line());
-                match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => {
-                        number += 1;
-                        emit(RawRecord {
-                            cx: cx.clone(),
-                            line: pos_line.unwrap_or(line),
-                            number,
-                            split: None,
-                            payload: Payload::Error(format!(
-                                "row has {len} fields, the header has {expected_len}"
-                            )),
-                        })?;
-                    }
-                    _ => return Ok(Err(format!("CSV read failed near line {line}: {e}"))),
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
