@@ -24,11 +24,14 @@ enum Cut {
     Unclosed(u64, String),
 }
 
+/// A physical line: its number, and its bytes or (over the bound) its size.
+type PhysLine = (u64, Result<Vec<u8>, usize>);
+
 struct Splitter<'a> {
     r: &'a mut dyn BufRead,
     delimiter: u8,
     /// Lines read but given back (after an unclosed quote), with their numbers.
-    pending: VecDeque<(u64, Result<Vec<u8>, usize>)>,
+    pending: VecDeque<PhysLine>,
     line: u64,
     max: usize,
 }
@@ -36,7 +39,7 @@ struct Splitter<'a> {
 impl Splitter<'_> {
     /// The next physical line (without `\n` or `\r\n`): its number and its bytes, or its size
     /// when over the bound.
-    fn next_line(&mut self) -> io::Result<Option<(u64, Result<Vec<u8>, usize>)>> {
+    fn next_line(&mut self) -> io::Result<Option<PhysLine>> {
         if let Some(l) = self.pending.pop_front() {
             return Ok(Some(l));
         }
@@ -64,7 +67,7 @@ impl Splitter<'_> {
             return Ok(Some(Cut::Record(start, rec)));
         }
         // A quoted field goes on over the next lines.
-        let mut taken: Vec<(u64, Result<Vec<u8>, usize>)> = Vec::new();
+        let mut taken: Vec<PhysLine> = Vec::new();
         let why = loop {
             if taken.len() >= MAX_QUOTED_LINES {
                 break format!(
