@@ -185,3 +185,80 @@ fn too_many_rejects_fail_the_run_and_keep_the_last_good_one() {
         .as_str()
         .is_some_and(|s| s.starts_with("failed")));
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(bytes).expect("gzip");
+    enc.finish().expect("gzip")
+}
+
+/// Regression (#18): a corrupt gzip stream inside a `.json.gz` aborted the whole run, and a
+/// truncated one under 256 KiB lost every record of its file. Now the records before the fault
+/// are kept, the fault is one reject naming the file, and the run goes on to the next file.
+#[test]
+fn a_broken_compressed_stream_costs_only_what_it_spoils() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = |i: usize| {
+        format!("{{\"instruction\": \"问题{i}：信用卡怎么还款？\", \"output\": \"回答{i}。\"}}")
+    };
+    // JSONL, truncated: the last 30 bytes of the gzip member are gone.
+    let jsonl: String = (0..200).map(|i| rec(i) + "\n").collect();
+    let gz = gzip(jsonl.as_bytes());
+    std::fs::write(
+        dir.path().join("a_truncated.jsonl.gz"),
+        &gz[..gz.len() - 30],
+    )
+    .expect("w");
+    // A JSON document whose gzip stream ends in garbage.
+    let doc = format!("[{}]", (0..200).map(rec).collect::<Vec<_>>().join(","));
+    let mut gz = gzip(doc.as_bytes());
+    let cut = gz.len() - 40;
+    gz.truncate(cut);
+    gz.extend_from_slice(&[0xFF; 64]);
+    std::fs::write(dir.path().join("b_corrupt.json.gz"), &gz).expect("w");
+    // The same past the 256 KiB the reader sniffs first: the fault comes while splitting.
+    let big = format!("[{}]", (0..6000).map(rec).collect::<Vec<_>>().join(","));
+    let mut gz = gzip(big.as_bytes());
+    let cut = gz.len() - 40;
+    gz.truncate(cut);
+    gz.extend_from_slice(&[0xFF; 64]);
+    std::fs::write(dir.path().join("b_corrupt_big.json.gz"), &gz).expect("w");
+    // A good file after them.
+    std::fs::write(
+        dir.path().join("c_good.jsonl"),
+        (0..10).map(|i| rec(1000 + i) + "\n").collect::<String>(),
+    )
+    .expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"a_truncated.jsonl.gz\", \"b_corrupt.json.gz\", \"b_corrupt_big.json.gz\", \"c_good.jsonl\"]\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("o");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let files = report["inputs"][0]["files"]
+        .as_array()
+        .expect("files")
+        .clone();
+    let kept_of = |name: &str| {
+        curated_rows(&out)
+            .iter()
+            .filter(|r| r["source"] == name)
+            .count()
+    };
+    // Most of each broken file's records survive; each fault is one located error.
+    assert!(kept_of("a_truncated.jsonl.gz") > 150, "{files:?}");
+    assert!(kept_of("b_corrupt.json.gz") > 150, "{files:?}");
+    assert!(kept_of("b_corrupt_big.json.gz") > 5000, "{files:?}");
+    assert_eq!(kept_of("c_good.jsonl"), 10);
+    for f in &files[..3] {
+        assert!(f["error"].is_string(), "the fault is reported: {f}");
+    }
+    let rejects = rejects_of(&out);
+    assert!(
+        rejects
+            .iter()
+            .any(|r| r["file"] == "b_corrupt.json.gz" && r["error"].to_string().contains("Gzip")),
+        "{rejects:?}"
+    );
+}

@@ -311,8 +311,22 @@ impl Splitter<'_, '_> {
     }
 }
 
-/// Split a JSON document into records.
+/// Split a JSON document into records. A read fault (a corrupt compressed stream) ends the
+/// file as one error after the records before it, never the run.
 pub(super) fn read(
+    cx: Arc<FileCx>,
+    r: &mut dyn BufRead,
+    max: usize,
+    emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
+) -> Step {
+    let file = cx.file.clone();
+    match split_all(cx, r, max, emit) {
+        Err(crate::Error::Input { path, message }) if *path == *file.as_ref() => Ok(Err(message)),
+        other => other,
+    }
+}
+
+fn split_all(
     cx: Arc<FileCx>,
     r: &mut dyn BufRead,
     max: usize,

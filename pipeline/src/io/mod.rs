@@ -275,7 +275,15 @@ fn read_file_records(
         .take(SNIFF_BYTES as u64)
         .read_to_end(&mut head)
     {
-        return Ok(Err(format!("cannot read ({compression:?} stream): {e}")));
+        // A corrupt or truncated stream: what decoded before the fault is read (its records
+        // kept), then the fault ends the file as one error.
+        if head.is_empty() {
+            return Ok(Err(format!("cannot read ({compression:?} stream): {e}")));
+        }
+        stream = Box::new(Fails(Some(io::Error::new(
+            e.kind(),
+            format!("{compression:?} stream: {e}"),
+        ))));
     }
     let mut skip = 0;
     if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
@@ -349,6 +357,18 @@ fn read_file_records(
         }
     };
     Ok(result)
+}
+
+/// A reader that fails once with the error it holds, then ends: what follows a stream's fault.
+struct Fails(Option<io::Error>);
+
+impl Read for Fails {
+    fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+        match self.0.take() {
+            Some(e) => Err(e),
+            None => Ok(0),
+        }
+    }
 }
 
 fn strip_compression_ext(name: &str) -> &str {
