@@ -262,3 +262,36 @@ fn a_broken_compressed_stream_costs_only_what_it_spoils() {
         "{rejects:?}"
     );
 }
+
+/// Regression (#18): a UTF-8 byte order mark rejected a JSONL file's first record and renamed a
+/// CSV file's first column (`\u{feff}q`).
+#[test]
+fn a_byte_order_mark_is_skipped_in_every_text_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bom = "\u{feff}";
+    std::fs::write(
+        dir.path().join("a.jsonl"),
+        format!("{bom}{{\"text\":\"hello world\"}}\n{{\"text\":\"second one\"}}\n"),
+    )
+    .expect("w");
+    std::fs::write(dir.path().join("b.csv"), format!("{bom}q,a\nq1,a1\n")).expect("w");
+    std::fs::write(
+        dir.path().join("c.json"),
+        format!("{bom}[{{\"text\":\"third one\"}}]"),
+    )
+    .expect("w");
+    std::fs::write(dir.path().join("d.txt"), format!("{bom}fourth one\n")).expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\nname = \"j\"\npaths = [\"a.jsonl\", \"c.json\", \"d.txt\"]\n[[inputs]]\nname = \"c\"\npaths = [\"b.csv\"]\ncolumns = { q = \"user\", a = \"assistant\" }\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("o");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_eq!(report["totals"]["rejected"], 0, "{:?}", rejects_of(&out));
+    assert_eq!(report["totals"]["kept"], 5);
+    let rows = curated_rows(&out);
+    assert!(
+        rows.iter().any(|r| r["text"] == "fourth one"),
+        "no BOM left in text"
+    );
+}

@@ -309,11 +309,10 @@ fn read_file_records(
         },
         r => r,
     };
-    let head_len = head.len();
+    // The BOM is not text. (Consuming it from a BufReader that has not filled yet skipped
+    // nothing: the first record or header kept it.)
+    head.drain(..skip.min(head.len()));
     let mut body = BufReader::with_capacity(256 * 1024, Cursor::new(head).chain(stream));
-    if skip > 0 {
-        body.consume(skip.min(head_len));
-    }
     let cx = FileCx {
         input,
         plan: plan.clone(),
