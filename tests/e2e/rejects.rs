@@ -295,3 +295,27 @@ fn a_byte_order_mark_is_skipped_in_every_text_format() {
         "no BOM left in text"
     );
 }
+
+/// Regression (#18): a GB18030 JSON document was decoded whole before splitting (2 GiB of
+/// spaces between two records peaked at 8.1 GiB). It streams now, and decodes the same.
+#[test]
+fn a_gb18030_json_document_streams() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let doc = format!(
+        "[{{\"instruction\": \"信用卡怎么还款？\", \"output\": \"可以通过手机银行还款。\"}},{}{{\"instruction\": \"转账限额是多少？\", \"output\": \"单笔五万元。\"}}]",
+        " ".repeat(3 << 20)
+    );
+    let (bytes, _, bad) = encoding_rs::GB18030.encode(&doc);
+    assert!(!bad);
+    std::fs::write(dir.path().join("gbk.json.gz"), gzip(&bytes)).expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"gbk.json.gz\"]\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("o");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_eq!(report["inputs"][0]["files"][0]["encoding"], "gb18030");
+    assert_eq!(report["totals"]["kept"], 2, "{:?}", rejects_of(&out));
+    let rows = curated_rows(&out);
+    assert_eq!(rows[1]["turns"][1]["content"], "单笔五万元。");
+}

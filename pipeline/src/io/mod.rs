@@ -326,18 +326,19 @@ fn read_file_records(
         ReaderKind::Json => {
             let cx = Arc::new(cx);
             if encoding == TextEncoding::Gb18030 {
-                // GB18030 trail bytes include `\`, so the document is decoded before splitting.
-                let mut bytes = Vec::new();
-                if let Err(e) = body.read_to_end(&mut bytes) {
-                    return Ok(Err(format!("cannot read: {e}")));
-                }
-                match TextEncoding::Gb18030.decode(&bytes) {
-                    Ok(text) => {
-                        let mut cur = Cursor::new(text.into_bytes());
-                        json_doc::read(cx, &mut cur, max_record_bytes, emit)?
-                    }
-                    Err(e) => Err(e),
-                }
+                // GB18030 trail bytes include `\`, so the document is decoded before splitting:
+                // as a stream, a block at a time (memory stays bounded by the record bound).
+                let mut utf8 = BufReader::with_capacity(
+                    256 * 1024,
+                    Gb18030Reader {
+                        inner: body,
+                        decoder: encoding_rs::GB18030.new_decoder_without_bom_handling(),
+                        out: Vec::new(),
+                        pos: 0,
+                        done: false,
+                    },
+                );
+                json_doc::read(cx, &mut utf8, max_record_bytes, emit)?
             } else {
                 json_doc::read(cx, &mut body, max_record_bytes, emit)?
             }
@@ -356,6 +357,44 @@ fn read_file_records(
         }
     };
     Ok(result)
+}
+
+/// GB18030 bytes in, UTF-8 out, one buffered block at a time. Malformed sequences become
+/// U+FFFD (the record then fails or carries the mark, never the whole file).
+struct Gb18030Reader<R: BufRead> {
+    inner: R,
+    decoder: encoding_rs::Decoder,
+    out: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Gb18030Reader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.out.len() {
+            if self.done {
+                return Ok(0);
+            }
+            let input = self.inner.fill_buf()?;
+            let last = input.is_empty();
+            let cap = self
+                .decoder
+                .max_utf8_buffer_length(input.len())
+                .unwrap_or(input.len() * 3 + 16)
+                .max(16);
+            self.out.clear();
+            self.out.resize(cap, 0);
+            let (_, read, written, _) = self.decoder.decode_to_utf8(input, &mut self.out, last);
+            self.inner.consume(read);
+            self.out.truncate(written);
+            self.pos = 0;
+            self.done = last;
+        }
+        let n = buf.len().min(self.out.len() - self.pos);
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// A reader that fails once with the error it holds, then ends: what follows a stream's fault.
