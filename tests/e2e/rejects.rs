@@ -319,3 +319,41 @@ fn a_gb18030_json_document_streams() {
     let rows = curated_rows(&out);
     assert_eq!(rows[1]["turns"][1]["content"], "单笔五万元。");
 }
+
+/// Regression (#18): two invalid bytes in a GB18030 export made the whole file fall back to
+/// UTF-8 (300 rows rejected). A few malformed sequences are tolerated: they decode as U+FFFD
+/// and their records carry the tag `encoding_errors`.
+#[test]
+fn a_few_broken_bytes_do_not_change_a_files_encoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = encoding_rs::GB18030.encode("q,a\n").0.into_owned();
+    for i in 0..300 {
+        let row = format!("问题{i}：信用卡怎么还款？,回答{i}：可以通过手机银行还款。\n");
+        bytes.extend_from_slice(&encoding_rs::GB18030.encode(&row).0);
+        if i == 7 || i == 200 {
+            // A lead byte followed by a byte that cannot follow it.
+            let at = bytes.len() - 6;
+            bytes[at] = 0x81;
+            bytes[at + 1] = 0x7F;
+        }
+    }
+    std::fs::write(dir.path().join("gbk.csv"), &bytes).expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"gbk.csv\"]\ncolumns = { q = \"user\", a = \"assistant\" }\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("o");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_eq!(
+        report["inputs"][0]["files"][0]["encoding"], "gb18030",
+        "{report}"
+    );
+    assert_eq!(report["totals"]["kept"], 300, "{:?}", rejects_of(&out));
+    let rows = curated_rows(&out);
+    let tagged: Vec<_> = rows
+        .iter()
+        .filter(|r| !r["tags"]["encoding_errors"].is_null())
+        .collect();
+    assert_eq!(tagged.len(), 2, "{tagged:?}");
+    assert_eq!(rows[0]["turns"][0]["content"], "问题0：信用卡怎么还款？");
+}

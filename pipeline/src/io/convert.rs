@@ -151,10 +151,13 @@ impl Parsed {
 pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
     let cx = &rec.cx;
     let plan = &cx.plan;
+    // GB18030 sequences that could not be decoded (as U+FFFD): the sample is tagged.
+    let mut replaced = 0usize;
     let parsed = match &rec.payload {
         Payload::Error(e) => return Err(e.clone()),
         Payload::Text(bytes) => {
-            let text = cx.encoding.decode(bytes)?;
+            let (text, bad) = cx.encoding.decode_lossy(bytes)?;
+            replaced += bad;
             let mut p = Parsed::new(RecordFormat::Text);
             p.text = Some(text);
             p
@@ -163,10 +166,11 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             let headers = cx.headers.as_deref().unwrap_or_default();
             let mut obj = Map::new();
             for (i, (name, cell)) in headers.iter().zip(row.iter()).enumerate() {
-                let value = cx
+                let (value, bad) = cx
                     .encoding
-                    .decode(cell)
+                    .decode_lossy(cell)
                     .map_err(|e| format!("column {} ({name:?}): {e}", i + 1))?;
+                replaced += bad;
                 obj.insert(name.clone(), Value::String(value));
             }
             from_object(obj, plan.format, &plan.columns)?
@@ -178,7 +182,9 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             let text: &str = if cx.encoding == super::TextEncoding::Gb18030
                 && cx.reader != crate::config::ReaderKind::Json
             {
-                owned = cx.encoding.decode(bytes)?;
+                let (t, bad) = cx.encoding.decode_lossy(bytes)?;
+                replaced += bad;
+                owned = t;
                 &owned
             } else {
                 super::TextEncoding::Utf8.validate(bytes)?
@@ -218,7 +224,13 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             other => return Err(format!("expected a record, found {}", type_name(other))),
         },
     };
-    assemble(rec, parsed)
+    let (mut sample, format) = assemble(rec, parsed)?;
+    if replaced > 0 {
+        sample
+            .tags
+            .insert("encoding_errors".into(), replaced.to_string());
+    }
+    Ok((sample, format))
 }
 
 fn json_err(e: serde_json::Error) -> String {

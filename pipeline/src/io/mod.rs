@@ -47,6 +47,23 @@ impl TextEncoding {
         })
     }
 
+    /// Decode bytes to text, malformed GB18030 sequences as U+FFFD; also how many were
+    /// replaced. UTF-8 is validated as in [`TextEncoding::decode`].
+    pub fn decode_lossy(self, bytes: &[u8]) -> Result<(String, usize), String> {
+        match self {
+            TextEncoding::Utf8 => self.validate(bytes).map(|t| (t.to_string(), 0)),
+            TextEncoding::Gb18030 => {
+                let (text, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(bytes);
+                let replaced = if had_errors {
+                    text.matches('\u{FFFD}').count()
+                } else {
+                    0
+                };
+                Ok((text.into_owned(), replaced))
+            }
+        }
+    }
+
     /// Decode bytes to text; `Err` says where the first invalid byte is.
     pub fn decode(self, bytes: &[u8]) -> Result<String, String> {
         match self {
@@ -443,9 +460,16 @@ fn sniff_encoding(head: &[u8]) -> TextEncoding {
         Some(i) if probe.len() == SNIFF_BYTES => &probe[..i],
         _ => probe,
     };
-    let gb_ok = encoding_rs::GB18030
-        .decode_without_bom_handling_and_without_replacement(whole)
-        .is_some();
+    // A GB18030 export with a few broken bytes is still GB18030 (they decode as U+FFFD and
+    // their records are tagged): at most 1% of the non-ASCII lines, and at least 2, may hold a
+    // malformed sequence.
+    let (decoded, had_errors) = encoding_rs::GB18030.decode_without_bom_handling(whole);
+    let malformed = if had_errors {
+        decoded.matches('\u{FFFD}').count()
+    } else {
+        0
+    };
+    let gb_ok = malformed <= (non_ascii / 100).max(2);
     if gb_ok && invalid * 2 >= non_ascii {
         TextEncoding::Gb18030
     } else {
