@@ -304,6 +304,19 @@ enum Bench {
     /// Training tokens/s on CPU for a small Llama-shaped model (compare with
     /// trainer/bench/torch_step.py on the same folder).
     Train(train_cmd::BenchTrainArgs),
+    /// Fuzz the readers: inputs mutated from seed files under every reader and compression;
+    /// no case may panic, hang, lose a record or leave a reject without a location.
+    Fuzz {
+        /// How long to run.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Seed of the mutations.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Folder of seed files (default: the bundled examples/data).
+        #[arg(long, default_value = "examples/data")]
+        seeds: PathBuf,
+    },
     /// Reader throughput in MB/s beside plain serde_json parsing of the same file.
     Read {
         /// Files to read.
@@ -780,6 +793,49 @@ fn real_main() -> Result<ExitCode> {
         } => {
             bench_mix(&dir, samples, threads)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench {
+            what:
+                Bench::Fuzz {
+                    seconds,
+                    seed,
+                    seeds,
+                },
+        } => {
+            let files = sluice_pipeline::fuzz::seeds_from(&seeds, 256);
+            if files.is_empty() {
+                bail!("no seed files under {}", seeds.display());
+            }
+            let dir = std::env::temp_dir().join(format!("sluice-fuzz-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let r = sluice_pipeline::fuzz::run(
+                &files,
+                &dir,
+                seed,
+                u64::MAX,
+                std::time::Duration::from_secs(seconds),
+                std::time::Duration::from_secs(30),
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+            writeln!(
+                std::io::stdout(),
+                "fuzz: {} cases from {} seeds in {seconds} s: {} records, {} rejected, {} file errors, slowest case {:?}, {} failure(s)",
+                r.cases,
+                files.len(),
+                r.records,
+                r.rejected,
+                r.file_errors,
+                r.slowest,
+                r.failures.len()
+            )?;
+            for f in &r.failures {
+                writeln!(std::io::stdout(), "  {f}")?;
+            }
+            Ok(if r.failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Bench {
             what: Bench::Minhash { input, limit },

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod exchange;
 pub mod filter;
+pub mod fuzz;
 pub mod inspect;
 pub mod io;
 pub mod mix;
