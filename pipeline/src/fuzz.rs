@@ -148,9 +148,7 @@ pub fn run(
         let how = (rng.next_u64() % 3) as usize;
         let suffix = ["", ".gz", ".zst"][how];
         let path = dir.join(format!("case{case}.{ext}{suffix}"));
-        let written =
-            std::fs::File::create(&path).and_then(|mut f| f.write_all(&compress(&data, how)));
-        if written.is_err() {
+        if crate::storage::write_atomic(&path, &compress(&data, how)).is_err() {
             report
                 .failures
                 .push(format!("case {case}: cannot write the input"));
