@@ -400,8 +400,14 @@ pub fn expand(
                         }
                     } else if kind.is_dir() || (kind.is_symlink() && path.is_dir()) {
                         // A named component may pass through a link (bounded by the
-                        // pattern's length); `**` never does.
-                        stack.push((path, at + 1));
+                        // pattern's length); `**` never does. Under a confinement, a link out
+                        // of the roots is not entered: its listing would say what is there.
+                        let out_of_roots = kind.is_symlink()
+                            && confine
+                                .is_some_and(|c| c.check("", &path, "", Access::Read).is_err());
+                        if !out_of_roots {
+                            stack.push((path, at + 1));
+                        }
                     }
                 }
             }
@@ -558,6 +564,11 @@ mod tests {
             expand(&base, "/**/*.jsonl", &Limits::default(), Some(&c)),
             Err(GlobError::Forbidden(_))
         ));
+        // A wildcard never lists a folder outside through a link (the names there would leak
+        // as 403 messages): the link is passed over.
+        std::os::unix::fs::symlink(d.join("outside"), d.join("data/dirlink")).expect("link");
+        let found = expand(&base, "*/*.jsonl", &Limits::default(), Some(&c)).expect("expand");
+        assert!(found.is_empty(), "{found:?}");
         // URLs: only under an allowed prefix, at a `/` boundary, without dot segments.
         let c = Confinement::new(&[], &[], &["s3://logs/team-a".to_string()]);
         assert!(c.check_url("k", "s3://logs/team-a/x.jsonl").is_ok());

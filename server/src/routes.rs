@@ -436,7 +436,9 @@ fn preview(
     }
     let mut plan = catalog::preview_frame(&frame, spec)?;
     plan.warnings.extend(loaded.warnings);
-    let json = serde_json::to_string(&plan).map_err(|e| e.to_string())?;
+    let json = serde_json::to_string(&plan)
+        .map(|j| st.config.relative_paths(&j))
+        .map_err(|e| e.to_string())?;
     if let Ok(mut c) = st.preview_cache.lock() {
         c.retain(|(v, _), _| *v == version);
         if c.len() < 1024 {
@@ -544,7 +546,13 @@ async fn datasets(
     .await
     .map_err(crashed)?
     .map_err(|e| Problem::new(500, state.config.relative_paths(&e)))?;
-    Ok(Json(out).into_response())
+    // Sources of files in other data roots are absolute: shown relative to their root.
+    let text = state.config.relative_paths(&out.to_string());
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        text,
+    )
+        .into_response())
 }
 
 /// `POST /v1/schedules` body.

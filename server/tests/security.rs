@@ -616,6 +616,36 @@ async fn schedules_are_spaced_bounded_and_forgotten_when_deleted() {
         s1.retry_at,
         s2.retry_at
     );
+    // A prefix that turns into a link out of the roots backs off instead of retrying at every
+    // pass of the scheduler (it looped four times a second).
+    let (_, c) = call(
+        &f.state,
+        "POST",
+        "/v1/schedules",
+        Some(WRITE),
+        Some(sched("0 * * * *")),
+    )
+    .await;
+    let cid = c["id"].as_str().expect("id").to_string();
+    for j in f.state.store.list(Some("queued"), 10).expect("jobs") {
+        f.state.store.cancel(&j.id).expect("cancel"); // the queue has room again
+    }
+    std::fs::remove_dir_all(f.data.join("incoming")).expect("rm");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&f.outside, f.data.join("incoming")).expect("link");
+    let find = || {
+        f.state
+            .store
+            .schedules()
+            .expect("schedules")
+            .into_iter()
+            .find(|x| x.id == cid)
+            .expect("schedule")
+    };
+    assert!(sluice_server::schedule::tick(&f.state, &find()).is_err());
+    let sc = find();
+    assert_eq!(sc.failures, 1);
+    assert!(!sluice_server::schedule::due(&sc, tz, chrono::Utc::now()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
