@@ -820,6 +820,7 @@ impl Engine<'_> {
                 let mut batch = Vec::with_capacity(batch_size);
                 let mut flat = 0usize;
                 let limit = self.limit;
+                let cancel_flag = self.cancel.clone();
                 for (i, input) in self.plan.inputs.iter().enumerate() {
                     let iplan = Arc::new(input.clone());
                     let mut taken = 0u64;
@@ -843,6 +844,7 @@ impl Engine<'_> {
                             display,
                             max_record_bytes: self.plan.max_record_bytes,
                             bytes_read: &bytes_read,
+                            cancel: cancel_flag.as_deref(),
                         };
                         let status = read_file(&src, &mut |rec| {
                             if limit.is_some_and(|l| taken >= l) {
@@ -885,6 +887,15 @@ impl Engine<'_> {
                 }
                 if !batch.is_empty() {
                     on_batch(self, batch, None)?;
+                }
+                // A cancel that came while files gave no record (their reads stopped with an
+                // error) still cancels: nothing is published.
+                if self
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| c.load(Ordering::Relaxed))
+                {
+                    return Err(Error::Cancelled);
                 }
             }
             Source::Spill {

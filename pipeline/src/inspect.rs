@@ -140,6 +140,7 @@ pub fn rewrites(
                 display,
                 max_record_bytes: plan.max_record_bytes,
                 bytes_read: &Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                cancel: None,
             };
             let status = crate::io::read_file(&src, &mut |rec| {
                 if let Ok((s, _)) = crate::io::convert::convert(&rec) {

@@ -676,3 +676,37 @@ async fn cancelling_a_finished_job_says_so() {
         let _ = w.join();
     }
 }
+
+/// Regression (second attacker walk): a file that gives no record (blank lines) kept the worker
+/// busy and ignored a cancel; the job even ended `succeeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_stops_a_job_reading_a_file_without_records() {
+    let f = fixture(100);
+    std::fs::write(f.data.join("blank.txt"), vec![b'\n'; 96 << 20]).expect("w");
+    let workers = sluice_server::worker::start(f.state.clone());
+    let body = pipeline("\"blank.txt\"", "", "dir = \"x\"\n");
+    let (s, job) = call(&f.state, "POST", "/v1/jobs", Some(WRITE), Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{job}");
+    let id = job["id"].as_str().expect("id").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (s, _) = call(
+        &f.state,
+        "POST",
+        &format!("/v1/jobs/{id}/cancel"),
+        Some(WRITE),
+        None,
+    )
+    .await;
+    assert!(s == StatusCode::OK || s == StatusCode::CONFLICT);
+    let done = wait_done(&f.state, &id).await;
+    eprintln!("cancel answered {s}; the job ended {}", done["state"]);
+    if s == StatusCode::OK {
+        assert_eq!(done["state"], "cancelled", "{done}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    f.state.stopping.store(true, Ordering::SeqCst);
+    for w in workers {
+        let _ = w.join();
+    }
+}

@@ -160,6 +160,27 @@ pub struct FileSource<'a> {
     pub max_record_bytes: usize,
     /// Bytes read so far, across files (progress and throughput).
     pub bytes_read: &'a Arc<AtomicU64>,
+    /// When set, reading stops (the file ends with an error) at the next block: a run is
+    /// cancelled within a block even while the file gives no record (2 GiB of blank lines).
+    pub cancel: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// A decompressed stream that fails once the run is cancelled.
+struct Cancellable<'a> {
+    inner: Box<dyn Read + Send>,
+    cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Read for Cancellable<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "the run was cancelled",
+            ));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// Read one file, calling `emit` for each record in order. Problems with single records become
@@ -215,6 +236,7 @@ pub fn read_path(
         display: &display,
         max_record_bytes,
         bytes_read: &bytes_read,
+        cancel: None,
     };
     read_file(&src, emit)
 }
@@ -230,6 +252,7 @@ fn read_file_records(
         display,
         max_record_bytes,
         bytes_read,
+        cancel,
     } = *src;
     let file = match File::open(path) {
         Ok(f) => f,
@@ -329,6 +352,13 @@ fn read_file_records(
     // The BOM is not text. (Consuming it from a BufReader that has not filled yet skipped
     // nothing: the first record or header kept it.)
     head.drain(..skip.min(head.len()));
+    let stream: Box<dyn Read + Send + '_> = match cancel {
+        Some(c) => Box::new(Cancellable {
+            inner: stream,
+            cancel: c,
+        }),
+        None => stream,
+    };
     let mut body = BufReader::with_capacity(256 * 1024, Cursor::new(head).chain(stream));
     let cx = FileCx {
         input,
