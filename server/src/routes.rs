@@ -555,6 +555,9 @@ async fn datasets(
         .into_response())
 }
 
+/// Most schedules the service keeps (each tick lists and hashes its folder).
+pub const MAX_SCHEDULES: usize = 1000;
+
 /// `POST /v1/schedules` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -577,6 +580,12 @@ async fn add_schedule(
 ) -> Result<Response, Problem> {
     require_write(&state, &headers)?;
     let req: ScheduleRequest = parse_body(&body)?;
+    if state.store.schedules().map_err(internal)?.len() >= MAX_SCHEDULES {
+        return Err(Problem::new(
+            429,
+            format!("at most {MAX_SCHEDULES} schedules: delete one first"),
+        ));
+    }
     crate::schedule::parse_cron_spaced(&req.cron, state.config.min_schedule_interval)
         .map_err(|e| Problem::new(422, e).field("cron"))?;
     let text = pipeline_text(&req.pipeline)?;
