@@ -514,11 +514,20 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             d
         }
     };
+    // The catalog counts with the shards' tokenizer unless it names its own: say which key.
+    let from_shards = plan.catalog.tokenizer.is_some()
+        && plan.shards.as_ref().and_then(|s| s.tokenizer.as_ref())
+            == plan.catalog.tokenizer.as_ref();
     let counter = crate::catalog::TokenCounter::new(plan.catalog.tokenizer.as_deref()).map_err(
         |message| Error::Config {
             file: plan.config_path.clone(),
             issues: vec![crate::error::ConfigIssue {
-                key: "output.catalog.tokenizer".into(),
+                key: if from_shards {
+                    "output.shards.tokenizer"
+                } else {
+                    "output.catalog.tokenizer"
+                }
+                .into(),
                 message,
             }],
         },
