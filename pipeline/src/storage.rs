@@ -193,6 +193,15 @@ impl RunDir {
     }
 }
 
+/// A run that is dropped unpublished (failed, cancelled) leaves no staging folder behind.
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        if self.staging.exists() {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
 fn check_replaceable(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Ok(());
@@ -242,6 +251,14 @@ mod tests {
         r.publish().expect("publish again");
         assert!(!out.join("x.txt").exists(), "old run's files are gone");
         assert!(out.join("y.txt").exists());
+
+        // A run given up (failed, cancelled) leaves nothing behind.
+        let r = RunDir::begin(&out).expect("begin a third time");
+        write_atomic(&r.path("z.txt"), b"3").expect("write");
+        let staging = r.path("");
+        drop(r);
+        assert!(!staging.exists(), "the staging folder is removed");
+        assert!(out.join("y.txt").exists(), "the published run stays");
 
         let other = dir.path().join("precious");
         fs::create_dir_all(&other).expect("mkdir");
