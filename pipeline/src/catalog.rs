@@ -492,19 +492,26 @@ pub fn load_versioned(root: &Path, runs: Option<&[String]>) -> Result<Loaded, St
     Ok(loaded)
 }
 
+/// A string column's values, row by row; all `None` when the frame has no such column
+/// (catalogs written before it was kept).
+fn string_column(df: &DataFrame, name: &str) -> Vec<Option<String>> {
+    df.column(name)
+        .ok()
+        .and_then(|c| c.str().ok().cloned())
+        .map(|ca| ca.iter().map(|v| v.map(str::to_string)).collect())
+        .unwrap_or_else(|| vec![None; df.height()])
+}
+
 /// Only the rows of runs named (by run name or folder); a name that matches no run is an
 /// error listing the runs there are.
 fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, String> {
-    let strs = |c: &str| -> Result<Vec<String>, String> {
-        Ok(df
-            .column(c)
-            .and_then(|c| c.str().cloned())
-            .map_err(msg)?
-            .iter()
-            .map(|v| v.unwrap_or("").to_string())
-            .collect())
+    let strs = |c: &str| -> Vec<String> {
+        string_column(&df, c)
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect()
     };
-    let (run, path) = (strs("run")?, strs("path")?);
+    let (run, path) = (strs("run"), strs("path"));
     for n in names {
         if !run.contains(n) && !path.contains(n) {
             let mut known: Vec<&String> = path.iter().collect();
@@ -532,13 +539,7 @@ fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, String> {
 /// Each source's rows from one run (see [`load_versioned`]), and a warning per pair of
 /// overlapping runs.
 fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String> {
-    let strs = |c: &str| -> Vec<Option<String>> {
-        df.column(c)
-            .ok()
-            .and_then(|c| c.str().ok().cloned())
-            .map(|ca| ca.iter().map(|v| v.map(str::to_string)).collect())
-            .unwrap_or_else(|| vec![None; df.height()])
-    };
+    let strs = |c: &str| string_column(&df, c);
     let (path, source, hash) = (strs("path"), strs("source"), strs("source_hash"));
     let mixed: Vec<bool> = df
         .column("mixed")

@@ -602,8 +602,8 @@ async fn add_schedule(
         let text = crate::schedule::pipeline_for(&st, "probe", &probe, &[pattern])
             .map_err(|e| (422, "pipeline".to_string(), e))?;
         let folders = crate::worker::JobFolders {
-            output: st.config.output_root.join(".pending"),
             schedule: Some(crate::schedule::state_dir(&st, "probe")),
+            ..crate::worker::JobFolders::pending(&st)
         };
         match crate::worker::compile(&st, &text, &folders) {
             // No file yet is fine: the first tick will find some.

@@ -215,20 +215,11 @@ pub fn tick(state: &State, s: &crate::store::Schedule) -> Result<Option<String>,
         state.store.skip_tick(&s.id).map_err(|e| e.to_string())?;
         return Err("the job queue is full: tick skipped".into());
     }
-    // A prefix that became unusable (removed, or a link out of the roots) backs off like a
-    // failed run instead of being retried at every pass of the scheduler.
-    let dir = match prefix_dir(state, &s.input_prefix) {
-        Ok(d) => d,
-        Err(e) => {
-            state.store.skip_tick(&s.id).map_err(|e| e.to_string())?;
-            state
-                .store
-                .schedule_job_failed(&s.id, state.config.min_schedule_interval)
-                .map_err(|e| e.to_string())?;
-            return Err(e);
-        }
-    };
-    let files = match list_files(&dir, state.config.max_glob_files) {
+    // A prefix that became unusable (removed, or a link out of the roots) or cannot be listed
+    // backs off like a failed run instead of being retried at every pass of the scheduler.
+    let listed = prefix_dir(state, &s.input_prefix)
+        .and_then(|dir| list_files(&dir, state.config.max_glob_files));
+    let files = match listed {
         Ok(f) => f,
         Err(e) => {
             state.store.skip_tick(&s.id).map_err(|e| e.to_string())?;
