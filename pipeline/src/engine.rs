@@ -315,69 +315,6 @@ struct Partial {
     bytes_read: u64,
 }
 
-/// A `&'static str` for a reason code read back from a file (codes are few and static in the
-/// stages; each distinct one is leaked once).
-fn intern(code: &str) -> &'static str {
-    static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut codes = CODES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = codes.iter().find(|c| **c == code) {
-        return c;
-    }
-    let c: &'static str = Box::leak(code.to_string().into_boxed_str());
-    codes.push(c);
-    c
-}
-
-fn decisions_to_json(d: &Decisions) -> Vec<u8> {
-    let rows: Vec<serde_json::Value> = d
-        .iter()
-        .map(|(pos, x)| {
-            serde_json::json!([
-                pos,
-                x.drop.as_ref().map(|r| r.code),
-                x.drop.as_ref().and_then(|r| r.detail.clone()),
-                x.drop.as_ref().and_then(|r| r.duplicate_of.clone()),
-                x.tags,
-                x.repeat
-            ])
-        })
-        .collect();
-    serde_json::to_vec(&rows).unwrap_or_default()
-}
-
-type DecisionRow = (
-    u64,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    Vec<(String, String)>,
-    u32,
-);
-
-fn decisions_from_json(bytes: &[u8], path: &std::path::Path) -> Result<Decisions> {
-    let rows: Vec<DecisionRow> = serde_json::from_slice(bytes).map_err(|e| Error::Output {
-        path: path.to_path_buf(),
-        message: format!("unreadable decisions: {e}"),
-    })?;
-    Ok(rows
-        .into_iter()
-        .map(|(pos, code, detail, dup, tags, repeat)| {
-            (
-                pos,
-                crate::stages::Decision {
-                    drop: code.map(|c| DropReason {
-                        code: intern(&c),
-                        detail,
-                        duplicate_of: dup,
-                    }),
-                    tags,
-                    repeat,
-                },
-            )
-        })
-        .collect())
-}
-
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
 /// report.json); a run over `max_reject_ratio` is published to `<dir>.failed` and returns
 /// [`Error::TooManyRejects`].
@@ -1533,13 +1470,13 @@ impl Engine<'_> {
             match &t.run.shared {
                 Some(url) => crate::remote::put_bytes(
                     &format!("{url}/reduce-{seg}/decisions.json"),
-                    decisions_to_json(&all),
+                    all.to_json(),
                 )
                 .map_err(|message| Error::Output {
                     path: decisions_path.clone(),
                     message,
                 })?,
-                None => crate::storage::write_atomic(&decisions_path, &decisions_to_json(&all))?,
+                None => crate::storage::write_atomic(&decisions_path, &all.to_json())?,
             }
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
             times.push((
@@ -1570,13 +1507,13 @@ impl Engine<'_> {
                 })?,
             None => std::fs::read(&decisions_path).map_err(|e| Error::io(&decisions_path, e))?,
         };
-        let all = decisions_from_json(&bytes, &decisions_path)?;
+        let all = Decisions::from_json(&bytes).map_err(|message| Error::Output {
+            path: decisions_path.clone(),
+            message,
+        })?;
         self.phase_times.extend(times);
         self.stage_cpu[g] += reduce_cpu;
-        Ok(all
-            .range(offset..offset + records)
-            .map(|(p, d)| (p - offset, d.clone()))
-            .collect())
+        Ok(all.within(offset..offset + records))
     }
 
     /// A task's part is complete: close its streams, write its counts, mark it done.
@@ -1821,7 +1758,7 @@ impl Engine<'_> {
                 if dropped {
                     infos.push(DropInfo {
                         stage: l.stage.unwrap_or_default(),
-                        reason: intern(l.reason.as_deref().unwrap_or("")),
+                        reason: crate::stages::intern_code(l.reason.as_deref().unwrap_or("")),
                         detail: l.detail,
                         duplicate_of: l.duplicate_of,
                     });

@@ -296,12 +296,7 @@ impl Exchange {
             .map(|p| self.reduce_partition(stage, &records, p))
             .collect::<Result<Vec<_>>>()?;
         let offset = self.offset;
-        Ok(stage
-            .finish(parts, &records)
-            .into_iter()
-            .filter(|(pos, _)| *pos >= offset)
-            .map(|(pos, d)| (pos - offset, d))
-            .collect())
+        Ok(stage.finish(parts, &records).shifted(offset))
     }
 
     /// Remove the exchange files.

@@ -112,7 +112,7 @@ impl GlobalStage for ExactDedup {
     }
 
     fn finish(&self, parts: Vec<Decisions>, _records: &Records<String>) -> Decisions {
-        parts.into_iter().flatten().collect()
+        Decisions::merge(parts)
     }
 }
 
@@ -173,7 +173,7 @@ mod tests {
         w.map(&batch[..2]).expect("map");
         w.map(&batch[2..]).expect("map");
         let out = w.finish().expect("finish").resolve(&d).expect("resolve");
-        assert_eq!(out.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(out.keys().collect::<Vec<_>>(), vec![2, 3]);
         let Some(Decision { drop: Some(r), .. }) = out.get(&3) else {
             panic!("z not dropped")
         };

@@ -643,6 +643,7 @@ impl GlobalStage for MinHash {
                 );
             }
         }
+        decisions.seal();
         if self.cfg.index.is_some() {
             // The next index: what earlier runs kept, then this run's survivors in order.
             let fresh: Vec<Item> = (self.loaded.len() as u64..records.len())

@@ -3,6 +3,7 @@
 //! other place that must handle it.
 
 pub mod classify;
+pub mod decisions;
 pub mod decontaminate;
 pub mod exact_dedup;
 pub mod filler;
@@ -39,7 +40,7 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
 }
 
 /// Why a stage dropped a sample.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DropReason {
     /// A short stable code, counted in the report (`too_short`, `duplicate`).
     pub code: &'static str,
@@ -137,7 +138,7 @@ pub trait RecordStage: Send + Sync {
 }
 
 /// What a global stage decides about one record position: tags to add, and whether to drop it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Decision {
     /// Drop the record, saying why.
     pub drop: Option<DropReason>,
@@ -158,8 +159,20 @@ impl Decision {
     }
 }
 
-/// Decisions of a global stage, by record position (only positions that are not plain keeps).
-pub type Decisions = std::collections::BTreeMap<u64, Decision>;
+pub use decisions::Decisions;
+
+/// A `&'static str` for a reason code read back from a file (codes are few and static in the
+/// stages; each distinct one is leaked once).
+pub fn intern_code(code: &str) -> &'static str {
+    static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut codes = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = codes.iter().find(|c| **c == code) {
+        return c;
+    }
+    let c: &'static str = Box::leak(code.to_string().into_boxed_str());
+    codes.push(c);
+    c
+}
 
 /// A stage that needs keys from all data (dedup, split, mix), run as map → exchange → reduce
 /// (see [`crate::exchange`]). `map` sees one sample and gives a small payload plus 128-bit keys;

@@ -101,7 +101,7 @@ impl GlobalStage for Split {
     }
 
     fn finish(&self, parts: Vec<Decisions>, _records: &Records<u64>) -> Decisions {
-        parts.into_iter().flatten().collect()
+        Decisions::merge(parts)
     }
 }
 
@@ -171,7 +171,9 @@ mod tests {
             (counts["valid"] as i64 - 100).abs() <= 5 && (counts["test"] as i64 - 100).abs() <= 5,
             "{counts:?}"
         );
-        let group: Vec<&String> = (1000..1005).map(|p| &out[&p].tags[0].1).collect();
+        let group: Vec<&String> = (1000..1005)
+            .map(|p| &out.get(&p).expect("decided").tags[0].1)
+            .collect();
         assert!(
             group.iter().all(|g| *g == group[0]),
             "the group is in one split"

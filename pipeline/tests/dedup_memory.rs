@@ -1,0 +1,100 @@
+//! What a global stage holds per duplicate, measured: the heap's peak while `exact_dedup` runs
+//! over N copies, at two sizes, gives the bytes each further duplicate costs (#18: 2M copies of
+//! one record took 812 MB, ~370 bytes each, when every copy held its own reason). Alone in its
+//! process, with a counting allocator, so the figures are this run's.
+
+#![allow(clippy::disallowed_methods)] // fixtures
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+struct Counting;
+
+static NOW: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards to the system allocator; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            let now = NOW.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+            PEAK.fetch_max(now, Ordering::Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        System.dealloc(p, layout);
+        NOW.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Peak heap above the start while running exact_dedup over `n` records, where record `i` has
+/// the text `text(i)`.
+fn peak_during_run(n: usize, text: impl Fn(usize) -> String) -> usize {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.jsonl");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
+    for i in 0..n {
+        writeln!(
+            f,
+            "{{\"id\":\"rec-{i:08}\",\"instruction\":{},\"output\":\"ok\"}}",
+            serde_json::to_string(&text(i)).expect("json")
+        )
+        .expect("write");
+    }
+    drop(f);
+    let config = dir.path().join("run.toml");
+    let toml = format!(
+        "name = \"mem\"\nbatch_size = 256\n[[inputs]]\nname = \"logs\"\npaths = [{:?}]\n\
+         [[stages]]\ntype = \"exact_dedup\"\n[output]\ndir = {:?}\nformats = [\"jsonl\"]\n",
+        input.display().to_string(),
+        dir.path().join("out").display().to_string()
+    );
+    std::fs::write(&config, &toml).expect("config");
+    let plan = sluice_pipeline::config::parse(&toml, &config).expect("plan");
+    let base = NOW.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let report = sluice_pipeline::run(
+        &plan,
+        sluice_pipeline::RunOptions {
+            threads: Some(2),
+            ..Default::default()
+        },
+    )
+    .expect("run");
+    let peak = PEAK.load(Ordering::Relaxed) - base;
+    assert_eq!(report.totals.read, n as u64);
+    peak
+}
+
+fn per_record(small: usize, large: usize, text: impl Fn(usize) -> String + Copy) -> f64 {
+    let a = peak_during_run(small, text);
+    let b = peak_during_run(large, text);
+    eprintln!("peak heap: {a} B at {small} records, {b} B at {large}");
+    (b.saturating_sub(a)) as f64 / (large - small) as f64
+}
+
+#[test]
+fn copies_of_one_record_cost_a_few_bytes_each() {
+    // Every copy is in one exchange partition and one group: 24 bytes of (key, position)
+    // while reducing, 8 of member list, 16 of decision position.
+    let each = per_record(20_000, 120_000, |_| "同一个问题，同一个答案".to_string());
+    eprintln!("exact_dedup, copies of one record: {each:.1} bytes per duplicate");
+    assert!(each < 96.0, "{each:.1} bytes per duplicate");
+}
+
+#[test]
+fn pairs_cost_one_decision_per_kept_record() {
+    // The worst case for the decision table: every kept record has one copy, so each
+    // duplicate brings its own distinct decision (its reason names the kept id). The README
+    // states this figure; measured at ~270 bytes per duplicate (two records).
+    let each = 2.0 * per_record(20_000, 120_000, |i| format!("问题 {}", i / 2));
+    eprintln!("exact_dedup, pairs: {each:.1} bytes per duplicate");
+    assert!(each < 400.0, "{each:.1} bytes per duplicate");
+}
