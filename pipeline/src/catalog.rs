@@ -1115,6 +1115,7 @@ pub fn mix_pipeline(
         name: name.clone(),
         seed,
         batch_size: 2048,
+        batch_bytes: 64 << 20,
         max_record_bytes: 64 << 20,
         max_reject_ratio: 0.0,
         inputs,

@@ -25,6 +25,10 @@ pub struct PipelineSpec {
     /// Records per batch of the parallel engine (default 2048): memory per stage is bounded by it.
     #[serde(default = "default_batch_size")]
     pub batch_size: NonZeroUsize,
+    /// Bytes per batch (default 64 MiB): a batch ends at `batch_size` records or once its
+    /// records reach this many bytes, whichever comes first, so memory is bounded by bytes too.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: ByteSize,
     /// Largest record accepted, e.g. `"8MiB"` (default 8 MiB); longer records are rejected.
     #[serde(default = "default_max_record_bytes")]
     pub max_record_bytes: ByteSize,
@@ -45,6 +49,9 @@ fn default_seed() -> u64 {
 }
 fn default_batch_size() -> NonZeroUsize {
     NonZeroUsize::new(2048).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_batch_bytes() -> ByteSize {
+    ByteSize(64 << 20)
 }
 fn default_max_record_bytes() -> ByteSize {
     ByteSize(8 << 20)
@@ -515,6 +522,8 @@ pub struct Plan {
     pub seed: u64,
     /// Batch size.
     pub batch_size: usize,
+    /// Bytes at which a batch ends before `batch_size` records.
+    pub batch_bytes: usize,
     /// Largest record in bytes.
     pub max_record_bytes: usize,
     /// Largest reject share before the run fails.
@@ -953,6 +962,9 @@ fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) -> Result<Pla
         name,
         seed: spec.seed,
         batch_size: spec.batch_size.get(),
+        batch_bytes: usize::try_from(spec.batch_bytes.0)
+            .unwrap_or(usize::MAX)
+            .max(1),
         max_record_bytes: usize::try_from(spec.max_record_bytes.0).unwrap_or(usize::MAX),
         max_reject_ratio: spec.max_reject_ratio,
         inputs,

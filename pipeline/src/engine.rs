@@ -764,6 +764,7 @@ impl Engine<'_> {
             Source::Inputs => {
                 let batch_size = self.plan.batch_size;
                 let mut batch = Vec::with_capacity(batch_size);
+                let mut cut = BatchCut::new(self.plan);
                 let mut flat = 0usize;
                 let limit = self.limit;
                 let cancel_flag = self.cancel.clone();
@@ -804,8 +805,9 @@ impl Engine<'_> {
                                     rec.cx.encoding.as_str().to_string(),
                                 ));
                             }
+                            let full = cut.add(rec.size());
                             batch.push(Unit::Raw(rec));
-                            if batch.len() >= batch_size {
+                            if full {
                                 let full =
                                     std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                                 on_batch(self, full, None)?;
@@ -852,6 +854,7 @@ impl Engine<'_> {
                 let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
                 let reader = BufReader::with_capacity(1 << 20, file);
                 let mut batch = Vec::with_capacity(self.plan.batch_size);
+                let mut cut = BatchCut::new(self.plan);
                 for (n, line) in reader.split(b'\n').enumerate() {
                     let mut line = line.map_err(|e| Error::io(&path, e))?;
                     let tab = line.iter().position(|&b| b == b'\t').unwrap_or(0);
@@ -860,12 +863,13 @@ impl Engine<'_> {
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0);
                     line.drain(..=tab);
+                    let full = cut.add(line.len());
                     batch.push(Unit::Spilled {
                         pos: n as u64,
                         input,
                         line,
                     });
-                    if batch.len() >= self.plan.batch_size {
+                    if full {
                         let full =
                             std::mem::replace(&mut batch, Vec::with_capacity(self.plan.batch_size));
                         on_batch(self, full, Some((&decisions, stage)))?;
@@ -1394,6 +1398,34 @@ fn merge_resolve<G: GlobalStage>(
     resolve_exchange(w)
 }
 
+/// Where a batch ends: at `batch_size` records or once its records hold `batch_bytes`.
+struct BatchCut {
+    records: usize,
+    bytes: usize,
+    held: (usize, usize),
+}
+
+impl BatchCut {
+    fn new(plan: &Plan) -> BatchCut {
+        BatchCut {
+            records: plan.batch_size.max(1),
+            bytes: plan.batch_bytes.max(1),
+            held: (0, 0),
+        }
+    }
+
+    /// Count one more record of `size` bytes; true when the batch is full with it (the count
+    /// starts again).
+    fn add(&mut self, size: usize) -> bool {
+        self.held = (self.held.0 + 1, self.held.1.saturating_add(size));
+        let full = self.held.0 >= self.records || self.held.1 >= self.bytes;
+        if full {
+            self.held = (0, 0);
+        }
+        full
+    }
+}
+
 const POLL: Duration = Duration::from_millis(200);
 
 impl Engine<'_> {
@@ -1685,15 +1717,14 @@ impl Engine<'_> {
         self.curated = curated;
         self.dropped = dropped;
         let segments = partials.iter().map(|p| p.units.len()).max().unwrap_or(0);
-        let batch = self.plan.batch_size.max(1) as u64;
         for seg in 0..segments {
             let files: Vec<(PathBuf, u64)> =
                 self.stream_files(&dirs, &partials, seg, |s| format!("dropped-{s}.jsonl"));
-            self.replay(&files, batch, true)?;
+            self.replay(&files, true)?;
         }
         if segments > 0 {
             let files = self.stream_files(&dirs, &partials, segments - 1, |_| "kept.jsonl".into());
-            self.replay(&files, batch, false)?;
+            self.replay(&files, false)?;
         }
         let rejects_path = run.path("rejects.jsonl");
         let mut rejects = AtomicFile::create(rejects_path.clone())?;
@@ -1733,11 +1764,13 @@ impl Engine<'_> {
 
     /// Feed stream files, in order, to the dropped or the curated sinks, one write per batch
     /// of the single-process run (the unit index divided by the batch size).
-    fn replay(&mut self, files: &[(PathBuf, u64)], batch: u64, dropped: bool) -> Result<()> {
+    /// Write the tasks' streams through the sinks, in order, a batch at a time (the sinks cut
+    /// their files the same whatever the batches, so the bytes equal a one-process run's).
+    fn replay(&mut self, files: &[(PathBuf, u64)], dropped: bool) -> Result<()> {
         let mut samples: Vec<Sample> = Vec::new();
         let mut infos: Vec<DropInfo> = Vec::new();
-        let mut current: Option<u64> = None;
-        for (path, offset) in files {
+        let mut cut = BatchCut::new(self.plan);
+        for (path, _offset) in files {
             let file = match std::fs::File::open(path) {
                 Ok(f) => f,
                 // A task whose files held nothing for this segment wrote no stream.
@@ -1750,11 +1783,6 @@ impl Engine<'_> {
                     path: path.clone(),
                     message: format!("unreadable task stream: {e}"),
                 })?;
-                let b = (offset + l.u) / batch;
-                if current.is_some_and(|c| c != b) && !samples.is_empty() {
-                    self.write_replayed(&mut samples, &mut infos, dropped)?;
-                }
-                current = Some(b);
                 if dropped {
                     infos.push(DropInfo {
                         stage: l.stage.unwrap_or_default(),
@@ -1764,6 +1792,9 @@ impl Engine<'_> {
                     });
                 }
                 samples.push(l.sample);
+                if cut.add(line.len()) {
+                    self.write_replayed(&mut samples, &mut infos, dropped)?;
+                }
             }
         }
         if !samples.is_empty() {

@@ -128,6 +128,35 @@ pub struct RawRecord {
     pub payload: Payload,
 }
 
+impl RawRecord {
+    /// Bytes the record holds (what a batch is cut by).
+    pub fn size(&self) -> usize {
+        match &self.payload {
+            Payload::Json(b) | Payload::Text(b) => b.len(),
+            Payload::Csv(r) => r.as_slice().len() + 8 * r.len(),
+            // Parquet rows: their JSON length is not known without writing it; the strings
+            // dominate.
+            Payload::Value(v) => value_size(v),
+            Payload::Error(m) => m.len(),
+        }
+    }
+}
+
+/// Approximate bytes of a JSON value (strings and numbers, plus a little per node).
+fn value_size(v: &serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::String(s) => s.len() + 8,
+        serde_json::Value::Array(a) => 8 + a.iter().map(value_size).sum::<usize>(),
+        serde_json::Value::Object(o) => {
+            8 + o
+                .iter()
+                .map(|(k, v)| k.len() + value_size(v))
+                .sum::<usize>()
+        }
+        _ => 8,
+    }
+}
+
 /// Counts bytes read from the underlying file (before decompression), for progress and
 /// throughput.
 struct Counting<R> {

@@ -87,6 +87,27 @@ pub struct ParquetSink {
     schema: Arc<Schema>,
     current: Option<(ArrowWriter<AtomicFile>, PathBuf, u64)>,
     files: Vec<OutputFile>,
+    /// Rows waiting for a full chunk, with their drop reasons and bytes.
+    pending: Vec<Sample>,
+    pending_drops: Vec<DropInfo>,
+    pending_bytes: usize,
+}
+
+/// Rows per Parquet write: the file's pages are cut the same whatever batches the samples
+/// came in (a run split into tasks writes the bytes of a run in one process).
+const CHUNK_ROWS: usize = 1024;
+/// Bytes at which a chunk is written before it has `CHUNK_ROWS` rows (bounds the buffer).
+const CHUNK_BYTES: usize = 16 << 20;
+
+/// Bytes a sample holds, roughly: its strings.
+fn sample_bytes(s: &Sample) -> usize {
+    let tags: usize = s.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+    s.content_parts().map(|(_, c)| c.len() + 16).sum::<usize>()
+        + s.id.len()
+        + s.source.len()
+        + s.tools.as_ref().map_or(0, |t| t.len())
+        + tags
+        + 64
 }
 
 /// The Arrow schema of curated samples (plus drop columns for dropped samples).
@@ -228,7 +249,54 @@ impl ParquetSink {
             schema: Arc::new(sample_schema(with_drop)),
             current: None,
             files: Vec::new(),
+            pending: Vec::new(),
+            pending_drops: Vec::new(),
+            pending_bytes: 0,
         }
+    }
+
+    /// Write the pending rows as one batch, opening the next file as needed.
+    fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let path = self
+                .dir
+                .join(format!("{}-{:05}.parquet", self.prefix, self.files.len()));
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+                .set_max_row_group_row_count(Some(16 * 1024))
+                .build();
+            let file = AtomicFile::create(&path)?;
+            let w = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| {
+                Error::Output {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            self.current = Some((w, path, 0));
+        }
+        let Some((w, path, rows)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let drops = self.with_drop.then_some(&self.pending_drops[..]);
+        let batch = to_batch(&self.schema, &self.pending, drops).map_err(|m| Error::Output {
+            path: path.clone(),
+            message: m,
+        })?;
+        w.write(&batch).map_err(|e| Error::Output {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        *rows += self.pending.len() as u64;
+        self.pending.clear();
+        self.pending_drops.clear();
+        self.pending_bytes = 0;
+        if *rows as usize >= self.rows_per_file {
+            self.close_current()?;
+        }
+        Ok(())
     }
 
     fn close_current(&mut self) -> Result<()> {
@@ -336,64 +404,29 @@ impl SampleSink for SplitSink {
 
 impl SampleSink for ParquetSink {
     fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
-        let mut start = 0;
-        while start < samples.len() {
-            if self
-                .current
-                .as_ref()
-                .is_some_and(|c| c.2 as usize >= self.rows_per_file)
-            {
-                self.close_current()?;
+        if self.with_drop && drops.is_none() {
+            return Err(Error::Output {
+                path: self.dir.clone(),
+                message: "dropped sink without drop reasons".into(),
+            });
+        }
+        for (i, s) in samples.iter().enumerate() {
+            self.pending.push(s.clone());
+            if let Some(d) = drops.filter(|_| self.with_drop).and_then(|d| d.get(i)) {
+                self.pending_drops.push(d.clone());
             }
-            if self.current.is_none() {
-                let path =
-                    self.dir
-                        .join(format!("{}-{:05}.parquet", self.prefix, self.files.len()));
-                let props = WriterProperties::builder()
-                    .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-                    .set_max_row_group_row_count(Some(16 * 1024))
-                    .build();
-                let file = AtomicFile::create(&path)?;
-                let w =
-                    ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| {
-                        Error::Output {
-                            path: path.clone(),
-                            message: e.to_string(),
-                        }
-                    })?;
-                self.current = Some((w, path, 0));
+            self.pending_bytes += sample_bytes(s);
+            let in_file = self.current.as_ref().map_or(0, |c| c.2 as usize);
+            let room = self.rows_per_file.saturating_sub(in_file).max(1);
+            if self.pending.len() >= CHUNK_ROWS.min(room) || self.pending_bytes >= CHUNK_BYTES {
+                self.write_pending()?;
             }
-            let Some((w, path, rows)) = self.current.as_mut() else {
-                break;
-            };
-            let room = self.rows_per_file - *rows as usize;
-            let end = (start + room).min(samples.len());
-            let d = match (self.with_drop, drops) {
-                (true, Some(d)) => Some(&d[start..end]),
-                (true, None) => {
-                    return Err(Error::Output {
-                        path: path.clone(),
-                        message: "dropped sink without drop reasons".into(),
-                    })
-                }
-                (false, _) => None,
-            };
-            let batch =
-                to_batch(&self.schema, &samples[start..end], d).map_err(|m| Error::Output {
-                    path: path.clone(),
-                    message: m,
-                })?;
-            w.write(&batch).map_err(|e| Error::Output {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            *rows += (end - start) as u64;
-            start = end;
         }
         Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {
+        self.write_pending()?;
         self.close_current()?;
         Ok(self.files)
     }
@@ -733,5 +766,48 @@ impl SampleSink for LlamaFactorySink {
             bytes: bytes.len() as u64,
         });
         Ok(files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // fixtures
+    use super::*;
+
+    fn parquet_bytes(samples: &[Sample], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sink: Box<dyn SampleSink> = Box::new(ParquetSink::new(
+            dir.path(),
+            dir.path().to_path_buf(),
+            3000,
+            false,
+        ));
+        let mut start = 0;
+        for &end in cuts.iter().chain([samples.len()].iter()) {
+            sink.write(&samples[start..end], None).expect("write");
+            start = end;
+        }
+        let files = sink.finish().expect("finish");
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.path().join(&f.path)).expect("read"))
+            .collect()
+    }
+
+    #[test]
+    fn parquet_bytes_do_not_depend_on_how_samples_were_batched() {
+        let samples: Vec<Sample> = (0..7000)
+            .map(|i| {
+                Sample::document(
+                    format!("d{i}"),
+                    format!("{i} {}", "文本 ".repeat(i % 397 + 1)),
+                )
+            })
+            .collect();
+        let one = parquet_bytes(&samples, &[]);
+        assert_eq!(one.len(), 3, "3000 rows per file");
+        assert_eq!(parquet_bytes(&samples, &[1, 1000, 1001, 2999, 5000]), one);
+        let small: Vec<usize> = (1..7000).step_by(333).collect();
+        assert_eq!(parquet_bytes(&samples, &small), one);
     }
 }

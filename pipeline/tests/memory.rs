@@ -1,7 +1,8 @@
-//! What a global stage holds per duplicate, measured: the heap's peak while `exact_dedup` runs
-//! over N copies, at two sizes, gives the bytes each further duplicate costs (#18: 2M copies of
-//! one record took 812 MB, ~370 bytes each, when every copy held its own reason). Alone in its
-//! process, with a counting allocator, so the figures are this run's.
+//! Memory, measured with a counting allocator (alone in its process, so the figures are this
+//! run's): what a global stage holds per duplicate (the heap's peak while `exact_dedup` runs
+//! over N copies, at two sizes; #18: 2M copies of one record took 812 MB, ~370 bytes each,
+//! when every copy held its own reason), and what a batch of large records holds (#18: 60
+//! records of 7.5 MiB peaked at 1.47 GB with batches cut by count only).
 
 #![allow(clippy::disallowed_methods)] // fixtures
 
@@ -37,6 +38,11 @@ static ALLOC: Counting = Counting;
 /// Peak heap above the start while running exact_dedup over `n` records, where record `i` has
 /// the text `text(i)`.
 fn peak_during_run(n: usize, text: impl Fn(usize) -> String) -> usize {
+    peak_with(n, text, "batch_size = 256")
+}
+
+/// [`peak_during_run`] with `settings` at the top of the pipeline file.
+fn peak_with(n: usize, text: impl Fn(usize) -> String, settings: &str) -> usize {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.jsonl");
     let mut f = std::io::BufWriter::new(std::fs::File::create(&input).expect("create"));
@@ -51,7 +57,7 @@ fn peak_during_run(n: usize, text: impl Fn(usize) -> String) -> usize {
     drop(f);
     let config = dir.path().join("run.toml");
     let toml = format!(
-        "name = \"mem\"\nbatch_size = 256\n[[inputs]]\nname = \"logs\"\npaths = [{:?}]\n\
+        "name = \"mem\"\n{settings}\n[[inputs]]\nname = \"logs\"\npaths = [{:?}]\n\
          [[stages]]\ntype = \"exact_dedup\"\n[output]\ndir = {:?}\nformats = [\"jsonl\"]\n",
         input.display().to_string(),
         dir.path().join("out").display().to_string()
@@ -97,4 +103,17 @@ fn pairs_cost_one_decision_per_kept_record() {
     let each = 2.0 * per_record(20_000, 120_000, |i| format!("问题 {}", i / 2));
     eprintln!("exact_dedup, pairs: {each:.1} bytes per duplicate");
     assert!(each < 400.0, "{each:.1} bytes per duplicate");
+}
+
+#[test]
+fn batches_of_large_records_are_cut_by_bytes() {
+    // 24 records of 2 MiB: cut at 4 MiB a batch holds two of them; cut by count alone
+    // (2048 records) it holds all 48 MiB, in every form a record takes on its way.
+    let big = |i: usize| format!("{i} {}", "长文本".repeat((2 << 20) / 9));
+    let settings = "max_record_bytes = \"4MiB\"";
+    let by_bytes = peak_with(24, big, &format!("{settings}\nbatch_bytes = \"4MiB\""));
+    let by_count = peak_with(24, big, &format!("{settings}\nbatch_bytes = \"1GiB\""));
+    eprintln!("peak heap, 24 records of 2 MiB: {by_bytes} B cut by bytes, {by_count} B by count");
+    assert!(by_bytes < 64 << 20, "{by_bytes} B cut at 4 MiB");
+    assert!(by_bytes * 3 < by_count, "{by_bytes} B vs {by_count} B");
 }
