@@ -803,6 +803,7 @@ impl Engine<'_> {
                                 meta = Some((
                                     format!("{:?}", rec.cx.reader).to_lowercase(),
                                     rec.cx.encoding.as_str().to_string(),
+                                    rec.cx.encoding_why.to_string(),
                                 ));
                             }
                             let full = cut.add(rec.size());
@@ -818,11 +819,12 @@ impl Engine<'_> {
                             Err(Error::LimitReached) => Ok(Ok(())),
                             other => other,
                         }?;
-                        let (reader, encoding) = meta.unwrap_or_default();
+                        let (reader, encoding, encoding_why) = meta.unwrap_or_default();
                         let mut fr = FileReport {
                             path: display.clone(),
                             reader,
                             encoding,
+                            encoding_why,
                             records: records_in_file,
                             bytes: std::fs::metadata(path).map_or(0, |m| m.len()),
                             ..Default::default()

@@ -15,6 +15,9 @@ pub struct FileReport {
     pub reader: String,
     /// Encoding found.
     pub encoding: String,
+    /// Why that encoding (set in the config, a byte-order mark, what the head of the file showed).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub encoding_why: String,
     /// Records found in it (including rejected ones).
     pub records: u64,
     /// Records rejected.
@@ -173,6 +176,13 @@ impl Report {
                 "  input {:<24} read {:>7}  kept {:>7}  dropped {:>6}  rejected {:>6}\n",
                 i.name, i.read, i.kept, i.dropped, i.rejected
             );
+        }
+        // Files not read as plain UTF-8, or whose head held lines that are not: which encoding
+        // and why (every file's choice is in report.json).
+        for f in self.inputs.iter().flat_map(|i| &i.files) {
+            if f.encoding == "gb18030" || f.encoding_why.contains("not UTF-8") {
+                s += &format!("  file {}: {} ({})\n", f.path, f.encoding, f.encoding_why);
+            }
         }
         for st in &self.stages {
             let words = |k: &str| k.replace('_', " ");

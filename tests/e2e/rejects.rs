@@ -82,6 +82,10 @@ fn gb18030_is_decoded_when_detected_and_rejected_when_declared_utf8() {
     let cfg = pipeline(dir.path(), &body(""));
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_eq!(input(&report, "gb")["files"][0]["encoding"], "gb18030");
+    assert_eq!(
+        input(&report, "gb")["files"][0]["encoding_why"],
+        "2 of 2 non-ASCII lines in the first 1 KiB are not UTF-8; GB18030 decodes them all"
+    );
     let samples = curated_rows(&out);
     assert_eq!(samples[0]["turns"][0]["content"], "我最近总是头疼怎么办");
     assert_eq!(samples[1]["turns"][1]["content"], "及时就医并物理降温");
@@ -90,6 +94,10 @@ fn gb18030_is_decoded_when_detected_and_rejected_when_declared_utf8() {
     let cfg = pipeline(dir.path(), &body("encoding = \"utf-8\""));
     let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
     assert_reconciles(&report);
+    assert_eq!(
+        input(&report, "gb")["files"][0]["encoding_why"],
+        "set in the config"
+    );
     let rejects = rejects_of(&out);
     assert_eq!(
         rejects.len(),
@@ -347,6 +355,14 @@ fn a_few_broken_bytes_do_not_change_a_files_encoding() {
     assert_eq!(
         report["inputs"][0]["files"][0]["encoding"], "gb18030",
         "{report}"
+    );
+    // The report says why, per file.
+    let why = report["inputs"][0]["files"][0]["encoding_why"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        why.contains("non-ASCII lines in the first") && why.contains("GB18030 decodes them but 2"),
+        "{why}"
     );
     assert_eq!(report["totals"]["kept"], 300, "{:?}", rejects_of(&out));
     let rows = curated_rows(&out);

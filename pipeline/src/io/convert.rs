@@ -652,6 +652,7 @@ mod tests {
                 plan,
                 file: Arc::from("f.jsonl"),
                 encoding: TextEncoding::Utf8,
+                encoding_why: Arc::from(""),
                 headers: None,
                 reader: ReaderKind::Jsonl,
             }),

@@ -268,6 +268,7 @@ mod tests {
             plan,
             file: Arc::from("t.csv"),
             encoding: TextEncoding::Utf8,
+            encoding_why: Arc::from(""),
             headers: None,
             reader: ReaderKind::Csv,
         };

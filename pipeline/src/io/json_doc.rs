@@ -404,6 +404,7 @@ mod tests {
             plan,
             file: Arc::from("t.json"),
             encoding: TextEncoding::Utf8,
+            encoding_why: Arc::from(""),
             headers: None,
             reader: ReaderKind::Json,
         });

@@ -92,6 +92,8 @@ pub struct FileCx {
     pub file: Arc<str>,
     /// The encoding in use.
     pub encoding: TextEncoding,
+    /// Why that encoding: set in the config, a byte-order mark, or what the file's head showed.
+    pub encoding_why: Arc<str>,
     /// CSV header, decoded.
     pub headers: Option<Vec<String>>,
     /// The reader in use.
@@ -232,6 +234,7 @@ pub fn read_file(
                 plan: src.plan.clone(),
                 file: Arc::from(src.display),
                 encoding: TextEncoding::Utf8,
+                encoding_why: Arc::from(""),
                 headers: None,
                 reader: src.plan.reader,
             };
@@ -323,6 +326,7 @@ fn read_file_records(
             plan: plan.clone(),
             file: Arc::from(display),
             encoding: TextEncoding::Utf8,
+            encoding_why: Arc::from("Parquet strings are UTF-8"),
             headers: None,
             reader: ReaderKind::Parquet,
         });
@@ -355,16 +359,18 @@ fn read_file_records(
         ))));
     }
     let mut skip = 0;
-    if head.starts_with(&[0xEF, 0xBB, 0xBF]) {
+    let bom = head.starts_with(&[0xEF, 0xBB, 0xBF]);
+    if bom {
         skip = 3;
     } else if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
         return Ok(Err(
             "UTF-16 text is not supported: convert the file to UTF-8".to_string(),
         ));
     }
-    let encoding = match plan.encoding {
-        Encoding::Utf8 => TextEncoding::Utf8,
-        Encoding::Gb18030 => TextEncoding::Gb18030,
+    let (encoding, encoding_why) = match plan.encoding {
+        Encoding::Utf8 => (TextEncoding::Utf8, "set in the config".to_string()),
+        Encoding::Gb18030 => (TextEncoding::Gb18030, "set in the config".to_string()),
+        Encoding::Auto if bom => (TextEncoding::Utf8, "a UTF-8 byte-order mark".to_string()),
         Encoding::Auto => sniff_encoding(&head[skip..]),
     };
     let reader = match plan.reader {
@@ -394,6 +400,7 @@ fn read_file_records(
         plan: plan.clone(),
         file: Arc::from(display),
         encoding,
+        encoding_why: Arc::from(encoding_why),
         headers: None,
         reader,
     };
@@ -496,13 +503,16 @@ fn strip_compression_ext(name: &str) -> &str {
 
 /// UTF-8 unless the head is not UTF-8, most of its non-ASCII lines are invalid UTF-8, and it
 /// decodes as GB18030 without error. A UTF-8 file with a few broken lines stays UTF-8 (those
-/// lines are rejected); a GB18030 export is decoded.
-fn sniff_encoding(head: &[u8]) -> TextEncoding {
+/// lines are rejected); a GB18030 export is decoded. Also says why, for the report.
+fn sniff_encoding(head: &[u8]) -> (TextEncoding, String) {
+    let kib = head.len().div_ceil(1024);
     // Ignore a multi-byte character cut at the end of the head.
     let cut = head.len().saturating_sub(4);
+    let valid = || (TextEncoding::Utf8, format!("the first {kib} KiB are valid UTF-8"));
     let probe = match std::str::from_utf8(head) {
-        Ok(_) => return TextEncoding::Utf8,
-        Err(e) if e.valid_up_to() >= cut && e.error_len().is_none() => return TextEncoding::Utf8,
+        Ok(_) if head.is_empty() => return (TextEncoding::Utf8, "empty: UTF-8".into()),
+        Ok(_) => return valid(),
+        Err(e) if e.valid_up_to() >= cut && e.error_len().is_none() => return valid(),
         Err(_) => head,
     };
     let (mut non_ascii, mut invalid) = (0usize, 0usize);
@@ -528,11 +538,31 @@ fn sniff_encoding(head: &[u8]) -> TextEncoding {
     } else {
         0
     };
-    let gb_ok = malformed <= (non_ascii / 100).max(2);
+    let allowed = (non_ascii / 100).max(2);
+    let gb_ok = malformed <= allowed;
+    let lines = format!(
+        "{invalid} of {non_ascii} non-ASCII lines in the first {kib} KiB are not UTF-8"
+    );
     if gb_ok && invalid * 2 >= non_ascii {
-        TextEncoding::Gb18030
+        let how = if malformed == 0 {
+            "GB18030 decodes them all".to_string()
+        } else {
+            format!("GB18030 decodes them but {malformed} sequences (at most {allowed} allowed)")
+        };
+        (TextEncoding::Gb18030, format!("{lines}; {how}"))
+    } else if !gb_ok {
+        (
+            TextEncoding::Utf8,
+            format!(
+                "{lines}; GB18030 does not fit either ({malformed} malformed sequences, over \
+                 {allowed}): UTF-8, broken lines rejected"
+            ),
+        )
     } else {
-        TextEncoding::Utf8
+        (
+            TextEncoding::Utf8,
+            format!("{lines}, a minority: UTF-8, broken lines rejected"),
+        )
     }
 }
 
@@ -745,13 +775,24 @@ mod tests {
     fn encoding_sniff_tells_gb18030_from_broken_utf8() {
         let (gb, _, _) =
             encoding_rs::GB18030.encode("科室,问题\n心血管科,高血压患者能吃党参吗？\n");
-        assert_eq!(sniff_encoding(&gb), TextEncoding::Gb18030);
+        let (enc, why) = sniff_encoding(&gb);
+        assert_eq!(enc, TextEncoding::Gb18030);
+        assert_eq!(
+            why,
+            "2 of 2 non-ASCII lines in the first 1 KiB are not UTF-8; GB18030 decodes them all"
+        );
         let mut mostly_utf8 = "你好\n世界\n再见\n".repeat(10).into_bytes();
         mostly_utf8.extend_from_slice(b"bad \xff\xfe line\n");
-        assert_eq!(sniff_encoding(&mostly_utf8), TextEncoding::Utf8);
+        let (enc, why) = sniff_encoding(&mostly_utf8);
+        assert_eq!(enc, TextEncoding::Utf8);
+        assert!(why.starts_with("1 of 31 non-ASCII lines"), "{why}");
+        assert!(why.ends_with("a minority: UTF-8, broken lines rejected"), "{why}");
         assert_eq!(
             sniff_encoding("纯 UTF-8 文本".as_bytes()),
-            TextEncoding::Utf8
+            (
+                TextEncoding::Utf8,
+                "the first 1 KiB are valid UTF-8".to_string()
+            )
         );
     }
 
