@@ -100,6 +100,15 @@ pub struct InputSpec {
     /// Remove spaces that touch CJK characters (LCCC writes `你 好 ！`).
     #[serde(default)]
     pub cjk_despace: bool,
+    /// A compressed file may expand at most this many times (default 200; 0: no limit) once
+    /// it has given 64 MiB: beyond, the file ends with one reject (a decompression bomb: 2 GB
+    /// of zeros gzip to 2 MB). Real logs expand 5–50 times.
+    #[serde(default = "default_max_expansion")]
+    pub max_expansion: u32,
+}
+
+fn default_max_expansion() -> u32 {
+    200
 }
 
 /// File layout.
@@ -485,6 +494,8 @@ pub struct InputPlan {
     pub text_unit: TextUnit,
     /// Remove spaces around CJK characters.
     pub cjk_despace: bool,
+    /// Largest expansion of a compressed file (0: no limit).
+    pub max_expansion: u32,
     /// Tags set on every sample of the input (`sluice mix run` marks the run it read).
     pub tags: Vec<(String, String)>,
 }
@@ -506,6 +517,7 @@ impl InputPlan {
             columns: Vec::new(),
             text_unit: TextUnit::Line,
             cjk_despace: false,
+            max_expansion: default_max_expansion(),
             tags: Vec::new(),
         }
     }
@@ -815,6 +827,7 @@ fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) -> Result<Pla
             columns,
             text_unit: input.text_unit,
             cjk_despace: input.cjk_despace,
+            max_expansion: input.max_expansion,
             tags: Vec::new(),
         });
     }

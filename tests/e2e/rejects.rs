@@ -373,3 +373,51 @@ fn a_few_broken_bytes_do_not_change_a_files_encoding() {
     assert_eq!(tagged.len(), 2, "{tagged:?}");
     assert_eq!(rows[0]["turns"][0]["content"], "问题0：信用卡怎么还款？");
 }
+
+/// Regression (#18): 2 GB of zeros gzipped to 2 MB was read whole (10 GiB peak as CSV, 1.7 GB
+/// spilled as JSON). A stream that expands past the input's `max_expansion` (default 200×,
+/// checked once it has given 64 MiB) ends its file with one reject; the records before it are
+/// kept, and the next file is read. `max_expansion = 0` reads it all.
+#[test]
+fn a_decompression_bomb_ends_its_file_not_the_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rec = |i: usize| format!("{{\"instruction\": \"问题{i}\", \"output\": \"回答{i}\"}}\n");
+    let mut body: Vec<u8> = (0..3).flat_map(|i| rec(i).into_bytes()).collect();
+    body.extend(std::iter::repeat_n(b'\n', 72 << 20));
+    body.extend(rec(3).into_bytes());
+    let gz = gzip(&body);
+    assert!(gz.len() < (72 << 20) / 500, "{} bytes", gz.len());
+    std::fs::write(dir.path().join("bomb.jsonl.gz"), &gz).expect("w");
+    std::fs::write(dir.path().join("next.jsonl"), rec(9)).expect("w");
+    let body = |limit: &str| {
+        format!("[[inputs]]\npaths = [\"bomb.jsonl.gz\", \"next.jsonl\"]\n{limit}\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n")
+    };
+    let out = dir.path().join("o");
+    let report = run_ok(
+        &pipeline(dir.path(), &body("")),
+        &["--out", out.to_str().expect("utf8")],
+    );
+    assert_reconciles(&report);
+    assert_eq!(
+        report["totals"]["kept"], 4,
+        "3 before the bomb, 1 after: {report}"
+    );
+    let rejects = rejects_of(&out);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0]["file"], "bomb.jsonl.gz");
+    assert!(
+        rejects[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_expansion (200x)")),
+        "{rejects:?}"
+    );
+    assert!(report["inputs"][0]["files"][0]["error"].is_string());
+
+    let out = dir.path().join("all");
+    let report = run_ok(
+        &pipeline(dir.path(), &body("max_expansion = 0")),
+        &["--out", out.to_str().expect("utf8")],
+    );
+    assert_eq!(report["totals"]["kept"], 5, "{report}");
+    assert_eq!(report["totals"]["rejected"], 0, "{report}");
+}

@@ -174,6 +174,39 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+/// Fails once a decompressed stream has given more than `limit` times the compressed bytes it
+/// consumed (checked past `EXPANSION_FLOOR`): what it gave before is read, then the file ends.
+struct Expansion<R> {
+    inner: R,
+    compressed: Arc<AtomicU64>,
+    out: u64,
+    limit: u64,
+}
+
+/// Output below which no expansion is too much (small files of repeated lines compress well).
+const EXPANSION_FLOOR: u64 = 64 << 20;
+
+impl<R: Read> Read for Expansion<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        let used = self.compressed.load(Ordering::Relaxed).max(1);
+        if self.limit > 0 && self.out > EXPANSION_FLOOR && self.out > self.limit * used {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the stream expands more than max_expansion ({}x): {} MiB from {} KiB \
+                     (a decompression bomb?); raise the input's max_expansion to read it",
+                    self.limit,
+                    self.out >> 20,
+                    used >> 10
+                ),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 const SNIFF_BYTES: usize = 256 * 1024;
 
 /// One file to read, and what it shares with the rest of the run.
@@ -290,10 +323,14 @@ fn read_file_records(
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("cannot open: {e}"))),
     };
+    let compressed = Arc::new(AtomicU64::new(0));
     let mut raw = BufReader::with_capacity(
         256 * 1024,
         Counting {
-            inner: file,
+            inner: Counting {
+                inner: file,
+                count: compressed.clone(),
+            },
             count: bytes_read.clone(),
         },
     );
@@ -341,6 +378,14 @@ fn read_file_records(
         },
         Compression::None | Compression::Auto => Box::new(raw),
     };
+    if matches!(compression, Compression::Gzip | Compression::Zstd) {
+        stream = Box::new(Expansion {
+            inner: stream,
+            compressed,
+            out: 0,
+            limit: u64::from(plan.max_expansion),
+        });
+    }
 
     // Sniff the decompressed head, then read it again followed by the rest.
     let mut head = Vec::with_capacity(SNIFF_BYTES);
@@ -508,7 +553,12 @@ fn sniff_encoding(head: &[u8]) -> (TextEncoding, String) {
     let kib = head.len().div_ceil(1024);
     // Ignore a multi-byte character cut at the end of the head.
     let cut = head.len().saturating_sub(4);
-    let valid = || (TextEncoding::Utf8, format!("the first {kib} KiB are valid UTF-8"));
+    let valid = || {
+        (
+            TextEncoding::Utf8,
+            format!("the first {kib} KiB are valid UTF-8"),
+        )
+    };
     let probe = match std::str::from_utf8(head) {
         Ok(_) if head.is_empty() => return (TextEncoding::Utf8, "empty: UTF-8".into()),
         Ok(_) => return valid(),
@@ -540,9 +590,8 @@ fn sniff_encoding(head: &[u8]) -> (TextEncoding, String) {
     };
     let allowed = (non_ascii / 100).max(2);
     let gb_ok = malformed <= allowed;
-    let lines = format!(
-        "{invalid} of {non_ascii} non-ASCII lines in the first {kib} KiB are not UTF-8"
-    );
+    let lines =
+        format!("{invalid} of {non_ascii} non-ASCII lines in the first {kib} KiB are not UTF-8");
     if gb_ok && invalid * 2 >= non_ascii {
         let how = if malformed == 0 {
             "GB18030 decodes them all".to_string()
@@ -786,7 +835,10 @@ mod tests {
         let (enc, why) = sniff_encoding(&mostly_utf8);
         assert_eq!(enc, TextEncoding::Utf8);
         assert!(why.starts_with("1 of 31 non-ASCII lines"), "{why}");
-        assert!(why.ends_with("a minority: UTF-8, broken lines rejected"), "{why}");
+        assert!(
+            why.ends_with("a minority: UTF-8, broken lines rejected"),
+            "{why}"
+        );
         assert_eq!(
             sniff_encoding("纯 UTF-8 文本".as_bytes()),
             (
