@@ -117,3 +117,82 @@ fn batches_of_large_records_are_cut_by_bytes() {
     assert!(by_bytes < 64 << 20, "{by_bytes} B cut at 4 MiB");
     assert!(by_bytes * 3 < by_count, "{by_bytes} B vs {by_count} B");
 }
+
+/// A gzip file of `head`, then `n` bytes of `fill`, then `tail`, written a block at a time.
+fn gzip_file(path: &std::path::Path, head: &[u8], fill: u8, n: usize, tail: &[u8]) {
+    let f = std::fs::File::create(path).expect("create");
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    gz.write_all(head).expect("w");
+    let block = vec![fill; 1 << 20];
+    for _ in 0..n / block.len() {
+        gz.write_all(&block).expect("w");
+    }
+    gz.write_all(tail).expect("w");
+    gz.finish().expect("finish");
+}
+
+/// Peak heap while reading one file with the readers alone; the records and the file's status.
+fn peak_reading(
+    path: &std::path::Path,
+    reader: sluice_pipeline::config::ReaderKind,
+    encoding: sluice_pipeline::config::Encoding,
+) -> (usize, Vec<String>, Result<(), String>) {
+    let plan = std::sync::Arc::new(sluice_pipeline::config::InputPlan {
+        reader,
+        encoding,
+        max_expansion: 0,
+        ..sluice_pipeline::config::InputPlan::new("bomb")
+    });
+    let mut seen = Vec::new();
+    let base = NOW.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let status = sluice_pipeline::io::read_path(&plan, path, 8 << 20, &mut |rec| {
+        seen.push(match &rec.payload {
+            sluice_pipeline::io::Payload::Error(e) => format!("error at line {}: {e}", rec.line),
+            _ => format!("record at line {}", rec.line),
+        });
+        Ok(())
+    })
+    .expect("read");
+    (PEAK.load(Ordering::Relaxed) - base, seen, status)
+}
+
+/// Regression (#18): the bombs of the fuzzing report, at 160 MiB decompressed instead of 2 GiB
+/// (the bound does not depend on the size): CSV of zeros with no newline (10 GiB peak), an
+/// unclosed CSV quote before a long tail (4 GiB), a GB18030 JSON document with spaces between
+/// two records (8.1 GiB). Each is read within the record bound (8 MiB) plus buffers.
+#[test]
+fn bombs_are_read_in_bounded_memory() {
+    use sluice_pipeline::config::{Encoding, ReaderKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let size = 160 << 20;
+    let bound = 48 << 20;
+
+    let zeros = dir.path().join("bomb.csv.gz");
+    gzip_file(&zeros, b"", b'0', size, b"");
+    let (peak, seen, status) = peak_reading(&zeros, ReaderKind::Csv, Encoding::Auto);
+    eprintln!("zeros as CSV: peak {peak} B, {seen:?}, {status:?}");
+    assert!(peak < bound, "zeros as CSV: {peak} B");
+    assert!(status.is_err_and(|e| e.contains("max_record_bytes")));
+
+    let quote = dir.path().join("quote.csv.gz");
+    gzip_file(&quote, b"q,a\nq1,\"open", b'x', size, b"\nq2,a2\n");
+    let (peak, seen, _) = peak_reading(&quote, ReaderKind::Csv, Encoding::Auto);
+    eprintln!("unclosed quote: peak {peak} B, {seen:?}");
+    assert!(peak < bound, "unclosed quote: {peak} B");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("error at line 2"), "{seen:?}");
+    assert_eq!(seen[1], "record at line 3");
+
+    let gb = dir.path().join("gbk.json.gz");
+    let (first, _, _) = encoding_rs::GB18030
+        .encode("[{\"instruction\": \"信用卡怎么还款？\", \"output\": \"手机银行。\"},");
+    let (last, _, _) =
+        encoding_rs::GB18030.encode("{\"instruction\": \"限额？\", \"output\": \"五万。\"}]");
+    gzip_file(&gb, &first, b' ', size, &last);
+    let (peak, seen, status) = peak_reading(&gb, ReaderKind::Json, Encoding::Gb18030);
+    eprintln!("GB18030 document: peak {peak} B, {seen:?}, {status:?}");
+    assert!(peak < bound, "GB18030 document: {peak} B");
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(status.is_ok());
+}
