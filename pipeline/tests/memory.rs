@@ -35,6 +35,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
+/// The counts are the process's: tests measure one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Peak heap above the start while running exact_dedup over `n` records, where record `i` has
 /// the text `text(i)`.
 fn peak_during_run(n: usize, text: impl Fn(usize) -> String) -> usize {
@@ -88,6 +95,7 @@ fn per_record(small: usize, large: usize, text: impl Fn(usize) -> String + Copy)
 
 #[test]
 fn copies_of_one_record_cost_a_few_bytes_each() {
+    let _alone = alone();
     // Every copy is in one exchange partition and one group: 24 bytes of (key, position)
     // while reducing, 8 of member list, 16 of decision position.
     let each = per_record(20_000, 120_000, |_| "同一个问题，同一个答案".to_string());
@@ -97,6 +105,7 @@ fn copies_of_one_record_cost_a_few_bytes_each() {
 
 #[test]
 fn pairs_cost_one_decision_per_kept_record() {
+    let _alone = alone();
     // The worst case for the decision table: every kept record has one copy, so each
     // duplicate brings its own distinct decision (its reason names the kept id). The README
     // states this figure; measured at ~270 bytes per duplicate (two records).
@@ -107,6 +116,7 @@ fn pairs_cost_one_decision_per_kept_record() {
 
 #[test]
 fn batches_of_large_records_are_cut_by_bytes() {
+    let _alone = alone();
     // 24 records of 2 MiB: cut at 4 MiB a batch holds two of them; cut by count alone
     // (2048 records) it holds all 48 MiB, in every form a record takes on its way.
     let big = |i: usize| format!("{i} {}", "长文本".repeat((2 << 20) / 9));
@@ -163,6 +173,7 @@ fn peak_reading(
 /// two records (8.1 GiB). Each is read within the record bound (8 MiB) plus buffers.
 #[test]
 fn bombs_are_read_in_bounded_memory() {
+    let _alone = alone();
     use sluice_pipeline::config::{Encoding, ReaderKind};
     let dir = tempfile::tempdir().expect("tempdir");
     let size = 160 << 20;
