@@ -208,7 +208,7 @@ impl CatalogBuilder {
         let rows: Vec<Row> = samples
             .par_iter()
             .map(|s| {
-                let copy = s.tags.contains_key(crate::engine::COPY_TAG);
+                let copy = s.tags.contains_key(crate::sample::tag::COPY);
                 let mut key = vec![
                     Some(s.domain.clone()),
                     Some(s.task.clone()),

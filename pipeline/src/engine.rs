@@ -11,7 +11,6 @@
 
 use crate::config::{OutputFormat, Plan};
 use crate::error::{Error, Result};
-use crate::exchange::ExchangeWriter;
 use crate::io::convert::convert;
 use crate::io::writers::{
     DropInfo, JsonlSink, LlamaFactorySink, OutputFile, ParquetSink, SampleSink, SplitSink,
@@ -19,7 +18,7 @@ use crate::io::writers::{
 use crate::io::{read_file, FileSource, Payload, RawRecord, TextEncoding};
 use crate::report::{FileReport, InputReport, Report, StageReport, Timings, Totals};
 use crate::sample::Sample;
-use crate::stages::{Decisions, DropReason, GlobalStage, Stage, StageCx, Verdict};
+use crate::stages::{Decisions, DropReason, Stage, StageCx, Verdict};
 use crate::storage::{AtomicFile, RunDir};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -86,9 +85,6 @@ pub struct Progress {
     /// Records handled in this phase.
     pub records: u64,
 }
-
-/// The tag that marks a mix's extra copy of a sample (its value is the copy number).
-pub const COPY_TAG: &str = "mix_copy";
 
 /// Records per parallel work item: large enough to amortize scheduling, small enough to balance.
 const CHUNK: usize = 64;
@@ -684,22 +680,13 @@ impl Engine<'_> {
             None => None,
         };
         let mut collector = match &global {
-            Some((g, spill)) => {
-                let dir = spill.with_extension("exchange");
-                // A task maps only its own records; task 0 adds the preloaded ones at the merge.
-                let plain = self.task.is_some();
-                match &stages[*g] {
-                    Stage::ExactDedup(d) => {
-                        Some(Collector::ExactDedup(open_exchange(d, &dir, plain)?))
-                    }
-                    Stage::Minhash(m) => {
-                        Some(Collector::Minhash(open_exchange(&**m, &dir, plain)?))
-                    }
-                    Stage::Split(s) => Some(Collector::Split(open_exchange(s, &dir, plain)?)),
-                    Stage::Mix(m) => Some(Collector::Mix(open_exchange(&**m, &dir, plain)?)),
-                    Stage::Record(_) => None, // segments end at global stages only
+            // A task maps only its own records; task 0 adds the preloaded ones at the merge.
+            Some((g, spill)) => match &stages[*g] {
+                Stage::Global(op) => {
+                    Some(op.open(&spill.with_extension("exchange"), self.task.is_some())?)
                 }
-            }
+                Stage::Record(_) => None, // segments end at global stages only
+            },
             None => None,
         };
         let mut pos = 0u64;
@@ -895,37 +882,34 @@ impl Engine<'_> {
             return Ok(Decisions::new());
         };
         let started = Instant::now();
-        let decisions = match (collector, self.task.is_some()) {
-            (Some(c), false) => c.resolve()?,
+        let resolved = match (collector, self.task.is_some()) {
+            (Some(c), false) => c.resolve(),
             (Some(c), true) => {
                 c.flush()?;
                 // Waiting for other tasks is not this stage's work: only the map flush (here)
                 // and, in task 0, the merge and reduce (added in task_exchange) count.
                 self.stage_cpu[g] += started.elapsed();
-                self.task_exchange(stages, g, pos, &spill.with_extension("exchange"))?
+                self.task_exchange(stages, g, pos, &spill.with_extension("exchange"))
             }
-            (None, _) => Decisions::new(),
+            (None, _) => Ok(Decisions::new()),
         };
+        // A stage that cannot decide fails the run under its name.
+        let decisions = resolved.map_err(|e| match e {
+            Error::Stage { message } => Error::Config {
+                file: self.plan.config_path.clone(),
+                issues: vec![crate::error::ConfigIssue {
+                    key: self.names[g].clone(),
+                    message,
+                }],
+            },
+            other => other,
+        })?;
         if self.task.is_none() {
             self.stage_cpu[g] += started.elapsed();
         }
         let reduced_here = self.task.as_ref().is_none_or(|t| t.run.spec.index == 0);
-        if let (Stage::Mix(m), true) = (&stages[g], reduced_here) {
-            match m.summary() {
-                Some(Ok(summary)) => {
-                    self.stage_reports[g].details = serde_json::to_value(summary).ok();
-                }
-                Some(Err(message)) => {
-                    return Err(Error::Config {
-                        file: self.plan.config_path.clone(),
-                        issues: vec![crate::error::ConfigIssue {
-                            key: self.names[g].clone(),
-                            message,
-                        }],
-                    })
-                }
-                None => {}
-            }
+        if let (Stage::Global(op), true) = (&stages[g], reduced_here) {
+            self.stage_reports[g].details = op.summary();
         }
         let report = &mut self.stage_reports[g];
         report.input = pos;
@@ -1116,7 +1100,8 @@ impl Engine<'_> {
                         for n in 1..=copies {
                             let mut copy = sample.clone();
                             copy.id = format!("{}#r{n}", sample.id);
-                            copy.tags.insert(COPY_TAG.to_string(), n.to_string());
+                            copy.tags
+                                .insert(crate::sample::tag::COPY.to_string(), n.to_string());
                             kept.push((input, copy));
                             kept_units.push(this);
                         }
@@ -1172,7 +1157,7 @@ impl Engine<'_> {
         }
         let mut samples = Vec::with_capacity(kept.len());
         for (input, s) in kept {
-            if s.tags.contains_key(COPY_TAG) {
+            if s.tags.contains_key(crate::sample::tag::COPY) {
                 self.inputs[input].copies += 1;
             } else {
                 self.inputs[input].kept += 1;
@@ -1328,78 +1313,6 @@ impl Engine<'_> {
     }
 }
 
-/// The map side of each global stage, by type.
-enum Collector<'s> {
-    ExactDedup(ExchangeWriter<'s, crate::stages::exact_dedup::ExactDedup>),
-    Minhash(ExchangeWriter<'s, crate::stages::minhash::MinHash>),
-    Split(ExchangeWriter<'s, crate::stages::split::Split>),
-    Mix(ExchangeWriter<'s, crate::stages::mix::Mix>),
-}
-
-impl Collector<'_> {
-    fn map(&mut self, kept: &[(usize, Sample)]) -> Result<()> {
-        match self {
-            Collector::ExactDedup(c) => c.map(kept),
-            Collector::Minhash(c) => c.map(kept),
-            Collector::Split(c) => c.map(kept),
-            Collector::Mix(c) => c.map(kept),
-        }
-    }
-
-    /// Flush the map side (a task's part of the exchange) without reducing.
-    fn flush(self) -> Result<()> {
-        match self {
-            Collector::ExactDedup(c) => c.finish().map(drop),
-            Collector::Minhash(c) => c.finish().map(drop),
-            Collector::Split(c) => c.finish().map(drop),
-            Collector::Mix(c) => c.finish().map(drop),
-        }
-    }
-
-    fn resolve(self) -> Result<Decisions> {
-        match self {
-            Collector::ExactDedup(c) => resolve_exchange(c),
-            Collector::Minhash(c) => resolve_exchange(c),
-            Collector::Split(c) => resolve_exchange(c),
-            Collector::Mix(c) => resolve_exchange(c),
-        }
-    }
-}
-
-/// Close the map side, reduce and finish, then remove the exchange files.
-fn resolve_exchange<G: GlobalStage>(writer: ExchangeWriter<'_, G>) -> Result<Decisions> {
-    let stage = writer.stage();
-    let exchange = writer.finish()?;
-    let decisions = exchange.resolve(stage);
-    exchange.remove();
-    decisions
-}
-
-fn open_exchange<'s, G: GlobalStage>(
-    stage: &'s G,
-    dir: &std::path::Path,
-    plain: bool,
-) -> Result<ExchangeWriter<'s, G>> {
-    if plain {
-        ExchangeWriter::create_plain(stage, dir)
-    } else {
-        ExchangeWriter::create(stage, dir)
-    }
-}
-
-/// Merge the tasks' exchanges after the stage's preloaded records, reduce and finish.
-fn merge_resolve<G: GlobalStage>(
-    stage: &G,
-    dir: &std::path::Path,
-    parts: &[PathBuf],
-) -> Result<Decisions> {
-    let mut w = ExchangeWriter::create(stage, dir)?;
-    for p in parts {
-        w.append(p)?;
-    }
-    resolve_exchange(w)
-}
-
 /// Where a batch ends: at `batch_size` records or once its records hold `batch_bytes`.
 struct BatchCut {
     records: usize,
@@ -1494,12 +1407,15 @@ impl Engine<'_> {
             if merged.exists() {
                 std::fs::remove_dir_all(&merged).map_err(|e| Error::io(&merged, e))?;
             }
-            let all = match &stages[g] {
-                Stage::ExactDedup(d) => merge_resolve(d, &merged, &parts)?,
-                Stage::Minhash(m) => merge_resolve(&**m, &merged, &parts)?,
-                Stage::Split(s) => merge_resolve(s, &merged, &parts)?,
-                Stage::Mix(m) => merge_resolve(&**m, &merged, &parts)?,
-                Stage::Record(_) => Decisions::new(),
+            // A stage that cannot decide still releases the other tasks (with no decisions:
+            // nothing of this run is published), then fails the run.
+            let (all, failed) = match &stages[g] {
+                Stage::Global(op) => match op.merge_resolve(&merged, &parts) {
+                    Ok(d) => (d, None),
+                    Err(e @ Error::Stage { .. }) => (Decisions::new(), Some(e)),
+                    Err(e) => return Err(e),
+                },
+                Stage::Record(_) => (Decisions::new(), None),
             };
             match &t.run.shared {
                 Some(url) => crate::remote::put_bytes(
@@ -1513,6 +1429,9 @@ impl Engine<'_> {
                 None => crate::storage::write_atomic(&decisions_path, &all.to_json())?,
             }
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
+            if let Some(e) = failed {
+                return Err(e);
+            }
             times.push((
                 format!("merge and reduce {}", self.names[g]),
                 reducing.elapsed().as_secs_f64(),

@@ -79,6 +79,13 @@ pub enum Error {
     /// that input and goes on; it never ends a run).
     #[error("the trial's record limit was reached")]
     LimitReached,
+    /// A global stage could not decide (a mix whose `where` names a column no sample has); the
+    /// engine reports it under the stage's name.
+    #[error("{message}")]
+    Stage {
+        /// What went wrong.
+        message: String,
+    },
     /// The run was stopped from outside (`RunOptions::cancel`); nothing was published.
     #[error("the run was cancelled; nothing was published")]
     Cancelled,

@@ -19,9 +19,9 @@
 //! thread (24 bytes per key, i.e. `records × keys per record × 24 / PARTITIONS`) and the offset
 //! table (8 bytes per record); payloads stay on disk (page cache).
 
+use crate::decisions::Decisions;
 use crate::error::{Error, Result};
 use crate::sample::Sample;
-use crate::stages::{Decisions, GlobalStage};
 use crate::storage;
 use rayon::prelude::*;
 use std::fs::File;
@@ -56,6 +56,117 @@ impl Wire for String {
     }
     fn get(bytes: &[u8]) -> Option<String> {
         String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+/// A stage that needs keys from all data (dedup, split, mix), run as map → exchange → reduce
+/// (see [`crate::exchange`]). `map` sees one sample and gives a small payload plus 128-bit keys;
+/// only payloads and keys cross the exchange, never whole samples; `reduce` sees the positions
+/// of every record sharing one key, in record order, and adds to its partition's result;
+/// `finish` runs once over every partition's result (union-find, quotas) and returns the
+/// decisions, which are applied back to records by position.
+pub trait GlobalStage: Send + Sync {
+    /// The per-record payload, stored once per record in the exchange.
+    type Record: Wire + Send + Sync;
+    /// What one partition's reductions produce.
+    type Reduced: Default + Send;
+    /// Emit the keys of one sample and return its payload (`None`: no payload, no keys).
+    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128)) -> Option<Self::Record>;
+    /// Reduce all records that share `key`; `members` are their positions, ascending.
+    fn reduce(
+        &self,
+        key: u128,
+        members: &[u64],
+        records: &Records<Self::Record>,
+        out: &mut Self::Reduced,
+    );
+    /// Turn every partition's result, in partition order, into decisions; `Err` says why the
+    /// stage cannot decide (the run fails with it).
+    fn finish(
+        &self,
+        parts: Vec<Self::Reduced>,
+        records: &Records<Self::Record>,
+    ) -> std::result::Result<Decisions, String>;
+    /// What the stage reports about its last `finish` (the report's `details`), if anything.
+    fn summary(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Records kept by earlier runs (a persistent index), each with its keys, in order: they
+    /// take the positions before this run's records, and decisions about them are not applied.
+    fn preload(&self, _emit: &mut dyn FnMut(&[u128], &Self::Record)) {}
+    /// Called once the run is published: persist what later runs need.
+    fn commit(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A global stage as the engine sees it, whatever its payload: the object-safe face of
+/// [`GlobalStage`], which every global stage has through the blanket impl below. The engine
+/// knows global stages only through this trait.
+pub trait GlobalOp: Send + Sync {
+    /// Start the map side in `dir`; `plain`: without the stage's preloaded records (one task's
+    /// share, merged later by [`GlobalOp::merge_resolve`]).
+    fn open<'s>(&'s self, dir: &Path, plain: bool) -> Result<Box<dyn MapSide + 's>>;
+    /// Merge tasks' map outputs (`parts`, in task order) after the preloaded records in `dir`,
+    /// reduce and finish.
+    fn merge_resolve(&self, dir: &Path, parts: &[PathBuf]) -> Result<Decisions>;
+    /// What the stage reports about its last finish.
+    fn summary(&self) -> Option<serde_json::Value>;
+    /// Once the run is published: persist what later runs need.
+    fn commit(&self) -> std::result::Result<(), String>;
+}
+
+/// The map side of one global stage's exchange.
+pub trait MapSide {
+    /// Map a batch of kept samples (with their input index), in order.
+    fn map(&mut self, kept: &[(usize, Sample)]) -> Result<()>;
+    /// Close the map side without reducing (a task's share of the exchange).
+    fn flush(self: Box<Self>) -> Result<()>;
+    /// Close, reduce and finish, then remove the exchange files.
+    fn resolve(self: Box<Self>) -> Result<Decisions>;
+}
+
+impl<G: GlobalStage> GlobalOp for G {
+    fn open<'s>(&'s self, dir: &Path, plain: bool) -> Result<Box<dyn MapSide + 's>> {
+        Ok(Box::new(if plain {
+            ExchangeWriter::create_plain(self, dir)?
+        } else {
+            ExchangeWriter::create(self, dir)?
+        }))
+    }
+
+    fn merge_resolve(&self, dir: &Path, parts: &[PathBuf]) -> Result<Decisions> {
+        let mut w = ExchangeWriter::create(self, dir)?;
+        for p in parts {
+            w.append(p)?;
+        }
+        Box::new(w).resolve()
+    }
+
+    fn summary(&self) -> Option<serde_json::Value> {
+        GlobalStage::summary(self)
+    }
+
+    fn commit(&self) -> std::result::Result<(), String> {
+        GlobalStage::commit(self)
+    }
+}
+
+impl<G: GlobalStage> MapSide for ExchangeWriter<'_, G> {
+    fn map(&mut self, kept: &[(usize, Sample)]) -> Result<()> {
+        ExchangeWriter::map(self, kept)
+    }
+
+    fn flush(self: Box<Self>) -> Result<()> {
+        self.finish().map(drop)
+    }
+
+    fn resolve(self: Box<Self>) -> Result<Decisions> {
+        let stage = self.stage;
+        let exchange = self.finish()?;
+        let decisions = exchange.resolve(stage);
+        exchange.remove();
+        decisions
     }
 }
 
@@ -296,7 +407,10 @@ impl Exchange {
             .map(|p| self.reduce_partition(stage, &records, p))
             .collect::<Result<Vec<_>>>()?;
         let offset = self.offset;
-        Ok(stage.finish(parts, &records).shifted(offset))
+        match stage.finish(parts, &records) {
+            Ok(d) => Ok(d.shifted(offset)),
+            Err(message) => Err(Error::Stage { message }),
+        }
     }
 
     /// Remove the exchange files.
@@ -423,7 +537,7 @@ mod tests {
             .collect::<std::collections::BTreeMap<_, _>>()
             .into_values()
             .collect();
-        assert_eq!(split.finish(parts, &records), together);
+        assert_eq!(split.finish(parts, &records), Ok(together));
         let entries: u64 = (0..PARTITIONS)
             .map(|p| std::fs::metadata(b.join(format!("part-{p:03}.bin"))).map_or(0, |m| m.len()))
             .sum();

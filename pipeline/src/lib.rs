@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod classifier;
 pub mod config;
 pub mod confine;
+pub mod decisions;
 pub mod engine;
 pub mod error;
 pub mod exchange;

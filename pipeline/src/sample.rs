@@ -233,3 +233,55 @@ mod tests {
         assert!(serde_json::from_str::<Sample>(&bad).is_err());
     }
 }
+
+/// Why a stage dropped a sample.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DropReason {
+    /// A short stable code, counted in the report (`too_short`, `duplicate`).
+    pub code: &'static str,
+    /// Human-readable detail (`12 chars < min_chars 20`).
+    pub detail: Option<String>,
+    /// For duplicates: the id of the sample kept in its place.
+    pub duplicate_of: Option<String>,
+}
+
+impl DropReason {
+    /// A reason with a code and a detail.
+    pub fn new(code: &'static str, detail: impl Into<String>) -> DropReason {
+        DropReason {
+            code,
+            detail: Some(detail.into()),
+            duplicate_of: None,
+        }
+    }
+}
+
+/// What a record-wise stage decides for one sample.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Pass the (possibly changed) sample on.
+    Keep(Sample),
+    /// Drop it, saying why.
+    Drop(Sample, DropReason),
+}
+
+/// A `&'static str` for a reason code read back from a file (codes are few and static in the
+/// stages; each distinct one is leaked once).
+pub fn intern_code(code: &str) -> &'static str {
+    static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut codes = CODES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = codes.iter().find(|c| **c == code) {
+        return c;
+    }
+    let c: &'static str = Box::leak(code.to_string().into_boxed_str());
+    codes.push(c);
+    c
+}
+
+/// Well-known tag names that more than one layer reads.
+pub mod tag {
+    /// Marks a mix's extra copy of a sample (its value is the copy number).
+    pub const COPY: &str = "mix_copy";
+    /// The split a sample belongs to (`train`, `valid`, `test`).
+    pub const SPLIT: &str = "split";
+}

@@ -111,8 +111,8 @@ impl GlobalStage for ExactDedup {
         }
     }
 
-    fn finish(&self, parts: Vec<Decisions>, _records: &Records<String>) -> Decisions {
-        Decisions::merge(parts)
+    fn finish(&self, parts: Vec<Decisions>, _: &Records<String>) -> Result<Decisions, String> {
+        Ok(Decisions::merge(parts))
     }
 }
 

@@ -552,7 +552,29 @@ impl GlobalStage for MinHash {
         }
     }
 
-    fn finish(&self, parts: Vec<Edges>, records: &Records<Item>) -> Decisions {
+    fn finish(&self, parts: Vec<Edges>, records: &Records<Item>) -> Result<Decisions, String> {
+        Ok(self.decide(parts, records))
+    }
+
+    fn preload(&self, emit: &mut dyn FnMut(&[u128], &Item)) {
+        for it in &self.loaded {
+            emit(&self.hasher.band_keys(&it.sig), it);
+        }
+    }
+
+    fn commit(&self) -> Result<(), String> {
+        let bytes = self.pending.lock().ok().and_then(|mut p| p.take());
+        let (Some(dir), Some(bytes)) = (&self.cfg.index, bytes) else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        crate::storage::write_atomic(&dir.join(INDEX_FILE), &bytes).map_err(|e| e.to_string())
+    }
+}
+
+impl MinHash {
+    /// Clusters from every partition's edges, and what to keep of each.
+    fn decide(&self, parts: Vec<Edges>, records: &Records<Item>) -> Decisions {
         let mut pairs = Vec::new();
         for p in parts {
             pairs.extend(p.pairs);
@@ -658,21 +680,6 @@ impl GlobalStage for MinHash {
             }
         }
         decisions
-    }
-
-    fn preload(&self, emit: &mut dyn FnMut(&[u128], &Item)) {
-        for it in &self.loaded {
-            emit(&self.hasher.band_keys(&it.sig), it);
-        }
-    }
-
-    fn commit(&self) -> Result<(), String> {
-        let bytes = self.pending.lock().ok().and_then(|mut p| p.take());
-        let (Some(dir), Some(bytes)) = (&self.cfg.index, bytes) else {
-            return Ok(());
-        };
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        crate::storage::write_atomic(&dir.join(INDEX_FILE), &bytes).map_err(|e| e.to_string())
     }
 }
 

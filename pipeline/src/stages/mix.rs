@@ -79,7 +79,7 @@ pub struct MixRecord {
 const OWNED: &str = "__owned";
 
 fn is_copy(r: &MixRecord) -> bool {
-    r.tags.contains_key(crate::engine::COPY_TAG)
+    r.tags.contains_key(crate::sample::tag::COPY)
 }
 
 impl Wire for MixRecord {
@@ -129,7 +129,7 @@ pub struct Mix {
     seed: u64,
     counter: TokenCounter,
     owners: Option<std::sync::Arc<BTreeMap<String, std::collections::BTreeSet<String>>>>,
-    summary: Mutex<Option<Result<MixSummary, String>>>,
+    summary: Mutex<Option<MixSummary>>,
 }
 
 impl Mix {
@@ -145,11 +145,6 @@ impl Mix {
             owners: cfg.owners.clone(),
             summary: Mutex::new(None),
         })
-    }
-
-    /// The summary of the last `finish`, or why it failed.
-    pub fn summary(&self) -> Option<Result<MixSummary, String>> {
-        self.summary.lock().ok().and_then(|s| s.clone())
     }
 
     /// Per-sample frame: one row per record with `samples = 1`.
@@ -472,16 +467,17 @@ impl GlobalStage for Mix {
 
     fn reduce(&self, _key: u128, _members: &[u64], _records: &Records<MixRecord>, _out: &mut ()) {}
 
-    fn finish(&self, _parts: Vec<()>, records: &Records<MixRecord>) -> Decisions {
-        // A failure (a column that a `where` names but no sample has) is kept for the engine,
-        // which fails the run with it.
-        let (decisions, summary) = match self.select(records) {
-            Ok((d, s)) => (d, Ok(s)),
-            Err(e) => (Decisions::new(), Err(e)),
-        };
+    fn finish(&self, _: Vec<()>, records: &Records<MixRecord>) -> Result<Decisions, String> {
+        // A failure (a column that a `where` names but no sample has) fails the run.
+        let (decisions, summary) = self.select(records)?;
         if let Ok(mut s) = self.summary.lock() {
             *s = Some(summary);
         }
-        decisions
+        Ok(decisions)
+    }
+
+    fn summary(&self) -> Option<serde_json::Value> {
+        let summary = self.summary.lock().ok()?.clone()?;
+        serde_json::to_value(summary).ok()
     }
 }

@@ -3,7 +3,6 @@
 //! other place that must handle it.
 
 pub mod classify;
-pub mod decisions;
 pub mod decontaminate;
 pub mod exact_dedup;
 pub mod filler;
@@ -39,36 +38,9 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     toml::from_str(&text).map_err(|e| format!("{name}: {e}"))
 }
 
-/// Why a stage dropped a sample.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct DropReason {
-    /// A short stable code, counted in the report (`too_short`, `duplicate`).
-    pub code: &'static str,
-    /// Human-readable detail (`12 chars < min_chars 20`).
-    pub detail: Option<String>,
-    /// For duplicates: the id of the sample kept in its place.
-    pub duplicate_of: Option<String>,
-}
-
-impl DropReason {
-    /// A reason with a code and a detail.
-    pub fn new(code: &'static str, detail: impl Into<String>) -> DropReason {
-        DropReason {
-            code,
-            detail: Some(detail.into()),
-            duplicate_of: None,
-        }
-    }
-}
-
-/// What a record-wise stage decides for one sample.
-#[derive(Debug)]
-pub enum Verdict {
-    /// Pass the (possibly changed) sample on.
-    Keep(Sample),
-    /// Drop it, saying why.
-    Drop(Sample, DropReason),
-}
+pub use crate::decisions::{Decision, Decisions};
+pub use crate::exchange::GlobalStage;
+pub use crate::sample::{intern_code, DropReason, Verdict};
 
 /// Per-worker context of record-wise stages: counters a stage may bump (summed into the report)
 /// and a seeded random source that depends on the sample, never on the worker, so results do not
@@ -137,79 +109,6 @@ pub trait RecordStage: Send + Sync {
     }
 }
 
-/// What a global stage decides about one record position: tags to add, and whether to drop it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Decision {
-    /// Drop the record, saying why.
-    pub drop: Option<DropReason>,
-    /// Tags to set on the record (kept or dropped), e.g. a cluster id.
-    pub tags: Vec<(String, String)>,
-    /// Extra copies of a kept record to write (upsampling by a mix).
-    pub repeat: u32,
-}
-
-impl Decision {
-    /// A plain drop.
-    pub fn drop(reason: DropReason) -> Decision {
-        Decision {
-            drop: Some(reason),
-            tags: Vec::new(),
-            repeat: 0,
-        }
-    }
-}
-
-pub use decisions::Decisions;
-
-/// A `&'static str` for a reason code read back from a file (codes are few and static in the
-/// stages; each distinct one is leaked once).
-pub fn intern_code(code: &str) -> &'static str {
-    static CODES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
-    let mut codes = CODES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = codes.iter().find(|c| **c == code) {
-        return c;
-    }
-    let c: &'static str = Box::leak(code.to_string().into_boxed_str());
-    codes.push(c);
-    c
-}
-
-/// A stage that needs keys from all data (dedup, split, mix), run as map → exchange → reduce
-/// (see [`crate::exchange`]). `map` sees one sample and gives a small payload plus 128-bit keys;
-/// only payloads and keys cross the exchange, never whole samples; `reduce` sees the positions
-/// of every record sharing one key, in record order, and adds to its partition's result;
-/// `finish` runs once over every partition's result (union-find, quotas) and returns the
-/// decisions, which are applied back to records by position.
-pub trait GlobalStage: Send + Sync {
-    /// The per-record payload, stored once per record in the exchange.
-    type Record: crate::exchange::Wire + Send + Sync;
-    /// What one partition's reductions produce.
-    type Reduced: Default + Send;
-    /// Emit the keys of one sample and return its payload (`None`: no payload, no keys).
-    fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128)) -> Option<Self::Record>;
-    /// Reduce all records that share `key`; `members` are their positions, ascending.
-    fn reduce(
-        &self,
-        key: u128,
-        members: &[u64],
-        records: &crate::exchange::Records<Self::Record>,
-        out: &mut Self::Reduced,
-    );
-    /// Turn every partition's result, in partition order, into decisions.
-    fn finish(
-        &self,
-        parts: Vec<Self::Reduced>,
-        records: &crate::exchange::Records<Self::Record>,
-    ) -> Decisions;
-    /// Records kept by earlier runs (a persistent index), each with its keys, in order: they
-    /// take the positions before this run's records, and decisions about them are not applied.
-    fn preload(&self, _emit: &mut dyn FnMut(&[u128], &Self::Record)) {}
-    /// Called once the run is published: persist what later runs need.
-    fn commit(&self) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 /// Every stage's config: `type = "…"` selects the variant. Struct variants only, so unknown keys
 /// are always errors.
 #[derive(Debug, Clone, Deserialize)]
@@ -251,14 +150,8 @@ pub enum StageConfig {
 pub enum Stage {
     /// Runs per sample, in parallel.
     Record(Box<dyn RecordStage>),
-    /// Exact dedup (a global stage).
-    ExactDedup(exact_dedup::ExactDedup),
-    /// MinHash near-dup removal (a global stage).
-    Minhash(Box<minhash::MinHash>),
-    /// Split assignment (a global stage).
-    Split(split::Split),
-    /// Mixing (a global stage).
-    Mix(Box<mix::Mix>),
+    /// Needs keys from all data: map → exchange → reduce → finish (see [`GlobalStage`]).
+    Global(Box<dyn crate::exchange::GlobalOp>),
 }
 
 impl Stage {
@@ -266,10 +159,7 @@ impl Stage {
     pub fn commit(&self) -> Result<(), String> {
         match self {
             Stage::Record(_) => Ok(()),
-            Stage::ExactDedup(s) => s.commit(),
-            Stage::Minhash(s) => s.commit(),
-            Stage::Split(s) => s.commit(),
-            Stage::Mix(s) => s.commit(),
+            Stage::Global(g) => g.commit(),
         }
     }
 }
@@ -380,13 +270,13 @@ impl StageConfig {
     /// pipeline's.
     pub fn build(&self, seed: u64) -> Result<Stage, String> {
         Ok(match self {
-            StageConfig::ExactDedup(c) => Stage::ExactDedup(exact_dedup::ExactDedup::new(c)),
+            StageConfig::ExactDedup(c) => Stage::Global(Box::new(exact_dedup::ExactDedup::new(c))),
             StageConfig::LengthFilter(c) => {
                 Stage::Record(Box::new(length_filter::LengthFilter::new(c)))
             }
             StageConfig::Classify(c) => Stage::Record(Box::new(classify::Classify::new(c)?)),
-            StageConfig::Minhash(c) => Stage::Minhash(Box::new(minhash::MinHash::new(c)?)),
-            StageConfig::Split(c) => Stage::Split(split::Split::new(c)),
+            StageConfig::Minhash(c) => Stage::Global(Box::new(minhash::MinHash::new(c)?)),
+            StageConfig::Split(c) => Stage::Global(Box::new(split::Split::new(c))),
             StageConfig::Decontaminate(c) => {
                 Stage::Record(Box::new(decontaminate::Decontaminate::new(c)?))
             }
@@ -398,7 +288,7 @@ impl StageConfig {
             StageConfig::Quality(c) => Stage::Record(Box::new(quality::Quality::new(c)?)),
             StageConfig::Langid(c) => Stage::Record(Box::new(langid::LangId::new(c)?)),
             StageConfig::Tags(c) => Stage::Record(Box::new(tags::Tags::new(c)?)),
-            StageConfig::Mix(c) => Stage::Mix(Box::new(mix::Mix::new(c, seed)?)),
+            StageConfig::Mix(c) => Stage::Global(Box::new(mix::Mix::new(c, seed)?)),
         })
     }
 }

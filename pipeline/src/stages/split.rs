@@ -100,8 +100,8 @@ impl GlobalStage for Split {
         self.assign(members.len(), groups, out);
     }
 
-    fn finish(&self, parts: Vec<Decisions>, _records: &Records<u64>) -> Decisions {
-        Decisions::merge(parts)
+    fn finish(&self, parts: Vec<Decisions>, _: &Records<u64>) -> Result<Decisions, String> {
+        Ok(Decisions::merge(parts))
     }
 }
 

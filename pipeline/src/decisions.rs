@@ -7,9 +7,31 @@
 //! strings) per distinct decision. 2M copies of one record cost 32 MB, not the 812 MB of a map
 //! holding a reason per copy (#18).
 
-use super::Decision;
+use crate::sample::DropReason;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+
+/// What a global stage decides about one record position: tags to add, and whether to drop it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Decision {
+    /// Drop the record, saying why.
+    pub drop: Option<DropReason>,
+    /// Tags to set on the record (kept or dropped), e.g. a cluster id.
+    pub tags: Vec<(String, String)>,
+    /// Extra copies of a kept record to write (upsampling by a mix).
+    pub repeat: u32,
+}
+
+impl Decision {
+    /// A plain drop.
+    pub fn drop(reason: DropReason) -> Decision {
+        Decision {
+            drop: Some(reason),
+            tags: Vec::new(),
+            repeat: 0,
+        }
+    }
+}
 
 /// Decisions of a global stage by record position; positions without one are plain keeps.
 #[derive(Debug, Clone, Default)]
@@ -236,8 +258,8 @@ impl Decisions {
             .table
             .into_iter()
             .map(|(code, detail, duplicate_of, tags, repeat)| Decision {
-                drop: code.map(|c| super::DropReason {
-                    code: super::intern_code(&c),
+                drop: code.map(|c| DropReason {
+                    code: crate::sample::intern_code(&c),
                     detail,
                     duplicate_of,
                 }),
@@ -303,7 +325,6 @@ impl IntoIterator for Decisions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::DropReason;
 
     fn dup(of: &str) -> Decision {
         Decision::drop(DropReason {
