@@ -466,3 +466,66 @@ fn mix_run_reads_back_curated_documents() {
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("--max-reject-ratio"), "{stderr}");
 }
+
+/// A mix that cannot decide (its `where` names a tag no sample has) fails the run under the
+/// stage's name, in one process and as tasks, and publishes nothing.
+#[test]
+fn a_mix_that_cannot_decide_fails_the_run_under_its_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rows: String = (0..20)
+        .map(|i| format!("{{\"instruction\": \"问题{i}\", \"output\": \"回答{i}\"}}\n"))
+        .collect();
+    #[allow(clippy::disallowed_methods)] // fixture
+    std::fs::write(dir.path().join("a.jsonl"), &rows).expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"a.jsonl\"]\ndomain = \"finance\"\n[[stages]]\ntype = \"mix\"\nratio = \"1:1\"\npools.domain = { domain = \"finance\", where = \"age >= 18\" }\npools.general = { domain = \"general\" }\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let cfg = cfg.to_str().expect("utf8");
+    let work = dir.path().join("work");
+    let work = work.to_str().expect("utf8");
+    let tasks = [
+        "--work",
+        work,
+        "--task-timeout",
+        "120",
+        "--tasks",
+        "2",
+        "--task-index",
+        "0",
+    ];
+    for extra in [&[][..], &tasks[..]] {
+        let out = dir.path().join(format!("o{}", extra.len()));
+        let mut args = vec!["run", cfg, "--out", out.to_str().expect("utf8")];
+        args.extend_from_slice(extra);
+        if !extra.is_empty() {
+            // Task 1 runs alongside task 0; it must be released, not left waiting.
+            let mut t1 = args.clone();
+            t1.truncate(t1.len() - 1);
+            t1.push("1");
+            let t1: Vec<String> = t1.iter().map(|s| s.to_string()).collect();
+            let other = std::thread::spawn(move || {
+                let refs: Vec<&str> = t1.iter().map(String::as_str).collect();
+                sluice(&refs)
+            });
+            let o = sluice(&args);
+            let other = other.join().expect("task 1");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{err}");
+            assert!(
+                err.contains("stages[0].mix") && err.contains("age"),
+                "{err}"
+            );
+            assert!(!other.status.success() || !out.exists());
+        } else {
+            let o = sluice(&args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{err}");
+            assert!(
+                err.contains("stages[0].mix") && err.contains("age"),
+                "{err}"
+            );
+        }
+        assert!(!out.exists(), "nothing published at {}", out.display());
+    }
+}
