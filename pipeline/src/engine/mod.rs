@@ -1,0 +1,395 @@
+//! The engine: reads inputs in a fixed order, runs record-wise stages in parallel over batches,
+//! runs global stages as map → exchange → reduce → finish → apply, and writes outputs.
+//!
+//! Determinism: records have a position given by input order alone; rayon's ordered collects
+//! keep batch order; global stages sort by (key, position); no hash map's iteration order ever
+//! reaches an output. So output bytes do not depend on the thread count.
+//!
+//! Memory: streaming stages hold one batch (cut by `batch_size` records or `batch_bytes`). A
+//! global stage holds one exchange partition while reducing and its decisions (16 bytes per
+//! decided position plus each distinct decision once, see [`crate::decisions`]); the samples
+//! themselves wait in a spill file in the staging directory, not in memory.
+//!
+//! The engine names no stage: record-wise stages are [`crate::stages::RecordStage`]s, global
+//! ones [`crate::exchange::GlobalOp`]s. Its parts: `segment` (a source through the record-wise
+//! stages to the next global stage or the sinks), `batch` (one batch in parallel, then in-order
+//! accounting), `sinks`, `publish`, and `task/` (the protocol of task-sharded runs).
+
+mod batch;
+mod publish;
+mod segment;
+mod sinks;
+mod task;
+
+use crate::config::Plan;
+use crate::error::{Error, Result};
+use crate::io::writers::SampleSink;
+use crate::report::{InputReport, Report, StageReport, Totals};
+use crate::stages::{Decisions, Stage};
+use crate::storage::{AtomicFile, RunDir};
+use sinks::make_sinks;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use task::TaskState;
+
+/// Options of one run that are not part of the pipeline file.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Worker threads (default: all cores).
+    pub threads: Option<usize>,
+    /// Overrides the pipeline's `max_reject_ratio`.
+    pub max_reject_ratio: Option<f64>,
+    /// Overrides the pipeline's output directory.
+    pub output_dir: Option<PathBuf>,
+    /// Called after each batch with progress.
+    pub progress: Option<ProgressFn>,
+    /// When set, the run stops at its next batch with [`Error::Cancelled`], publishing nothing.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Run as one task of several (see [`TaskRun`]); `None`: the whole run in this process.
+    pub task: Option<TaskRun>,
+    /// A trial: read only the first this many records of each input (`sluice run --limit`).
+    pub limit: Option<u64>,
+}
+
+/// One task of a task-sharded run. Task `i` of `N` reads a contiguous, byte-balanced range of
+/// the input files and runs the record-wise stages on it; each global stage's map output goes
+/// to the shared work directory, task 0 merges the exchanges (the stage's preloaded index
+/// first) and reduces them once, and every task applies the decisions to its own records.
+/// Task 0 finally replays every task's outputs in input order through the sinks (whose files
+/// do not depend on batch boundaries), so the published run is byte-identical to a
+/// single-process run.
+#[derive(Debug, Clone)]
+pub struct TaskRun {
+    /// Which task.
+    pub spec: crate::tasks::TaskSpec,
+    /// The work directory every task shares (intermediate files and completion markers).
+    pub work: PathBuf,
+    /// Identifies the run (pipeline and task count): markers of other runs are ignored.
+    pub run_key: String,
+    /// How long a task waits for the others at a phase boundary.
+    pub timeout: Duration,
+    /// The shared work folder as an object-storage URL, for tasks that share no filesystem:
+    /// markers, map outputs, decisions and streams go there; `work` is then this machine's
+    /// local scratch.
+    pub shared: Option<String>,
+}
+
+/// A progress callback.
+pub type ProgressFn = Box<dyn Fn(&Progress) + Send + Sync>;
+
+/// Progress of a run.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// What is happening (`reading`, `stage 2: exact_dedup`).
+    pub phase: String,
+    /// Input bytes read so far.
+    pub bytes: u64,
+    /// Input bytes in all.
+    pub total_bytes: u64,
+    /// Records handled in this phase.
+    pub records: u64,
+}
+
+/// A run in progress.
+struct Engine<'p> {
+    pub(in crate::engine) plan: &'p Plan,
+    pub(in crate::engine) names: Vec<String>,
+    pub(in crate::engine) run: Option<RunDir>,
+    pub(in crate::engine) inputs: Vec<InputReport>,
+    pub(in crate::engine) stage_reports: Vec<StageReport>,
+    pub(in crate::engine) stage_cpu: Vec<Duration>,
+    pub(in crate::engine) rejects: Option<AtomicFile>,
+    pub(in crate::engine) rejects_path: PathBuf,
+    pub(in crate::engine) file_rejects: BTreeMap<(usize, String), u64>,
+    pub(in crate::engine) curated: Vec<Box<dyn SampleSink>>,
+    pub(in crate::engine) dropped: Vec<Box<dyn SampleSink>>,
+    pub(in crate::engine) bytes_read: Arc<AtomicU64>,
+    pub(in crate::engine) total_bytes: u64,
+    pub(in crate::engine) progress: Option<ProgressFn>,
+    /// Records to read per input at most (a trial).
+    pub(in crate::engine) limit: Option<u64>,
+    pub(in crate::engine) cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    pub(in crate::engine) catalog: crate::catalog::CatalogBuilder,
+    pub(in crate::engine) task: Option<TaskState>,
+    /// Task 0's coordinated phases and their wall seconds.
+    pub(in crate::engine) phase_times: BTreeMap<String, f64>,
+}
+
+/// Run a compiled pipeline and publish its outputs. Returns the report (also written to
+/// report.json); a run over `max_reject_ratio` is published to `<dir>.failed` and returns
+/// [`Error::TooManyRejects`].
+pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
+    let threads = opts
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::Output {
+            path: plan.output_dir.clone(),
+            message: format!("cannot start worker threads: {e}"),
+        })?;
+    // `--threads 0` means "all cores": report what the pool really has.
+    let threads = pool.current_num_threads();
+    let publishes = opts.task.as_ref().is_none_or(|t| t.spec.index == 0);
+    let staged = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| plan.output_dir.clone());
+    let report = pool.install(|| run_in_pool(plan, opts, threads))?;
+    if let (Some(url), true) = (&plan.output_url, publishes) {
+        crate::remote::upload(&staged, url).map_err(|message| Error::Output {
+            path: staged.clone(),
+            message,
+        })?;
+    }
+    Ok(report)
+}
+
+fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> {
+    let started = Instant::now();
+    let out_dir = opts
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| plan.output_dir.clone());
+    let mut stages: Vec<Stage> = Vec::with_capacity(plan.stages.len());
+    for (i, s) in plan.stages.iter().enumerate() {
+        stages.push(s.build(plan.seed).map_err(|message| Error::Config {
+            file: plan.config_path.clone(),
+            issues: vec![crate::error::ConfigIssue {
+                key: format!("stages[{i}] ({})", s.type_name()),
+                message,
+            }],
+        })?);
+    }
+    let dims = match &plan.catalog.dimensions {
+        Some(d) => d.clone(),
+        None => {
+            let mut d = vec!["lang".to_string(), "split".to_string()];
+            for s in &stages {
+                if let Stage::Record(r) = s {
+                    for t in r.dimensions() {
+                        if !d.contains(&t) {
+                            d.push(t);
+                        }
+                    }
+                }
+            }
+            d
+        }
+    };
+    // The catalog counts with the shards' tokenizer unless it names its own: say which key.
+    let from_shards = plan.catalog.tokenizer.is_some()
+        && plan.shards.as_ref().and_then(|s| s.tokenizer.as_ref())
+            == plan.catalog.tokenizer.as_ref();
+    let counter = crate::catalog::TokenCounter::new(plan.catalog.tokenizer.as_deref()).map_err(
+        |message| Error::Config {
+            file: plan.config_path.clone(),
+            issues: vec![crate::error::ConfigIssue {
+                key: if from_shards {
+                    "output.shards.tokenizer"
+                } else {
+                    "output.catalog.tokenizer"
+                }
+                .into(),
+                message,
+            }],
+        },
+    )?;
+    let names: Vec<String> = plan
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("stages[{i}].{}", s.type_name()))
+        .collect();
+    let sizes: Vec<u64> = plan
+        .inputs
+        .iter()
+        .flat_map(|i| i.files.iter())
+        .map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len()))
+        .collect();
+    let total_bytes = sizes.iter().sum();
+    let (run, curated, dropped, task, rejects_path) = match opts.task.clone() {
+        None => {
+            let run = RunDir::begin(&out_dir)?;
+            let (curated, dropped) = make_sinks(plan, &run)?;
+            let rejects = run.path("rejects.jsonl");
+            (Some(run), curated, dropped, None, rejects)
+        }
+        Some(t) => {
+            // Every attempt of a task writes a folder of its own and names it in its markers:
+            // a re-run after a failure redoes the task's part from the start without touching
+            // files another task may be reading (those of an attempt whose marker it saw).
+            let attempt = format!(
+                "{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos())
+            );
+            let own = t
+                .work
+                .join(format!("task-{:05}", t.spec.index))
+                .join(attempt);
+            #[allow(clippy::disallowed_methods)] // a scratch directory
+            std::fs::create_dir_all(&own).map_err(|e| Error::io(&own, e))?;
+            let files = crate::tasks::assign(&sizes, t.spec.count)
+                .get(t.spec.index)
+                .cloned()
+                .unwrap_or(0..0);
+            let markers = match &t.shared {
+                Some(url) => crate::tasks::Markers::remote(&format!("{url}/markers"), &t.run_key),
+                None => crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key),
+            };
+            let rejects = own.join("rejects.jsonl");
+            let state = TaskState {
+                run: t,
+                own,
+                markers,
+                files,
+                segment: 0,
+                units: Vec::new(),
+                dropped: None,
+                kept: None,
+            };
+            (None, Vec::new(), Vec::new(), Some(state), rejects)
+        }
+    };
+    let mut engine = Engine {
+        plan,
+        names,
+        inputs: plan
+            .inputs
+            .iter()
+            .map(|i| InputReport {
+                name: i.name.clone(),
+                ..Default::default()
+            })
+            .collect(),
+        stage_reports: plan
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| StageReport {
+                index: i,
+                kind: s.type_name().to_string(),
+                ..Default::default()
+            })
+            .collect(),
+        stage_cpu: vec![Duration::ZERO; stages.len()],
+        rejects: Some(AtomicFile::create(rejects_path.clone())?),
+        rejects_path,
+        file_rejects: BTreeMap::new(),
+        run,
+        curated,
+        dropped,
+        bytes_read: Arc::new(AtomicU64::new(0)),
+        total_bytes,
+        progress: opts.progress,
+        limit: opts.limit,
+        cancel: opts.cancel,
+        catalog: crate::catalog::CatalogBuilder::new(dims, counter),
+        task,
+        phase_times: BTreeMap::new(),
+    };
+    engine.execute(&stages)?;
+    let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);
+    let report = match engine.task.as_ref().map(|t| t.run.spec) {
+        None => engine.finish(started, threads, max_ratio)?,
+        Some(spec) => {
+            engine.task_done()?;
+            if spec.index != 0 {
+                return Ok(engine.task_report(started, threads));
+            }
+            let work = engine
+                .task
+                .as_ref()
+                .map(|t| (t.run.work.clone(), t.run.shared.clone()));
+            engine.merge_tasks(&out_dir)?;
+            let report = engine.finish(started, threads, max_ratio)?;
+            if let Some((local, shared)) = work {
+                let _ = std::fs::remove_dir_all(local);
+                if let Some(url) = shared {
+                    let _ = crate::remote::delete_prefix(&url);
+                }
+            }
+            report
+        }
+    };
+    // Only a published run may change state that later runs read (e.g. a dedup index).
+    for (i, s) in stages.iter().enumerate() {
+        s.commit().map_err(|message| Error::Output {
+            path: plan.config_path.clone(),
+            message: format!("stages[{i}]: {message}"),
+        })?;
+    }
+    Ok(report)
+}
+
+/// Where a segment's records come from.
+enum Source {
+    Inputs,
+    Spill {
+        path: PathBuf,
+        decisions: Decisions,
+        stage: usize,
+    },
+}
+
+impl Engine<'_> {
+    /// Split the stage list at global stages and run each segment.
+    pub(in crate::engine) fn execute(&mut self, stages: &[Stage]) -> Result<()> {
+        let mut source = Source::Inputs;
+        let mut start = 0;
+        let mut spill_no = 0;
+        loop {
+            let global = (start..stages.len()).find(|&i| !matches!(stages[i], Stage::Record(_)));
+            let end = global.unwrap_or(stages.len());
+            let record_stages: Vec<usize> = (start..end).collect();
+            self.begin_segment(spill_no, global.is_none())?;
+            match global {
+                None => {
+                    self.segment(stages, source, &record_stages, None)?;
+                    return Ok(());
+                }
+                Some(g) => {
+                    let spill = self.scratch(&format!("spill-{spill_no}.jsonl"));
+                    spill_no += 1;
+                    let decisions =
+                        self.segment(stages, source, &record_stages, Some((g, spill.clone())))?;
+                    source = Source::Spill {
+                        path: spill,
+                        decisions,
+                        stage: g,
+                    };
+                    start = g + 1;
+                }
+            }
+        }
+    }
+
+    /// Where intermediate files go: the run's `.work`, or this task's folder.
+    pub(in crate::engine) fn scratch(&self, name: &str) -> PathBuf {
+        match (&self.task, &self.run) {
+            (Some(t), _) => t.own.join(name),
+            (None, Some(run)) => run.path(&format!(".work/{name}")),
+            (None, None) => self.plan.output_dir.join(".work").join(name),
+        }
+    }
+
+    /// Sums over the inputs.
+    pub(in crate::engine) fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for i in &self.inputs {
+            totals.read += i.read;
+            totals.kept += i.kept;
+            totals.copies += i.copies;
+            totals.dropped += i.dropped;
+            totals.rejected += i.rejected;
+        }
+        totals
+    }
+}

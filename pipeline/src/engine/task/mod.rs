@@ -1,0 +1,171 @@
+//! A task's side of a task-sharded run (see [`crate::engine::TaskRun`]).
+
+pub(in crate::engine) mod exchange;
+pub(in crate::engine) mod replay;
+pub(in crate::engine) mod stream;
+
+use crate::engine::{Engine, TaskRun};
+use crate::error::{Error, Result};
+use crate::report::{InputReport, Report, Timings};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use stream::Partial;
+
+/// A task's side of a task-sharded run.
+pub(in crate::engine) struct TaskState {
+    pub(in crate::engine) run: TaskRun,
+    /// This task's own folder under the work directory.
+    pub(in crate::engine) own: PathBuf,
+    pub(in crate::engine) markers: crate::tasks::Markers,
+    /// Indexes into the flattened (input, file) list that this task reads.
+    pub(in crate::engine) files: std::ops::Range<usize>,
+    /// Current segment.
+    pub(in crate::engine) segment: usize,
+    /// Units (records read, or spilled samples) each segment handled.
+    pub(in crate::engine) units: Vec<u64>,
+    pub(in crate::engine) dropped: Option<std::io::BufWriter<std::fs::File>>,
+    pub(in crate::engine) kept: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl TaskState {
+    /// Where others find this attempt's shared files: its folder, or its URL.
+    pub(in crate::engine) fn shared_dir(&self) -> String {
+        match &self.run.shared {
+            Some(url) => format!(
+                "{url}/task-{:05}/{}",
+                self.run.spec.index,
+                self.own
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            ),
+            None => self.own.to_string_lossy().into_owned(),
+        }
+    }
+
+    /// Publish files of this attempt for the other tasks (a no-op on a shared filesystem).
+    pub(in crate::engine) fn share(&self, sub: &str, names: &[String]) -> Result<()> {
+        let Some(_) = &self.run.shared else {
+            return Ok(());
+        };
+        let local = if sub.is_empty() {
+            self.own.clone()
+        } else {
+            self.own.join(sub)
+        };
+        let url = if sub.is_empty() {
+            self.shared_dir()
+        } else {
+            format!("{}/{sub}", self.shared_dir())
+        };
+        crate::remote::put_files(&local, names, &url).map_err(|message| Error::Output {
+            path: local.clone(),
+            message,
+        })
+    }
+
+    /// A local folder holding what another task shared under `dir` (+ `sub`).
+    pub(in crate::engine) fn fetch(&self, dir: &str, sub: &str, label: &str) -> Result<PathBuf> {
+        if !crate::remote::is_url(dir) {
+            return Ok(PathBuf::from(dir).join(sub));
+        }
+        let local = self.own.join("fetched").join(label).join(sub);
+        if local.exists() {
+            std::fs::remove_dir_all(&local).map_err(|e| Error::io(&local, e))?;
+        }
+        let url = if sub.is_empty() {
+            dir.to_string()
+        } else {
+            format!("{dir}/{sub}")
+        };
+        crate::remote::get_dir(&url, &local).map_err(|message| Error::Output {
+            path: local.clone(),
+            message,
+        })?;
+        Ok(local)
+    }
+}
+
+pub(in crate::engine) const POLL: Duration = Duration::from_millis(200);
+
+impl Engine<'_> {
+    pub(in crate::engine) fn task_ref(&self) -> Result<&TaskState> {
+        self.task.as_ref().ok_or_else(|| Error::Output {
+            path: self.plan.output_dir.clone(),
+            message: "not a task of a task-sharded run".into(),
+        })
+    }
+
+    /// A task's part is complete: close its streams, write its counts, mark it done.
+    pub(in crate::engine) fn task_done(&mut self) -> Result<()> {
+        if let Some(r) = self.rejects.take() {
+            r.commit()?;
+        }
+        let Some(t) = self.task.as_mut() else {
+            return Ok(());
+        };
+        for w in [t.dropped.take(), t.kept.take()].into_iter().flatten() {
+            let mut w = w;
+            w.flush().map_err(|e| Error::io(&t.own, e))?;
+        }
+        let partial = Partial {
+            inputs: self.inputs.clone(),
+            stages: self.stage_reports.clone(),
+            stage_cpu: self.stage_cpu.iter().map(Duration::as_secs_f64).collect(),
+            file_rejects: self
+                .file_rejects
+                .iter()
+                .map(|((i, f), n)| (*i, f.clone(), *n))
+                .collect(),
+            units: t.units.clone(),
+            bytes_read: self.bytes_read.load(Ordering::Relaxed),
+        };
+        let bytes = serde_json::to_vec(&partial).unwrap_or_default();
+        crate::storage::write_atomic(&t.own.join("partial.json"), &bytes)?;
+        let mut names = vec!["partial.json".to_string(), "rejects.jsonl".to_string()];
+        for seg in 0..t.units.len() {
+            names.push(format!("dropped-{seg}.jsonl"));
+        }
+        if t.own.join("kept.jsonl").is_file() {
+            names.push("kept.jsonl".into());
+        }
+        t.share("", &names)?;
+        t.markers.mark(
+            "done",
+            t.run.spec.index,
+            &serde_json::json!({ "dir": t.shared_dir() }),
+        )
+    }
+
+    /// What a task other than 0 reports: its own counts; task 0 publishes the run.
+    pub(in crate::engine) fn task_report(&self, started: Instant, threads: usize) -> Report {
+        let spec = self.task.as_ref().map(|t| t.run.spec);
+        let totals = self.totals();
+        Report {
+            sluice_version: env!("CARGO_PKG_VERSION").to_string(),
+            run: self.plan.name.clone(),
+            status: match spec {
+                Some(s) => format!("task {} of {}: part done", s.index, s.count),
+                None => "part done".into(),
+            },
+            seed: self.plan.seed,
+            reconciled: self.inputs.iter().all(InputReport::reconciles),
+            totals,
+            inputs: self.inputs.clone(),
+            stages: self.stage_reports.clone(),
+            outputs: Vec::new(),
+            tags: BTreeMap::new(),
+            timings: Timings {
+                total_seconds: started.elapsed().as_secs_f64(),
+                stage_cpu_seconds: BTreeMap::new(),
+                task_phase_seconds: BTreeMap::new(),
+                input_mb_per_second: 0.0,
+                records_per_second: 0.0,
+                threads,
+            },
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Task 0: merge the tasks' counts and replay their streams into the sinks.
+
+use super::stream::{Partial, StreamLine};
+use super::POLL;
+use crate::engine::batch::BatchCut;
+use crate::engine::sinks::make_sinks;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::io::writers::DropInfo;
+use crate::report::{InputReport, StageReport};
+use crate::sample::Sample;
+use crate::storage::{AtomicFile, RunDir};
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+impl Engine<'_> {
+    /// Task 0, once every task is done: merge the counts and replay every task's dropped and
+    /// kept samples into the run's sinks, in input order, so the outputs are byte-identical to
+    /// a single-process run.
+    pub(in crate::engine) fn merge_tasks(&mut self, out_dir: &std::path::Path) -> Result<()> {
+        let t = self.task.take().ok_or_else(|| Error::Output {
+            path: out_dir.to_path_buf(),
+            message: "not a task".into(),
+        })?;
+        let n = t.run.spec.count;
+        let waited = Instant::now();
+        let done = t.markers.wait_all("done", n, t.run.timeout, POLL)?;
+        self.phase_times
+            .insert("wait for done".into(), waited.elapsed().as_secs_f64());
+        let replaying = Instant::now();
+        let dirs: Vec<PathBuf> = done
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                t.fetch(
+                    d["dir"].as_str().unwrap_or_default(),
+                    "",
+                    &format!("done-{i}"),
+                )
+            })
+            .collect::<Result<_>>()?;
+        let mut partials = Vec::with_capacity(n);
+        for d in &dirs {
+            let p = d.join("partial.json");
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let partial: Partial = serde_json::from_slice(&bytes).map_err(|e| Error::Output {
+                path: p.clone(),
+                message: format!("unreadable task counts: {e}"),
+            })?;
+            partials.push(partial);
+        }
+        // Counts.
+        let own_details: Vec<Option<serde_json::Value>> = self
+            .stage_reports
+            .iter()
+            .map(|r| r.details.clone())
+            .collect();
+        for r in &mut self.inputs {
+            let name = std::mem::take(&mut r.name);
+            *r = InputReport {
+                name,
+                ..Default::default()
+            };
+        }
+        for (i, r) in self.stage_reports.iter_mut().enumerate() {
+            *r = StageReport {
+                index: r.index,
+                kind: std::mem::take(&mut r.kind),
+                details: own_details[i].clone(),
+                ..Default::default()
+            };
+        }
+        self.stage_cpu = vec![Duration::ZERO; self.stage_reports.len()];
+        self.file_rejects.clear();
+        let mut bytes_read = 0;
+        for p in &partials {
+            for (mine, theirs) in self.inputs.iter_mut().zip(&p.inputs) {
+                mine.read += theirs.read;
+                mine.kept += theirs.kept;
+                mine.copies += theirs.copies;
+                mine.dropped += theirs.dropped;
+                mine.rejected += theirs.rejected;
+                for (k, v) in &theirs.dropped_by {
+                    *mine.dropped_by.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &theirs.formats {
+                    *mine.formats.entry(k.clone()).or_default() += v;
+                }
+                mine.files.extend(theirs.files.iter().cloned());
+            }
+            for (mine, theirs) in self.stage_reports.iter_mut().zip(&p.stages) {
+                mine.input += theirs.input;
+                mine.kept += theirs.kept;
+                for (k, v) in &theirs.dropped {
+                    *mine.dropped.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &theirs.counters {
+                    *mine.counters.entry(k.clone()).or_default() += v;
+                }
+            }
+            for (mine, theirs) in self.stage_cpu.iter_mut().zip(&p.stage_cpu) {
+                *mine += Duration::from_secs_f64(*theirs);
+            }
+            for (i, f, c) in &p.file_rejects {
+                *self.file_rejects.entry((*i, f.clone())).or_default() += c;
+            }
+            bytes_read += p.bytes_read;
+        }
+        self.bytes_read.store(bytes_read, Ordering::Relaxed);
+        // Outputs.
+        let run = RunDir::begin(out_dir)?;
+        let (curated, dropped) = make_sinks(self.plan, &run)?;
+        self.curated = curated;
+        self.dropped = dropped;
+        let segments = partials.iter().map(|p| p.units.len()).max().unwrap_or(0);
+        for seg in 0..segments {
+            let files: Vec<(PathBuf, u64)> =
+                self.stream_files(&dirs, &partials, seg, |s| format!("dropped-{s}.jsonl"));
+            self.replay(&files, true)?;
+        }
+        if segments > 0 {
+            let files = self.stream_files(&dirs, &partials, segments - 1, |_| "kept.jsonl".into());
+            self.replay(&files, false)?;
+        }
+        let rejects_path = run.path("rejects.jsonl");
+        let mut rejects = AtomicFile::create(rejects_path.clone())?;
+        for d in &dirs {
+            let p = d.join("rejects.jsonl");
+            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            rejects
+                .write_all(&bytes)
+                .map_err(|e| Error::io(&rejects_path, e))?;
+        }
+        self.rejects = Some(rejects);
+        self.rejects_path = rejects_path;
+        self.run = Some(run);
+        self.phase_times.insert(
+            "replay into sinks".into(),
+            replaying.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    }
+
+    /// Each task's stream file of a segment with the number of units before it.
+    pub(in crate::engine) fn stream_files(
+        &self,
+        dirs: &[PathBuf],
+        partials: &[Partial],
+        seg: usize,
+        name: impl Fn(usize) -> String,
+    ) -> Vec<(PathBuf, u64)> {
+        let mut offset = 0;
+        let mut out = Vec::with_capacity(dirs.len());
+        for (d, p) in dirs.iter().zip(partials) {
+            out.push((d.join(name(seg)), offset));
+            offset += p.units.get(seg).copied().unwrap_or(0);
+        }
+        out
+    }
+
+    /// Feed stream files, in order, to the dropped or the curated sinks, one write per batch
+    /// of the single-process run (the unit index divided by the batch size).
+    /// Write the tasks' streams through the sinks, in order, a batch at a time (the sinks cut
+    /// their files the same whatever the batches, so the bytes equal a one-process run's).
+    pub(in crate::engine) fn replay(
+        &mut self,
+        files: &[(PathBuf, u64)],
+        dropped: bool,
+    ) -> Result<()> {
+        let mut samples: Vec<Sample> = Vec::new();
+        let mut infos: Vec<DropInfo> = Vec::new();
+        let mut cut = BatchCut::new(self.plan);
+        for (path, _offset) in files {
+            let file = match std::fs::File::open(path) {
+                Ok(f) => f,
+                // A task whose files held nothing for this segment wrote no stream.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(path, e)),
+            };
+            for line in BufReader::with_capacity(1 << 20, file).lines() {
+                let line = line.map_err(|e| Error::io(path, e))?;
+                let l: StreamLine = serde_json::from_str(&line).map_err(|e| Error::Output {
+                    path: path.clone(),
+                    message: format!("unreadable task stream: {e}"),
+                })?;
+                if dropped {
+                    infos.push(DropInfo {
+                        stage: l.stage.unwrap_or_default(),
+                        reason: crate::stages::intern_code(l.reason.as_deref().unwrap_or("")),
+                        detail: l.detail,
+                        duplicate_of: l.duplicate_of,
+                    });
+                }
+                samples.push(l.sample);
+                if cut.add(line.len()) {
+                    self.write_replayed(&mut samples, &mut infos, dropped)?;
+                }
+            }
+        }
+        if !samples.is_empty() {
+            self.write_replayed(&mut samples, &mut infos, dropped)?;
+        }
+        Ok(())
+    }
+
+    pub(in crate::engine) fn write_replayed(
+        &mut self,
+        samples: &mut Vec<Sample>,
+        infos: &mut Vec<DropInfo>,
+        dropped: bool,
+    ) -> Result<()> {
+        if dropped {
+            for sink in &mut self.dropped {
+                sink.write(samples, Some(infos))?;
+            }
+        } else {
+            for sink in &mut self.curated {
+                sink.write(samples, None)?;
+            }
+            self.catalog.add(samples);
+        }
+        samples.clear();
+        infos.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,47 @@
+//! What tasks write for task 0: streams of dropped and kept samples, and their counts.
+
+use crate::error::{Error, Result};
+use crate::report::{InputReport, StageReport};
+use crate::sample::Sample;
+use serde::Serialize;
+use std::io::Write;
+
+/// One line of a task's dropped or kept stream.
+#[derive(Serialize, serde::Deserialize)]
+pub(in crate::engine) struct StreamLine {
+    /// Unit index within the segment, in this task.
+    pub(in crate::engine) u: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(in crate::engine) stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(in crate::engine) reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(in crate::engine) detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(in crate::engine) duplicate_of: Option<String>,
+    pub(in crate::engine) sample: Sample,
+}
+
+impl StreamLine {
+    /// Append as one JSON line.
+    pub(in crate::engine) fn write(
+        &self,
+        out: &mut impl Write,
+        path: &std::path::Path,
+    ) -> Result<()> {
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes.push(b'\n');
+        out.write_all(&bytes).map_err(|e| Error::io(path, e))
+    }
+}
+
+/// A task's counts, for task 0's merge.
+#[derive(Serialize, serde::Deserialize)]
+pub(in crate::engine) struct Partial {
+    pub(in crate::engine) inputs: Vec<InputReport>,
+    pub(in crate::engine) stages: Vec<StageReport>,
+    pub(in crate::engine) stage_cpu: Vec<f64>,
+    pub(in crate::engine) file_rejects: Vec<(usize, String, u64)>,
+    pub(in crate::engine) units: Vec<u64>,
+    pub(in crate::engine) bytes_read: u64,
+}
