@@ -231,7 +231,7 @@ struct Wire {
 
 impl Decisions {
     /// As JSON, each distinct decision once (what task 0 hands the other tasks).
-    pub fn to_json(&self) -> Vec<u8> {
+    pub fn to_json(&self) -> Result<Vec<u8>, String> {
         let mut s = self.clone();
         s.seal();
         let table = s
@@ -247,7 +247,8 @@ impl Decisions {
                 )
             })
             .collect();
-        serde_json::to_vec(&Wire { table, at: s.at }).unwrap_or_default()
+        serde_json::to_vec(&Wire { table, at: s.at })
+            .map_err(|e| format!("cannot encode decisions: {e}"))
     }
 
     /// Read [`Decisions::to_json`] back.
@@ -365,7 +366,10 @@ mod tests {
         assert_eq!(d.get(&3), Some(&dup("c")));
         let again: Decisions = pairs.into_iter().collect();
         assert_eq!(again, d);
-        assert_eq!(Decisions::from_json(&d.to_json()), Ok(d.clone()));
+        assert_eq!(
+            Decisions::from_json(&d.to_json().expect("json")),
+            Ok(d.clone())
+        );
         let mut other = Decisions::new();
         other.insert(7, dup("a"));
         other.insert(5, dup("z"));

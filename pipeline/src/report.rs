@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Counts of one input file.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FileReport {
     /// Display path.
@@ -30,7 +30,7 @@ pub struct FileReport {
 }
 
 /// Counts of one input.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InputReport {
     /// Input name.
@@ -63,7 +63,7 @@ impl InputReport {
 }
 
 /// Counts of one stage.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct StageReport {
     /// `stages[i]` index.
@@ -91,7 +91,7 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// Totals over all inputs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
     /// Records read.
     pub read: u64,

@@ -268,13 +268,13 @@ impl Engine<'_> {
         let mut unit = base;
         for chunk in chunks {
             for (si, st) in chunk.stats.iter().enumerate() {
-                self.stage_reports[si].input += st.input;
-                self.stage_reports[si].kept += st.kept;
-                self.stage_cpu[si] += st.cpu;
+                self.tally.stages[si].input += st.input;
+                self.tally.stages[si].kept += st.kept;
+                self.tally.stage_cpu[si] += st.cpu;
             }
             for (si, c) in chunk.counters.into_iter().enumerate() {
                 for (k, v) in c {
-                    *self.stage_reports[si].counters.entry(k).or_default() += v;
+                    *self.tally.stages[si].counters.entry(k).or_default() += v;
                 }
             }
             for o in chunk.outcomes {
@@ -289,7 +289,7 @@ impl Engine<'_> {
                         reason,
                         format,
                     } => {
-                        let rep = &mut self.inputs[input];
+                        let rep = &mut self.tally.inputs[input];
                         if let Some(f) = format {
                             *rep.formats.entry(f.to_string()).or_default() += 1;
                         }
@@ -297,7 +297,7 @@ impl Engine<'_> {
                         *rep.dropped_by
                             .entry(format!("{}/{}", self.names[stage], reason.code))
                             .or_default() += 1;
-                        *self.stage_reports[stage]
+                        *self.tally.stages[stage]
                             .dropped
                             .entry(reason.code.to_string())
                             .or_default() += 1;
@@ -312,7 +312,10 @@ impl Engine<'_> {
                         copies,
                     } => {
                         if let Some(f) = format {
-                            *self.inputs[input].formats.entry(f.to_string()).or_default() += 1;
+                            *self.tally.inputs[input]
+                                .formats
+                                .entry(f.to_string())
+                                .or_default() += 1;
                         }
                         for n in 1..=copies {
                             let mut copy = sample.clone();
@@ -353,12 +356,11 @@ impl Engine<'_> {
     }
 
     pub(in crate::engine) fn reject(&mut self, input: usize, reject: Reject) -> Result<()> {
-        self.inputs[input].rejected += 1;
-        *self
-            .file_rejects
-            .entry((input, reject.file.clone()))
-            .or_default() += 1;
-        let mut line = serde_json::to_vec(&reject).unwrap_or_default();
+        self.tally.reject(input, &reject.file);
+        let mut line = serde_json::to_vec(&reject).map_err(|e| Error::Output {
+            path: self.rejects_path.clone(),
+            message: format!("cannot encode a reject: {e}"),
+        })?;
         line.push(b'\n');
         match self.rejects.as_mut() {
             Some(f) => f

@@ -19,12 +19,13 @@ mod batch;
 mod publish;
 mod segment;
 mod sinks;
+mod tally;
 mod task;
 
 use crate::config::Plan;
 use crate::error::{Error, Result};
 use crate::io::writers::SampleSink;
-use crate::report::{InputReport, Report, StageReport, Totals};
+use crate::report::{Report, Totals};
 use crate::stages::{Decisions, Stage};
 use crate::storage::{AtomicFile, RunDir};
 use sinks::make_sinks;
@@ -33,6 +34,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tally::Tally;
 use task::TaskState;
 
 /// Options of one run that are not part of the pipeline file.
@@ -98,12 +100,10 @@ struct Engine<'p> {
     pub(in crate::engine) plan: &'p Plan,
     pub(in crate::engine) names: Vec<String>,
     pub(in crate::engine) run: Option<RunDir>,
-    pub(in crate::engine) inputs: Vec<InputReport>,
-    pub(in crate::engine) stage_reports: Vec<StageReport>,
-    pub(in crate::engine) stage_cpu: Vec<Duration>,
+    /// What the run counted.
+    pub(in crate::engine) tally: Tally,
     pub(in crate::engine) rejects: Option<AtomicFile>,
     pub(in crate::engine) rejects_path: PathBuf,
-    pub(in crate::engine) file_rejects: BTreeMap<(usize, String), u64>,
     pub(in crate::engine) curated: Vec<Box<dyn SampleSink>>,
     pub(in crate::engine) dropped: Vec<Box<dyn SampleSink>>,
     pub(in crate::engine) bytes_read: Arc<AtomicU64>,
@@ -261,28 +261,9 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     let mut engine = Engine {
         plan,
         names,
-        inputs: plan
-            .inputs
-            .iter()
-            .map(|i| InputReport {
-                name: i.name.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        stage_reports: plan
-            .stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| StageReport {
-                index: i,
-                kind: s.type_name().to_string(),
-                ..Default::default()
-            })
-            .collect(),
-        stage_cpu: vec![Duration::ZERO; stages.len()],
+        tally: Tally::new(plan),
         rejects: Some(AtomicFile::create(rejects_path.clone())?),
         rejects_path,
-        file_rejects: BTreeMap::new(),
         run,
         curated,
         dropped,
@@ -329,6 +310,33 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     Ok(report)
 }
 
+/// One segment of a run: record-wise stages, then the global stage that ends it (none for the
+/// last, which ends at the sinks).
+#[derive(Debug, PartialEq)]
+pub(in crate::engine) struct Segment {
+    records: std::ops::Range<usize>,
+    global: Option<usize>,
+}
+
+/// The segments of a stage list (`global[i]`: whether stage i is global): each global stage
+/// ends one, and a last segment always follows to the sinks.
+pub(in crate::engine) fn segments(global: &[bool]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in global.iter().enumerate().filter(|(_, g)| **g) {
+        out.push(Segment {
+            records: start..i,
+            global: Some(i),
+        });
+        start = i + 1;
+    }
+    out.push(Segment {
+        records: start..global.len(),
+        global: None,
+    });
+    out
+}
+
 /// Where a segment's records come from.
 enum Source {
     Inputs,
@@ -342,33 +350,27 @@ enum Source {
 impl Engine<'_> {
     /// Split the stage list at global stages and run each segment.
     pub(in crate::engine) fn execute(&mut self, stages: &[Stage]) -> Result<()> {
+        let global: Vec<bool> = stages
+            .iter()
+            .map(|s| matches!(s, Stage::Global(_)))
+            .collect();
+        let plan = segments(&global);
         let mut source = Source::Inputs;
-        let mut start = 0;
-        let mut spill_no = 0;
-        loop {
-            let global = (start..stages.len()).find(|&i| !matches!(stages[i], Stage::Record(_)));
-            let end = global.unwrap_or(stages.len());
-            let record_stages: Vec<usize> = (start..end).collect();
-            self.begin_segment(spill_no, global.is_none())?;
-            match global {
-                None => {
-                    self.segment(stages, source, &record_stages, None)?;
-                    return Ok(());
-                }
-                Some(g) => {
-                    let spill = self.scratch(&format!("spill-{spill_no}.jsonl"));
-                    spill_no += 1;
-                    let decisions =
-                        self.segment(stages, source, &record_stages, Some((g, spill.clone())))?;
-                    source = Source::Spill {
-                        path: spill,
-                        decisions,
-                        stage: g,
-                    };
-                    start = g + 1;
-                }
-            }
+        for (no, seg) in plan.iter().enumerate() {
+            let records: Vec<usize> = seg.records.clone().collect();
+            self.begin_segment(no, seg.global.is_none())?;
+            let Some(g) = seg.global else {
+                return self.segment(stages, source, &records, None).map(drop);
+            };
+            let spill = self.scratch(&format!("spill-{no}.jsonl"));
+            let decisions = self.segment(stages, source, &records, Some((g, spill.clone())))?;
+            source = Source::Spill {
+                path: spill,
+                decisions,
+                stage: g,
+            };
         }
+        Ok(())
     }
 
     /// Where intermediate files go: the run's `.work`, or this task's folder.
@@ -382,14 +384,93 @@ impl Engine<'_> {
 
     /// Sums over the inputs.
     pub(in crate::engine) fn totals(&self) -> Totals {
-        let mut totals = Totals::default();
-        for i in &self.inputs {
-            totals.read += i.read;
-            totals.kept += i.kept;
-            totals.copies += i.copies;
-            totals.dropped += i.dropped;
-            totals.rejected += i.rejected;
-        }
-        totals
+        self.tally.totals()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // fixtures
+    use super::*;
+
+    fn seg(records: std::ops::Range<usize>, global: Option<usize>) -> Segment {
+        Segment { records, global }
+    }
+
+    #[test]
+    fn global_stages_end_segments_and_the_last_goes_to_the_sinks() {
+        assert_eq!(segments(&[]), vec![seg(0..0, None)]);
+        assert_eq!(segments(&[false, false]), vec![seg(0..2, None)]);
+        assert_eq!(
+            segments(&[false, true, false, false, true]),
+            vec![seg(0..1, Some(1)), seg(2..4, Some(4)), seg(5..5, None)]
+        );
+        assert_eq!(
+            segments(&[true, true]),
+            vec![seg(0..0, Some(0)), seg(1..1, Some(1)), seg(2..2, None)]
+        );
+    }
+
+    fn plan(dir: &std::path::Path, body: &str) -> Plan {
+        let path = dir.join("p.toml");
+        std::fs::write(&path, body).expect("write");
+        crate::config::parse(body, &path).expect("plan")
+    }
+
+    fn rows(n: usize, bad: usize) -> String {
+        let mut s: String = (0..n)
+            .map(|i| format!("{{\"instruction\": \"q{i}\", \"output\": \"a{i}\"}}\n"))
+            .collect();
+        s += &"{broken\n".repeat(bad);
+        s
+    }
+
+    #[test]
+    fn a_failed_run_publishes_nothing_under_the_final_name_and_leaves_no_staging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("in.jsonl"), rows(20, 10)).expect("w");
+        let body = "max_reject_ratio = 0.1\n[[inputs]]\npaths = [\"in.jsonl\"]\n\
+                    [[stages]]\ntype = \"exact_dedup\"\n[output]\ndir = \"out\"\n\
+                    formats = [\"jsonl\"]\n";
+        let p = plan(dir.path(), body);
+        let err = run(&p, RunOptions::default()).expect_err("too many rejects");
+        assert!(
+            matches!(err, Error::TooManyRejects { rejected: 10, .. }),
+            "{err}"
+        );
+        let out = dir.path().join("out");
+        assert!(!out.exists(), "nothing under the final name");
+        assert!(dir.path().join("out.failed/rejects.jsonl").is_file());
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.iter().all(|n| !n.contains("staging")),
+            "no staging left: {names:?}"
+        );
+
+        // A cancelled run: nothing published, no staging either.
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let err = run(
+            &p,
+            RunOptions {
+                cancel: Some(cancel),
+                output_dir: Some(dir.path().join("cancelled")),
+                ..Default::default()
+            },
+        )
+        .expect_err("cancelled");
+        assert!(matches!(err, Error::Cancelled), "{err}");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names
+                .iter()
+                .all(|n| !n.starts_with("cancelled") && !n.contains("staging")),
+            "{names:?}"
+        );
     }
 }

@@ -30,15 +30,7 @@ impl Engine<'_> {
         if let Some(r) = self.rejects.take() {
             r.commit()?;
         }
-        for (i, input) in self.inputs.iter_mut().enumerate() {
-            for f in &mut input.files {
-                f.rejected = self
-                    .file_rejects
-                    .get(&(i, f.path.clone()))
-                    .copied()
-                    .unwrap_or(0);
-            }
-        }
+        self.tally.settle_files();
         let _ = std::fs::remove_dir_all(run.path(".work"));
         let totals = self.totals();
         outputs.push(OutputFile {
@@ -82,10 +74,10 @@ impl Engine<'_> {
             run: self.plan.name.clone(),
             status: "succeeded".into(),
             seed: self.plan.seed,
-            reconciled: self.inputs.iter().all(InputReport::reconciles),
+            reconciled: self.tally.inputs.iter().all(InputReport::reconciles),
             totals,
-            inputs: std::mem::take(&mut self.inputs),
-            stages: std::mem::take(&mut self.stage_reports),
+            inputs: std::mem::take(&mut self.tally.inputs),
+            stages: std::mem::take(&mut self.tally.stages),
             outputs,
             tags: self.catalog.distributions(),
             timings: Timings {
@@ -93,7 +85,7 @@ impl Engine<'_> {
                 stage_cpu_seconds: self
                     .names
                     .iter()
-                    .zip(&self.stage_cpu)
+                    .zip(&self.tally.stage_cpu)
                     .map(|(n, d)| (n.clone(), d.as_secs_f64()))
                     .collect(),
                 task_phase_seconds: std::mem::take(&mut self.phase_times),
@@ -109,7 +101,10 @@ impl Engine<'_> {
                 report.totals.rejected, report.totals.read, max_reject_ratio
             );
         }
-        let mut json = serde_json::to_vec_pretty(&report).unwrap_or_default();
+        let mut json = serde_json::to_vec_pretty(&report).map_err(|e| Error::Output {
+            path: run.path("report.json"),
+            message: format!("cannot encode the report: {e}"),
+        })?;
         json.push(b'\n');
         crate::storage::write_atomic(&run.path("report.json"), &json)?;
         if too_many {

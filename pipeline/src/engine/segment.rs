@@ -88,18 +88,21 @@ impl Engine<'_> {
                         .par_iter()
                         .map(|(input, s)| {
                             let mut v = format!("{input}\t").into_bytes();
-                            v.extend(serde_json::to_vec(s).unwrap_or_default());
+                            serde_json::to_writer(&mut v, s).map_err(|e| Error::Output {
+                                path: out.path().to_path_buf(),
+                                message: format!("cannot spill sample {}: {e}", s.id),
+                            })?;
                             v.push(b'\n');
-                            v
+                            Ok(v)
                         })
-                        .collect();
+                        .collect::<Result<_>>()?;
                     for l in &lines {
                         out.write_all(l).map_err(|e| Error::io(out.path(), e))?;
                     }
                     let started = Instant::now();
                     c.map(&kept)?;
                     if let Some((g, _)) = &global {
-                        eng.stage_cpu[*g] += started.elapsed();
+                        eng.tally.stage_cpu[*g] += started.elapsed();
                     }
                     pos += kept.len() as u64;
                 }
@@ -187,8 +190,8 @@ impl Engine<'_> {
                         };
                         // The reader already emitted the error as the file's last record.
                         fr.error = status.err();
-                        self.inputs[i].read += fr.records;
-                        self.inputs[i].files.push(fr);
+                        self.tally.inputs[i].read += fr.records;
+                        self.tally.inputs[i].files.push(fr);
                     }
                 }
                 if !batch.is_empty() {
@@ -215,11 +218,17 @@ impl Engine<'_> {
                 let mut cut = BatchCut::new(self.plan);
                 for (n, line) in reader.split(b'\n').enumerate() {
                     let mut line = line.map_err(|e| Error::io(&path, e))?;
+                    // `<input>\t<sample>`: anything else is a broken spill, never input 0.
+                    let input = line
+                        .iter()
+                        .position(|&b| b == b'\t')
+                        .and_then(|tab| std::str::from_utf8(&line[..tab]).ok()?.parse().ok())
+                        .filter(|&i: &usize| i < self.plan.inputs.len())
+                        .ok_or_else(|| Error::Output {
+                            path: path.clone(),
+                            message: format!("spill line {} has no input index", n + 1),
+                        })?;
                     let tab = line.iter().position(|&b| b == b'\t').unwrap_or(0);
-                    let input = std::str::from_utf8(&line[..tab])
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
                     line.drain(..=tab);
                     let full = cut.add(line.len());
                     batch.push(Unit::Spilled {
@@ -257,7 +266,7 @@ impl Engine<'_> {
                 c.flush()?;
                 // Waiting for other tasks is not this stage's work: only the map flush (here)
                 // and, in task 0, the merge and reduce (added in task_exchange) count.
-                self.stage_cpu[g] += started.elapsed();
+                self.tally.stage_cpu[g] += started.elapsed();
                 self.task_exchange(stages, g, pos, &spill.with_extension("exchange"))
             }
             (None, _) => Ok(Decisions::new()),
@@ -274,13 +283,13 @@ impl Engine<'_> {
             other => other,
         })?;
         if self.task.is_none() {
-            self.stage_cpu[g] += started.elapsed();
+            self.tally.stage_cpu[g] += started.elapsed();
         }
         let reduced_here = self.task.as_ref().is_none_or(|t| t.run.spec.index == 0);
         if let (Stage::Global(op), true) = (&stages[g], reduced_here) {
-            self.stage_reports[g].details = op.summary();
+            self.tally.stages[g].details = op.summary();
         }
-        let report = &mut self.stage_reports[g];
+        let report = &mut self.tally.stages[g];
         report.input = pos;
         report.kept = pos - decisions.values().filter(|d| d.drop.is_some()).count() as u64;
         Ok(decisions)

@@ -94,9 +94,9 @@ impl Engine<'_> {
         let mut samples = Vec::with_capacity(kept.len());
         for (input, s) in kept {
             if s.tags.contains_key(crate::sample::tag::COPY) {
-                self.inputs[input].copies += 1;
+                self.tally.inputs[input].copies += 1;
             } else {
-                self.inputs[input].kept += 1;
+                self.tally.inputs[input].kept += 1;
             }
             samples.push(s);
         }

@@ -74,16 +74,19 @@ impl Engine<'_> {
                 },
                 Stage::Record(_) => (Decisions::new(), None),
             };
+            let json = all.to_json().map_err(|message| Error::Output {
+                path: decisions_path.clone(),
+                message,
+            })?;
             match &t.run.shared {
-                Some(url) => crate::remote::put_bytes(
-                    &format!("{url}/reduce-{seg}/decisions.json"),
-                    all.to_json(),
-                )
-                .map_err(|message| Error::Output {
-                    path: decisions_path.clone(),
-                    message,
-                })?,
-                None => crate::storage::write_atomic(&decisions_path, &all.to_json())?,
+                Some(url) => {
+                    crate::remote::put_bytes(&format!("{url}/reduce-{seg}/decisions.json"), json)
+                        .map_err(|message| Error::Output {
+                            path: decisions_path.clone(),
+                            message,
+                        })?
+                }
+                None => crate::storage::write_atomic(&decisions_path, &json)?,
             }
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
             if let Some(e) = failed {
@@ -122,7 +125,7 @@ impl Engine<'_> {
             message,
         })?;
         self.phase_times.extend(times);
-        self.stage_cpu[g] += reduce_cpu;
+        self.tally.stage_cpu[g] += reduce_cpu;
         Ok(all.within(offset..offset + records))
     }
 }

@@ -112,18 +112,14 @@ impl Engine<'_> {
             w.flush().map_err(|e| Error::io(&t.own, e))?;
         }
         let partial = Partial {
-            inputs: self.inputs.clone(),
-            stages: self.stage_reports.clone(),
-            stage_cpu: self.stage_cpu.iter().map(Duration::as_secs_f64).collect(),
-            file_rejects: self
-                .file_rejects
-                .iter()
-                .map(|((i, f), n)| (*i, f.clone(), *n))
-                .collect(),
+            tally: self.tally.clone(),
             units: t.units.clone(),
             bytes_read: self.bytes_read.load(Ordering::Relaxed),
         };
-        let bytes = serde_json::to_vec(&partial).unwrap_or_default();
+        let bytes = serde_json::to_vec(&partial).map_err(|e| Error::Output {
+            path: t.own.join("partial.json"),
+            message: format!("cannot encode the task's counts: {e}"),
+        })?;
         crate::storage::write_atomic(&t.own.join("partial.json"), &bytes)?;
         let mut names = vec!["partial.json".to_string(), "rejects.jsonl".to_string()];
         for seg in 0..t.units.len() {
@@ -152,10 +148,10 @@ impl Engine<'_> {
                 None => "part done".into(),
             },
             seed: self.plan.seed,
-            reconciled: self.inputs.iter().all(InputReport::reconciles),
+            reconciled: self.tally.inputs.iter().all(InputReport::reconciles),
             totals,
-            inputs: self.inputs.clone(),
-            stages: self.stage_reports.clone(),
+            inputs: self.tally.inputs.clone(),
+            stages: self.tally.stages.clone(),
             outputs: Vec::new(),
             tags: BTreeMap::new(),
             timings: Timings {

@@ -7,13 +7,12 @@ use crate::engine::sinks::make_sinks;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::writers::DropInfo;
-use crate::report::{InputReport, StageReport};
 use crate::sample::Sample;
 use crate::storage::{AtomicFile, RunDir};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 impl Engine<'_> {
     /// Task 0, once every task is done: merge the counts and replay every task's dropped and
@@ -51,63 +50,14 @@ impl Engine<'_> {
             })?;
             partials.push(partial);
         }
-        // Counts.
-        let own_details: Vec<Option<serde_json::Value>> = self
-            .stage_reports
-            .iter()
-            .map(|r| r.details.clone())
-            .collect();
-        for r in &mut self.inputs {
-            let name = std::mem::take(&mut r.name);
-            *r = InputReport {
-                name,
-                ..Default::default()
-            };
-        }
-        for (i, r) in self.stage_reports.iter_mut().enumerate() {
-            *r = StageReport {
-                index: r.index,
-                kind: std::mem::take(&mut r.kind),
-                details: own_details[i].clone(),
-                ..Default::default()
-            };
-        }
-        self.stage_cpu = vec![Duration::ZERO; self.stage_reports.len()];
-        self.file_rejects.clear();
+        // Counts: task 0's own stage details (a mix's summary) stay; every count is the tasks'.
+        let mut tally = self.tally.zeroed();
         let mut bytes_read = 0;
         for p in &partials {
-            for (mine, theirs) in self.inputs.iter_mut().zip(&p.inputs) {
-                mine.read += theirs.read;
-                mine.kept += theirs.kept;
-                mine.copies += theirs.copies;
-                mine.dropped += theirs.dropped;
-                mine.rejected += theirs.rejected;
-                for (k, v) in &theirs.dropped_by {
-                    *mine.dropped_by.entry(k.clone()).or_default() += v;
-                }
-                for (k, v) in &theirs.formats {
-                    *mine.formats.entry(k.clone()).or_default() += v;
-                }
-                mine.files.extend(theirs.files.iter().cloned());
-            }
-            for (mine, theirs) in self.stage_reports.iter_mut().zip(&p.stages) {
-                mine.input += theirs.input;
-                mine.kept += theirs.kept;
-                for (k, v) in &theirs.dropped {
-                    *mine.dropped.entry(k.clone()).or_default() += v;
-                }
-                for (k, v) in &theirs.counters {
-                    *mine.counters.entry(k.clone()).or_default() += v;
-                }
-            }
-            for (mine, theirs) in self.stage_cpu.iter_mut().zip(&p.stage_cpu) {
-                *mine += Duration::from_secs_f64(*theirs);
-            }
-            for (i, f, c) in &p.file_rejects {
-                *self.file_rejects.entry((*i, f.clone())).or_default() += c;
-            }
+            tally.merge(&p.tally);
             bytes_read += p.bytes_read;
         }
+        self.tally = tally;
         self.bytes_read.store(bytes_read, Ordering::Relaxed);
         // Outputs.
         let run = RunDir::begin(out_dir)?;

@@ -1,7 +1,6 @@
 //! What tasks write for task 0: streams of dropped and kept samples, and their counts.
 
 use crate::error::{Error, Result};
-use crate::report::{InputReport, StageReport};
 use crate::sample::Sample;
 use serde::Serialize;
 use std::io::Write;
@@ -29,7 +28,10 @@ impl StreamLine {
         out: &mut impl Write,
         path: &std::path::Path,
     ) -> Result<()> {
-        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        let mut bytes = serde_json::to_vec(self).map_err(|e| Error::Output {
+            path: path.to_path_buf(),
+            message: format!("cannot encode a stream line: {e}"),
+        })?;
         bytes.push(b'\n');
         out.write_all(&bytes).map_err(|e| Error::io(path, e))
     }
@@ -38,10 +40,10 @@ impl StreamLine {
 /// A task's counts, for task 0's merge.
 #[derive(Serialize, serde::Deserialize)]
 pub(in crate::engine) struct Partial {
-    pub(in crate::engine) inputs: Vec<InputReport>,
-    pub(in crate::engine) stages: Vec<StageReport>,
-    pub(in crate::engine) stage_cpu: Vec<f64>,
-    pub(in crate::engine) file_rejects: Vec<(usize, String, u64)>,
+    /// Its counts.
+    pub(in crate::engine) tally: crate::engine::tally::Tally,
+    /// Units (records read, or spilled samples) each segment handled.
     pub(in crate::engine) units: Vec<u64>,
+    /// Input bytes it read.
     pub(in crate::engine) bytes_read: u64,
 }

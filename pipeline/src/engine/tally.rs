@@ -1,0 +1,220 @@
+//! The counts of a run (per input, per stage, stage CPU, rejects per file), and how the counts
+//! of several tasks add up to those of one run.
+
+use crate::config::Plan;
+use crate::report::{InputReport, StageReport, Totals};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What a run (or one task of it) counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(in crate::engine) struct Tally {
+    /// Per input, in plan order.
+    pub(in crate::engine) inputs: Vec<InputReport>,
+    /// Per stage, in plan order.
+    pub(in crate::engine) stages: Vec<StageReport>,
+    /// CPU time per stage.
+    pub(in crate::engine) stage_cpu: Vec<Duration>,
+    /// Rejected records per input and file.
+    pub(in crate::engine) file_rejects: BTreeMap<usize, BTreeMap<String, u64>>,
+}
+
+impl Tally {
+    /// Zero counts for the plan's inputs and stages.
+    pub(in crate::engine) fn new(plan: &Plan) -> Tally {
+        Tally {
+            inputs: plan
+                .inputs
+                .iter()
+                .map(|i| InputReport {
+                    name: i.name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            stages: plan
+                .stages
+                .iter()
+                .enumerate()
+                .map(|(i, s)| StageReport {
+                    index: i,
+                    kind: s.type_name().to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            stage_cpu: vec![Duration::ZERO; plan.stages.len()],
+            file_rejects: BTreeMap::new(),
+        }
+    }
+
+    /// The same inputs and stages with every count zero (names, kinds and stage details kept).
+    pub(in crate::engine) fn zeroed(&self) -> Tally {
+        Tally {
+            inputs: self
+                .inputs
+                .iter()
+                .map(|r| InputReport {
+                    name: r.name.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            stages: self
+                .stages
+                .iter()
+                .map(|r| StageReport {
+                    index: r.index,
+                    kind: r.kind.clone(),
+                    details: r.details.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            stage_cpu: vec![Duration::ZERO; self.stage_cpu.len()],
+            file_rejects: BTreeMap::new(),
+        }
+    }
+
+    /// Count one rejected record of `file` in `input`.
+    pub(in crate::engine) fn reject(&mut self, input: usize, file: &str) {
+        if let Some(r) = self.inputs.get_mut(input) {
+            r.rejected += 1;
+        }
+        *self
+            .file_rejects
+            .entry(input)
+            .or_default()
+            .entry(file.to_string())
+            .or_default() += 1;
+    }
+
+    /// Add another part's counts (a task's): sums, and its files after ours.
+    pub(in crate::engine) fn merge(&mut self, other: &Tally) {
+        for (mine, theirs) in self.inputs.iter_mut().zip(&other.inputs) {
+            mine.read += theirs.read;
+            mine.kept += theirs.kept;
+            mine.copies += theirs.copies;
+            mine.dropped += theirs.dropped;
+            mine.rejected += theirs.rejected;
+            add_counts(&mut mine.dropped_by, &theirs.dropped_by);
+            add_counts(&mut mine.formats, &theirs.formats);
+            mine.files.extend(theirs.files.iter().cloned());
+        }
+        for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
+            mine.input += theirs.input;
+            mine.kept += theirs.kept;
+            add_counts(&mut mine.dropped, &theirs.dropped);
+            add_counts(&mut mine.counters, &theirs.counters);
+        }
+        for (mine, theirs) in self.stage_cpu.iter_mut().zip(&other.stage_cpu) {
+            *mine += *theirs;
+        }
+        for (input, files) in &other.file_rejects {
+            add_counts(self.file_rejects.entry(*input).or_default(), files);
+        }
+    }
+
+    /// Each file's rejects, set on its report.
+    pub(in crate::engine) fn settle_files(&mut self) {
+        for (i, input) in self.inputs.iter_mut().enumerate() {
+            for f in &mut input.files {
+                f.rejected = self
+                    .file_rejects
+                    .get(&i)
+                    .and_then(|m| m.get(&f.path))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+    }
+
+    /// Sums over the inputs.
+    pub(in crate::engine) fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for i in &self.inputs {
+            totals.read += i.read;
+            totals.kept += i.kept;
+            totals.copies += i.copies;
+            totals.dropped += i.dropped;
+            totals.rejected += i.rejected;
+        }
+        totals
+    }
+}
+
+fn add_counts(mine: &mut BTreeMap<String, u64>, theirs: &BTreeMap<String, u64>) {
+    for (k, v) in theirs {
+        *mine.entry(k.clone()).or_default() += v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::FileReport;
+
+    fn part(read: u64, kept: u64, dropped: u64, file: &str) -> Tally {
+        let mut t = Tally {
+            inputs: vec![InputReport {
+                name: "logs".into(),
+                read,
+                kept,
+                dropped,
+                dropped_by: BTreeMap::from([("duplicate".to_string(), dropped)]),
+                files: vec![FileReport {
+                    path: file.into(),
+                    records: read,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            stages: vec![StageReport {
+                index: 0,
+                kind: "exact_dedup".into(),
+                input: read,
+                kept,
+                dropped: BTreeMap::from([("duplicate".to_string(), dropped)]),
+                details: Some(serde_json::json!({"owned": "by the stage"})),
+                ..Default::default()
+            }],
+            stage_cpu: vec![Duration::from_millis(read)],
+            file_rejects: BTreeMap::new(),
+        };
+        for _ in 0..(read - kept - dropped) {
+            t.reject(0, file);
+        }
+        t
+    }
+
+    #[test]
+    fn tasks_add_up_to_one_run() {
+        let (a, b) = (part(10, 6, 3, "a.jsonl"), part(5, 5, 0, "b.jsonl"));
+        let mut all = a.zeroed();
+        assert_eq!(all.totals(), Totals::default());
+        assert_eq!(all.inputs[0].name, "logs");
+        assert_eq!(all.stages[0].details, a.stages[0].details, "details kept");
+        all.merge(&a);
+        all.merge(&b);
+        let t = all.totals();
+        assert_eq!((t.read, t.kept, t.dropped, t.rejected), (15, 11, 3, 1));
+        assert!(all.inputs[0].reconciles());
+        assert_eq!(all.inputs[0].dropped_by["duplicate"], 3);
+        assert_eq!(all.stages[0].input, 15);
+        assert_eq!(all.stage_cpu[0], Duration::from_millis(15));
+        let files: Vec<&str> = all.inputs[0]
+            .files
+            .iter()
+            .map(|f| f.path.as_str())
+            .collect();
+        assert_eq!(files, ["a.jsonl", "b.jsonl"], "in task order");
+        all.settle_files();
+        assert_eq!(all.inputs[0].files[0].rejected, 1);
+        assert_eq!(all.inputs[0].files[1].rejected, 0);
+    }
+
+    #[test]
+    fn a_tally_travels_between_tasks_intact() {
+        let a = part(10, 6, 3, "a.jsonl");
+        let back: Tally =
+            serde_json::from_slice(&serde_json::to_vec(&a).expect("json")).expect("back");
+        assert_eq!(back, a);
+    }
+}
