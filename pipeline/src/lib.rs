@@ -16,6 +16,7 @@ pub mod inspect;
 pub mod io;
 pub mod mix;
 pub mod normalize;
+pub mod plan;
 pub mod remote;
 pub mod report;
 pub mod sample;

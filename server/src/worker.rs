@@ -58,6 +58,9 @@ pub fn compile(
             cancel: Some(state.stopping.clone()),
         },
         output_dir: Some(folders.output.clone()),
+        // config::parse_with fetches URL inputs from object storage, once the confinement has
+        // checked them against allowed_urls.
+        fetch: None,
     };
     let shown = |m: &str| state.config.relative_paths(m);
     config::parse_with(text, &pipeline_base(state), &opts).map_err(|e| match e {

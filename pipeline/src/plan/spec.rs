@@ -1,0 +1,305 @@
+//! The pipeline file as written: top-level settings and inputs, deserialized with serde (every
+//! unknown key is an error), and the value types they use (sizes, column targets).
+
+use super::output::OutputSpec;
+use crate::sample::Kind;
+use crate::stages::StageConfig;
+use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    /// Name of the run; defaults to the config file's stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Seed for every random choice (default 42).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Records per batch of the parallel engine (default 2048): memory per stage is bounded by it.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: NonZeroUsize,
+    /// Bytes per batch (default 64 MiB): a batch ends at `batch_size` records or once its
+    /// records reach this many bytes, whichever comes first, so memory is bounded by bytes too.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: ByteSize,
+    /// Largest record accepted, e.g. `"8MiB"` (default 8 MiB); longer records are rejected.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: ByteSize,
+    /// Fail the run when more than this share of records is rejected (default 1.0: never).
+    #[serde(default = "default_max_reject_ratio")]
+    pub max_reject_ratio: f64,
+    /// The inputs, read in this order.
+    pub inputs: Vec<InputSpec>,
+    /// The stages, applied in this order.
+    #[serde(default)]
+    pub stages: Vec<StageConfig>,
+    /// Where and how to write the outputs.
+    pub output: OutputSpec,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+fn default_batch_size() -> NonZeroUsize {
+    NonZeroUsize::new(2048).unwrap_or(NonZeroUsize::MIN)
+}
+fn default_batch_bytes() -> ByteSize {
+    ByteSize(64 << 20)
+}
+fn default_max_record_bytes() -> ByteSize {
+    ByteSize(8 << 20)
+}
+fn default_max_reject_ratio() -> f64 {
+    1.0
+}
+
+/// One input: a set of files that share a format, domain, task and kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// Name in reports; defaults to `input<N>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Paths or glob patterns, relative to the config file.
+    pub paths: Vec<String>,
+    /// How the file is laid out (default `auto`: by extension and content).
+    #[serde(default)]
+    pub reader: ReaderKind,
+    /// How a record maps onto a sample (default `auto`: by the record's keys).
+    #[serde(default)]
+    pub format: RecordFormat,
+    /// Compression (default `auto`: by magic bytes).
+    #[serde(default)]
+    pub compression: Compression,
+    /// Text encoding (default `auto`: UTF-8, or GB18030 when the file is in it).
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// Domain of every sample (default: the record's own, else `general`).
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// Task of every sample (default: the record's own, else the input's name).
+    #[serde(default)]
+    pub task: Option<String>,
+    /// Dialogue or document (default: by format; `{text}` and plain text are `pretrain`).
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    /// Column (or JSON key) mapping for flat records: `{ ask = "user", answer = "assistant" }`.
+    /// Targets: user, assistant, system, text, id, user_id, domain, task, `tag:<name>`, ignore.
+    #[serde(default)]
+    pub columns: BTreeMap<String, String>,
+    /// For plain text files: one document per `line` (default), `paragraph` or `file`.
+    #[serde(default)]
+    pub text_unit: TextUnit,
+    /// Remove spaces that touch CJK characters (LCCC writes `你 好 ！`).
+    #[serde(default)]
+    pub cjk_despace: bool,
+    /// A compressed file may expand at most this many times (default 200; 0: no limit) once
+    /// it has given 64 MiB: beyond, the file ends with one reject (a decompression bomb: 2 GB
+    /// of zeros gzip to 2 MB). Real logs expand 5–50 times.
+    #[serde(default = "default_max_expansion")]
+    pub max_expansion: u32,
+}
+
+pub(super) fn default_max_expansion() -> u32 {
+    200
+}
+
+/// File layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ReaderKind {
+    /// By extension, then by content.
+    #[default]
+    Auto,
+    /// One JSON value per line.
+    Jsonl,
+    /// A JSON document: an array of records, one record, or `{split: [records]}`.
+    Json,
+    /// Comma-separated with a header row.
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+    /// Apache Parquet.
+    Parquet,
+    /// Plain text documents.
+    Text,
+}
+
+/// Record layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordFormat {
+    /// Decided per record by its keys.
+    #[default]
+    Auto,
+    /// sluice's own record (`turns: [{role, content}]`), as written by its writers.
+    Sluice,
+    /// `{prompt, response, history}`.
+    Dialogue,
+    /// `{instruction, input, output, system, history}`.
+    Alpaca,
+    /// `{conversations: [{from, value}], system?, tools?}`.
+    Sharegpt,
+    /// `{messages: [{role, content}]}`.
+    Openai,
+    /// `{text}` documents (and plain text files).
+    Text,
+    /// A list of utterances, alternating user and assistant (LCCC).
+    Utterances,
+    /// A flat record mapped by `columns`.
+    Columns,
+}
+
+impl RecordFormat {
+    /// The name used in configs and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordFormat::Auto => "auto",
+            RecordFormat::Sluice => "sluice",
+            RecordFormat::Dialogue => "dialogue",
+            RecordFormat::Alpaca => "alpaca",
+            RecordFormat::Sharegpt => "sharegpt",
+            RecordFormat::Openai => "openai",
+            RecordFormat::Text => "text",
+            RecordFormat::Utterances => "utterances",
+            RecordFormat::Columns => "columns",
+        }
+    }
+}
+
+/// Compression of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    /// By magic bytes.
+    #[default]
+    Auto,
+    /// Not compressed.
+    None,
+    /// gzip (also multi-member).
+    Gzip,
+    /// Zstandard.
+    Zstd,
+}
+
+/// Text encoding of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Encoding {
+    /// UTF-8, or GB18030 when the file's start is not UTF-8 but is valid GB18030.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    /// UTF-8; invalid lines are rejected.
+    #[serde(rename = "utf-8", alias = "utf8")]
+    Utf8,
+    /// GB18030, a superset of GBK and GB2312.
+    #[serde(rename = "gb18030", alias = "gbk", alias = "gb2312")]
+    Gb18030,
+}
+
+/// What one document is in a plain text file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TextUnit {
+    /// Each non-empty line.
+    #[default]
+    Line,
+    /// Each block of lines separated by blank lines.
+    Paragraph,
+    /// The whole file.
+    File,
+}
+
+/// A byte count written as a number or with a unit: `"8MiB"`, `"512KB"`, `1048576`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_size(&s).map(ByteSize).ok_or_else(|| {
+                serde::de::Error::custom(format!(
+                    "invalid size {s:?}: expected a number with an optional unit (B, KB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }),
+        }
+    }
+}
+
+pub(super) fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1000,
+        "kib" => 1 << 10,
+        "mb" | "m" => 1_000_000,
+        "mib" => 1 << 20,
+        "gb" | "g" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return None,
+    };
+    (num >= 0.0).then_some((num * mult as f64) as u64)
+}
+
+/// A column mapping target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ColumnTarget {
+    /// A user turn (several user columns are joined with a newline).
+    User,
+    /// An assistant turn.
+    Assistant,
+    /// The system prompt.
+    System,
+    /// Document text.
+    Text,
+    /// The sample id.
+    Id,
+    /// The user id.
+    UserId,
+    /// The domain.
+    Domain,
+    /// The task.
+    Task,
+    /// A tag of this name.
+    Tag(String),
+    /// Not used.
+    Ignore,
+}
+
+impl ColumnTarget {
+    pub(super) fn parse(s: &str) -> Option<ColumnTarget> {
+        Some(match s {
+            "user" | "human" | "prompt" => ColumnTarget::User,
+            "assistant" | "gpt" | "response" => ColumnTarget::Assistant,
+            "system" => ColumnTarget::System,
+            "text" => ColumnTarget::Text,
+            "id" => ColumnTarget::Id,
+            "user_id" => ColumnTarget::UserId,
+            "domain" => ColumnTarget::Domain,
+            "task" => ColumnTarget::Task,
+            "ignore" => ColumnTarget::Ignore,
+            _ => {
+                let name = s.strip_prefix("tag:")?;
+                if name.is_empty() {
+                    return None;
+                }
+                ColumnTarget::Tag(name.to_string())
+            }
+        })
+    }
+}
