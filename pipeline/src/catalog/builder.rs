@@ -1,0 +1,204 @@
+//! What a run adds to the catalog: groups of its curated samples, written as
+//! `catalog.parquet` beside them (the engine's side of the catalog).
+
+use crate::sample::Sample;
+use polars::prelude::*;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+
+#[derive(Debug, Default, Clone)]
+pub(super) struct Acc {
+    samples: u64,
+    turns: u64,
+    tokens: u64,
+    chars: u64,
+    copies: u64,
+    examples: Vec<String>,
+}
+
+/// Accumulates a run's catalog as curated samples are written.
+#[derive(Debug)]
+pub struct CatalogBuilder {
+    dims: Vec<String>,
+    counter: TokenCounter,
+    /// Key: domain, task, source, kind, then one value per dimension.
+    groups: BTreeMap<Vec<Option<String>>, Acc>,
+    /// The run's input files (as shown) with their content hashes.
+    inputs: BTreeMap<String, String>,
+    /// Per source: distinct samples and the wrapping sum of their content hashes.
+    content: BTreeMap<String, (u64, u128)>,
+    /// Whether the run is a mix (its samples are a selection of other data).
+    mixed: bool,
+}
+
+impl CatalogBuilder {
+    /// A builder grouping by these dimension tags, counting tokens with `counter`.
+    pub fn new(dims: Vec<String>, counter: TokenCounter) -> CatalogBuilder {
+        CatalogBuilder {
+            dims,
+            counter,
+            groups: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            content: BTreeMap::new(),
+            mixed: false,
+        }
+    }
+
+    /// What the run read (input files as shown, with their content hashes) and whether it is
+    /// a mix: what lets a catalog count each source's samples once across runs.
+    pub fn set_lineage(&mut self, inputs: BTreeMap<String, String>, mixed: bool) {
+        self.inputs = inputs;
+        self.mixed = mixed;
+    }
+
+    /// The dimension tags.
+    pub fn dims(&self) -> &[String] {
+        &self.dims
+    }
+
+    /// Add curated samples (tokens are counted in parallel). A mix's extra copies (tag
+    /// `mix_copy`) are counted as `copies` only: every other statistic is about distinct samples.
+    pub fn add(&mut self, samples: &[Sample]) {
+        // Per sample: its group key, and (turns, tokens, chars, content hash) unless it is a
+        // copy.
+        type Row = (Vec<Option<String>>, Option<(u64, u64, u64, u128)>);
+        let rows: Vec<Row> = samples
+            .par_iter()
+            .map(|s| {
+                let copy = s.tags.contains_key(crate::sample::tag::COPY);
+                let mut key = vec![
+                    Some(s.domain.clone()),
+                    Some(s.task.clone()),
+                    Some(s.source.clone()),
+                    Some(s.kind.as_str().to_string()),
+                ];
+                key.extend(self.dims.iter().map(|d| s.tags.get(d).cloned()));
+                let stats = (!copy).then(|| {
+                    (
+                        s.turns.len() as u64,
+                        self.counter.count(s),
+                        s.char_len() as u64,
+                        content_hash(s),
+                    )
+                });
+                (key, stats)
+            })
+            .collect();
+        for ((key, stats), s) in rows.into_iter().zip(samples) {
+            let acc = self.groups.entry(key).or_default();
+            let Some((turns, tokens, chars, hash)) = stats else {
+                acc.copies += 1;
+                continue;
+            };
+            let c = self.content.entry(s.source.clone()).or_default();
+            c.0 += 1;
+            c.1 = c.1.wrapping_add(hash);
+            acc.samples += 1;
+            acc.turns += turns;
+            acc.tokens += tokens;
+            acc.chars += chars;
+            if acc.examples.len() < 3 {
+                acc.examples.push(s.id.clone());
+            }
+        }
+    }
+
+    /// Catalog rows so far.
+    pub fn rows(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Distinct samples per value of each dimension tag (`unset` where a sample lacks the tag).
+    pub fn distributions(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (key, acc) in &self.groups {
+            for (d, v) in self.dims.iter().zip(&key[4..]) {
+                let v = v.clone().unwrap_or_else(|| "unset".into());
+                *out.entry(d.clone()).or_default().entry(v).or_default() += acc.samples;
+            }
+        }
+        out.retain(|_, m| !(m.len() == 1 && m.contains_key("unset")));
+        out
+    }
+
+    /// The catalog rows as a frame; `run` names the run, `files` is the glob of its curated
+    /// files within the run directory. Nothing in it depends on where the run directory lies.
+    pub fn frame(&self, run: &str, files: &str) -> PolarsResult<DataFrame> {
+        let n = self.groups.len();
+        let text = |name: &str, v: Vec<Option<String>>| Column::new(name.into(), v);
+        let repeat = |name: &str, v: &str| Column::new(name.into(), vec![v.to_string(); n]);
+        let mut cols = vec![
+            repeat("run", run),
+            repeat("files", files),
+            repeat("tokens_by", &self.counter.name()),
+        ];
+        for (i, name) in ["domain", "task", "source", "kind"].iter().enumerate() {
+            cols.push(text(
+                name,
+                self.groups.keys().map(|k| k[i].clone()).collect(),
+            ));
+        }
+        for (i, d) in self.dims.iter().enumerate() {
+            cols.push(text(
+                d,
+                self.groups.keys().map(|k| k[4 + i].clone()).collect(),
+            ));
+        }
+        let num = |name: &str, f: &dyn Fn(&Acc) -> u64| {
+            Column::new(
+                name.into(),
+                self.groups.values().map(f).collect::<Vec<u64>>(),
+            )
+        };
+        cols.push(num("samples", &|a| a.samples));
+        cols.push(num("turns", &|a| a.turns));
+        cols.push(num("tokens", &|a| a.tokens));
+        cols.push(num("chars", &|a| a.chars));
+        cols.push(num("copies", &|a| a.copies));
+        cols.push(Column::new(
+            "examples".into(),
+            self.groups
+                .values()
+                .map(|a| serde_json::to_string(&a.examples).unwrap_or_default())
+                .collect::<Vec<String>>(),
+        ));
+        cols.push(text(
+            "source_hash",
+            self.groups
+                .keys()
+                .map(|k| k[2].as_ref().and_then(|s| self.inputs.get(s).cloned()))
+                .collect(),
+        ));
+        cols.push(text(
+            "source_content",
+            self.groups
+                .keys()
+                .map(|k| {
+                    k[2].as_ref()
+                        .and_then(|s| self.content.get(s))
+                        .map(|(n, sum)| format!("{n}:{sum:032x}"))
+                })
+                .collect(),
+        ));
+        cols.push(Column::new("mixed".into(), vec![self.mixed; n]));
+        DataFrame::new(n, cols)
+    }
+
+    /// Write the catalog file (Parquet, atomically).
+    pub fn write(&self, dest: &Path, run: &str, files: &str) -> crate::Result<()> {
+        let err = |e: PolarsError| crate::Error::Output {
+            path: dest.to_path_buf(),
+            message: format!("cannot write the catalog: {e}"),
+        };
+        let mut df = self.frame(run, files).map_err(err)?;
+        let mut bytes = Vec::new();
+        ParquetWriter::new(&mut bytes)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(&mut df)
+            .map_err(err)?;
+        crate::storage::write_atomic(dest, &bytes)
+    }
+}
