@@ -13,77 +13,41 @@ use std::path::{Path, PathBuf};
 /// Marker file naming a directory as a sluice run, so publishing never replaces anything else.
 pub const RUN_MARKER: &str = ".sluice-run";
 
-/// A file written under `<name>.tmp` and renamed to `<name>` by [`AtomicFile::commit`].
+/// A file written under `<name>.tmp` and renamed to `<name>` by [`AtomicFile::commit`]
+/// (the workspace's one writer, [`sluice_shards::atomic`], with this crate's errors).
 /// Dropping it uncommitted removes the temporary file.
-pub struct AtomicFile {
-    path: PathBuf,
-    tmp: PathBuf,
-    out: Option<BufWriter<File>>,
-}
+pub struct AtomicFile(sluice_shards::atomic::AtomicFile);
 
 impl AtomicFile {
     /// Start writing `path` (parent directories are created).
     pub fn create(path: impl Into<PathBuf>) -> Result<AtomicFile> {
         let path = path.into();
-        if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        Ok(AtomicFile {
-            path,
-            tmp,
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
-        })
+        sluice_shards::atomic::AtomicFile::create(&path)
+            .map(AtomicFile)
+            .map_err(|e| Error::io(&path, e))
     }
 
     /// The final path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.0.path()
     }
 
     /// Flush, sync and rename into place.
-    pub fn commit(mut self) -> Result<()> {
-        let Some(out) = self.out.take() else {
-            return Ok(());
-        };
-        let file = out
-            .into_inner()
-            .map_err(|e| Error::io(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&self.tmp, e))?;
-        drop(file);
-        fs::rename(&self.tmp, &self.path).map_err(|e| Error::io(&self.path, e))
+    pub fn commit(self) -> Result<()> {
+        let path = self.0.path().to_path_buf();
+        self.0.commit().map_err(|e| Error::io(&path, e))
     }
 }
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self.out.as_mut() {
-            Some(o) => o.write(buf),
-            None => Err(std::io::Error::other("file already committed")),
-        }
+        self.0.write(buf)
     }
     fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self.out.as_mut() {
-            Some(o) => o.write_all(buf),
-            None => Err(std::io::Error::other("file already committed")),
-        }
+        self.0.write_all(buf)
     }
     fn flush(&mut self) -> std::io::Result<()> {
-        match self.out.as_mut() {
-            Some(o) => o.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.out.take().is_some() {
-            let _ = fs::remove_file(&self.tmp);
-        }
+        self.0.flush()
     }
 }
 

@@ -3,6 +3,7 @@
 //! writes them; the trainer reads them one shard at a time, each rank of a world its own share.
 //! Deliberately free of polars, tokio and tokenizers, so the trainer builds light.
 
+pub mod atomic;
 pub mod megatron;
 pub mod native;
 

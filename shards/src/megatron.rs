@@ -16,7 +16,7 @@
 //! below 65,500 (Megatron's own rule), else i32. Each document written here is one sequence.
 
 use crate::{Error, Result};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The `.idx` magic.
@@ -61,7 +61,7 @@ impl MegatronDtype {
 pub struct MegatronWriter {
     prefix: PathBuf,
     dtype: MegatronDtype,
-    bin: BufWriter<std::fs::File>,
+    bin: crate::atomic::AtomicFile,
     sizes: Vec<i32>,
     pointers: Vec<i64>,
     offset: i64,
@@ -76,13 +76,12 @@ fn with_ext(prefix: &Path, ext: &str) -> PathBuf {
 impl MegatronWriter {
     /// Start a dataset at `prefix` (writes `prefix.bin` and `prefix.idx`).
     pub fn create(prefix: &Path, dtype: MegatronDtype) -> Result<MegatronWriter> {
-        let tmp = with_ext(prefix, ".bin.tmp");
-        #[allow(clippy::disallowed_methods)] // temp-then-rename in `finish`
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::Io(tmp.clone(), e))?;
+        let bin = with_ext(prefix, ".bin");
+        let file = crate::atomic::AtomicFile::create(&bin).map_err(|e| Error::Io(bin, e))?;
         Ok(MegatronWriter {
             prefix: prefix.to_path_buf(),
             dtype,
-            bin: BufWriter::new(file),
+            bin: file,
             sizes: Vec::new(),
             pointers: Vec::new(),
             offset: 0,
@@ -122,17 +121,11 @@ impl MegatronWriter {
     /// Write the index and move both files into place; returns the sequence count.
     pub fn finish(self) -> Result<u64> {
         let bin = with_ext(&self.prefix, ".bin");
-        let file = self
-            .bin
-            .into_inner()
-            .map_err(|e| Error::Io(bin.clone(), e.into_error()))?;
-        file.sync_all().map_err(|e| Error::Io(bin.clone(), e))?;
         let n = self.sizes.len();
         let doc_idx: Vec<i64> = (0..=n as i64).collect();
         let idx = index_bytes(self.dtype, &self.sizes, &self.pointers, &doc_idx);
         crate::native::write_atomic(&with_ext(&self.prefix, ".idx"), &idx)?;
-        #[allow(clippy::disallowed_methods)] // the .bin's temp-then-rename
-        std::fs::rename(with_ext(&self.prefix, ".bin.tmp"), &bin).map_err(|e| Error::Io(bin, e))?;
+        self.bin.commit().map_err(|e| Error::Io(bin, e))?;
         Ok(n as u64)
     }
 }

@@ -18,7 +18,6 @@
 //! ```
 
 use crate::{Error, Result, TokenDtype};
-use std::io::Write;
 use std::path::Path;
 
 /// File magic.
@@ -357,19 +356,9 @@ impl Shard {
     }
 }
 
-/// Write bytes to `path` through a temporary name.
+/// Write bytes to `path` through a temporary name ([`crate::atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    let io = |e| Error::Io(path.to_path_buf(), e);
-    #[allow(clippy::disallowed_methods)] // the shards crate's own temp-then-rename
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)
-    }
+    crate::atomic::write_atomic(path, bytes).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 /// Write a builder's shard to `path` atomically.

@@ -1,8 +1,8 @@
 //! Safetensors files in the HF layout (with the `{"format": "pt"}` metadata transformers
 //! expects) and checkpoint directories, all published atomically.
 //!
-//! The trainer does not depend on the pipeline crate, so it publishes with its own
-//! temp-then-rename helpers here rather than the pipeline's storage module.
+//! Files are published through the workspace's one temp-then-rename writer,
+//! [`sluice_shards::atomic`] (the trainer does not depend on the pipeline crate).
 #![allow(clippy::disallowed_methods)]
 
 use crate::{Error, Result};
@@ -22,10 +22,10 @@ pub fn save_tensors(path: &Path, tensors: &BTreeMap<String, Tensor>, dtype: DTyp
         })
         .collect::<Result<_>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let tmp = tmp_name(path);
+    let tmp = sluice_shards::atomic::tmp_path(path);
     safetensors::serialize_to_file(converted.iter().map(|(k, t)| (k, t)), Some(meta), &tmp)
         .map_err(|e| Error::Weights(format!("{}: {e}", path.display())))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
+    sluice_shards::atomic::publish(&tmp, path).map_err(|e| Error::Io(path.to_path_buf(), e))
 }
 
 /// Read every tensor of a safetensors file onto `device`.
@@ -38,12 +38,6 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Ten
 /// Write a text file atomically (the shards crate's temp-then-rename, synced).
 pub fn write_text(path: &Path, text: &str) -> Result<()> {
     Ok(sluice_shards::native::write_atomic(path, text.as_bytes())?)
-}
-
-fn tmp_name(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
 }
 
 /// Parse a dtype name of the configuration (`f32`, `bf16`, `f16`).

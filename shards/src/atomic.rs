@@ -1,0 +1,148 @@
+//! The one temp-then-rename writer of the workspace: the pipeline's outputs, the shards and the
+//! trainer's checkpoints are all published through it. A file is written as `<name>.tmp`,
+//! synced, renamed to `<name>`, and its folder synced, so a crash leaves either the old file or
+//! the new one under the final name, never half of one. (This crate is the lowest one every
+//! writer depends on, and has no heavy dependencies.)
+
+#![allow(clippy::disallowed_methods)] // this module is where published files are written
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// The temporary name of `path`: `<path>.tmp`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    PathBuf::from(tmp)
+}
+
+/// A file written under `<name>.tmp` and renamed to `<name>` by [`AtomicFile::commit`].
+/// Dropping it uncommitted removes the temporary file.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Start writing `path` (its parent folders are created).
+    pub fn create(path: impl Into<PathBuf>) -> io::Result<AtomicFile> {
+        let path = path.into();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        let tmp = tmp_path(&path);
+        let file = File::create(&tmp)?;
+        Ok(AtomicFile {
+            path,
+            tmp,
+            out: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
+    }
+
+    /// The final path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The temporary path being written.
+    pub fn tmp(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Flush, sync and rename into place.
+    pub fn commit(mut self) -> io::Result<()> {
+        let Some(out) = self.out.take() else {
+            return Ok(());
+        };
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        rename_synced(&self.tmp, &self.path)
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.out.as_mut() {
+            Some(o) => o.write(buf),
+            None => Err(io::Error::other("file already committed")),
+        }
+    }
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self.out.as_mut() {
+            Some(o) => o.write_all(buf),
+            None => Err(io::Error::other("file already committed")),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self.out.as_mut() {
+            Some(o) => o.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Write a whole file atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
+/// Publish a file that something else wrote completely at `tmp` (a library that writes to a
+/// path of its own, like safetensors): sync it, rename it to `path`, sync the folder.
+pub fn publish(tmp: &Path, path: &Path) -> io::Result<()> {
+    File::open(tmp)?.sync_all()?;
+    rename_synced(tmp, path)
+}
+
+/// Rename, then sync the folder so the rename itself survives a crash (where the platform
+/// allows opening a folder; elsewhere the rename is what there is).
+fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    if let Some(dir) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_appears_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub/out.bin");
+        let mut f = AtomicFile::create(&path).expect("create");
+        f.write_all(b"half").expect("write");
+        assert!(!path.exists(), "nothing under the final name before commit");
+        drop(f);
+        assert!(
+            !path.exists() && !tmp_path(&path).exists(),
+            "dropped: no trace"
+        );
+        let mut f = AtomicFile::create(&path).expect("create");
+        f.write_all(b"whole").expect("write");
+        f.commit().expect("commit");
+        assert_eq!(fs::read(&path).expect("read"), b"whole");
+        write_atomic(&path, b"again").expect("write");
+        assert_eq!(fs::read(&path).expect("read"), b"again");
+        fs::write(tmp_path(&path), b"by a library").expect("w");
+        publish(&tmp_path(&path), &path).expect("publish");
+        assert_eq!(fs::read(&path).expect("read"), b"by a library");
+        assert!(!tmp_path(&path).exists());
+    }
+}
