@@ -6,8 +6,8 @@
 //! how text was turned into tokens, so that prediction sees exactly the features training saw.
 //! An official fastText `.bin` without a sidecar (a language-id model, say) gets raw text.
 
-use crate::config::{ColumnTarget, InputPlan, RecordFormat};
 use crate::io::convert::convert;
+use crate::io::options::{ColumnTarget, InputPlan, RecordFormat};
 use crate::io::read_path;
 use crate::normalize::is_cjk;
 use serde::{Deserialize, Serialize};

@@ -284,4 +284,20 @@ pub mod tag {
     pub const COPY: &str = "mix_copy";
     /// The split a sample belongs to (`train`, `valid`, `test`).
     pub const SPLIT: &str = "split";
+    /// Put by `sluice mix run` on every sample it reads back: the catalog run (folder) it
+    /// came from.
+    pub const RUN: &str = "catalog_run";
+}
+
+/// A sample's content as a 128-bit hash: its system prompt, turns (with roles) and text,
+/// exactly as written (two files holding the same dialogues give the same hashes).
+pub fn content_hash(s: &Sample) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for (label, part) in s.content_parts() {
+        h.update(label.as_bytes());
+        h.update(b"\x01");
+        h.update(part.as_bytes());
+        h.update(b"\x02");
+    }
+    h.digest128()
 }

@@ -415,6 +415,86 @@ pub fn render_text(tpl: &Template, system_override: Option<&str>, sample: &Sampl
     out
 }
 
+/// Counts tokens of samples: with a tokenizer, or approximately (one per CJK character, one
+/// per four bytes of other words) when none is configured.
+#[derive(Clone)]
+pub enum TokenCounter {
+    /// An HF tokenizer.
+    Tokenizer {
+        /// The tokenizer.
+        handle: std::sync::Arc<TokenizerHandle>,
+        /// How it is named in the catalog (`tokenizer.json:<first 12 hex of its sha256>`).
+        name: String,
+    },
+    /// The approximation.
+    Approx,
+}
+
+impl std::fmt::Debug for TokenCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl TokenCounter {
+    /// A counter with the tokenizer at `path`, or the approximation for `None`.
+    pub fn new(path: Option<&Path>) -> Result<TokenCounter, String> {
+        let Some(path) = path else {
+            return Ok(TokenCounter::Approx);
+        };
+        let handle = TokenizerHandle::shared(path)?;
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        use sha2::Digest;
+        let hash = sha2::Sha256::digest(&bytes);
+        let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        Ok(TokenCounter::Tokenizer {
+            handle,
+            name: format!("{file}:{hex}"),
+        })
+    }
+
+    /// The name recorded in the catalog's `tokens_by` column.
+    pub fn name(&self) -> String {
+        match self {
+            TokenCounter::Tokenizer { name, .. } => name.clone(),
+            TokenCounter::Approx => "approx".into(),
+        }
+    }
+
+    /// Tokens of a sample's content (system prompt, turns or text), without template tokens.
+    pub fn count(&self, s: &Sample) -> u64 {
+        s.content_parts()
+            .map(|(_, text)| match self {
+                TokenCounter::Tokenizer { handle, .. } => handle
+                    .count(text)
+                    .map_or_else(|_| approx_tokens(text), |n| n as u64),
+                TokenCounter::Approx => approx_tokens(text),
+            })
+            .sum()
+    }
+}
+
+/// One token per CJK character, about one per four bytes of other words, one per symbol.
+pub fn approx_tokens(text: &str) -> u64 {
+    let mut n = 0u64;
+    let mut word = 0u64;
+    for c in text.chars() {
+        if c.is_alphanumeric() && (c as u32) < 0x2E80 {
+            word += c.len_utf8() as u64;
+            continue;
+        }
+        n += word.div_ceil(4);
+        word = 0;
+        if !c.is_whitespace() {
+            n += 1;
+        }
+    }
+    n + word.div_ceil(4)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -360,38 +360,3 @@ pub(super) fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String
         .map_err(msg)?;
     Ok((df, warnings))
 }
-
-/// The dimension (tag) columns of a catalog frame's schema.
-pub fn tag_columns(schema: &Schema) -> Vec<String> {
-    schema
-        .iter_names()
-        .map(|n| n.to_string())
-        .filter(|n| !FIXED_COLUMNS.contains(&n.as_str()))
-        .collect()
-}
-
-/// Cast tag columns whose every value is a number (or a missing marker such as `unknown`) to
-/// Float64, so `age >= 18` compares numbers; missing markers become null.
-pub fn numeric_tags(mut df: DataFrame, tags: &[String]) -> PolarsResult<DataFrame> {
-    for t in tags {
-        let Ok(col) = df.column(t) else { continue };
-        let Ok(ca) = col.str() else { continue };
-        let mut any = false;
-        let numeric = ca.iter().all(|v| match v {
-            None => true,
-            Some(v) if MISSING.contains(&v) => true,
-            Some(v) => {
-                any = true;
-                v.trim().parse::<f64>().is_ok()
-            }
-        });
-        if numeric && any {
-            let values: Vec<Option<f64>> = ca
-                .iter()
-                .map(|v| v.and_then(|v| v.trim().parse::<f64>().ok()))
-                .collect();
-            df.with_column(Column::new(t.as_str().into(), values))?;
-        }
-    }
-    Ok(df)
-}

@@ -1,138 +1,13 @@
 //! Questions to the catalog: summaries, pool statistics, mix previews, and the pipeline that
 //! writes a mix from the pools' curated files.
 
-use crate::mix::{GroupStat, MixPlan, MixSpec, PoolSpec};
+use crate::mix::{MixPlan, MixSpec};
 use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
-
-/// A `where` condition as a polars expression: checked by [`crate::filter`] (no function,
-/// subquery or table reaches polars), with its columns checked against `columns` when given.
-pub fn where_expr(text: &str, columns: Option<&[String]>) -> Result<Expr, String> {
-    let sql = crate::filter::canonical(text, columns)?;
-    polars::sql::sql_expr(&sql).map_err(|e| format!("where {text:?}: {e}"))
-}
-
-/// The condition of one pool over a frame with `domain`, `task`, `source`, `kind` and tag
-/// columns.
-pub fn pool_condition(p: &PoolSpec) -> Result<Expr, String> {
-    let any_of = |name: &str, values: &[String]| {
-        values
-            .iter()
-            .map(|v| col(name).eq(lit(v.clone())))
-            .reduce(|a, b| a.or(b))
-    };
-    let mut conds: Vec<Expr> = Vec::new();
-    conds.extend(any_of("domain", &p.domain));
-    conds.extend(any_of("task", &p.task));
-    conds.extend(any_of("source", &p.source));
-    if let Some(k) = p.kind {
-        conds.push(col("kind").eq(lit(k.as_str())));
-    }
-    if let Some(w) = &p.filter {
-        conds.push(where_expr(w, None)?);
-    }
-    Ok(conds
-        .into_iter()
-        .reduce(|a, b| a.and(b))
-        .unwrap_or_else(|| lit(true))
-        .fill_null(lit(false)))
-}
-
-/// A `pool` column (UInt32, null outside every pool): the index of the first pool a row
-/// matches, in [`MixSpec::resolved_pools`] order.
-pub fn pool_expr(spec: &MixSpec) -> Result<Expr, String> {
-    let pools = spec.resolved_pools();
-    let mut expr: Option<Expr> = None;
-    for (i, (_, p, _)) in pools.iter().enumerate().rev() {
-        let then = lit(i as u32);
-        let cond = pool_condition(p)?;
-        expr = Some(match expr {
-            None => when(cond)
-                .then(then)
-                .otherwise(lit(NULL).cast(DataType::UInt32)),
-            Some(rest) => when(cond).then(then).otherwise(rest),
-        });
-    }
-    Ok(expr
-        .unwrap_or_else(|| lit(NULL).cast(DataType::UInt32))
-        .alias("pool"))
-}
-
-/// Group statistics for the planner from a catalog (or per-sample) frame with `samples`,
-/// `tokens` and `examples` columns.
-pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, String> {
-    pooled_stats(lf.with_column(pool_expr(spec)?))
-}
-
-/// [`pool_stats`] over a frame that already has its `pool` column.
-pub fn pooled_stats(lf: LazyFrame) -> Result<Vec<GroupStat>, String> {
-    let schema = lf.clone().collect_schema().map_err(msg)?;
-    let grouped = lf
-        .filter(col("pool").is_not_null())
-        .group_by([col("pool"), col("task")])
-        .agg([
-            col("samples").sum(),
-            col("tokens").sum(),
-            col("examples").head(Some(3)),
-        ])
-        .sort(["pool", "task"], Default::default())
-        .collect()
-        .map_err(|e| {
-            format!(
-                "{e} (columns available: {})",
-                schema
-                    .iter_names()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        })?;
-    let pool = grouped
-        .column("pool")
-        .and_then(|c| c.u32().cloned())
-        .map_err(msg)?;
-    let task = grouped
-        .column("task")
-        .and_then(|c| c.str().cloned())
-        .map_err(msg)?;
-    let samples = grouped
-        .column("samples")
-        .and_then(|c| c.cast(&DataType::UInt64))
-        .map_err(msg)?;
-    let tokens = grouped
-        .column("tokens")
-        .and_then(|c| c.cast(&DataType::UInt64))
-        .map_err(msg)?;
-    let samples = samples.u64().map_err(msg)?;
-    let tokens = tokens.u64().map_err(msg)?;
-    let examples = grouped
-        .column("examples")
-        .and_then(|c| c.list().cloned())
-        .map_err(msg)?;
-    let mut out = Vec::with_capacity(grouped.height());
-    for i in 0..grouped.height() {
-        let mut ex = Vec::new();
-        if let Some(s) = examples.get_as_series(i) {
-            if let Ok(strs) = s.str() {
-                for v in strs.iter().flatten() {
-                    ex.extend(serde_json::from_str::<Vec<String>>(v).unwrap_or_default());
-                }
-            }
-        }
-        out.push(GroupStat {
-            pool: pool.get(i).unwrap_or(0) as usize,
-            task: task.get(i).unwrap_or("").to_string(),
-            samples: samples.get(i).unwrap_or(0),
-            tokens: tokens.get(i).unwrap_or(0),
-            examples: ex,
-        });
-    }
-    Ok(out)
-}
 
 /// A mix preview from the catalog under `root`: the plan the `mix` stage would follow.
 pub fn preview(root: &Path, runs: Option<&[String]>, spec: &MixSpec) -> Result<MixPlan, String> {

@@ -6,7 +6,7 @@
 //! side, and have no empty turn. That is what chat templates and loss masks downstream assume.
 
 use super::{Payload, RawRecord};
-use crate::config::{ColumnTarget, RecordFormat};
+use crate::io::options::{ColumnTarget, RecordFormat};
 use crate::normalize::remove_cjk_spaces;
 use crate::sample::{Kind, Role, Sample, Tags, Turn};
 use serde::Deserialize;
@@ -180,7 +180,7 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
             // parsing from `&str` then skips serde_json's own second validation.
             let owned;
             let text: &str = if cx.encoding == super::TextEncoding::Gb18030
-                && cx.reader != crate::config::ReaderKind::Json
+                && cx.reader != crate::io::options::ReaderKind::Json
             {
                 let (t, bad) = cx.encoding.decode_lossy(bytes)?;
                 replaced += bad;
@@ -630,7 +630,7 @@ fn assemble(rec: &RawRecord, mut p: Parsed) -> Result<(Sample, RecordFormat), St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Encoding, InputPlan, ReaderKind};
+    use crate::io::options::{Encoding, InputPlan, ReaderKind};
     use crate::io::{FileCx, TextEncoding};
     use std::sync::Arc;
 

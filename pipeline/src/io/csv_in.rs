@@ -254,7 +254,7 @@ pub(super) fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Encoding, InputPlan, ReaderKind};
+    use crate::io::options::{Encoding, InputPlan, ReaderKind};
     use crate::io::TextEncoding;
 
     fn rows(text: &str, max: usize) -> (Vec<(u64, String)>, Result<(), String>) {

@@ -388,7 +388,7 @@ fn split_all(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Encoding, InputPlan, ReaderKind};
+    use crate::io::options::{Encoding, InputPlan, ReaderKind};
     use crate::io::TextEncoding;
 
     type Split = (Vec<(u64, Option<String>, String)>, Result<(), String>);

@@ -8,11 +8,12 @@
 pub mod convert;
 mod csv_in;
 mod json_doc;
+pub mod options;
 mod parquet_in;
 pub mod shard_sink;
 pub mod writers;
 
-use crate::config::{Compression, Encoding, InputPlan, ReaderKind, TextUnit};
+use crate::io::options::{Compression, Encoding, InputPlan, ReaderKind, TextUnit};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;

@@ -3,8 +3,8 @@
 //! end each split is globally shuffled with the run's seed and written as native shards of about
 //! `shard_size` bytes, plus `manifest.json` and, on request, Megatron `.bin/.idx` of documents.
 
-use crate::config::ShardsPlan;
 use crate::error::{Error, Result};
+use crate::io::options::ShardsPlan;
 use crate::io::writers::{DropInfo, OutputFile, SampleSink};
 use crate::sample::Sample;
 use crate::tokenize::{encode_sample, Encoded, Template, TokenizerHandle};

@@ -2,10 +2,10 @@
 //! the LLaMA-Factory export. Writers receive samples in output order on one thread and produce
 //! byte-identical files for identical input; every file is written atomically.
 
-use crate::config::LlamaFactoryStyle;
 use crate::error::{Error, Result};
+use crate::io::options::LlamaFactoryStyle;
+use crate::sample::DropReason;
 use crate::sample::{Role, Sample};
-use crate::stages::DropReason;
 use crate::storage::{write_atomic, AtomicFile};
 use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{ArrayRef, RecordBatch};

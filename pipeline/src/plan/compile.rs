@@ -1,12 +1,13 @@
 //! From a checked spec to a [`Plan`]: globs expanded (URL inputs through the caller's
 //! fetcher), stage paths resolved, cross-section rules checked, every problem collected.
 
-use super::output::{CatalogPlan, ShardsPlan};
+use super::output::CatalogPlan;
 use super::paths::confine_spec;
-use super::spec::{ColumnTarget, Encoding, PipelineSpec, ReaderKind, RecordFormat};
+use super::spec::PipelineSpec;
 use super::{CompileOptions, InputPlan, Plan};
 use crate::confine::lexical_normalize;
 use crate::error::{ConfigIssue, Error, Result};
+use crate::io::options::{ColumnTarget, Encoding, ReaderKind, RecordFormat, ShardsPlan};
 use crate::stages::StageConfig;
 use std::path::Path;
 

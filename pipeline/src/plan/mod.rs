@@ -2,7 +2,7 @@
 //! [`Plan`] that resolves paths and globs and collects every error at once ([`compile`], with
 //! [`paths`] confining every path a submitted pipeline names). `sluice check` runs only this
 //! step. This layer does no network I/O: URL inputs are listed by a fetcher the caller passes
-//! in [`CompileOptions::fetch`] (see [`crate::config`], which passes object storage's).
+//! in [`CompileOptions::fetch`] (the `config` module passes object storage's).
 //!
 //! Relative paths are resolved against the directory of the config file, not the working
 //! directory, so a pipeline runs the same from anywhere.
@@ -12,11 +12,11 @@ pub mod output;
 mod paths;
 pub mod spec;
 
+pub use crate::io::options::*;
 pub use output::*;
 pub use spec::*;
 
 use crate::error::{ConfigIssue, Error, Result};
-use crate::sample::Kind;
 use crate::stages::StageConfig;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,64 +25,6 @@ use std::sync::Arc;
 /// `(local path, name shown in reports)`.
 pub type Fetch =
     Arc<dyn Fn(&str) -> std::result::Result<Vec<(PathBuf, String)>, String> + Send + Sync>;
-
-/// A compiled input: globs expanded, options checked.
-#[derive(Debug, Clone)]
-pub struct InputPlan {
-    /// Name in reports.
-    pub name: String,
-    /// The files, sorted, each with the name it is reported under (relative to the config).
-    pub files: Vec<(PathBuf, String)>,
-    /// Reader choice.
-    pub reader: ReaderKind,
-    /// Record format choice.
-    pub format: RecordFormat,
-    /// Compression choice.
-    pub compression: Compression,
-    /// Encoding choice.
-    pub encoding: Encoding,
-    /// Forced domain.
-    pub domain: Option<String>,
-    /// Forced task (default: the input name when the record has none).
-    pub task: String,
-    /// Whether the task was given in config (then it overrides the record's).
-    pub task_forced: bool,
-    /// Forced kind.
-    pub kind: Option<Kind>,
-    /// Column mapping.
-    pub columns: Vec<(String, ColumnTarget)>,
-    /// Text unit of plain text files.
-    pub text_unit: TextUnit,
-    /// Remove spaces around CJK characters.
-    pub cjk_despace: bool,
-    /// Largest expansion of a compressed file (0: no limit).
-    pub max_expansion: u32,
-    /// Tags set on every sample of the input (`sluice mix run` marks the run it read).
-    pub tags: Vec<(String, String)>,
-}
-
-impl InputPlan {
-    /// An input with every option at its default (`auto` everything, no files).
-    pub fn new(name: &str) -> InputPlan {
-        InputPlan {
-            name: name.to_string(),
-            files: Vec::new(),
-            reader: ReaderKind::Auto,
-            format: RecordFormat::Auto,
-            compression: Compression::Auto,
-            encoding: Encoding::Auto,
-            domain: None,
-            task: name.to_string(),
-            task_forced: false,
-            kind: None,
-            columns: Vec::new(),
-            text_unit: TextUnit::Line,
-            cjk_despace: false,
-            max_expansion: default_max_expansion(),
-            tags: Vec::new(),
-        }
-    }
-}
 
 /// A compiled pipeline: everything checked, ready to run.
 #[derive(Debug, Clone)]

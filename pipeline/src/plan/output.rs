@@ -2,6 +2,7 @@
 //! forms.
 
 use super::spec::ByteSize;
+use crate::io::options::LlamaFactoryStyle;
 use serde::Deserialize;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -98,29 +99,6 @@ fn default_shard_size() -> ByteSize {
     ByteSize(128 << 20)
 }
 
-/// A checked `[output.shards]`.
-#[derive(Debug, Clone)]
-pub struct ShardsPlan {
-    /// tokenizer.json.
-    pub tokenizer: Option<PathBuf>,
-    /// vocab.json + merges.txt.
-    pub vocab_merges: Option<(PathBuf, PathBuf)>,
-    /// Template name or file.
-    pub template: String,
-    /// System prompt override.
-    pub system: Option<String>,
-    /// Budgets.
-    pub budget: crate::tokenize::Budget,
-    /// Which assistant turns train.
-    pub train_on: crate::tokenize::TrainOn,
-    /// Packing length.
-    pub seq_len: Option<usize>,
-    /// Bytes per shard.
-    pub shard_bytes: u64,
-    /// Megatron output for documents.
-    pub megatron: bool,
-}
-
 fn default_formats() -> Vec<OutputFormat> {
     vec![OutputFormat::Parquet, OutputFormat::Jsonl]
 }
@@ -150,15 +128,4 @@ pub struct LlamaFactorySpec {
     /// Dataset name in `dataset_info.json` (default: the run's name).
     #[serde(default)]
     pub dataset_name: Option<String>,
-}
-
-/// LLaMA-Factory's two dataset layouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LlamaFactoryStyle {
-    /// `{conversations: [{from, value}], system, tools}`.
-    #[default]
-    Sharegpt,
-    /// `{instruction, input, output, system, history}`; needs user/assistant-only dialogues.
-    Alpaca,
 }

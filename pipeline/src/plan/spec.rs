@@ -2,6 +2,7 @@
 //! unknown key is an error), and the value types they use (sizes, column targets).
 
 use super::output::OutputSpec;
+use crate::io::options::{Compression, Encoding, ReaderKind, RecordFormat, TextUnit};
 use crate::sample::Kind;
 use crate::stages::StageConfig;
 use serde::{Deserialize, Deserializer};
@@ -104,113 +105,7 @@ pub struct InputSpec {
 }
 
 pub(super) fn default_max_expansion() -> u32 {
-    200
-}
-
-/// File layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum ReaderKind {
-    /// By extension, then by content.
-    #[default]
-    Auto,
-    /// One JSON value per line.
-    Jsonl,
-    /// A JSON document: an array of records, one record, or `{split: [records]}`.
-    Json,
-    /// Comma-separated with a header row.
-    Csv,
-    /// Tab-separated with a header row.
-    Tsv,
-    /// Apache Parquet.
-    Parquet,
-    /// Plain text documents.
-    Text,
-}
-
-/// Record layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum RecordFormat {
-    /// Decided per record by its keys.
-    #[default]
-    Auto,
-    /// sluice's own record (`turns: [{role, content}]`), as written by its writers.
-    Sluice,
-    /// `{prompt, response, history}`.
-    Dialogue,
-    /// `{instruction, input, output, system, history}`.
-    Alpaca,
-    /// `{conversations: [{from, value}], system?, tools?}`.
-    Sharegpt,
-    /// `{messages: [{role, content}]}`.
-    Openai,
-    /// `{text}` documents (and plain text files).
-    Text,
-    /// A list of utterances, alternating user and assistant (LCCC).
-    Utterances,
-    /// A flat record mapped by `columns`.
-    Columns,
-}
-
-impl RecordFormat {
-    /// The name used in configs and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RecordFormat::Auto => "auto",
-            RecordFormat::Sluice => "sluice",
-            RecordFormat::Dialogue => "dialogue",
-            RecordFormat::Alpaca => "alpaca",
-            RecordFormat::Sharegpt => "sharegpt",
-            RecordFormat::Openai => "openai",
-            RecordFormat::Text => "text",
-            RecordFormat::Utterances => "utterances",
-            RecordFormat::Columns => "columns",
-        }
-    }
-}
-
-/// Compression of an input file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Compression {
-    /// By magic bytes.
-    #[default]
-    Auto,
-    /// Not compressed.
-    None,
-    /// gzip (also multi-member).
-    Gzip,
-    /// Zstandard.
-    Zstd,
-}
-
-/// Text encoding of an input file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-pub enum Encoding {
-    /// UTF-8, or GB18030 when the file's start is not UTF-8 but is valid GB18030.
-    #[default]
-    #[serde(rename = "auto")]
-    Auto,
-    /// UTF-8; invalid lines are rejected.
-    #[serde(rename = "utf-8", alias = "utf8")]
-    Utf8,
-    /// GB18030, a superset of GBK and GB2312.
-    #[serde(rename = "gb18030", alias = "gbk", alias = "gb2312")]
-    Gb18030,
-}
-
-/// What one document is in a plain text file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum TextUnit {
-    /// Each non-empty line.
-    #[default]
-    Line,
-    /// Each block of lines separated by blank lines.
-    Paragraph,
-    /// The whole file.
-    File,
+    crate::io::options::DEFAULT_MAX_EXPANSION
 }
 
 /// A byte count written as a number or with a unit: `"8MiB"`, `"512KB"`, `1048576`.
@@ -254,52 +149,4 @@ pub(super) fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     (num >= 0.0).then_some((num * mult as f64) as u64)
-}
-
-/// A column mapping target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ColumnTarget {
-    /// A user turn (several user columns are joined with a newline).
-    User,
-    /// An assistant turn.
-    Assistant,
-    /// The system prompt.
-    System,
-    /// Document text.
-    Text,
-    /// The sample id.
-    Id,
-    /// The user id.
-    UserId,
-    /// The domain.
-    Domain,
-    /// The task.
-    Task,
-    /// A tag of this name.
-    Tag(String),
-    /// Not used.
-    Ignore,
-}
-
-impl ColumnTarget {
-    pub(super) fn parse(s: &str) -> Option<ColumnTarget> {
-        Some(match s {
-            "user" | "human" | "prompt" => ColumnTarget::User,
-            "assistant" | "gpt" | "response" => ColumnTarget::Assistant,
-            "system" => ColumnTarget::System,
-            "text" => ColumnTarget::Text,
-            "id" => ColumnTarget::Id,
-            "user_id" => ColumnTarget::UserId,
-            "domain" => ColumnTarget::Domain,
-            "task" => ColumnTarget::Task,
-            "ignore" => ColumnTarget::Ignore,
-            _ => {
-                let name = s.strip_prefix("tag:")?;
-                if name.is_empty() {
-                    return None;
-                }
-                ColumnTarget::Tag(name.to_string())
-            }
-        })
-    }
 }

@@ -6,8 +6,8 @@
 use super::exact_dedup::Scope;
 use super::minhash::MinHasher;
 use super::{DropReason, RecordStage, StageCx, Verdict};
-use crate::config::InputPlan;
 use crate::io::convert::convert;
+use crate::io::options::InputPlan;
 use crate::io::read_path;
 use crate::sample::Sample;
 use serde::Deserialize;

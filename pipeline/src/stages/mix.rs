@@ -20,10 +20,11 @@
 //! Memory: the global stage holds one small record per sample (about 100 bytes plus tags).
 
 use super::{Decision, Decisions, DropReason, GlobalStage};
-use crate::catalog::{pool_expr, pooled_stats, TokenCounter};
 use crate::exchange::{Records, Wire};
+use crate::mix::frame::{pool_expr, pooled_stats};
 use crate::mix::{MixMode, MixPlan, MixSpec, MixUnit, PoolRole};
 use crate::sample::Sample;
+use crate::tokenize::TokenCounter;
 use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -42,7 +43,7 @@ pub struct Config {
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
     /// `sluice mix run` only: the sources each catalog run is counted for (run folder → sources).
-    /// A sample tagged with a run ([`crate::catalog::RUN_TAG`]) whose source that run is not
+    /// A sample tagged with a run ([`crate::sample::tag::RUN`]) whose source that run is not
     /// counted for is left out (`overlap`), as the catalog's preview leaves it out.
     #[serde(skip)]
     pub owners: Option<Arc<BTreeMap<String, std::collections::BTreeSet<String>>>>,
@@ -163,7 +164,7 @@ impl Mix {
             .into_iter()
             .collect();
         // Fixed columns win over tags of the same name.
-        tag_names.retain(|t| !crate::catalog::FIXED_COLUMNS.contains(&t.as_str()) && t != "pos");
+        tag_names.retain(|t| !crate::mix::frame::FIXED_COLUMNS.contains(&t.as_str()) && t != "pos");
         let text = |name: &str, f: &dyn Fn(&MixRecord) -> String| {
             Column::new(name.into(), recs.iter().map(f).collect::<Vec<String>>())
         };
@@ -199,7 +200,7 @@ impl Mix {
             ));
         }
         let df = DataFrame::new(n as usize, cols)?;
-        let df = crate::catalog::numeric_tags(df, &tag_names)?;
+        let df = crate::mix::frame::numeric_tags(df, &tag_names)?;
         Ok((df, recs))
     }
 
@@ -210,7 +211,7 @@ impl Mix {
         let owned: Vec<bool> = recs
             .iter()
             .map(
-                |r| match (&self.owners, r.tags.get(crate::catalog::RUN_TAG)) {
+                |r| match (&self.owners, r.tags.get(crate::sample::tag::RUN)) {
                     (Some(owners), Some(run)) => {
                         owners.get(run).is_some_and(|s| s.contains(&r.source))
                     }
@@ -402,7 +403,7 @@ impl Mix {
                         "source {:?} is counted from another catalog run than {:?}",
                         r.source,
                         r.tags
-                            .get(crate::catalog::RUN_TAG)
+                            .get(crate::sample::tag::RUN)
                             .map_or("", |s| s.as_str())
                     ),
                 )),
@@ -458,7 +459,7 @@ impl GlobalStage for Mix {
             kind: s.kind.as_str().to_string(),
             tags: s.tags.clone(),
             content: if self.owners.is_some() {
-                format!("{:032x}", crate::catalog::content_hash(s))
+                format!("{:032x}", crate::sample::content_hash(s))
             } else {
                 String::new()
             },

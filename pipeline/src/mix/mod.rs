@@ -14,6 +14,8 @@
 //! - Within a pool, tasks share the pool's quota in proportion to `available^(1/temperature)`
 //!   (1 = proportional, large = uniform), and no task exceeds its cap (`task_cap`, in samples).
 
+pub mod frame;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
