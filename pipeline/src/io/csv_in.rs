@@ -6,7 +6,8 @@
 //! reject at the line it opened on, and reading resumes at the next line, so one stray quote
 //! costs one row, not the rows after it. Line numbers count `\n`, so CRLF files number right.
 
-use super::{too_long, FileCx, Payload, RawRecord};
+use super::lines::too_long;
+use super::{FileCx, Payload, RawRecord};
 use std::collections::VecDeque;
 use std::io::{self, BufRead};
 use std::sync::Arc;
@@ -44,12 +45,12 @@ impl Splitter<'_> {
             return Ok(Some(l));
         }
         let mut buf = Vec::new();
-        let got = super::read_line_bounded(self.r, self.max, &mut buf)?;
+        let got = super::lines::read_line_bounded(self.r, self.max, &mut buf)?;
         Ok(got.map(|l| {
             self.line += 1;
             match l {
-                super::Line::Ok => (self.line, Ok(buf)),
-                super::Line::TooLong(n) => (self.line, Err(n)),
+                super::lines::Line::Ok => (self.line, Ok(buf)),
+                super::lines::Line::TooLong(n) => (self.line, Err(n)),
             }
         }))
     }

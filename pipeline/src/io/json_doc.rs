@@ -3,7 +3,8 @@
 //! record's bytes are cut out without parsing them, so one broken record is rejected alone and
 //! memory is bounded by the largest record, not the file.
 
-use super::{too_long, FileCx, Payload, RawRecord};
+use super::lines::too_long;
+use super::{FileCx, Payload, RawRecord};
 use std::io::{self, BufRead};
 use std::sync::Arc;
 

@@ -2,7 +2,8 @@
 //! record format that works for JSON works for Parquet too, sluice's own `turns` list<struct>
 //! among them. Memory is bounded by one record batch.
 
-use super::{too_long, FileCx, Payload, RawRecord};
+use super::lines::too_long;
+use super::{FileCx, Payload, RawRecord};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float32Type, Float64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type,

@@ -1,0 +1,340 @@
+//! Parquet parts of curated and dropped samples (schema in `schemas/curated.md`), written in
+//! fixed chunks so the bytes do not depend on how samples were batched.
+
+use super::*;
+use crate::error::{Error, Result};
+use crate::sample::Sample;
+use crate::storage::AtomicFile;
+use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Fields, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Parquet parts `part-00000.parquet`, … of at most `rows_per_file` rows each.
+pub struct ParquetSink {
+    prefix: String,
+    root: PathBuf,
+    dir: PathBuf,
+    rows_per_file: usize,
+    with_drop: bool,
+    schema: Arc<Schema>,
+    current: Option<(ArrowWriter<AtomicFile>, PathBuf, u64)>,
+    files: Vec<OutputFile>,
+    /// Rows waiting for a full chunk, with their drop reasons and bytes.
+    pending: Vec<Sample>,
+    pending_drops: Vec<DropInfo>,
+    pending_bytes: usize,
+}
+
+/// Rows per Parquet write: the file's pages are cut the same whatever batches the samples
+/// came in (a run split into tasks writes the bytes of a run in one process).
+pub(super) const CHUNK_ROWS: usize = 1024;
+
+/// Bytes at which a chunk is written before it has `CHUNK_ROWS` rows (bounds the buffer).
+pub(super) const CHUNK_BYTES: usize = 16 << 20;
+
+/// Bytes a sample holds, roughly: its strings.
+pub(super) fn sample_bytes(s: &Sample) -> usize {
+    let tags: usize = s.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
+    s.content_parts().map(|(_, c)| c.len() + 16).sum::<usize>()
+        + s.id.len()
+        + s.source.len()
+        + s.tools.as_ref().map_or(0, |t| t.len())
+        + tags
+        + 64
+}
+
+/// The Arrow schema of curated samples (plus drop columns for dropped samples).
+pub fn sample_schema(with_drop: bool) -> Schema {
+    let turn = Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, false),
+    ]);
+    // Tags are a list of {key, value} rather than an Arrow map: HF `datasets` cannot load maps.
+    let tag = Fields::from(vec![
+        Field::new("key", DataType::Utf8, false),
+        Field::new("value", DataType::Utf8, false),
+    ]);
+    let mut fields = vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("source", DataType::Utf8, false),
+        Field::new("domain", DataType::Utf8, false),
+        Field::new("task", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("user_id", DataType::Utf8, true),
+        Field::new("system", DataType::Utf8, true),
+        Field::new("tools", DataType::Utf8, true),
+        Field::new(
+            "turns",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(turn), true))),
+            false,
+        ),
+        Field::new("text", DataType::Utf8, true),
+        Field::new(
+            "tags",
+            DataType::List(Arc::new(Field::new("item", DataType::Struct(tag), true))),
+            false,
+        ),
+    ];
+    if with_drop {
+        fields.extend([
+            Field::new("drop_stage", DataType::Utf8, false),
+            Field::new("drop_reason", DataType::Utf8, false),
+            Field::new("drop_detail", DataType::Utf8, true),
+            Field::new("duplicate_of", DataType::Utf8, true),
+        ]);
+    }
+    Schema::new(fields)
+}
+
+/// A `list<struct<2 × utf8>>` builder for the field `name` of `schema`.
+pub(super) fn pair_list(schema: &Schema, name: &str) -> Result<ListBuilder<StructBuilder>, String> {
+    let item = match schema.field_with_name(name).map(|f| f.data_type().clone()) {
+        Ok(DataType::List(item)) => item,
+        _ => return Err(format!("schema has no {name} list")),
+    };
+    let fields = match item.data_type() {
+        DataType::Struct(f) => f.clone(),
+        _ => return Err(format!("{name} items are not structs")),
+    };
+    Ok(ListBuilder::new(StructBuilder::new(
+        fields,
+        vec![
+            Box::new(StringBuilder::new()),
+            Box::new(StringBuilder::new()),
+        ],
+    ))
+    .with_field(item))
+}
+
+/// Append one (a, b) struct to a pair list's current row.
+pub(super) fn push_pair(
+    list: &mut ListBuilder<StructBuilder>,
+    a: &str,
+    b: &str,
+) -> Result<(), String> {
+    let sb = list.values();
+    sb.field_builder::<StringBuilder>(0)
+        .ok_or("pair builder")?
+        .append_value(a);
+    sb.field_builder::<StringBuilder>(1)
+        .ok_or("pair builder")?
+        .append_value(b);
+    sb.append(true);
+    Ok(())
+}
+
+pub(super) fn to_batch(
+    schema: &Arc<Schema>,
+    samples: &[Sample],
+    drops: Option<&[DropInfo]>,
+) -> Result<RecordBatch, String> {
+    let n = samples.len();
+    let mut cols: Vec<StringBuilder> = (0..8)
+        .map(|_| StringBuilder::with_capacity(n, n * 16))
+        .collect();
+    let mut turns = pair_list(schema, "turns")?;
+    let mut tags = pair_list(schema, "tags")?;
+    let mut text = StringBuilder::new();
+    for s in samples {
+        cols[0].append_value(&s.id);
+        cols[1].append_value(&s.source);
+        cols[2].append_value(&s.domain);
+        cols[3].append_value(&s.task);
+        cols[4].append_value(s.kind.as_str());
+        cols[5].append_option(s.user_id.as_deref());
+        cols[6].append_option(s.system.as_deref());
+        cols[7].append_option(s.tools.as_deref());
+        for t in &s.turns {
+            push_pair(&mut turns, t.role.as_str(), &t.content)?;
+        }
+        turns.append(true);
+        text.append_option(s.text.as_deref());
+        for (k, v) in &s.tags {
+            push_pair(&mut tags, k, v)?;
+        }
+        tags.append(true);
+    }
+    let mut arrays: Vec<ArrayRef> = cols
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    arrays.push(Arc::new(turns.finish()));
+    arrays.push(Arc::new(text.finish()));
+    arrays.push(Arc::new(tags.finish()));
+    if let Some(drops) = drops {
+        let mut d: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+        for info in drops {
+            d[0].append_value(&info.stage);
+            d[1].append_value(info.reason);
+            d[2].append_option(info.detail.as_deref());
+            d[3].append_option(info.duplicate_of.as_deref());
+        }
+        arrays.extend(d.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    }
+    RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())
+}
+
+impl ParquetSink {
+    /// Parts go to `dir`; paths are reported relative to `root`.
+    pub fn new(root: &Path, dir: PathBuf, rows_per_file: usize, with_drop: bool) -> ParquetSink {
+        ParquetSink {
+            root: root.to_path_buf(),
+            dir,
+            prefix: "part".into(),
+            rows_per_file,
+            with_drop,
+            schema: Arc::new(sample_schema(with_drop)),
+            current: None,
+            files: Vec::new(),
+            pending: Vec::new(),
+            pending_drops: Vec::new(),
+            pending_bytes: 0,
+        }
+    }
+
+    /// Write the pending rows as one batch, opening the next file as needed.
+    fn write_pending(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let path = self
+                .dir
+                .join(format!("{}-{:05}.parquet", self.prefix, self.files.len()));
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+                .set_max_row_group_row_count(Some(16 * 1024))
+                .build();
+            let file = AtomicFile::create(&path)?;
+            let w = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| {
+                Error::Output {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
+            self.current = Some((w, path, 0));
+        }
+        let Some((w, path, rows)) = self.current.as_mut() else {
+            return Ok(());
+        };
+        let drops = self.with_drop.then_some(&self.pending_drops[..]);
+        let batch = to_batch(&self.schema, &self.pending, drops).map_err(|m| Error::Output {
+            path: path.clone(),
+            message: m,
+        })?;
+        w.write(&batch).map_err(|e| Error::Output {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        *rows += self.pending.len() as u64;
+        self.pending.clear();
+        self.pending_drops.clear();
+        self.pending_bytes = 0;
+        if *rows as usize >= self.rows_per_file {
+            self.close_current()?;
+        }
+        Ok(())
+    }
+
+    fn close_current(&mut self) -> Result<()> {
+        if let Some((w, path, rows)) = self.current.take() {
+            let file = w.into_inner().map_err(|e| Error::Output {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            file.commit()?;
+            self.files.push(OutputFile {
+                path: rel(&self.root, &path),
+                records: rows,
+                bytes: file_size(&path),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl ParquetSink {
+    /// Name parts `<prefix>-00000.parquet` (default `part`).
+    pub fn with_prefix(mut self, prefix: &str) -> ParquetSink {
+        self.prefix = prefix.to_string();
+        self
+    }
+}
+
+impl SampleSink for ParquetSink {
+    fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
+        if self.with_drop && drops.is_none() {
+            return Err(Error::Output {
+                path: self.dir.clone(),
+                message: "dropped sink without drop reasons".into(),
+            });
+        }
+        for (i, s) in samples.iter().enumerate() {
+            self.pending.push(s.clone());
+            if let Some(d) = drops.filter(|_| self.with_drop).and_then(|d| d.get(i)) {
+                self.pending_drops.push(d.clone());
+            }
+            self.pending_bytes += sample_bytes(s);
+            let in_file = self.current.as_ref().map_or(0, |c| c.2 as usize);
+            let room = self.rows_per_file.saturating_sub(in_file).max(1);
+            if self.pending.len() >= CHUNK_ROWS.min(room) || self.pending_bytes >= CHUNK_BYTES {
+                self.write_pending()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {
+        self.write_pending()?;
+        self.close_current()?;
+        Ok(self.files)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // fixtures
+    use super::*;
+
+    fn parquet_bytes(samples: &[Sample], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sink: Box<dyn SampleSink> = Box::new(ParquetSink::new(
+            dir.path(),
+            dir.path().to_path_buf(),
+            3000,
+            false,
+        ));
+        let mut start = 0;
+        for &end in cuts.iter().chain([samples.len()].iter()) {
+            sink.write(&samples[start..end], None).expect("write");
+            start = end;
+        }
+        let files = sink.finish().expect("finish");
+        files
+            .iter()
+            .map(|f| std::fs::read(dir.path().join(&f.path)).expect("read"))
+            .collect()
+    }
+
+    #[test]
+    fn parquet_bytes_do_not_depend_on_how_samples_were_batched() {
+        let samples: Vec<Sample> = (0..7000)
+            .map(|i| {
+                Sample::document(
+                    format!("d{i}"),
+                    format!("{i} {}", "文本 ".repeat(i % 397 + 1)),
+                )
+            })
+            .collect();
+        let one = parquet_bytes(&samples, &[]);
+        assert_eq!(one.len(), 3, "3000 rows per file");
+        assert_eq!(parquet_bytes(&samples, &[1, 1000, 1001, 2999, 5000]), one);
+        let small: Vec<usize> = (1..7000).step_by(333).collect();
+        assert_eq!(parquet_bytes(&samples, &small), one);
+    }
+}
