@@ -15,8 +15,10 @@
 use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Whether a path in a config or on the command line is a URL.
 pub fn is_url(s: &str) -> bool {
@@ -25,31 +27,83 @@ pub fn is_url(s: &str) -> bool {
     })
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the storage runtime: {e}"))
+/// The process's one storage runtime (two worker threads), started on first use; every call
+/// blocks on it rather than starting a runtime of its own.
+fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("sluice-storage")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the storage runtime: {e}"))
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The process's clients, one per bucket and settings (and one for `file://`), built on first
+/// use: a client keeps its connection pool and credentials between calls.
+fn client(
+    key: &str,
+    build: impl FnOnce() -> Result<Arc<dyn ObjectStore>, String>,
+) -> Result<Arc<dyn ObjectStore>, String> {
+    type Clients = Mutex<HashMap<String, Arc<dyn ObjectStore>>>;
+    static CLIENTS: OnceLock<Clients> = OnceLock::new();
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(c) = clients.lock().ok().and_then(|m| m.get(key).cloned()) {
+        return Ok(c);
+    }
+    let c = build()?;
+    if let Ok(mut m) = clients.lock() {
+        m.entry(key.to_string()).or_insert_with(|| c.clone());
+    }
+    Ok(c)
 }
 
 /// The store and the path within it that a URL names.
-pub fn open(url: &str) -> Result<(Box<dyn ObjectStore>, ObjPath), String> {
+pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     match parsed.scheme() {
         "s3" | "s3a" => {
             let bucket = parsed
                 .host_str()
                 .ok_or_else(|| format!("{url}: no bucket"))?;
-            let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
-            // AWS_ENDPOINT_URL is what the AWS CLI reads; object_store reads AWS_ENDPOINT.
-            if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
-                b = b.with_endpoint(e);
-            }
-            let store = b.build().map_err(|e| format!("{url}: {e}"))?;
+            // The settings are part of the key: a process whose environment changes (tests
+            // with several endpoints) never reuses a client built for other settings.
+            let settings: Vec<String> = [
+                "AWS_ENDPOINT",
+                "AWS_ENDPOINT_URL",
+                "AWS_REGION",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+                "AWS_SESSION_TOKEN",
+                "AWS_ALLOW_HTTP",
+            ]
+            .iter()
+            .map(|k| std::env::var(k).unwrap_or_default())
+            .collect();
+            let key = format!("s3://{bucket}\n{}", settings.join("\n"));
+            let store = client(&key, || {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+                // AWS_ENDPOINT_URL is what the AWS CLI reads; object_store reads AWS_ENDPOINT.
+                if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
+                    b = b.with_endpoint(e);
+                }
+                Ok(Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?))
+            })?;
             let path = ObjPath::from_url_path(parsed.path()).map_err(|e| format!("{url}: {e}"))?;
-            Ok((Box::new(store), path))
+            Ok((store, path))
         }
-        "file" => object_store::parse_url(&parsed).map_err(|e| format!("{url}: {e}")),
+        "file" => {
+            let path = ObjPath::from_url_path(parsed.path()).map_err(|e| format!("{url}: {e}"))?;
+            let store = client("file://", || {
+                Ok(Arc::new(object_store::local::LocalFileSystem::new()))
+            })?;
+            Ok((store, path))
+        }
         other => Err(format!(
             "{url}: storage scheme {other:?} is not supported (s3:// and file:// are)"
         )),
@@ -133,7 +187,7 @@ pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>, String> {
             .join(hex(tag.as_bytes()))
             .join(&name);
         if !local.is_file() {
-            fetch_one(&rt, &*store, &m.location, &local)
+            fetch_one(rt, &*store, &m.location, &local)
                 .map_err(|e| format!("fetching {url}: {e}"))?;
         }
         out.push((local, url));
@@ -316,7 +370,7 @@ pub fn get_dir(url: &str, local: &Path) -> Result<(), String> {
             .map(|r| r.trim_start_matches('/'))
             .unwrap_or(&key)
             .to_string();
-        fetch_one(&rt, &*store, &m.location, &local.join(rel))?;
+        fetch_one(rt, &*store, &m.location, &local.join(rel))?;
     }
     Ok(())
 }
