@@ -230,3 +230,162 @@ mod tests {
         assert!(RunDir::begin(&other).is_err());
     }
 }
+
+/// A place shared files live: a local folder or an object-storage prefix (`s3://…`,
+/// `file://…`), behind one API so the engine and the task protocol never ask which.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// A folder (or file) on a filesystem every task sees.
+    Local(PathBuf),
+    /// An object-storage URL.
+    Remote(String),
+}
+
+impl Place {
+    /// A URL is remote; anything else is a local path.
+    pub fn parse(s: &str) -> Place {
+        if crate::remote::is_url(s) {
+            Place::Remote(s.trim_end_matches('/').to_string())
+        } else {
+            Place::Local(PathBuf::from(s))
+        }
+    }
+
+    /// The place `rel` (slash-separated) below this one.
+    pub fn join(&self, rel: &str) -> Place {
+        if rel.is_empty() {
+            return self.clone();
+        }
+        match self {
+            Place::Local(p) => Place::Local(p.join(rel)),
+            Place::Remote(u) => Place::Remote(format!("{u}/{}", rel.trim_start_matches('/'))),
+        }
+    }
+
+    /// As written in markers and messages.
+    pub fn display(&self) -> String {
+        match self {
+            Place::Local(p) => p.to_string_lossy().into_owned(),
+            Place::Remote(u) => u.clone(),
+        }
+    }
+
+    /// The path errors name (the URL itself for remote places).
+    fn error_path(&self) -> PathBuf {
+        PathBuf::from(self.display())
+    }
+
+    /// Write `bytes` here, whole (atomically on a filesystem; one PUT in object storage).
+    pub fn put(&self, bytes: &[u8]) -> Result<()> {
+        match self {
+            Place::Local(p) => write_atomic(p, bytes),
+            Place::Remote(u) => {
+                crate::remote::put_bytes(u, bytes.to_vec()).map_err(|message| Error::Output {
+                    path: self.error_path(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// The bytes here, or `None` when nothing is.
+    pub fn get(&self) -> Result<Option<Vec<u8>>> {
+        match self {
+            Place::Local(p) => match fs::read(p) {
+                Ok(b) => Ok(Some(b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(p, e)),
+            },
+            Place::Remote(u) => crate::remote::get_bytes(u).map_err(|message| Error::Output {
+                path: self.error_path(),
+                message,
+            }),
+        }
+    }
+
+    /// Make the named files of the local folder `from` available here (nothing to do when
+    /// this is that folder).
+    pub fn put_files(&self, from: &Path, names: &[String]) -> Result<()> {
+        match self {
+            Place::Local(p) if p == from => Ok(()),
+            Place::Local(p) => {
+                for n in names {
+                    let file = from.join(n);
+                    let bytes = fs::read(&file).map_err(|e| Error::io(&file, e))?;
+                    write_atomic(&p.join(n), &bytes)?;
+                }
+                Ok(())
+            }
+            Place::Remote(u) => {
+                crate::remote::put_files(from, names, u).map_err(|message| Error::Output {
+                    path: self.error_path(),
+                    message,
+                })
+            }
+        }
+    }
+
+    /// A local folder holding what is here: this folder itself, or a copy fetched into
+    /// `cache` (replaced).
+    pub fn local_dir(&self, cache: &Path) -> Result<PathBuf> {
+        match self {
+            Place::Local(p) => Ok(p.clone()),
+            Place::Remote(u) => {
+                if cache.exists() {
+                    fs::remove_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+                }
+                crate::remote::get_dir(u, cache).map_err(|message| Error::Output {
+                    path: self.error_path(),
+                    message,
+                })?;
+                Ok(cache.to_path_buf())
+            }
+        }
+    }
+
+    /// Remove everything here (best effort).
+    pub fn remove_all(&self) {
+        match self {
+            Place::Local(p) => {
+                let _ = fs::remove_dir_all(p);
+            }
+            Place::Remote(u) => {
+                let _ = crate::remote::delete_prefix(u);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod place_tests {
+    use super::*;
+
+    #[test]
+    fn a_local_place_reads_writes_and_shares_like_a_remote_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = Place::parse(&dir.path().to_string_lossy());
+        assert_eq!(root, Place::Local(dir.path().to_path_buf()));
+        let marker = root.join("markers/map-0/task-00001.done");
+        assert_eq!(marker.get().expect("get"), None);
+        marker.put(b"{}").expect("put");
+        assert_eq!(marker.get().expect("get").as_deref(), Some(&b"{}"[..]));
+        let own = dir.path().join("own");
+        write_atomic(&own.join("a.bin"), b"a").expect("w");
+        let shared = root.join("shared");
+        shared.put_files(&own, &["a.bin".into()]).expect("share");
+        assert_eq!(
+            shared.local_dir(&dir.path().join("cache")).expect("dir"),
+            dir.path().join("shared")
+        );
+        assert_eq!(fs::read(dir.path().join("shared/a.bin")).expect("r"), b"a");
+        Place::Local(own.clone())
+            .put_files(&own, &["a.bin".into()])
+            .expect("same folder");
+        assert_eq!(
+            Place::parse("s3://bucket/work/").join("markers"),
+            Place::Remote("s3://bucket/work/markers".into())
+        );
+        shared.remove_all();
+        assert!(!dir.path().join("shared").exists());
+    }
+}

@@ -121,67 +121,42 @@ pub fn run_key(pipeline: &[u8], files: &[(PathBuf, u64)], tasks: usize, out: &Pa
     format!("{:032x}", h.digest128())
 }
 
-/// Completion markers of the phases of one run, under a shared directory.
+/// Completion markers of the phases of one run, under a shared place (a folder, or a prefix in
+/// object storage for tasks on machines that share no filesystem).
 pub struct Markers {
-    dir: PathBuf,
-    /// Markers in object storage instead (`s3://…/markers`).
-    url: Option<String>,
+    root: crate::storage::Place,
     run_key: String,
 }
 
 impl Markers {
-    /// Markers under `dir` for the run identified by `run_key` (a hash of the plan and the task
-    /// count): markers of another run are ignored, never trusted.
+    /// Markers under `root` for the run identified by `run_key` (a hash of the plan and the
+    /// task count): markers of another run are ignored, never trusted.
+    pub fn at(root: crate::storage::Place, run_key: &str) -> Markers {
+        Markers {
+            root,
+            run_key: run_key.to_string(),
+        }
+    }
+
+    /// Markers under the folder `dir`.
     pub fn new(dir: &Path, run_key: &str) -> Markers {
-        Markers {
-            dir: dir.to_path_buf(),
-            url: None,
-            run_key: run_key.to_string(),
-        }
+        Markers::at(crate::storage::Place::Local(dir.to_path_buf()), run_key)
     }
 
-    /// Markers as objects under `url` (tasks on machines that share no filesystem).
-    pub fn remote(url: &str, run_key: &str) -> Markers {
-        Markers {
-            dir: PathBuf::from(url),
-            url: Some(url.trim_end_matches('/').to_string()),
-            run_key: run_key.to_string(),
-        }
-    }
-
-    fn path(&self, phase: &str, task: usize) -> PathBuf {
-        self.dir.join(phase).join(format!("task-{task:05}.done"))
+    fn place(&self, phase: &str, task: usize) -> crate::storage::Place {
+        self.root.join(&format!("{phase}/task-{task:05}.done"))
     }
 
     /// Record that `task` finished `phase`, with what later phases need to know (counts,
     /// file names).
     pub fn mark(&self, phase: &str, task: usize, payload: &serde_json::Value) -> Result<()> {
         let body = serde_json::json!({"run_key": self.run_key, "payload": payload});
-        if let Some(url) = &self.url {
-            let at = format!("{url}/{phase}/task-{task:05}.done");
-            return crate::remote::put_bytes(&at, body.to_string().into_bytes()).map_err(
-                |message| Error::Output {
-                    path: PathBuf::from(&at),
-                    message,
-                },
-            );
-        }
-        let path = self.path(phase, task);
-        if let Some(parent) = path.parent() {
-            #[allow(clippy::disallowed_methods)] // a directory, not an output file
-            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        }
-        crate::storage::write_atomic(&path, body.to_string().as_bytes())
+        self.place(phase, task).put(body.to_string().as_bytes())
     }
 
     /// The payload of `task`'s marker for `phase`, when it exists for this run.
     pub fn done(&self, phase: &str, task: usize) -> Option<serde_json::Value> {
-        let bytes = match &self.url {
-            Some(url) => {
-                crate::remote::get_bytes(&format!("{url}/{phase}/task-{task:05}.done")).ok()??
-            }
-            None => std::fs::read(self.path(phase, task)).ok()?,
-        };
+        let bytes = self.place(phase, task).get().ok()??;
         let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         if v.get("run_key").and_then(|k| k.as_str()) != Some(self.run_key.as_str()) {
             return None;
@@ -213,7 +188,7 @@ impl Markers {
                     .map(|(t, _)| t.to_string())
                     .collect();
                 return Err(Error::Output {
-                    path: self.dir.join(phase),
+                    path: PathBuf::from(self.root.join(phase).display()),
                     message: format!(
                         "phase {phase}: tasks {} did not finish within {:?}",
                         missing.join(", "),

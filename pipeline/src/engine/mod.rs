@@ -241,7 +241,10 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 .cloned()
                 .unwrap_or(0..0);
             let markers = match &t.shared {
-                Some(url) => crate::tasks::Markers::remote(&format!("{url}/markers"), &t.run_key),
+                Some(url) => crate::tasks::Markers::at(
+                    crate::storage::Place::Remote(url.clone()).join("markers"),
+                    &t.run_key,
+                ),
                 None => crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key),
             };
             let rejects = own.join("rejects.jsonl");
@@ -285,17 +288,17 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             if spec.index != 0 {
                 return Ok(engine.task_report(started, threads));
             }
-            let work = engine
-                .task
-                .as_ref()
-                .map(|t| (t.run.work.clone(), t.run.shared.clone()));
+            let work = engine.task.as_ref().map(|t| {
+                (
+                    crate::storage::Place::Local(t.run.work.clone()),
+                    t.shared_root(),
+                )
+            });
             engine.merge_tasks(&out_dir)?;
             let report = engine.finish(started, threads, max_ratio)?;
-            if let Some((local, shared)) = work {
-                let _ = std::fs::remove_dir_all(local);
-                if let Some(url) = shared {
-                    let _ = crate::remote::delete_prefix(&url);
-                }
+            // The local work folder, and the shared one when it is elsewhere.
+            for place in work.into_iter().flat_map(|(local, shared)| [local, shared]) {
+                place.remove_all();
             }
             report
         }

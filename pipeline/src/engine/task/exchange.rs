@@ -37,6 +37,9 @@ impl Engine<'_> {
         )?;
         let reduce_dir = work.join(format!("reduce-{seg}"));
         let decisions_path = reduce_dir.join("decisions.json");
+        let decisions_at = t
+            .shared_root()
+            .join(&format!("reduce-{seg}/decisions.json"));
         let mut times = Vec::new();
         let mut reduce_cpu = Duration::ZERO;
         // Task 0 has every task's map marker once it has merged; the others wait for them.
@@ -78,16 +81,7 @@ impl Engine<'_> {
                 path: decisions_path.clone(),
                 message,
             })?;
-            match &t.run.shared {
-                Some(url) => {
-                    crate::remote::put_bytes(&format!("{url}/reduce-{seg}/decisions.json"), json)
-                        .map_err(|message| Error::Output {
-                            path: decisions_path.clone(),
-                            message,
-                        })?
-                }
-                None => crate::storage::write_atomic(&decisions_path, &json)?,
-            }
+            decisions_at.put(&json)?;
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
             if let Some(e) = failed {
                 return Err(e);
@@ -108,18 +102,10 @@ impl Engine<'_> {
             .iter()
             .map(|c| c["records"].as_u64().unwrap_or(0))
             .sum();
-        let bytes = match &t.run.shared {
-            Some(url) => crate::remote::get_bytes(&format!("{url}/reduce-{seg}/decisions.json"))
-                .map_err(|message| Error::Output {
-                    path: decisions_path.clone(),
-                    message,
-                })?
-                .ok_or_else(|| Error::Output {
-                    path: decisions_path.clone(),
-                    message: "the decisions are missing".into(),
-                })?,
-            None => std::fs::read(&decisions_path).map_err(|e| Error::io(&decisions_path, e))?,
-        };
+        let bytes = decisions_at.get()?.ok_or_else(|| Error::Output {
+            path: decisions_path.clone(),
+            message: "the decisions are missing".into(),
+        })?;
         let all = Decisions::from_json(&bytes).map_err(|message| Error::Output {
             path: decisions_path.clone(),
             message,

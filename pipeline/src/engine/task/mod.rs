@@ -7,6 +7,7 @@ pub(in crate::engine) mod stream;
 use crate::engine::{Engine, TaskRun};
 use crate::error::{Error, Result};
 use crate::report::{InputReport, Report, Timings};
+use crate::storage::Place;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -31,61 +32,48 @@ pub(in crate::engine) struct TaskState {
 }
 
 impl TaskState {
-    /// Where others find this attempt's shared files: its folder, or its URL.
-    pub(in crate::engine) fn shared_dir(&self) -> String {
+    /// Where the tasks meet: the shared work folder, or its object-storage prefix.
+    pub(in crate::engine) fn shared_root(&self) -> Place {
         match &self.run.shared {
-            Some(url) => format!(
-                "{url}/task-{:05}/{}",
+            Some(url) => Place::Remote(url.clone()),
+            None => Place::Local(self.run.work.clone()),
+        }
+    }
+
+    /// Where others find this attempt's shared files: its own folder (on a shared
+    /// filesystem), or its prefix in object storage.
+    pub(in crate::engine) fn shared_place(&self) -> Place {
+        match &self.run.shared {
+            Some(_) => self.shared_root().join(&format!(
+                "task-{:05}/{}",
                 self.run.spec.index,
                 self.own
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()
-            ),
-            None => self.own.to_string_lossy().into_owned(),
+            )),
+            None => Place::Local(self.own.clone()),
         }
     }
 
-    /// Publish files of this attempt for the other tasks (a no-op on a shared filesystem).
+    /// [`TaskState::shared_place`] as markers name it.
+    pub(in crate::engine) fn shared_dir(&self) -> String {
+        self.shared_place().display()
+    }
+
+    /// Publish files of this attempt for the other tasks (nothing to copy on a shared
+    /// filesystem).
     pub(in crate::engine) fn share(&self, sub: &str, names: &[String]) -> Result<()> {
-        let Some(_) = &self.run.shared else {
-            return Ok(());
-        };
-        let local = if sub.is_empty() {
-            self.own.clone()
-        } else {
-            self.own.join(sub)
-        };
-        let url = if sub.is_empty() {
-            self.shared_dir()
-        } else {
-            format!("{}/{sub}", self.shared_dir())
-        };
-        crate::remote::put_files(&local, names, &url).map_err(|message| Error::Output {
-            path: local.clone(),
-            message,
-        })
+        self.shared_place()
+            .join(sub)
+            .put_files(&self.own.join(sub), names)
     }
 
     /// A local folder holding what another task shared under `dir` (+ `sub`).
     pub(in crate::engine) fn fetch(&self, dir: &str, sub: &str, label: &str) -> Result<PathBuf> {
-        if !crate::remote::is_url(dir) {
-            return Ok(PathBuf::from(dir).join(sub));
-        }
-        let local = self.own.join("fetched").join(label).join(sub);
-        if local.exists() {
-            std::fs::remove_dir_all(&local).map_err(|e| Error::io(&local, e))?;
-        }
-        let url = if sub.is_empty() {
-            dir.to_string()
-        } else {
-            format!("{dir}/{sub}")
-        };
-        crate::remote::get_dir(&url, &local).map_err(|message| Error::Output {
-            path: local.clone(),
-            message,
-        })?;
-        Ok(local)
+        Place::parse(dir)
+            .join(sub)
+            .local_dir(&self.own.join("fetched").join(label).join(sub))
     }
 }
 
