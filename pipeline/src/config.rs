@@ -23,7 +23,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Plan> {
 pub fn parse_with(text: &str, path: &Path, opts: &CompileOptions) -> Result<Plan> {
     let mut opts = opts.clone();
     if opts.fetch.is_none() {
-        opts.fetch = Some(Arc::new(crate::remote::fetch));
+        opts.fetch = Some(Arc::new(|pattern: &str| {
+            crate::remote::fetch(pattern).map_err(|e| e.to_string())
+        }));
     }
     crate::plan::parse_with(text, path, &opts)
 }

@@ -20,6 +20,81 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+/// What went wrong with object storage: which URL or file, doing what, and the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// A URL or pattern that cannot be used (unparseable, no bucket, a bad glob).
+    #[error("{url}: {message}")]
+    BadUrl {
+        /// As written.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// A scheme other than `s3://` and `file://`.
+    #[error("{url}: storage scheme {scheme:?} is not supported (s3:// and file:// are)")]
+    Unsupported {
+        /// As written.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+    },
+    /// The store refused or failed an operation.
+    #[error("{doing} {url}: {source}")]
+    Store {
+        /// What was being done (`listing`, `reading`, `uploading`, …).
+        doing: &'static str,
+        /// The object or prefix.
+        url: String,
+        /// The store's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A local file of the cache or of an upload.
+    #[error("{path}: {source}", path = .path.display())]
+    Local {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The storage runtime could not start.
+    #[error("cannot start the storage runtime: {0}")]
+    Runtime(String),
+}
+
+impl RemoteError {
+    fn url(url: &str, e: impl std::fmt::Display) -> RemoteError {
+        RemoteError::BadUrl {
+            url: url.to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn store(
+        doing: &'static str,
+        url: impl std::fmt::Display,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> RemoteError {
+        RemoteError::Store {
+            doing,
+            url: url.to_string(),
+            source: e.into(),
+        }
+    }
+
+    fn local(path: &Path, source: std::io::Error) -> RemoteError {
+        RemoteError::Local {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Results of object storage.
+pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
 /// Whether a path in a config or on the command line is a URL.
 pub fn is_url(s: &str) -> bool {
     s.split_once("://").is_some_and(|(scheme, _)| {
@@ -29,8 +104,9 @@ pub fn is_url(s: &str) -> bool {
 
 /// The process's one storage runtime (two worker threads), started on first use; every call
 /// blocks on it rather than starting a runtime of its own.
-fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
-    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+fn runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::result::Result<tokio::runtime::Runtime, String>> =
+        OnceLock::new();
     RUNTIME
         .get_or_init(|| {
             tokio::runtime::Builder::new_multi_thread()
@@ -38,18 +114,18 @@ fn runtime() -> Result<&'static tokio::runtime::Runtime, String> {
                 .thread_name("sluice-storage")
                 .enable_all()
                 .build()
-                .map_err(|e| format!("cannot start the storage runtime: {e}"))
+                .map_err(|e| e.to_string())
         })
         .as_ref()
-        .map_err(Clone::clone)
+        .map_err(|e| RemoteError::Runtime(e.clone()))
 }
 
 /// The process's clients, one per bucket and settings (and one for `file://`), built on first
 /// use: a client keeps its connection pool and credentials between calls.
 fn client(
     key: &str,
-    build: impl FnOnce() -> Result<Arc<dyn ObjectStore>, String>,
-) -> Result<Arc<dyn ObjectStore>, String> {
+    build: impl FnOnce() -> Result<Arc<dyn ObjectStore>>,
+) -> Result<Arc<dyn ObjectStore>> {
     type Clients = Mutex<HashMap<String, Arc<dyn ObjectStore>>>;
     static CLIENTS: OnceLock<Clients> = OnceLock::new();
     let clients = CLIENTS.get_or_init(Default::default);
@@ -64,13 +140,13 @@ fn client(
 }
 
 /// The store and the path within it that a URL names.
-pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath)> {
+    let parsed = url::Url::parse(url).map_err(|e| RemoteError::url(url, e))?;
     match parsed.scheme() {
         "s3" | "s3a" => {
             let bucket = parsed
                 .host_str()
-                .ok_or_else(|| format!("{url}: no bucket"))?;
+                .ok_or_else(|| RemoteError::url(url, "no bucket"))?;
             // The settings are part of the key: a process whose environment changes (tests
             // with several endpoints) never reuses a client built for other settings.
             let settings: Vec<String> = [
@@ -92,21 +168,24 @@ pub fn open(url: &str) -> Result<(Arc<dyn ObjectStore>, ObjPath), String> {
                 if let Ok(e) = std::env::var("AWS_ENDPOINT_URL") {
                     b = b.with_endpoint(e);
                 }
-                Ok(Arc::new(b.build().map_err(|e| format!("{url}: {e}"))?))
+                Ok(Arc::new(b.build().map_err(|e| RemoteError::url(url, e))?))
             })?;
-            let path = ObjPath::from_url_path(parsed.path()).map_err(|e| format!("{url}: {e}"))?;
+            let path =
+                ObjPath::from_url_path(parsed.path()).map_err(|e| RemoteError::url(url, e))?;
             Ok((store, path))
         }
         "file" => {
-            let path = ObjPath::from_url_path(parsed.path()).map_err(|e| format!("{url}: {e}"))?;
+            let path =
+                ObjPath::from_url_path(parsed.path()).map_err(|e| RemoteError::url(url, e))?;
             let store = client("file://", || {
                 Ok(Arc::new(object_store::local::LocalFileSystem::new()))
             })?;
             Ok((store, path))
         }
-        other => Err(format!(
-            "{url}: storage scheme {other:?} is not supported (s3:// and file:// are)"
-        )),
+        other => Err(RemoteError::Unsupported {
+            url: url.to_string(),
+            scheme: other.to_string(),
+        }),
     }
 }
 
@@ -129,7 +208,7 @@ pub fn staging_dir(url: &str) -> PathBuf {
 
 /// List the objects a URL pattern matches (glob characters in the last part(s) only), sorted,
 /// and fetch each into the cache. Returns (local path, URL) pairs.
-pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>, String> {
+pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>> {
     let glob_at = pattern.find(['*', '?', '[']);
     let (base, prefix) = match glob_at {
         Some(i) => {
@@ -143,7 +222,10 @@ pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>, String> {
     let matcher = if prefix.is_empty() {
         None
     } else {
-        Some(glob::Pattern::new(prefix).map_err(|e| format!("invalid glob {pattern:?}: {e}"))?)
+        Some(
+            glob::Pattern::new(prefix)
+                .map_err(|e| RemoteError::url(pattern, format!("invalid glob: {e}")))?,
+        )
     };
     let mut metas = rt
         .block_on(async {
@@ -160,7 +242,7 @@ pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>, String> {
             }
             store.list(Some(&root)).try_collect::<Vec<_>>().await
         })
-        .map_err(|e| format!("listing {pattern}: {e}"))?;
+        .map_err(|e| RemoteError::store("listing", pattern, e))?;
     let root_s = root.to_string();
     metas.retain(|m| {
         let key = m.location.to_string();
@@ -187,8 +269,7 @@ pub fn fetch(pattern: &str) -> Result<Vec<(PathBuf, String)>, String> {
             .join(hex(tag.as_bytes()))
             .join(&name);
         if !local.is_file() {
-            fetch_one(rt, &*store, &m.location, &local)
-                .map_err(|e| format!("fetching {url}: {e}"))?;
+            fetch_one(rt, &*store, &m.location, &local)?;
         }
         out.push((local, url));
     }
@@ -200,13 +281,13 @@ fn fetch_one(
     store: &dyn ObjectStore,
     at: &ObjPath,
     local: &Path,
-) -> Result<(), String> {
-    let dir = local.parent().ok_or("no parent")?;
+) -> Result<()> {
+    let dir = local.parent().unwrap_or(Path::new("."));
     #[allow(clippy::disallowed_methods)] // the cache, published below by rename
     {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir).map_err(|e| RemoteError::local(dir, e))?;
         let tmp = dir.join(".part");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| e.to_string())?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| RemoteError::local(&tmp, e))?;
         rt.block_on(async {
             let mut stream = store.get(at).await?.into_stream();
             while let Some(chunk) = stream.try_next().await? {
@@ -218,22 +299,22 @@ fn fetch_one(
             }
             Ok::<(), object_store::Error>(())
         })
-        .map_err(|e| e.to_string())?;
-        f.sync_all().map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, local).map_err(|e| e.to_string())
+        .map_err(|e| RemoteError::store("fetching", at, e))?;
+        f.sync_all().map_err(|e| RemoteError::local(&tmp, e))?;
+        std::fs::rename(&tmp, local).map_err(|e| RemoteError::local(local, e))
     }
 }
 
 /// Upload every file under `local` to `url` (same relative names), then `_SUCCESS`. Returns
 /// the number of files uploaded.
-pub fn upload(local: &Path, url: &str) -> Result<usize, String> {
+pub fn upload(local: &Path, url: &str) -> Result<usize> {
     let (store, root) = open(url.trim_end_matches('/'))?;
     let rt = runtime()?;
     let mut files = Vec::new();
     let mut stack = vec![local.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let p = e.map_err(|e| e.to_string())?.path();
+        for e in std::fs::read_dir(&d).map_err(|e| RemoteError::local(&d, e))? {
+            let p = e.map_err(|e| RemoteError::local(&d, e))?.path();
             if p.is_dir() {
                 stack.push(p);
             } else {
@@ -263,11 +344,11 @@ pub fn upload(local: &Path, url: &str) -> Result<usize, String> {
             let to = ObjPath::from(key(f));
             let size = std::fs::metadata(f).map_or(0, |m| m.len());
             if size <= 16 << 20 {
-                let bytes = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+                let bytes = std::fs::read(f).map_err(|e| RemoteError::local(f, e))?;
                 store
                     .put(&to, PutPayload::from(bytes))
                     .await
-                    .map_err(|e| format!("uploading {to}: {e}"))?;
+                    .map_err(|e| RemoteError::store("uploading", to, e))?;
             } else {
                 upload_large(&*store, &to, f).await?;
             }
@@ -278,27 +359,27 @@ pub fn upload(local: &Path, url: &str) -> Result<usize, String> {
                 PutPayload::from_static(b""),
             )
             .await
-            .map_err(|e| format!("writing _SUCCESS under {url}: {e}"))?;
-        Ok::<(), String>(())
+            .map_err(|e| RemoteError::store("writing _SUCCESS under", url, e))?;
+        Ok::<(), RemoteError>(())
     })?;
     Ok(files.len())
 }
 
 /// Multipart upload in 8 MiB parts: memory stays at one part.
-async fn upload_large(store: &dyn ObjectStore, to: &ObjPath, f: &Path) -> Result<(), String> {
+async fn upload_large(store: &dyn ObjectStore, to: &ObjPath, f: &Path) -> Result<()> {
     use std::io::Read;
     let mut upload = store
         .put_multipart(to)
         .await
-        .map_err(|e| format!("uploading {to}: {e}"))?;
-    let mut file = std::fs::File::open(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        .map_err(|e| RemoteError::store("uploading", to, e))?;
+    let mut file = std::fs::File::open(f).map_err(|e| RemoteError::local(f, e))?;
     loop {
         let mut buf = vec![0u8; 8 << 20];
         let mut n = 0;
         while n < buf.len() {
             let got = file
                 .read(&mut buf[n..])
-                .map_err(|e| format!("{}: {e}", f.display()))?;
+                .map_err(|e| RemoteError::local(f, e))?;
             if got == 0 {
                 break;
             }
@@ -311,26 +392,26 @@ async fn upload_large(store: &dyn ObjectStore, to: &ObjPath, f: &Path) -> Result
         upload
             .put_part(PutPayload::from(buf))
             .await
-            .map_err(|e| format!("uploading {to}: {e}"))?;
+            .map_err(|e| RemoteError::store("uploading", to, e))?;
     }
     upload
         .complete()
         .await
-        .map_err(|e| format!("uploading {to}: {e}"))?;
+        .map_err(|e| RemoteError::store("uploading", to, e))?;
     Ok(())
 }
 
 /// Write one object.
-pub fn put_bytes(url: &str, bytes: Vec<u8>) -> Result<(), String> {
+pub fn put_bytes(url: &str, bytes: Vec<u8>) -> Result<()> {
     let (store, path) = open(url)?;
     runtime()?
         .block_on(store.put(&path, PutPayload::from(bytes)))
         .map(drop)
-        .map_err(|e| format!("writing {url}: {e}"))
+        .map_err(|e| RemoteError::store("writing", url, e))
 }
 
 /// Read one object; `None` when it does not exist.
-pub fn get_bytes(url: &str) -> Result<Option<Vec<u8>>, String> {
+pub fn get_bytes(url: &str) -> Result<Option<Vec<u8>>> {
     let (store, path) = open(url)?;
     runtime()?.block_on(async {
         match store.get(&path).await {
@@ -338,30 +419,30 @@ pub fn get_bytes(url: &str) -> Result<Option<Vec<u8>>, String> {
                 .bytes()
                 .await
                 .map(|b| Some(b.to_vec()))
-                .map_err(|e| format!("reading {url}: {e}")),
+                .map_err(|e| RemoteError::store("reading", url, e)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(format!("reading {url}: {e}")),
+            Err(e) => Err(RemoteError::store("reading", url, e)),
         }
     })
 }
 
 /// Upload the named files of `local` under `url` (no `_SUCCESS`): a task's share of a phase.
-pub fn put_files(local: &Path, names: &[String], url: &str) -> Result<(), String> {
+pub fn put_files(local: &Path, names: &[String], url: &str) -> Result<()> {
     for n in names {
         let p = local.join(n);
-        let bytes = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let bytes = std::fs::read(&p).map_err(|e| RemoteError::local(&p, e))?;
         put_bytes(&format!("{}/{n}", url.trim_end_matches('/')), bytes)?;
     }
     Ok(())
 }
 
 /// Download every object under `url` into `local` (same relative names).
-pub fn get_dir(url: &str, local: &Path) -> Result<(), String> {
+pub fn get_dir(url: &str, local: &Path) -> Result<()> {
     let (store, root) = open(url.trim_end_matches('/'))?;
     let rt = runtime()?;
     let metas = rt
         .block_on(store.list(Some(&root)).try_collect::<Vec<_>>())
-        .map_err(|e| format!("listing {url}: {e}"))?;
+        .map_err(|e| RemoteError::store("listing", url, e))?;
     let root_s = root.to_string();
     for m in metas {
         let key = m.location.to_string();
@@ -376,7 +457,7 @@ pub fn get_dir(url: &str, local: &Path) -> Result<(), String> {
 }
 
 /// Delete every object under `url` (best effort).
-pub fn delete_prefix(url: &str) -> Result<(), String> {
+pub fn delete_prefix(url: &str) -> Result<()> {
     let (store, root) = open(url.trim_end_matches('/'))?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -386,5 +467,5 @@ pub fn delete_prefix(url: &str) -> Result<(), String> {
         }
         Ok::<(), object_store::Error>(())
     })
-    .map_err(|e| format!("deleting {url}: {e}"))
+    .map_err(|e| RemoteError::store("deleting", url, e))
 }

@@ -280,9 +280,9 @@ impl Place {
         match self {
             Place::Local(p) => write_atomic(p, bytes),
             Place::Remote(u) => {
-                crate::remote::put_bytes(u, bytes.to_vec()).map_err(|message| Error::Output {
+                crate::remote::put_bytes(u, bytes.to_vec()).map_err(|e| Error::Output {
                     path: self.error_path(),
-                    message,
+                    message: e.to_string(),
                 })
             }
         }
@@ -296,9 +296,9 @@ impl Place {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(p, e)),
             },
-            Place::Remote(u) => crate::remote::get_bytes(u).map_err(|message| Error::Output {
+            Place::Remote(u) => crate::remote::get_bytes(u).map_err(|e| Error::Output {
                 path: self.error_path(),
-                message,
+                message: e.to_string(),
             }),
         }
     }
@@ -317,9 +317,9 @@ impl Place {
                 Ok(())
             }
             Place::Remote(u) => {
-                crate::remote::put_files(from, names, u).map_err(|message| Error::Output {
+                crate::remote::put_files(from, names, u).map_err(|e| Error::Output {
                     path: self.error_path(),
-                    message,
+                    message: e.to_string(),
                 })
             }
         }
@@ -334,9 +334,9 @@ impl Place {
                 if cache.exists() {
                     fs::remove_dir_all(cache).map_err(|e| Error::io(cache, e))?;
                 }
-                crate::remote::get_dir(u, cache).map_err(|message| Error::Output {
+                crate::remote::get_dir(u, cache).map_err(|e| Error::Output {
                     path: self.error_path(),
-                    message,
+                    message: e.to_string(),
                 })?;
                 Ok(cache.to_path_buf())
             }

@@ -141,9 +141,9 @@ pub fn run(plan: &Plan, opts: RunOptions) -> Result<Report> {
         .unwrap_or_else(|| plan.output_dir.clone());
     let report = pool.install(|| run_in_pool(plan, opts, threads))?;
     if let (Some(url), true) = (&plan.output_url, publishes) {
-        crate::remote::upload(&staged, url).map_err(|message| Error::Output {
+        crate::remote::upload(&staged, url).map_err(|e| Error::Output {
             path: staged.clone(),
-            message,
+            message: e.to_string(),
         })?;
     }
     Ok(report)
