@@ -66,7 +66,7 @@ const QUERY_WORDS: [&str; 16] = [
     "ILIKE", "SIMILAR", "OVER", "VALUES", "TABLE", "LATERAL",
 ];
 
-fn lex(text: &str) -> Result<Vec<Tok>, String> {
+fn lex(text: &str) -> Result<Vec<Tok>, FilterError> {
     let mut out = Vec::new();
     let chars: Vec<char> = text.chars().collect();
     let mut i = 0;
@@ -78,7 +78,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
         }
         let two: String = chars[i..(i + 2).min(chars.len())].iter().collect();
         if two == "--" || two == "/*" {
-            return Err("comments are not allowed in a condition".into());
+            return syntax("comments are not allowed in a condition");
         }
         match c {
             '(' => out.push(Tok::LParen),
@@ -89,7 +89,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
                 loop {
                     match chars.get(i) {
-                        None => return Err("a string literal is not closed (missing ')".into()),
+                        None => return syntax("a string literal is not closed (missing ')"),
                         Some('\'') if chars.get(i + 1) == Some(&'\'') => {
                             s.push('\'');
                             i += 2;
@@ -108,7 +108,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                 i += 1;
                 loop {
                     match chars.get(i) {
-                        None => return Err("a quoted column name is not closed".into()),
+                        None => return syntax("a quoted column name is not closed"),
                         Some('"') if chars.get(i + 1) == Some(&'"') => {
                             s.push('"');
                             i += 2;
@@ -121,7 +121,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                     }
                 }
                 if s.is_empty() {
-                    return Err("an empty quoted column name".into());
+                    return syntax("an empty quoted column name");
                 }
                 out.push(Tok::Quoted(s));
             }
@@ -154,7 +154,7 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                     .get(i)
                     .is_some_and(|c| c.is_alphanumeric() || *c == '_')
                 {
-                    return Err(format!(
+                    return syntax(format!(
                         "{:?} is neither a number nor a column name",
                         chars[start..=i].iter().collect::<String>()
                     ));
@@ -195,13 +195,13 @@ fn lex(text: &str) -> Result<Vec<Tok>, String> {
                     '*' => "*",
                     '/' => "/",
                     '%' => "%",
-                    ';' => return Err("a condition is one expression: no ';'".into()),
+                    ';' => return syntax("a condition is one expression: no ';'"),
                     '.' => {
-                        return Err(
-                            "table references (`t.column`) are not allowed: name the column".into(),
+                        return syntax(
+                            "table references (`t.column`) are not allowed: name the column",
                         )
                     }
-                    other => return Err(format!("unexpected character {other:?}")),
+                    other => return syntax(format!("unexpected character {other:?}")),
                 };
                 out.push(Tok::Op(op));
             }
@@ -234,12 +234,12 @@ impl Parser {
         yes
     }
 
-    fn expect(&mut self, t: Tok, what: &str) -> Result<(), String> {
+    fn expect(&mut self, t: Tok, what: &str) -> Result<(), FilterError> {
         if self.peek() == Some(&t) {
             self.at += 1;
             Ok(())
         } else {
-            Err(format!("expected {what}{}", self.near()))
+            syntax(format!("expected {what}{}", self.near()))
         }
     }
 
@@ -250,17 +250,17 @@ impl Parser {
         }
     }
 
-    fn enter(&mut self) -> Result<(), String> {
+    fn enter(&mut self) -> Result<(), FilterError> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(format!(
+            return syntax(format!(
                 "the condition nests deeper than {MAX_DEPTH} levels"
             ));
         }
         Ok(())
     }
 
-    fn or(&mut self) -> Result<Cond, String> {
+    fn or(&mut self) -> Result<Cond, FilterError> {
         self.enter()?;
         let mut left = self.and()?;
         while self.eat_keyword("OR") {
@@ -271,7 +271,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Cond, String> {
+    fn and(&mut self) -> Result<Cond, FilterError> {
         let mut left = self.not()?;
         while self.eat_keyword("AND") {
             let right = self.not()?;
@@ -280,7 +280,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn not(&mut self) -> Result<Cond, String> {
+    fn not(&mut self) -> Result<Cond, FilterError> {
         if self.eat_keyword("NOT") {
             self.enter()?;
             let inner = self.not()?;
@@ -290,7 +290,7 @@ impl Parser {
         self.predicate()
     }
 
-    fn predicate(&mut self) -> Result<Cond, String> {
+    fn predicate(&mut self) -> Result<Cond, FilterError> {
         let left = self.sum()?;
         if let Some(Tok::Op(op)) = self.peek() {
             let op = *op;
@@ -303,7 +303,7 @@ impl Parser {
         if self.eat_keyword("IS") {
             let negated = self.eat_keyword("NOT");
             if !self.eat_keyword("NULL") {
-                return Err(format!("expected NULL after IS{}", self.near()));
+                return syntax(format!("expected NULL after IS{}", self.near()));
             }
             return Ok(Cond::IsNull(Box::new(left), negated));
         }
@@ -311,7 +311,7 @@ impl Parser {
         if self.eat_keyword("IN") {
             self.expect(Tok::LParen, "( after IN")?;
             if self.keyword("SELECT") {
-                return Err("subqueries are not allowed: IN takes a list of literals".into());
+                return syntax("subqueries are not allowed: IN takes a list of literals");
             }
             let mut items = vec![self.literal()?];
             while self.peek() == Some(&Tok::Comma) {
@@ -327,13 +327,13 @@ impl Parser {
                     self.at += 1;
                     Ok(Cond::Like(Box::new(left), p, negated))
                 }
-                _ => Err(format!("LIKE takes a string pattern{}", self.near())),
+                _ => syntax(format!("LIKE takes a string pattern{}", self.near())),
             };
         }
         if self.eat_keyword("BETWEEN") {
             let low = self.sum()?;
             if !self.eat_keyword("AND") {
-                return Err(format!("expected AND in BETWEEN{}", self.near()));
+                return syntax(format!("expected AND in BETWEEN{}", self.near()));
             }
             let high = self.sum()?;
             return Ok(Cond::Between(
@@ -344,7 +344,7 @@ impl Parser {
             ));
         }
         if negated {
-            return Err(format!(
+            return syntax(format!(
                 "expected IN, LIKE or BETWEEN after NOT{}",
                 self.near()
             ));
@@ -352,7 +352,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn literal(&mut self) -> Result<Cond, String> {
+    fn literal(&mut self) -> Result<Cond, FilterError> {
         let negative = matches!(self.peek(), Some(Tok::Op("-")));
         if negative {
             self.at += 1;
@@ -365,13 +365,13 @@ impl Parser {
             Some(Tok::Ident(w)) if !negative && w.eq_ignore_ascii_case("FALSE") => {
                 Cond::Bool(false)
             }
-            _ => return Err(format!("IN lists hold literals only{}", self.near())),
+            _ => return syntax(format!("IN lists hold literals only{}", self.near())),
         };
         self.at += 1;
         Ok(lit)
     }
 
-    fn sum(&mut self) -> Result<Cond, String> {
+    fn sum(&mut self) -> Result<Cond, FilterError> {
         let mut left = self.product()?;
         while let Some(Tok::Op(op @ ("+" | "-"))) = self.peek() {
             let op = *op;
@@ -382,7 +382,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn product(&mut self) -> Result<Cond, String> {
+    fn product(&mut self) -> Result<Cond, FilterError> {
         let mut left = self.unary()?;
         while let Some(Tok::Op(op @ ("*" | "/" | "%"))) = self.peek() {
             let op = *op;
@@ -393,7 +393,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn unary(&mut self) -> Result<Cond, String> {
+    fn unary(&mut self) -> Result<Cond, FilterError> {
         if let Some(Tok::Op("-")) = self.peek() {
             self.at += 1;
             self.enter()?;
@@ -404,9 +404,9 @@ impl Parser {
         self.primary()
     }
 
-    fn primary(&mut self) -> Result<Cond, String> {
+    fn primary(&mut self) -> Result<Cond, FilterError> {
         let Some(tok) = self.peek().cloned() else {
-            return Err("the condition ends too early".into());
+            return syntax("the condition ends too early");
         };
         self.at += 1;
         match tok {
@@ -414,7 +414,7 @@ impl Parser {
             Tok::Num(n) => Ok(Cond::Num(n)),
             Tok::LParen => {
                 if self.keyword("SELECT") || self.keyword("WITH") {
-                    return Err("subqueries are not allowed in a condition".into());
+                    return syntax("subqueries are not allowed in a condition");
                 }
                 let inner = self.or()?;
                 self.expect(Tok::RParen, "a closing )")?;
@@ -427,22 +427,22 @@ impl Parser {
                     "NULL" => Ok(Cond::Null),
                     "TRUE" => Ok(Cond::Bool(true)),
                     "FALSE" => Ok(Cond::Bool(false)),
-                    u if QUERY_WORDS.contains(&u) => Err(format!(
+                    u if QUERY_WORDS.contains(&u) => syntax(format!(
                         "{w} is not allowed: a condition holds columns, literals and operators only"
                     )),
                     u if KEYWORDS.contains(&u) => {
-                        Err(format!("unexpected {w}: a column or a literal is missing"))
+                        syntax(format!("unexpected {w}: a column or a literal is missing"))
                     }
                     _ => self.column(w),
                 }
             }
-            other => Err(format!("unexpected {}", show(&other))),
+            other => syntax(format!("unexpected {}", show(&other))),
         }
     }
 
-    fn column(&mut self, name: String) -> Result<Cond, String> {
+    fn column(&mut self, name: String) -> Result<Cond, FilterError> {
         if self.peek() == Some(&Tok::LParen) {
-            return Err(format!(
+            return syntax(format!(
                 "function calls are not allowed ({name}(…)): a condition holds columns, literals and operators only"
             ));
         }
@@ -464,13 +464,13 @@ fn show(t: &Tok) -> String {
 }
 
 /// Parse a condition; `Err` says what is not allowed or malformed.
-pub fn parse(text: &str) -> Result<Cond, String> {
+pub fn parse(text: &str) -> Result<Cond, FilterError> {
     if text.len() > MAX_LEN {
-        return Err(format!("the condition is longer than {MAX_LEN} bytes"));
+        return Err(FilterError::TooLong { max: MAX_LEN });
     }
     let toks = lex(text)?;
     if toks.is_empty() {
-        return Err("the condition is empty".into());
+        return Err(FilterError::Empty);
     }
     let mut p = Parser {
         toks,
@@ -479,7 +479,7 @@ pub fn parse(text: &str) -> Result<Cond, String> {
     };
     let cond = p.or()?;
     if p.at < p.toks.len() {
-        return Err(format!("unexpected text{}", p.near()));
+        return syntax(format!("unexpected text{}", p.near()));
     }
     Ok(cond)
 }
@@ -602,17 +602,61 @@ impl Cond {
     }
 }
 
+/// Why a condition was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// Nothing but spaces.
+    #[error("the condition is empty")]
+    Empty,
+    /// Over the length bound.
+    #[error("the condition is longer than {max} bytes")]
+    TooLong {
+        /// The bound.
+        max: usize,
+    },
+    /// Not in the grammar (with what and where).
+    #[error("{0}")]
+    Syntax(String),
+    /// A column that is not among the known ones.
+    #[error("no column {name:?} in the catalog (columns: {})", .known.join(", "))]
+    UnknownColumn {
+        /// As written.
+        name: String,
+        /// The columns there are.
+        known: Vec<String>,
+    },
+    /// One of the above, in the condition `text`.
+    #[error("where {text:?}: {error}")]
+    In {
+        /// The condition as given.
+        text: String,
+        /// What is wrong with it.
+        error: Box<FilterError>,
+    },
+}
+
+/// A syntax error (what the grammar did not expect).
+fn syntax<T>(message: impl Into<String>) -> Result<T, FilterError> {
+    Err(FilterError::Syntax(message.into()))
+}
+
 /// Check a condition and give its canonical SQL; when `columns` is given, every column the
 /// condition names must be one of them.
-pub fn canonical(text: &str, columns: Option<&[String]>) -> Result<String, String> {
-    let cond = parse(text).map_err(|e| format!("where {text:?}: {e}"))?;
+pub fn canonical(text: &str, columns: Option<&[String]>) -> Result<String, FilterError> {
+    let cond = parse(text).map_err(|e| FilterError::In {
+        text: text.to_string(),
+        error: Box::new(e),
+    })?;
     if let Some(known) = columns {
         for c in cond.columns() {
             if !known.contains(&c) {
-                return Err(format!(
-                    "where {text:?}: no column {c:?} in the catalog (columns: {})",
-                    known.join(", ")
-                ));
+                return Err(FilterError::In {
+                    text: text.to_string(),
+                    error: Box::new(FilterError::UnknownColumn {
+                        name: c,
+                        known: known.to_vec(),
+                    }),
+                });
             }
         }
     }
@@ -689,9 +733,25 @@ mod tests {
         let cols = vec!["domain".to_string(), "age".to_string()];
         assert!(canonical("age > 3", Some(&cols)).is_ok());
         let err = canonical("region = 'east'", Some(&cols)).expect_err("unknown");
-        assert!(
-            err.contains("\"region\"") && err.contains("domain, age"),
-            "{err}"
+        let FilterError::In { error, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(
+            **error,
+            FilterError::UnknownColumn {
+                name: "region".into(),
+                known: cols.clone()
+            }
         );
+        let text = err.to_string();
+        assert!(
+            text.contains("\"region\"") && text.contains("domain, age"),
+            "{text}"
+        );
+        assert_eq!(parse(""), Err(FilterError::Empty));
+        assert!(matches!(
+            parse(&"a".repeat(100_000)),
+            Err(FilterError::TooLong { .. })
+        ));
     }
 }

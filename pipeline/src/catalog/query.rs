@@ -31,7 +31,7 @@ pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, Str
     columns.extend(tag_columns(catalog.schema()));
     for (_, pool, _) in spec.resolved_pools() {
         if let Some(w) = &pool.filter {
-            crate::filter::canonical(w, Some(&columns))?;
+            crate::filter::canonical(w, Some(&columns)).map_err(|e| e.to_string())?;
         }
     }
     let stats = pool_stats(catalog.clone().lazy(), spec)?;

@@ -42,7 +42,7 @@ fn msg(e: PolarsError) -> String {
 /// A `where` condition as a polars expression: checked by [`crate::filter`] (no function,
 /// subquery or table reaches polars), with its columns checked against `columns` when given.
 pub fn where_expr(text: &str, columns: Option<&[String]>) -> Result<Expr, String> {
-    let sql = crate::filter::canonical(text, columns)?;
+    let sql = crate::filter::canonical(text, columns).map_err(|e| e.to_string())?;
     polars::sql::sql_expr(&sql).map_err(|e| format!("where {text:?}: {e}"))
 }
 

@@ -318,7 +318,7 @@ impl MixSpec {
             if let Some(Err(e)) = w.map(|w| crate::filter::canonical(w, None)) {
                 // The message starts `where "…"`: name the pool only when it is a pool's.
                 out.push(if key == "where" {
-                    e
+                    e.to_string()
                 } else {
                     format!("{key}: {e}")
                 });
