@@ -12,6 +12,56 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// What went wrong loading a tokenizer or template, or encoding text.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizeError {
+    /// A file could not be read.
+    #[error("{path}: {source}", path = .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A tokenizer that could not be built.
+    #[error("tokenizer {from}: {message}")]
+    Tokenizer {
+        /// Its file(s).
+        from: String,
+        /// What the tokenizers library said.
+        message: String,
+    },
+    /// A template file that is not a usable template.
+    #[error("{name}: {message}")]
+    Template {
+        /// Its name or path.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Neither a built-in template nor a file.
+    #[error(
+        "unknown template {name:?}: use one of {known:?} (or their aliases) or a template file"
+    )]
+    UnknownTemplate {
+        /// As given.
+        name: String,
+        /// The built-in names.
+        known: Vec<String>,
+    },
+    /// Text the tokenizer could not encode (or ids it could not decode).
+    #[error("{0}")]
+    Encode(String),
+}
+
+/// Where messages are what a caller keeps (rejects, config issues), the error reads as one.
+impl From<TokenizeError> for String {
+    fn from(e: TokenizeError) -> String {
+        e.to_string()
+    }
+}
+
 /// A chat template (see `rules/templates/`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -57,23 +107,33 @@ impl Template {
     }
 
     /// A built-in template by name or alias, or a template file by path.
-    pub fn load(name_or_path: &str) -> Result<Template, String> {
+    pub fn load(name_or_path: &str) -> Result<Template, TokenizeError> {
+        let bad = |message: String| TokenizeError::Template {
+            name: name_or_path.to_string(),
+            message,
+        };
         for (_, text) in BUILT_IN {
             let t: Template =
-                toml::from_str(text).map_err(|e| format!("built-in template: {e}"))?;
+                toml::from_str(text).map_err(|e| bad(format!("built-in template: {e}")))?;
             if t.name == name_or_path || t.aliases.iter().any(|a| a == name_or_path) {
                 return Ok(t);
             }
         }
         let path = Path::new(name_or_path);
         if path.is_file() {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{name_or_path}: {e}"))?;
-            let t: Template = toml::from_str(&text).map_err(|e| format!("{name_or_path}: {e}"))?;
-            t.check().map_err(|e| format!("{name_or_path}: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(|e| TokenizeError::File {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+            let t: Template = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            t.check().map_err(bad)?;
             return Ok(t);
         }
         let names: Vec<&str> = BUILT_IN.iter().map(|(n, _)| *n).collect();
-        Err(format!("unknown template {name_or_path:?}: use one of {names:?} (or their aliases) or a template file"))
+        Err(TokenizeError::UnknownTemplate {
+            name: name_or_path.to_string(),
+            known: names.iter().map(|n| n.to_string()).collect(),
+        })
     }
 
     fn check(&self) -> Result<(), String> {
@@ -134,10 +194,13 @@ impl std::fmt::Debug for TokenizerHandle {
     }
 }
 
-fn sha256_files(paths: &[&Path]) -> Result<String, String> {
+fn sha256_files(paths: &[&Path]) -> Result<String, TokenizeError> {
     let mut h = Sha256::new();
     for p in paths {
-        let bytes = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let bytes = std::fs::read(p).map_err(|e| TokenizeError::File {
+            path: p.to_path_buf(),
+            source: e,
+        })?;
         h.update(&bytes);
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
@@ -145,9 +208,11 @@ fn sha256_files(paths: &[&Path]) -> Result<String, String> {
 
 impl TokenizerHandle {
     /// Load an HF `tokenizer.json`.
-    pub fn from_file(path: &Path) -> Result<TokenizerHandle, String> {
-        let tok = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| format!("tokenizer {}: {e}", path.display()))?;
+    pub fn from_file(path: &Path) -> Result<TokenizerHandle, TokenizeError> {
+        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Tokenizer {
+            from: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok(TokenizerHandle {
             vocab_size: tok.get_vocab_size(true),
             sha256: sha256_files(&[path])?,
@@ -162,14 +227,17 @@ impl TokenizerHandle {
         vocab: &Path,
         merges: &Path,
         special: &[&str],
-    ) -> Result<TokenizerHandle, String> {
+    ) -> Result<TokenizerHandle, TokenizeError> {
         use tokenizers::models::bpe::BPE;
         use tokenizers::pre_tokenizers::byte_level::ByteLevel;
         let v = vocab.to_string_lossy();
         let m = merges.to_string_lossy();
         let bpe = BPE::from_file(&v, &m)
             .build()
-            .map_err(|e| format!("BPE from {v} and {m}: {e}"))?;
+            .map_err(|e| TokenizeError::Tokenizer {
+                from: format!("BPE from {v} and {m}"),
+                message: e.to_string(),
+            })?;
         let mut tok = tokenizers::Tokenizer::new(bpe);
         tok.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
         tok.with_decoder(Some(ByteLevel::default()));
@@ -187,19 +255,19 @@ impl TokenizerHandle {
     }
 
     /// Token ids of a text (special tokens in it are recognized, none are added).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>, String> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
         self.tok
             .encode(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| e.to_string())
+            .map_err(|e| TokenizeError::Encode(e.to_string()))
     }
 
     /// Load a `tokenizer.json` once per process: every stage and sink naming the same file
     /// shares one handle.
-    pub fn shared(path: &Path) -> Result<std::sync::Arc<TokenizerHandle>, String> {
+    pub fn shared(path: &Path) -> Result<std::sync::Arc<TokenizerHandle>, TokenizeError> {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex, OnceLock};
         static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<TokenizerHandle>>>> = OnceLock::new();
@@ -216,24 +284,26 @@ impl TokenizerHandle {
     }
 
     /// Token count of a text (no special tokens added).
-    pub fn count(&self, text: &str) -> Result<usize, String> {
+    pub fn count(&self, text: &str) -> Result<usize, TokenizeError> {
         Ok(self.encode(text)?.len())
     }
 
     /// Byte offsets in `text` of each token's start.
-    pub fn token_starts(&self, text: &str) -> Result<Vec<usize>, String> {
+    pub fn token_starts(&self, text: &str) -> Result<Vec<usize>, TokenizeError> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
         self.tok
             .encode(text, false)
             .map(|e| e.get_offsets().iter().map(|o| o.0).collect())
-            .map_err(|e| e.to_string())
+            .map_err(|e| TokenizeError::Encode(e.to_string()))
     }
 
     /// Text of token ids (special tokens kept).
-    pub fn decode(&self, ids: &[u32]) -> Result<String, String> {
-        self.tok.decode(ids, false).map_err(|e| e.to_string())
+    pub fn decode(&self, ids: &[u32]) -> Result<String, TokenizeError> {
+        self.tok
+            .decode(ids, false)
+            .map_err(|e| TokenizeError::Encode(e.to_string()))
     }
 }
 
@@ -438,12 +508,15 @@ impl std::fmt::Debug for TokenCounter {
 
 impl TokenCounter {
     /// A counter with the tokenizer at `path`, or the approximation for `None`.
-    pub fn new(path: Option<&Path>) -> Result<TokenCounter, String> {
+    pub fn new(path: Option<&Path>) -> Result<TokenCounter, TokenizeError> {
         let Some(path) = path else {
             return Ok(TokenCounter::Approx);
         };
         let handle = TokenizerHandle::shared(path)?;
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let bytes = std::fs::read(path).map_err(|e| TokenizeError::File {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         use sha2::Digest;
         let hash = sha2::Sha256::digest(&bytes);
         let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
@@ -506,9 +579,12 @@ mod tests {
             Template::load("llama3").expect("name").bos,
             "<|begin_of_text|>"
         );
-        assert!(Template::load("vicuna")
-            .err()
-            .is_some_and(|e| e.contains("unknown template")));
+        let err = Template::load("vicuna").err();
+        assert!(
+            matches!(&err, Some(TokenizeError::UnknownTemplate { name, .. }) if name == "vicuna"),
+            "{err:?}"
+        );
+        assert!(err.is_some_and(|e| e.to_string().contains("unknown template")));
         for (name, _) in BUILT_IN {
             assert!(Template::load(name).expect("loads").check().is_ok());
         }

@@ -195,7 +195,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                     "output.catalog.tokenizer"
                 }
                 .into(),
-                message,
+                message: message.to_string(),
             }],
         },
     )?;

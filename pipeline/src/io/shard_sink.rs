@@ -65,7 +65,10 @@ impl ShardSink {
                 let refs: Vec<&str> = specials.iter().map(String::as_str).collect();
                 TokenizerHandle::from_vocab_merges(v, m, &refs).map(std::sync::Arc::new)
             }
-            (None, None) => Err("no tokenizer configured".to_string()),
+            (None, None) => Err(crate::tokenize::TokenizeError::Tokenizer {
+                from: "output.shards".into(),
+                message: "no tokenizer configured".into(),
+            }),
         }
         .map_err(|e| err(&dir, e))?;
         let template = Template::load(&plan.template).map_err(|e| err(&dir, e))?;

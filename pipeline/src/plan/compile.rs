@@ -196,7 +196,7 @@ pub(super) fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) ->
             s.template.clone()
         };
         if let Err(e) = crate::tokenize::Template::load(&template) {
-            issue("output.shards.template".into(), e);
+            issue("output.shards.template".into(), e.to_string());
         }
         if s.seq_len == Some(0) || s.max_source_tokens == Some(0) || s.max_target_tokens == Some(0)
         {

@@ -65,7 +65,7 @@ impl Counter {
     fn count(&self, text: &str) -> Result<usize, String> {
         match self {
             Counter::Chars => Ok(text.chars().count()),
-            Counter::Tokens(t) => t.count(text),
+            Counter::Tokens(t) => Ok(t.count(text)?),
         }
     }
 
