@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::mix::frame::{invalid, QueryError};
 
 /// The catalog files under a root: `<root>/catalog.parquet` (a run directory itself) and
 /// `<root>/*/catalog.parquet`, sorted.
@@ -35,15 +36,11 @@ pub fn catalog_files(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Errors of catalog queries, as messages.
-pub(super) fn msg(e: PolarsError) -> String {
-    e.to_string()
-}
-
 /// Every row of the catalog under `root`, as one lazy frame (tag columns that a run lacks are
 /// null there; numeric tags are Float64, see [`numeric_tags`]), each source's samples counted
 /// once (see [`load_versioned`]). An empty catalog is an error naming the root. `runs` limits
 /// it to runs named by name or folder. The frame comes from [`load`]'s cache.
-pub fn scan(root: &Path, runs: Option<&[String]>) -> Result<LazyFrame, String> {
+pub fn scan(root: &Path, runs: Option<&[String]>) -> Result<LazyFrame, QueryError> {
     Ok(load(root, runs)?.lazy())
 }
 
@@ -67,7 +64,7 @@ pub(super) fn fingerprint_of(files: &[PathBuf]) -> Fingerprint {
 /// The catalog under `root` as one typed frame. Reading 1,000 small Parquet files costs far
 /// more than answering a query, so the frame is cached per root in the process and reloaded
 /// only when a catalog file appears, disappears or changes (a `stat` per file per call).
-pub fn load(root: &Path, runs: Option<&[String]>) -> Result<DataFrame, String> {
+pub fn load(root: &Path, runs: Option<&[String]>) -> Result<DataFrame, QueryError> {
     load_versioned(root, runs).map(|c| c.frame)
 }
 
@@ -92,13 +89,13 @@ pub struct Loaded {
 /// table), then curated runs before mixes (a mix is a selection of other runs' data), then the
 /// newest (by when its catalog was published), then the first by folder. Every other run's
 /// rows of that source are left out, and a warning names the runs.
-pub fn load_versioned(root: &Path, runs: Option<&[String]>) -> Result<Loaded, String> {
+pub fn load_versioned(root: &Path, runs: Option<&[String]>) -> Result<Loaded, QueryError> {
     use std::sync::{Mutex, OnceLock};
     type Cache = BTreeMap<(PathBuf, Option<Vec<String>>), (Fingerprint, Loaded)>;
     static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     let files = catalog_files(root);
     if files.is_empty() {
-        return Err(format!(
+        return invalid(format!(
             "no catalog under {}: expected <run>/{CATALOG_FILE} files written by `sluice run`",
             root.display()
         ));
@@ -132,19 +129,19 @@ pub fn load_versioned(root: &Path, runs: Option<&[String]>) -> Result<Loaded, St
                 ScanArgsParquet::default(),
             )
             .map(|lf| lf.with_columns([lit(dir).alias("path"), lit(published).alias("published")]))
-            .map_err(|e| format!("{}: {e}", f.display()))
+            .map_err(|e| QueryError::Invalid(format!("{}: {e}", f.display())))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let df = concat_lf_diagonal(frames, UnionArgs::default())
         .and_then(|lf| lf.collect())
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     let df = match runs {
         Some(names) => select_runs(df, names)?,
         None => df,
     };
     let (df, warnings) = count_sources_once(df)?;
     let tags = tag_columns(df.schema());
-    let df = numeric_tags(df, &tags).map_err(msg)?;
+    let df = numeric_tags(df, &tags).map_err(QueryError::Polars)?;
     let loaded = Loaded {
         version,
         frame: df,
@@ -168,7 +165,7 @@ pub(super) fn string_column(df: &DataFrame, name: &str) -> Vec<Option<String>> {
 
 /// Only the rows of runs named (by run name or folder); a name that matches no run is an
 /// error listing the runs there are.
-pub(super) fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, String> {
+pub(super) fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, QueryError> {
     let strs = |c: &str| -> Vec<String> {
         string_column(&df, c)
             .into_iter()
@@ -181,7 +178,7 @@ pub(super) fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, 
             let mut known: Vec<&String> = path.iter().collect();
             known.sort();
             known.dedup();
-            return Err(format!(
+            return invalid(format!(
                 "--runs: no run {n:?} in the catalog (runs: {})",
                 known
                     .iter()
@@ -197,12 +194,12 @@ pub(super) fn select_runs(df: DataFrame, names: &[String]) -> Result<DataFrame, 
         .map(|(r, p)| names.contains(r) || names.contains(p))
         .collect();
     df.filter(&BooleanChunked::from_slice("keep".into(), &keep))
-        .map_err(msg)
+        .map_err(QueryError::Polars)
 }
 
 /// Each source's rows from one run (see [`load_versioned`]), and a warning per pair of
 /// overlapping runs.
-pub(super) fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), String> {
+pub(super) fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String>), QueryError> {
     let strs = |c: &str| string_column(&df, c);
     let (path, source, hash) = (strs("path"), strs("source"), strs("source_hash"));
     let mixed: Vec<bool> = df
@@ -357,6 +354,6 @@ pub(super) fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String
         .collect();
     let df = df
         .filter(&BooleanChunked::from_slice("keep".into(), &keep))
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     Ok((df, warnings))
 }

@@ -8,9 +8,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::*;
+use crate::mix::frame::{invalid, QueryError};
 
 /// A mix preview from the catalog under `root`: the plan the `mix` stage would follow.
-pub fn preview(root: &Path, runs: Option<&[String]>, spec: &MixSpec) -> Result<MixPlan, String> {
+pub fn preview(
+    root: &Path,
+    runs: Option<&[String]>,
+    spec: &MixSpec,
+) -> Result<MixPlan, QueryError> {
     let loaded = load_versioned(root, runs)?;
     let mut plan = preview_frame(&loaded.frame, spec)?;
     plan.warnings.extend(loaded.warnings);
@@ -18,10 +23,10 @@ pub fn preview(root: &Path, runs: Option<&[String]>, spec: &MixSpec) -> Result<M
 }
 
 /// [`preview`] over a loaded catalog frame.
-pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, String> {
+pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, QueryError> {
     let problems = spec.validate();
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return invalid(problems.join("; "));
     }
     // What a `where` may name: the sample's fields and the tags (as the mix stage sees them).
     let mut columns: Vec<String> = ["domain", "task", "source", "kind"]
@@ -31,7 +36,7 @@ pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, Str
     columns.extend(tag_columns(catalog.schema()));
     for (_, pool, _) in spec.resolved_pools() {
         if let Some(w) = &pool.filter {
-            crate::filter::canonical(w, Some(&columns)).map_err(|e| e.to_string())?;
+            crate::filter::canonical(w, Some(&columns))?;
         }
     }
     let stats = pool_stats(catalog.clone().lazy(), spec)?;
@@ -47,18 +52,18 @@ pub fn preview_frame(catalog: &DataFrame, spec: &MixSpec) -> Result<MixPlan, Str
 }
 
 /// The distinct `tokens_by` values of a catalog frame.
-pub fn token_methods(catalog: &DataFrame) -> Result<Vec<String>, String> {
+pub fn token_methods(catalog: &DataFrame) -> Result<Vec<String>, QueryError> {
     let df = catalog
         .clone()
         .lazy()
         .select([col("tokens_by")])
         .unique_stable(None, UniqueKeepStrategy::First)
         .collect()
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     let ca = df
         .column("tokens_by")
         .and_then(|c| c.str().cloned())
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     Ok(ca.iter().flatten().map(str::to_string).collect())
 }
 
@@ -69,12 +74,12 @@ pub fn summary(
     runs: Option<&[String]>,
     by: &[String],
     filter: Option<&str>,
-) -> Result<DataFrame, String> {
+) -> Result<DataFrame, QueryError> {
     let lf = scan(root, runs)?;
-    let schema = lf.clone().collect_schema().map_err(msg)?;
+    let schema = lf.clone().collect_schema().map_err(QueryError::Polars)?;
     for b in by {
         if schema.get(b).is_none() {
-            return Err(format!(
+            return invalid(format!(
                 "no column {b:?} in the catalog (columns: {})",
                 schema
                     .iter_names()
@@ -110,7 +115,7 @@ pub fn summary(
             SortMultipleOptions::default().with_order_descending(true),
         )
     };
-    out.collect().map_err(msg)
+    out.collect().map_err(QueryError::Polars)
 }
 
 /// A small polars frame as JSON rows.
@@ -142,7 +147,7 @@ pub fn frame_json(df: &DataFrame) -> serde_json::Value {
 }
 
 /// The runs in a catalog: run name, its directory relative to the root, and its curated files.
-pub fn runs(root: &Path, runs: Option<&[String]>) -> Result<Vec<RunEntry>, String> {
+pub fn runs(root: &Path, runs: Option<&[String]>) -> Result<Vec<RunEntry>, QueryError> {
     runs_of(scan(root, runs)?)
 }
 
@@ -158,14 +163,18 @@ pub struct RunEntry {
 }
 
 /// The distinct runs among a catalog frame's rows, by path.
-pub(super) fn runs_of(lf: LazyFrame) -> Result<Vec<RunEntry>, String> {
+pub(super) fn runs_of(lf: LazyFrame) -> Result<Vec<RunEntry>, QueryError> {
     let df = lf
         .select([col("run"), col("path"), col("files")])
         .unique_stable(None, UniqueKeepStrategy::First)
         .sort(["path"], Default::default())
         .collect()
-        .map_err(msg)?;
-    let get = |n: &str| df.column(n).and_then(|c| c.str().cloned()).map_err(msg);
+        .map_err(QueryError::Polars)?;
+    let get = |n: &str| {
+        df.column(n)
+            .and_then(|c| c.str().cloned())
+            .map_err(QueryError::Polars)
+    };
     let (r, p, f) = (get("run")?, get("path")?, get("files")?);
     let text = |v: Option<&str>| v.unwrap_or("").to_string();
     Ok((0..df.height())
@@ -187,10 +196,10 @@ pub fn mix_pipeline(
     out: &Path,
     seed: u64,
     tokenizer: Option<PathBuf>,
-) -> Result<crate::Plan, String> {
+) -> Result<crate::Plan, QueryError> {
     let problems = spec.validate();
     if !problems.is_empty() {
-        return Err(problems.join("; "));
+        return invalid(problems.join("; "));
     }
     let frame = load(root, runs)?;
     let used = runs_of(
@@ -209,8 +218,13 @@ pub fn mix_pipeline(
         .select([col("path"), col("source")])
         .unique_stable(None, UniqueKeepStrategy::First)
         .collect()
-        .map_err(msg)?;
-    let strs = |c: &str| pairs.column(c).and_then(|c| c.str().cloned()).map_err(msg);
+        .map_err(QueryError::Polars)?;
+    let strs = |c: &str| {
+        pairs
+            .column(c)
+            .and_then(|c| c.str().cloned())
+            .map_err(QueryError::Polars)
+    };
     let (ps, ss) = (strs("path")?, strs("source")?);
     for (p, s) in ps.iter().zip(ss.iter()) {
         owners
@@ -227,12 +241,12 @@ pub fn mix_pipeline(
         };
         let pattern = root.join(dir).join(files);
         let mut found: Vec<PathBuf> = glob::glob(&pattern.to_string_lossy())
-            .map_err(|e| format!("{}: {e}", pattern.display()))?
+            .map_err(|e| QueryError::Invalid(format!("{}: {e}", pattern.display())))?
             .filter_map(|p| p.ok())
             .collect();
         found.sort();
         if found.is_empty() {
-            return Err(format!(
+            return invalid(format!(
                 "the catalog lists run {dir:?} but {} matches no file",
                 pattern.display()
             ));
@@ -254,7 +268,7 @@ pub fn mix_pipeline(
         inputs.push(input);
     }
     if inputs.is_empty() {
-        return Err(format!(
+        return invalid(format!(
             "no run under {} has samples in any pool of the mix",
             root.display()
         ));

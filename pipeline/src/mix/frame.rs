@@ -35,20 +35,42 @@ pub const FIXED_COLUMNS: [&str; 18] = [
 /// Tag values that mean "no value" when a tag is compared as a number.
 pub const MISSING: [&str; 3] = ["", "unknown", "und"];
 
-fn msg(e: PolarsError) -> String {
-    e.to_string()
+/// What went wrong asking a frame (the catalog, or the mix stage's records).
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Polars refused or failed the query.
+    #[error("{0}")]
+    Polars(#[from] PolarsError),
+    /// A `where` condition that is not allowed or names an unknown column.
+    #[error(transparent)]
+    Where(#[from] crate::filter::FilterError),
+    /// A question that cannot be answered as asked (an unknown run, a bad spec).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Where a message is what the caller keeps (a config issue, an HTTP answer).
+impl From<QueryError> for String {
+    fn from(e: QueryError) -> String {
+        e.to_string()
+    }
+}
+
+/// A question that cannot be answered as asked.
+pub fn invalid<T>(message: impl Into<String>) -> Result<T, QueryError> {
+    Err(QueryError::Invalid(message.into()))
 }
 
 /// A `where` condition as a polars expression: checked by [`crate::filter`] (no function,
 /// subquery or table reaches polars), with its columns checked against `columns` when given.
-pub fn where_expr(text: &str, columns: Option<&[String]>) -> Result<Expr, String> {
-    let sql = crate::filter::canonical(text, columns).map_err(|e| e.to_string())?;
-    polars::sql::sql_expr(&sql).map_err(|e| format!("where {text:?}: {e}"))
+pub fn where_expr(text: &str, columns: Option<&[String]>) -> Result<Expr, QueryError> {
+    let sql = crate::filter::canonical(text, columns)?;
+    polars::sql::sql_expr(&sql).map_err(|e| QueryError::Invalid(format!("where {text:?}: {e}")))
 }
 
 /// The condition of one pool over a frame with `domain`, `task`, `source`, `kind` and tag
 /// columns.
-pub fn pool_condition(p: &PoolSpec) -> Result<Expr, String> {
+pub fn pool_condition(p: &PoolSpec) -> Result<Expr, QueryError> {
     let any_of = |name: &str, values: &[String]| {
         values
             .iter()
@@ -74,7 +96,7 @@ pub fn pool_condition(p: &PoolSpec) -> Result<Expr, String> {
 
 /// A `pool` column (UInt32, null outside every pool): the index of the first pool a row
 /// matches, in [`MixSpec::resolved_pools`] order.
-pub fn pool_expr(spec: &MixSpec) -> Result<Expr, String> {
+pub fn pool_expr(spec: &MixSpec) -> Result<Expr, QueryError> {
     let pools = spec.resolved_pools();
     let mut expr: Option<Expr> = None;
     for (i, (_, p, _)) in pools.iter().enumerate().rev() {
@@ -94,13 +116,13 @@ pub fn pool_expr(spec: &MixSpec) -> Result<Expr, String> {
 
 /// Group statistics for the planner from a catalog (or per-sample) frame with `samples`,
 /// `tokens` and `examples` columns.
-pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, String> {
+pub fn pool_stats(lf: LazyFrame, spec: &MixSpec) -> Result<Vec<GroupStat>, QueryError> {
     pooled_stats(lf.with_column(pool_expr(spec)?))
 }
 
 /// [`pool_stats`] over a frame that already has its `pool` column.
-pub fn pooled_stats(lf: LazyFrame) -> Result<Vec<GroupStat>, String> {
-    let schema = lf.clone().collect_schema().map_err(msg)?;
+pub fn pooled_stats(lf: LazyFrame) -> Result<Vec<GroupStat>, QueryError> {
+    let schema = lf.clone().collect_schema().map_err(QueryError::Polars)?;
     let grouped = lf
         .filter(col("pool").is_not_null())
         .group_by([col("pool"), col("task")])
@@ -112,37 +134,37 @@ pub fn pooled_stats(lf: LazyFrame) -> Result<Vec<GroupStat>, String> {
         .sort(["pool", "task"], Default::default())
         .collect()
         .map_err(|e| {
-            format!(
+            QueryError::Invalid(format!(
                 "{e} (columns available: {})",
                 schema
                     .iter_names()
                     .map(|n| n.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
-            )
+            ))
         })?;
     let pool = grouped
         .column("pool")
         .and_then(|c| c.u32().cloned())
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     let task = grouped
         .column("task")
         .and_then(|c| c.str().cloned())
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     let samples = grouped
         .column("samples")
         .and_then(|c| c.cast(&DataType::UInt64))
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     let tokens = grouped
         .column("tokens")
         .and_then(|c| c.cast(&DataType::UInt64))
-        .map_err(msg)?;
-    let samples = samples.u64().map_err(msg)?;
-    let tokens = tokens.u64().map_err(msg)?;
+        .map_err(QueryError::Polars)?;
+    let samples = samples.u64().map_err(QueryError::Polars)?;
+    let tokens = tokens.u64().map_err(QueryError::Polars)?;
     let examples = grouped
         .column("examples")
         .and_then(|c| c.list().cloned())
-        .map_err(msg)?;
+        .map_err(QueryError::Polars)?;
     let mut out = Vec::with_capacity(grouped.height());
     for i in 0..grouped.height() {
         let mut ex = Vec::new();
