@@ -36,14 +36,15 @@ const ENTRY: usize = 24;
 /// A payload that can be written to and read back from exchange files.
 pub trait Wire: Sized {
     /// Append the encoding to `out`.
-    fn put(&self, out: &mut Vec<u8>);
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()>;
     /// Decode one value from exactly these bytes.
     fn get(bytes: &[u8]) -> Option<Self>;
 }
 
 impl Wire for u64 {
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.extend_from_slice(&self.to_le_bytes());
+        Ok(())
     }
     fn get(bytes: &[u8]) -> Option<u64> {
         Some(u64::from_le_bytes(bytes.try_into().ok()?))
@@ -51,8 +52,9 @@ impl Wire for u64 {
 }
 
 impl Wire for String {
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.extend_from_slice(self.as_bytes());
+        Ok(())
     }
     fn get(bytes: &[u8]) -> Option<String> {
         String::from_utf8(bytes.to_vec()).ok()
@@ -287,7 +289,9 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
 
     fn push(&mut self, keys: &[u128], record: &G::Record) -> Result<()> {
         let mut bytes = Vec::new();
-        record.put(&mut bytes);
+        record
+            .put(&mut bytes)
+            .map_err(|e| Error::io(&self.dir, e))?;
         self.push_encoded(keys, &bytes)
     }
 
@@ -310,17 +314,18 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
     /// Map one batch of kept samples (in position order), in parallel.
     pub fn map(&mut self, kept: &[(usize, Sample)]) -> Result<()> {
         let stage = self.stage;
+        let dir = &self.dir;
         let mapped: Vec<(Vec<u128>, Vec<u8>)> = kept
             .par_iter()
             .map(|(_, s)| {
                 let mut keys = Vec::new();
                 let mut bytes = Vec::new();
                 if let Some(r) = stage.map(s, &mut |k| keys.push(k)) {
-                    r.put(&mut bytes);
+                    r.put(&mut bytes).map_err(|e| Error::io(dir, e))?;
                 }
-                (keys, bytes)
+                Ok((keys, bytes))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         for (keys, bytes) in mapped {
             self.push_encoded(&keys, &bytes)?;
         }

@@ -162,8 +162,9 @@ impl CatalogBuilder {
             "examples".into(),
             self.groups
                 .values()
-                .map(|a| serde_json::to_string(&a.examples).unwrap_or_default())
-                .collect::<Vec<String>>(),
+                .map(|a| serde_json::to_string(&a.examples))
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|e| polars_err!(ComputeError: "catalog examples: {e}"))?,
         ));
         cols.push(text(
             "source_hash",

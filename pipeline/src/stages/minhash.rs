@@ -332,7 +332,7 @@ pub struct Item {
 }
 
 impl Wire for Item {
-    fn put(&self, out: &mut Vec<u8>) {
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.extend_from_slice(&(self.chars as u64).to_le_bytes());
         out.extend_from_slice(&self.score.unwrap_or(f64::NAN).to_le_bytes());
         out.push(u8::from(self.old));
@@ -341,6 +341,7 @@ impl Wire for Item {
             out.extend_from_slice(&v.to_le_bytes());
         }
         out.extend_from_slice(self.id.as_bytes());
+        Ok(())
     }
 
     fn get(b: &[u8]) -> Option<Item> {

@@ -84,9 +84,8 @@ fn is_copy(r: &MixRecord) -> bool {
 }
 
 impl Wire for MixRecord {
-    fn put(&self, out: &mut Vec<u8>) {
-        // serde_json of plain strings and numbers cannot fail.
-        out.extend(serde_json::to_vec(self).unwrap_or_default());
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        serde_json::to_writer(out, self).map_err(std::io::Error::from)
     }
     fn get(bytes: &[u8]) -> Option<MixRecord> {
         serde_json::from_slice(bytes).ok()
@@ -187,8 +186,9 @@ impl Mix {
                     .map(|r| if is_copy(r) { 0 } else { r.tokens })
                     .collect::<Vec<u64>>(),
             ),
+            // A one-id JSON array, as the catalog writes its examples.
             text("examples", &|r| {
-                serde_json::to_string(&[&r.id]).unwrap_or_default()
+                serde_json::Value::from(vec![r.id.clone()]).to_string()
             }),
         ];
         for t in &tag_names {
