@@ -19,6 +19,42 @@ impl fmt::Display for ConfigIssue {
     }
 }
 
+/// Why a stage cannot be built (a rules file that does not parse, a model that does not load,
+/// a setting that cannot work) or cannot decide (a mix whose `where` names a column no sample
+/// has). The engine reports it as a config issue under the stage's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StageError {
+    /// A file the stage reads.
+    #[error("{path}: {message}", path = .path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A setting, or data, the stage cannot work with.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<String> for StageError {
+    fn from(message: String) -> StageError {
+        StageError::Invalid(message)
+    }
+}
+
+impl From<&str> for StageError {
+    fn from(message: &str) -> StageError {
+        StageError::Invalid(message.to_string())
+    }
+}
+
+impl From<StageError> for String {
+    fn from(e: StageError) -> String {
+        e.to_string()
+    }
+}
+
 /// Everything that can stop a run. Bad records never do: they become rejects.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -81,11 +117,8 @@ pub enum Error {
     LimitReached,
     /// A global stage could not decide (a mix whose `where` names a column no sample has); the
     /// engine reports it under the stage's name.
-    #[error("{message}")]
-    Stage {
-        /// What went wrong.
-        message: String,
-    },
+    #[error("{0}")]
+    Stage(StageError),
     /// The run was stopped from outside (`RunOptions::cancel`); nothing was published.
     #[error("the run was cancelled; nothing was published")]
     Cancelled,

@@ -88,7 +88,7 @@ pub trait GlobalStage: Send + Sync {
         &self,
         parts: Vec<Self::Reduced>,
         records: &Records<Self::Record>,
-    ) -> std::result::Result<Decisions, String>;
+    ) -> std::result::Result<Decisions, crate::error::StageError>;
     /// What the stage reports about its last `finish` (the report's `details`), if anything.
     fn summary(&self) -> Option<serde_json::Value> {
         None
@@ -97,7 +97,7 @@ pub trait GlobalStage: Send + Sync {
     /// take the positions before this run's records, and decisions about them are not applied.
     fn preload(&self, _emit: &mut dyn FnMut(&[u128], &Self::Record)) {}
     /// Called once the run is published: persist what later runs need.
-    fn commit(&self) -> Result<(), String> {
+    fn commit(&self) -> Result<(), crate::error::StageError> {
         Ok(())
     }
 }
@@ -115,7 +115,7 @@ pub trait GlobalOp: Send + Sync {
     /// What the stage reports about its last finish.
     fn summary(&self) -> Option<serde_json::Value>;
     /// Once the run is published: persist what later runs need.
-    fn commit(&self) -> std::result::Result<(), String>;
+    fn commit(&self) -> std::result::Result<(), crate::error::StageError>;
 }
 
 /// The map side of one global stage's exchange.
@@ -149,7 +149,7 @@ impl<G: GlobalStage> GlobalOp for G {
         GlobalStage::summary(self)
     }
 
-    fn commit(&self) -> std::result::Result<(), String> {
+    fn commit(&self) -> std::result::Result<(), crate::error::StageError> {
         GlobalStage::commit(self)
     }
 }
@@ -414,7 +414,7 @@ impl Exchange {
         let offset = self.offset;
         match stage.finish(parts, &records) {
             Ok(d) => Ok(d.shifted(offset)),
-            Err(message) => Err(Error::Stage { message }),
+            Err(e) => Err(Error::Stage(e)),
         }
     }
 

@@ -55,6 +55,13 @@ pub enum TokenizeError {
     Encode(String),
 }
 
+/// A stage whose tokenizer or template cannot be loaded cannot be built.
+impl From<TokenizeError> for crate::error::StageError {
+    fn from(e: TokenizeError) -> crate::error::StageError {
+        crate::error::StageError::Invalid(e.to_string())
+    }
+}
+
 /// Where messages are what a caller keeps (rejects, config issues), the error reads as one.
 impl From<TokenizeError> for String {
     fn from(e: TokenizeError) -> String {

@@ -157,11 +157,11 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         .unwrap_or_else(|| plan.output_dir.clone());
     let mut stages: Vec<Stage> = Vec::with_capacity(plan.stages.len());
     for (i, s) in plan.stages.iter().enumerate() {
-        stages.push(s.build(plan.seed).map_err(|message| Error::Config {
+        stages.push(s.build(plan.seed).map_err(|e| Error::Config {
             file: plan.config_path.clone(),
             issues: vec![crate::error::ConfigIssue {
                 key: format!("stages[{i}] ({})", s.type_name()),
-                message,
+                message: e.to_string(),
             }],
         })?);
     }

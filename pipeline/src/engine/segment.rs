@@ -273,11 +273,11 @@ impl Engine<'_> {
         };
         // A stage that cannot decide fails the run under its name.
         let decisions = resolved.map_err(|e| match e {
-            Error::Stage { message } => Error::Config {
+            Error::Stage(e) => Error::Config {
                 file: self.plan.config_path.clone(),
                 issues: vec![crate::error::ConfigIssue {
                     key: self.names[g].clone(),
-                    message,
+                    message: e.to_string(),
                 }],
             },
             other => other,

@@ -56,6 +56,13 @@ impl From<QueryError> for String {
     }
 }
 
+/// A mix stage whose pools cannot be asked cannot decide.
+impl From<QueryError> for crate::error::StageError {
+    fn from(e: QueryError) -> crate::error::StageError {
+        crate::error::StageError::Invalid(e.to_string())
+    }
+}
+
 /// A question that cannot be answered as asked.
 pub fn invalid<T>(message: impl Into<String>) -> Result<T, QueryError> {
     Err(QueryError::Invalid(message.into()))

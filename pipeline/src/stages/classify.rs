@@ -86,7 +86,7 @@ pub struct Classify {
 
 impl Classify {
     /// Load the model and check the configured labels against it.
-    pub fn new(cfg: &Config) -> Result<Classify, String> {
+    pub fn new(cfg: &Config) -> Result<Classify, crate::error::StageError> {
         let model = Model::load(&cfg.model).map_err(|e| e.to_string())?;
         let unknown: Vec<&String> = cfg
             .drop_labels
@@ -97,7 +97,8 @@ impl Classify {
             return Err(format!(
                 "drop_labels {unknown:?} are not labels of the model, which knows {:?}",
                 model.labels()
-            ));
+            )
+            .into());
         }
         Ok(Classify {
             label_tag: format!("{}_label", cfg.tag),

@@ -73,7 +73,7 @@ pub struct Decontaminate {
 
 impl Decontaminate {
     /// Read every evaluation file into the n-gram set.
-    pub fn new(cfg: &Config) -> Result<Decontaminate, String> {
+    pub fn new(cfg: &Config) -> Result<Decontaminate, crate::error::StageError> {
         let hasher = MinHasher::new(0.5, 2, cfg.ngram, Some((1, 1)), 0);
         let mut grams = HashMap::new();
         let mut names = Vec::new();
@@ -98,10 +98,10 @@ impl Decontaminate {
             })
             .map_err(|e| e.to_string())?;
             if let Err(e) = status {
-                return Err(format!("eval file {}: {e}", path.display()));
+                return Err(format!("eval file {}: {e}", path.display()).into());
             }
             if unreadable > 0 {
-                return Err(format!("eval file {}: {unreadable} records could not be read; fix or remove them so the check is complete", path.display()));
+                return Err(format!("eval file {}: {unreadable} records could not be read; fix or remove them so the check is complete", path.display()).into());
             }
         }
         Ok(Decontaminate {

@@ -111,7 +111,11 @@ impl GlobalStage for ExactDedup {
         }
     }
 
-    fn finish(&self, parts: Vec<Decisions>, _: &Records<String>) -> Result<Decisions, String> {
+    fn finish(
+        &self,
+        parts: Vec<Decisions>,
+        _: &Records<String>,
+    ) -> Result<Decisions, crate::error::StageError> {
         Ok(Decisions::merge(parts))
     }
 }

@@ -109,7 +109,7 @@ fn is_punct_token(w: &str) -> bool {
 
 impl Filler {
     /// Build from config: read the rules and prepare the segmenter.
-    pub fn new(cfg: &Config) -> Result<Filler, String> {
+    pub fn new(cfg: &Config) -> Result<Filler, crate::error::StageError> {
         let rules: Rules = super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "filler rules")?;
         Ok(Filler::from_rules(cfg, &rules))
     }

@@ -81,7 +81,7 @@ pub struct LangId {
 
 impl LangId {
     /// Build from config.
-    pub fn new(cfg: &Config) -> Result<LangId, String> {
+    pub fn new(cfg: &Config) -> Result<LangId, crate::error::StageError> {
         let langs = cfg
             .languages
             .iter()

@@ -412,7 +412,7 @@ const BUCKET_COMPARE: usize = 32;
 
 impl MinHash {
     /// Build from config, loading the index if one is configured and exists.
-    pub fn new(cfg: &Config) -> Result<MinHash, String> {
+    pub fn new(cfg: &Config) -> Result<MinHash, crate::error::StageError> {
         let hasher = MinHasher::new(
             cfg.threshold,
             cfg.num_perm,
@@ -455,7 +455,7 @@ impl MinHash {
         h
     }
 
-    fn parse_index(&self, b: &[u8]) -> Result<Vec<Item>, String> {
+    fn parse_index(&self, b: &[u8]) -> Result<Vec<Item>, crate::error::StageError> {
         let header = self.params_header();
         if b.len() < header.len() + 8 || b[..8] != *INDEX_MAGIC {
             return Err("not a sluice minhash index".into());
@@ -553,7 +553,11 @@ impl GlobalStage for MinHash {
         }
     }
 
-    fn finish(&self, parts: Vec<Edges>, records: &Records<Item>) -> Result<Decisions, String> {
+    fn finish(
+        &self,
+        parts: Vec<Edges>,
+        records: &Records<Item>,
+    ) -> Result<Decisions, crate::error::StageError> {
         Ok(self.decide(parts, records))
     }
 
@@ -563,13 +567,19 @@ impl GlobalStage for MinHash {
         }
     }
 
-    fn commit(&self) -> Result<(), String> {
+    fn commit(&self) -> Result<(), crate::error::StageError> {
         let bytes = self.pending.lock().ok().and_then(|mut p| p.take());
         let (Some(dir), Some(bytes)) = (&self.cfg.index, bytes) else {
             return Ok(());
         };
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        crate::storage::write_atomic(&dir.join(INDEX_FILE), &bytes).map_err(|e| e.to_string())
+        let file = |path: &std::path::Path, message: String| crate::error::StageError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| file(dir, e.to_string()))?;
+        // The storage error names its file already.
+        crate::storage::write_atomic(&dir.join(INDEX_FILE), &bytes)
+            .map_err(|e| crate::error::StageError::Invalid(e.to_string()))
     }
 }
 

@@ -134,7 +134,7 @@ pub struct Mix {
 
 impl Mix {
     /// Build from config; `seed` is the pipeline's, used unless the spec sets one.
-    pub fn new(cfg: &Config, seed: u64) -> Result<Mix, String> {
+    pub fn new(cfg: &Config, seed: u64) -> Result<Mix, crate::error::StageError> {
         let counter = TokenCounter::new(cfg.tokenizer.as_deref())?;
         // Check `where` conditions now, not after the whole map phase.
         let _ = pool_expr(&cfg.spec)?;
@@ -204,7 +204,10 @@ impl Mix {
         Ok((df, recs))
     }
 
-    fn select(&self, records: &Records<MixRecord>) -> Result<(Decisions, MixSummary), String> {
+    fn select(
+        &self,
+        records: &Records<MixRecord>,
+    ) -> Result<(Decisions, MixSummary), crate::error::StageError> {
         let (mut df, recs) = Mix::frame(records).map_err(|e| e.to_string())?;
         // A sample read back from a catalog run that is not counted for its source (another
         // run is) belongs to no pool: the preview counted it from that other run.
@@ -468,7 +471,11 @@ impl GlobalStage for Mix {
 
     fn reduce(&self, _key: u128, _members: &[u64], _records: &Records<MixRecord>, _out: &mut ()) {}
 
-    fn finish(&self, _: Vec<()>, records: &Records<MixRecord>) -> Result<Decisions, String> {
+    fn finish(
+        &self,
+        _: Vec<()>,
+        records: &Records<MixRecord>,
+    ) -> Result<Decisions, crate::error::StageError> {
         // A failure (a column that a `where` names but no sample has) fails the run.
         let (decisions, summary) = self.select(records)?;
         if let Ok(mut s) = self.summary.lock() {

@@ -27,15 +27,24 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     path: Option<&std::path::Path>,
     builtin: &str,
     what: &str,
-) -> Result<T, String> {
+) -> Result<T, crate::error::StageError> {
     let (name, text) = match path {
         Some(p) => (
-            p.display().to_string(),
-            std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?,
+            p.to_path_buf(),
+            std::fs::read_to_string(p).map_err(|e| crate::error::StageError::File {
+                path: p.to_path_buf(),
+                message: e.to_string(),
+            })?,
         ),
-        None => (format!("builtin {what}"), builtin.to_string()),
+        None => (
+            std::path::PathBuf::from(format!("builtin {what}")),
+            builtin.to_string(),
+        ),
     };
-    toml::from_str(&text).map_err(|e| format!("{name}: {e}"))
+    toml::from_str(&text).map_err(|e| crate::error::StageError::File {
+        path: name,
+        message: e.to_string(),
+    })
 }
 
 pub use crate::decisions::{Decision, Decisions};
@@ -156,7 +165,7 @@ pub enum Stage {
 
 impl Stage {
     /// After a successful publish: let global stages persist their state.
-    pub fn commit(&self) -> Result<(), String> {
+    pub fn commit(&self) -> Result<(), crate::error::StageError> {
         match self {
             Stage::Record(_) => Ok(()),
             Stage::Global(g) => g.commit(),
@@ -268,7 +277,7 @@ impl StageConfig {
 
     /// Build the stage (loading models and the like); `Err` says what is wrong. `seed` is the
     /// pipeline's.
-    pub fn build(&self, seed: u64) -> Result<Stage, String> {
+    pub fn build(&self, seed: u64) -> Result<Stage, crate::error::StageError> {
         Ok(match self {
             StageConfig::ExactDedup(c) => Stage::Global(Box::new(exact_dedup::ExactDedup::new(c))),
             StageConfig::LengthFilter(c) => {

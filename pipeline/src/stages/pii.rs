@@ -136,7 +136,7 @@ pub fn luhn_ok(s: &str) -> bool {
 
 impl Pii {
     /// Build from config: read and compile the patterns.
-    pub fn new(cfg: &Config) -> Result<Pii, String> {
+    pub fn new(cfg: &Config) -> Result<Pii, crate::error::StageError> {
         let name = cfg
             .rules
             .as_ref()
@@ -148,7 +148,8 @@ impl Pii {
                 return Err(format!(
                     "actions.{k}: no such PII type in {name} (types: {})",
                     known.join(", ")
-                ));
+                )
+                .into());
             }
         }
         let types = file

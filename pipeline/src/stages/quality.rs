@@ -202,7 +202,7 @@ fn dup_ngram_ratio(toks: &[&str], n: usize) -> f64 {
 
 impl Quality {
     /// Build from config.
-    pub fn new(cfg: &Config) -> Result<Quality, String> {
+    pub fn new(cfg: &Config) -> Result<Quality, crate::error::StageError> {
         let base: Thresholds =
             super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "quality rules")?;
         Ok(Quality {

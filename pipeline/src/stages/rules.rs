@@ -184,7 +184,7 @@ fn role_scope(r: Role) -> Scope {
 
 impl Rules {
     /// Build from config: read every file and compile its rules.
-    pub fn new(cfg: &Config) -> Result<Rules, String> {
+    pub fn new(cfg: &Config) -> Result<Rules, crate::error::StageError> {
         let mut rules = Vec::new();
         for path in &cfg.files {
             let at = path.display();
@@ -193,12 +193,13 @@ impl Rules {
             for spec in file.rule {
                 let ctx = format!("{at}: rule {}", spec.name);
                 if spec.keywords.is_empty() && spec.regex.is_none() {
-                    return Err(format!("{ctx}: give keywords or regex"));
+                    return Err(format!("{ctx}: give keywords or regex").into());
                 }
                 if (spec.action == Action::Replace) != spec.replacement.is_some() {
                     return Err(format!(
                         "{ctx}: `replacement` goes with action = \"replace\", and only with it"
-                    ));
+                    )
+                    .into());
                 }
                 let keywords = if spec.keywords.is_empty() {
                     None
@@ -392,6 +393,6 @@ mod tests {
         )
         .expect("write");
         let e = Rules::new(&Config { files: vec![p] }).err().expect("fails");
-        assert!(e.contains("bad.toml: rule x"), "{e}");
+        assert!(e.to_string().contains("bad.toml: rule x"), "{e}");
     }
 }

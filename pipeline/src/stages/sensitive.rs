@@ -127,7 +127,7 @@ pub struct Sensitive {
     pub words: usize,
 }
 
-fn read_words(path: &Path) -> Result<Vec<String>, String> {
+fn read_words(path: &Path) -> Result<Vec<String>, crate::error::StageError> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text
         .lines()
@@ -139,7 +139,7 @@ fn read_words(path: &Path) -> Result<Vec<String>, String> {
 
 impl Sensitive {
     /// Build from config: read every category file and the allow-list.
-    pub fn new(cfg: &Config) -> Result<Sensitive, String> {
+    pub fn new(cfg: &Config) -> Result<Sensitive, crate::error::StageError> {
         let entries = std::fs::read_dir(&cfg.dir)
             .map_err(|e| format!("sensitive word directory {}: {e}", cfg.dir.display()))?;
         let mut files: Vec<PathBuf> = entries
@@ -149,7 +149,7 @@ impl Sensitive {
             .collect();
         files.sort();
         if files.is_empty() {
-            return Err(format!("{}: no *.txt word lists", cfg.dir.display()));
+            return Err(format!("{}: no *.txt word lists", cfg.dir.display()).into());
         }
         let mut categories = Vec::new();
         let mut patterns: Vec<String> = Vec::new();
@@ -179,7 +179,7 @@ impl Sensitive {
         }
         for k in cfg.actions.keys().chain(cfg.tag_only_in.keys()) {
             if !categories.iter().any(|(n, _)| n == k) {
-                return Err(format!("actions.{k}: no {k}.txt in {}", cfg.dir.display()));
+                return Err(format!("actions.{k}: no {k}.txt in {}", cfg.dir.display()).into());
             }
         }
         let build = |pats: &[String]| {

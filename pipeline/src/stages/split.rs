@@ -100,7 +100,11 @@ impl GlobalStage for Split {
         self.assign(members.len(), groups, out);
     }
 
-    fn finish(&self, parts: Vec<Decisions>, _: &Records<u64>) -> Result<Decisions, String> {
+    fn finish(
+        &self,
+        parts: Vec<Decisions>,
+        _: &Records<u64>,
+    ) -> Result<Decisions, crate::error::StageError> {
         Ok(Decisions::merge(parts))
     }
 }

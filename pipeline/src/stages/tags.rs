@@ -138,7 +138,7 @@ pub struct Tags {
 
 impl Tags {
     /// Read the profile table and build the lookup.
-    pub fn new(cfg: &Config) -> Result<Tags, String> {
+    pub fn new(cfg: &Config) -> Result<Tags, crate::error::StageError> {
         let path = &cfg.profiles;
         let at = |e: PolarsError| format!("{}: {e}", path.display());
         let ext = path
@@ -170,7 +170,8 @@ impl Tags {
                 return Err(format!(
                     "{}: profile tables are .csv, .tsv or .parquet",
                     path.display()
-                ))
+                )
+                .into())
             }
         };
         let names_in: Vec<String> = df
@@ -184,7 +185,8 @@ impl Tags {
                 path.display(),
                 cfg.key,
                 names_in.join(", ")
-            ));
+            )
+            .into());
         }
         let columns: Vec<String> = match &cfg.columns {
             Some(c) => {
@@ -193,7 +195,8 @@ impl Tags {
                         "{}: no column {missing:?} (columns: {})",
                         path.display(),
                         names_in.join(", ")
-                    ));
+                    )
+                    .into());
                 }
                 c.clone()
             }
@@ -209,7 +212,8 @@ impl Tags {
                     "{}: bucket column {:?} is not in the table",
                     path.display(),
                     b.column
-                ));
+                )
+                .into());
             }
         }
         // Derived buckets, as polars expressions over the numeric value of the column.
@@ -270,7 +274,8 @@ impl Tags {
                     "{}: user {id:?} appears twice (row {} repeats an earlier row's key)",
                     path.display(),
                     row + 2
-                ));
+                )
+                .into());
             }
         }
         Ok(Tags {
@@ -329,7 +334,7 @@ mod tests {
         let cfg: Config = toml::from_str(&format!("profiles = {:?}\n{extra}", path))
             .map_err(|e| e.to_string())?;
         assert!(cfg.validate().is_empty(), "{:?}", cfg.validate());
-        Tags::new(&cfg)
+        Ok(Tags::new(&cfg)?)
     }
 
     fn tagged(t: &Tags, user: Option<&str>) -> Sample {

@@ -114,7 +114,7 @@ pub struct Truncate {
 
 impl Truncate {
     /// Build from config, loading (or sharing) the tokenizer.
-    pub fn new(cfg: &Config) -> Result<Truncate, String> {
+    pub fn new(cfg: &Config) -> Result<Truncate, crate::error::StageError> {
         let counter = match &cfg.tokenizer {
             Some(p) => Counter::Tokens(TokenizerHandle::shared(p)?),
             None => Counter::Chars,
