@@ -56,7 +56,7 @@ impl Engine<'_> {
             .plan
             .stages
             .iter()
-            .any(|s| matches!(s, crate::stages::StageConfig::Mix(_)));
+            .any(crate::stages::StageConfig::makes_a_mix);
         self.catalog.set_lineage(hashed, mixed);
         self.catalog.write(&catalog_path, &self.plan.name, files)?;
         outputs.push(OutputFile {

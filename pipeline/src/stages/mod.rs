@@ -174,7 +174,13 @@ impl Stage {
 }
 
 impl StageConfig {
-    /// The `type` name.
+    /// Whether the stage selects and upsamples a mix: the catalog then marks the run as a mix,
+    /// so its samples are not counted again as a source's.
+    pub fn makes_a_mix(&self) -> bool {
+        matches!(self, StageConfig::Mix(_))
+    }
+
+    /// The stage's `type` as written.
     pub fn type_name(&self) -> &'static str {
         match self {
             StageConfig::ExactDedup(_) => "exact_dedup",
