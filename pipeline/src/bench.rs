@@ -207,7 +207,7 @@ pub fn stage_throughput(
 /// Write a synthetic catalog under `root`: `runs` run directories, each with a catalog.parquet
 /// of `groups` rows (domains × tasks × regions × age groups × languages) describing
 /// `samples / runs` samples. Returns the rows written.
-pub fn synthetic_catalog(root: &Path, runs: usize, samples: u64) -> Result<usize, String> {
+pub fn synthetic_catalog(root: &Path, runs: usize, samples: u64) -> crate::Result<usize> {
     use polars::prelude::*;
     let domains = ["general", "finance", "medical", "legal", "service"];
     let tasks = ["qa", "chat", "summary", "tool_use"];
@@ -274,28 +274,36 @@ pub fn synthetic_catalog(root: &Path, runs: usize, samples: u64) -> Result<usize
                 Column::new("examples".into(), ex),
             ],
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| polars_output(root, e))?;
         let path = root.join(&dir);
-        std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+        #[allow(clippy::disallowed_methods)] // a folder
+        std::fs::create_dir_all(&path).map_err(|e| crate::Error::io(&path, e))?;
         let mut bytes = Vec::new();
         ParquetWriter::new(&mut bytes)
             .finish(&mut df)
-            .map_err(|e| e.to_string())?;
-        crate::storage::write_atomic(&path.join(crate::catalog::CATALOG_FILE), &bytes)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| polars_output(&path, e))?;
+        crate::storage::write_atomic(&path.join(crate::catalog::CATALOG_FILE), &bytes)?;
         rows += n;
     }
     Ok(rows)
 }
 
+fn polars_output(path: &Path, e: polars::prelude::PolarsError) -> crate::Error {
+    crate::Error::Output {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
 /// Synthetic SFT samples for mix throughput: `n` dialogues over five domains and four tasks,
 /// with region and age tags, written as JSONL.
-pub fn synthetic_samples(path: &Path, n: u64) -> Result<(), String> {
+pub fn synthetic_samples(path: &Path, n: u64) -> crate::Result<()> {
     use std::io::Write;
     let domains = ["general", "general", "general", "finance", "medical"];
     let tasks = ["qa", "chat", "summary", "tool_use"];
     let regions = ["east", "north", "south", "west"];
-    let mut f = crate::storage::AtomicFile::create(path).map_err(|e| e.to_string())?;
+    let mut f = crate::storage::AtomicFile::create(path)?;
+    let io = |e| crate::Error::io(path, e);
     let mut w = std::io::BufWriter::new(&mut f);
     for i in 0..n {
         let h = xxhash_rust::xxh3::xxh3_64(&i.to_le_bytes());
@@ -309,9 +317,9 @@ pub fn synthetic_samples(path: &Path, n: u64) -> Result<(), String> {
                 {"role": "assistant", "content": format!("回答{i}：年化收益率以合同约定为准，过往业绩不代表未来表现。")}
             ]
         });
-        writeln!(w, "{line}").map_err(|e| e.to_string())?;
+        writeln!(w, "{line}").map_err(io)?;
     }
-    w.flush().map_err(|e| e.to_string())?;
+    w.flush().map_err(io)?;
     drop(w);
-    f.commit().map_err(|e| e.to_string())
+    f.commit()
 }

@@ -213,6 +213,22 @@ fn sort_last_wins(at: &mut Vec<(u64, u32)>) {
     *at = out;
 }
 
+/// Decisions that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not the JSON [`Decisions::to_json`] writes.
+    #[error("unreadable decisions: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A position that points past the table of decisions.
+    #[error("unreadable decisions: index {index} past the table of {len}")]
+    Index {
+        /// The index found.
+        index: u32,
+        /// The table's length.
+        len: usize,
+    },
+}
+
 /// A decision as JSON: `[code, detail, duplicate_of, tags, repeat]`.
 type Row = (
     Option<String>,
@@ -231,7 +247,7 @@ struct Wire {
 
 impl Decisions {
     /// As JSON, each distinct decision once (what task 0 hands the other tasks).
-    pub fn to_json(&self) -> Result<Vec<u8>, String> {
+    pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         let mut s = self.clone();
         s.seal();
         let table = s
@@ -248,13 +264,11 @@ impl Decisions {
             })
             .collect();
         serde_json::to_vec(&Wire { table, at: s.at })
-            .map_err(|e| format!("cannot encode decisions: {e}"))
     }
 
     /// Read [`Decisions::to_json`] back.
-    pub fn from_json(bytes: &[u8]) -> Result<Decisions, String> {
-        let w: Wire =
-            serde_json::from_slice(bytes).map_err(|e| format!("unreadable decisions: {e}"))?;
+    pub fn from_json(bytes: &[u8]) -> Result<Decisions, DecodeError> {
+        let w: Wire = serde_json::from_slice(bytes)?;
         let table: Vec<Decision> = w
             .table
             .into_iter()
@@ -269,7 +283,10 @@ impl Decisions {
             })
             .collect();
         if let Some(&(_, i)) = w.at.iter().find(|&&(_, i)| i as usize >= table.len()) {
-            return Err(format!("unreadable decisions: index {i} past the table"));
+            return Err(DecodeError::Index {
+                index: i,
+                len: table.len(),
+            });
         }
         let mut d = Decisions {
             at: w.at,
@@ -367,8 +384,8 @@ mod tests {
         let again: Decisions = pairs.into_iter().collect();
         assert_eq!(again, d);
         assert_eq!(
-            Decisions::from_json(&d.to_json().expect("json")),
-            Ok(d.clone())
+            Decisions::from_json(&d.to_json().expect("json")).expect("back"),
+            d.clone()
         );
         let mut other = Decisions::new();
         other.insert(7, dup("a"));
@@ -385,7 +402,10 @@ mod tests {
         let shifted = merged.shifted(3);
         assert_eq!(shifted.keys().collect::<Vec<_>>(), vec![0, 2, 4]);
         assert_eq!(shifted.get(&2), Some(&dup("z")));
-        assert!(Decisions::from_json(br#"{"table":[],"at":[[1,0]]}"#).is_err());
+        assert!(matches!(
+            Decisions::from_json(br#"{"table":[],"at":[[1,0]]}"#),
+            Err(DecodeError::Index { index: 0, len: 0 })
+        ));
     }
 
     #[test]

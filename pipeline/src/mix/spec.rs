@@ -34,15 +34,28 @@ pub struct Ratio {
     pub parts: Option<(f64, f64)>,
 }
 
+/// A ratio that cannot be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RatioError {
+    /// Neither `a:b` with two positive numbers nor a number.
+    #[error("ratio {0:?}: expected \"domain:general\" such as \"1:5\", or a share such as 0.15")]
+    Form(String),
+    /// A share outside (0, 1).
+    #[error("ratio {0}: a domain share must lie strictly between 0 and 1")]
+    Share(f64),
+}
+
+impl From<RatioError> for String {
+    fn from(e: RatioError) -> String {
+        e.to_string()
+    }
+}
+
 impl Ratio {
     /// Parse `"a:b"` or a share.
-    pub fn parse(s: &str) -> Result<Ratio, String> {
+    pub fn parse(s: &str) -> Result<Ratio, RatioError> {
         let s = s.trim();
-        let bad = || {
-            format!(
-                "ratio {s:?}: expected \"domain:general\" such as \"1:5\", or a share such as 0.15"
-            )
-        };
+        let bad = || RatioError::Form(s.to_string());
         if let Some((a, b)) = s.split_once(':') {
             let a: f64 = a.trim().parse().map_err(|_| bad())?;
             let b: f64 = b.trim().parse().map_err(|_| bad())?;
@@ -56,9 +69,7 @@ impl Ratio {
         }
         let p: f64 = s.parse().map_err(|_| bad())?;
         if !(p > 0.0 && p < 1.0) {
-            return Err(format!(
-                "ratio {p}: a domain share must lie strictly between 0 and 1"
-            ));
+            return Err(RatioError::Share(p));
         }
         Ok(Ratio {
             domain_share: p,

@@ -79,7 +79,7 @@ impl Engine<'_> {
             };
             let json = all.to_json().map_err(|message| Error::Output {
                 path: decisions_path.clone(),
-                message,
+                message: format!("cannot encode decisions: {message}"),
             })?;
             decisions_at.put(&json)?;
             t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
@@ -108,7 +108,7 @@ impl Engine<'_> {
         })?;
         let all = Decisions::from_json(&bytes).map_err(|message| Error::Output {
             path: decisions_path.clone(),
-            message,
+            message: message.to_string(),
         })?;
         self.phase_times.extend(times);
         self.tally.stage_cpu[g] += reduce_cpu;
