@@ -6,6 +6,12 @@
 //! A catalog root is a folder of run directories. Queries scan every `*/catalog.parquet` under
 //! it with polars lazy scans (runs with different tag columns are concatenated diagonally), so a
 //! summary or a mix preview reads a few kilobytes per run and never a sample.
+//!
+//! Two Arrow stacks: samples are written with arrow-rs and `parquet` (`io/writers`), a
+//! streaming writer whose chunks and row groups sluice fixes, so output bytes are stable; the
+//! catalog and the mix stage query with polars (lazy scans, diagonal concatenation, SQL
+//! expressions for `where`), which arrow-rs does not offer. Polars reads the Parquet arrow-rs
+//! writes, so the two meet only at files.
 
 mod builder;
 mod load;
