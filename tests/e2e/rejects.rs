@@ -84,7 +84,7 @@ fn gb18030_is_decoded_when_detected_and_rejected_when_declared_utf8() {
     assert_eq!(input(&report, "gb")["files"][0]["encoding"], "gb18030");
     assert_eq!(
         input(&report, "gb")["files"][0]["encoding_why"],
-        "2 of 2 non-ASCII lines in the first 1 KiB are not UTF-8; GB18030 decodes them all"
+        "2 of 2 non-ASCII lines in the file are not UTF-8; GB18030 decodes them all"
     );
     let samples = curated_rows(&out);
     assert_eq!(samples[0]["turns"][0]["content"], "我最近总是头疼怎么办");
@@ -361,7 +361,7 @@ fn a_few_broken_bytes_do_not_change_a_files_encoding() {
         .as_str()
         .unwrap_or_default();
     assert!(
-        why.contains("non-ASCII lines in the first") && why.contains("GB18030 decodes them but 2"),
+        why.contains("non-ASCII lines in the file") && why.contains("GB18030 decodes them but 2"),
         "{why}"
     );
     assert_eq!(report["totals"]["kept"], 300, "{:?}", rejects_of(&out));

@@ -19,15 +19,15 @@ pub(super) fn strip_compression_ext(name: &str) -> &str {
 /// decodes as GB18030 without error. A UTF-8 file with a few broken lines stays UTF-8 (those
 /// lines are rejected); a GB18030 export is decoded. Also says why, for the report.
 pub(super) fn sniff_encoding(head: &[u8]) -> (TextEncoding, String) {
-    let kib = head.len().div_ceil(1024);
+    // What was looked at: the whole (decompressed) file when it is shorter than the sniff.
+    let scope = if head.len() < SNIFF_BYTES {
+        "the file".to_string()
+    } else {
+        format!("the first {} KiB", SNIFF_BYTES / 1024)
+    };
     // Ignore a multi-byte character cut at the end of the head.
     let cut = head.len().saturating_sub(4);
-    let valid = || {
-        (
-            TextEncoding::Utf8,
-            format!("the first {kib} KiB are valid UTF-8"),
-        )
-    };
+    let valid = || (TextEncoding::Utf8, format!("{scope} is valid UTF-8"));
     let probe = match std::str::from_utf8(head) {
         Ok(_) if head.is_empty() => return (TextEncoding::Utf8, "empty: UTF-8".into()),
         Ok(_) => return valid(),
@@ -59,8 +59,7 @@ pub(super) fn sniff_encoding(head: &[u8]) -> (TextEncoding, String) {
     };
     let allowed = (non_ascii / 100).max(2);
     let gb_ok = malformed <= allowed;
-    let lines =
-        format!("{invalid} of {non_ascii} non-ASCII lines in the first {kib} KiB are not UTF-8");
+    let lines = format!("{invalid} of {non_ascii} non-ASCII lines in {scope} are not UTF-8");
     if gb_ok && invalid * 2 >= non_ascii {
         let how = if malformed == 0 {
             "GB18030 decodes them all".to_string()
@@ -128,7 +127,7 @@ mod tests {
         assert_eq!(enc, TextEncoding::Gb18030);
         assert_eq!(
             why,
-            "2 of 2 non-ASCII lines in the first 1 KiB are not UTF-8; GB18030 decodes them all"
+            "2 of 2 non-ASCII lines in the file are not UTF-8; GB18030 decodes them all"
         );
         let mut mostly_utf8 = "你好\n世界\n再见\n".repeat(10).into_bytes();
         mostly_utf8.extend_from_slice(b"bad \xff\xfe line\n");
@@ -141,10 +140,7 @@ mod tests {
         );
         assert_eq!(
             sniff_encoding("纯 UTF-8 文本".as_bytes()),
-            (
-                TextEncoding::Utf8,
-                "the first 1 KiB are valid UTF-8".to_string()
-            )
+            (TextEncoding::Utf8, "the file is valid UTF-8".to_string())
         );
     }
 
