@@ -421,3 +421,44 @@ fn a_decompression_bomb_ends_its_file_not_the_run() {
     assert_eq!(report["totals"]["kept"], 5, "{report}");
     assert_eq!(report["totals"]["rejected"], 0, "{report}");
 }
+
+/// Regressions from the attacker walk of #18: a CSV with lone-CR line ends (old Mac exports)
+/// lost every row without a reject; a quoted field longer than 1,000 lines could not be read
+/// whatever the config; a zstd stream that opens with a skippable frame was read as text.
+#[test]
+fn cr_line_ends_long_quoted_fields_and_skippable_zstd_frames_are_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("mac.csv"),
+        "q,a\r信用卡怎么还款？,手机银行。\r转账限额？,五万。\r",
+    )
+    .expect("w");
+    let long: String = (0..1500).map(|i| format!("line {i}\n")).collect();
+    std::fs::write(
+        dir.path().join("long.csv"),
+        format!("q,a\nq1,\"{long}\"\nq2,a2\n"),
+    )
+    .expect("w");
+    let record = b"{\"instruction\": \"q\", \"output\": \"a\"}\n";
+    let mut zst = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+    zst.extend(zstd::encode_all(&record[..], 3).expect("zstd"));
+    std::fs::write(dir.path().join("skip.jsonl.zst"), &zst).expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\nname = \"mac\"\npaths = [\"mac.csv\"]\ncolumns = { q = \"user\", a = \"assistant\" }\n\
+         [[inputs]]\nname = \"long\"\npaths = [\"long.csv\"]\nmax_quoted_lines = 2000\ncolumns = { q = \"user\", a = \"assistant\" }\n\
+         [[inputs]]\nname = \"skip\"\npaths = [\"skip.jsonl.zst\"]\n\
+         [output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("o");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    assert_eq!(report["totals"]["rejected"], 0, "{:?}", rejects_of(&out));
+    assert_eq!(input(&report, "mac")["kept"], 2, "{report}");
+    assert_eq!(input(&report, "long")["kept"], 2, "{report}");
+    assert_eq!(input(&report, "skip")["kept"], 1, "{report}");
+    let rows = curated_rows(&out);
+    assert!(rows.iter().any(|r| r["turns"][1]["content"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("line 0\n") && c.trim_end().ends_with("line 1499"))));
+}

@@ -1,7 +1,7 @@
 //! A bounded CSV/TSV reader. Records are cut from the byte stream one physical line at a time,
 //! so memory never exceeds `max_record_bytes` whatever the input (a 2 GB field of zeros, an
 //! unclosed quote before gigabytes of text): a header or record over the bound is rejected
-//! without being held. A quoted field may span lines, at most `MAX_QUOTED_LINES` of them; a
+//! without being held. A quoted field may span lines, at most `max_quoted_lines` of them; a
 //! quote still open at that limit, at the size bound or at the end of the file becomes a
 //! reject at the line it opened on, and reading resumes at the next line, so one stray quote
 //! costs one row, not the rows after it. Line numbers count `\n`, so CRLF files number right.
@@ -11,9 +11,6 @@ use super::{FileCx, Payload, RawRecord};
 use std::collections::VecDeque;
 use std::io::{self, BufRead};
 use std::sync::Arc;
-
-/// Most physical lines one quoted field may span.
-pub const MAX_QUOTED_LINES: usize = 1000;
 
 /// One logical record as cut from the stream.
 enum Cut {
@@ -35,6 +32,8 @@ struct Splitter<'a> {
     pending: VecDeque<PhysLine>,
     line: u64,
     max: usize,
+    /// Lines a quoted field may span.
+    max_lines: usize,
 }
 
 impl Splitter<'_> {
@@ -70,9 +69,10 @@ impl Splitter<'_> {
         // A quoted field goes on over the next lines.
         let mut taken: Vec<PhysLine> = Vec::new();
         let why = loop {
-            if taken.len() >= MAX_QUOTED_LINES {
+            if taken.len() >= self.max_lines {
                 break format!(
-                    "a quoted field opened on this line is still open {MAX_QUOTED_LINES} lines later"
+                    "a quoted field opened on this line is still open {} lines later (raise the input's max_quoted_lines if fields are that long)",
+                    self.max_lines
                 );
             }
             let Some((n, next)) = self.next_line()? else {
@@ -185,6 +185,7 @@ pub(super) fn read(
         pending: VecDeque::new(),
         line: 0,
         max,
+        max_lines: cx.plan.max_quoted_lines.max(1),
     };
     let read_err = |line: u64, e: io::Error| format!("read failed after line {line}: {e}");
     // The header: the first line that is not blank.
@@ -349,12 +350,12 @@ mod tests {
         assert!(r[0].1.starts_with("ERR"));
         assert_eq!(r[1], (3, "q2|a2".into()));
         let mut many = String::from("q,a\nq0,\"open\n");
-        for i in 0..(MAX_QUOTED_LINES + 5) {
+        for i in 0..(crate::io::options::DEFAULT_MAX_QUOTED_LINES + 5) {
             many += &format!("q{i},a{i}\n");
         }
         let (r, _) = rows(&many, 1 << 20);
         assert!(r[0].1.contains("still open"), "{:?}", r[0]);
-        assert_eq!(r.len(), MAX_QUOTED_LINES + 6);
+        assert_eq!(r.len(), crate::io::options::DEFAULT_MAX_QUOTED_LINES + 6);
         assert_eq!(r[1], (3, "q0|a0".into()));
     }
 }

@@ -24,7 +24,7 @@ use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use streams::{Cancellable, Counting, Expansion, Fails, Gb18030Reader};
+use streams::{Cancellable, Counting, CrLines, Expansion, Fails, Gb18030Reader};
 
 /// The text encoding a file was found to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -281,6 +281,8 @@ fn read_file_records(
         Compression::Auto => match magic {
             Some([0x1f, 0x8b, _, _]) => Compression::Gzip,
             Some([0x28, 0xb5, 0x2f, 0xfd]) => Compression::Zstd,
+            // A zstd stream may open with a skippable frame (magic 0x184D2A50..5F).
+            Some([0x50..=0x5f, 0x2a, 0x4d, 0x18]) => Compression::Zstd,
             _ => Compression::None,
         },
         c => c,
@@ -378,7 +380,19 @@ fn read_file_records(
         }),
         None => stream,
     };
-    let mut body = BufReader::with_capacity(256 * 1024, Cursor::new(head).chain(stream));
+    // Old Mac exports end lines with a lone CR: without a single LF in the head, every CR of a
+    // line-based file is a line end (otherwise the whole file is one line: no row at all).
+    let cr_lines = matches!(
+        reader,
+        ReaderKind::Csv | ReaderKind::Tsv | ReaderKind::Jsonl | ReaderKind::Text
+    ) && head.contains(&b'\r')
+        && !head.contains(&b'\n');
+    let joined: Box<dyn Read + Send + '_> = if cr_lines {
+        Box::new(CrLines(Cursor::new(head).chain(stream)))
+    } else {
+        Box::new(Cursor::new(head).chain(stream))
+    };
+    let mut body = BufReader::with_capacity(256 * 1024, joined);
     let cx = FileCx {
         input,
         plan: plan.clone(),

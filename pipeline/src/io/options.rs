@@ -6,6 +6,9 @@ use crate::sample::Kind;
 use serde::Deserialize;
 use std::path::PathBuf;
 
+/// Lines a quoted CSV field may span (see `max_quoted_lines` of an input).
+pub const DEFAULT_MAX_QUOTED_LINES: usize = 1000;
+
 /// How many times a compressed file may expand (see `max_expansion` of an input).
 pub const DEFAULT_MAX_EXPANSION: u32 = 200;
 
@@ -195,6 +198,8 @@ pub struct InputPlan {
     pub cjk_despace: bool,
     /// Largest expansion of a compressed file (0: no limit).
     pub max_expansion: u32,
+    /// Lines a quoted CSV field may span before it is a reject.
+    pub max_quoted_lines: usize,
     /// Tags set on every sample of the input (`sluice mix run` marks the run it read).
     pub tags: Vec<(String, String)>,
 }
@@ -217,6 +222,7 @@ impl InputPlan {
             text_unit: TextUnit::Line,
             cjk_despace: false,
             max_expansion: DEFAULT_MAX_EXPANSION,
+            max_quoted_lines: DEFAULT_MAX_QUOTED_LINES,
             tags: Vec::new(),
         }
     }

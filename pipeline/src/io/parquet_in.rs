@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 const BATCH_ROWS: usize = 1024;
+/// Decoded bytes a batch aims at.
+const BATCH_BYTES: u64 = 8 << 20;
 
 pub(super) fn read(
     path: &Path,
@@ -31,9 +33,25 @@ pub(super) fn read(
         Err(e) => return Ok(Err(format!("cannot open: {e}"))),
     };
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let reader = match ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
-    {
+    let reader = match ParquetRecordBatchReaderBuilder::try_new(file).and_then(|b| {
+        // Rows per decoded batch: at most BATCH_ROWS, and about BATCH_BYTES of the widest row
+        // group's rows (rows of megabytes decode a few at a time, not a thousand).
+        let widest = b
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| {
+                u64::try_from(g.total_byte_size()).unwrap_or(0)
+                    / u64::try_from(g.num_rows()).unwrap_or(1).max(1)
+            })
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let rows = usize::try_from(BATCH_BYTES / widest)
+            .unwrap_or(BATCH_ROWS)
+            .clamp(1, BATCH_ROWS);
+        b.with_batch_size(rows).build()
+    }) {
         Ok(r) => r,
         Err(e) => return Ok(Err(format!("not a readable Parquet file: {e}"))),
     };

@@ -120,3 +120,18 @@ impl Read for Fails {
         }
     }
 }
+
+/// Lines ended by a lone CR (old Mac exports) read as LF-ended lines.
+pub(super) struct CrLines<R>(pub(super) R);
+
+impl<R: Read> Read for CrLines<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        for b in &mut buf[..n] {
+            if *b == b'\r' {
+                *b = b'\n';
+            }
+        }
+        Ok(n)
+    }
+}

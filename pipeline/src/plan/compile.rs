@@ -144,6 +144,7 @@ pub(super) fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) ->
             text_unit: input.text_unit,
             cjk_despace: input.cjk_despace,
             max_expansion: input.max_expansion,
+            max_quoted_lines: input.max_quoted_lines,
             tags: Vec::new(),
         });
     }

@@ -102,6 +102,15 @@ pub struct InputSpec {
     /// of zeros gzip to 2 MB). Real logs expand 5–50 times.
     #[serde(default = "default_max_expansion")]
     pub max_expansion: u32,
+    /// CSV/TSV: a quoted field may span at most this many lines (default 1000; its bytes are
+    /// bounded by `max_record_bytes` too); beyond, it is a reject at the line it opened on and
+    /// reading resumes on the next line.
+    #[serde(default = "default_max_quoted_lines")]
+    pub max_quoted_lines: usize,
+}
+
+pub(super) fn default_max_quoted_lines() -> usize {
+    crate::io::options::DEFAULT_MAX_QUOTED_LINES
 }
 
 pub(super) fn default_max_expansion() -> u32 {

@@ -37,6 +37,9 @@ pub(super) const CHUNK_ROWS: usize = 1024;
 /// Bytes at which a chunk is written before it has `CHUNK_ROWS` rows (bounds the buffer).
 pub(super) const CHUNK_BYTES: usize = 16 << 20;
 
+/// Encoded bytes at which a row group is written out.
+const ROW_GROUP_BYTES: usize = 64 << 20;
+
 /// Bytes a sample holds, roughly: its strings.
 pub(super) fn sample_bytes(s: &Sample) -> usize {
     let tags: usize = s.tags.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -231,6 +234,15 @@ impl ParquetSink {
             path: path.clone(),
             message: e.to_string(),
         })?;
+        // A row group is held in memory until it is flushed: end it at ROW_GROUP_BYTES as well
+        // as at 16k rows (rows of megabytes would otherwise pile up). The cut depends only on
+        // the samples, so the bytes stay the same however they were batched.
+        if w.in_progress_size() >= ROW_GROUP_BYTES {
+            w.flush().map_err(|e| Error::Output {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+        }
         *rows += self.pending.len() as u64;
         self.pending.clear();
         self.pending_drops.clear();
@@ -336,5 +348,47 @@ mod tests {
         assert_eq!(parquet_bytes(&samples, &[1, 1000, 1001, 2999, 5000]), one);
         let small: Vec<usize> = (1..7000).step_by(333).collect();
         assert_eq!(parquet_bytes(&samples, &small), one);
+    }
+
+    /// Regression (attacker walk of #18): a row group is held until it is written, and rows of
+    /// megabytes piled up to 16k rows (40 rows of 6.7 MB: 397 MB). Row groups now end by bytes.
+    #[test]
+    fn row_groups_end_by_bytes_too() {
+        // Text that does not compress: what is held is what is written.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut text = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from_u32(0x4E00 + (x % 0x5000) as u32).unwrap_or('字')
+                })
+                .collect()
+        };
+        let samples: Vec<Sample> = (0..200)
+            .map(|i| Sample::document(format!("d{i}"), text(350_000)))
+            .collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut sink: Box<dyn SampleSink> = Box::new(ParquetSink::new(
+            dir.path(),
+            dir.path().to_path_buf(),
+            100_000,
+            false,
+        ));
+        sink.write(&samples, None).expect("write");
+        let files = sink.finish().expect("finish");
+        let file = std::fs::File::open(dir.path().join(&files[0].path)).expect("open");
+        let meta = parquet::file::reader::SerializedFileReader::new(file).expect("parquet");
+        use parquet::file::reader::FileReader;
+        let groups = meta.metadata().num_row_groups();
+        assert!(groups >= 2, "{groups} row group(s) for 200 MB of rows");
+        let rows: i64 = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .sum();
+        assert_eq!(rows, 200);
     }
 }
