@@ -462,3 +462,31 @@ fn cr_line_ends_long_quoted_fields_and_skippable_zstd_frames_are_read() {
         .as_str()
         .is_some_and(|c| c.starts_with("line 0\n") && c.trim_end().ends_with("line 1499"))));
 }
+
+/// Regression (attacker walk of #18): a GB18030 byte-order mark was kept, so the first record
+/// was rejected. It is skipped, and it says the file is GB18030.
+#[test]
+fn a_gb18030_byte_order_mark_is_skipped_and_names_the_encoding() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut bytes = vec![0x84, 0x31, 0x95, 0x33];
+    bytes.extend_from_slice(
+        &encoding_rs::GB18030
+            .encode("{\"instruction\": \"信用卡怎么还款？\", \"output\": \"手机银行。\"}\n")
+            .0,
+    );
+    std::fs::write(dir.path().join("gb.jsonl"), &bytes).expect("w");
+    let cfg = pipeline(
+        dir.path(),
+        "[[inputs]]\npaths = [\"gb.jsonl\"]\n[output]\ndir = \"o\"\nformats = [\"jsonl\"]\n",
+    );
+    let out = dir.path().join("o");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_eq!(report["totals"]["kept"], 1, "{:?}", rejects_of(&out));
+    let file = &report["inputs"][0]["files"][0];
+    assert_eq!(file["encoding"], "gb18030");
+    assert_eq!(file["encoding_why"], "a GB18030 byte-order mark");
+    assert_eq!(
+        curated_rows(&out)[0]["turns"][0]["content"],
+        "信用卡怎么还款？"
+    );
+}

@@ -346,8 +346,12 @@ fn read_file_records(
     }
     let mut skip = 0;
     let bom = head.starts_with(&[0xEF, 0xBB, 0xBF]);
+    // GB18030's own byte-order mark (U+FEFF encoded in GB18030).
+    let gb_bom = head.starts_with(&[0x84, 0x31, 0x95, 0x33]);
     if bom {
         skip = 3;
+    } else if gb_bom {
+        skip = 4;
     } else if head.starts_with(&[0xFF, 0xFE]) || head.starts_with(&[0xFE, 0xFF]) {
         return Ok(Err(
             "UTF-16 text is not supported: convert the file to UTF-8".to_string(),
@@ -357,6 +361,10 @@ fn read_file_records(
         Encoding::Utf8 => (TextEncoding::Utf8, "set in the config".to_string()),
         Encoding::Gb18030 => (TextEncoding::Gb18030, "set in the config".to_string()),
         Encoding::Auto if bom => (TextEncoding::Utf8, "a UTF-8 byte-order mark".to_string()),
+        Encoding::Auto if gb_bom => (
+            TextEncoding::Gb18030,
+            "a GB18030 byte-order mark".to_string(),
+        ),
         Encoding::Auto => sniff_encoding(&head[skip..]),
     };
     let reader = match plan.reader {
