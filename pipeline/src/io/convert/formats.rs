@@ -150,7 +150,7 @@ pub(super) fn from_object(
     columns: &[(String, ColumnTarget)],
 ) -> Result<Parsed, String> {
     if format != RecordFormat::Columns {
-        let keys = obj.clone();
+        let keys: Vec<String> = obj.keys().cloned().collect();
         let flex: Flex = serde_json::from_value(Value::Object(obj))
             .map_err(|e| format!("invalid record: {e}"))?;
         return from_flex(flex, format, || keys);
@@ -227,13 +227,13 @@ pub(super) fn missing(field: &str, format: RecordFormat) -> String {
 pub(super) fn from_flex(
     mut f: Flex,
     format: RecordFormat,
-    keys: impl FnOnce() -> Map<String, Value>,
+    keys: impl FnOnce() -> Vec<String>,
 ) -> Result<Parsed, String> {
     let format = match format {
         RecordFormat::Auto => match detect(&f) {
             Some(fmt) => fmt,
             None => {
-                let names: Vec<String> = keys().keys().cloned().collect();
+                let names = keys();
                 return Err(format!(
                     "no known record layout: expected turns, conversations, messages, instruction, prompt/response or text, found keys {names:?}; map the keys with `columns`"
                 ));

@@ -69,8 +69,14 @@ pub fn convert(rec: &RawRecord) -> Result<(Sample, RecordFormat), String> {
                 }
                 (Some(b'{'), _) => {
                     let flex: Flex = serde_json::from_str(text).map_err(json_err)?;
+                    // Key names only: values are skipped, so a deeply nested one (past
+                    // serde_json's recursion limit for values) still lets the message name it.
                     from_flex(flex, plan.format, || {
-                        serde_json::from_str::<Map<String, Value>>(text).unwrap_or_default()
+                        serde_json::from_str::<
+                            std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+                        >(text)
+                        .map(|m| m.into_keys().collect())
+                        .unwrap_or_default()
                     })?
                 }
                 _ => {
@@ -349,6 +355,10 @@ mod tests {
         assert!(err(r#"{"conversations":[{"from":"human","value":"q"}]}"#).contains("unanswered"));
         assert!(err(r#"{"conversations":[{"from":"alien","value":"q"}]}"#).contains("unknown role"));
         assert!(err(r#"{"问":"q","答":"a"}"#).contains("found keys [\"答\", \"问\"]"));
+        // Regression (attacker walk of #18): a value nested past serde_json's recursion limit
+        // made the message say `found keys []`.
+        let deep = format!("{{\"a\": {}{}}}", "[".repeat(200), "]".repeat(200));
+        assert!(err(&deep).contains("found keys [\"a\"]"), "{}", err(&deep));
         assert!(err(r#""just a string""#).contains("found a string"));
     }
 
