@@ -175,16 +175,25 @@ impl Decisions {
             + self.index.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
     }
 
+    /// (position, table index) in position order, the last per position: `at` itself once
+    /// sealed, else a sorted copy of it.
+    fn ordered(&self) -> std::borrow::Cow<'_, [(u64, u32)]> {
+        if self.sorted {
+            std::borrow::Cow::Borrowed(&self.at)
+        } else {
+            let mut at = self.at.clone();
+            sort_last_wins(&mut at);
+            std::borrow::Cow::Owned(at)
+        }
+    }
+
     /// (position, decision) in position order.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (u64, &Decision)> + '_> {
         let table = &self.table;
         let look = move |&(p, i): &(u64, u32)| table.get(i as usize).map(|d| (p, d));
-        if self.sorted {
-            Box::new(self.at.iter().filter_map(look))
-        } else {
-            let mut s = self.at.clone();
-            sort_last_wins(&mut s);
-            Box::new(s.into_iter().filter_map(move |e| look(&e)))
+        match self.ordered() {
+            std::borrow::Cow::Borrowed(at) => Box::new(at.iter().filter_map(look)),
+            std::borrow::Cow::Owned(at) => Box::new(at.into_iter().filter_map(move |e| look(&e))),
         }
     }
 
@@ -248,9 +257,7 @@ struct Wire {
 impl Decisions {
     /// As JSON, each distinct decision once (what task 0 hands the other tasks).
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        let mut s = self.clone();
-        s.seal();
-        let table = s
+        let table = self
             .table
             .iter()
             .map(|d| {
@@ -263,7 +270,10 @@ impl Decisions {
                 )
             })
             .collect();
-        serde_json::to_vec(&Wire { table, at: s.at })
+        serde_json::to_vec(&Wire {
+            table,
+            at: self.ordered().into_owned(),
+        })
     }
 
     /// Read [`Decisions::to_json`] back.

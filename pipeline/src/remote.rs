@@ -282,27 +282,23 @@ fn fetch_one(
     at: &ObjPath,
     local: &Path,
 ) -> Result<()> {
-    let dir = local.parent().unwrap_or(Path::new("."));
-    #[allow(clippy::disallowed_methods)] // the cache, published below by rename
-    {
-        std::fs::create_dir_all(dir).map_err(|e| RemoteError::local(dir, e))?;
-        let tmp = dir.join(".part");
-        let mut f = std::fs::File::create(&tmp).map_err(|e| RemoteError::local(&tmp, e))?;
-        rt.block_on(async {
-            let mut stream = store.get(at).await?.into_stream();
-            while let Some(chunk) = stream.try_next().await? {
-                f.write_all(&chunk)
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "local",
-                        source: Box::new(e),
-                    })?;
-            }
-            Ok::<(), object_store::Error>(())
-        })
-        .map_err(|e| RemoteError::store("fetching", at, e))?;
-        f.sync_all().map_err(|e| RemoteError::local(&tmp, e))?;
-        std::fs::rename(&tmp, local).map_err(|e| RemoteError::local(local, e))
-    }
+    // The cache is published like every other file: written under a temporary name, synced,
+    // renamed ([`sluice_shards::atomic`]).
+    let mut f = sluice_shards::atomic::AtomicFile::create(local)
+        .map_err(|e| RemoteError::local(local, e))?;
+    rt.block_on(async {
+        let mut stream = store.get(at).await?.into_stream();
+        while let Some(chunk) = stream.try_next().await? {
+            f.write_all(&chunk)
+                .map_err(|e| object_store::Error::Generic {
+                    store: "local",
+                    source: Box::new(e),
+                })?;
+        }
+        Ok::<(), object_store::Error>(())
+    })
+    .map_err(|e| RemoteError::store("fetching", at, e))?;
+    f.commit().map_err(|e| RemoteError::local(local, e))
 }
 
 /// Upload every file under `local` to `url` (same relative names), then `_SUCCESS`. Returns

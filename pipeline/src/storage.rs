@@ -71,9 +71,7 @@ pub fn hash_file(path: &Path) -> Result<(u64, String)> {
 
 /// Write a whole small file atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = AtomicFile::create(path)?;
-    f.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    f.commit()
+    sluice_shards::atomic::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
 /// A scratch file under a run's `.work` directory (exchange partitions, spills that are read back

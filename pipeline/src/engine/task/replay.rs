@@ -66,12 +66,17 @@ impl Engine<'_> {
         self.dropped = dropped;
         let segments = partials.iter().map(|p| p.units.len()).max().unwrap_or(0);
         for seg in 0..segments {
-            let files: Vec<(PathBuf, u64)> =
-                self.stream_files(&dirs, &partials, seg, |s| format!("dropped-{s}.jsonl"));
+            let files: Vec<PathBuf> = dirs
+                .iter()
+                .map(|d| d.join(format!("dropped-{seg}.jsonl")))
+                .collect();
             self.replay(&files, true)?;
         }
         if segments > 0 {
-            let files = self.stream_files(&dirs, &partials, segments - 1, |_| "kept.jsonl".into());
+            let files = dirs
+                .iter()
+                .map(|d| d.join("kept.jsonl"))
+                .collect::<Vec<_>>();
             self.replay(&files, false)?;
         }
         let rejects_path = run.path("rejects.jsonl");
@@ -93,36 +98,13 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Each task's stream file of a segment with the number of units before it.
-    pub(in crate::engine) fn stream_files(
-        &self,
-        dirs: &[PathBuf],
-        partials: &[Partial],
-        seg: usize,
-        name: impl Fn(usize) -> String,
-    ) -> Vec<(PathBuf, u64)> {
-        let mut offset = 0;
-        let mut out = Vec::with_capacity(dirs.len());
-        for (d, p) in dirs.iter().zip(partials) {
-            out.push((d.join(name(seg)), offset));
-            offset += p.units.get(seg).copied().unwrap_or(0);
-        }
-        out
-    }
-
-    /// Feed stream files, in order, to the dropped or the curated sinks, one write per batch
-    /// of the single-process run (the unit index divided by the batch size).
     /// Write the tasks' streams through the sinks, in order, a batch at a time (the sinks cut
     /// their files the same whatever the batches, so the bytes equal a one-process run's).
-    pub(in crate::engine) fn replay(
-        &mut self,
-        files: &[(PathBuf, u64)],
-        dropped: bool,
-    ) -> Result<()> {
+    pub(in crate::engine) fn replay(&mut self, files: &[PathBuf], dropped: bool) -> Result<()> {
         let mut samples: Vec<Sample> = Vec::new();
         let mut infos: Vec<DropInfo> = Vec::new();
         let mut cut = BatchCut::new(self.plan);
-        for (path, _offset) in files {
+        for path in files {
             let file = match std::fs::File::open(path) {
                 Ok(f) => f,
                 // A task whose files held nothing for this segment wrote no stream.
