@@ -334,22 +334,6 @@ impl Extend<(u64, Decision)> for Decisions {
     }
 }
 
-impl IntoIterator for Decisions {
-    type Item = (u64, Decision);
-    type IntoIter = std::vec::IntoIter<(u64, Decision)>;
-
-    /// (position, decision) in position order; shared decisions are cloned per position.
-    fn into_iter(mut self) -> Self::IntoIter {
-        self.seal();
-        let table = std::mem::take(&mut self.table);
-        self.at
-            .into_iter()
-            .filter_map(|(p, i)| table.get(i as usize).map(|d| (p, d.clone())))
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,7 +371,7 @@ mod tests {
         d.insert(3, dup("c"));
         assert_eq!(d.get(&3), Some(&dup("c")));
         assert_eq!(d.len(), 2);
-        let pairs: Vec<(u64, Decision)> = d.clone().into_iter().collect();
+        let pairs: Vec<(u64, Decision)> = d.iter().map(|(p, x)| (p, x.clone())).collect();
         assert_eq!(pairs, vec![(1, dup("b")), (3, dup("c"))]);
         d.seal();
         assert_eq!(d.get(&3), Some(&dup("c")));
