@@ -118,6 +118,12 @@ pub struct Timings {
     /// other tasks, merging and reducing each exchange, replaying outputs into the sinks).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub task_phase_seconds: BTreeMap<String, f64>,
+    /// CPU seconds turning raw records into samples (parse, recognise, validate), summed over
+    /// worker threads.
+    pub convert_cpu_seconds: f64,
+    /// Seconds in the output sinks (templating, tokenizing, encoding and writing), as seen by
+    /// the thread feeding them; sinks use the worker threads inside.
+    pub write_seconds: f64,
     /// Input bytes per wall second.
     pub input_mb_per_second: f64,
     /// Records read per wall second.

@@ -184,6 +184,8 @@ impl Template {
 /// A tokenizer plus its identity (sha256 of its files) and vocabulary size.
 pub struct TokenizerHandle {
     tok: tokenizers::Tokenizer,
+    /// Template pieces (`<|im_start|>user\n`, …) encoded once: every sample repeats them.
+    pieces: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<[u32]>>>,
     /// sha256 of the tokenizer file(s), hex.
     pub sha256: String,
     /// Vocabulary size with added tokens.
@@ -221,6 +223,7 @@ impl TokenizerHandle {
             message: e.to_string(),
         })?;
         Ok(TokenizerHandle {
+            pieces: Default::default(),
             vocab_size: tok.get_vocab_size(true),
             sha256: sha256_files(&[path])?,
             source: path.display().to_string(),
@@ -254,6 +257,7 @@ impl TokenizerHandle {
             .collect();
         tok.add_special_tokens(&specials);
         Ok(TokenizerHandle {
+            pieces: Default::default(),
             vocab_size: tok.get_vocab_size(true),
             sha256: sha256_files(&[vocab, merges])?,
             source: format!("{v} + {m}"),
@@ -261,15 +265,39 @@ impl TokenizerHandle {
         })
     }
 
-    /// Token ids of a text (special tokens in it are recognized, none are added).
+    /// Token ids of a text (special tokens in it are recognized, none are added). Offsets
+    /// are not computed (`encode_fast`): the ids are the same.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizeError> {
         if text.is_empty() {
             return Ok(Vec::new());
         }
         self.tok
-            .encode(text, false)
+            .encode_fast(text, false)
             .map(|e| e.get_ids().to_vec())
             .map_err(|e| TokenizeError::Encode(e.to_string()))
+    }
+
+    /// Token ids of a template piece: short strings that every sample repeats are encoded
+    /// once and remembered (at most 256 of them; longer or further ones are encoded each
+    /// time).
+    pub fn encode_piece(&self, text: &str) -> Result<std::sync::Arc<[u32]>, TokenizeError> {
+        if let Some(ids) = self.pieces.read().ok().and_then(|m| m.get(text).cloned()) {
+            return Ok(ids);
+        }
+        let ids: std::sync::Arc<[u32]> = self.encode(text)?.into();
+        if text.len() <= 256 {
+            if let Ok(mut m) = self.pieces.write() {
+                if m.len() < 256 {
+                    m.insert(text.to_string(), ids.clone());
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The tokenizers crate's own tokenizer (for benchmarks that compare against it).
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.tok
     }
 
     /// Load a `tokenizer.json` once per process: every stage and sink naming the same file
@@ -345,20 +373,27 @@ pub struct Encoded {
     pub turns_dropped: usize,
     /// Whether content was cut inside a turn.
     pub cut: bool,
+    /// Tokens of the sample's content before any cut, without template tokens: what
+    /// [`TokenCounter::count`] gives with the same tokenizer (`None` where they could differ).
+    pub content_tokens: Option<u64>,
 }
 
 /// One rendered turn: template prefix, content, template suffix, then untrained `after`.
 struct Piece {
-    prefix: Vec<u32>,
+    prefix: std::sync::Arc<[u32]>,
     content: Vec<u32>,
-    suffix: Vec<u32>,
-    after: Vec<u32>,
+    suffix: std::sync::Arc<[u32]>,
+    after: Option<std::sync::Arc<[u32]>>,
     trained: bool,
 }
 
 impl Piece {
+    fn after(&self) -> &[u32] {
+        self.after.as_deref().unwrap_or_default()
+    }
+
     fn len(&self) -> usize {
-        self.prefix.len() + self.content.len() + self.suffix.len() + self.after.len()
+        self.prefix.len() + self.content.len() + self.suffix.len() + self.after().len()
     }
 }
 
@@ -377,44 +412,54 @@ pub fn encode_sample(
 ) -> Result<Encoded, String> {
     if let Some(text) = &sample.text {
         let mut ids = tok.encode(text)?;
+        let content_tokens =
+            (sample.turns.is_empty() && sample.system.is_none()).then_some(ids.len() as u64);
         let mut cut = false;
+        let eos = tok.encode_piece(&tpl.eos)?;
         if let Some(max) = budget.max_target_tokens.or(budget.max_source_tokens) {
-            let eos_len = tok.encode(&tpl.eos)?.len();
-            if ids.len() + eos_len > max {
-                ids.truncate(max.saturating_sub(eos_len));
+            if ids.len() + eos.len() > max {
+                ids.truncate(max.saturating_sub(eos.len()));
                 cut = true;
             }
         }
-        ids.extend(tok.encode(&tpl.eos)?);
+        ids.extend_from_slice(&eos);
         let mask = vec![1; ids.len()];
         return Ok(Encoded {
             ids,
             mask,
             turns_dropped: 0,
             cut,
+            content_tokens,
         });
     }
     let last_model = sample.turns.iter().rposition(|t| t.role.is_model());
-    let mut head: Vec<u32> = tok.encode(&tpl.bos)?;
+    let mut head: Vec<u32> = tok.encode_piece(&tpl.bos)?.to_vec();
+    let mut content_tokens = 0u64;
     let system = tpl.system_prompt(system_override, sample);
     if !system.is_empty() {
         let (a, b) = split_template(&tpl.system);
-        head.extend(tok.encode(a)?);
-        head.extend(tok.encode(system)?);
-        head.extend(tok.encode(b)?);
+        let ids = tok.encode(system)?;
+        if sample.system.is_some() {
+            content_tokens += ids.len() as u64;
+        }
+        head.extend_from_slice(&tok.encode_piece(a)?);
+        head.extend(ids);
+        head.extend_from_slice(&tok.encode_piece(b)?);
     }
     let mut pieces = Vec::with_capacity(sample.turns.len());
     for (i, t) in sample.turns.iter().enumerate() {
         let (a, b) = split_template(tpl.role(t.role));
         let model = t.role.is_model();
+        let content = tok.encode(&t.content)?;
+        content_tokens += content.len() as u64;
         pieces.push(Piece {
-            prefix: tok.encode(a)?,
-            content: tok.encode(&t.content)?,
-            suffix: tok.encode(b)?,
+            prefix: tok.encode_piece(a)?,
+            content,
+            suffix: tok.encode_piece(b)?,
             after: if model {
-                tok.encode(&tpl.after_assistant)?
+                Some(tok.encode_piece(&tpl.after_assistant)?)
             } else {
-                Vec::new()
+                None
             },
             trained: model && (train_on == TrainOn::AllAssistant || Some(i) == last_model),
         });
@@ -452,24 +497,28 @@ pub fn encode_sample(
             cut = true;
         }
     }
-    let mut ids = head.clone();
-    let mut mask = vec![0u8; head.len()];
+    let total = head.len() + pieces.iter().map(Piece::len).sum::<usize>();
+    let mut ids = Vec::with_capacity(total);
+    let mut mask = Vec::with_capacity(total);
+    ids.extend_from_slice(&head);
+    mask.resize(head.len(), 0u8);
     for p in &pieces {
         let t = u8::from(p.trained);
-        ids.extend(&p.prefix);
+        ids.extend_from_slice(&p.prefix);
         mask.extend(std::iter::repeat_n(0, p.prefix.len()));
-        ids.extend(&p.content);
+        ids.extend_from_slice(&p.content);
         mask.extend(std::iter::repeat_n(t, p.content.len()));
-        ids.extend(&p.suffix);
+        ids.extend_from_slice(&p.suffix);
         mask.extend(std::iter::repeat_n(t, p.suffix.len()));
-        ids.extend(&p.after);
-        mask.extend(std::iter::repeat_n(0, p.after.len()));
+        ids.extend_from_slice(p.after());
+        mask.extend(std::iter::repeat_n(0, p.after().len()));
     }
     Ok(Encoded {
         ids,
         mask,
         turns_dropped,
         cut,
+        content_tokens: Some(content_tokens),
     })
 }
 
@@ -534,6 +583,11 @@ impl TokenCounter {
             handle,
             name: format!("{file}:{hex}"),
         })
+    }
+
+    /// Whether this counter counts with `tok` (the same loaded tokenizer).
+    pub fn uses(&self, tok: &TokenizerHandle) -> bool {
+        matches!(self, TokenCounter::Tokenizer { handle, .. } if std::ptr::eq(handle.as_ref(), tok))
     }
 
     /// The name recorded in the catalog's `tokens_by` column.

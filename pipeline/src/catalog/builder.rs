@@ -54,6 +54,11 @@ impl CatalogBuilder {
         self.mixed = mixed;
     }
 
+    /// Whether the catalog counts tokens with `tok`.
+    pub fn counts_with(&self, tok: &crate::tokenize::TokenizerHandle) -> bool {
+        self.counter.uses(tok)
+    }
+
     /// The dimension tags.
     pub fn dims(&self) -> &[String] {
         &self.dims
@@ -62,12 +67,20 @@ impl CatalogBuilder {
     /// Add curated samples (tokens are counted in parallel). A mix's extra copies (tag
     /// `mix_copy`) are counted as `copies` only: every other statistic is about distinct samples.
     pub fn add(&mut self, samples: &[Sample]) {
+        self.add_counted(samples, None);
+    }
+
+    /// [`CatalogBuilder::add`] with content token counts a sink already made with this
+    /// catalog's tokenizer (parallel to `samples`; `None` entries are counted here).
+    pub fn add_counted(&mut self, samples: &[Sample], known: Option<&[Option<u64>]>) {
+        let known = known.filter(|k| k.len() == samples.len());
         // Per sample: its group key, and (turns, tokens, chars, content hash) unless it is a
         // copy.
         type Row = (Vec<Option<String>>, Option<(u64, u64, u64, u128)>);
         let rows: Vec<Row> = samples
             .par_iter()
-            .map(|s| {
+            .enumerate()
+            .map(|(i, s)| {
                 let copy = s.tags.contains_key(crate::sample::tag::COPY);
                 let mut key = vec![
                     Some(s.domain.clone()),
@@ -79,7 +92,9 @@ impl CatalogBuilder {
                 let stats = (!copy).then(|| {
                     (
                         s.turns.len() as u64,
-                        self.counter.count(s),
+                        known
+                            .and_then(|k| k[i])
+                            .unwrap_or_else(|| self.counter.count(s)),
                         s.char_len() as u64,
                         content_hash(s),
                     )

@@ -100,6 +100,7 @@ pub(in crate::engine) struct StageStats {
 }
 
 pub(in crate::engine) struct ChunkResult {
+    pub(in crate::engine) convert_cpu: Duration,
     pub(in crate::engine) outcomes: Vec<Outcome>,
     pub(in crate::engine) stats: Vec<StageStats>,
     pub(in crate::engine) counters: Vec<BTreeMap<String, u64>>,
@@ -152,12 +153,18 @@ impl Engine<'_> {
                 let mut cx = StageCx::new(seed);
                 let mut stats = vec![StageStats::default(); n_stages];
                 let mut counters = vec![BTreeMap::new(); n_stages];
+                let mut convert_cpu = Duration::ZERO;
                 let outcomes = chunk
                     .iter()
                     .map(|unit| {
                         let mut copies = 0;
                         let (input, sample, format) = match unit {
-                            Unit::Raw(rec) => match convert(rec) {
+                            Unit::Raw(rec) => match {
+                                let t = Instant::now();
+                                let converted = convert(rec);
+                                convert_cpu += t.elapsed();
+                                converted
+                            } {
                                 Ok((s, f)) => (rec.cx.input, s, Some(f.as_str())),
                                 Err(error) => {
                                     return Outcome::Rejected {
@@ -253,6 +260,7 @@ impl Engine<'_> {
                     })
                     .collect();
                 ChunkResult {
+                    convert_cpu,
                     outcomes,
                     stats,
                     counters,
@@ -267,6 +275,7 @@ impl Engine<'_> {
         let mut drop_units: Vec<u64> = Vec::new();
         let mut unit = base;
         for chunk in chunks {
+            self.tally.convert_cpu += chunk.convert_cpu;
             for (si, st) in chunk.stats.iter().enumerate() {
                 self.tally.stages[si].input += st.input;
                 self.tally.stages[si].kept += st.kept;
@@ -333,7 +342,9 @@ impl Engine<'_> {
         }
         if !dropped.is_empty() {
             for sink in &mut self.dropped {
+                let t = Instant::now();
                 sink.write(&dropped, Some(&drop_infos))?;
+                self.tally.write_time += t.elapsed();
             }
             if let Some(t) = self.task.as_mut() {
                 let path = t.own.join(format!("dropped-{}.jsonl", t.segment));

@@ -23,9 +23,11 @@ impl Engine<'_> {
             message: "no run directory to publish".into(),
         })?;
         let mut outputs: Vec<OutputFile> = Vec::new();
+        let finishing = Instant::now();
         for sink in self.curated.drain(..).chain(self.dropped.drain(..)) {
             outputs.extend(sink.finish()?);
         }
+        self.tally.write_time += finishing.elapsed();
         let rejects_path = self.rejects_path.clone();
         if let Some(r) = self.rejects.take() {
             r.commit()?;
@@ -89,6 +91,8 @@ impl Engine<'_> {
                     .map(|(n, d)| (n.clone(), d.as_secs_f64()))
                     .collect(),
                 task_phase_seconds: std::mem::take(&mut self.phase_times),
+                convert_cpu_seconds: self.tally.convert_cpu.as_secs_f64(),
+                write_seconds: self.tally.write_time.as_secs_f64(),
                 input_mb_per_second: bytes / 1e6 / elapsed.max(1e-9),
                 records_per_second: 0.0,
                 threads,

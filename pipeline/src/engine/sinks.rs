@@ -82,6 +82,19 @@ pub(in crate::engine) fn make_sinks(plan: &Plan, run: &RunDir) -> Result<(Sinks,
     Ok((curated, dropped))
 }
 
+/// Content token counts the curated sinks made with the catalog's tokenizer in their last
+/// write, if any did.
+pub(in crate::engine) fn known_tokens(
+    curated: &Sinks,
+    catalog: &crate::catalog::CatalogBuilder,
+) -> Option<Vec<Option<u64>>> {
+    curated
+        .iter()
+        .filter_map(|s| s.content_tokens())
+        .find(|(tok, _)| catalog.counts_with(tok))
+        .map(|(_, counts)| counts.to_vec())
+}
+
 impl Engine<'_> {
     pub(in crate::engine) fn emit_kept(
         &mut self,
@@ -118,10 +131,13 @@ impl Engine<'_> {
             }
             return Ok(());
         }
+        let t = std::time::Instant::now();
         for sink in &mut self.curated {
             sink.write(&samples, None)?;
         }
-        self.catalog.add(&samples);
+        self.tally.write_time += t.elapsed();
+        let known = known_tokens(&self.curated, &self.catalog);
+        self.catalog.add_counted(&samples, known.as_deref());
         Ok(())
     }
 }

@@ -16,6 +16,13 @@ pub(in crate::engine) struct Tally {
     pub(in crate::engine) stages: Vec<StageReport>,
     /// CPU time per stage.
     pub(in crate::engine) stage_cpu: Vec<Duration>,
+    /// CPU time turning raw records into samples (parse, recognise the format, validate).
+    #[serde(default)]
+    pub(in crate::engine) convert_cpu: Duration,
+    /// Time in the output sinks (templating, tokenizing, encoding, writing), as seen by the
+    /// thread that feeds them (sinks may use the pool inside).
+    #[serde(default)]
+    pub(in crate::engine) write_time: Duration,
     /// Rejected records per input and file.
     pub(in crate::engine) file_rejects: BTreeMap<usize, BTreeMap<String, u64>>,
 }
@@ -43,6 +50,8 @@ impl Tally {
                 })
                 .collect(),
             stage_cpu: vec![Duration::ZERO; plan.stages.len()],
+            convert_cpu: Duration::ZERO,
+            write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
         }
     }
@@ -69,6 +78,8 @@ impl Tally {
                 })
                 .collect(),
             stage_cpu: vec![Duration::ZERO; self.stage_cpu.len()],
+            convert_cpu: Duration::ZERO,
+            write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
         }
     }
@@ -107,6 +118,8 @@ impl Tally {
         for (mine, theirs) in self.stage_cpu.iter_mut().zip(&other.stage_cpu) {
             *mine += *theirs;
         }
+        self.convert_cpu += other.convert_cpu;
+        self.write_time += other.write_time;
         for (input, files) in &other.file_rejects {
             add_counts(self.file_rejects.entry(*input).or_default(), files);
         }
@@ -176,6 +189,8 @@ mod tests {
                 ..Default::default()
             }],
             stage_cpu: vec![Duration::from_millis(read)],
+            convert_cpu: Duration::from_millis(read),
+            write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
         };
         for _ in 0..(read - kept - dropped) {

@@ -39,6 +39,8 @@ pub struct ShardSink {
     template: Template,
     dtype: TokenDtype,
     spills: BTreeMap<String, Spill>,
+    /// Content tokens of each sample of the last write.
+    last_tokens: Vec<Option<u64>>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -82,6 +84,7 @@ impl ShardSink {
             tok,
             template,
             spills: BTreeMap::new(),
+            last_tokens: Vec::new(),
         })
     }
 
@@ -168,8 +171,10 @@ impl SampleSink for ShardSink {
                 )
             })
             .collect();
+        self.last_tokens.clear();
         for (s, e) in samples.iter().zip(encoded) {
             let e = e.map_err(|m| err(&self.dir, format!("tokenizing sample {}: {m}", s.id)))?;
+            self.last_tokens.push(e.content_tokens);
             let split = split_of(s);
             let wide = self.dtype;
             let spill = self.spill(&split)?;
@@ -198,6 +203,10 @@ impl SampleSink for ShardSink {
             spill.samples_cut += u64::from(e.cut);
         }
         Ok(())
+    }
+
+    fn content_tokens(&self) -> Option<(&TokenizerHandle, &[Option<u64>])> {
+        Some((&self.tok, &self.last_tokens))
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {

@@ -12,7 +12,7 @@ use super::{DropReason, RecordStage, StageCx, Verdict};
 use crate::normalize::is_cjk;
 use crate::sample::{Role, Sample};
 use serde::Deserialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The bundled thresholds.
@@ -113,26 +113,34 @@ pub struct Quality {
     t: Thresholds,
 }
 
-/// Tokens of a text: CJK characters and runs of letters/digits (lower-cased).
-fn tokens(text: &str) -> Vec<&str> {
-    let mut out = Vec::new();
-    let mut start: Option<usize> = None;
+/// Tokens of a text: CJK characters and runs of letters/digits, each as a 64-bit key (the
+/// character itself, or the run's xxh3, mixed) and its length in characters.
+fn tokens(text: &str, out: &mut Vec<(u64, u32)>) {
+    out.clear();
+    let mut start: Option<(usize, u32)> = None;
+    let word = |w: &str, n: u32| (mix(xxhash_rust::xxh3::xxh3_64(w.as_bytes()) | 1 << 63), n);
     for (i, c) in text.char_indices() {
         if is_cjk(c) && c.is_alphanumeric() {
-            if let Some(s) = start.take() {
-                out.push(&text[s..i]);
+            if let Some((s, n)) = start.take() {
+                out.push(word(&text[s..i], n));
             }
-            out.push(&text[i..i + c.len_utf8()]);
+            out.push((mix(u64::from(c)), 1));
         } else if c.is_alphanumeric() {
-            start.get_or_insert(i);
-        } else if let Some(s) = start.take() {
-            out.push(&text[s..i]);
+            start.get_or_insert((i, 0)).1 += 1;
+        } else if let Some((s, n)) = start.take() {
+            out.push(word(&text[s..i], n));
         }
     }
-    if let Some(s) = start {
-        out.push(&text[s..]);
+    if let Some((s, n)) = start {
+        out.push(word(&text[s..], n));
     }
-    out
+}
+
+/// splitmix64's finalizer: a bijection that spreads every input bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 fn is_punct(c: char) -> bool {
@@ -145,59 +153,163 @@ fn is_control(c: char) -> bool {
     c.is_control() && !matches!(c, '\n' | '\r' | '\t')
 }
 
-fn mojibake_chars(text: &str) -> usize {
-    let mut n = text.chars().filter(|&c| c == '\u{FFFD}').count();
-    for pat in ["锟斤拷", "烫烫烫", "屯屯屯"] {
-        n += text.matches(pat).count() * 3;
-    }
-    let chars: Vec<char> = text.chars().collect();
-    n + chars
-        .windows(2)
-        .filter(|w| matches!(w[0], 'Ã' | 'Â' | 'â') && ('\u{80}'..='\u{BF}').contains(&w[1]))
-        .count()
-        * 2
+/// Character counts of a text, in one pass.
+#[derive(Default)]
+struct CharCounts {
+    chars: usize,
+    controls: usize,
+    visible: usize,
+    symbols: usize,
+    mojibake: usize,
 }
 
-/// The most frequent n-gram's share of n-gram characters.
-fn top_ngram_ratio(toks: &[&str], n: usize) -> f64 {
-    if toks.len() < n {
-        return 0.0;
-    }
-    let mut counts: HashMap<&[&str], usize> = HashMap::new();
-    for g in toks.windows(n) {
-        *counts.entry(g).or_default() += 1;
-    }
-    let total: usize = toks.iter().map(|t| t.chars().count()).sum();
-    counts
-        .iter()
-        .filter(|(_, &c)| c > 1)
-        .map(|(g, &c)| c * g.iter().map(|t| t.chars().count()).sum::<usize>())
-        .max()
-        .map_or(0.0, |m| m as f64 / total.max(1) as f64)
-}
-
-/// Share of characters covered by repeated occurrences of n-grams.
-fn dup_ngram_ratio(toks: &[&str], n: usize) -> f64 {
-    if toks.len() < n {
-        return 0.0;
-    }
-    let mut seen: HashSet<&[&str]> = HashSet::new();
-    let mut covered = vec![false; toks.len()];
-    for (i, g) in toks.windows(n).enumerate() {
-        if !seen.insert(g) {
-            for c in &mut covered[i..i + n] {
-                *c = true;
+fn char_counts(text: &str) -> CharCounts {
+    let mut n = CharCounts::default();
+    let mut prev = '\0';
+    for c in text.chars() {
+        n.chars += 1;
+        if is_control(c) {
+            n.controls += 1;
+        }
+        if c.is_alphanumeric() {
+            n.visible += 1;
+        } else if !c.is_whitespace() {
+            n.visible += 1;
+            if !is_punct(c) {
+                n.symbols += 1;
             }
         }
+        if c == '\u{FFFD}' {
+            n.mojibake += 1;
+        }
+        // UTF-8 read as Latin-1: Ã©, â€…
+        if matches!(prev, 'Ã' | 'Â' | 'â') && ('\u{80}'..='\u{BF}').contains(&c) {
+            n.mojibake += 2;
+        }
+        prev = c;
     }
-    let total: usize = toks.iter().map(|t| t.chars().count()).sum();
-    let dup: usize = toks
-        .iter()
-        .zip(&covered)
-        .filter(|(_, &c)| c)
-        .map(|(t, _)| t.chars().count())
-        .sum();
-    dup as f64 / total.max(1) as f64
+    for pat in ["锟斤拷", "烫烫烫", "屯屯屯"] {
+        n.mojibake += text.matches(pat).count() * 3;
+    }
+    n
+}
+
+/// Repetition statistics of one token sequence, level by level: level `n` groups the
+/// positions whose n-grams are equal. A position can only repeat an (n+1)-gram if it repeats
+/// the n-gram, so each level works only on the positions of the previous level's repeated
+/// groups, and clean text is done after two or three levels: linear in the text, with no
+/// n-gram built as a string.
+struct NgramLevels<'t> {
+    toks: &'t [(u64, u32)],
+    total_chars: usize,
+    /// The n-gram key of each position at the last level computed.
+    keys: Vec<u64>,
+    /// Positions in repeated groups at the last level, ascending.
+    active: Vec<u32>,
+    /// The last level computed.
+    n: usize,
+    /// Per level n (index n): (most frequent repeated n-gram's characters × count, characters
+    /// in repeated occurrences).
+    stats: Vec<(usize, usize)>,
+    scratch: Vec<(u64, u32)>,
+    covered: Vec<bool>,
+}
+
+impl<'t> NgramLevels<'t> {
+    fn new(toks: &'t [(u64, u32)]) -> Self {
+        NgramLevels {
+            toks,
+            total_chars: toks.iter().map(|t| t.1 as usize).sum(),
+            keys: toks.iter().map(|t| t.0).collect(),
+            active: (0..toks.len() as u32).collect(),
+            n: 1,
+            stats: vec![(0, 0); 2],
+            scratch: Vec::new(),
+            covered: Vec::new(),
+        }
+    }
+
+    /// Compute the next level from the current one.
+    fn step(&mut self) {
+        let n = self.n + 1;
+        let t = self.toks.len();
+        self.scratch.clear();
+        for &p in &self.active {
+            let i = p as usize;
+            if i + n <= t {
+                let k = mix(self.keys[i].rotate_left(23) ^ self.toks[i + n - 1].0);
+                self.keys[i] = k;
+                self.scratch.push((k, p));
+            }
+        }
+        // Equal keys together, each group in position order.
+        self.scratch.sort_unstable();
+        self.covered.clear();
+        self.covered.resize(t, false);
+        let (mut top, mut any_dup) = (0usize, false);
+        self.active.clear();
+        let mut g = 0;
+        while g < self.scratch.len() {
+            let key = self.scratch[g].0;
+            let mut e = g + 1;
+            while e < self.scratch.len() && self.scratch[e].0 == key {
+                e += 1;
+            }
+            if e - g > 1 {
+                let first = self.scratch[g].1 as usize;
+                let chars: usize = self.toks[first..first + n]
+                    .iter()
+                    .map(|t| t.1 as usize)
+                    .sum();
+                top = top.max((e - g) * chars);
+                for &(_, p) in &self.scratch[g + 1..e] {
+                    let p = p as usize;
+                    self.covered[p..p + n].fill(true);
+                    any_dup = true;
+                }
+                self.active.extend(self.scratch[g..e].iter().map(|x| x.1));
+            }
+            g = e;
+        }
+        self.active.sort_unstable();
+        let dup = if any_dup {
+            self.toks
+                .iter()
+                .zip(&self.covered)
+                .filter(|(_, &c)| c)
+                .map(|(t, _)| t.1 as usize)
+                .sum()
+        } else {
+            0
+        };
+        self.stats.push((top, dup));
+        self.n = n;
+    }
+
+    fn level(&mut self, n: usize) -> (usize, usize) {
+        while self.n < n {
+            if self.active.is_empty() {
+                // Nothing repeats at this length, so nothing longer does.
+                self.stats.push((0, 0));
+                self.n += 1;
+            } else {
+                self.step();
+            }
+        }
+        self.stats[n]
+    }
+
+    /// The most frequent n-gram's share of n-gram characters.
+    fn top_ratio(&mut self, n: usize) -> f64 {
+        let (top, _) = self.level(n);
+        top as f64 / self.total_chars.max(1) as f64
+    }
+
+    /// Share of characters covered by repeated occurrences of n-grams.
+    fn dup_ratio(&mut self, n: usize) -> f64 {
+        let (_, dup) = self.level(n);
+        dup as f64 / self.total_chars.max(1) as f64
+    }
 }
 
 impl Quality {
@@ -231,14 +343,15 @@ impl Quality {
             text.push_str(part);
             text.push('\n');
         }
-        let chars = text.chars().count().saturating_sub(1);
+        let counts = char_counts(&text);
+        let chars = counts.chars.saturating_sub(1);
         if let Some(min) = t.min_sample_chars.filter(|&m| chars < m) {
             return fail("too_short", format!("{chars} chars < {min}"));
         }
         if let Some(max) = t.max_sample_chars.filter(|&m| chars > m) {
             return fail("too_long", format!("{chars} chars > {max}"));
         }
-        let controls = text.chars().filter(|&c| is_control(c)).count();
+        let controls = counts.controls;
         if let Some(max) = t.max_control_chars.filter(|&m| controls > m) {
             return fail(
                 "control_chars",
@@ -246,16 +359,11 @@ impl Quality {
             );
         }
         let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
-        let moji = ratio(mojibake_chars(&text), chars);
+        let moji = ratio(counts.mojibake, chars);
         if let Some(max) = t.max_mojibake_ratio.filter(|&m| moji > m) {
             return fail("mojibake", format!("mojibake ratio {moji:.3} > {max}"));
         }
-        let visible = text.chars().filter(|c| !c.is_whitespace()).count();
-        let symbols = text
-            .chars()
-            .filter(|&c| !c.is_alphanumeric() && !c.is_whitespace() && !is_punct(c))
-            .count();
-        let sym = ratio(symbols, visible);
+        let sym = ratio(counts.symbols, counts.visible);
         if let Some(max) = t.max_symbol_ratio.filter(|&m| sym > m) {
             return fail("symbols", format!("symbol ratio {sym:.3} > {max}"));
         }
@@ -282,7 +390,8 @@ impl Quality {
         let t = &self.t;
         let fail = |code, detail: String| Some(DropReason::new(code, detail));
         let ratio = |a: usize, b: usize| a as f64 / b.max(1) as f64;
-        let toks = tokens(text);
+        let mut toks = Vec::new();
+        tokens(text, &mut toks);
         if toks.len() < t.min_tokens_for_repetition.unwrap_or(0) {
             return None;
         }
@@ -312,8 +421,9 @@ impl Quality {
                 format!("duplicate line chars {r:.3} > {max}"),
             );
         }
+        let mut levels = NgramLevels::new(&toks);
         for (k, &max) in t.max_top_ngram_ratio.iter().flatten().enumerate() {
-            let r = top_ngram_ratio(&toks, k + 2);
+            let r = levels.top_ratio(k + 2);
             if r > max {
                 return fail(
                     "top_ngram",
@@ -322,7 +432,7 @@ impl Quality {
             }
         }
         for (k, &max) in t.max_dup_ngram_ratio.iter().flatten().enumerate() {
-            let r = dup_ngram_ratio(&toks, k + 5);
+            let r = levels.dup_ratio(k + 5);
             if r > max {
                 return fail(
                     "dup_ngrams",
@@ -397,6 +507,112 @@ mod tests {
             code(&qa("介绍一下", &loop_)),
             Some("top_ngram" | "dup_ngrams")
         ));
+    }
+
+    /// The n-gram statistics as first written (a map of token slices per n), kept as the
+    /// reference the level-wise version must agree with.
+    fn reference(text: &str, n: usize) -> (f64, f64) {
+        use std::collections::HashMap;
+        let toks: Vec<&str> = {
+            let mut out = Vec::new();
+            let mut start: Option<usize> = None;
+            for (i, c) in text.char_indices() {
+                if is_cjk(c) && c.is_alphanumeric() {
+                    if let Some(s) = start.take() {
+                        out.push(&text[s..i]);
+                    }
+                    out.push(&text[i..i + c.len_utf8()]);
+                } else if c.is_alphanumeric() {
+                    start.get_or_insert(i);
+                } else if let Some(s) = start.take() {
+                    out.push(&text[s..i]);
+                }
+            }
+            if let Some(s) = start {
+                out.push(&text[s..]);
+            }
+            out
+        };
+        if toks.len() < n {
+            return (0.0, 0.0);
+        }
+        let total: usize = toks.iter().map(|t| t.chars().count()).sum();
+        let mut counts: HashMap<&[&str], usize> = HashMap::new();
+        for g in toks.windows(n) {
+            *counts.entry(g).or_default() += 1;
+        }
+        let top = counts
+            .iter()
+            .filter(|(_, &c)| c > 1)
+            .map(|(g, &c)| c * g.iter().map(|t| t.chars().count()).sum::<usize>())
+            .max()
+            .unwrap_or(0);
+        let mut seen = HashSet::new();
+        let mut covered = vec![false; toks.len()];
+        for (i, g) in toks.windows(n).enumerate() {
+            if !seen.insert(g) {
+                covered[i..i + n].fill(true);
+            }
+        }
+        let dup: usize = toks
+            .iter()
+            .zip(&covered)
+            .filter(|(_, &c)| c)
+            .map(|(t, _)| t.chars().count())
+            .sum();
+        (
+            top as f64 / total.max(1) as f64,
+            dup as f64 / total.max(1) as f64,
+        )
+    }
+
+    #[test]
+    fn levelwise_ngram_statistics_equal_the_reference() {
+        let mut seed = 0x1234_5678_u64;
+        let mut next = || {
+            seed = mix(seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            seed
+        };
+        let words = [
+            "我", "们", "的", "产品", "好", "abc", "Ab", "12", "很", "价格",
+        ];
+        let seps = ["", "", " ", "，", "。", "\n"];
+        for case in 0..400 {
+            // From varied text to heavy repetition: a small vocabulary and copied stretches.
+            let vocab = 2 + (case % 9);
+            let mut parts: Vec<String> = Vec::new();
+            for _ in 0..(next() % 300) {
+                if next() % 7 == 0 && parts.len() > 10 {
+                    let from = (next() % parts.len() as u64) as usize;
+                    let len = ((next() % 12) as usize).min(parts.len() - from);
+                    let copy: Vec<String> = parts[from..from + len].to_vec();
+                    parts.extend(copy);
+                } else {
+                    parts.push(format!(
+                        "{}{}",
+                        words[(next() % vocab as u64) as usize],
+                        seps[(next() % seps.len() as u64) as usize]
+                    ));
+                }
+            }
+            let text = parts.concat();
+            let mut toks = Vec::new();
+            tokens(&text, &mut toks);
+            let mut levels = NgramLevels::new(&toks);
+            for n in 2..=12 {
+                let (top, dup) = reference(&text, n);
+                assert_eq!(
+                    levels.top_ratio(n),
+                    top,
+                    "case {case}, top {n}-gram: {text}"
+                );
+                assert_eq!(
+                    levels.dup_ratio(n),
+                    dup,
+                    "case {case}, dup {n}-gram: {text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod classify;
 mod minhash;
 mod mix;
+mod pipeline;
 mod preview;
 mod read;
 mod serve;
@@ -112,6 +113,21 @@ pub enum Bench {
         /// Worker threads.
         #[arg(long)]
         threads: Option<usize>,
+    },
+    /// Write a generated long-document corpus (Chinese or English dialogues or documents of
+    /// 0.5–20 KB from real sentences, with fillers, phone numbers and near duplicates).
+    Corpus(pipeline::CorpusArgs),
+    /// A pipeline end to end over 1/16, 1/4 and all of its inputs: MB/s per core, linearity,
+    /// each stage's share of the CPU time and peak memory, beside reading alone.
+    Pipeline {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Worker threads.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Input sizes, relative (the largest reads everything).
+        #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
+        scales: Vec<u64>,
     },
     /// MinHash signatures per second on one core (128 permutations, 5-gram shingles).
     Minhash {
@@ -250,6 +266,18 @@ pub fn run(what: Bench) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Bench::Corpus(args) => {
+            pipeline::bench_corpus(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Bench::Pipeline {
+            pipeline: file,
+            threads,
+            scales,
+        } => {
+            pipeline::bench_pipeline(&file, threads.max(1), &scales)?;
+            Ok(ExitCode::SUCCESS)
         }
         Bench::Minhash { input, limit } => {
             minhash::bench_minhash(&input, limit)?;

@@ -146,6 +146,8 @@ impl Engine<'_> {
                 total_seconds: started.elapsed().as_secs_f64(),
                 stage_cpu_seconds: BTreeMap::new(),
                 task_phase_seconds: BTreeMap::new(),
+                convert_cpu_seconds: self.tally.convert_cpu.as_secs_f64(),
+                write_seconds: self.tally.write_time.as_secs_f64(),
                 input_mb_per_second: 0.0,
                 records_per_second: 0.0,
                 threads,

@@ -143,6 +143,7 @@ impl Engine<'_> {
         infos: &mut Vec<DropInfo>,
         dropped: bool,
     ) -> Result<()> {
+        let t = std::time::Instant::now();
         if dropped {
             for sink in &mut self.dropped {
                 sink.write(samples, Some(infos))?;
@@ -151,8 +152,10 @@ impl Engine<'_> {
             for sink in &mut self.curated {
                 sink.write(samples, None)?;
             }
-            self.catalog.add(samples);
+            let known = crate::engine::sinks::known_tokens(&self.curated, &self.catalog);
+            self.catalog.add_counted(samples, known.as_deref());
         }
+        self.tally.write_time += t.elapsed();
         samples.clear();
         infos.clear();
         Ok(())

@@ -62,6 +62,12 @@ pub trait SampleSink {
     fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()>;
     /// Close every file and report them.
     fn finish(self: Box<Self>) -> Result<Vec<OutputFile>>;
+    /// A tokenizing sink: the tokenizer and each sample's content tokens from the last
+    /// `write` (see [`crate::tokenize::Encoded::content_tokens`]), so the catalog need not
+    /// tokenize the same text again.
+    fn content_tokens(&self) -> Option<(&crate::tokenize::TokenizerHandle, &[Option<u64>])> {
+        None
+    }
 }
 
 fn rel(root: &Path, p: &Path) -> String {

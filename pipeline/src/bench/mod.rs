@@ -2,6 +2,8 @@
 //! parse, recognise the format, build and validate samples) against plain `serde_json` parsing
 //! of the same bytes into `serde_json::Value`, in the same process, on the same file.
 
+pub mod corpus;
+
 use crate::config::InputPlan;
 use crate::io::convert::convert;
 use crate::io::{read_path, RawRecord};
