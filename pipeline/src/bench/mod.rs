@@ -3,6 +3,7 @@
 //! of the same bytes into `serde_json::Value`, in the same process, on the same file.
 
 pub mod corpus;
+pub mod minhash_accuracy;
 
 use crate::config::InputPlan;
 use crate::io::convert::convert;

@@ -5,28 +5,43 @@
 //! digits are words, punctuation is ignored. Shingles are `ngram` consecutive tokens, so Chinese
 //! gets character n-grams and English word n-grams. Each shingle is hashed with xxh3; the
 //! signature keeps, per permutation, the minimum of a multiply-shift hash. Bands of `rows`
-//! values are the exchange keys (map); records sharing a band are candidates, verified by
-//! estimated Jaccard ≥ threshold (reduce); verified pairs are joined by union-find into clusters
-//! (finish), of which one sample is kept (first, longest, or highest score tag) and the others
-//! are dropped naming it. Every member of a cluster is tagged `minhash_cluster` = kept id.
+//! values are the exchange keys (map); records sharing a band are candidates (reduce). The
+//! default banding weighs a missed pair 19 times a needless candidate ([`recall_params`]; 16 ×
+//! 8 at 0.8, where pairs of Jaccard 0.85 become candidates with probability 0.994), because
+//! every candidate is verified on the shingles themselves: each sample carries the smallest
+//! [`SKETCH`] (1024) distinct shingle hashes, so the Jaccard similarity compared with the
+//! threshold is exact up to ~1,000 tokens and a bottom-k estimate (±0.011 at 0.85) beyond.
+//! Verified pairs are joined by union-find into clusters (finish), of which one sample is kept
+//! (first, longest, or highest score tag) and the others are dropped naming it. Every member of
+//! a cluster is tagged `minhash_cluster` = kept id. `sluice bench minhash --accuracy` measures
+//! precision and recall against exact Jaccard beside datasketch's banding and estimate.
 //!
-//! Exchange (see [`crate::exchange`]): each sample's signature, id, length and score are written
-//! once to the record file; each band key goes as a 24-byte (key, position) entry to one of the
-//! partition files. Per million samples at 128 permutations and 9 bands that is ~0.55 GB of
-//! record file and ~216 MB of partition files on disk; in memory, reduce holds one partition per
-//! thread (~3.4 MB) plus 8 bytes of offset per sample, and finish holds the verified pairs and the
-//! members of clusters only. Measured: 1M samples in 22 s on 2 threads, peak RSS 651 MB (the
-//! mapped record file counts there; it is page cache, not heap).
+//! Exchange (see [`crate::exchange`]): each sample's signature, sketch, id, length and score
+//! are written once to the record file; each band key goes as a 24-byte (key, position) entry
+//! to one of the partition files. Per million samples of ~2 KB at 128 permutations and 16
+//! bands that is ~0.5 GB of signatures plus up to 4 KB of sketch per sample (~2.9 GB of record
+//! file in all) and ~384 MB of partition files on disk; in memory, reduce holds one partition
+//! per thread plus 8 bytes of offset per sample, and finish holds the verified pairs and the
+//! members of clusters only. The persistent index keeps each sample's id, signature and
+//! sketch; samples of an index written before sketches (format 2) are verified on the
+//! signatures' estimate. (Measured before sketches: 1M samples in 22
+//! s on 2 threads, peak RSS 651 MB; the mapped record file counts there, as page cache.)
 
 use super::exact_dedup::Scope;
 use super::{Decision, Decisions, DropReason, GlobalStage};
 use crate::exchange::{Records, Wire};
-use crate::normalize::{canonical_into, is_cjk};
 use crate::sample::Sample;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+mod sketch;
+pub use sketch::{
+    estimate, optimal_params, recall_params, sketch_jaccard, MinHasher, MISS_WEIGHT, SKETCH,
+};
+#[cfg(test)]
+use sketch::{signature_of, signature_scalar};
 
 /// Config of `type = "minhash"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -137,193 +152,12 @@ impl Config {
     }
 }
 
-/// The probability that two samples of Jaccard `s` share at least one band.
-fn candidate_probability(s: f64, bands: usize, rows: usize) -> f64 {
-    1.0 - (1.0 - s.powi(rows as i32)).powi(bands as i32)
-}
-
-fn integrate(f: impl Fn(f64) -> f64, a: f64, b: f64) -> f64 {
-    // Simpson's rule; the integrands are smooth polynomials.
-    let n = 200;
-    let h = (b - a) / n as f64;
-    let mut sum = f(a) + f(b);
-    for i in 1..n {
-        sum += f(a + i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
-    }
-    sum * h / 3.0
-}
-
-/// Bands and rows minimizing the false-positive plus false-negative areas (equal weights), as
-/// datasketch's `_optimal_param` does.
-pub fn optimal_params(threshold: f64, num_perm: usize) -> (usize, usize) {
-    let mut best = (1, 1);
-    let mut best_err = f64::MAX;
-    for b in 1..=num_perm {
-        for r in 1..=num_perm / b {
-            let fp = integrate(|s| candidate_probability(s, b, r), 0.0, threshold);
-            let fn_ = integrate(|s| 1.0 - candidate_probability(s, b, r), threshold, 1.0);
-            let err = 0.5 * fp + 0.5 * fn_;
-            if err < best_err {
-                best_err = err;
-                best = (b, r);
-            }
-        }
-    }
-    best
-}
-
-/// Shingling, signatures and banding for one configuration.
-#[derive(Debug, Clone)]
-pub struct MinHasher {
-    ngram: usize,
-    a: Vec<u32>,
-    b: Vec<u32>,
-    /// LSH bands.
-    pub bands: usize,
-    /// Rows per band.
-    pub rows: usize,
-}
-
-impl MinHasher {
-    /// Build from the threshold, permutations, n-gram size and optional explicit bands × rows.
-    pub fn new(
-        threshold: f64,
-        num_perm: usize,
-        ngram: usize,
-        bands_rows: Option<(usize, usize)>,
-        seed: u64,
-    ) -> MinHasher {
-        let (bands, rows) = bands_rows.unwrap_or_else(|| optimal_params(threshold, num_perm));
-        let mut rng = super::SplitMix64(seed);
-        let a = (0..num_perm)
-            .map(|_| (rng.next_u64() >> 32) as u32 | 1)
-            .collect();
-        let b = (0..num_perm)
-            .map(|_| (rng.next_u64() >> 32) as u32)
-            .collect();
-        MinHasher {
-            ngram,
-            a,
-            b,
-            bands,
-            rows,
-        }
-    }
-
-    /// Hashes of the shingles of a text (after canonical form).
-    pub fn shingles(&self, text: &str) -> Vec<u64> {
-        let mut canon = String::with_capacity(text.len());
-        canonical_into(text, &mut canon);
-        let mut tokens: Vec<&str> = Vec::new();
-        let mut word_start: Option<usize> = None;
-        for (i, c) in canon.char_indices() {
-            // Ideographs are letters: skip the Unicode table lookup for the common case.
-            let ideograph = matches!(c as u32, 0x4E00..=0x9FFF | 0x3400..=0x4DBF);
-            let cjk = ideograph || (is_cjk(c) && c.is_alphanumeric());
-            if !cjk && c.is_alphanumeric() {
-                word_start.get_or_insert(i);
-                continue;
-            }
-            if let Some(s) = word_start.take() {
-                tokens.push(&canon[s..i]);
-            }
-            if cjk {
-                tokens.push(&canon[i..i + c.len_utf8()]);
-            }
-        }
-        if let Some(s) = word_start {
-            tokens.push(&canon[s..]);
-        }
-        if tokens.is_empty() {
-            return Vec::new();
-        }
-        let n = self.ngram.min(tokens.len());
-        let mut buf = String::new();
-        let mut out: Vec<u64> = tokens
-            .windows(n)
-            .map(|w| {
-                buf.clear();
-                for t in w {
-                    buf.push_str(t);
-                    buf.push('\u{1}');
-                }
-                xxhash_rust::xxh3::xxh3_64(buf.as_bytes())
-            })
-            .collect();
-        out.sort_unstable();
-        out.dedup();
-        out
-    }
-
-    /// The MinHash signature of a text, or `None` when it has no tokens.
-    pub fn signature(&self, text: &str) -> Option<Vec<u32>> {
-        let shingles = self.shingles(text);
-        if shingles.is_empty() {
-            return None;
-        }
-        // Each permutation is x ↦ a·x + b (mod 2^32) with odd a, a bijection of the 32-bit
-        // shingle hashes, like datasketch's linear permutations; 32-bit lanes vectorize.
-        let folded: Vec<u32> = shingles.iter().map(|&h| (h ^ (h >> 32)) as u32).collect();
-        Some(signature_of(&self.a, &self.b, &folded))
-    }
-
-    /// Band keys of a signature.
-    pub fn band_keys(&self, sig: &[u32]) -> Vec<u128> {
-        (0..self.bands)
-            .map(|j| {
-                let mut bytes = Vec::with_capacity(4 + 4 * self.rows);
-                bytes.extend_from_slice(&(j as u32).to_le_bytes());
-                for v in &sig[j * self.rows..(j + 1) * self.rows] {
-                    bytes.extend_from_slice(&v.to_le_bytes());
-                }
-                xxhash_rust::xxh3::xxh3_128(&bytes)
-            })
-            .collect()
-    }
-}
-
-fn signature_scalar(a: &[u32], b: &[u32], xs: &[u32]) -> Vec<u32> {
-    a.iter()
-        .zip(b)
-        .map(|(&a, &b)| {
-            xs.iter()
-                .map(|&x| a.wrapping_mul(x).wrapping_add(b))
-                .min()
-                .unwrap_or(u32::MAX)
-        })
-        .collect()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn signature_avx2(a: &[u32], b: &[u32], xs: &[u32]) -> Vec<u32> {
-    // The same code as `signature_scalar`, compiled with AVX2 so the min-reduction over the
-    // shingles runs 8 lanes wide.
-    signature_scalar(a, b, xs)
-}
-
-/// MinHash values of folded shingle hashes, with AVX2 when the CPU has it (identical results).
-fn signature_of(a: &[u32], b: &[u32], xs: &[u32]) -> Vec<u32> {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2, checked just above; the function only does safe
-        // arithmetic on slices.
-        #[allow(unsafe_code)]
-        return unsafe { signature_avx2(a, b, xs) };
-    }
-    signature_scalar(a, b, xs)
-}
-
-/// Estimated Jaccard similarity of two signatures.
-pub fn estimate(a: &[u32], b: &[u32]) -> f64 {
-    let same = a.iter().zip(b).filter(|(x, y)| x == y).count();
-    same as f64 / a.len().max(1) as f64
-}
-
 /// The per-record payload in the exchange: stored once, found by position from any band.
 #[derive(Debug, Clone)]
 pub struct Item {
     sig: Vec<u32>,
+    /// The bottom-k shingle sketch ([`SKETCH`]); empty for samples of a format-2 index.
+    sketch: Vec<u32>,
     id: String,
     chars: usize,
     score: Option<f64>,
@@ -340,6 +174,10 @@ impl Wire for Item {
         for v in &self.sig {
             out.extend_from_slice(&v.to_le_bytes());
         }
+        out.extend_from_slice(&(self.sketch.len() as u32).to_le_bytes());
+        for v in &self.sketch {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
         out.extend_from_slice(self.id.as_bytes());
         Ok(())
     }
@@ -351,14 +189,19 @@ impl Wire for Item {
         let old = *b.get(16)? == 1;
         let n = u32::from_le_bytes(b.get(17..21)?.try_into().ok()?) as usize;
         let sig_end = 21 + 4 * n;
-        let sig = b
-            .get(21..sig_end)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let id = String::from_utf8(b.get(sig_end..)?.to_vec()).ok()?;
+        let words = |s: &[u8]| -> Vec<u32> {
+            s.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let sig = words(b.get(21..sig_end)?);
+        let m = u32::from_le_bytes(b.get(sig_end..sig_end + 4)?.try_into().ok()?) as usize;
+        let sketch_end = sig_end + 4 + 4 * m;
+        let sketch = words(b.get(sig_end + 4..sketch_end)?);
+        let id = String::from_utf8(b.get(sketch_end..)?.to_vec()).ok()?;
         Some(Item {
             sig,
+            sketch,
             id,
             chars,
             score: (!score.is_nan()).then_some(score),
@@ -374,6 +217,30 @@ fn sig_bytes(b: &[u8]) -> &[u8] {
         .and_then(|s| s.try_into().ok())
         .map_or(0, u32::from_le_bytes) as usize;
     b.get(21..21 + 4 * n).unwrap_or(&[])
+}
+
+/// The sketch part of an encoded [`Item`], as words.
+fn sketch_words(b: &[u8]) -> Vec<u32> {
+    let sig_end = 21 + sig_bytes(b).len();
+    let m = b
+        .get(sig_end..sig_end + 4)
+        .and_then(|s| s.try_into().ok())
+        .map_or(0, u32::from_le_bytes) as usize;
+    b.get(sig_end + 4..sig_end + 4 + 4 * m)
+        .unwrap_or(&[])
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Whether a candidate pair is a near duplicate: the Jaccard similarity of the shingle
+/// sketches when both have one, else (a sample from an index) the signatures' estimate.
+pub fn verified(sig_a: &[u8], sketch_a: &[u32], sig_b: &[u8], sketch_b: &[u32], t: f64) -> bool {
+    if sketch_a.is_empty() || sketch_b.is_empty() {
+        estimate_bytes(sig_a, sig_b) >= t
+    } else {
+        sketch_jaccard(sketch_a, sketch_b) >= t
+    }
 }
 
 /// Estimated Jaccard similarity of two encoded signatures.
@@ -405,10 +272,19 @@ pub struct MinHash {
 }
 
 const INDEX_FILE: &str = "minhash.index";
-const INDEX_MAGIC: &[u8; 8] = b"SLMHIDX2";
+/// Index format 3: each sample's id, signature and shingle sketch.
+const INDEX_MAGIC: &[u8; 8] = b"SLMHIDX3";
+/// Format 2 (before sketches): id and signature; its samples are verified on the estimate.
+const INDEX_MAGIC_V2: &[u8; 8] = b"SLMHIDX2";
 
 /// Candidates compared with each new member of a band bucket, at most.
 const BUCKET_COMPARE: usize = 32;
+
+/// The pairs (later, earlier) of a band bucket of `n` members that are compared: each member
+/// with the [`BUCKET_COMPARE`] members before it.
+pub fn bucket_pairs(n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (1..n).flat_map(|i| (i.saturating_sub(BUCKET_COMPARE)..i).map(move |j| (i, j)))
+}
 
 impl MinHash {
     /// Build from config, loading the index if one is configured and exists.
@@ -457,10 +333,15 @@ impl MinHash {
 
     fn parse_index(&self, b: &[u8]) -> Result<Vec<Item>, crate::error::StageError> {
         let header = self.params_header();
-        if b.len() < header.len() + 8 || b[..8] != *INDEX_MAGIC {
+        if b.len() < header.len() + 8 || (b[..8] != *INDEX_MAGIC && b[..8] != *INDEX_MAGIC_V2) {
             return Err("not a sluice minhash index".into());
         }
-        if b[..header.len()] != header[..] {
+        let with_sketches = b[..8] == *INDEX_MAGIC;
+        // Bands and rows (bytes 24..40) may differ: band keys are recomputed from the stored
+        // signatures, so an index stays usable when only the banding changes (as it did when
+        // the default moved from datasketch's 9 × 13 to 16 × 8 at 0.8).
+        let same = |r: std::ops::Range<usize>| b[r.clone()] == header[r];
+        if !(same(8..24) && same(40..header.len())) {
             return Err("built with different minhash settings (num_perm, ngram, bands, rows, seed, threshold, scope): use a new index directory".into());
         }
         let mut at = header.len();
@@ -481,8 +362,18 @@ impl MinHash {
                 .chunks_exact(4)
                 .map(u32_of)
                 .collect();
+            let sketch = if with_sketches {
+                let m = u32_of(take(4)?) as usize;
+                if m > SKETCH {
+                    return Err(format!("a sketch of {m} shingles (at most {SKETCH})").into());
+                }
+                take(4 * m)?.chunks_exact(4).map(u32_of).collect()
+            } else {
+                Vec::new()
+            };
             out.push(Item {
                 sig,
+                sketch,
                 id,
                 chars: 0,
                 score: None,
@@ -501,6 +392,10 @@ impl MinHash {
             for v in &it.sig {
                 b.extend_from_slice(&v.to_le_bytes());
             }
+            b.extend_from_slice(&(it.sketch.len() as u32).to_le_bytes());
+            for v in &it.sketch {
+                b.extend_from_slice(&v.to_le_bytes());
+            }
         }
         b
     }
@@ -517,7 +412,7 @@ impl GlobalStage for MinHash {
 
     fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128)) -> Option<Item> {
         let text = self.cfg.scope.text(sample);
-        let sig = self.hasher.signature(&text)?;
+        let (sig, sketch) = self.hasher.signature_and_sketch(&text)?;
         for k in self.hasher.band_keys(&sig) {
             emit(k);
         }
@@ -529,6 +424,7 @@ impl GlobalStage for MinHash {
             .and_then(|v| v.parse().ok());
         Some(Item {
             sig,
+            sketch,
             id: sample.id.clone(),
             chars: sample.char_len(),
             score,
@@ -544,11 +440,19 @@ impl GlobalStage for MinHash {
             .iter()
             .map(|&p| sig_bytes(records.bytes(p)))
             .collect();
-        for i in 1..members.len() {
-            for j in i.saturating_sub(BUCKET_COMPARE)..i {
-                if estimate_bytes(sigs[j], sigs[i]) >= self.cfg.threshold {
-                    out.pairs.push((members[j], members[i]));
-                }
+        let sketches: Vec<Vec<u32>> = members
+            .iter()
+            .map(|&p| sketch_words(records.bytes(p)))
+            .collect();
+        for (i, j) in bucket_pairs(members.len()) {
+            if verified(
+                sigs[j],
+                &sketches[j],
+                sigs[i],
+                &sketches[i],
+                self.cfg.threshold,
+            ) {
+                out.pairs.push((members[j], members[i]));
             }
         }
     }
@@ -705,6 +609,62 @@ mod tests {
         assert_eq!(optimal_params(0.5, 128), (25, 5));
         assert_eq!(optimal_params(0.9, 256), (9, 28));
         assert_eq!(optimal_params(0.7, 128), (14, 9));
+    }
+
+    #[test]
+    fn default_banding_weighs_misses() {
+        assert_eq!(recall_params(0.8, 128), (16, 8));
+        let cfg: Config = toml::from_str("").expect("defaults");
+        assert_eq!(MinHash::new(&cfg).expect("builds").params(), (16, 8));
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test fixture
+    fn an_index_of_format_2_or_other_banding_still_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg: Config =
+            toml::from_str(&format!("index = {:?}", dir.path().display().to_string()))
+                .expect("parses");
+        let stage = MinHash::new(&cfg).expect("builds");
+        // An index as format 2 wrote it, with datasketch's 9 × 13 banding.
+        let mut b = stage.params_header();
+        b[..8].copy_from_slice(INDEX_MAGIC_V2);
+        b[24..32].copy_from_slice(&9u64.to_le_bytes());
+        b[32..40].copy_from_slice(&13u64.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        b.extend_from_slice(&2u32.to_le_bytes());
+        b.extend_from_slice(b"s1");
+        for v in 0..128u32 {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(dir.path().join(INDEX_FILE), &b).expect("writes");
+        let loaded = MinHash::new(&cfg).expect("loads").loaded;
+        assert_eq!(loaded.len(), 1);
+        assert!(loaded[0].sketch.is_empty() && loaded[0].id == "s1");
+        // Another seed is another index.
+        b[40..48].copy_from_slice(&1u64.to_le_bytes());
+        std::fs::write(dir.path().join(INDEX_FILE), &b).expect("writes");
+        assert!(MinHash::new(&cfg).is_err());
+    }
+
+    #[test]
+    fn sketch_jaccard_is_exact_below_the_sketch_size_and_close_above() {
+        let a: Vec<u32> = (0..400).collect();
+        let b: Vec<u32> = (100..500).collect();
+        assert_eq!(sketch_jaccard(&a, &b), 300.0 / 500.0);
+        assert_eq!(sketch_jaccard(&a, &a), 1.0);
+        assert_eq!(sketch_jaccard(&a, &[]), 0.0);
+        // Large sets: bottom-k of pseudo-random hashes, true Jaccard 0.8.
+        let mix = |x: u32| x.wrapping_mul(2_654_435_761).rotate_left(13) ^ 0x9E37_79B9;
+        let bottom = |r: std::ops::Range<u32>| {
+            let mut v: Vec<u32> = r.map(mix).collect();
+            v.sort_unstable();
+            v.truncate(SKETCH);
+            v
+        };
+        let (x, y) = (bottom(0..9000), bottom(1000..10_000));
+        let j = sketch_jaccard(&x, &y);
+        assert!((j - 0.8).abs() < 0.04, "{j}");
     }
 
     #[test]
