@@ -99,6 +99,14 @@ pub(in crate::engine) struct StageStats {
     pub(in crate::engine) cpu: Duration,
 }
 
+/// Run `f`, adding its time to `total`.
+fn timed<T>(total: &mut Duration, f: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = f();
+    *total += t.elapsed();
+    out
+}
+
 pub(in crate::engine) struct ChunkResult {
     pub(in crate::engine) convert_cpu: Duration,
     pub(in crate::engine) outcomes: Vec<Outcome>,
@@ -159,12 +167,7 @@ impl Engine<'_> {
                     .map(|unit| {
                         let mut copies = 0;
                         let (input, sample, format) = match unit {
-                            Unit::Raw(rec) => match {
-                                let t = Instant::now();
-                                let converted = convert(rec);
-                                convert_cpu += t.elapsed();
-                                converted
-                            } {
+                            Unit::Raw(rec) => match timed(&mut convert_cpu, || convert(rec)) {
                                 Ok((s, f)) => (rec.cx.input, s, Some(f.as_str())),
                                 Err(error) => {
                                     return Outcome::Rejected {
