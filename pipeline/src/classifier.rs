@@ -279,12 +279,36 @@ impl Model {
     }
 }
 
+/// A hyper-parameter search (fastText's autotune): trials of epochs, learning rate, n-grams,
+/// dimension and buckets scored by F1 on held-out examples, within a time budget. The best
+/// trial's parameters are retrained and recorded in the model card. The result depends on
+/// how many trials the budget allows, so it is not reproducible run to run.
+#[derive(Debug, Clone)]
+pub struct Autotune {
+    /// Held-out labelled examples the trials are scored on.
+    pub valid: Vec<(String, String)>,
+    /// Seconds the search may take.
+    pub seconds: u32,
+}
+
 /// Train a model on labelled examples and write `<model>` and its sidecar atomically.
 pub fn train(
     examples: &[(String, String)],
     params: &TrainParams,
     source: &Path,
     model_path: &Path,
+) -> Result<ModelCard, ClassifierError> {
+    train_tuned(examples, params, source, model_path, None)
+}
+
+/// [`train`], with an optional [`Autotune`] search in place of the given epochs, learning
+/// rate, dimension, n-grams and buckets.
+pub fn train_tuned(
+    examples: &[(String, String)],
+    params: &TrainParams,
+    source: &Path,
+    model_path: &Path,
+    autotune: Option<&Autotune>,
 ) -> Result<ModelCard, ClassifierError> {
     if examples.is_empty() {
         return Err(ClassifierError::NoData(source.to_path_buf(), 0, 0));
@@ -312,6 +336,20 @@ pub fn train(
         f.commit()
             .map_err(|e| ClassifierError::Read(e.to_string()))?;
     }
+    let valid_file = dir.join("valid.txt");
+    if let Some(tune) = autotune {
+        let mut f = crate::storage::AtomicFile::create(&valid_file)
+            .map_err(|e| ClassifierError::Read(e.to_string()))?;
+        let mut buf = String::new();
+        for (text, label) in &tune.valid {
+            featurize(text, params.features, &mut buf);
+            let label = label.replace(char::is_whitespace, "_");
+            writeln!(f, "{LABEL_PREFIX}{label} {buf}")
+                .map_err(|e| ClassifierError::Read(e.to_string()))?;
+        }
+        f.commit()
+            .map_err(|e| ClassifierError::Read(e.to_string()))?;
+    }
     let mut args = fasttext::args::Args::new();
     args.input = train_file.clone();
     args.apply_supervised_defaults();
@@ -328,9 +366,28 @@ pub fn train(
     args.thread = params.threads.max(1) as i32;
     args.seed = params.seed as i32;
     args.verbose = 0;
-    let result = fasttext::FastText::train(args);
+    let result = match autotune {
+        Some(tune) => {
+            args.autotune_validation_file = valid_file;
+            args.autotune_duration = tune.seconds.max(1) as i32;
+            args.autotune_metric = "f1".into();
+            fasttext::autotune::Autotune::run(args)
+        }
+        None => fasttext::FastText::train(args),
+    };
     let _ = std::fs::remove_dir_all(&dir);
     let ft = result.map_err(|e| ClassifierError::FastText(e.to_string()))?;
+    let mut params = params.clone();
+    if autotune.is_some() {
+        // What the search chose.
+        let a = ft.args();
+        params.epochs = a.epoch.max(0) as u32;
+        params.lr = a.lr;
+        params.dim = a.dim.max(0) as u32;
+        params.word_ngrams = a.word_ngrams.max(0) as u32;
+        params.min_count = a.min_count.max(0) as u32;
+        params.bucket = a.bucket.max(0) as u32;
+    }
     // Save through a temporary name, then rename: a crash never leaves half a model.
     let mut tmp = model_path.as_os_str().to_owned();
     tmp.push(".tmp");
@@ -345,7 +402,7 @@ pub fn train(
         features: params.features,
         labels: counts.keys().cloned().collect(),
         examples: counts,
-        params: params.clone(),
+        params,
     };
     let json =
         serde_json::to_vec_pretty(&card).map_err(|e| ClassifierError::Read(e.to_string()))?;

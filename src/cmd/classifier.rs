@@ -55,6 +55,14 @@ pub enum Classifier {
         /// Also evaluate on this held-out file (same columns).
         #[arg(long)]
         valid: Option<PathBuf>,
+        /// Search epochs, learning rate, n-grams, dimension and buckets (fastText's autotune),
+        /// scoring each trial by F1 on this held-out file (same columns); the chosen values go
+        /// to the model card. Not reproducible: the trials depend on the time budget.
+        #[arg(long)]
+        autotune_valid: Option<PathBuf>,
+        /// Seconds the search may take.
+        #[arg(long, default_value_t = 300, requires = "autotune_valid")]
+        autotune_seconds: u32,
     },
     /// Precision, recall and F1 per label and a threshold sweep on held-out data.
     Evaluate {
@@ -94,8 +102,24 @@ pub fn classifier_command(what: Classifier) -> Result<()> {
             seed,
             threads,
             valid,
+            autotune_valid,
+            autotune_seconds,
         } => {
             let (examples, rejected) = load_labelled(&data)?;
+            let autotune = match &autotune_valid {
+                Some(path) => {
+                    let held = LabelledData {
+                        input: path.clone(),
+                        text_column: data.text_column.clone(),
+                        label_column: data.label_column.clone(),
+                    };
+                    Some(classifier::Autotune {
+                        valid: load_labelled(&held)?.0,
+                        seconds: autotune_seconds,
+                    })
+                }
+                None => None,
+            };
             let params = classifier::TrainParams {
                 epochs,
                 lr,
@@ -108,7 +132,20 @@ pub fn classifier_command(what: Classifier) -> Result<()> {
                 ..Default::default()
             };
             let started = std::time::Instant::now();
-            let card = classifier::train(&examples, &params, &data.input, &output)?;
+            let card = classifier::train_tuned(
+                &examples,
+                &params,
+                &data.input,
+                &output,
+                autotune.as_ref(),
+            )?;
+            if autotune.is_some() {
+                let p = &card.params;
+                eprintln!(
+                    "autotune chose epochs {} lr {:.3} dim {} word n-grams {} buckets {} min count {}",
+                    p.epochs, p.lr, p.dim, p.word_ngrams, p.bucket, p.min_count
+                );
+            }
             eprintln!(
                 "trained {} on {} examples ({} rejected) in {:.1}s: labels {:?}",
                 output.display(),
