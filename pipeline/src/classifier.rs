@@ -643,6 +643,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn autotune_searches_and_records_what_it_chose() {
+        let good = ["服务很好", "非常满意", "速度很快", "质量不错", "推荐购买"];
+        let bad = ["服务很差", "非常失望", "速度太慢", "质量很差", "不要购买"];
+        let mut examples = Vec::new();
+        for i in 0..200 {
+            examples.push((format!("{}，第{i}次", good[i % 5]), "pos".to_string()));
+            examples.push((format!("{}，第{i}次", bad[i % 5]), "neg".to_string()));
+        }
+        let valid: Vec<(String, String)> = examples.iter().step_by(7).cloned().collect();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let model = dir.path().join("m.bin");
+        let tune = Autotune { valid, seconds: 2 };
+        let card = train_tuned(
+            &examples,
+            &TrainParams::default(),
+            Path::new("reviews.csv"),
+            &model,
+            Some(&tune),
+        )
+        .expect("tunes");
+        let written: ModelCard =
+            serde_json::from_slice(&std::fs::read(card_path(&model)).expect("card written"))
+                .expect("card parses");
+        assert_eq!(written.params.epochs, card.params.epochs);
+        assert!(card.params.epochs >= 1 && card.params.dim >= 1);
+        let m = Model::load(&model).expect("loads");
+        let mut scratch = String::new();
+        let top = m.predict_all("服务很差，非常失望", &mut scratch);
+        assert_eq!(top.first().map(|p| p.0.as_str()), Some("neg"), "{top:?}");
+    }
+
+    #[test]
     fn chinese_becomes_characters_and_latin_words_stay_whole() {
         let mut out = String::new();
         featurize("你好，World 2024年!", Features::Chars, &mut out);
