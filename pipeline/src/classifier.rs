@@ -323,32 +323,10 @@ pub fn train_tuned(
     }
     let dir = tempfile_dir()?;
     let train_file = dir.join("train.txt");
-    {
-        let mut f = crate::storage::AtomicFile::create(&train_file)
-            .map_err(|e| ClassifierError::Read(e.to_string()))?;
-        let mut buf = String::new();
-        for (text, label) in examples {
-            featurize(text, params.features, &mut buf);
-            let label = label.replace(char::is_whitespace, "_");
-            writeln!(f, "{LABEL_PREFIX}{label} {buf}")
-                .map_err(|e| ClassifierError::Read(e.to_string()))?;
-        }
-        f.commit()
-            .map_err(|e| ClassifierError::Read(e.to_string()))?;
-    }
+    write_fasttext_file(&train_file, examples, params.features)?;
     let valid_file = dir.join("valid.txt");
     if let Some(tune) = autotune {
-        let mut f = crate::storage::AtomicFile::create(&valid_file)
-            .map_err(|e| ClassifierError::Read(e.to_string()))?;
-        let mut buf = String::new();
-        for (text, label) in &tune.valid {
-            featurize(text, params.features, &mut buf);
-            let label = label.replace(char::is_whitespace, "_");
-            writeln!(f, "{LABEL_PREFIX}{label} {buf}")
-                .map_err(|e| ClassifierError::Read(e.to_string()))?;
-        }
-        f.commit()
-            .map_err(|e| ClassifierError::Read(e.to_string()))?;
+        write_fasttext_file(&valid_file, &tune.valid, params.features)?;
     }
     let mut args = fasttext::args::Args::new();
     args.input = train_file.clone();
@@ -410,6 +388,24 @@ pub fn train_tuned(
         .map_err(|e| ClassifierError::Read(e.to_string()))?;
     crate::storage::rename(&tmp, model_path).map_err(|e| ClassifierError::Read(e.to_string()))?;
     Ok(card)
+}
+
+/// Labelled examples in fastText's input format (`__label__<label> <features>` per line).
+fn write_fasttext_file(
+    path: &Path,
+    examples: &[(String, String)],
+    features: Features,
+) -> Result<(), ClassifierError> {
+    let mut f = crate::storage::AtomicFile::create(path)
+        .map_err(|e| ClassifierError::Read(e.to_string()))?;
+    let mut buf = String::new();
+    for (text, label) in examples {
+        featurize(text, features, &mut buf);
+        let label = label.replace(char::is_whitespace, "_");
+        writeln!(f, "{LABEL_PREFIX}{label} {buf}")
+            .map_err(|e| ClassifierError::Read(e.to_string()))?;
+    }
+    f.commit().map_err(|e| ClassifierError::Read(e.to_string()))
 }
 
 fn tempfile_dir() -> Result<PathBuf, ClassifierError> {

@@ -75,22 +75,18 @@ pub struct Generated {
     pub copy_of: Option<usize>,
 }
 
-/// splitmix64: small, fast, and the same everywhere.
-struct Rng(u64);
+/// The stages' SplitMix64, with the draws the generator needs.
+struct Rng(crate::stages::SplitMix64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
     fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.next_f64()
     }
     fn chance(&mut self, p: f64) -> bool {
         self.unit() < p
@@ -164,7 +160,7 @@ fn push_sentence(lang: Lang, out: &mut Vec<String>, cur: &mut String) {
 
 /// Generate the corpus.
 pub fn generate(spec: &Spec, pool: &[String]) -> Vec<Generated> {
-    let mut rng = Rng(spec.seed ^ 0x5105_c0de);
+    let mut rng = Rng(crate::stages::SplitMix64(spec.seed ^ 0x5105_c0de));
     let mut out: Vec<Generated> = Vec::with_capacity(spec.docs);
     let mut originals: Vec<usize> = Vec::new();
     let (lo, hi) = (spec.bytes.0.max(1), spec.bytes.1.max(spec.bytes.0).max(1));

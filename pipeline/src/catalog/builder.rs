@@ -64,15 +64,11 @@ impl CatalogBuilder {
         &self.dims
     }
 
-    /// Add curated samples (tokens are counted in parallel). A mix's extra copies (tag
-    /// `mix_copy`) are counted as `copies` only: every other statistic is about distinct samples.
-    pub fn add(&mut self, samples: &[Sample]) {
-        self.add_counted(samples, None);
-    }
-
-    /// [`CatalogBuilder::add`] with content token counts a sink already made with this
-    /// catalog's tokenizer (parallel to `samples`; `None` entries are counted here).
-    pub fn add_counted(&mut self, samples: &[Sample], known: Option<&[Option<u64>]>) {
+    /// Add curated samples. A mix's extra copies (tag `mix_copy`) are counted as `copies`
+    /// only: every other statistic is about distinct samples. `known` holds content token
+    /// counts a sink already made with this catalog's tokenizer (parallel to `samples`); the
+    /// rest are counted here, in parallel.
+    pub fn add(&mut self, samples: &[Sample], known: Option<&[Option<u64>]>) {
         let known = known.filter(|k| k.len() == samples.len());
         // Per sample: its group key, and (turns, tokens, chars, content hash) unless it is a
         // copy.

@@ -137,7 +137,7 @@ impl Engine<'_> {
         }
         self.tally.write_time += t.elapsed();
         let known = known_tokens(&self.curated, &self.catalog);
-        self.catalog.add_counted(&samples, known.as_deref());
+        self.catalog.add(&samples, known.as_deref());
         Ok(())
     }
 }

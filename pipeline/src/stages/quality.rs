@@ -8,7 +8,7 @@
 //! 2–4-gram (`top_ngram`) and characters in duplicated 5–10-grams (`dup_ngrams`). Tokens are CJK
 //! characters and runs of letters and digits, so Chinese and English are measured alike.
 
-use super::{DropReason, RecordStage, StageCx, Verdict};
+use super::{DropReason, RecordStage, SplitMix64, StageCx, Verdict};
 use crate::normalize::is_cjk;
 use crate::sample::{Role, Sample};
 use serde::Deserialize;
@@ -118,13 +118,18 @@ pub struct Quality {
 fn tokens(text: &str, out: &mut Vec<(u64, u32)>) {
     out.clear();
     let mut start: Option<(usize, u32)> = None;
-    let word = |w: &str, n: u32| (mix(xxhash_rust::xxh3::xxh3_64(w.as_bytes()) | 1 << 63), n);
+    let word = |w: &str, n: u32| {
+        (
+            SplitMix64::mix(xxhash_rust::xxh3::xxh3_64(w.as_bytes()) | 1 << 63),
+            n,
+        )
+    };
     for (i, c) in text.char_indices() {
         if is_cjk(c) && c.is_alphanumeric() {
             if let Some((s, n)) = start.take() {
                 out.push(word(&text[s..i], n));
             }
-            out.push((mix(u64::from(c)), 1));
+            out.push((SplitMix64::mix(u64::from(c)), 1));
         } else if c.is_alphanumeric() {
             start.get_or_insert((i, 0)).1 += 1;
         } else if let Some((s, n)) = start.take() {
@@ -134,13 +139,6 @@ fn tokens(text: &str, out: &mut Vec<(u64, u32)>) {
     if let Some((s, n)) = start {
         out.push(word(&text[s..], n));
     }
-}
-
-/// splitmix64's finalizer: a bijection that spreads every input bit.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 fn is_punct(c: char) -> bool {
@@ -237,7 +235,7 @@ impl<'t> NgramLevels<'t> {
         for &p in &self.active {
             let i = p as usize;
             if i + n <= t {
-                let k = mix(self.keys[i].rotate_left(23) ^ self.toks[i + n - 1].0);
+                let k = SplitMix64::mix(self.keys[i].rotate_left(23) ^ self.toks[i + n - 1].0);
                 self.keys[i] = k;
                 self.scratch.push((k, p));
             }
@@ -570,7 +568,7 @@ mod tests {
     fn levelwise_ngram_statistics_equal_the_reference() {
         let mut seed = 0x1234_5678_u64;
         let mut next = || {
-            seed = mix(seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
+            seed = SplitMix64::mix(seed.wrapping_add(0x9E37_79B9_7F4A_7C15));
             seed
         };
         let words = [

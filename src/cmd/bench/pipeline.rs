@@ -124,7 +124,7 @@ struct Measured {
     wall: f64,
     cpu: Option<f64>,
     rss: Option<f64>,
-    report: Option<sluice_pipeline::report::Report>,
+    report: sluice_pipeline::report::Report,
 }
 
 /// Run the pipeline over growing prefixes of its inputs.
@@ -141,27 +141,20 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
         .build()?;
     // The baseline, and the record counts the prefixes are cut from: every input read and
     // converted to samples, with no stage and no output.
-    let mut most = 0u64;
-    let mut base = Measured {
-        records: 0,
-        mb: 0.0,
-        wall: 0.0,
-        cpu: None,
-        rss: None,
-        report: None,
-    };
+    let (mut most, mut base_records, mut base_mb) = (0u64, 0u64, 0.0f64);
     let started = Instant::now();
     for input in &plan.inputs {
         let mut records = 0;
         for (path, _) in &input.files {
             let pass = pool.install(|| sluice_pipeline::bench::sluice_read(path, 4096))?;
             records += pass.records;
-            base.mb += std::fs::metadata(path).map_or(0, |m| m.len()) as f64 / 1e6;
+            base_mb += std::fs::metadata(path).map_or(0, |m| m.len()) as f64 / 1e6;
         }
-        base.records += records;
+        base_records += records;
         most = most.max(records);
     }
-    base.wall = started.elapsed().as_secs_f64();
+    let base_wall = started.elapsed().as_secs_f64();
+    let base_per_core = base_mb / base_wall / threads as f64;
     if most == 0 {
         bail!("{}: the inputs hold no records", pipeline.display());
     }
@@ -189,9 +182,9 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
         let wall = t.elapsed().as_secs_f64();
         let cpu = process_cpu().zip(cpu0).map(|(b, a)| b - a);
         let bytes: f64 = if s == top {
-            base.mb
+            base_mb
         } else {
-            base.mb * report.totals.read as f64 / base.records.max(1) as f64
+            base_mb * report.totals.read as f64 / base_records.max(1) as f64
         };
         runs.push((
             s,
@@ -201,7 +194,7 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
                 wall,
                 cpu,
                 rss: peak_rss_mb(),
-                report: Some(report),
+                report,
             },
         ));
         let _ = std::fs::remove_dir_all(&out);
@@ -213,10 +206,10 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
         o,
         "{} on {threads} thread(s); baseline: reading + converting alone, {} records, {:.1} MB in {:.2} s = {:.2} MB/s per core",
         pipeline.display(),
-        base.records,
-        base.mb,
-        base.wall,
-        base.mb / base.wall / threads as f64
+        base_records,
+        base_mb,
+        base_wall,
+        base_per_core
     )?;
     writeln!(
         o,
@@ -233,13 +226,13 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
             m.mb,
             m.wall,
             per_core,
-            per_core / (base.mb / base.wall / threads as f64),
+            per_core / base_per_core,
             m.wall / m.mb.max(1e-9),
             m.rss.map_or("-".into(), |r| format!("{r:.0}")),
         )?;
     }
     if let Some((_, m)) = runs.last() {
-        let r = m.report.as_ref().expect("each run keeps its report");
+        let r = &m.report;
         let cpu = m.cpu.unwrap_or(m.wall * threads as f64);
         writeln!(
             o,

@@ -153,7 +153,7 @@ impl Engine<'_> {
                 sink.write(samples, None)?;
             }
             let known = crate::engine::sinks::known_tokens(&self.curated, &self.catalog);
-            self.catalog.add_counted(samples, known.as_deref());
+            self.catalog.add(samples, known.as_deref());
         }
         self.tally.write_time += t.elapsed();
         samples.clear();
