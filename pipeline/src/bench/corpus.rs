@@ -355,7 +355,7 @@ mod tests {
         assert!((50..130).contains(&dups), "{dups} near duplicates of 300");
         for g in a.iter().filter(|g| g.copy_of.is_none()) {
             let len: usize = g.sample.turns.iter().map(|t| t.content.len()).sum();
-            assert!(len >= 500 && len < 20_000 + 6000, "{len} bytes");
+            assert!((500..20_000 + 6000).contains(&len), "{len} bytes");
         }
         let lens: Vec<usize> = a
             .iter()
