@@ -258,11 +258,22 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
             (cpu - known).max(0.0),
         ));
         for (name, secs) in rows {
+            // A share under 10 ms has no meaningful rate.
+            let rate = if secs < 0.01 {
+                "-".to_string()
+            } else {
+                format!("{:.2}", m.mb / secs)
+            };
             writeln!(
                 o,
-                "  {name:<44} {secs:>8.2} s {:>6.1}% {:>9.2} MB/s",
+                "  {name:<44} {secs:>8.2} s {:>6.1}% {rate:>9} MB/s",
                 100.0 * secs / cpu.max(1e-9),
-                m.mb / secs.max(1e-9)
+            )?;
+        }
+        if threads > 1 {
+            writeln!(
+                o,
+                "  (write is wall time on {threads} threads; the other rows are CPU time)"
             )?;
         }
     }

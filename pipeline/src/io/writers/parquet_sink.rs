@@ -1,5 +1,10 @@
-//! Parquet parts of curated and dropped samples (schema in `schemas/curated.md`), written in
-//! fixed chunks so the bytes do not depend on how samples were batched.
+//! Parquet parts of curated and dropped samples (schema in `schemas/curated.md`).
+//!
+//! Row groups are cut by the samples alone (at most [`GROUP_ROWS`] rows or [`GROUP_BYTES`] of
+//! strings, and at file ends), never by when a batch arrived or by an encoder's estimate, so
+//! complete row groups can be encoded side by side on the worker threads and appended in order:
+//! the bytes do not depend on the batching or on the thread count. Memory: about one row
+//! group per worker thread waits or is being encoded.
 
 use super::*;
 use crate::error::{Error, Result};
@@ -8,9 +13,11 @@ use crate::storage::AtomicFile;
 use arrow_array::builder::{ListBuilder, StringBuilder, StructBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Fields, Schema};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,23 +29,37 @@ pub struct ParquetSink {
     rows_per_file: usize,
     with_drop: bool,
     schema: Arc<Schema>,
-    current: Option<(ArrowWriter<AtomicFile>, PathBuf, u64)>,
+    props: WriterProperties,
+    /// Column writers for a row group of any part (they share schema and properties).
+    factory: ArrowRowGroupWriterFactory,
+    current: Option<(SerializedFileWriter<AtomicFile>, PathBuf, u64)>,
     files: Vec<OutputFile>,
-    /// Rows waiting for a full chunk, with their drop reasons and bytes.
-    pending: Vec<Sample>,
-    pending_drops: Vec<DropInfo>,
-    pending_bytes: usize,
+    /// The row group being filled.
+    open: Group,
+    /// Complete row groups waiting to be encoded.
+    ready: Vec<Group>,
+    /// Rows given to the current part, encoded or not.
+    file_rows: usize,
 }
 
-/// Rows per Parquet write: the file's pages are cut the same whatever batches the samples
-/// came in (a run split into tasks writes the bytes of a run in one process).
-pub(super) const CHUNK_ROWS: usize = 1024;
+/// The rows of one row group.
+#[derive(Default)]
+struct Group {
+    samples: Vec<Sample>,
+    drops: Vec<DropInfo>,
+    bytes: usize,
+    /// The last row group of its part.
+    ends_file: bool,
+}
 
-/// Bytes at which a chunk is written before it has `CHUNK_ROWS` rows (bounds the buffer).
-pub(super) const CHUNK_BYTES: usize = 16 << 20;
+/// Rows per Arrow batch handed to the encoders (bounds the Arrow copy of a row group).
+const CHUNK_ROWS: usize = 1024;
 
-/// Encoded bytes at which a row group is written out.
-const ROW_GROUP_BYTES: usize = 64 << 20;
+/// Rows in a row group at most.
+const GROUP_ROWS: usize = 16 * 1024;
+
+/// String bytes (see [`sample_bytes`]) at which a row group ends.
+const GROUP_BYTES: usize = 8 << 20;
 
 /// Bytes a sample holds, roughly: its strings.
 pub(super) fn sample_bytes(s: &Sample) -> usize {
@@ -182,73 +203,145 @@ pub(super) fn to_batch(
     RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())
 }
 
+fn writer_props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_max_row_group_row_count(Some(GROUP_ROWS))
+        .build()
+}
+
+/// Encode one row group's columns.
+fn encode_group(
+    factory: &ArrowRowGroupWriterFactory,
+    schema: &Arc<Schema>,
+    group: &Group,
+    with_drop: bool,
+) -> std::result::Result<Vec<ArrowColumnChunk>, String> {
+    let mut writers = factory
+        .create_column_writers(0)
+        .map_err(|e| e.to_string())?;
+    for (i, rows) in group.samples.chunks(CHUNK_ROWS).enumerate() {
+        let drops = with_drop.then(|| {
+            let at = i * CHUNK_ROWS;
+            &group.drops[at.min(group.drops.len())..(at + rows.len()).min(group.drops.len())]
+        });
+        let batch = to_batch(schema, rows, drops)?;
+        let mut leaves_out = writers.iter_mut();
+        for (field, column) in schema.fields().iter().zip(batch.columns()) {
+            for leaf in compute_leaves(field.as_ref(), column).map_err(|e| e.to_string())? {
+                leaves_out
+                    .next()
+                    .ok_or("more leaves than column writers")?
+                    .write(&leaf)
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    writers
+        .into_iter()
+        .map(|w| w.close().map_err(|e| e.to_string()))
+        .collect()
+}
+
 impl ParquetSink {
     /// Parts go to `dir`; paths are reported relative to `root`.
     pub fn new(root: &Path, dir: PathBuf, rows_per_file: usize, with_drop: bool) -> ParquetSink {
+        let schema = Arc::new(sample_schema(with_drop));
+        let props = writer_props();
+        // Any part's factory serves every part: take one from a writer that writes nowhere.
+        let factory = ArrowWriter::try_new(std::io::sink(), schema.clone(), Some(props.clone()))
+            .and_then(|w| w.into_serialized_writer())
+            .map(|(_, f)| f)
+            .unwrap_or_else(|e| unreachable!("the sample schema converts to Parquet: {e}"));
         ParquetSink {
             root: root.to_path_buf(),
             dir,
             prefix: "part".into(),
-            rows_per_file,
+            rows_per_file: rows_per_file.max(1),
             with_drop,
-            schema: Arc::new(sample_schema(with_drop)),
+            schema,
+            props,
+            factory,
             current: None,
             files: Vec::new(),
-            pending: Vec::new(),
-            pending_drops: Vec::new(),
-            pending_bytes: 0,
+            open: Group::default(),
+            ready: Vec::new(),
+            file_rows: 0,
         }
     }
 
-    /// Write the pending rows as one batch, opening the next file as needed.
-    fn write_pending(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
+    /// Name parts `<prefix>-00000.parquet` (default `part`).
+    pub fn with_prefix(mut self, prefix: &str) -> ParquetSink {
+        self.prefix = prefix.to_string();
+        self
+    }
+
+    fn output_err(&self, message: String) -> Error {
+        Error::Output {
+            path: self
+                .current
+                .as_ref()
+                .map_or_else(|| self.dir.clone(), |c| c.1.clone()),
+            message,
+        }
+    }
+
+    /// End the open row group (if it has rows).
+    fn end_group(&mut self) {
+        if self.open.samples.is_empty() {
+            return;
+        }
+        let mut g = std::mem::take(&mut self.open);
+        g.ends_file = self.file_rows >= self.rows_per_file;
+        if g.ends_file {
+            self.file_rows = 0;
+        }
+        self.ready.push(g);
+    }
+
+    /// Encode the complete row groups side by side, then append them in order.
+    fn encode_ready(&mut self) -> Result<()> {
+        if self.ready.is_empty() {
             return Ok(());
         }
-        if self.current.is_none() {
-            let path = self
-                .dir
-                .join(format!("{}-{:05}.parquet", self.prefix, self.files.len()));
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-                .set_max_row_group_row_count(Some(16 * 1024))
-                .build();
-            let file = AtomicFile::create(&path)?;
-            let w = ArrowWriter::try_new(file, self.schema.clone(), Some(props)).map_err(|e| {
-                Error::Output {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            self.current = Some((w, path, 0));
-        }
-        let Some((w, path, rows)) = self.current.as_mut() else {
-            return Ok(());
-        };
-        let drops = self.with_drop.then_some(&self.pending_drops[..]);
-        let batch = to_batch(&self.schema, &self.pending, drops).map_err(|m| Error::Output {
-            path: path.clone(),
-            message: m,
-        })?;
-        w.write(&batch).map_err(|e| Error::Output {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-        // A row group is held in memory until it is flushed: end it at ROW_GROUP_BYTES as well
-        // as at 16k rows (rows of megabytes would otherwise pile up). The cut depends only on
-        // the samples, so the bytes stay the same however they were batched.
-        if w.in_progress_size() >= ROW_GROUP_BYTES {
-            w.flush().map_err(|e| Error::Output {
+        let (factory, schema, with_drop) = (&self.factory, &self.schema, self.with_drop);
+        let encoded: Vec<std::result::Result<Vec<ArrowColumnChunk>, String>> = self
+            .ready
+            .par_iter()
+            .map(|g| encode_group(factory, schema, g, with_drop))
+            .collect();
+        let ready = std::mem::take(&mut self.ready);
+        for (g, chunks) in ready.into_iter().zip(encoded) {
+            let chunks = chunks.map_err(|m| self.output_err(m))?;
+            if self.current.is_none() {
+                let path =
+                    self.dir
+                        .join(format!("{}-{:05}.parquet", self.prefix, self.files.len()));
+                let file = AtomicFile::create(&path)?;
+                let w = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
+                    .and_then(|w| w.into_serialized_writer())
+                    .map_err(|e| Error::Output {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                self.current = Some((w.0, path, 0));
+            }
+            let Some((w, path, rows)) = self.current.as_mut() else {
+                continue;
+            };
+            let err = |e: parquet::errors::ParquetError| Error::Output {
                 path: path.clone(),
                 message: e.to_string(),
-            })?;
-        }
-        *rows += self.pending.len() as u64;
-        self.pending.clear();
-        self.pending_drops.clear();
-        self.pending_bytes = 0;
-        if *rows as usize >= self.rows_per_file {
-            self.close_current()?;
+            };
+            let mut rg = w.next_row_group().map_err(err)?;
+            for c in chunks {
+                c.append_to_row_group(&mut rg).map_err(err)?;
+            }
+            rg.close().map_err(err)?;
+            *rows += g.samples.len() as u64;
+            if g.ends_file {
+                self.close_current()?;
+            }
         }
         Ok(())
     }
@@ -270,14 +363,6 @@ impl ParquetSink {
     }
 }
 
-impl ParquetSink {
-    /// Name parts `<prefix>-00000.parquet` (default `part`).
-    pub fn with_prefix(mut self, prefix: &str) -> ParquetSink {
-        self.prefix = prefix.to_string();
-        self
-    }
-}
-
 impl SampleSink for ParquetSink {
     fn write(&mut self, samples: &[Sample], drops: Option<&[DropInfo]>) -> Result<()> {
         if self.with_drop && drops.is_none() {
@@ -287,22 +372,28 @@ impl SampleSink for ParquetSink {
             });
         }
         for (i, s) in samples.iter().enumerate() {
-            self.pending.push(s.clone());
+            self.open.samples.push(s.clone());
             if let Some(d) = drops.filter(|_| self.with_drop).and_then(|d| d.get(i)) {
-                self.pending_drops.push(d.clone());
+                self.open.drops.push(d.clone());
             }
-            self.pending_bytes += sample_bytes(s);
-            let in_file = self.current.as_ref().map_or(0, |c| c.2 as usize);
-            let room = self.rows_per_file.saturating_sub(in_file).max(1);
-            if self.pending.len() >= CHUNK_ROWS.min(room) || self.pending_bytes >= CHUNK_BYTES {
-                self.write_pending()?;
+            self.open.bytes += sample_bytes(s);
+            self.file_rows += 1;
+            if self.open.samples.len() >= GROUP_ROWS
+                || self.open.bytes >= GROUP_BYTES
+                || self.file_rows >= self.rows_per_file
+            {
+                self.end_group();
+                if self.ready.len() >= rayon::current_num_threads() {
+                    self.encode_ready()?;
+                }
             }
         }
         Ok(())
     }
 
     fn finish(mut self: Box<Self>) -> Result<Vec<OutputFile>> {
-        self.write_pending()?;
+        self.end_group();
+        self.encode_ready()?;
         self.close_current()?;
         Ok(self.files)
     }
@@ -314,11 +405,15 @@ mod tests {
     use super::*;
 
     fn parquet_bytes(samples: &[Sample], cuts: &[usize]) -> Vec<Vec<u8>> {
+        parquet_bytes_on(samples, cuts, 3000)
+    }
+
+    fn parquet_bytes_on(samples: &[Sample], cuts: &[usize], rows: usize) -> Vec<Vec<u8>> {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut sink: Box<dyn SampleSink> = Box::new(ParquetSink::new(
             dir.path(),
             dir.path().to_path_buf(),
-            3000,
+            rows,
             false,
         ));
         let mut start = 0;
@@ -348,6 +443,48 @@ mod tests {
         assert_eq!(parquet_bytes(&samples, &[1, 1000, 1001, 2999, 5000]), one);
         let small: Vec<usize> = (1..7000).step_by(333).collect();
         assert_eq!(parquet_bytes(&samples, &small), one);
+    }
+
+    /// Row groups are encoded side by side on the worker threads: the bytes are the same on
+    /// one thread as on four, with row groups cut by rows, by bytes and at file ends.
+    #[test]
+    fn parquet_bytes_do_not_depend_on_the_thread_count() {
+        let samples: Vec<Sample> = (0..40_000)
+            .map(|i| {
+                let mut s = Sample::document(
+                    format!("d{i}"),
+                    format!("{i} {}", "文本 ".repeat(i * 7919 % 1500 + 1)),
+                );
+                s.tags.insert("lang".into(), "zh".into());
+                s
+            })
+            .collect();
+        let on = |threads: usize, cuts: &[usize]| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| parquet_bytes_on(&samples, cuts, 25_000))
+        };
+        let one = on(1, &[]);
+        assert_eq!(one.len(), 2, "25,000 rows per file");
+        assert_eq!(on(4, &[]), one);
+        assert_eq!(on(3, &[5, 16_385, 24_999, 25_001, 39_000]), one);
+        // Several row groups per file: cut by bytes (the texts average ~2.2 KB, so 8 MiB
+        // ends a group before 16k rows) and at the file end.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("p.parquet"), &one[0]).expect("write");
+        let file = std::fs::File::open(dir.path().join("p.parquet")).expect("open");
+        let meta = parquet::file::reader::SerializedFileReader::new(file).expect("parquet");
+        use parquet::file::reader::FileReader;
+        let groups: Vec<i64> = meta
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        assert!(groups.len() >= 4, "{groups:?}");
+        assert_eq!(groups.iter().sum::<i64>(), 25_000);
     }
 
     /// Regression (attacker walk of #18): a row group is held until it is written, and rows of
