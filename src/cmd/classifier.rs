@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
-use sluice_pipeline::classifier;
+use sluice_pipeline::classifier::{self, TrainParams};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -29,29 +29,34 @@ pub enum Classifier {
         #[arg(long)]
         output: PathBuf,
         /// Passes over the data.
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = TrainParams::default().epochs)]
         epochs: u32,
         /// Learning rate.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = TrainParams::default().lr)]
         lr: f64,
         /// Embedding size.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = TrainParams::default().dim)]
         dim: u32,
-        /// Word n-grams (2: character bigrams for Chinese).
-        #[arg(long, default_value_t = 2)]
+        /// Word n-grams (2: character bigrams for Chinese, 3: bigrams and trigrams).
+        #[arg(long, default_value_t = TrainParams::default().word_ngrams)]
         word_ngrams: u32,
         /// Minimum token count.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = TrainParams::default().min_count)]
         min_count: u32,
         /// Hash buckets for word n-grams (model size = (vocabulary + buckets) × dim × 4 bytes).
-        #[arg(long, default_value_t = 200_000)]
+        #[arg(long, default_value_t = TrainParams::default().bucket)]
         bucket: u32,
         /// Seed.
-        #[arg(long, default_value_t = 42)]
+        #[arg(long, default_value_t = TrainParams::default().seed)]
         seed: u64,
         /// Training threads (1 is reproducible; more is faster but not byte-for-byte repeatable).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = TrainParams::default().threads)]
         threads: u32,
+        /// How text becomes tokens: `chars` (each Chinese character a token, Latin words
+        /// whole), `words` (Chinese split into words by jieba, as `jieba.lcut`), or `raw`
+        /// (text already split by spaces). Prediction uses what training used.
+        #[arg(long, default_value = "chars")]
+        features: classifier::Features,
         /// Also evaluate on this held-out file (same columns).
         #[arg(long)]
         valid: Option<PathBuf>,
@@ -101,6 +106,7 @@ pub fn classifier_command(what: Classifier) -> Result<()> {
             bucket,
             seed,
             threads,
+            features,
             valid,
             autotune_valid,
             autotune_seconds,
@@ -129,7 +135,7 @@ pub fn classifier_command(what: Classifier) -> Result<()> {
                 bucket,
                 seed,
                 threads,
-                ..Default::default()
+                features,
             };
             let started = std::time::Instant::now();
             let card = classifier::train_tuned(
