@@ -18,7 +18,7 @@ loss softmax, no subword n-grams for supervised):
 --sluice-like adds one more row: sluice's own feature rule (`sluice_chars`: each CJK character a
 token, runs of letters/digits one lower-cased word, other symbols one token each; a Python port
 of pipeline/src/classifier.rs featurize) with sluice's default hyper-parameters
-(epoch 8, lr 0.2, dim 64, wordNgrams 3, bucket 200,000, minCount 1).
+(epoch 10, lr 0.5, dim 64, wordNgrams 2, bucket 200,000, minCount 1).
 
 Always thread=1 (one thread makes fastText's SGD deterministic) and seed 0 (fastText's default,
 passed explicitly). Newlines (and all whitespace) inside texts become single spaces.
@@ -52,7 +52,7 @@ SETTINGS = {
     "ng2_ep25": dict(epoch=25, lr=0.1, wordNgrams=2, dim=100),
     "ng3_ep25": dict(epoch=25, lr=0.1, wordNgrams=3, dim=100),
 }
-SLUICE_SETTING = ("sluice_defaults", dict(epoch=8, lr=0.2, wordNgrams=3, dim=64, bucket=200000))
+SLUICE_SETTING = ("sluice_defaults", dict(epoch=10, lr=0.5, wordNgrams=2, dim=64, bucket=200000))
 
 
 def is_cjk(c):

@@ -114,14 +114,15 @@ fn chars_into(text: &str, out: &mut String) {
 /// Hyper-parameters of training, with defaults that suit short Chinese texts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainParams {
-    /// Passes over the data (default 8).
+    /// Passes over the data (default 10).
     pub epochs: u32,
-    /// Learning rate (default 0.2).
+    /// Learning rate (default 0.5).
     pub lr: f64,
     /// Embedding size (default 64).
     pub dim: u32,
-    /// Word n-gram length; 2 gives character bigrams for Chinese (default 3: bigrams and
-    /// trigrams).
+    /// Word n-gram length; 2 gives character bigrams for Chinese (default 2). Less training
+    /// (lr 0.2, 8 epochs, 3-grams) scores 0.01 more macro F1 on COLD and on a sentiment set,
+    /// but 0.28 less on an imbalanced 11-department medical set: see the README.
     pub word_ngrams: u32,
     /// Drop tokens seen fewer times (default 1).
     pub min_count: u32,
@@ -139,10 +140,10 @@ pub struct TrainParams {
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            epochs: 8,
-            lr: 0.2,
+            epochs: 10,
+            lr: 0.5,
             dim: 64,
-            word_ngrams: 3,
+            word_ngrams: 2,
             min_count: 1,
             bucket: 200_000,
             seed: 42,

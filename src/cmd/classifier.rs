@@ -37,7 +37,7 @@ pub enum Classifier {
         /// Embedding size.
         #[arg(long, default_value_t = TrainParams::default().dim)]
         dim: u32,
-        /// Word n-grams (2: character bigrams for Chinese, 3: bigrams and trigrams).
+        /// Word n-grams (2: character bigrams for Chinese).
         #[arg(long, default_value_t = TrainParams::default().word_ngrams)]
         word_ngrams: u32,
         /// Minimum token count.
