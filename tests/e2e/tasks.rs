@@ -330,3 +330,29 @@ fn the_slurm_array_script_runs_the_pipeline_as_four_tasks() {
     }
     assert_same(&one, &output_files(&out));
 }
+
+/// `sluice bench tasks` runs the pipeline as one process and as 2 tasks, reads each task's
+/// CPU, and says whether the published files are the same.
+#[test]
+fn the_task_benchmark_compares_task_counts_with_one_process() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), &data);
+    let o = crate::common::sluice(&["bench", "tasks", p.to_str().expect("utf8"), "--tasks", "2"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let row = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("2 "))
+        .unwrap_or_else(|| panic!("no row for 2 tasks: {text}"));
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.last(), Some(&"yes"), "{text}");
+    // Task 0's and task 1's CPU were read.
+    let t0: f64 = cols[2].parse().unwrap_or_else(|_| panic!("{text}"));
+    assert!(t0 > 0.0, "{text}");
+    assert!(text.contains("merge and reduce"), "{text}");
+}

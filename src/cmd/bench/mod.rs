@@ -8,6 +8,7 @@ mod pipeline;
 mod preview;
 mod read;
 mod serve;
+mod tasks;
 mod tokenize;
 
 use crate::cmd::classifier::LabelledData;
@@ -128,6 +129,19 @@ pub enum Bench {
         /// Input sizes, relative (the largest reads everything).
         #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
         scales: Vec<u64>,
+    },
+    /// A pipeline as 1, 2, 4, 8 local tasks meeting in a work folder, beside one process: wall,
+    /// CPU per task (task 0 against the others), peak bytes in the work folder, task 0's
+    /// phases, and whether the published files equal the one process run's.
+    Tasks {
+        /// The pipeline file.
+        pipeline: PathBuf,
+        /// Task counts to run.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        tasks: Vec<usize>,
+        /// Worker threads per task (and for the one process run).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
     },
     /// MinHash signatures per second on one core (128 permutations, 5-gram shingles); with
     /// --accuracy, precision and recall at 0.7/0.8/0.9 on a generated near-duplicate corpus,
@@ -288,6 +302,14 @@ pub fn run(what: Bench) -> Result<ExitCode> {
             scales,
         } => {
             pipeline::bench_pipeline(&file, threads.max(1), &scales)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Bench::Tasks {
+            pipeline: file,
+            tasks: counts,
+            threads,
+        } => {
+            tasks::bench_tasks(&file, &counts, threads.max(1))?;
             Ok(ExitCode::SUCCESS)
         }
         Bench::Minhash {
