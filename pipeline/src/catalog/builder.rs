@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::*;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Acc {
     samples: u64,
     turns: u64,
@@ -17,6 +17,14 @@ pub(super) struct Acc {
     chars: u64,
     copies: u64,
     examples: Vec<String>,
+}
+
+/// One task's share of a run's catalog (see [`CatalogBuilder::part`]).
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CatalogPart {
+    groups: Vec<(Vec<Option<String>>, Acc)>,
+    /// Per source: distinct samples and the wrapping sum of their content hashes (hex).
+    content: Vec<(String, u64, String)>,
 }
 
 /// Accumulates a run's catalog as curated samples are written.
@@ -115,6 +123,54 @@ impl CatalogBuilder {
                 acc.examples.push(s.id.clone());
             }
         }
+    }
+
+    /// What this builder has counted, for another to merge.
+    pub fn part(&self) -> CatalogPart {
+        CatalogPart {
+            groups: self
+                .groups
+                .iter()
+                .map(|(k, a)| (k.clone(), a.clone()))
+                .collect(),
+            content: self
+                .content
+                .iter()
+                .map(|(src, (n, h))| (src.clone(), *n, format!("{h:032x}")))
+                .collect(),
+        }
+    }
+
+    /// Forget what was counted (the tokenizer, dimensions and lineage stay).
+    pub fn clear_counts(&mut self) {
+        self.groups.clear();
+        self.content.clear();
+    }
+
+    /// Add another builder's counts. Merging the tasks' parts in task order (input order)
+    /// gives the catalog one process would have built: sums, and the first three example ids.
+    pub fn merge(&mut self, part: CatalogPart) -> Result<(), String> {
+        for (key, a) in part.groups {
+            let acc = self.groups.entry(key).or_default();
+            acc.samples += a.samples;
+            acc.turns += a.turns;
+            acc.tokens += a.tokens;
+            acc.chars += a.chars;
+            acc.copies += a.copies;
+            for id in a.examples {
+                if acc.examples.len() < 3 {
+                    acc.examples.push(id);
+                }
+            }
+        }
+        for (source, n, hex) in part.content {
+            let h = u128::from_str_radix(&hex, 16)
+                .map_err(|e| format!("a catalog part's content hash {hex:?}: {e}"))?;
+            let c = self.content.entry(source).or_default();
+            c.0 += n;
+            c.1 = c.1.wrapping_add(h);
+        }
+        Ok(())
     }
 
     /// Catalog rows so far.

@@ -2,7 +2,6 @@
 
 use crate::config::Plan;
 use crate::engine::sinks::Units;
-use crate::engine::task::stream::StreamLine;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::convert::convert;
@@ -275,7 +274,6 @@ impl Engine<'_> {
         let mut kept_units: Vec<u64> = Vec::new();
         let mut dropped: Vec<Sample> = Vec::new();
         let mut drop_infos: Vec<DropInfo> = Vec::new();
-        let mut drop_units: Vec<u64> = Vec::new();
         let mut unit = base;
         for chunk in chunks {
             self.tally.convert_cpu += chunk.convert_cpu;
@@ -315,7 +313,6 @@ impl Engine<'_> {
                             .or_default() += 1;
                         drop_infos.push(DropInfo::new(&self.names[stage], &reason));
                         dropped.push(sample);
-                        drop_units.push(this);
                     }
                     Outcome::Kept {
                         input,
@@ -348,22 +345,6 @@ impl Engine<'_> {
                 let t = Instant::now();
                 sink.write(&dropped, Some(&drop_infos))?;
                 self.tally.write_time += t.elapsed();
-            }
-            if let Some(t) = self.task.as_mut() {
-                let path = t.own.join(format!("dropped-{}.jsonl", t.segment));
-                if let Some(out) = t.dropped.as_mut() {
-                    for ((s, info), u) in dropped.into_iter().zip(drop_infos).zip(drop_units) {
-                        let line = StreamLine {
-                            u,
-                            stage: Some(info.stage),
-                            reason: Some(info.reason.to_string()),
-                            detail: info.detail,
-                            duplicate_of: info.duplicate_of,
-                            sample: s,
-                        };
-                        line.write(out, &path)?;
-                    }
-                }
             }
         }
         Ok((kept, kept_units))

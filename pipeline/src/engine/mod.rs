@@ -28,7 +28,7 @@ use crate::io::writers::SampleSink;
 use crate::report::{Report, Totals};
 use crate::stages::{Decisions, Stage};
 use crate::storage::{AtomicFile, RunDir};
-use sinks::make_sinks;
+use sinks::{make_sinks, SinkSet};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -116,6 +116,8 @@ struct Engine<'p> {
     pub(in crate::engine) task: Option<TaskState>,
     /// Task 0's coordinated phases and their wall seconds.
     pub(in crate::engine) phase_times: BTreeMap<String, f64>,
+    /// Files the tasks wrote themselves, moved into the run by task 0.
+    pub(in crate::engine) moved: Vec<crate::io::writers::OutputFile>,
 }
 
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
@@ -215,7 +217,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     let (run, curated, dropped, task, rejects_path) = match opts.task.clone() {
         None => {
             let run = RunDir::begin(&out_dir)?;
-            let (curated, dropped) = make_sinks(plan, &run)?;
+            let (curated, dropped) = make_sinks(plan, &run.path(""), SinkSet::All)?;
             let rejects = run.path("rejects.jsonl");
             (Some(run), curated, dropped, None, rejects)
         }
@@ -248,6 +250,9 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 None => crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key),
             };
             let rejects = own.join("rejects.jsonl");
+            // Every task writes its own Parquet/JSONL parts; task 0 moves them into the run.
+            let (curated, dropped) =
+                make_sinks(plan, &own.join("out"), SinkSet::TaskParts(t.spec.index))?;
             let state = TaskState {
                 run: t,
                 own,
@@ -255,10 +260,9 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 files,
                 segment: 0,
                 units: Vec::new(),
-                dropped: None,
                 kept: None,
             };
-            (None, Vec::new(), Vec::new(), Some(state), rejects)
+            (None, curated, dropped, Some(state), rejects)
         }
     };
     let mut engine = Engine {
@@ -278,6 +282,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         catalog: crate::catalog::CatalogBuilder::new(dims, counter),
         task,
         phase_times: BTreeMap::new(),
+        moved: Vec::new(),
     };
     engine.execute(&stages)?;
     let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);

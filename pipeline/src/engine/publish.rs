@@ -27,6 +27,8 @@ impl Engine<'_> {
         for sink in self.curated.drain(..).chain(self.dropped.drain(..)) {
             outputs.extend(sink.finish()?);
         }
+        // The parts a task-sharded run's tasks wrote themselves.
+        outputs.append(&mut self.moved);
         self.tally.write_time += finishing.elapsed();
         let rejects_path = self.rejects_path.clone();
         if let Some(r) = self.rejects.take() {

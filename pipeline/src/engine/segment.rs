@@ -15,21 +15,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl Engine<'_> {
-    /// In a task: start segment `seg`'s dropped stream (and the kept stream for the last).
+    /// In a task: start segment `seg` (and, for the last, the stream of kept samples that
+    /// task 0 writes to the sinks that need every sample, if the plan has any).
     pub(in crate::engine) fn begin_segment(&mut self, seg: usize, last: bool) -> Result<()> {
+        let replays = crate::engine::sinks::SinkSet::replays(self.plan);
         let Some(t) = self.task.as_mut() else {
             return Ok(());
         };
-        if let Some(mut d) = t.dropped.take() {
-            d.flush().map_err(|e| Error::io(&t.own, e))?;
-        }
         t.segment = seg;
         t.units.push(0);
-        t.dropped = Some(crate::storage::scratch(
-            &t.own.join(format!("dropped-{seg}.jsonl")),
-            1 << 20,
-        )?);
-        if last {
+        if last && replays {
             t.kept = Some(crate::storage::scratch(&t.own.join("kept.jsonl"), 1 << 20)?);
         }
         Ok(())

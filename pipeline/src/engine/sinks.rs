@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::writers::{JsonlSink, LlamaFactorySink, ParquetSink, SampleSink, SplitSink};
 use crate::sample::Sample;
-use crate::storage::RunDir;
+use std::path::Path;
 
 /// Output sinks.
 pub(in crate::engine) type Sinks = Vec<Box<dyn SampleSink>>;
@@ -14,51 +14,88 @@ pub(in crate::engine) type Sinks = Vec<Box<dyn SampleSink>>;
 /// Unit index of each kept sample within its segment.
 pub(in crate::engine) type Units = Vec<u64>;
 
-pub(in crate::engine) fn make_sinks(plan: &Plan, run: &RunDir) -> Result<(Sinks, Sinks)> {
-    let root = run.path("");
+/// Which of the plan's sinks to open.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(in crate::engine) enum SinkSet {
+    /// Every sink: a run in one process.
+    All,
+    /// One task's own parts: Parquet and JSONL, curated and dropped, named
+    /// `<split>-<task>-<n>` (`part-<task>-<n>` for dropped samples).
+    TaskParts(usize),
+    /// What task 0 still writes from every task's kept samples: LLaMA-Factory files and
+    /// shards (a global shuffle and a dataset registry need every sample).
+    Replayed,
+}
+
+impl SinkSet {
+    /// Whether a plan's run in tasks has sinks that task 0 fills from the tasks' streams.
+    pub(in crate::engine) fn replays(plan: &Plan) -> bool {
+        plan.shards.is_some() || plan.formats.contains(&OutputFormat::Llamafactory)
+    }
+}
+
+/// Open the sinks of `set` under `root` (the run's staging folder, or a task's own parts).
+pub(in crate::engine) fn make_sinks(
+    plan: &Plan,
+    root: &Path,
+    set: SinkSet,
+) -> Result<(Sinks, Sinks)> {
+    let root = root.to_path_buf();
     let mut curated: Vec<Box<dyn SampleSink>> = Vec::new();
     let mut dropped: Vec<Box<dyn SampleSink>> = Vec::new();
+    let tag = match set {
+        SinkSet::TaskParts(i) => format!("-{i:05}"),
+        _ => String::new(),
+    };
+    let parts = set != SinkSet::Replayed;
+    let dropped_prefix = format!("part{tag}");
     for f in &plan.formats {
         match f {
-            OutputFormat::Parquet => {
+            OutputFormat::Parquet if parts => {
                 // Curated files per split (`train-00000.parquet`, …; `part-…` without one).
-                let (r, dir, rows) = (root.clone(), run.path("curated"), plan.rows_per_file);
+                let (r, dir, rows) = (root.clone(), root.join("curated"), plan.rows_per_file);
+                let tag = tag.clone();
                 curated.push(Box::new(SplitSink::new(Box::new(move |prefix: &str| {
-                    Box::new(ParquetSink::new(&r, dir.clone(), rows, false).with_prefix(prefix))
-                        as Box<dyn SampleSink>
+                    Box::new(
+                        ParquetSink::new(&r, dir.clone(), rows, false)
+                            .with_prefix(&format!("{prefix}{tag}")),
+                    ) as Box<dyn SampleSink>
                 }))));
-                dropped.push(Box::new(ParquetSink::new(
-                    &root,
-                    run.path("dropped"),
-                    plan.rows_per_file,
-                    true,
-                )));
+                dropped.push(Box::new(
+                    ParquetSink::new(&root, root.join("dropped"), plan.rows_per_file, true)
+                        .with_prefix(&dropped_prefix),
+                ));
             }
-            OutputFormat::Jsonl => {
-                let (r, dir, rows) = (root.clone(), run.path("curated"), plan.rows_per_file);
+            OutputFormat::Jsonl if parts => {
+                let (r, dir, rows) = (root.clone(), root.join("curated"), plan.rows_per_file);
+                let tag = tag.clone();
                 curated.push(Box::new(SplitSink::new(Box::new(move |prefix: &str| {
-                    Box::new(JsonlSink::new(&r, dir.clone(), rows).with_prefix(prefix))
-                        as Box<dyn SampleSink>
+                    Box::new(
+                        JsonlSink::new(&r, dir.clone(), rows)
+                            .with_prefix(&format!("{prefix}{tag}")),
+                    ) as Box<dyn SampleSink>
                 }))));
-                dropped.push(Box::new(JsonlSink::new(
-                    &root,
-                    run.path("dropped"),
-                    plan.rows_per_file,
-                )));
+                dropped.push(Box::new(
+                    JsonlSink::new(&root, root.join("dropped"), plan.rows_per_file)
+                        .with_prefix(&dropped_prefix),
+                ));
             }
-            OutputFormat::Llamafactory => curated.push(Box::new(LlamaFactorySink::new(
-                &root,
-                run.path("export/llamafactory"),
-                &plan.llamafactory_name,
-                plan.llamafactory_style,
-            ))),
+            OutputFormat::Llamafactory if !matches!(set, SinkSet::TaskParts(_)) => {
+                curated.push(Box::new(LlamaFactorySink::new(
+                    &root,
+                    root.join("export/llamafactory"),
+                    &plan.llamafactory_name,
+                    plan.llamafactory_style,
+                )))
+            }
+            _ => {}
         }
     }
-    if let Some(sp) = &plan.shards {
+    if let (Some(sp), false) = (&plan.shards, matches!(set, SinkSet::TaskParts(_))) {
         let sink = crate::io::shard_sink::ShardSink::new(
             &root,
-            run.path("shards"),
-            run.path(".work"),
+            root.join("shards"),
+            root.join(".work"),
             sp,
             plan.seed,
         )
@@ -71,13 +108,12 @@ pub(in crate::engine) fn make_sinks(plan: &Plan, run: &RunDir) -> Result<(Sinks,
         })?;
         curated.push(Box::new(sink));
     }
-    if dropped.is_empty() {
+    if dropped.is_empty() && parts {
         // Dropped samples are always written somewhere, whatever the curated formats are.
-        dropped.push(Box::new(JsonlSink::new(
-            &root,
-            run.path("dropped"),
-            plan.rows_per_file,
-        )));
+        dropped.push(Box::new(
+            JsonlSink::new(&root, root.join("dropped"), plan.rows_per_file)
+                .with_prefix(&dropped_prefix),
+        ));
     }
     Ok((curated, dropped))
 }
@@ -113,8 +149,16 @@ impl Engine<'_> {
             }
             samples.push(s);
         }
+        let t = std::time::Instant::now();
+        for sink in &mut self.curated {
+            sink.write(&samples, None)?;
+        }
+        self.tally.write_time += t.elapsed();
+        let known = known_tokens(&self.curated, &self.catalog);
+        self.catalog.add(&samples, known.as_deref());
         if let Some(t) = self.task.as_mut() {
-            // A task streams its kept samples; task 0 replays them into the sinks.
+            // A task writes its own parts (above) and streams its kept samples for the sinks
+            // task 0 writes from every sample (shards, LLaMA-Factory), if there are any.
             let path = t.own.join("kept.jsonl");
             if let Some(out) = t.kept.as_mut() {
                 for (s, &u) in samples.into_iter().zip(units) {
@@ -129,15 +173,7 @@ impl Engine<'_> {
                     line.write(out, &path)?;
                 }
             }
-            return Ok(());
         }
-        let t = std::time::Instant::now();
-        for sink in &mut self.curated {
-            sink.write(&samples, None)?;
-        }
-        self.tally.write_time += t.elapsed();
-        let known = known_tokens(&self.curated, &self.catalog);
-        self.catalog.add(&samples, known.as_deref());
         Ok(())
     }
 }

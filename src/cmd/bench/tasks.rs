@@ -1,8 +1,8 @@
 //! `sluice bench tasks`: a pipeline as 1, 2, 4, 8… local tasks (child processes meeting in a
 //! work folder, as a Slurm array or a Kubernetes Indexed Job would), beside the same pipeline in
 //! one process: wall time, CPU per task (task 0's share against the others'), the peak bytes the
-//! work folder held, task 0's coordinated phases, and whether the published files equal those of
-//! the one process run.
+//! work folder held, task 0's coordinated phases, and whether the outputs equal the one process
+//! run's (shards, catalog and rejects byte for byte; the same records per part folder and split).
 
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -59,8 +59,34 @@ fn tree_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// The published files that must not depend on the task count (everything but the report,
-/// which holds timings).
+/// Files by path, and records per part folder and split.
+type Fingerprint = (BTreeMap<String, Vec<u8>>, BTreeMap<String, u64>);
+
+/// What must not depend on the task count: the published files outside `curated/` and
+/// `dropped/` (shards, catalog, rejects, LLaMA-Factory files: byte for byte), and the records
+/// per part folder and split (tasks write their own Parquet/JSONL parts, so those are cut and
+/// named by task).
+fn fingerprint(out: &Path) -> Result<Fingerprint> {
+    let mut files = published(out)?;
+    files.retain(|k, _| !k.starts_with("curated/") && !k.starts_with("dropped/"));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("report.json")).context("the report")?)?;
+    let mut rows = BTreeMap::new();
+    for o in report["outputs"].as_array().into_iter().flatten() {
+        let path = o["path"].as_str().unwrap_or_default();
+        if let Some((dir, file)) = path.split_once('/') {
+            if dir == "curated" || dir == "dropped" {
+                let split = file.split(['-', '.']).next().unwrap_or_default();
+                let ext = file.rsplit('.').next().unwrap_or_default();
+                *rows.entry(format!("{dir}/{split}.{ext}")).or_default() +=
+                    o["records"].as_u64().unwrap_or(0);
+            }
+        }
+    }
+    Ok((files, rows))
+}
+
+/// The published files (everything but the report, which holds timings).
 fn published(out: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
     let mut stack = vec![out.to_path_buf()];
@@ -181,18 +207,19 @@ pub fn bench_tasks(pipeline: &Path, counts: &[usize], threads: usize) -> Result<
     let (cpu, _) = wait_all(vec![child], scratch.path())?;
     let single_wall = started.elapsed().as_secs_f64();
     let single_cpu = cpu[0];
-    let reference = published(&single_out)?;
-    let curated_bytes: u64 = reference
+    let all = published(&single_out)?;
+    let curated_bytes: u64 = all
         .iter()
         .filter(|(k, _)| k.starts_with("curated/"))
         .map(|(_, v)| v.len() as u64)
         .sum();
+    let reference = fingerprint(&single_out)?;
     writeln!(
         o,
         "{}: one process on {threads} thread(s): {single_wall:.2} s wall, {} CPU; {} published files ({:.1} MB curated)",
         pipeline.display(),
         single_cpu.map_or("-".into(), |c| format!("{c:.2} s")),
-        reference.len(),
+        all.len(),
         curated_bytes as f64 / 1e6
     )?;
     let mut runs = Vec::new();
@@ -224,7 +251,7 @@ pub fn bench_tasks(pipeline: &Path, counts: &[usize], threads: usize) -> Result<
                     .collect()
             })
             .unwrap_or_default();
-        let same = published(&out)? == reference;
+        let same = fingerprint(&out)? == reference;
         runs.push(TaskRun {
             tasks: n,
             wall,
@@ -237,7 +264,7 @@ pub fn bench_tasks(pipeline: &Path, counts: &[usize], threads: usize) -> Result<
     }
     writeln!(
         o,
-        "tasks   wall s   task 0 CPU s   others CPU s (min-max)   task 0 / others   work peak MB   same bytes"
+        "tasks   wall s   task 0 CPU s   others CPU s (min-max)   task 0 / others   work peak MB   same output"
     )?;
     for r in &runs {
         let t0 = r.cpu.first().copied().flatten();

@@ -27,7 +27,6 @@ pub(in crate::engine) struct TaskState {
     pub(in crate::engine) segment: usize,
     /// Units (records read, or spilled samples) each segment handled.
     pub(in crate::engine) units: Vec<u64>,
-    pub(in crate::engine) dropped: Option<std::io::BufWriter<std::fs::File>>,
     pub(in crate::engine) kept: Option<std::io::BufWriter<std::fs::File>>,
 }
 
@@ -87,22 +86,33 @@ impl Engine<'_> {
         })
     }
 
-    /// A task's part is complete: close its streams, write its counts, mark it done.
+    /// A task's part is complete: close its parts and stream, write its counts, mark it done.
     pub(in crate::engine) fn task_done(&mut self) -> Result<()> {
         if let Some(r) = self.rejects.take() {
             r.commit()?;
         }
+        if self.task.is_none() {
+            return Ok(());
+        }
+        let finishing = Instant::now();
+        let mut outputs = Vec::new();
+        for sink in self.curated.drain(..).chain(self.dropped.drain(..)) {
+            outputs.extend(sink.finish()?);
+        }
+        self.tally.write_time += finishing.elapsed();
+        let catalog = self.catalog.part();
         let Some(t) = self.task.as_mut() else {
             return Ok(());
         };
-        for w in [t.dropped.take(), t.kept.take()].into_iter().flatten() {
-            let mut w = w;
+        if let Some(mut w) = t.kept.take() {
             w.flush().map_err(|e| Error::io(&t.own, e))?;
         }
         let partial = Partial {
             tally: self.tally.clone(),
             units: t.units.clone(),
             bytes_read: self.bytes_read.load(Ordering::Relaxed),
+            outputs,
+            catalog,
         };
         let bytes = serde_json::to_vec(&partial).map_err(|e| Error::Output {
             path: t.own.join("partial.json"),
@@ -110,9 +120,7 @@ impl Engine<'_> {
         })?;
         crate::storage::write_atomic(&t.own.join("partial.json"), &bytes)?;
         let mut names = vec!["partial.json".to_string(), "rejects.jsonl".to_string()];
-        for seg in 0..t.units.len() {
-            names.push(format!("dropped-{seg}.jsonl"));
-        }
+        names.extend(partial.outputs.iter().map(|o| format!("out/{}", o.path)));
         if t.own.join("kept.jsonl").is_file() {
             names.push("kept.jsonl".into());
         }

@@ -3,10 +3,9 @@
 use super::stream::{Partial, StreamLine};
 use super::POLL;
 use crate::engine::batch::BatchCut;
-use crate::engine::sinks::make_sinks;
+use crate::engine::sinks::{make_sinks, SinkSet};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::io::writers::DropInfo;
 use crate::sample::Sample;
 use crate::storage::{AtomicFile, RunDir};
 use std::io::{BufRead, BufReader, Write};
@@ -40,7 +39,7 @@ impl Engine<'_> {
                 )
             })
             .collect::<Result<_>>()?;
-        let mut partials = Vec::with_capacity(n);
+        let mut partials: Vec<Partial> = Vec::with_capacity(n);
         for d in &dirs {
             let p = d.join("partial.json");
             let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
@@ -59,25 +58,40 @@ impl Engine<'_> {
         }
         self.tally = tally;
         self.bytes_read.store(bytes_read, Ordering::Relaxed);
-        // Outputs.
-        let run = RunDir::begin(out_dir)?;
-        let (curated, dropped) = make_sinks(self.plan, &run)?;
-        self.curated = curated;
-        self.dropped = dropped;
-        let segments = partials.iter().map(|p| p.units.len()).max().unwrap_or(0);
-        for seg in 0..segments {
-            let files: Vec<PathBuf> = dirs
-                .iter()
-                .map(|d| d.join(format!("dropped-{seg}.jsonl")))
-                .collect();
-            self.replay(&files, true)?;
+        // The catalog: every task's part, in task order.
+        self.catalog.clear_counts();
+        let mut outputs = Vec::new();
+        for (i, p) in partials.iter_mut().enumerate() {
+            let part = std::mem::take(&mut p.catalog);
+            self.catalog.merge(part).map_err(|message| Error::Output {
+                path: dirs[i].join("partial.json"),
+                message,
+            })?;
+            outputs.push(std::mem::take(&mut p.outputs));
         }
-        if segments > 0 {
+        // Outputs: the files every task wrote itself move into the run; task 0 writes only the
+        // sinks that need every sample, from the tasks' kept streams.
+        let run = RunDir::begin(out_dir)?;
+        let moving = Instant::now();
+        for (d, files) in dirs.iter().zip(outputs) {
+            for f in files {
+                move_file(&d.join("out").join(&f.path), &run.path(&f.path))?;
+                self.moved.push(f);
+            }
+        }
+        self.phase_times.insert(
+            "move the tasks' parts".into(),
+            moving.elapsed().as_secs_f64(),
+        );
+        let (curated, _) = make_sinks(self.plan, &run.path(""), SinkSet::Replayed)?;
+        self.curated = curated;
+        self.dropped = Vec::new();
+        if !self.curated.is_empty() {
             let files = dirs
                 .iter()
                 .map(|d| d.join("kept.jsonl"))
                 .collect::<Vec<_>>();
-            self.replay(&files, false)?;
+            self.replay(&files)?;
         }
         let rejects_path = run.path("rejects.jsonl");
         let mut rejects = AtomicFile::create(rejects_path.clone())?;
@@ -98,16 +112,15 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Write the tasks' streams through the sinks, in order, a batch at a time (the sinks cut
-    /// their files the same whatever the batches, so the bytes equal a one-process run's).
-    pub(in crate::engine) fn replay(&mut self, files: &[PathBuf], dropped: bool) -> Result<()> {
+    /// Write the tasks' kept streams through the sinks, in order, a batch at a time (the sinks
+    /// cut their files the same whatever the batches, so the bytes equal a one-process run's).
+    pub(in crate::engine) fn replay(&mut self, files: &[PathBuf]) -> Result<()> {
         let mut samples: Vec<Sample> = Vec::new();
-        let mut infos: Vec<DropInfo> = Vec::new();
         let mut cut = BatchCut::new(self.plan);
         for path in files {
             let file = match std::fs::File::open(path) {
                 Ok(f) => f,
-                // A task whose files held nothing for this segment wrote no stream.
+                // A task whose files held nothing wrote no stream.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(path, e)),
             };
@@ -117,47 +130,41 @@ impl Engine<'_> {
                     path: path.clone(),
                     message: format!("unreadable task stream: {e}"),
                 })?;
-                if dropped {
-                    infos.push(DropInfo {
-                        stage: l.stage.unwrap_or_default(),
-                        reason: crate::stages::intern_code(l.reason.as_deref().unwrap_or("")),
-                        detail: l.detail,
-                        duplicate_of: l.duplicate_of,
-                    });
-                }
                 samples.push(l.sample);
                 if cut.add(line.len()) {
-                    self.write_replayed(&mut samples, &mut infos, dropped)?;
+                    self.write_replayed(&mut samples)?;
                 }
             }
         }
         if !samples.is_empty() {
-            self.write_replayed(&mut samples, &mut infos, dropped)?;
+            self.write_replayed(&mut samples)?;
         }
         Ok(())
     }
 
-    pub(in crate::engine) fn write_replayed(
-        &mut self,
-        samples: &mut Vec<Sample>,
-        infos: &mut Vec<DropInfo>,
-        dropped: bool,
-    ) -> Result<()> {
+    /// One batch of replayed samples into the sinks (the catalog is the tasks' parts, merged
+    /// already).
+    pub(in crate::engine) fn write_replayed(&mut self, samples: &mut Vec<Sample>) -> Result<()> {
         let t = std::time::Instant::now();
-        if dropped {
-            for sink in &mut self.dropped {
-                sink.write(samples, Some(infos))?;
-            }
-        } else {
-            for sink in &mut self.curated {
-                sink.write(samples, None)?;
-            }
-            let known = crate::engine::sinks::known_tokens(&self.curated, &self.catalog);
-            self.catalog.add(samples, known.as_deref());
+        for sink in &mut self.curated {
+            sink.write(samples, None)?;
         }
         self.tally.write_time += t.elapsed();
         samples.clear();
-        infos.clear();
         Ok(())
     }
+}
+
+/// Move a task's finished part into the run's staging folder (published with the run): a
+/// rename on the same filesystem, else a copy.
+#[allow(clippy::disallowed_methods)] // inside the staging folder RunDir publishes
+fn move_file(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+    Ok(())
 }

@@ -46,4 +46,10 @@ pub(in crate::engine) struct Partial {
     pub(in crate::engine) units: Vec<u64>,
     /// Input bytes it read.
     pub(in crate::engine) bytes_read: u64,
+    /// The files it wrote itself (under `out/` in its folder; paths as in the run).
+    #[serde(default)]
+    pub(in crate::engine) outputs: Vec<crate::io::writers::OutputFile>,
+    /// Its share of the catalog.
+    #[serde(default)]
+    pub(in crate::engine) catalog: crate::catalog::CatalogPart,
 }

@@ -46,7 +46,7 @@ impl DropInfo {
 }
 
 /// One file a writer produced.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct OutputFile {
     /// Path relative to the run directory.
     pub path: String,
