@@ -59,7 +59,7 @@ pools.domain = {{ domain = "medical" }}
 pools.general = {{ domain = "general" }}
 [output]
 dir = "out"
-formats = ["parquet", "jsonl"]
+formats = ["parquet", "jsonl", "llamafactory"]
 [output.shards]
 tokenizer = "{tok}"
 template = "chatml"

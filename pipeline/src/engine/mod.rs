@@ -118,6 +118,8 @@ struct Engine<'p> {
     pub(in crate::engine) phase_times: BTreeMap<String, f64>,
     /// Files the tasks wrote themselves, moved into the run by task 0.
     pub(in crate::engine) moved: Vec<crate::io::writers::OutputFile>,
+    /// A task's shard sink: it tokenizes the task's samples into spills it hands over.
+    pub(in crate::engine) task_shards: Option<crate::io::shard_sink::ShardSink>,
 }
 
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
@@ -214,7 +216,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         .map(|(p, _)| std::fs::metadata(p).map_or(0, |m| m.len()))
         .collect();
     let total_bytes = sizes.iter().sum();
-    let (run, curated, dropped, task, rejects_path) = match opts.task.clone() {
+    let (run, curated, dropped, task_and_shards, rejects_path) = match opts.task.clone() {
         None => {
             let run = RunDir::begin(&out_dir)?;
             let (curated, dropped) = make_sinks(plan, &run.path(""), SinkSet::All)?;
@@ -253,6 +255,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             // Every task writes its own Parquet/JSONL parts; task 0 moves them into the run.
             let (curated, dropped) =
                 make_sinks(plan, &own.join("out"), SinkSet::TaskParts(t.spec.index))?;
+            let shards = sinks::shard_sink(plan, &own.join("out"), own.join("shards"))?;
             let state = TaskState {
                 run: t,
                 own,
@@ -262,8 +265,12 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 units: Vec::new(),
                 kept: None,
             };
-            (None, curated, dropped, Some(state), rejects)
+            (None, curated, dropped, Some((state, shards)), rejects)
         }
+    };
+    let (task, task_shards) = match task_and_shards {
+        Some((t, s)) => (Some(t), s),
+        None => (None, None),
     };
     let mut engine = Engine {
         plan,
@@ -283,6 +290,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         task,
         phase_times: BTreeMap::new(),
         moved: Vec::new(),
+        task_shards,
     };
     engine.execute(&stages)?;
     let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);

@@ -22,16 +22,37 @@ pub(in crate::engine) enum SinkSet {
     /// One task's own parts: Parquet and JSONL, curated and dropped, named
     /// `<split>-<task>-<n>` (`part-<task>-<n>` for dropped samples).
     TaskParts(usize),
-    /// What task 0 still writes from every task's kept samples: LLaMA-Factory files and
-    /// shards (a global shuffle and a dataset registry need every sample).
+    /// What task 0 still writes from every task's kept samples: LLaMA-Factory files (a
+    /// dataset registry over JSON arrays). Shards are not replayed: every task tokenizes its
+    /// own samples and task 0 adopts the token spills (see [`shard_sink`]).
     Replayed,
 }
 
 impl SinkSet {
     /// Whether a plan's run in tasks has sinks that task 0 fills from the tasks' streams.
     pub(in crate::engine) fn replays(plan: &Plan) -> bool {
-        plan.shards.is_some() || plan.formats.contains(&OutputFormat::Llamafactory)
+        plan.formats.contains(&OutputFormat::Llamafactory)
     }
+}
+
+/// The plan's shard sink: shards under `root/shards`, token spills in `work`.
+pub(in crate::engine) fn shard_sink(
+    plan: &Plan,
+    root: &Path,
+    work: std::path::PathBuf,
+) -> Result<Option<crate::io::shard_sink::ShardSink>> {
+    let Some(sp) = &plan.shards else {
+        return Ok(None);
+    };
+    crate::io::shard_sink::ShardSink::new(root, root.join("shards"), work, sp, plan.seed)
+        .map(Some)
+        .map_err(|e| Error::Config {
+            file: plan.config_path.clone(),
+            issues: vec![crate::error::ConfigIssue {
+                key: "output.shards".into(),
+                message: e.to_string(),
+            }],
+        })
 }
 
 /// Open the sinks of `set` under `root` (the run's staging folder, or a task's own parts).
@@ -91,22 +112,10 @@ pub(in crate::engine) fn make_sinks(
             _ => {}
         }
     }
-    if let (Some(sp), false) = (&plan.shards, matches!(set, SinkSet::TaskParts(_))) {
-        let sink = crate::io::shard_sink::ShardSink::new(
-            &root,
-            root.join("shards"),
-            root.join(".work"),
-            sp,
-            plan.seed,
-        )
-        .map_err(|e| Error::Config {
-            file: plan.config_path.clone(),
-            issues: vec![crate::error::ConfigIssue {
-                key: "output.shards".into(),
-                message: e.to_string(),
-            }],
-        })?;
-        curated.push(Box::new(sink));
+    if set == SinkSet::All {
+        if let Some(sink) = shard_sink(plan, &root, root.join(".work"))? {
+            curated.push(Box::new(sink));
+        }
     }
     if dropped.is_empty() && parts {
         // Dropped samples are always written somewhere, whatever the curated formats are.
@@ -154,7 +163,18 @@ impl Engine<'_> {
             sink.write(&samples, None)?;
         }
         self.tally.write_time += t.elapsed();
-        let known = known_tokens(&self.curated, &self.catalog);
+        let mut known = known_tokens(&self.curated, &self.catalog);
+        if let Some(sink) = self.task_shards.as_mut() {
+            // A task tokenizes its own samples into token spills for task 0's shards.
+            let t = std::time::Instant::now();
+            sink.write(&samples, None)?;
+            self.tally.write_time += t.elapsed();
+            if let Some((tok, counts)) = sink.content_tokens() {
+                if self.catalog.counts_with(tok) {
+                    known = Some(counts.to_vec());
+                }
+            }
+        }
         self.catalog.add(&samples, known.as_deref());
         if let Some(t) = self.task.as_mut() {
             // A task writes its own parts (above) and streams its kept samples for the sinks

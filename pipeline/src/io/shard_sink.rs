@@ -116,6 +116,101 @@ impl ShardSink {
     }
 }
 
+/// What a task's shard sink hands over per split (`spill.json`; the tokens, masks, offsets and
+/// document flags are files beside it).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct HandedSplit {
+    samples: u64,
+    turns_dropped: u64,
+    samples_cut: u64,
+}
+
+impl ShardSink {
+    /// A task of a task-sharded run: close the spills without shuffling or writing shards,
+    /// leaving them in the spill folder with `spill.json` and each split's offsets and document
+    /// flags, for task 0 to [`ShardSink::adopt`]. Returns the file names to share.
+    pub fn hand_over(mut self) -> Result<Vec<String>> {
+        let spills = std::mem::take(&mut self.spills);
+        let mut names = vec!["spill.json".to_string()];
+        let mut meta = BTreeMap::new();
+        std::fs::create_dir_all(&self.work).map_err(|e| Error::io(&self.work, e))?;
+        for (split, spill) in spills {
+            spill
+                .tokens
+                .into_inner()
+                .map_err(|e| Error::io(&spill.tokens_path, e.into_error()))?;
+            spill
+                .mask
+                .into_inner()
+                .map_err(|e| Error::io(&spill.mask_path, e.into_error()))?;
+            let offsets: Vec<u8> = spill.offsets.iter().flat_map(|o| o.to_le_bytes()).collect();
+            let docs: Vec<u8> = spill.docs.iter().map(|&d| u8::from(d)).collect();
+            crate::storage::write_atomic(
+                &self.work.join(format!("shards-{split}.offsets")),
+                &offsets,
+            )?;
+            crate::storage::write_atomic(&self.work.join(format!("shards-{split}.docs")), &docs)?;
+            for ext in ["tokens", "mask", "offsets", "docs"] {
+                names.push(format!("shards-{split}.{ext}"));
+            }
+            meta.insert(
+                split,
+                HandedSplit {
+                    samples: spill.docs.len() as u64,
+                    turns_dropped: spill.turns_dropped,
+                    samples_cut: spill.samples_cut,
+                },
+            );
+        }
+        let json = serde_json::to_vec(&meta).map_err(|e| err(&self.work, e))?;
+        crate::storage::write_atomic(&self.work.join("spill.json"), &json)?;
+        Ok(names)
+    }
+
+    /// Task 0: append what a task handed over (its folder), in task order. The spills then
+    /// hold every sample in input order, as in one process, so the shards are the same bytes.
+    pub fn adopt(&mut self, dir: &Path) -> Result<()> {
+        let meta_path = dir.join("spill.json");
+        let bytes = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
+        let meta: BTreeMap<String, HandedSplit> =
+            serde_json::from_slice(&bytes).map_err(|e| err(&meta_path, e))?;
+        for (split, m) in meta {
+            let read = |ext: &str| -> Result<Vec<u8>> {
+                let p = dir.join(format!("shards-{split}.{ext}"));
+                std::fs::read(&p).map_err(|e| Error::io(&p, e))
+            };
+            let offsets: Vec<u64> = read("offsets")?
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            let docs = read("docs")?;
+            if offsets.len() as u64 != m.samples + 1 || docs.len() as u64 != m.samples {
+                return Err(err(
+                    dir,
+                    format!("split {split}: offsets and counts disagree"),
+                ));
+            }
+            let spill = self.spill(&split)?;
+            for ext in ["tokens", "mask"] {
+                let p = dir.join(format!("shards-{split}.{ext}"));
+                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+                let out = if ext == "tokens" {
+                    &mut spill.tokens
+                } else {
+                    &mut spill.mask
+                };
+                std::io::copy(&mut f, out).map_err(|e| Error::io(&p, e))?;
+            }
+            let base = spill.offsets.last().copied().unwrap_or(0);
+            spill.offsets.extend(offsets[1..].iter().map(|o| base + o));
+            spill.docs.extend(docs.iter().map(|&d| d != 0));
+            spill.turns_dropped += m.turns_dropped;
+            spill.samples_cut += m.samples_cut;
+        }
+        Ok(())
+    }
+}
+
 /// Strings of the template that must be single special tokens (e.g. `<|im_start|>`).
 fn special_tokens(t: &Template) -> Vec<String> {
     let mut out = Vec::new();

@@ -101,9 +101,16 @@ impl Engine<'_> {
         }
         self.tally.write_time += finishing.elapsed();
         let catalog = self.catalog.part();
+        let shards = self.task_shards.take();
         let Some(t) = self.task.as_mut() else {
             return Ok(());
         };
+        if let Some(sink) = shards {
+            let handing = Instant::now();
+            let names = sink.hand_over()?;
+            t.share("shards", &names)?;
+            self.tally.write_time += handing.elapsed();
+        }
         if let Some(mut w) = t.kept.take() {
             w.flush().map_err(|e| Error::io(&t.own, e))?;
         }

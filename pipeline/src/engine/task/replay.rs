@@ -3,7 +3,7 @@
 use super::stream::{Partial, StreamLine};
 use super::POLL;
 use crate::engine::batch::BatchCut;
-use crate::engine::sinks::{make_sinks, SinkSet};
+use crate::engine::sinks::{make_sinks, shard_sink, SinkSet};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::sample::Sample;
@@ -83,16 +83,30 @@ impl Engine<'_> {
             "move the tasks' parts".into(),
             moving.elapsed().as_secs_f64(),
         );
+        // LLaMA-Factory files, from every task's kept samples.
         let (curated, _) = make_sinks(self.plan, &run.path(""), SinkSet::Replayed)?;
         self.curated = curated;
         self.dropped = Vec::new();
-        if !self.curated.is_empty() {
+        if SinkSet::replays(self.plan) {
             let files = dirs
                 .iter()
                 .map(|d| d.join("kept.jsonl"))
                 .collect::<Vec<_>>();
             self.replay(&files)?;
         }
+        // Shards: the tasks' token spills, in task order, make the spill of one process (they
+        // join the sinks after the replay, which must not write them again).
+        let adopting = Instant::now();
+        if let Some(mut shards) = shard_sink(self.plan, &run.path(""), run.path(".work"))? {
+            for d in &dirs {
+                shards.adopt(&d.join("shards"))?;
+            }
+            self.curated.push(Box::new(shards));
+        }
+        self.phase_times.insert(
+            "adopt the tasks' token spills".into(),
+            adopting.elapsed().as_secs_f64(),
+        );
         let rejects_path = run.path("rejects.jsonl");
         let mut rejects = AtomicFile::create(rejects_path.clone())?;
         for d in &dirs {
