@@ -60,9 +60,11 @@ pub struct RunOptions {
 /// the input files and runs the record-wise stages on it; each global stage's map output goes
 /// to the shared work directory, task 0 merges the exchanges (the stage's preloaded index
 /// first) and reduces them once, and every task applies the decisions to its own records.
-/// Task 0 finally replays every task's outputs in input order through the sinks (whose files
-/// do not depend on batch boundaries), so the published run is byte-identical to a
-/// single-process run.
+/// Every task writes its own Parquet/JSONL parts and catalog part and tokenizes its samples
+/// into token spills; task 0 finally moves the parts into the run, merges the catalog parts,
+/// adopts the spills in task order (the shards are then the bytes of one process) and replays
+/// kept samples only into LLaMA-Factory files. See the README for what equals a one-process
+/// run.
 #[derive(Debug, Clone)]
 pub struct TaskRun {
     /// Which task.

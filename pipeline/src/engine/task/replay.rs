@@ -1,4 +1,5 @@
-//! Task 0: merge the tasks' counts and replay their streams into the sinks.
+//! Task 0: merge the tasks' counts, parts, catalog parts and token spills, and replay kept
+//! samples into the sinks that need every one (LLaMA-Factory files).
 
 use super::stream::{Partial, StreamLine};
 use super::POLL;
@@ -14,9 +15,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Engine<'_> {
-    /// Task 0, once every task is done: merge the counts and replay every task's dropped and
-    /// kept samples into the run's sinks, in input order, so the outputs are byte-identical to
-    /// a single-process run.
+    /// Task 0, once every task is done: merge the counts and catalog parts, move the tasks'
+    /// parts into the run, replay kept samples into LLaMA-Factory files and adopt the token
+    /// spills for the shards, all in task order (input order).
     pub(in crate::engine) fn merge_tasks(&mut self, out_dir: &std::path::Path) -> Result<()> {
         let t = self.task.take().ok_or_else(|| Error::Output {
             path: out_dir.to_path_buf(),
@@ -120,7 +121,7 @@ impl Engine<'_> {
         self.rejects_path = rejects_path;
         self.run = Some(run);
         self.phase_times.insert(
-            "replay into sinks".into(),
+            "merge the tasks' outputs".into(),
             replaying.elapsed().as_secs_f64(),
         );
         Ok(())
