@@ -175,6 +175,14 @@ impl ShardSink {
         let meta: BTreeMap<String, HandedSplit> =
             serde_json::from_slice(&bytes).map_err(|e| err(&meta_path, e))?;
         for (split, m) in meta {
+            // Split names become file names: only what `split_of` makes (the work folder is
+            // shared, so a name from it must not reach other places).
+            if split.is_empty() || !split.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(err(
+                    &meta_path,
+                    format!("split name {split:?} is not a split"),
+                ));
+            }
             let read = |ext: &str| -> Result<Vec<u8>> {
                 let p = dir.join(format!("shards-{split}.{ext}"));
                 std::fs::read(&p).map_err(|e| Error::io(&p, e))
@@ -479,4 +487,94 @@ fn rel(root: &Path, p: &Path) -> String {
         .unwrap_or(p)
         .to_string_lossy()
         .replace('\\', "/")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::disallowed_methods)] // fixtures
+    use super::*;
+
+    fn sink(root: &Path, work: &Path) -> ShardSink {
+        let plan = ShardsPlan {
+            tokenizer: Some(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../examples/data/tokenizers/minimind/tokenizer.json"),
+            ),
+            vocab_merges: None,
+            template: "chatml".into(),
+            system: None,
+            budget: Default::default(),
+            train_on: Default::default(),
+            seq_len: None,
+            shard_bytes: 1 << 20,
+            megatron: false,
+        };
+        ShardSink::new(root, root.join("shards"), work.to_path_buf(), &plan, 7).expect("sink")
+    }
+
+    fn samples(from: usize, n: usize) -> Vec<Sample> {
+        (from..from + n)
+            .map(|i| {
+                let mut s =
+                    Sample::document(format!("d{i}"), format!("文档 {i} {}", "字".repeat(i % 7)));
+                if i % 3 == 0 {
+                    s.tags.insert("split".into(), "valid".into());
+                }
+                s
+            })
+            .collect()
+    }
+
+    fn shard_files(root: &Path, files: &[OutputFile]) -> Vec<(String, Vec<u8>)> {
+        files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.clone(),
+                    std::fs::read(root.join(&f.path)).expect("read"),
+                )
+            })
+            .collect()
+    }
+
+    /// Tasks hand over their token spills and task 0 adopts them in task order: the shards are
+    /// the bytes one sink writes from all the samples.
+    #[test]
+    fn adopted_spills_make_the_shards_of_one_sink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one_root = dir.path().join("one");
+        let mut one = sink(&one_root, &dir.path().join("one-work"));
+        one.write(&samples(0, 50), None).expect("write");
+        let expected = shard_files(&one_root, &Box::new(one).finish().expect("finish"));
+
+        let mut handed = Vec::new();
+        for (t, (from, n)) in [(0, 20), (20, 0), (20, 30)].into_iter().enumerate() {
+            let work = dir.path().join(format!("task-{t}"));
+            let mut s = sink(&dir.path().join(format!("out-{t}")), &work);
+            s.write(&samples(from, n), None).expect("write");
+            s.hand_over().expect("hand over");
+            handed.push(work);
+        }
+        let root = dir.path().join("merged");
+        let mut merged = sink(&root, &dir.path().join("merged-work"));
+        for h in &handed {
+            merged.adopt(h).expect("adopt");
+        }
+        let got = shard_files(&root, &Box::new(merged).finish().expect("finish"));
+        assert_eq!(
+            got.iter().map(|f| &f.0).collect::<Vec<_>>(),
+            expected.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        assert!(got == expected, "the same shard bytes");
+
+        // A split name from the shared work folder must not become a path elsewhere.
+        std::fs::write(
+            handed[0].join("spill.json"),
+            r#"{"../x":{"samples":0,"turns_dropped":0,"samples_cut":0}}"#,
+        )
+        .expect("write");
+        let mut again = sink(&dir.path().join("again"), &dir.path().join("again-work"));
+        let e = again.adopt(&handed[0]).expect_err("refused");
+        assert!(e.to_string().contains("not a split"), "{e}");
+    }
 }

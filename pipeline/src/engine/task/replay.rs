@@ -76,6 +76,15 @@ impl Engine<'_> {
         let moving = Instant::now();
         for (d, files) in dirs.iter().zip(outputs) {
             for f in files {
+                if !is_part_path(&f.path) {
+                    return Err(Error::Output {
+                        path: d.join("partial.json"),
+                        message: format!(
+                            "a task names {:?} as its output: not a part under curated/ or dropped/",
+                            f.path
+                        ),
+                    });
+                }
                 move_file(&d.join("out").join(&f.path), &run.path(&f.path))?;
                 self.moved.push(f);
             }
@@ -182,4 +191,50 @@ fn move_file(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
     }
     std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
     Ok(())
+}
+
+/// Whether a task's output path is one of its parts: `curated/` or `dropped/`, then one plain
+/// file name (the work folder is shared: what a task wrote there must not name other places).
+fn is_part_path(path: &str) -> bool {
+    let Some((dir, name)) = path.split_once('/') else {
+        return false;
+    };
+    (dir == "curated" || dir == "dropped")
+        && !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_part_path;
+
+    #[test]
+    fn only_parts_under_curated_or_dropped_are_moved() {
+        for ok in [
+            "curated/train-00001-00000.parquet",
+            "curated/part-00000-00003.jsonl",
+            "dropped/part-00002-00000.parquet",
+        ] {
+            assert!(is_part_path(ok), "{ok}");
+        }
+        for bad in [
+            "../secret",
+            "curated/../../etc/passwd",
+            "curated/..",
+            "curated/",
+            "/etc/passwd",
+            "shards/train-00000.bin",
+            "curated/sub/x.parquet",
+            "report.json",
+            "curated/.hidden",
+            "dropped\\..\\x",
+        ] {
+            assert!(!is_part_path(bad), "{bad}");
+        }
+    }
 }
