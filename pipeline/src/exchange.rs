@@ -138,11 +138,14 @@ impl<G: GlobalStage> GlobalOp for G {
     }
 
     fn merge_resolve(&self, dir: &Path, parts: &[PathBuf]) -> Result<Decisions> {
-        let mut w = ExchangeWriter::create(self, dir)?;
-        for p in parts {
-            w.append(p)?;
-        }
-        Box::new(w).resolve()
+        // The preloaded records in `dir`, then every task's map output read in place.
+        let preloaded = ExchangeWriter::create(self, dir)?.finish()?;
+        let mut dirs = preloaded.dirs.clone();
+        dirs.extend(parts.iter().cloned());
+        let exchange = Exchange::over(dirs, preloaded.offset);
+        let decisions = exchange.resolve(self);
+        exchange.remove();
+        decisions
     }
 
     fn summary(&self) -> Option<serde_json::Value> {
@@ -241,47 +244,6 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
         })
     }
 
-    /// Append a complete exchange directory written by another task (without preload): its
-    /// records take the next positions, in order, as if this writer had mapped them.
-    pub fn append(&mut self, other: &Path) -> Result<()> {
-        let read = |name: &str| -> Result<Vec<u8>> {
-            let p = other.join(name);
-            let mut v = Vec::new();
-            File::open(&p)
-                .and_then(|mut f| f.read_to_end(&mut v))
-                .map_err(|e| Error::io(&p, e))?;
-            Ok(v)
-        };
-        let io = |e| Error::io(&self.dir, e);
-        let base_pos = self.next;
-        let base_end = self.end;
-        let records = read("records.bin")?;
-        self.records.write_all(&records).map_err(io)?;
-        let idx = read("records.idx")?;
-        let mut n = 0u64;
-        for c in idx.chunks_exact(8) {
-            let end = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.index
-                .write_all(&(base_end + end).to_le_bytes())
-                .map_err(io)?;
-            n += 1;
-        }
-        for p in 0..PARTITIONS {
-            let entries = read(&part_file(p))?;
-            for c in entries.chunks_exact(ENTRY) {
-                let mut e = [0u8; ENTRY];
-                e[..16].copy_from_slice(&c[..16]);
-                let mut v = [0u8; 8];
-                v.copy_from_slice(&c[16..]);
-                e[16..].copy_from_slice(&(base_pos + u64::from_le_bytes(v)).to_le_bytes());
-                self.parts[p].write_all(&e).map_err(io)?;
-            }
-        }
-        self.next = base_pos + n;
-        self.end = base_end + records.len() as u64;
-        Ok(())
-    }
-
     /// The stage this exchange serves.
     pub fn stage(&self) -> &'s G {
         self.stage
@@ -342,7 +304,7 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
             f.flush().map_err(io)?;
         }
         Ok(Exchange {
-            dir: self.dir,
+            dirs: vec![self.dir],
             offset: self.offset,
         })
     }
@@ -350,7 +312,9 @@ impl<'s, G: GlobalStage> ExchangeWriter<'s, G> {
 
 /// A complete exchange directory, ready to reduce.
 pub struct Exchange {
-    dir: PathBuf,
+    /// Its folders, in position order: the positions of each follow the records of those
+    /// before (several tasks' map outputs are reduced in place, never copied into one).
+    dirs: Vec<PathBuf>,
     offset: u64,
 }
 
@@ -358,10 +322,13 @@ impl Exchange {
     /// Open an exchange directory written by an earlier task; `offset` is the number of
     /// preloaded positions.
     pub fn open(dir: &Path, offset: u64) -> Exchange {
-        Exchange {
-            dir: dir.to_path_buf(),
-            offset,
-        }
+        Exchange::over(vec![dir.to_path_buf()], offset)
+    }
+
+    /// Several exchange folders read as one, in order (a preloaded index first, then each
+    /// task's map output); `offset`: the preloaded positions.
+    pub fn over(dirs: Vec<PathBuf>, offset: u64) -> Exchange {
+        Exchange { dirs, offset }
     }
 
     /// Reduce one partition: read it, sort, and reduce each key group.
@@ -371,22 +338,22 @@ impl Exchange {
         records: &Records<G::Record>,
         p: usize,
     ) -> Result<G::Reduced> {
-        let path = self.dir.join(part_file(p));
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut f| f.read_to_end(&mut bytes))
-            .map_err(|e| Error::io(&path, e))?;
-        let mut entries: Vec<(u128, u64)> = bytes
-            .chunks_exact(ENTRY)
-            .map(|c| {
+        let mut entries: Vec<(u128, u64)> = Vec::new();
+        for (i, dir) in self.dirs.iter().enumerate() {
+            let path = dir.join(part_file(p));
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| Error::io(&path, e))?;
+            let base = records.first_of(i);
+            entries.extend(bytes.chunks_exact(ENTRY).map(|c| {
                 let mut k = [0u8; 16];
                 k.copy_from_slice(&c[..16]);
                 let mut v = [0u8; 8];
                 v.copy_from_slice(&c[16..]);
-                (u128::from_le_bytes(k), u64::from_le_bytes(v))
-            })
-            .collect();
-        drop(bytes);
+                (u128::from_le_bytes(k), base + u64::from_le_bytes(v))
+            }));
+        }
         entries.sort_unstable();
         let mut out = G::Reduced::default();
         let mut members = Vec::new();
@@ -406,7 +373,7 @@ impl Exchange {
     /// Reduce every partition in parallel, then finish; decisions about preloaded records are
     /// left out and positions are shifted to this run's.
     pub fn resolve<G: GlobalStage>(&self, stage: &G) -> Result<Decisions> {
-        let records = Records::<G::Record>::open(&self.dir)?;
+        let records = Records::<G::Record>::open_many(&self.dirs)?;
         let parts = (0..PARTITIONS)
             .into_par_iter()
             .map(|p| self.reduce_partition(stage, &records, p))
@@ -418,22 +385,23 @@ impl Exchange {
         }
     }
 
-    /// Remove the exchange files.
+    /// Remove the files this exchange wrote (its first folder; the others are tasks' map
+    /// outputs, removed with the work folder).
     pub fn remove(self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = self.dirs.first() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
-/// Random access to the payloads of an exchange, by position.
-pub struct Records<R> {
+/// One folder's `records.bin` (mapped) and its end offsets.
+struct RecordFile {
     map: Option<memmap2::Mmap>,
     ends: Vec<u64>,
-    _payload: std::marker::PhantomData<fn() -> R>,
 }
 
-impl<R: Wire> Records<R> {
-    /// Open `records.bin` and `records.idx` in `dir`.
-    pub fn open(dir: &Path) -> Result<Records<R>> {
+impl RecordFile {
+    fn open(dir: &Path) -> Result<RecordFile> {
         let idx = dir.join("records.idx");
         let mut raw = Vec::new();
         File::open(&idx)
@@ -450,32 +418,17 @@ impl<R: Wire> Records<R> {
         let map = if len == 0 {
             None
         } else {
-            // SAFETY: the file lives in this run's private `.work` directory, is complete
-            // (its writer is flushed and dropped) and nothing writes to it while it is mapped.
+            // SAFETY: the file lives in this run's private `.work` directory (or a task's folder
+            // of the run's work folder), is complete (its writer is flushed and dropped, or the
+            // task marked it done) and nothing writes to it while it is mapped.
             #[allow(unsafe_code)]
             let m = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&path, e))?;
             Some(m)
         };
-        Ok(Records {
-            map,
-            ends,
-            _payload: std::marker::PhantomData,
-        })
+        Ok(RecordFile { map, ends })
     }
 
-    /// How many records (preloaded ones included).
-    pub fn len(&self) -> u64 {
-        self.ends.len() as u64
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// The raw bytes of one payload (empty when `map` gave none).
-    pub fn bytes(&self, pos: u64) -> &[u8] {
-        let i = pos as usize;
+    fn bytes(&self, i: usize) -> &[u8] {
         let end = self.ends.get(i).copied().unwrap_or(0) as usize;
         let start = if i == 0 {
             0
@@ -486,6 +439,66 @@ impl<R: Wire> Records<R> {
             .as_ref()
             .and_then(|m| m.get(start..end))
             .unwrap_or(&[])
+    }
+}
+
+/// Random access to the payloads of an exchange, by position (over one folder or several in
+/// order, without copying them into one).
+pub struct Records<R> {
+    files: Vec<RecordFile>,
+    /// The first position of each file.
+    firsts: Vec<u64>,
+    total: u64,
+    _payload: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Wire> Records<R> {
+    /// Open `records.bin` and `records.idx` in `dir`.
+    pub fn open(dir: &Path) -> Result<Records<R>> {
+        Records::open_many(&[dir.to_path_buf()])
+    }
+
+    /// Several folders' records, in order: positions continue from one to the next.
+    pub fn open_many(dirs: &[PathBuf]) -> Result<Records<R>> {
+        let mut files = Vec::with_capacity(dirs.len());
+        let mut firsts = Vec::with_capacity(dirs.len());
+        let mut total = 0u64;
+        for d in dirs {
+            let f = RecordFile::open(d)?;
+            firsts.push(total);
+            total += f.ends.len() as u64;
+            files.push(f);
+        }
+        Ok(Records {
+            files,
+            firsts,
+            total,
+            _payload: std::marker::PhantomData,
+        })
+    }
+
+    /// The first position of the `i`-th folder.
+    fn first_of(&self, i: usize) -> u64 {
+        self.firsts.get(i).copied().unwrap_or(self.total)
+    }
+
+    /// How many records (preloaded ones included).
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The raw bytes of one payload (empty when `map` gave none).
+    pub fn bytes(&self, pos: u64) -> &[u8] {
+        if pos >= self.total {
+            return &[];
+        }
+        let f = self.firsts.partition_point(|&first| first <= pos) - 1;
+        self.files[f].bytes((pos - self.firsts[f]) as usize)
     }
 
     /// The payload of one position, decoded.
@@ -507,6 +520,45 @@ mod tests {
                 (0, s)
             })
             .collect()
+    }
+
+    /// Tasks' map outputs reduced in place (several folders read as one) decide as one
+    /// exchange that mapped everything: duplicates across folders are found, and decisions
+    /// name the right positions and ids.
+    #[test]
+    fn folders_read_in_place_decide_as_one_exchange() {
+        use crate::stages::exact_dedup::{Config as DedupConfig, ExactDedup};
+        let cfg: DedupConfig = toml::from_str("").expect("cfg");
+        let dedup = ExactDedup::new(&cfg);
+        let dir = tempfile::tempdir().expect("tempdir");
+        // 300 samples of 70 distinct texts: duplicates within and across the task folders.
+        let data: Vec<(usize, Sample)> = (0..300)
+            .map(|i| {
+                (
+                    0,
+                    Sample::document(format!("s{i}"), format!("text {}", i * 13 % 70)),
+                )
+            })
+            .collect();
+        let mut w = ExchangeWriter::create(&dedup, &dir.path().join("one")).expect("create");
+        w.map(&data).expect("map");
+        let together = w
+            .finish()
+            .expect("finish")
+            .resolve(&dedup)
+            .expect("resolve");
+        assert_eq!(together.len(), 230, "every copy after the first is decided");
+
+        let mut dirs = Vec::new();
+        for (t, range) in [0..90, 90..90, 90..250, 250..300].into_iter().enumerate() {
+            let d = dir.path().join(format!("task-{t}"));
+            let mut w = ExchangeWriter::create_plain(&dedup, &d).expect("create");
+            w.map(&data[range]).expect("map");
+            drop(w.finish().expect("finish"));
+            dirs.push(d);
+        }
+        let spread = Exchange::over(dirs, 0).resolve(&dedup).expect("resolve");
+        assert_eq!(spread, together);
     }
 
     #[test]

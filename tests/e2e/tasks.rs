@@ -442,3 +442,88 @@ fn the_task_benchmark_compares_task_counts_with_one_process() {
     assert!(t0 > 0.0, "{text}");
     assert!(text.contains("merge and reduce"), "{text}");
 }
+
+/// A minhash index from an earlier run is preloaded by task 0 and read with every task's map
+/// output in place: samples the index holds are dropped as duplicates, as in one process.
+#[test]
+fn tasks_dedup_against_an_earlier_runs_index_as_one_process_does() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = repo().join("examples/data");
+    let lines: Vec<String> = {
+        use std::io::Read;
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(
+            std::fs::File::open(ex.join("medicalgpt/medical_sft_200.jsonl.gz")).expect("open"),
+        )
+        .read_to_string(&mut s)
+        .expect("gunzip");
+        s.lines().map(str::to_string).collect()
+    };
+    // The first run sees 60 samples; the second 200 in four files, the first 60 again. The
+    // second runs twice, as one process and as two tasks, each in a folder of its own with
+    // the same pipeline file (the catalog names the run) and a copy of the first run's index.
+    let base = dir.path().join("first");
+    std::fs::create_dir_all(&base).expect("mkdir");
+    std::fs::write(base.join("old.jsonl"), lines[..60].join("\n")).expect("write");
+    let cfg = |at: &Path, files: &str| {
+        let p = at.join("second.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[[inputs]]\npaths = [{files}]\n[[stages]]\ntype = \"minhash\"\nindex = \"state\"\n\
+                 [output]\ndir = \"out\"\nformats = [\"jsonl\"]\n"
+            ),
+        )
+        .expect("write");
+        p
+    };
+    let first = cfg(&base, "\"old.jsonl\"");
+    let o = crate::common::sluice(&["run", first.to_str().expect("utf8"), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut paths = Vec::new();
+    for way in ["one", "tasks"] {
+        let at = dir.path().join(way);
+        std::fs::create_dir_all(at.join("state")).expect("mkdir");
+        std::fs::copy(
+            base.join("state/minhash.index"),
+            at.join("state/minhash.index"),
+        )
+        .expect("copy");
+        for (i, chunk) in lines.chunks(50).enumerate() {
+            std::fs::write(at.join(format!("new-{i}.jsonl")), chunk.join("\n")).expect("write");
+        }
+        paths.push(cfg(&at, "\"new-*.jsonl\""));
+    }
+    let one = single(&paths[0], &dir.path().join("one/out"));
+    let out = dir.path().join("tasks/out");
+    let work = dir.path().join("work");
+    let children: Vec<Child> = (0..2)
+        .map(|i| {
+            task(
+                &paths[1],
+                &out,
+                &work,
+                &[("--task-index", &i.to_string()), ("--tasks", "2")],
+                &[],
+            )
+        })
+        .collect();
+    for c in children {
+        succeed(c);
+    }
+    let many = output_files(&out);
+    assert_equivalent(&one, &many);
+    let report = read_json(&out.join("report.json"));
+    let dups = report["stages"][0]["dropped"]["near_duplicate"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        dups >= 60,
+        "the earlier run's samples are duplicates: {dups}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("one/state/minhash.index")).expect("index"),
+        std::fs::read(dir.path().join("tasks/state/minhash.index")).expect("index"),
+        "the same index after both"
+    );
+}
