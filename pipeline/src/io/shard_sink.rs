@@ -26,6 +26,10 @@ struct Spill {
     docs: Vec<bool>,
     turns_dropped: u64,
     samples_cut: u64,
+    /// Token spills handed over by tasks, read in place (see [`ShardSink::adopt`]): their
+    /// token and mask files with the token offset where each starts. When there are any, the
+    /// sink's own files hold nothing.
+    adopted: Vec<(PathBuf, PathBuf, u64)>,
 }
 
 /// Writes tokenized shards (see the module doc).
@@ -107,6 +111,7 @@ impl ShardSink {
                 docs: Vec::new(),
                 turns_dropped: 0,
                 samples_cut: 0,
+                adopted: Vec::new(),
             };
             self.spills.insert(split.to_string(), spill);
         }
@@ -199,17 +204,19 @@ impl ShardSink {
                 ));
             }
             let spill = self.spill(&split)?;
-            for ext in ["tokens", "mask"] {
-                let p = dir.join(format!("shards-{split}.{ext}"));
-                let mut f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
-                let out = if ext == "tokens" {
-                    &mut spill.tokens
-                } else {
-                    &mut spill.mask
-                };
-                std::io::copy(&mut f, out).map_err(|e| Error::io(&p, e))?;
+            if spill.offsets.len() > 1 && spill.adopted.is_empty() {
+                return Err(err(
+                    dir,
+                    format!("split {split}: a sink that wrote samples cannot adopt spills"),
+                ));
             }
             let base = spill.offsets.last().copied().unwrap_or(0);
+            // Read in place by `finish`, not copied.
+            spill.adopted.push((
+                dir.join(format!("shards-{split}.tokens")),
+                dir.join(format!("shards-{split}.mask")),
+                base,
+            ));
             spill.offsets.extend(offsets[1..].iter().map(|o| base + o));
             spill.docs.extend(docs.iter().map(|&d| d != 0));
             spill.turns_dropped += m.turns_dropped;
@@ -281,6 +288,12 @@ impl SampleSink for ShardSink {
             let split = split_of(s);
             let wide = self.dtype;
             let spill = self.spill(&split)?;
+            if !spill.adopted.is_empty() {
+                return Err(err(
+                    &spill.tokens_path,
+                    "a sink that adopted token spills cannot write samples",
+                ));
+            }
             let mut buf = Vec::with_capacity(e.ids.len() * 4);
             for id in &e.ids {
                 if !wide.fits(*id) {
@@ -345,15 +358,28 @@ impl SampleSink for ShardSink {
                 docs,
                 turns_dropped,
                 samples_cut,
+                adopted,
             } = spill;
             tokens
                 .into_inner()
                 .map_err(|e| Error::io(&tokens_path, e.into_error()))?;
             mask.into_inner()
                 .map_err(|e| Error::io(&mask_path, e.into_error()))?;
-            let mut tf =
-                std::fs::File::open(&tokens_path).map_err(|e| Error::io(&tokens_path, e))?;
-            let mut mf = std::fs::File::open(&mask_path).map_err(|e| Error::io(&mask_path, e))?;
+            // Where the tokens are: the sink's own files, or the adopted ones in order.
+            let sources = if adopted.is_empty() {
+                vec![(tokens_path.clone(), mask_path.clone(), 0)]
+            } else {
+                adopted
+            };
+            let mut readers = Vec::with_capacity(sources.len());
+            for (t, m, first) in &sources {
+                readers.push((
+                    std::fs::File::open(t).map_err(|e| Error::io(t, e))?,
+                    std::fs::File::open(m).map_err(|e| Error::io(m, e))?,
+                    *first,
+                ));
+            }
+            let firsts: Vec<u64> = readers.iter().map(|f| f.2).collect();
             let n = offsets.len() - 1;
             let split_seed = self.seed ^ xxhash_rust::xxh3::xxh3_64(split.as_bytes());
             let order = sluice_shards::permutation(n, split_seed);
@@ -405,12 +431,16 @@ impl SampleSink for ShardSink {
                 let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
                 ids_bytes.resize((b - a) * 4, 0);
                 mask_buf.resize(b - a, 0);
-                tf.seek(SeekFrom::Start(a as u64 * 4))
+                // A sample lies in one source: the last that starts at or before it.
+                let f = firsts.partition_point(|&first| first <= a as u64).max(1) - 1;
+                let (tf, mf, first) = &mut readers[f];
+                let at = a as u64 - *first;
+                tf.seek(SeekFrom::Start(at * 4))
                     .and_then(|_| tf.read_exact(&mut ids_bytes))
-                    .map_err(|e| Error::io(&tokens_path, e))?;
-                mf.seek(SeekFrom::Start(a as u64))
+                    .map_err(|e| Error::io(&sources[f].0, e))?;
+                mf.seek(SeekFrom::Start(at))
                     .and_then(|_| mf.read_exact(&mut mask_buf))
-                    .map_err(|e| Error::io(&mask_path, e))?;
+                    .map_err(|e| Error::io(&sources[f].1, e))?;
                 let ids: Vec<u32> = ids_bytes
                     .chunks_exact(4)
                     .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
