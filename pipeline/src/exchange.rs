@@ -346,13 +346,23 @@ impl Exchange {
                 .and_then(|mut f| f.read_to_end(&mut bytes))
                 .map_err(|e| Error::io(&path, e))?;
             let base = records.first_of(i);
-            entries.extend(bytes.chunks_exact(ENTRY).map(|c| {
+            // A folder's positions name its own records only (a task's map output comes from
+            // a shared work folder).
+            let count = records.first_of(i + 1) - base;
+            for c in bytes.chunks_exact(ENTRY) {
                 let mut k = [0u8; 16];
                 k.copy_from_slice(&c[..16]);
                 let mut v = [0u8; 8];
                 v.copy_from_slice(&c[16..]);
-                (u128::from_le_bytes(k), base + u64::from_le_bytes(v))
-            }));
+                let pos = u64::from_le_bytes(v);
+                if pos >= count {
+                    return Err(Error::Output {
+                        path: path.clone(),
+                        message: format!("position {pos} of {count} records: refused"),
+                    });
+                }
+                entries.push((u128::from_le_bytes(k), base + pos));
+            }
         }
         entries.sort_unstable();
         let mut out = G::Reduced::default();

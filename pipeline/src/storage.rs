@@ -74,6 +74,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     sluice_shards::atomic::write_atomic(path, bytes).map_err(|e| Error::io(path, e))
 }
 
+/// `rel` inside `dir`, checked to be a regular file (not a link, a folder or a pipe) that is
+/// still inside `dir` once links in its folders are resolved: what another task left in a
+/// shared work folder, which a less trusted party may be able to write.
+pub fn file_within(dir: &Path, rel: &str) -> Result<PathBuf> {
+    let path = dir.join(rel);
+    let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+    let refuse = |message: String| Error::Output {
+        path: path.clone(),
+        message,
+    };
+    if !meta.file_type().is_file() {
+        return Err(refuse(
+            "not a regular file (a link, a folder or a pipe): refused".into(),
+        ));
+    }
+    let root = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
+    let real = fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
+    if !real.starts_with(&root) {
+        return Err(refuse(format!(
+            "resolves outside {}: refused",
+            dir.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Like [`file_within`], but a missing file is `None`.
+pub fn file_within_if_any(dir: &Path, rel: &str) -> Result<Option<PathBuf>> {
+    match fs::symlink_metadata(dir.join(rel)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => file_within(dir, rel).map(Some),
+    }
+}
+
 /// A scratch file under a run's `.work` directory (exchange partitions, spills that are read back
 /// within the same run and removed with it): written in place, never published.
 pub fn scratch(path: &Path, buffer: usize) -> Result<BufWriter<File>> {

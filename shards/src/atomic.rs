@@ -33,7 +33,18 @@ impl AtomicFile {
             fs::create_dir_all(parent)?;
         }
         let tmp = tmp_path(&path);
-        let file = File::create(&tmp)?;
+        // A fresh file, never one a link points to: a stale `<name>.tmp` (or a link planted
+        // there) is removed, and the new one is created exclusively (O_EXCL does not follow
+        // links).
+        match fs::remove_file(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         Ok(AtomicFile {
             path,
             tmp,
@@ -121,6 +132,21 @@ fn rename_synced(from: &Path, to: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (attacker walk of #21): a link planted at `<name>.tmp` in a shared folder
+    /// made the writer overwrite the file it pointed to.
+    #[cfg(unix)]
+    #[test]
+    fn a_link_at_the_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim.txt");
+        fs::write(&victim, b"keep me").expect("write");
+        let path = dir.path().join("marker.json");
+        std::os::unix::fs::symlink(&victim, tmp_path(&path)).expect("symlink");
+        write_atomic(&path, b"{}").expect("write");
+        assert_eq!(fs::read(&victim).expect("read"), b"keep me");
+        assert_eq!(fs::read(&path).expect("read"), b"{}");
+    }
 
     #[test]
     fn a_file_appears_whole_or_not_at_all() {

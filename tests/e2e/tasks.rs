@@ -527,3 +527,125 @@ fn tasks_dedup_against_an_earlier_runs_index_as_one_process_does() {
         "the same index after both"
     );
 }
+
+/// Regression (attacker walk of #21): the shared work folder may be writable by a less trusted
+/// party. What task 1 left there is tampered with before task 0 merges; task 0 refuses, and a
+/// secret outside the work folder never reaches an output.
+#[cfg(unix)]
+#[test]
+fn task_zero_refuses_a_tampered_work_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = repo().join("examples/data");
+    let secret_dir = dir.path().join("secret");
+    std::fs::create_dir_all(&secret_dir).expect("mkdir");
+    let token = "SECRET-TOKEN-5b1f0c";
+    std::fs::write(secret_dir.join("SECRET.txt"), format!("{token}\n")).expect("write");
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[inputs]]\npaths = [\"{}\", \"{}\"]\n[[stages]]\ntype = \"length_filter\"\nmin_chars = 5\n\
+             [output]\ndir = \"out\"\nformats = [\"jsonl\"]\n[output.shards]\ntokenizer = \"{}\"\ntemplate = \"chatml\"\n",
+            ex.join("c4/c4_demo_40.jsonl").display(),
+            ex.join("llama_factory/identity.json").display(),
+            ex.join("tokenizers/minimind/tokenizer.json").display()
+        ),
+    )
+    .expect("write");
+    fn find(root: &Path, name: &str) -> PathBuf {
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("ls").flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.file_name().is_some_and(|n| n == name)
+                    && path.to_string_lossy().contains("task-00001")
+                {
+                    return path;
+                }
+            }
+        }
+        panic!("no {name} of task 1 under {}", root.display())
+    }
+    type Tamper = Box<dyn Fn(&Path)>;
+    let secret = secret_dir.join("SECRET.txt");
+    let tampers: Vec<(&str, Tamper, &str)> = vec![
+        (
+            "a marker naming a folder outside the work folder",
+            Box::new({
+                let secret_dir = secret_dir.clone();
+                move |work: &Path| {
+                    let marker = find(work, "task-00001.done");
+                    let text = std::fs::read_to_string(&marker).expect("marker");
+                    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                    v["payload"]["dir"] = serde_json::json!(secret_dir.to_string_lossy());
+                    std::fs::write(&marker, v.to_string()).expect("write");
+                }
+            }),
+            "not one of its attempt folders",
+        ),
+        (
+            "rejects.jsonl linked to a file outside",
+            Box::new({
+                let secret = secret.clone();
+                move |work: &Path| {
+                    let rejects = find(work, "rejects.jsonl");
+                    std::fs::remove_file(&rejects).expect("rm");
+                    std::os::unix::fs::symlink(&secret, &rejects).expect("symlink");
+                }
+            }),
+            "not a regular file",
+        ),
+        (
+            "task 1 naming task 0's part as its own",
+            Box::new(|work: &Path| {
+                let partial = find(work, "partial.json");
+                let text = std::fs::read_to_string(&partial).expect("partial");
+                let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+                let outputs = v["outputs"].as_array_mut().expect("outputs");
+                let first = outputs[0]["path"].as_str().expect("path").to_string();
+                outputs[0]["path"] = serde_json::json!(first.replace("-00001-", "-00000-"));
+                std::fs::write(&partial, v.to_string()).expect("write");
+            }),
+            "not a part",
+        ),
+    ];
+    for (i, (what, tamper, says)) in tampers.iter().enumerate() {
+        let out = dir.path().join(format!("out-{i}"));
+        let work = dir.path().join(format!("work-{i}"));
+        let one = |index: &str| {
+            task(
+                &p,
+                &out,
+                &work,
+                &[("--task-index", index), ("--tasks", "2")],
+                &[],
+            )
+            .wait_with_output()
+            .expect("wait")
+        };
+        let t1 = one("1");
+        assert!(t1.status.success(), "{what}: task 1");
+        tamper(&work);
+        let t0 = one("0");
+        let err = String::from_utf8_lossy(&t0.stderr);
+        assert!(!t0.status.success(), "{what}: task 0 must refuse");
+        assert!(err.contains(says), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        // Everything task 0 published or staged (the work folder holds the planted link).
+        for (name, bytes) in output_files(dir.path()) {
+            if !name.starts_with("secret/") && !name.starts_with("work-") {
+                assert!(
+                    !String::from_utf8_lossy(&bytes).contains(token),
+                    "{what}: the secret reached {name}"
+                );
+            }
+        }
+        assert_eq!(
+            std::fs::read_to_string(&secret).expect("secret"),
+            format!("{token}\n"),
+            "{what}: the secret file is untouched"
+        );
+    }
+}

@@ -151,12 +151,20 @@ impl CatalogBuilder {
     /// gives the catalog one process would have built: sums, and the first three example ids.
     pub fn merge(&mut self, part: CatalogPart) -> Result<(), String> {
         for (key, a) in part.groups {
+            // Parts come from the shared work folder: a group key has its shape.
+            if key.len() != 4 + self.dims.len() {
+                return Err(format!(
+                    "a catalog part's group has {} values, not {}",
+                    key.len(),
+                    4 + self.dims.len()
+                ));
+            }
             let acc = self.groups.entry(key).or_default();
-            acc.samples += a.samples;
-            acc.turns += a.turns;
-            acc.tokens += a.tokens;
-            acc.chars += a.chars;
-            acc.copies += a.copies;
+            acc.samples = acc.samples.saturating_add(a.samples);
+            acc.turns = acc.turns.saturating_add(a.turns);
+            acc.tokens = acc.tokens.saturating_add(a.tokens);
+            acc.chars = acc.chars.saturating_add(a.chars);
+            acc.copies = acc.copies.saturating_add(a.copies);
             for id in a.examples {
                 if acc.examples.len() < 3 {
                     acc.examples.push(id);
@@ -167,7 +175,7 @@ impl CatalogBuilder {
             let h = u128::from_str_radix(&hex, 16)
                 .map_err(|e| format!("a catalog part's content hash {hex:?}: {e}"))?;
             let c = self.content.entry(source).or_default();
-            c.0 += n;
+            c.0 = c.0.saturating_add(n);
             c.1 = c.1.wrapping_add(h);
         }
         Ok(())

@@ -242,6 +242,18 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 .join(attempt);
             #[allow(clippy::disallowed_methods)] // a scratch directory
             std::fs::create_dir_all(&own).map_err(|e| Error::io(&own, e))?;
+            // The work folder is shared: a link planted at `task-<i>` must not send this
+            // task's files elsewhere.
+            let real = std::fs::canonicalize(&own).map_err(|e| Error::io(&own, e))?;
+            let work = std::fs::canonicalize(&t.work).map_err(|e| Error::io(&t.work, e))?;
+            if own.strip_prefix(&t.work).map(|rel| work.join(rel)).ok() != Some(real) {
+                return Err(Error::Output {
+                    path: own.clone(),
+                    message:
+                        "the task's folder resolves outside the work folder (a link?): refused"
+                            .into(),
+                });
+            }
             let files = crate::tasks::assign(&sizes, t.spec.count)
                 .get(t.spec.index)
                 .cloned()

@@ -98,28 +98,30 @@ impl Tally {
     }
 
     /// Add another part's counts (a task's): sums, and its files after ours.
+    /// Add another task's counts (saturating: they come from the shared work folder and must
+    /// not overflow the run's).
     pub(in crate::engine) fn merge(&mut self, other: &Tally) {
         for (mine, theirs) in self.inputs.iter_mut().zip(&other.inputs) {
-            mine.read += theirs.read;
-            mine.kept += theirs.kept;
-            mine.copies += theirs.copies;
-            mine.dropped += theirs.dropped;
-            mine.rejected += theirs.rejected;
+            mine.read = mine.read.saturating_add(theirs.read);
+            mine.kept = mine.kept.saturating_add(theirs.kept);
+            mine.copies = mine.copies.saturating_add(theirs.copies);
+            mine.dropped = mine.dropped.saturating_add(theirs.dropped);
+            mine.rejected = mine.rejected.saturating_add(theirs.rejected);
             add_counts(&mut mine.dropped_by, &theirs.dropped_by);
             add_counts(&mut mine.formats, &theirs.formats);
             mine.files.extend(theirs.files.iter().cloned());
         }
         for (mine, theirs) in self.stages.iter_mut().zip(&other.stages) {
-            mine.input += theirs.input;
-            mine.kept += theirs.kept;
+            mine.input = mine.input.saturating_add(theirs.input);
+            mine.kept = mine.kept.saturating_add(theirs.kept);
             add_counts(&mut mine.dropped, &theirs.dropped);
             add_counts(&mut mine.counters, &theirs.counters);
         }
         for (mine, theirs) in self.stage_cpu.iter_mut().zip(&other.stage_cpu) {
-            *mine += *theirs;
+            *mine = mine.saturating_add(*theirs);
         }
-        self.convert_cpu += other.convert_cpu;
-        self.write_time += other.write_time;
+        self.convert_cpu = self.convert_cpu.saturating_add(other.convert_cpu);
+        self.write_time = self.write_time.saturating_add(other.write_time);
         for (input, files) in &other.file_rejects {
             add_counts(self.file_rejects.entry(*input).or_default(), files);
         }
@@ -155,7 +157,8 @@ impl Tally {
 
 fn add_counts(mine: &mut BTreeMap<String, u64>, theirs: &BTreeMap<String, u64>) {
     for (k, v) in theirs {
-        *mine.entry(k.clone()).or_default() += v;
+        let c = mine.entry(k.clone()).or_default();
+        *c = c.saturating_add(*v);
     }
 }
 

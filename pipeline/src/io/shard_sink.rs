@@ -172,10 +172,15 @@ impl ShardSink {
         Ok(names)
     }
 
-    /// Task 0: append what a task handed over (its folder), in task order. The spills then
-    /// hold every sample in input order, as in one process, so the shards are the same bytes.
-    pub fn adopt(&mut self, dir: &Path) -> Result<()> {
-        let meta_path = dir.join("spill.json");
+    /// Task 0: append what a task handed over (`sub` of its folder `task_dir`), in task order.
+    /// The spills then hold every sample in input order, as in one process, so the shards are
+    /// the same bytes. The files are read in place, and only regular files inside `task_dir`
+    /// whose sizes agree with their offsets are taken (they come from a shared work folder).
+    pub fn adopt(&mut self, task_dir: &Path, sub: &str) -> Result<()> {
+        let dir = task_dir.join(sub);
+        let dir = dir.as_path();
+        let within = |name: &str| crate::storage::file_within(task_dir, &format!("{sub}/{name}"));
+        let meta_path = within("spill.json")?;
         let bytes = std::fs::read(&meta_path).map_err(|e| Error::io(&meta_path, e))?;
         let meta: BTreeMap<String, HandedSplit> =
             serde_json::from_slice(&bytes).map_err(|e| err(&meta_path, e))?;
@@ -189,7 +194,7 @@ impl ShardSink {
                 ));
             }
             let read = |ext: &str| -> Result<Vec<u8>> {
-                let p = dir.join(format!("shards-{split}.{ext}"));
+                let p = within(&format!("shards-{split}.{ext}"))?;
                 std::fs::read(&p).map_err(|e| Error::io(&p, e))
             };
             let offsets: Vec<u64> = read("offsets")?
@@ -203,6 +208,25 @@ impl ShardSink {
                     format!("split {split}: offsets and counts disagree"),
                 ));
             }
+            // Offsets start at 0, never go back, and end where the token and mask files end.
+            let tokens_path = within(&format!("shards-{split}.tokens"))?;
+            let mask_path = within(&format!("shards-{split}.mask"))?;
+            let size = |p: &Path| {
+                std::fs::metadata(p)
+                    .map(|m| m.len())
+                    .map_err(|e| Error::io(p, e))
+            };
+            let last = offsets.last().copied().unwrap_or(0);
+            if offsets.first() != Some(&0)
+                || offsets.windows(2).any(|w| w[1] < w[0])
+                || size(&tokens_path)? != last.saturating_mul(4)
+                || size(&mask_path)? != last
+            {
+                return Err(err(
+                    dir,
+                    format!("split {split}: the offsets do not match the token and mask files"),
+                ));
+            }
             let spill = self.spill(&split)?;
             if spill.offsets.len() > 1 && spill.adopted.is_empty() {
                 return Err(err(
@@ -212,11 +236,7 @@ impl ShardSink {
             }
             let base = spill.offsets.last().copied().unwrap_or(0);
             // Read in place by `finish`, not copied.
-            spill.adopted.push((
-                dir.join(format!("shards-{split}.tokens")),
-                dir.join(format!("shards-{split}.mask")),
-                base,
-            ));
+            spill.adopted.push((tokens_path, mask_path, base));
             spill.offsets.extend(offsets[1..].iter().map(|o| base + o));
             spill.docs.extend(docs.iter().map(|&d| d != 0));
             spill.turns_dropped += m.turns_dropped;
@@ -588,7 +608,10 @@ mod tests {
         let root = dir.path().join("merged");
         let mut merged = sink(&root, &dir.path().join("merged-work"));
         for h in &handed {
-            merged.adopt(h).expect("adopt");
+            let name = h.file_name().and_then(|n| n.to_str()).expect("name");
+            merged
+                .adopt(h.parent().expect("parent"), name)
+                .expect("adopt");
         }
         let got = shard_files(&root, &Box::new(merged).finish().expect("finish"));
         assert_eq!(
@@ -604,7 +627,9 @@ mod tests {
         )
         .expect("write");
         let mut again = sink(&dir.path().join("again"), &dir.path().join("again-work"));
-        let e = again.adopt(&handed[0]).expect_err("refused");
+        let e = again
+            .adopt(handed[0].parent().expect("parent"), "task-0")
+            .expect_err("refused");
         assert!(e.to_string().contains("not a split"), "{e}");
     }
 }

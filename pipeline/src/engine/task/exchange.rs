@@ -52,30 +52,39 @@ impl Engine<'_> {
                 waited.elapsed().as_secs_f64(),
             ));
             let reducing = Instant::now();
-            let parts: Vec<PathBuf> = maps
-                .iter()
-                .enumerate()
-                .map(|(i, m)| {
-                    t.fetch(
-                        m["dir"].as_str().unwrap_or_default(),
-                        &exchange_name,
-                        &format!("map-{seg}-{i}"),
-                    )
-                })
-                .collect::<Result<_>>()?;
+            // A stage that cannot decide, or map outputs that cannot be read, still release the
+            // other tasks (with no decisions: nothing of this run is published), then fail the
+            // run; the others would otherwise wait out the timeout.
             let merged = reduce_dir.join("exchange");
-            if merged.exists() {
-                std::fs::remove_dir_all(&merged).map_err(|e| Error::io(&merged, e))?;
-            }
-            // A stage that cannot decide still releases the other tasks (with no decisions:
-            // nothing of this run is published), then fails the run.
-            let (all, failed) = match &stages[g] {
-                Stage::Global(op) => match op.merge_resolve(&merged, &parts) {
-                    Ok(d) => (d, None),
-                    Err(e @ Error::Stage { .. }) => (Decisions::new(), Some(e)),
-                    Err(e) => return Err(e),
-                },
-                Stage::Record(_) => (Decisions::new(), None),
+            let resolved = (|| -> Result<Decisions> {
+                let parts: Vec<PathBuf> = maps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        let dir = t.fetch(
+                            m["dir"].as_str().unwrap_or_default(),
+                            i,
+                            &exchange_name,
+                            &format!("map-{seg}-{i}"),
+                        )?;
+                        // Only regular files inside the task's folder are read.
+                        for name in crate::exchange::file_names() {
+                            crate::storage::file_within(&dir, &name)?;
+                        }
+                        Ok(dir)
+                    })
+                    .collect::<Result<_>>()?;
+                if merged.exists() {
+                    std::fs::remove_dir_all(&merged).map_err(|e| Error::io(&merged, e))?;
+                }
+                match &stages[g] {
+                    Stage::Global(op) => op.merge_resolve(&merged, &parts),
+                    Stage::Record(_) => Ok(Decisions::new()),
+                }
+            })();
+            let (all, failed) = match resolved {
+                Ok(d) => (d, None),
+                Err(e) => (Decisions::new(), Some(e)),
             };
             let json = all.to_json().map_err(|message| Error::Output {
                 path: decisions_path.clone(),

@@ -68,9 +68,49 @@ impl TaskState {
             .put_files(&self.own.join(sub), names)
     }
 
-    /// A local folder holding what another task shared under `dir` (+ `sub`).
-    pub(in crate::engine) fn fetch(&self, dir: &str, sub: &str, label: &str) -> Result<PathBuf> {
-        Place::parse(dir)
+    /// A local folder holding what task `task` shared under `dir` (+ `sub`). `dir` comes from
+    /// a marker in the shared work folder: it must be one of that task's attempt folders there
+    /// (`<work>/task-<task>/<attempt>`, with no link on the way), never another place.
+    pub(in crate::engine) fn fetch(
+        &self,
+        dir: &str,
+        task: usize,
+        sub: &str,
+        label: &str,
+    ) -> Result<PathBuf> {
+        let place = Place::parse(dir);
+        let prefix = self.shared_root().join(&format!("task-{task:05}"));
+        let attempt = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '-');
+        let ok = match (&place, &prefix) {
+            (Place::Local(d), Place::Local(pre)) => {
+                let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                d.parent() == Some(pre.as_path())
+                    && attempt(name)
+                    && match (
+                        std::fs::canonicalize(d),
+                        std::fs::canonicalize(&self.run.work),
+                    ) {
+                        (Ok(real), Ok(work)) => {
+                            real == work.join(format!("task-{task:05}")).join(name)
+                        }
+                        _ => false,
+                    }
+            }
+            (Place::Remote(u), Place::Remote(pre)) => u
+                .strip_prefix(pre.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(attempt),
+            _ => false,
+        };
+        if !ok {
+            return Err(Error::Output {
+                path: self.run.work.join("markers"),
+                message: format!(
+                    "a marker names {dir:?} as task {task}'s folder: not one of its attempt folders in the work folder, refused"
+                ),
+            });
+        }
+        place
             .join(sub)
             .local_dir(&self.own.join("fetched").join(label).join(sub))
     }

@@ -35,6 +35,7 @@ impl Engine<'_> {
             .map(|(i, d)| {
                 t.fetch(
                     d["dir"].as_str().unwrap_or_default(),
+                    i,
                     "",
                     &format!("done-{i}"),
                 )
@@ -42,7 +43,7 @@ impl Engine<'_> {
             .collect::<Result<_>>()?;
         let mut partials: Vec<Partial> = Vec::with_capacity(n);
         for d in &dirs {
-            let p = d.join("partial.json");
+            let p = crate::storage::file_within(d, "partial.json")?;
             let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
             let partial: Partial = serde_json::from_slice(&bytes).map_err(|e| Error::Output {
                 path: p.clone(),
@@ -74,9 +75,15 @@ impl Engine<'_> {
         // sinks that need every sample, from the tasks' kept streams.
         let run = RunDir::begin(out_dir)?;
         let moving = Instant::now();
-        for (d, files) in dirs.iter().zip(outputs) {
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, (d, files)) in dirs.iter().zip(outputs).enumerate() {
             for f in files {
-                if !is_part_path(&f.path) {
+                // A task names only its own parts (its number in the name), each once.
+                let own = f
+                    .path
+                    .split_once('/')
+                    .is_some_and(|(_, name)| name.contains(&format!("-{i:05}-")));
+                if !is_part_path(&f.path) || !own || !seen.insert(f.path.clone()) {
                     return Err(Error::Output {
                         path: d.join("partial.json"),
                         message: format!(
@@ -85,7 +92,8 @@ impl Engine<'_> {
                         ),
                     });
                 }
-                move_file(&d.join("out").join(&f.path), &run.path(&f.path))?;
+                let from = crate::storage::file_within(d, &format!("out/{}", f.path))?;
+                move_file(&from, &run.path(&f.path))?;
                 self.moved.push(f);
             }
         }
@@ -98,10 +106,10 @@ impl Engine<'_> {
         self.curated = curated;
         self.dropped = Vec::new();
         if SinkSet::replays(self.plan) {
-            let files = dirs
-                .iter()
-                .map(|d| d.join("kept.jsonl"))
-                .collect::<Vec<_>>();
+            let mut files = Vec::new();
+            for d in &dirs {
+                files.extend(crate::storage::file_within_if_any(d, "kept.jsonl")?);
+            }
             self.replay(&files)?;
         }
         // Shards: the tasks' token spills, in task order, make the spill of one process (they
@@ -109,7 +117,7 @@ impl Engine<'_> {
         let adopting = Instant::now();
         if let Some(mut shards) = shard_sink(self.plan, &run.path(""), run.path(".work"))? {
             for d in &dirs {
-                shards.adopt(&d.join("shards"))?;
+                shards.adopt(d, "shards")?;
             }
             self.curated.push(Box::new(shards));
         }
@@ -120,7 +128,7 @@ impl Engine<'_> {
         let rejects_path = run.path("rejects.jsonl");
         let mut rejects = AtomicFile::create(rejects_path.clone())?;
         for d in &dirs {
-            let p = d.join("rejects.jsonl");
+            let p = crate::storage::file_within(d, "rejects.jsonl")?;
             let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
             rejects
                 .write_all(&bytes)
