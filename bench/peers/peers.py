@@ -444,6 +444,19 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown steps {unknown}; choose from {ALL_STEPS}")
 
+    tok_steps = {"tok_encode", "tok_batch"} & set(steps)
+    if tok_steps and not Path(args.tokenizer).is_file():
+        # Say so before the slow steps, not after them: the Qwen2 tokenizer.json is not in the
+        # repository (sluice's tests read it from ../shared/data/tokenizers/qwen2; any copy of
+        # Qwen2/Qwen2.5's tokenizer.json does).
+        print(
+            f"# no tokenizer at {args.tokenizer}: skipping {sorted(tok_steps)} "
+            "(pass --tokenizer PATH/TO/qwen2/tokenizer.json)",
+            file=sys.stderr,
+            flush=True,
+        )
+        steps = [s for s in steps if s not in tok_steps]
+
     texts, rendered, kind = load_records(args.input, args.limit)
     if not texts:
         ap.error(f"no records in {args.input}")
