@@ -51,6 +51,25 @@ impl Wire for u64 {
     }
 }
 
+impl Wire for () {
+    fn put(&self, _out: &mut Vec<u8>) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn get(bytes: &[u8]) -> Option<()> {
+        bytes.is_empty().then_some(())
+    }
+}
+
+impl Wire for Decisions {
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        out.extend(self.to_json().map_err(std::io::Error::other)?);
+        Ok(())
+    }
+    fn get(bytes: &[u8]) -> Option<Decisions> {
+        Decisions::from_json(bytes).ok()
+    }
+}
+
 impl Wire for String {
     fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
         out.extend_from_slice(self.as_bytes());
@@ -70,8 +89,9 @@ impl Wire for String {
 pub trait GlobalStage: Send + Sync {
     /// The per-record payload, stored once per record in the exchange.
     type Record: Wire + Send + Sync;
-    /// What one partition's reductions produce.
-    type Reduced: Default + Send;
+    /// What one partition's reductions produce (written to the work folder when the
+    /// partitions are reduced by several tasks).
+    type Reduced: Default + Send + Wire;
     /// Emit the keys of one sample and return its payload (`None`: no payload, no keys).
     fn map(&self, sample: &Sample, emit: &mut dyn FnMut(u128)) -> Option<Self::Record>;
     /// Reduce all records that share `key`; `members` are their positions, ascending.
@@ -112,6 +132,15 @@ pub trait GlobalOp: Send + Sync {
     /// Merge tasks' map outputs (`parts`, in task order) after the preloaded records in `dir`,
     /// reduce and finish.
     fn merge_resolve(&self, dir: &Path, parts: &[PathBuf]) -> Result<Decisions>;
+    /// Write the stage's preloaded records as an exchange in `dir` (no map output); returns
+    /// how many there are (the positions before every task's).
+    fn preload_into(&self, dir: &Path) -> Result<u64>;
+    /// Reduce partitions `parts` over the exchange folders `dirs` (the preloaded one first;
+    /// `offset` preloaded positions), writing partition p's result to `out/reduced-NNN.bin`.
+    fn reduce_some(&self, dirs: &[PathBuf], parts: &[usize], out: &Path) -> Result<()>;
+    /// Finish from every partition's result file (`reduced[p]`, in partition order) over the
+    /// exchange folders `dirs`.
+    fn finish_from(&self, dirs: &[PathBuf], offset: u64, reduced: &[PathBuf]) -> Result<Decisions>;
     /// What the stage reports about its last finish.
     fn summary(&self) -> Option<serde_json::Value>;
     /// Once the run is published: persist what later runs need.
@@ -148,6 +177,41 @@ impl<G: GlobalStage> GlobalOp for G {
         decisions
     }
 
+    fn preload_into(&self, dir: &Path) -> Result<u64> {
+        Ok(ExchangeWriter::create(self, dir)?.finish()?.offset)
+    }
+
+    fn reduce_some(&self, dirs: &[PathBuf], parts: &[usize], out: &Path) -> Result<()> {
+        let exchange = Exchange::over(dirs.to_vec(), 0);
+        let records = Records::<G::Record>::open_many(dirs)?;
+        let results = parts
+            .par_iter()
+            .map(|&p| {
+                let r = exchange.reduce_partition(self, &records, p)?;
+                let mut bytes = Vec::new();
+                r.put(&mut bytes).map_err(|e| Error::io(out, e))?;
+                storage::write_atomic(&out.join(reduced_file(p)), &bytes)
+            })
+            .collect::<Result<Vec<()>>>();
+        results.map(drop)
+    }
+
+    fn finish_from(&self, dirs: &[PathBuf], offset: u64, reduced: &[PathBuf]) -> Result<Decisions> {
+        let records = Records::<G::Record>::open_many(dirs)?;
+        let mut parts = Vec::with_capacity(reduced.len());
+        for path in reduced {
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            parts.push(G::Reduced::get(&bytes).ok_or_else(|| Error::Output {
+                path: path.clone(),
+                message: "an unreadable partition result".into(),
+            })?);
+        }
+        match self.finish(parts, &records) {
+            Ok(d) => Ok(d.shifted(offset)),
+            Err(e) => Err(Error::Stage(e)),
+        }
+    }
+
     fn summary(&self) -> Option<serde_json::Value> {
         GlobalStage::summary(self)
     }
@@ -178,6 +242,11 @@ impl<G: GlobalStage> MapSide for ExchangeWriter<'_, G> {
 /// File name of partition `p`.
 fn part_file(p: usize) -> String {
     format!("part-{p:03}.bin")
+}
+
+/// File name of partition `p`'s reduced result.
+pub fn reduced_file(p: usize) -> String {
+    format!("reduced-{p:03}.bin")
 }
 
 /// Every file of an exchange directory, by name: what another task needs to reduce it.

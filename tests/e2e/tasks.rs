@@ -440,7 +440,7 @@ fn the_task_benchmark_compares_task_counts_with_one_process() {
     // Task 0's and task 1's CPU were read.
     let t0: f64 = cols[2].parse().unwrap_or_else(|_| panic!("{text}"));
     assert!(t0 > 0.0, "{text}");
-    assert!(text.contains("merge and reduce"), "{text}");
+    assert!(text.contains("finish stages["), "{text}");
 }
 
 /// A minhash index from an earlier run is preloaded by task 0 and read with every task's map

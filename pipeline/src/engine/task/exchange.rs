@@ -1,4 +1,5 @@
-//! A global stage across tasks: publish the map side, task 0 merges and reduces, every task takes its share.
+//! A global stage across tasks: publish the map side, reduce (spread over the tasks on a shared
+//! filesystem, at task 0 through object storage), and every task takes its share of the decisions.
 
 use super::POLL;
 use crate::engine::Engine;
@@ -44,7 +45,15 @@ impl Engine<'_> {
         let mut reduce_cpu = Duration::ZERO;
         // Task 0 has every task's map marker once it has merged; the others wait for them.
         let mut counts = None;
-        if me == 0 {
+        // On a shared filesystem every task reduces a share of the partitions in place; through
+        // object storage (each task would have to fetch every map output) task 0 reduces all.
+        let spread = t.run.shared.is_none() && n > 1;
+        if spread {
+            let (maps, spent, cpu) = self.spread_reduce(stages, g, &exchange_name)?;
+            times.extend(spent);
+            reduce_cpu = cpu;
+            counts = Some(maps);
+        } else if me == 0 {
             let waited = Instant::now();
             let maps = t.markers.wait_all(&map_phase, n, timeout, POLL)?;
             times.push((
@@ -122,5 +131,158 @@ impl Engine<'_> {
         self.phase_times.extend(times);
         self.tally.stage_cpu[g] += reduce_cpu;
         Ok(all.within(offset..offset + records))
+    }
+
+    /// The reduce of a global stage spread over the tasks (shared filesystem): task 0 writes
+    /// the stage's preloaded records once; every task reduces partitions p ≡ its index (mod N)
+    /// over every task's map output, read in place, and writes each partition's result to its
+    /// folder; task 0 finishes from all of them and writes the decisions. Every failure is
+    /// marked, so no task waits out the timeout for one that failed. Returns the map markers,
+    /// task 0's phase times and this task's reduce time.
+    #[allow(clippy::type_complexity)]
+    fn spread_reduce(
+        &self,
+        stages: &[Stage],
+        g: usize,
+        exchange_name: &str,
+    ) -> Result<(Vec<serde_json::Value>, Vec<(String, f64)>, Duration)> {
+        let t = self.task_ref()?;
+        let (me, n) = (t.run.spec.index, t.run.spec.count);
+        let seg = t.segment;
+        let timeout = t.run.timeout;
+        let Stage::Global(op) = &stages[g] else {
+            return Err(Error::Output {
+                path: t.run.work.clone(),
+                message: format!("stage {g} is not global"),
+            });
+        };
+        let reduce_dir = t.run.work.join(format!("reduce-{seg}"));
+        let preload_dir = reduce_dir.join("preload");
+        let (preload_phase, reduced_phase) = (format!("preload-{seg}"), format!("reduced-{seg}"));
+        let mut times = Vec::new();
+        let failed = |e: &Error| serde_json::json!({ "error": e.to_string() });
+        if me == 0 {
+            let written = (|| -> Result<u64> {
+                if preload_dir.exists() {
+                    #[allow(clippy::disallowed_methods)] // a scratch folder of the run
+                    std::fs::remove_dir_all(&preload_dir)
+                        .map_err(|e| Error::io(&preload_dir, e))?;
+                }
+                op.preload_into(&preload_dir)
+            })();
+            match &written {
+                Ok(count) => {
+                    t.markers
+                        .mark(&preload_phase, 0, &serde_json::json!({ "records": count }))?
+                }
+                Err(e) => t.markers.mark(&preload_phase, 0, &failed(e))?,
+            }
+            written?;
+        }
+        let waited = Instant::now();
+        let maps = t
+            .markers
+            .wait_all(&format!("map-{seg}"), n, timeout, POLL)?;
+        let preload = t.markers.wait_all(&preload_phase, 1, timeout, POLL)?;
+        times.push((
+            format!("wait for map-{seg}"),
+            waited.elapsed().as_secs_f64(),
+        ));
+        if let Some(e) = preload[0]["error"].as_str() {
+            return Err(Error::Output {
+                path: preload_dir,
+                message: format!("task 0 could not write the preloaded records: {e}"),
+            });
+        }
+        let offset = preload[0]["records"].as_u64().unwrap_or(0);
+        // Every task's map output, checked and read in place.
+        let dirs = (|| -> Result<Vec<PathBuf>> {
+            let mut dirs = vec![preload_dir.clone()];
+            for (i, m) in maps.iter().enumerate() {
+                let dir = t.fetch(
+                    m["dir"].as_str().unwrap_or_default(),
+                    i,
+                    exchange_name,
+                    &format!("map-{seg}-{i}"),
+                )?;
+                for name in crate::exchange::file_names() {
+                    crate::storage::file_within(&dir, &name)?;
+                }
+                dirs.push(dir);
+            }
+            Ok(dirs)
+        })();
+        let reducing = Instant::now();
+        let out_name = format!("reduced-{seg}");
+        let mine: Vec<usize> = (0..crate::exchange::PARTITIONS)
+            .filter(|p| p % n == me)
+            .collect();
+        let reduced = dirs.as_ref().map_err(|e| Error::Output {
+            path: t.own.clone(),
+            message: e.to_string(),
+        });
+        let reduced = reduced.and_then(|dirs| op.reduce_some(dirs, &mine, &t.own.join(&out_name)));
+        let spent = reducing.elapsed();
+        let payload = match &reduced {
+            Ok(()) => serde_json::json!({ "dir": t.shared_dir() }),
+            Err(e) => failed(e),
+        };
+        t.markers.mark(&reduced_phase, me, &payload)?;
+        reduced?;
+        let dirs = dirs?;
+        if me == 0 {
+            let waited = Instant::now();
+            let all = t.markers.wait_all(&reduced_phase, n, timeout, POLL)?;
+            times.push((
+                format!("wait for reduced-{seg}"),
+                waited.elapsed().as_secs_f64(),
+            ));
+            let finishing = Instant::now();
+            let decided = (|| -> Result<Decisions> {
+                let mut files = Vec::with_capacity(crate::exchange::PARTITIONS);
+                for p in 0..crate::exchange::PARTITIONS {
+                    let owner = p % n;
+                    if let Some(e) = all[owner]["error"].as_str() {
+                        return Err(Error::Output {
+                            path: t.run.work.clone(),
+                            message: format!("task {owner} could not reduce: {e}"),
+                        });
+                    }
+                    let dir = t.fetch(
+                        all[owner]["dir"].as_str().unwrap_or_default(),
+                        owner,
+                        &out_name,
+                        &format!("reduced-{seg}-{owner}"),
+                    )?;
+                    files.push(crate::storage::file_within(
+                        &dir,
+                        &crate::exchange::reduced_file(p),
+                    )?);
+                }
+                op.finish_from(&dirs, offset, &files)
+            })();
+            let (decisions, failure) = match decided {
+                Ok(d) => (d, None),
+                Err(e) => (Decisions::new(), Some(e)),
+            };
+            let decisions_path = reduce_dir.join("decisions.json");
+            let json = decisions.to_json().map_err(|message| Error::Output {
+                path: decisions_path.clone(),
+                message: format!("cannot encode decisions: {message}"),
+            })?;
+            t.shared_root()
+                .join(&format!("reduce-{seg}/decisions.json"))
+                .put(&json)?;
+            t.markers
+                .mark(&format!("reduce-{seg}"), 0, &serde_json::json!({}))?;
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            times.push((
+                format!("finish {}", self.names[g]),
+                finishing.elapsed().as_secs_f64(),
+            ));
+        }
+        Ok((maps, times, spent))
     }
 }

@@ -260,6 +260,28 @@ pub struct Edges {
     pairs: Vec<(u64, u64)>,
 }
 
+impl Wire for Edges {
+    fn put(&self, out: &mut Vec<u8>) -> std::io::Result<()> {
+        for (a, b) in &self.pairs {
+            out.extend_from_slice(&a.to_le_bytes());
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        Ok(())
+    }
+    fn get(bytes: &[u8]) -> Option<Edges> {
+        if bytes.len() % 16 != 0 {
+            return None;
+        }
+        let u = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        Some(Edges {
+            pairs: bytes
+                .chunks_exact(16)
+                .map(|c| (u(&c[..8]), u(&c[8..])))
+                .collect(),
+        })
+    }
+}
+
 /// The built stage.
 #[derive(Debug)]
 pub struct MinHash {
@@ -491,8 +513,11 @@ impl MinHash {
     /// Clusters from every partition's edges, and what to keep of each.
     fn decide(&self, parts: Vec<Edges>, records: &Records<Item>) -> Decisions {
         let mut pairs = Vec::new();
+        // Pairs name positions of this exchange only (partition results may come from a
+        // shared work folder).
+        let n = records.len();
         for p in parts {
-            pairs.extend(p.pairs);
+            pairs.extend(p.pairs.into_iter().filter(|&(a, b)| a < n && b < n));
         }
         // Union-find over positions; the smaller position becomes the root, so roots are stable.
         let mut parent: HashMap<u64, u64> = HashMap::new();
