@@ -5,8 +5,11 @@
 #
 # Each element reads its share of the input files (contiguous, balanced by bytes), runs the
 # record-wise stages, and meets the others at every global stage (dedup, split, mix) through
-# completion markers in the shared work folder. Element 0 publishes the run; the output is the
-# same bytes a single `sluice run` would publish.
+# completion markers in the shared work folder, where each reduces a share of the partitions.
+# Every element writes its own Parquet/JSONL parts and tokenizes its own samples; element 0
+# moves the parts into the run, writes the shards and publishes it. Shards, catalog and rejects
+# are the bytes a single `sluice run` would publish; the curated parts hold the same samples in
+# the same order, cut into files per element (README, "Beyond one machine").
 #
 # Requirements:
 # - WORK must be a filesystem every node sees (Lustre, GPFS, NFS) or an s3:// URL. Inputs and

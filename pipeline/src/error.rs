@@ -99,6 +99,15 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// A task-sharded run's work folder: a phase that did not finish in time, or what another
+    /// task left there that is refused.
+    #[error("{}: {message}", .path.display())]
+    Work {
+        /// The marker or file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// Too much of the input could not be parsed.
     #[error("{rejected} of {read} records rejected ({:.2}%), over the allowed {:.2}%; see {}", *.rejected as f64 * 100.0 / (*.read).max(1) as f64, .max_ratio * 100.0, .rejects.display())]
     TooManyRejects {

@@ -80,7 +80,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn file_within(dir: &Path, rel: &str) -> Result<PathBuf> {
     let path = dir.join(rel);
     let meta = fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
-    let refuse = |message: String| Error::Output {
+    let refuse = |message: String| Error::Work {
         path: path.clone(),
         message,
     };

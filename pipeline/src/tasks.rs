@@ -187,7 +187,7 @@ impl Markers {
                     .filter(|(_, g)| g.is_none())
                     .map(|(t, _)| t.to_string())
                     .collect();
-                return Err(Error::Output {
+                return Err(Error::Work {
                     path: PathBuf::from(self.root.join(phase).display()),
                     message: format!(
                         "phase {phase}: tasks {} did not finish within {:?}",

@@ -103,7 +103,7 @@ impl TaskState {
             _ => false,
         };
         if !ok {
-            return Err(Error::Output {
+            return Err(Error::Work {
                 path: self.run.work.join("markers"),
                 message: format!(
                     "a marker names {dir:?} as task {task}'s folder: not one of its attempt folders in the work folder, refused"
