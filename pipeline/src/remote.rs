@@ -447,6 +447,17 @@ pub fn get_dir(url: &str, local: &Path) -> Result<()> {
             .map(|r| r.trim_start_matches('/'))
             .unwrap_or(&key)
             .to_string();
+        // An object's name becomes a local path: it must stay under `local`.
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == ".." || c.contains('\\'))
+        {
+            return Err(RemoteError::store(
+                "listing",
+                url,
+                format!("object name {key:?} would leave the local folder"),
+            ));
+        }
         fetch_one(rt, &*store, &m.location, &local.join(rel))?;
     }
     Ok(())

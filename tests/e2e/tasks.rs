@@ -649,3 +649,61 @@ fn task_zero_refuses_a_tampered_work_folder() {
         );
     }
 }
+
+/// Regression (attacker walk of #21): a task's kept stream is read a line at a time, and a line
+/// longer than the pipeline's record limit allows is refused instead of filling task 0's memory.
+#[test]
+fn task_zero_refuses_an_endless_stream_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = repo().join("examples/data");
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "max_record_bytes = \"64KiB\"\n[[inputs]]\npaths = [\"{}\", \"{}\"]\n\
+             [output]\ndir = \"out\"\nformats = [\"llamafactory\"]\n",
+            ex.join("c4/c4_demo_40.jsonl").display(),
+            ex.join("llama_factory/identity.json").display(),
+        ),
+    )
+    .expect("write");
+    let (out, work) = (dir.path().join("out"), dir.path().join("work"));
+    let run = |index: &str| {
+        task(
+            &p,
+            &out,
+            &work,
+            &[("--task-index", index), ("--tasks", "2")],
+            &[],
+        )
+        .wait_with_output()
+        .expect("wait")
+    };
+    assert!(run("1").status.success(), "task 1");
+    // Task 1's kept stream becomes 64 MiB without a line end (sparse: no disk used).
+    let mut stack = vec![work.clone()];
+    let mut kept = None;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls").flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.ends_with("kept.jsonl") && path.to_string_lossy().contains("task-00001")
+            {
+                kept = Some(path);
+            }
+        }
+    }
+    let kept = kept.expect("task 1's kept stream");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&kept)
+        .expect("open");
+    f.set_len(64 << 20).expect("grow");
+    drop(f);
+    let t0 = run("0");
+    let err = String::from_utf8_lossy(&t0.stderr);
+    assert!(!t0.status.success(), "task 0 must refuse");
+    assert!(err.contains("bytes: refused"), "{err}");
+}

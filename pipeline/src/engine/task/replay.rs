@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::sample::Sample;
 use crate::storage::{AtomicFile, RunDir};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -44,6 +44,14 @@ impl Engine<'_> {
         let mut partials: Vec<Partial> = Vec::with_capacity(n);
         for d in &dirs {
             let p = crate::storage::file_within(d, "partial.json")?;
+            // Counts, part names and a catalog part: small; a larger file is refused.
+            const PARTIAL_CAP: u64 = 1 << 30;
+            if std::fs::metadata(&p).map_or(0, |m| m.len()) > PARTIAL_CAP {
+                return Err(Error::Work {
+                    path: p.clone(),
+                    message: format!("over {PARTIAL_CAP} bytes: refused"),
+                });
+            }
             let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
             let partial: Partial = serde_json::from_slice(&bytes).map_err(|e| Error::Output {
                 path: p.clone(),
@@ -129,10 +137,8 @@ impl Engine<'_> {
         let mut rejects = AtomicFile::create(rejects_path.clone())?;
         for d in &dirs {
             let p = crate::storage::file_within(d, "rejects.jsonl")?;
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
-            rejects
-                .write_all(&bytes)
-                .map_err(|e| Error::io(&rejects_path, e))?;
+            let mut from = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+            std::io::copy(&mut from, &mut rejects).map_err(|e| Error::io(&rejects_path, e))?;
         }
         self.rejects = Some(rejects);
         self.rejects_path = rejects_path;
@@ -156,9 +162,29 @@ impl Engine<'_> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(path, e)),
             };
-            for line in BufReader::with_capacity(1 << 20, file).lines() {
-                let line = line.map_err(|e| Error::io(path, e))?;
-                let l: StreamLine = serde_json::from_str(&line).map_err(|e| Error::Output {
+            // A line is one sample, bounded by the pipeline's record limit (with room for JSON
+            // escapes): a stream from the shared work folder cannot make task 0 hold more.
+            let cap = (self.plan.max_record_bytes as u64)
+                .saturating_mul(2)
+                .saturating_add(1 << 20);
+            let mut reader = BufReader::with_capacity(1 << 20, file);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let n = (&mut reader)
+                    .take(cap + 1)
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| Error::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                if n as u64 > cap {
+                    return Err(Error::Work {
+                        path: path.clone(),
+                        message: format!("a task stream line over {cap} bytes: refused"),
+                    });
+                }
+                let l: StreamLine = serde_json::from_slice(&line).map_err(|e| Error::Work {
                     path: path.clone(),
                     message: format!("unreadable task stream: {e}"),
                 })?;
