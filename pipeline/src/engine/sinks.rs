@@ -182,14 +182,7 @@ impl Engine<'_> {
             let path = t.own.join("kept.jsonl");
             if let Some(out) = t.kept.as_mut() {
                 for (s, &u) in samples.into_iter().zip(units) {
-                    let line = StreamLine {
-                        u,
-                        stage: None,
-                        reason: None,
-                        detail: None,
-                        duplicate_of: None,
-                        sample: s,
-                    };
+                    let line = StreamLine { u, sample: s };
                     line.write(out, &path)?;
                 }
             }

@@ -1,23 +1,15 @@
-//! What tasks write for task 0: streams of dropped and kept samples, and their counts.
+//! What tasks write for task 0: the stream of kept samples, and their counts.
 
 use crate::error::{Error, Result};
 use crate::sample::Sample;
 use serde::Serialize;
 use std::io::Write;
 
-/// One line of a task's dropped or kept stream.
+/// One line of a task's kept stream (for the sinks task 0 writes from every sample).
 #[derive(Serialize, serde::Deserialize)]
 pub(in crate::engine) struct StreamLine {
     /// Unit index within the segment, in this task.
     pub(in crate::engine) u: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::engine) stage: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::engine) reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::engine) detail: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(in crate::engine) duplicate_of: Option<String>,
     pub(in crate::engine) sample: Sample,
 }
 
