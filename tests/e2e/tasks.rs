@@ -614,7 +614,7 @@ fn task_zero_refuses_a_tampered_work_folder() {
     for (i, (what, tamper, says)) in tampers.iter().enumerate() {
         let out = dir.path().join(format!("out-{i}"));
         let work = dir.path().join(format!("work-{i}"));
-        let one = |index: &str| {
+        let start = |index: &str| {
             task(
                 &p,
                 &out,
@@ -622,13 +622,17 @@ fn task_zero_refuses_a_tampered_work_folder() {
                 &[("--task-index", index), ("--tasks", "2")],
                 &[],
             )
-            .wait_with_output()
-            .expect("wait")
         };
-        let t1 = one("1");
-        assert!(t1.status.success(), "{what}: task 1");
+        // Task 1 does its part and waits for task 0 (the shards are written by both).
+        let mut t1 = start("1");
+        assert!(
+            wait_for_marker(&work, "done", 1, Duration::from_secs(120)),
+            "{what}: task 1 is done"
+        );
         tamper(&work);
-        let t0 = one("0");
+        let t0 = start("0").wait_with_output().expect("wait");
+        let _ = t1.kill();
+        let _ = t1.wait();
         let err = String::from_utf8_lossy(&t0.stderr);
         assert!(!t0.status.success(), "{what}: task 0 must refuse");
         assert!(err.contains(says), "{what}: {err}");

@@ -312,6 +312,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         None => engine.finish(started, threads, max_ratio)?,
         Some(spec) => {
             engine.task_done()?;
+            engine.task_write_shards()?;
             if spec.index != 0 {
                 return Ok(engine.task_report(started, threads));
             }

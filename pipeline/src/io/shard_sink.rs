@@ -45,6 +45,44 @@ pub struct ShardSink {
     spills: BTreeMap<String, Spill>,
     /// Content tokens of each sample of the last write.
     last_tokens: Vec<Option<u64>>,
+    /// Shards written by several tasks (see [`ShardSink::share`]).
+    share: Option<Share>,
+}
+
+/// The file in which a task lists the shards it wrote.
+pub const SHARDS_WRITTEN: &str = "shards.json";
+
+/// Move a shard another task wrote into this sink's folder: a rename on the same filesystem,
+/// else a copy.
+#[allow(clippy::disallowed_methods)] // into the run's staging folder
+fn move_into(from: &Path, to: &Path) -> Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+    Ok(())
+}
+
+/// One shard a task wrote for task 0 (`shards.json` in its shard folder).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct WrittenShard {
+    /// Its split.
+    pub split: String,
+    /// Its index in the split.
+    pub index: usize,
+    /// Its file name, in the task's shard folder.
+    pub file: String,
+    /// What it holds.
+    pub stats: sluice_shards::ShardStats,
+}
+
+/// This task's share of the shards: shard k of a split is written by task k mod `n`.
+#[derive(Debug, Default)]
+struct Share {
+    me: usize,
+    n: usize,
+    /// Task 0: the other tasks' shards (their files, checked), by (split, index).
+    others: BTreeMap<(String, usize), (PathBuf, sluice_shards::ShardStats)>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> Error {
@@ -89,6 +127,7 @@ impl ShardSink {
             template,
             spills: BTreeMap::new(),
             last_tokens: Vec::new(),
+            share: None,
         })
     }
 
@@ -170,6 +209,23 @@ impl ShardSink {
         let json = serde_json::to_vec(&meta).map_err(|e| err(&self.work, e))?;
         crate::storage::write_atomic(&self.work.join("spill.json"), &json)?;
         Ok(names)
+    }
+
+    /// Write only this task's share of the shards (shard k when k mod `n` = `me`), after
+    /// adopting every task's spills: the shuffle and the cuts are computed over all of them,
+    /// and the other shards are counted, not read or written. A task other than 0 then writes
+    /// `shards.json` (see [`WrittenShard`]) in place of a manifest; task 0 takes the others'
+    /// shards from `others` and writes the manifest. Not with Megatron output, which is one
+    /// file per split.
+    pub fn share(&mut self, me: usize, n: usize, others: Vec<(PathBuf, WrittenShard)>) {
+        self.share = Some(Share {
+            me,
+            n: n.max(1),
+            others: others
+                .into_iter()
+                .map(|(path, w)| ((w.split, w.index), (path, w.stats)))
+                .collect(),
+        });
     }
 
     /// Task 0: append what a task handed over (`sub` of its folder `task_dir`), in task order.
@@ -368,6 +424,8 @@ impl SampleSink for ShardSink {
             splits: BTreeMap::new(),
         };
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let share = self.share.take();
+        let mut written: Vec<WrittenShard> = Vec::new();
         for (split, spill) in spills {
             let Spill {
                 tokens,
@@ -422,17 +480,54 @@ impl SampleSink for ShardSink {
             } else {
                 None
             };
+            let mine = |k: usize| share.as_ref().is_none_or(|s| k % s.n == s.me);
             let flush = |builder: &mut ShardBuilder,
                          info: &mut SplitInfo,
-                         files: &mut Vec<OutputFile>|
+                         files: &mut Vec<OutputFile>,
+                         written: &mut Vec<WrittenShard>|
              -> Result<()> {
                 if builder.samples() == 0 {
                     return Ok(());
                 }
-                let name = format!("{split}-{:05}.bin", info.shards.len());
+                let k = info.shards.len();
+                let name = format!("{split}-{k:05}.bin");
                 let path = self.dir.join(&name);
-                let stats = sluice_shards::native::write_shard(builder, &path)
-                    .map_err(|e| err(&path, e))?;
+                let stats = match &share {
+                    Some(sh) if k % sh.n != sh.me && sh.me != 0 => {
+                        // Another task's shard: counted to keep the cuts, not written here.
+                        let zero = sluice_shards::ShardStats {
+                            samples: 0,
+                            sequences: 0,
+                            tokens: 0,
+                            trained_tokens: 0,
+                        };
+                        info.shards.push(ShardEntry {
+                            file: name,
+                            stats: zero,
+                        });
+                        *builder = ShardBuilder::new(self.dtype);
+                        return Ok(());
+                    }
+                    Some(sh) if k % sh.n != sh.me => {
+                        // Task 0: another task wrote it; it moves into the run.
+                        let (from, stats) = sh
+                            .others
+                            .get(&(split.clone(), k))
+                            .ok_or_else(|| err(&self.dir, format!("no task wrote shard {name}")))?;
+                        move_into(from, &path)?;
+                        stats.clone()
+                    }
+                    _ => sluice_shards::native::write_shard(builder, &path)
+                        .map_err(|e| err(&path, e))?,
+                };
+                if share.as_ref().is_some_and(|sh| sh.me != 0) {
+                    written.push(WrittenShard {
+                        split: split.clone(),
+                        index: k,
+                        file: name.clone(),
+                        stats: stats.clone(),
+                    });
+                }
                 info.samples += stats.samples;
                 info.sequences += stats.sequences;
                 info.tokens += stats.tokens;
@@ -451,16 +546,22 @@ impl SampleSink for ShardSink {
                 let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
                 ids_bytes.resize((b - a) * 4, 0);
                 mask_buf.resize(b - a, 0);
-                // A sample lies in one source: the last that starts at or before it.
-                let f = firsts.partition_point(|&first| first <= a as u64).max(1) - 1;
-                let (tf, mf, first) = &mut readers[f];
-                let at = a as u64 - *first;
-                tf.seek(SeekFrom::Start(at * 4))
-                    .and_then(|_| tf.read_exact(&mut ids_bytes))
-                    .map_err(|e| Error::io(&sources[f].0, e))?;
-                mf.seek(SeekFrom::Start(at))
-                    .and_then(|_| mf.read_exact(&mut mask_buf))
-                    .map_err(|e| Error::io(&sources[f].1, e))?;
+                if mine(info.shards.len()) {
+                    // A sample lies in one source: the last that starts at or before it.
+                    let f = firsts.partition_point(|&first| first <= a as u64).max(1) - 1;
+                    let (tf, mf, first) = &mut readers[f];
+                    let at = a as u64 - *first;
+                    tf.seek(SeekFrom::Start(at * 4))
+                        .and_then(|_| tf.read_exact(&mut ids_bytes))
+                        .map_err(|e| Error::io(&sources[f].0, e))?;
+                    mf.seek(SeekFrom::Start(at))
+                        .and_then(|_| mf.read_exact(&mut mask_buf))
+                        .map_err(|e| Error::io(&sources[f].1, e))?;
+                } else {
+                    // Another task's shard: only its size matters here.
+                    ids_bytes.fill(0);
+                    mask_buf.fill(0);
+                }
                 let ids: Vec<u32> = ids_bytes
                     .chunks_exact(4)
                     .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -486,10 +587,10 @@ impl SampleSink for ShardSink {
                 if builder.byte_size() >= self.plan.shard_bytes {
                     builder.end_sequence();
                     seq_tokens = 0;
-                    flush(&mut builder, &mut info, &mut files)?;
+                    flush(&mut builder, &mut info, &mut files, &mut written)?;
                 }
             }
-            flush(&mut builder, &mut info, &mut files)?;
+            flush(&mut builder, &mut info, &mut files, &mut written)?;
             if let Some((w, prefix)) = megatron {
                 let docs_written = w.finish().map_err(|e| err(&prefix, e))?;
                 for ext in [".bin", ".idx"] {
@@ -506,6 +607,12 @@ impl SampleSink for ShardSink {
             let _ = std::fs::remove_file(&tokens_path);
             let _ = std::fs::remove_file(&mask_path);
             manifest.splits.insert(split, info);
+        }
+        if share.as_ref().is_some_and(|sh| sh.me != 0) {
+            // A task's share: its shards and what they hold, for task 0's manifest.
+            let json = serde_json::to_vec(&written).map_err(|e| err(&self.dir, e))?;
+            crate::storage::write_atomic(&self.dir.join(SHARDS_WRITTEN), &json)?;
+            return Ok(files);
         }
         // The tokenizer travels with the shards: a tokenizer.json is copied beside the manifest,
         // which then names it relative to itself, whatever folder the run started in.

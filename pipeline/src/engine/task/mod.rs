@@ -2,6 +2,7 @@
 
 pub(in crate::engine) mod exchange;
 pub(in crate::engine) mod replay;
+pub(in crate::engine) mod shards;
 pub(in crate::engine) mod stream;
 
 use crate::engine::{Engine, TaskRun};

@@ -19,6 +19,7 @@ impl Engine<'_> {
     /// parts into the run, replay kept samples into LLaMA-Factory files and adopt the token
     /// spills for the shards, all in task order (input order).
     pub(in crate::engine) fn merge_tasks(&mut self, out_dir: &std::path::Path) -> Result<()> {
+        let shared_shards = self.shards_shared();
         let t = self.task.take().ok_or_else(|| Error::Output {
             path: out_dir.to_path_buf(),
             message: "not a task".into(),
@@ -126,6 +127,10 @@ impl Engine<'_> {
         if let Some(mut shards) = shard_sink(self.plan, &run.path(""), run.path(".work"))? {
             for d in &dirs {
                 shards.adopt(d, "shards")?;
+            }
+            if shared_shards {
+                // Every task wrote its share; task 0 writes its own and moves the others'.
+                shards.share(0, t.run.spec.count, super::shards::others_shards(&t)?);
             }
             self.curated.push(Box::new(shards));
         }
