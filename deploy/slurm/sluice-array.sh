@@ -6,8 +6,8 @@
 # Each element reads its share of the input files (contiguous, balanced by bytes), runs the
 # record-wise stages, and meets the others at every global stage (dedup, split, mix) through
 # completion markers in the shared work folder, where each reduces a share of the partitions.
-# Every element writes its own Parquet/JSONL parts and tokenizes its own samples; element 0
-# moves the parts into the run, writes the shards and publishes it. Shards, catalog and rejects
+# Every element writes its own Parquet/JSONL parts, tokenizes its own samples and writes its
+# share of the shards; element 0 moves them into the run, writes the manifest and publishes it. Shards, catalog and rejects
 # are the bytes a single `sluice run` would publish; the curated parts hold the same samples in
 # the same order, cut into files per element (README, "Beyond one machine").
 #
