@@ -316,6 +316,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             if spec.index != 0 {
                 return Ok(engine.task_report(started, threads));
             }
+            let local_work = engine.task.as_ref().map(|t| t.run.work.clone());
             let work = engine.task.as_ref().map(|t| {
                 (
                     crate::storage::Place::Local(t.run.work.clone()),
@@ -327,6 +328,11 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             // The local work folder, and the shared one when it is elsewhere.
             for place in work.into_iter().flat_map(|(local, shared)| [local, shared]) {
                 place.remove_all();
+            }
+            // The folder it sat in (`--work`, or `<out>.tasks`), if that is now empty.
+            if let Some(parent) = local_work.as_deref().and_then(std::path::Path::parent) {
+                #[allow(clippy::disallowed_methods)] // an empty scratch folder; never a non-empty one
+                let _ = std::fs::remove_dir(parent);
             }
             report
         }
