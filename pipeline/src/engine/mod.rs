@@ -331,7 +331,8 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             }
             // The folder it sat in (`--work`, or `<out>.tasks`), if that is now empty.
             if let Some(parent) = local_work.as_deref().and_then(std::path::Path::parent) {
-                #[allow(clippy::disallowed_methods)] // an empty scratch folder; never a non-empty one
+                #[allow(clippy::disallowed_methods)]
+                // an empty scratch folder; never a non-empty one
                 let _ = std::fs::remove_dir(parent);
             }
             report
