@@ -120,6 +120,10 @@ impl Engine<'_> {
             .iter()
             .map(|c| c["records"].as_u64().unwrap_or(0))
             .sum();
+        if t.run.shared.is_none() {
+            // A regular file of the work folder (not a link or a pipe planted there).
+            crate::storage::file_within(&work, &format!("reduce-{seg}/decisions.json"))?;
+        }
         let bytes = decisions_at.get()?.ok_or_else(|| Error::Output {
             path: decisions_path.clone(),
             message: "the decisions are missing".into(),
@@ -195,6 +199,9 @@ impl Engine<'_> {
             });
         }
         let offset = preload[0]["records"].as_u64().unwrap_or(0);
+        for name in crate::exchange::file_names() {
+            crate::storage::file_within(&t.run.work, &format!("reduce-{seg}/preload/{name}"))?;
+        }
         // Every task's map output, checked and read in place.
         let dirs = (|| -> Result<Vec<PathBuf>> {
             let mut dirs = vec![preload_dir.clone()];
