@@ -255,6 +255,11 @@ struct Wire {
 }
 
 impl Decisions {
+    /// The largest repeat count of any decision (0 when none upsamples).
+    pub fn max_repeat(&self) -> u32 {
+        self.table.iter().map(|d| d.repeat).max().unwrap_or(0)
+    }
+
     /// As JSON, each distinct decision once (what task 0 hands the other tasks).
     pub fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
         let table = self

@@ -89,6 +89,17 @@ pub fn file_within(dir: &Path, rel: &str) -> Result<PathBuf> {
             "not a regular file (a link, a folder or a pipe): refused".into(),
         ));
     }
+    // A hard link to a file elsewhere is a regular file too: a task's files have one name.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() != 1 {
+            return Err(refuse(format!(
+                "has {} names (a hard link): refused",
+                meta.nlink()
+            )));
+        }
+    }
     let root = fs::canonicalize(dir).map_err(|e| Error::io(dir, e))?;
     let real = fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?;
     if !real.starts_with(&root) {
@@ -391,6 +402,31 @@ impl Place {
 #[cfg(test)]
 mod place_tests {
     use super::*;
+
+    /// Regression (attacker walks of #21): what a task left in the shared work folder is read
+    /// only as a plain file of one name inside its folder.
+    #[cfg(unix)]
+    #[test]
+    fn only_plain_files_inside_the_folder_are_taken() {
+        #![allow(clippy::disallowed_methods)] // fixtures
+        let dir = tempfile::tempdir().expect("tempdir");
+        let task = dir.path().join("task");
+        std::fs::create_dir_all(task.join("out")).expect("mkdir");
+        let secret = dir.path().join("secret.txt");
+        std::fs::write(&secret, "secret").expect("write");
+        std::fs::write(task.join("out/ok.jsonl"), "{}").expect("write");
+        assert!(file_within(&task, "out/ok.jsonl").is_ok());
+        std::os::unix::fs::symlink(&secret, task.join("link")).expect("symlink");
+        std::fs::hard_link(&secret, task.join("hard")).expect("hard link");
+        std::os::unix::fs::symlink(dir.path(), task.join("elsewhere")).expect("symlink");
+        for bad in ["link", "hard", "elsewhere/secret.txt", "out"] {
+            let e = file_within(&task, bad).expect_err(bad);
+            assert!(e.to_string().contains("refused"), "{bad}: {e}");
+        }
+        assert!(file_within_if_any(&task, "missing")
+            .expect("missing")
+            .is_none());
+    }
 
     #[test]
     fn a_local_place_reads_writes_and_shares_like_a_remote_one() {

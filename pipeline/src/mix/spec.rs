@@ -295,9 +295,10 @@ impl MixSpec {
                 self.ratio.domain_share, self.instruct_share
             ));
         }
-        if !(self.max_repeats >= 1.0 && self.max_repeats.is_finite()) {
+        // Bounded upsampling: a sample is written at most 10,000 times.
+        if !(self.max_repeats >= 1.0 && self.max_repeats <= 10_000.0) {
             out.push(format!(
-                "max_repeats {} must be at least 1",
+                "max_repeats {} must be between 1 and 10000",
                 self.max_repeats
             ));
         }

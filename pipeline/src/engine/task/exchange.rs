@@ -8,6 +8,10 @@ use crate::stages::{Decisions, Stage};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// The most extra copies of one sample a mix's decisions may ask for in a task-sharded run
+/// (a mix's `max_repeats` is at most 10,000).
+const MIX_REPEAT_CAP: u32 = 10_000;
+
 impl Engine<'_> {
     /// A task's global stage: publish its map output, let task 0 merge and reduce every
     /// task's, and take this task's share of the decisions (positions made local).
@@ -132,6 +136,22 @@ impl Engine<'_> {
             path: decisions_path.clone(),
             message: message.to_string(),
         })?;
+        // Decisions come from the work folder: only a mix repeats samples, and a bounded
+        // number of times (a crafted count would copy a sample millions of times).
+        let cap = if self.plan.stages[g].type_name() == "mix" {
+            MIX_REPEAT_CAP
+        } else {
+            0
+        };
+        if all.max_repeat() > cap {
+            return Err(Error::Work {
+                path: decisions_path.clone(),
+                message: format!(
+                    "a decision repeats a sample {} times, over {cap}: refused",
+                    all.max_repeat()
+                ),
+            });
+        }
         self.phase_times.extend(times);
         self.tally.stage_cpu[g] += reduce_cpu;
         Ok(all.within(offset..offset + records))
