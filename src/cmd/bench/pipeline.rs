@@ -213,15 +213,21 @@ pub fn bench_pipeline(pipeline: &Path, threads: usize, scales: &[u64]) -> Result
     )?;
     writeln!(
         o,
-        "{:>6} {:>9} {:>9} {:>8} {:>11} {:>12} {:>9} {:>9}",
-        "scale", "records", "MB", "wall s", "MB/s/core", "× baseline", "s per MB", "peak MB"
+        "{:>8} {:>9} {:>9} {:>8} {:>11} {:>12} {:>9} {:>9}",
+        "of input", "records", "MB", "wall s", "MB/s/core", "÷ read rate", "s per MB", "peak MB"
     )?;
     for (s, m) in &runs {
         let per_core = m.mb / m.wall / threads as f64;
+        // How much of each input this run read: the largest scale reads all of it.
+        let share = if *s == top {
+            "all".to_string()
+        } else {
+            format!("{s}/{top}")
+        };
         writeln!(
             o,
-            "{:>5}× {:>9} {:>9.1} {:>8.2} {:>11.2} {:>12.2} {:>9.3} {:>9}",
-            s,
+            "{:>8} {:>9} {:>9.1} {:>8.2} {:>11.2} {:>12.3} {:>9.3} {:>9}",
+            share,
             m.records,
             m.mb,
             m.wall,
