@@ -65,28 +65,10 @@ impl Engine<'_> {
                 waited.elapsed().as_secs_f64(),
             ));
             let reducing = Instant::now();
-            // A stage that cannot decide, or map outputs that cannot be read, still release the
-            // other tasks (with no decisions: nothing of this run is published), then fail the
-            // run; the others would otherwise wait out the timeout.
+            // A failure here still releases the others (see `publish_decisions`).
             let merged = reduce_dir.join("exchange");
             let resolved = (|| -> Result<Decisions> {
-                let parts: Vec<PathBuf> = maps
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| {
-                        let dir = t.fetch(
-                            m["dir"].as_str().unwrap_or_default(),
-                            i,
-                            &exchange_name,
-                            &format!("map-{seg}-{i}"),
-                        )?;
-                        // Only regular files inside the task's folder are read.
-                        for name in crate::exchange::file_names() {
-                            crate::storage::file_within(&dir, &name)?;
-                        }
-                        Ok(dir)
-                    })
-                    .collect::<Result<_>>()?;
+                let parts = t.map_outputs(&maps, &exchange_name, seg)?;
                 if merged.exists() {
                     std::fs::remove_dir_all(&merged).map_err(|e| Error::io(&merged, e))?;
                 }
@@ -95,19 +77,7 @@ impl Engine<'_> {
                     Stage::Record(_) => Ok(Decisions::new()),
                 }
             })();
-            let (all, failed) = match resolved {
-                Ok(d) => (d, None),
-                Err(e) => (Decisions::new(), Some(e)),
-            };
-            let json = all.to_json().map_err(|message| Error::Output {
-                path: decisions_path.clone(),
-                message: format!("cannot encode decisions: {message}"),
-            })?;
-            decisions_at.put(&json)?;
-            t.markers.mark(&reduce_phase, 0, &serde_json::json!({}))?;
-            if let Some(e) = failed {
-                return Err(e);
-            }
+            t.publish_decisions(seg, resolved)?;
             times.push((
                 format!("merge and reduce {}", self.names[g]),
                 reducing.elapsed().as_secs_f64(),
@@ -222,41 +192,24 @@ impl Engine<'_> {
         for name in crate::exchange::file_names() {
             crate::storage::file_within(&t.run.work, &format!("reduce-{seg}/preload/{name}"))?;
         }
-        // Every task's map output, checked and read in place.
-        let dirs = (|| -> Result<Vec<PathBuf>> {
-            let mut dirs = vec![preload_dir.clone()];
-            for (i, m) in maps.iter().enumerate() {
-                let dir = t.fetch(
-                    m["dir"].as_str().unwrap_or_default(),
-                    i,
-                    exchange_name,
-                    &format!("map-{seg}-{i}"),
-                )?;
-                for name in crate::exchange::file_names() {
-                    crate::storage::file_within(&dir, &name)?;
-                }
-                dirs.push(dir);
-            }
-            Ok(dirs)
-        })();
         let reducing = Instant::now();
         let out_name = format!("reduced-{seg}");
         let mine: Vec<usize> = (0..crate::exchange::PARTITIONS)
             .filter(|p| p % n == me)
             .collect();
-        let reduced = dirs.as_ref().map_err(|e| Error::Output {
-            path: t.own.clone(),
-            message: e.to_string(),
+        // The preloaded records, then every task's map output, checked and read in place.
+        let reduced = t.map_outputs(&maps, exchange_name, seg).and_then(|parts| {
+            let dirs: Vec<PathBuf> = std::iter::once(preload_dir.clone()).chain(parts).collect();
+            op.reduce_some(&dirs, &mine, &t.own.join(&out_name))?;
+            Ok(dirs)
         });
-        let reduced = reduced.and_then(|dirs| op.reduce_some(dirs, &mine, &t.own.join(&out_name)));
         let spent = reducing.elapsed();
         let payload = match &reduced {
-            Ok(()) => serde_json::json!({ "dir": t.shared_dir() }),
+            Ok(_) => serde_json::json!({ "dir": t.shared_dir() }),
             Err(e) => failed(e),
         };
         t.markers.mark(&reduced_phase, me, &payload)?;
-        reduced?;
-        let dirs = dirs?;
+        let dirs = reduced?;
         if me == 0 {
             let waited = Instant::now();
             let all = t.markers.wait_all(&reduced_phase, n, timeout, POLL)?;
@@ -288,28 +241,58 @@ impl Engine<'_> {
                 }
                 op.finish_from(&dirs, offset, &files)
             })();
-            let (decisions, failure) = match decided {
-                Ok(d) => (d, None),
-                Err(e) => (Decisions::new(), Some(e)),
-            };
-            let decisions_path = reduce_dir.join("decisions.json");
-            let json = decisions.to_json().map_err(|message| Error::Output {
-                path: decisions_path.clone(),
-                message: format!("cannot encode decisions: {message}"),
-            })?;
-            t.shared_root()
-                .join(&format!("reduce-{seg}/decisions.json"))
-                .put(&json)?;
-            t.markers
-                .mark(&format!("reduce-{seg}"), 0, &serde_json::json!({}))?;
-            if let Some(e) = failure {
-                return Err(e);
-            }
+            t.publish_decisions(seg, decided)?;
             times.push((
                 format!("finish {}", self.names[g]),
                 finishing.elapsed().as_secs_f64(),
             ));
         }
         Ok((maps, times, spent))
+    }
+}
+
+impl super::TaskState {
+    /// Every task's map output of segment `seg`, named by the map markers: each must be one of
+    /// that task's attempt folders, holding only regular files (the work folder is shared).
+    fn map_outputs(
+        &self,
+        maps: &[serde_json::Value],
+        exchange_name: &str,
+        seg: usize,
+    ) -> Result<Vec<PathBuf>> {
+        maps.iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let dir = self.fetch(
+                    m["dir"].as_str().unwrap_or_default(),
+                    i,
+                    exchange_name,
+                    &format!("map-{seg}-{i}"),
+                )?;
+                for name in crate::exchange::file_names() {
+                    crate::storage::file_within(&dir, &name)?;
+                }
+                Ok(dir)
+            })
+            .collect()
+    }
+
+    /// Task 0: publish segment `seg`'s decisions and mark the reduce done. A reduce that failed
+    /// publishes no decisions, which still releases the other tasks (nothing of the run is
+    /// published), and then fails this one; the others would otherwise wait out the timeout.
+    fn publish_decisions(&self, seg: usize, decided: Result<Decisions>) -> Result<()> {
+        let (decisions, failure) = match decided {
+            Ok(d) => (d, None),
+            Err(e) => (Decisions::new(), Some(e)),
+        };
+        let at = format!("reduce-{seg}/decisions.json");
+        let json = decisions.to_json().map_err(|message| Error::Output {
+            path: self.run.work.join(&at),
+            message: format!("cannot encode decisions: {message}"),
+        })?;
+        self.shared_root().join(&at).put(&json)?;
+        self.markers
+            .mark(&format!("reduce-{seg}"), 0, &serde_json::json!({}))?;
+        failure.map_or(Ok(()), Err)
     }
 }
