@@ -120,6 +120,14 @@ pub trait GlobalStage: Send + Sync {
     fn commit(&self) -> Result<(), crate::error::StageError> {
         Ok(())
     }
+    /// What [`GlobalStage::commit`] would persist after the last `finish`, as bytes: a run in
+    /// phases finishes in one process and publishes in another, which hands them back with
+    /// [`GlobalStage::restore_pending`].
+    fn pending(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// Take back what [`GlobalStage::pending`] gave (another process's finish).
+    fn restore_pending(&self, _bytes: Vec<u8>) {}
 }
 
 /// A global stage as the engine sees it, whatever its payload: the object-safe face of
@@ -145,6 +153,10 @@ pub trait GlobalOp: Send + Sync {
     fn summary(&self) -> Option<serde_json::Value>;
     /// Once the run is published: persist what later runs need.
     fn commit(&self) -> std::result::Result<(), crate::error::StageError>;
+    /// What `commit` would persist (see [`GlobalStage::pending`]).
+    fn pending(&self) -> Option<Vec<u8>>;
+    /// Take back what `pending` gave in another process.
+    fn restore_pending(&self, bytes: Vec<u8>);
 }
 
 /// The map side of one global stage's exchange.
@@ -218,6 +230,14 @@ impl<G: GlobalStage> GlobalOp for G {
 
     fn commit(&self) -> std::result::Result<(), crate::error::StageError> {
         GlobalStage::commit(self)
+    }
+
+    fn pending(&self) -> Option<Vec<u8>> {
+        GlobalStage::pending(self)
+    }
+
+    fn restore_pending(&self, bytes: Vec<u8>) {
+        GlobalStage::restore_pending(self, bytes)
     }
 }
 

@@ -111,6 +111,20 @@ pub fn file_within(dir: &Path, rel: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// Read `rel` inside `dir`, checked as [`file_within`] does and refused over `cap` bytes (a
+/// file from a shared work folder: small by design, and not trusted to stay small).
+pub fn read_within(dir: &Path, rel: &str, cap: u64) -> Result<Vec<u8>> {
+    let path = file_within(dir, rel)?;
+    let size = fs::metadata(&path).map_err(|e| Error::io(&path, e))?.len();
+    if size > cap {
+        return Err(Error::Work {
+            path,
+            message: format!("{size} bytes, over {cap}: refused"),
+        });
+    }
+    fs::read(&path).map_err(|e| Error::io(&path, e))
+}
+
 /// Like [`file_within`], but a missing file is `None`.
 pub fn file_within_if_any(dir: &Path, rel: &str) -> Result<Option<PathBuf>> {
     match fs::symlink_metadata(dir.join(rel)) {

@@ -82,6 +82,78 @@ impl TaskSpec {
     }
 }
 
+/// One phase of a task-sharded run run as separate scheduler steps (`sluice run --phase`), for
+/// a pipeline of dependent job arrays or a DAG: every task runs `map-K` and `reduce-K` for
+/// each global stage K (0-based, in plan order), then `write` and, when tasks write the
+/// shards, `shards`; one process then runs `publish`. A phase starts only from the markers its
+/// predecessors left, and exits instead of waiting for other tasks, so an array with fewer
+/// slots than tasks finishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Read (K = 0) or apply the previous global stage's decisions, run the record-wise stages
+    /// and write global stage K's map side.
+    Map(usize),
+    /// Reduce this task's partitions of global stage K; the last task to finish publishes the
+    /// decisions.
+    Reduce(usize),
+    /// Apply the last decisions, run the rest and write this task's outputs and token spills.
+    Write,
+    /// Write this task's share of the shards (after every task's `write`).
+    Shards,
+    /// Move and merge every task's outputs into the run and publish it (one process).
+    Publish,
+}
+
+impl Phase {
+    /// Its name on the command line and in messages.
+    pub fn name(&self) -> String {
+        match self {
+            Phase::Map(k) => format!("map-{k}"),
+            Phase::Reduce(k) => format!("reduce-{k}"),
+            Phase::Write => "write".into(),
+            Phase::Shards => "shards".into(),
+            Phase::Publish => "publish".into(),
+        }
+    }
+
+    /// The phases of a run with `globals` global stages, in order; `shards`: whether the tasks
+    /// write the shards (then a `shards` phase follows `write`).
+    pub fn all(globals: usize, shards: bool) -> Vec<Phase> {
+        let mut out = Vec::new();
+        for k in 0..globals {
+            out.push(Phase::Map(k));
+            out.push(Phase::Reduce(k));
+        }
+        out.push(Phase::Write);
+        if shards {
+            out.push(Phase::Shards);
+        }
+        out.push(Phase::Publish);
+        out
+    }
+
+    /// Parse a phase name (`map-0`, `reduce-1`, `write`, `shards`, `publish`; `map` and
+    /// `reduce` alone when the pipeline has exactly one global stage), checked against the
+    /// phases the run has.
+    pub fn parse(s: &str, phases: &[Phase]) -> std::result::Result<Phase, String> {
+        let globals = phases.iter().filter(|p| matches!(p, Phase::Map(_))).count();
+        let found = match s {
+            "map" | "reduce" if globals == 1 => phases
+                .iter()
+                .find(|p| p.name() == format!("{s}-0"))
+                .copied(),
+            _ => phases.iter().find(|p| p.name() == s).copied(),
+        };
+        found.ok_or_else(|| {
+            let names: Vec<String> = phases.iter().map(Phase::name).collect();
+            format!(
+                "{s:?} is not a phase of this run; its phases, in order: {}",
+                names.join(" ")
+            )
+        })
+    }
+}
+
 /// Split files (their sizes, in plan order) into `tasks` contiguous ranges of about equal
 /// bytes. Deterministic; a task may get no file when there are fewer files than tasks.
 pub fn assign(sizes: &[u64], tasks: usize) -> Vec<Range<usize>> {
@@ -162,6 +234,11 @@ impl Markers {
             return None;
         }
         v.get("payload").cloned()
+    }
+
+    /// Every payload of `phase`, in task order, when all `tasks` tasks have marked it.
+    pub fn all_done(&self, phase: &str, tasks: usize) -> Option<Vec<serde_json::Value>> {
+        (0..tasks).map(|t| self.done(phase, t)).collect()
     }
 
     /// Wait until every task of `tasks` has marked `phase`; the payloads in task order. Fails

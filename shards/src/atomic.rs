@@ -29,10 +29,31 @@ impl AtomicFile {
     /// Start writing `path` (its parent folders are created).
     pub fn create(path: impl Into<PathBuf>) -> io::Result<AtomicFile> {
         let path = path.into();
+        let tmp = tmp_path(&path);
+        AtomicFile::create_at(path, tmp)
+    }
+
+    /// Like [`AtomicFile::create`], under a temporary name of this writer alone
+    /// (`<name>.<pid>-<n>.tmp`): for a file that several processes may write at once (the same
+    /// bytes, in a shared folder), where a shared `<name>.tmp` would let one writer remove or
+    /// rename another's half-written file.
+    pub fn create_unique(path: impl Into<PathBuf>) -> io::Result<AtomicFile> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let path = path.into();
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(
+            ".{}-{}.tmp",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        AtomicFile::create_at(path, PathBuf::from(tmp))
+    }
+
+    fn create_at(path: PathBuf, tmp: PathBuf) -> io::Result<AtomicFile> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             fs::create_dir_all(parent)?;
         }
-        let tmp = tmp_path(&path);
         // A fresh file, never one a link points to: a stale `<name>.tmp` (or a link planted
         // there) is removed, and the new one is created exclusively (O_EXCL does not follow
         // links).
@@ -105,7 +126,8 @@ impl Drop for AtomicFile {
 
 /// Write a whole file atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = AtomicFile::create(path)?;
+    // Whole small files (markers, counts, decisions) may be written by two processes at once.
+    let mut f = AtomicFile::create_unique(path)?;
     f.write_all(bytes)?;
     f.commit()
 }
@@ -143,9 +165,36 @@ mod tests {
         fs::write(&victim, b"keep me").expect("write");
         let path = dir.path().join("marker.json");
         std::os::unix::fs::symlink(&victim, tmp_path(&path)).expect("symlink");
-        write_atomic(&path, b"{}").expect("write");
+        let mut f = AtomicFile::create(&path).expect("create");
+        f.write_all(b"{}").expect("write");
+        f.commit().expect("commit");
         assert_eq!(fs::read(&victim).expect("read"), b"keep me");
         assert_eq!(fs::read(&path).expect("read"), b"{}");
+    }
+
+    /// Two processes that finish the same step write the same file at once: each write is
+    /// whole, and neither fails (a shared `<name>.tmp` made the second fail, or rename the
+    /// first's half-written file).
+    #[test]
+    fn writers_of_one_file_at_once_do_not_meet() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("decisions.json");
+        let a = vec![b'a'; 1 << 16];
+        let b = vec![b'b'; 1 << 16];
+        std::thread::scope(|s| {
+            for bytes in [&a, &b] {
+                let path = &path;
+                s.spawn(move || {
+                    for _ in 0..200 {
+                        write_atomic(path, bytes).expect("write");
+                    }
+                });
+            }
+        });
+        let got = fs::read(&path).expect("read");
+        assert!(got == a || got == b, "a whole file");
+        let names: Vec<_> = fs::read_dir(dir.path()).expect("ls").flatten().collect();
+        assert_eq!(names.len(), 1, "no temporary file left");
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub struct Args {
     /// Seconds a task waits for the others at a phase boundary.
     #[arg(long, default_value_t = 86_400)]
     pub task_timeout: u64,
+    /// Run only this phase of this task, then exit: a step of a scheduler's pipeline of
+    /// dependent job arrays or DAG (`map-0`, `reduce-0`, … `write`, `shards`, `publish`;
+    /// `--phases` lists them). Without it a task runs every phase, waiting for the others.
+    #[arg(long)]
+    pub phase: Option<String>,
+    /// Print the phases of a task-sharded run of this pipeline, in order, and exit.
+    #[arg(long, conflicts_with = "phase")]
+    pub phases: bool,
 }
 
 /// Run it.
@@ -56,6 +64,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
         tasks,
         work,
         task_timeout,
+        phase,
+        phases,
     } = args;
     if limit == Some(0) {
         bail!("--limit must be at least 1 record");
@@ -69,6 +79,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
         }
     }
     let mut plan = config::load(&pipeline)?;
+    let shared_fs = !work
+        .as_ref()
+        .is_some_and(|w| sluice_pipeline::remote::is_url(&w.to_string_lossy()));
+    if phases {
+        // The phases of a run of more than one task (one task has none to schedule).
+        for p in engine::phases(&plan, tasks.unwrap_or(2).max(2), shared_fs) {
+            println!("{}", p.name());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     // `--out s3://…`: build in a local staging folder, upload when published.
     let out = match out {
         Some(o) if sluice_pipeline::remote::is_url(&o.to_string_lossy()) => {
@@ -110,6 +130,19 @@ pub fn run(args: Args) -> Result<ExitCode> {
     let spec =
         sluice_pipeline::tasks::TaskSpec::resolve(task_index, tasks, &|k| std::env::var(k).ok())
             .map_err(anyhow::Error::msg)?;
+    let phase = match phase {
+        None => None,
+        Some(_) if spec.count < 2 => {
+            bail!("--phase is a step of a task-sharded run: give --tasks N (N ≥ 2) and --task-index I")
+        }
+        Some(name) => Some(
+            sluice_pipeline::tasks::Phase::parse(
+                &name,
+                &engine::phases(&plan, spec.count, shared_fs),
+            )
+            .map_err(anyhow::Error::msg)?,
+        ),
+    };
     let task = if spec.count > 1 {
         let files: Vec<(PathBuf, u64)> = plan
             .inputs
@@ -144,6 +177,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             run_key: key,
             timeout: std::time::Duration::from_secs(task_timeout),
             shared,
+            phase,
         })
     } else {
         None
@@ -169,7 +203,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     }
     match result {
         Ok(report) => {
+            let publishes = phase.is_none_or(|p| p == sluice_pipeline::tasks::Phase::Publish)
+                && task_no.is_none_or(|s| s.index == 0);
             if quiet {
+            } else if !publishes && phase.is_some() {
+                eprintln!(
+                    "{} ({} records read so far)",
+                    report.status, report.totals.read
+                );
             } else if let Some(s) = task_no.filter(|s| s.index != 0) {
                 eprintln!(
                     "task {} of {}: its part is done ({} records read); task 0 publishes {}",

@@ -711,3 +711,105 @@ fn task_zero_refuses_an_endless_stream_line() {
     assert!(!t0.status.success(), "task 0 must refuse");
     assert!(err.contains("bytes: refused"), "{err}");
 }
+
+/// Run `jobs` (task index, phase) through `slots` workers, each taking the next job when its
+/// last one ended: a job array throttled to fewer slots than tasks (`--array=0-3%2`).
+fn throttled(
+    p: &Path,
+    out: &Path,
+    work: &Path,
+    jobs: Vec<(usize, String)>,
+    slots: usize,
+) -> Vec<String> {
+    let queue = std::sync::Mutex::new(jobs.into_iter());
+    let said = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..slots {
+            s.spawn(|| loop {
+                let next = queue.lock().expect("queue").next();
+                let Some((i, phase)) = next else { break };
+                // Not quiet: what the phase did is on stderr.
+                let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                    .args(["run", p.to_str().expect("utf8")])
+                    .args(["--out", out.to_str().expect("utf8")])
+                    .args(["--work", work.to_str().expect("utf8")])
+                    .args(["--task-index", &i.to_string(), "--tasks", "4"])
+                    .args(["--phase", &phase, "--task-timeout", "300"])
+                    .output()
+                    .expect("run");
+                let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+                assert!(o.status.success(), "task {i} phase {phase}: {stderr}");
+                said.lock().expect("said").push(stderr);
+            });
+        }
+    });
+    said.into_inner().expect("said")
+}
+
+/// A scheduler's pipeline of dependent job arrays: every phase runs as an array of 4 tasks on
+/// 2 slots (highest index first: the run must not depend on task 0 going first), each phase
+/// after the last one ended; then one process publishes. The run equals one process's.
+#[test]
+fn four_tasks_run_as_phases_on_two_slots_publish_what_one_process_does() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), &data);
+    let one = single(&p, &dir.path().join("one"));
+    let out = dir.path().join("phased");
+    let work = dir.path().join("work");
+    let listed = crate::common::sluice(&["run", p.to_str().expect("utf8"), "--phases"]);
+    assert!(listed.status.success());
+    let phases: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "map-0", "reduce-0", "map-1", "reduce-1", "map-2", "reduce-2", "write", "shards",
+            "publish"
+        ]
+    );
+
+    // Out of order: reduce before any map fails soon and says what is missing.
+    let early = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", p.to_str().expect("utf8"), "--quiet"])
+        .args(["--out", out.to_str().expect("utf8")])
+        .args(["--work", work.to_str().expect("utf8")])
+        .args(["--task-index", "1", "--tasks", "4", "--phase", "reduce-0"])
+        .args(["--task-timeout", "1"])
+        .output()
+        .expect("run");
+    let said = String::from_utf8_lossy(&early.stderr);
+    assert!(!early.status.success());
+    assert!(
+        said.contains("map-0") && said.contains("run the phases in order"),
+        "{said}"
+    );
+
+    for phase in phases.iter().filter(|p| *p != "publish") {
+        let jobs = (0..4).rev().map(|i| (i, phase.clone())).collect();
+        throttled(&p, &out, &work, jobs, 2);
+        assert!(
+            !out.exists(),
+            "nothing is published before the publish phase"
+        );
+    }
+    // A phase submitted twice (a requeued job) does nothing the second time.
+    let again = throttled(&p, &out, &work, vec![(2, "map-1".into())], 1);
+    assert!(again[0].contains("phase map-1 done already"), "{again:?}");
+    // Publish: task 0 publishes, any other index has nothing to do.
+    let said = throttled(
+        &p,
+        &out,
+        &work,
+        vec![(1, "publish".into()), (0, "publish".into())],
+        1,
+    );
+    assert!(said[0].contains("nothing to do"), "{said:?}");
+    assert_equivalent(&one, &output_files(&out));
+    assert!(
+        std::fs::read_dir(&work).map_or(true, |mut d| d.next().is_none()),
+        "the publishing process removes the run's intermediate files"
+    );
+}

@@ -79,6 +79,9 @@ pub struct TaskRun {
     /// markers, map outputs, decisions and streams go there; `work` is then this machine's
     /// local scratch.
     pub shared: Option<String>,
+    /// Run only this phase (a step of a scheduler's pipeline of job arrays or DAG), then
+    /// exit; `None`: every phase in one go, waiting for the other tasks between them.
+    pub phase: Option<crate::tasks::Phase>,
 }
 
 /// A progress callback.
@@ -122,6 +125,17 @@ struct Engine<'p> {
     pub(in crate::engine) moved: Vec<crate::io::writers::OutputFile>,
     /// A task's shard sink: it tokenizes the task's samples into spills it hands over.
     pub(in crate::engine) task_shards: Option<crate::io::shard_sink::ShardSink>,
+}
+
+/// The phases of a task-sharded run of `plan` over `tasks` tasks, in the order a scheduler
+/// runs them (see [`crate::tasks::Phase`]); `shared_fs`: the work folder is a shared
+/// filesystem (not object storage).
+pub fn phases(plan: &Plan, tasks: usize, shared_fs: bool) -> Vec<crate::tasks::Phase> {
+    let globals = plan.stages.iter().filter(|s| s.is_global()).count();
+    crate::tasks::Phase::all(
+        globals,
+        task::shards::tasks_write_shards(plan, tasks, shared_fs),
+    )
 }
 
 /// Run a compiled pipeline and publish its outputs. Returns the report (also written to
@@ -170,6 +184,17 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 message: e.to_string(),
             }],
         })?);
+    }
+    for (i, (built, config)) in stages.iter().zip(&plan.stages).enumerate() {
+        if matches!(built, Stage::Global(_)) != config.is_global() {
+            return Err(Error::Output {
+                path: plan.config_path.clone(),
+                message: format!(
+                    "stages[{i}] ({}): built and configured globality differ",
+                    config.type_name()
+                ),
+            });
+        }
     }
     let dims = match &plan.catalog.dimensions {
         Some(d) => d.clone(),
@@ -265,11 +290,31 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 ),
                 None => crate::tasks::Markers::new(&t.work.join("markers"), &t.run_key),
             };
-            let rejects = own.join("rejects.jsonl");
+            // A map phase run alone keeps its rejects so far for the next phase.
+            let rejects = match t.phase {
+                Some(crate::tasks::Phase::Map(_)) => own.join(task::phase::RESUME),
+                _ => own.clone(),
+            }
+            .join("rejects.jsonl");
             // Every task writes its own Parquet/JSONL parts; task 0 moves them into the run.
-            let (curated, dropped) =
-                make_sinks(plan, &own.join("out"), SinkSet::TaskParts(t.spec.index))?;
-            let shards = sinks::shard_sink(plan, &own.join("out"), own.join("shards"))?;
+            // A phase run alone opens only what it writes: a map phase its dropped samples.
+            let (curated, dropped, shards) = match t.phase {
+                None | Some(crate::tasks::Phase::Write) => {
+                    let (curated, dropped) =
+                        make_sinks(plan, &own.join("out"), SinkSet::TaskParts(t.spec.index))?;
+                    let shards = sinks::shard_sink(plan, &own.join("out"), own.join("shards"))?;
+                    (curated, dropped, shards)
+                }
+                Some(crate::tasks::Phase::Map(k)) => {
+                    let (_, dropped) = make_sinks(
+                        plan,
+                        &own.join(task::phase::PHASE_OUT),
+                        SinkSet::TaskDropped(t.spec.index, k),
+                    )?;
+                    (Vec::new(), dropped, None)
+                }
+                Some(_) => (Vec::new(), Vec::new(), None),
+            };
             let state = TaskState {
                 run: t,
                 own,
@@ -278,6 +323,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 segment: 0,
                 units: Vec::new(),
                 kept: None,
+                mapped: 0,
             };
             (None, curated, dropped, Some((state, shards)), rejects)
         }
@@ -306,36 +352,34 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         moved: Vec::new(),
         task_shards,
     };
-    engine.execute(&stages)?;
     let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);
-    let report = match engine.task.as_ref().map(|t| t.run.spec) {
-        None => engine.finish(started, threads, max_ratio)?,
-        Some(spec) => {
+    let phase = engine.task.as_ref().and_then(|t| t.phase());
+    let report = match (phase, engine.task.as_ref().map(|t| t.run.spec)) {
+        (Some(crate::tasks::Phase::Publish), Some(spec)) if spec.index != 0 => {
+            let mut report = engine.task_report(started, threads);
+            report.status = format!(
+                "task {} of {}: nothing to do in phase publish (task 0 publishes)",
+                spec.index, spec.count
+            );
+            return Ok(report);
+        }
+        (Some(crate::tasks::Phase::Publish), _) => {
+            let cpu = engine.restore_finished(&stages)?;
+            engine.publish_tasks(&out_dir, started, threads, max_ratio, cpu)?
+        }
+        (Some(p), _) => return engine.run_phase(&stages, p, started, threads),
+        (None, None) => {
+            engine.execute(&stages)?;
+            engine.finish(started, threads, max_ratio)?
+        }
+        (None, Some(spec)) => {
+            engine.execute(&stages)?;
             engine.task_done()?;
             engine.task_write_shards()?;
             if spec.index != 0 {
                 return Ok(engine.task_report(started, threads));
             }
-            let local_work = engine.task.as_ref().map(|t| t.run.work.clone());
-            let work = engine.task.as_ref().map(|t| {
-                (
-                    crate::storage::Place::Local(t.run.work.clone()),
-                    t.shared_root(),
-                )
-            });
-            engine.merge_tasks(&out_dir)?;
-            let report = engine.finish(started, threads, max_ratio)?;
-            // The local work folder, and the shared one when it is elsewhere.
-            for place in work.into_iter().flat_map(|(local, shared)| [local, shared]) {
-                place.remove_all();
-            }
-            // The folder it sat in (`--work`, or `<out>.tasks`), if that is now empty.
-            if let Some(parent) = local_work.as_deref().and_then(std::path::Path::parent) {
-                #[allow(clippy::disallowed_methods)]
-                // an empty scratch folder; never a non-empty one
-                let _ = std::fs::remove_dir(parent);
-            }
-            report
+            engine.publish_tasks(&out_dir, started, threads, max_ratio, Vec::new())?
         }
     };
     // Only a published run may change state that later runs read (e.g. a dedup index).

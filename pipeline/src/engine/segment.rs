@@ -240,7 +240,11 @@ impl Engine<'_> {
                 if !batch.is_empty() {
                     on_batch(self, batch, Some((&decisions, stage)))?;
                 }
-                let _ = std::fs::remove_file(&path);
+                // A phase run alone keeps its source until its marker is written (a re-run
+                // of a phase that failed reads it again).
+                if self.task.as_ref().and_then(|t| t.phase()).is_none() {
+                    let _ = std::fs::remove_file(&path);
+                }
             }
         }
         if let Some(out) = spill_out {
@@ -251,7 +255,7 @@ impl Engine<'_> {
                 *u = records;
             }
         }
-        let Some((g, spill)) = global else {
+        let Some((g, _)) = global else {
             return Ok(Decisions::new());
         };
         let started = Instant::now();
@@ -262,12 +266,30 @@ impl Engine<'_> {
                 // Waiting for other tasks is not this stage's work: only the map flush (here)
                 // and, in task 0, the merge and reduce (added in task_exchange) count.
                 self.tally.stage_cpu[g] += started.elapsed();
-                self.task_exchange(stages, g, pos, &spill.with_extension("exchange"))
+                if let Some(t) = self.task.as_mut().filter(|t| t.phase().is_some()) {
+                    // A phase run alone stops here: it shares its map output and ends.
+                    t.mapped = pos;
+                    return Ok(Decisions::new());
+                }
+                self.task_exchange(stages, g, pos)
             }
             (None, _) => Ok(Decisions::new()),
         };
-        // A stage that cannot decide fails the run under its name.
-        let decisions = resolved.map_err(|e| match e {
+        let decisions = resolved.map_err(|e| self.stage_error(g, e))?;
+        if self.task.is_none() {
+            self.tally.stage_cpu[g] += started.elapsed();
+        }
+        let reduced_here = self.task.as_ref().is_none_or(|t| t.run.spec.index == 0);
+        if let (Stage::Global(op), true) = (&stages[g], reduced_here) {
+            self.tally.stages[g].details = op.summary();
+        }
+        self.settle_global(g, pos, &decisions);
+        Ok(decisions)
+    }
+
+    /// A stage that cannot decide fails the run under its name.
+    pub(in crate::engine) fn stage_error(&self, g: usize, e: Error) -> Error {
+        match e {
             Error::Stage(e) => Error::Config {
                 file: self.plan.config_path.clone(),
                 issues: vec![crate::error::ConfigIssue {
@@ -276,17 +298,14 @@ impl Engine<'_> {
                 }],
             },
             other => other,
-        })?;
-        if self.task.is_none() {
-            self.tally.stage_cpu[g] += started.elapsed();
         }
-        let reduced_here = self.task.as_ref().is_none_or(|t| t.run.spec.index == 0);
-        if let (Stage::Global(op), true) = (&stages[g], reduced_here) {
-            self.tally.stages[g].details = op.summary();
-        }
+    }
+
+    /// Count global stage `g`'s decisions about the `pos` positions this process mapped.
+    pub(in crate::engine) fn settle_global(&mut self, g: usize, pos: u64, decisions: &Decisions) {
         let report = &mut self.tally.stages[g];
         report.input = pos;
-        report.kept = pos - decisions.values().filter(|d| d.drop.is_some()).count() as u64;
-        Ok(decisions)
+        report.kept =
+            pos.saturating_sub(decisions.values().filter(|d| d.drop.is_some()).count() as u64);
     }
 }

@@ -22,6 +22,9 @@ pub(in crate::engine) enum SinkSet {
     /// One task's own parts: Parquet and JSONL, curated and dropped, named
     /// `<split>-<task>-<n>` (`part-<task>-<n>` for dropped samples).
     TaskParts(usize),
+    /// What a map phase run alone writes (task, segment): only its dropped samples, named
+    /// `part-<task>-m<segment>-<n>`; the process that publishes moves them into the run.
+    TaskDropped(usize, usize),
     /// What task 0 still writes from every task's kept samples: LLaMA-Factory files (a
     /// dataset registry over JSON arrays). Shards are not replayed: every task tokenizes its
     /// own samples and task 0 adopts the token spills (see [`shard_sink`]).
@@ -66,6 +69,7 @@ pub(in crate::engine) fn make_sinks(
     let mut dropped: Vec<Box<dyn SampleSink>> = Vec::new();
     let tag = match set {
         SinkSet::TaskParts(i) => format!("-{i:05}"),
+        SinkSet::TaskDropped(i, seg) => format!("-{i:05}-m{seg}"),
         _ => String::new(),
     };
     let parts = set != SinkSet::Replayed;
@@ -101,7 +105,7 @@ pub(in crate::engine) fn make_sinks(
                         .with_prefix(&dropped_prefix),
                 ));
             }
-            OutputFormat::Llamafactory if !matches!(set, SinkSet::TaskParts(_)) => {
+            OutputFormat::Llamafactory if matches!(set, SinkSet::All | SinkSet::Replayed) => {
                 curated.push(Box::new(LlamaFactorySink::new(
                     &root,
                     root.join("export/llamafactory"),

@@ -184,6 +184,18 @@ impl StageConfig {
         matches!(self, StageConfig::Mix(_))
     }
 
+    /// Whether the stage is global (needs keys from all data: it ends a segment and, in a
+    /// task-sharded run, is reduced across the tasks). Agrees with [`StageConfig::build`].
+    pub fn is_global(&self) -> bool {
+        matches!(
+            self,
+            StageConfig::ExactDedup(_)
+                | StageConfig::Minhash(_)
+                | StageConfig::Split(_)
+                | StageConfig::Mix(_)
+        )
+    }
+
     /// The stage's `type` as written.
     pub fn type_name(&self) -> &'static str {
         match self {

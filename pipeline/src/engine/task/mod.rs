@@ -1,6 +1,7 @@
 //! A task's side of a task-sharded run (see [`crate::engine::TaskRun`]).
 
 pub(in crate::engine) mod exchange;
+pub(in crate::engine) mod phase;
 pub(in crate::engine) mod replay;
 pub(in crate::engine) mod shards;
 pub(in crate::engine) mod stream;
@@ -29,6 +30,9 @@ pub(in crate::engine) struct TaskState {
     /// Units (records read, or spilled samples) each segment handled.
     pub(in crate::engine) units: Vec<u64>,
     pub(in crate::engine) kept: Option<std::io::BufWriter<std::fs::File>>,
+    /// Positions this task mapped in its last global stage (a phase run alone shares them
+    /// after the segment).
+    pub(in crate::engine) mapped: u64,
 }
 
 impl TaskState {
@@ -118,6 +122,43 @@ impl TaskState {
 }
 
 pub(in crate::engine) const POLL: Duration = Duration::from_millis(200);
+
+/// How long a phase run on its own (`--phase`) waits for markers its predecessors left: they
+/// exist already when the scheduler ran the phases in order; the wait only covers a shared
+/// filesystem or object store that shows a new file late.
+const PHASE_PATIENCE: Duration = Duration::from_secs(30);
+
+impl TaskState {
+    /// The phase this process runs alone, if it runs one (`--phase`).
+    pub(in crate::engine) fn phase(&self) -> Option<crate::tasks::Phase> {
+        self.run.phase
+    }
+
+    /// Wait until `tasks` tasks have marked `phase`; the payloads in task order. All at once,
+    /// the others are still running: wait up to the run's timeout. In phases, a missing marker
+    /// is a phase not run yet: fail soon, saying so.
+    pub(in crate::engine) fn wait_all(
+        &self,
+        phase: &str,
+        tasks: usize,
+    ) -> Result<Vec<serde_json::Value>> {
+        let Some(running) = self.run.phase else {
+            return self.markers.wait_all(phase, tasks, self.run.timeout, POLL);
+        };
+        self.markers
+            .wait_all(phase, tasks, PHASE_PATIENCE.min(self.run.timeout), POLL)
+            .map_err(|e| match e {
+                Error::Work { path, message } => Error::Work {
+                    path,
+                    message: format!(
+                        "{message}: phase {} needs them (run the phases in order: `sluice run --phases`)",
+                        running.name()
+                    ),
+                },
+                other => other,
+            })
+    }
+}
 
 impl Engine<'_> {
     pub(in crate::engine) fn task_ref(&self) -> Result<&TaskState> {

@@ -2,7 +2,6 @@
 //! samples into the sinks that need every one (LLaMA-Factory files).
 
 use super::stream::{Partial, StreamLine};
-use super::POLL;
 use crate::engine::batch::BatchCut;
 use crate::engine::sinks::{make_sinks, shard_sink, SinkSet};
 use crate::engine::Engine;
@@ -15,6 +14,43 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 impl Engine<'_> {
+    /// Task 0 (all at once), or the process that publishes a run in phases: merge every task's
+    /// outputs into the run, publish it and remove the work folder. `reduce_cpu`: the reduce
+    /// time of global stages spent in other processes (stage index, time).
+    pub(in crate::engine) fn publish_tasks(
+        mut self,
+        out_dir: &std::path::Path,
+        started: Instant,
+        threads: usize,
+        max_reject_ratio: f64,
+        reduce_cpu: Vec<(usize, std::time::Duration)>,
+    ) -> Result<crate::report::Report> {
+        let local_work = self.task.as_ref().map(|t| t.run.work.clone());
+        let work = self.task.as_ref().map(|t| {
+            (
+                crate::storage::Place::Local(t.run.work.clone()),
+                t.shared_root(),
+            )
+        });
+        self.merge_tasks(out_dir)?;
+        for (g, spent) in reduce_cpu {
+            if let Some(cpu) = self.tally.stage_cpu.get_mut(g) {
+                *cpu += spent;
+            }
+        }
+        let report = self.finish(started, threads, max_reject_ratio)?;
+        // The local work folder, and the shared one when it is elsewhere.
+        for place in work.into_iter().flat_map(|(local, shared)| [local, shared]) {
+            place.remove_all();
+        }
+        // The folder it sat in (`--work`, or `<out>.tasks`), if that is now empty.
+        if let Some(parent) = local_work.as_deref().and_then(std::path::Path::parent) {
+            #[allow(clippy::disallowed_methods)] // an empty scratch folder; never a non-empty one
+            let _ = std::fs::remove_dir(parent);
+        }
+        Ok(report)
+    }
+
     /// Task 0, once every task is done: merge the counts and catalog parts, move the tasks'
     /// parts into the run, replay kept samples into LLaMA-Factory files and adopt the token
     /// spills for the shards, all in task order (input order).
@@ -26,7 +62,7 @@ impl Engine<'_> {
         })?;
         let n = t.run.spec.count;
         let waited = Instant::now();
-        let done = t.markers.wait_all("done", n, t.run.timeout, POLL)?;
+        let done = t.wait_all("done", n)?;
         self.phase_times
             .insert("wait for done".into(), waited.elapsed().as_secs_f64());
         let replaying = Instant::now();
@@ -44,16 +80,9 @@ impl Engine<'_> {
             .collect::<Result<_>>()?;
         let mut partials: Vec<Partial> = Vec::with_capacity(n);
         for d in &dirs {
-            let p = crate::storage::file_within(d, "partial.json")?;
             // Counts, part names and a catalog part: small; a larger file is refused.
-            const PARTIAL_CAP: u64 = 1 << 30;
-            if std::fs::metadata(&p).map_or(0, |m| m.len()) > PARTIAL_CAP {
-                return Err(Error::Work {
-                    path: p.clone(),
-                    message: format!("over {PARTIAL_CAP} bytes: refused"),
-                });
-            }
-            let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
+            let bytes = crate::storage::read_within(d, "partial.json", 1 << 30)?;
+            let p = d.join("partial.json");
             let partial: Partial = serde_json::from_slice(&bytes).map_err(|e| Error::Output {
                 path: p.clone(),
                 message: format!("unreadable task counts: {e}"),
@@ -87,23 +116,41 @@ impl Engine<'_> {
         let mut seen = std::collections::BTreeSet::new();
         for (i, (d, files)) in dirs.iter().zip(outputs).enumerate() {
             for f in files {
-                // A task names only its own parts (its number in the name), each once.
-                let own = f
-                    .path
-                    .split_once('/')
-                    .is_some_and(|(_, name)| name.contains(&format!("-{i:05}-")));
-                if !is_part_path(&f.path) || !own || !seen.insert(f.path.clone()) {
-                    return Err(Error::Output {
-                        path: d.join("partial.json"),
-                        message: format!(
-                            "a task names {:?} as its output: not a part under curated/ or dropped/",
-                            f.path
-                        ),
-                    });
+                self.move_part(&run, d, "out/", i, f, &mut seen)?;
+            }
+        }
+        // A run in phases: the samples each map phase dropped, in the folder its marker names.
+        let globals = self.plan.stages.iter().filter(|s| s.is_global()).count();
+        for i in 0..n {
+            for seg in 0..globals {
+                let Some(mark) = t.markers.done(&format!("map-{seg}"), i) else {
+                    continue;
+                };
+                let files: Vec<crate::io::writers::OutputFile> = match mark.get("outputs") {
+                    None => Vec::new(),
+                    Some(v) => serde_json::from_value(v.clone()).map_err(|e| Error::Work {
+                        path: t.run.work.join("markers"),
+                        message: format!("task {i}'s map-{seg} marker lists no parts: {e}"),
+                    })?,
+                };
+                if files.is_empty() {
+                    continue;
                 }
-                let from = crate::storage::file_within(d, &format!("out/{}", f.path))?;
-                move_file(&from, &run.path(&f.path))?;
-                self.moved.push(f);
+                // In place on a shared filesystem (the attempt folder is what `fetch` checks);
+                // through object storage only its `phase-out/` is fetched.
+                let (sub, within) = match t.run.shared {
+                    Some(_) => (super::phase::PHASE_OUT, String::new()),
+                    None => ("", format!("{}/", super::phase::PHASE_OUT)),
+                };
+                let d = t.fetch(
+                    mark["dir"].as_str().unwrap_or_default(),
+                    i,
+                    sub,
+                    &format!("phase-out-{seg}-{i}"),
+                )?;
+                for f in files {
+                    self.move_part(&run, &d, &within, i, f, &mut seen)?;
+                }
             }
         }
         self.phase_times.insert(
@@ -152,6 +199,37 @@ impl Engine<'_> {
             "merge the tasks' outputs".into(),
             replaying.elapsed().as_secs_f64(),
         );
+        Ok(())
+    }
+
+    /// Move part `f` that task `i` wrote in its folder `d` (under `within`) into the run: only
+    /// a part under `curated/` or `dropped/` with the task's number in its name, each once
+    /// (`seen`).
+    fn move_part(
+        &mut self,
+        run: &RunDir,
+        d: &std::path::Path,
+        within: &str,
+        i: usize,
+        f: crate::io::writers::OutputFile,
+        seen: &mut std::collections::BTreeSet<String>,
+    ) -> Result<()> {
+        let own = f
+            .path
+            .split_once('/')
+            .is_some_and(|(_, name)| name.contains(&format!("-{i:05}-")));
+        if !is_part_path(&f.path) || !own || !seen.insert(f.path.clone()) {
+            return Err(Error::Output {
+                path: d.join("partial.json"),
+                message: format!(
+                    "a task names {:?} as its output: not a part under curated/ or dropped/",
+                    f.path
+                ),
+            });
+        }
+        let from = crate::storage::file_within(d, &format!("{within}{}", f.path))?;
+        move_file(&from, &run.path(&f.path))?;
+        self.moved.push(f);
         Ok(())
     }
 

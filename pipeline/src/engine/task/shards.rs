@@ -3,7 +3,6 @@
 //! spill, so the shards are the bytes one process writes); task 0 moves them into the run and
 //! writes the manifest (see [`crate::io::shard_sink::ShardSink::share`]).
 
-use super::POLL;
 use crate::engine::sinks::shard_sink;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -18,12 +17,9 @@ impl Engine<'_> {
     /// filesystem (through object storage every task would download every spill), and
     /// without Megatron output (one file per split, written in order).
     pub(in crate::engine) fn shards_shared(&self) -> bool {
-        let Some(t) = &self.task else {
-            return false;
-        };
-        self.plan.shards.as_ref().is_some_and(|sp| !sp.megatron)
-            && t.run.spec.count > 1
-            && t.run.shared.is_none()
+        self.task.as_ref().is_some_and(|t| {
+            tasks_write_shards(self.plan, t.run.spec.count, t.run.shared.is_none())
+        })
     }
 
     /// A task other than 0: once every task is done, write this task's share of the shards
@@ -38,7 +34,7 @@ impl Engine<'_> {
         if me == 0 {
             return t.markers.mark("shards", 0, &serde_json::json!({}));
         }
-        let done = t.markers.wait_all("done", n, t.run.timeout, POLL)?;
+        let done = t.wait_all("done", n)?;
         let written = (|| -> Result<()> {
             let mut dirs = Vec::with_capacity(n);
             for (i, d) in done.iter().enumerate() {
@@ -60,13 +56,31 @@ impl Engine<'_> {
             crate::io::writers::SampleSink::finish(Box::new(sink))?;
             Ok(())
         })();
-        let payload = match &written {
-            Ok(()) => serde_json::json!({ "dir": t.shared_dir() }),
-            Err(e) => serde_json::json!({ "error": e.to_string() }),
-        };
-        t.markers.mark("shards", me, &payload)?;
+        match &written {
+            Ok(()) => {
+                t.markers
+                    .mark("shards", me, &serde_json::json!({ "dir": t.shared_dir() }))?
+            }
+            // All at once, task 0 waits for this marker; in phases a failure marks nothing
+            // (the phase is run again).
+            Err(e) if t.phase().is_none() => {
+                t.markers
+                    .mark("shards", me, &serde_json::json!({ "error": e.to_string() }))?
+            }
+            Err(_) => {}
+        }
         written
     }
+}
+
+/// Whether the tasks of a run of `tasks` tasks write the shards (see
+/// [`Engine::shards_shared`]); `shared_fs`: the work folder is a shared filesystem.
+pub(in crate::engine) fn tasks_write_shards(
+    plan: &crate::config::Plan,
+    tasks: usize,
+    shared_fs: bool,
+) -> bool {
+    plan.shards.as_ref().is_some_and(|sp| !sp.megatron) && tasks > 1 && shared_fs
 }
 
 /// Task 0: the shards the other tasks wrote (from their `shards` markers), each checked to be
@@ -75,7 +89,7 @@ pub(in crate::engine) fn others_shards(
     t: &super::TaskState,
 ) -> Result<Vec<(PathBuf, WrittenShard)>> {
     let n = t.run.spec.count;
-    let marks = t.markers.wait_all("shards", n, t.run.timeout, POLL)?;
+    let marks = t.wait_all("shards", n)?;
     let mut out = Vec::new();
     for (i, m) in marks.iter().enumerate().skip(1) {
         if let Some(e) = m["error"].as_str() {
@@ -90,15 +104,9 @@ pub(in crate::engine) fn others_shards(
             "",
             &format!("shards-{i}"),
         )?;
-        let list =
-            crate::storage::file_within(&dir, &format!("{SHARDS_OUT}/shards/{SHARDS_WRITTEN}"))?;
-        if std::fs::metadata(&list).map_or(0, |m| m.len()) > 1 << 30 {
-            return Err(Error::Work {
-                path: list,
-                message: "over 1 GiB: refused".into(),
-            });
-        }
-        let bytes = std::fs::read(&list).map_err(|e| Error::io(&list, e))?;
+        let rel = format!("{SHARDS_OUT}/shards/{SHARDS_WRITTEN}");
+        let bytes = crate::storage::read_within(&dir, &rel, 1 << 30)?;
+        let list = dir.join(&rel);
         let written: Vec<WrittenShard> =
             serde_json::from_slice(&bytes).map_err(|e| Error::Work {
                 path: list.clone(),

@@ -507,6 +507,16 @@ impl GlobalStage for MinHash {
         crate::storage::write_atomic(&dir.join(INDEX_FILE), &bytes)
             .map_err(|e| crate::error::StageError::Invalid(e.to_string()))
     }
+
+    fn pending(&self) -> Option<Vec<u8>> {
+        self.pending.lock().ok().and_then(|p| p.clone())
+    }
+
+    fn restore_pending(&self, bytes: Vec<u8>) {
+        if let Ok(mut p) = self.pending.lock() {
+            *p = Some(bytes);
+        }
+    }
 }
 
 impl MinHash {
