@@ -813,3 +813,94 @@ fn four_tasks_run_as_phases_on_two_slots_publish_what_one_process_does() {
         "the publishing process removes the run's intermediate files"
     );
 }
+
+/// A stand-in for `sbatch`: runs the array's elements at once, at most `%N` at a time and
+/// highest index first, and logs each job with its dependency.
+const FAKE_SBATCH: &str = r#"#!/bin/bash
+set -u
+log="$FAKE_SLURM_LOG"
+id=$(( $(wc -l < "$log") + 100 ))
+array="" dep="none"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --array=*) array=${1#--array=} ;;
+    --dependency=*) dep=${1#--dependency=} ;;
+    --*) ;;
+    *) break ;;
+  esac
+  shift
+done
+script=$1; shift
+range=${array%%%*}; slots=${array#*%}; [ "$slots" = "$array" ] && slots=1
+lo=${range%-*}; hi=${range#*-}
+echo "$id $SLUICE_PHASE array=$array after=$dep" >> "$log"
+seq "$hi" -1 "$lo" | xargs -P "$slots" -I{} env SLURM_JOB_ID="$id" SLURM_ARRAY_TASK_ID={} \
+  SLURM_ARRAY_TASK_MIN="$lo" SLURM_ARRAY_TASK_COUNT=$(( hi - lo + 1 )) \
+  bash "$script" "$@" >> "$log.out" 2>&1 || { echo "job $id failed" >&2; exit 1; }
+echo "$id;cluster"
+"#;
+
+/// `deploy/slurm/sluice-phases.sh` submits one array per phase, each after the last, with 4
+/// tasks on 2 slots; the run equals one process's.
+#[test]
+fn the_slurm_phase_chain_runs_four_tasks_on_two_slots() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = pipeline(dir.path(), &data);
+    let one = single(&p, &dir.path().join("one"));
+    let sbatch = dir.path().join("sbatch");
+    std::fs::write(&sbatch, FAKE_SBATCH).expect("write");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sbatch, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let log = dir.path().join("slurm.log");
+    std::fs::write(&log, "").expect("write");
+    let out = dir.path().join("chain");
+    let o = Command::new("bash")
+        .arg(repo().join("deploy/slurm/sluice-phases.sh"))
+        .args([
+            p.as_os_str(),
+            out.as_os_str(),
+            dir.path().join("w").as_os_str(),
+        ])
+        .args(["4", "2"])
+        .env("SLUICE", env!("CARGO_BIN_EXE_sluice"))
+        .env("SBATCH", &sbatch)
+        .env("FAKE_SLURM_LOG", &log)
+        .env("TMPDIR", dir.path())
+        .env("SLURM_CPUS_PER_TASK", "1")
+        .output()
+        .expect("run");
+    let logged = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        o.status.success(),
+        "{}{}\n{logged}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(log.with_extension("log.out")).unwrap_or_default()
+    );
+    let jobs: Vec<Vec<&str>> = logged
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let phases: Vec<&str> = jobs.iter().map(|j| j[1]).collect();
+    assert_eq!(
+        phases,
+        [
+            "map-0", "reduce-0", "map-1", "reduce-1", "map-2", "reduce-2", "write", "shards",
+            "publish"
+        ]
+    );
+    for (k, j) in jobs.iter().enumerate() {
+        let array = if j[1] == "publish" { "0" } else { "0-3%2" };
+        assert_eq!(j[2], format!("array={array}"));
+        let after = match k {
+            0 => "after=none".to_string(),
+            _ => format!("after=afterok:{}", jobs[k - 1][0]),
+        };
+        assert_eq!(j[3], after, "each phase waits for the one before");
+    }
+    assert_equivalent(&one, &output_files(&out));
+}
