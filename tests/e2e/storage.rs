@@ -311,5 +311,57 @@ fn tasks_without_a_shared_filesystem_meet_in_object_storage() {
         left.is_empty(),
         "task 0 removes the shared work files: {left:?}"
     );
+
+    // In phases, each phase of a task on another "machine": what a map phase leaves for the
+    // next phase of its task, and the parts of samples it dropped, go through the store.
+    let listed = sluice_env(
+        &[
+            "run",
+            p.to_str().expect("utf8"),
+            "--phases",
+            "--work",
+            &work,
+        ],
+        &env,
+    );
+    let phases: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !phases.iter().any(|p| p == "shards"),
+        "through object storage task 0 writes the shards: {phases:?}"
+    );
+    let phased = dir.path().join("phased");
+    for (k, phase) in phases.iter().enumerate() {
+        for i in (0..4).rev() {
+            let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", p.to_str().expect("utf8"), "--quiet"])
+                .args(["--out", phased.to_str().expect("utf8"), "--work", &work])
+                .args(["--task-index", &i.to_string(), "--tasks", "4"])
+                .args(["--phase", phase])
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env(
+                    "SLUICE_CACHE",
+                    dir.path().join(format!("machine-{}", 10 + (i + k) % 4)),
+                )
+                .output()
+                .expect("run");
+            assert!(
+                o.status.success(),
+                "task {i} phase {phase}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+    crate::tasks::assert_equivalent(
+        &crate::common::output_files(&one),
+        &crate::common::output_files(&phased),
+    );
+    let left = sluice_pipeline::remote::fetch(&format!("{work}/*")).expect("list");
+    assert!(
+        left.is_empty(),
+        "the publish removes the work files: {left:?}"
+    );
     drop(moto);
 }

@@ -481,7 +481,7 @@ fn tasks_dedup_against_an_earlier_runs_index_as_one_process_does() {
     let o = crate::common::sluice(&["run", first.to_str().expect("utf8"), "--quiet"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let mut paths = Vec::new();
-    for way in ["one", "tasks"] {
+    for way in ["one", "tasks", "phases"] {
         let at = dir.path().join(way);
         std::fs::create_dir_all(at.join("state")).expect("mkdir");
         std::fs::copy(
@@ -525,6 +525,39 @@ fn tasks_dedup_against_an_earlier_runs_index_as_one_process_does() {
         std::fs::read(dir.path().join("one/state/minhash.index")).expect("index"),
         std::fs::read(dir.path().join("tasks/state/minhash.index")).expect("index"),
         "the same index after both"
+    );
+    // In phases: the reduce's last task finishes and leaves the next index for the process
+    // that publishes, which commits it.
+    let out = dir.path().join("phases/out");
+    let work = dir.path().join("phases-work");
+    for phase in ["map-0", "reduce-0", "write", "shards", "publish"] {
+        for i in [1, 0] {
+            let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", paths[2].to_str().expect("utf8"), "--quiet"])
+                .args(["--out", out.to_str().expect("utf8")])
+                .args(["--work", work.to_str().expect("utf8")])
+                .args(["--task-index", &i.to_string(), "--tasks", "2"])
+                .args(["--phase", phase])
+                .output()
+                .expect("run");
+            if phase == "shards" {
+                // No shards in this pipeline: no such phase.
+                assert!(!o.status.success());
+                assert!(
+                    String::from_utf8_lossy(&o.stderr).contains("map-0 reduce-0 write publish"),
+                    "{}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                continue;
+            }
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    assert_equivalent(&one, &output_files(&out));
+    assert_eq!(
+        std::fs::read(dir.path().join("one/state/minhash.index")).expect("index"),
+        std::fs::read(dir.path().join("phases/state/minhash.index")).expect("index"),
+        "the same index in phases"
     );
 }
 
@@ -788,12 +821,40 @@ fn four_tasks_run_as_phases_on_two_slots_publish_what_one_process_does() {
     );
 
     for phase in phases.iter().filter(|p| *p != "publish") {
+        if phase == "map-1" {
+            // An attempt killed wherever it is: the array runs the task again.
+            let mut t = task(
+                &p,
+                &out,
+                &work,
+                &[("--task-index", "2"), ("--tasks", "4"), ("--phase", phase)],
+                &[],
+            );
+            std::thread::sleep(Duration::from_millis(60));
+            let _ = t.kill();
+            let _ = t.wait();
+        }
         let jobs = (0..4).rev().map(|i| (i, phase.clone())).collect();
         throttled(&p, &out, &work, jobs, 2);
         assert!(
             !out.exists(),
             "nothing is published before the publish phase"
         );
+        if phase == "reduce-0" {
+            // The task that finished the stage died before publishing the decisions: any
+            // task's reduce, run again, publishes them.
+            let run = std::fs::read_dir(&work)
+                .expect("work")
+                .flatten()
+                .next()
+                .expect("the run's folder")
+                .path();
+            std::fs::remove_dir_all(run.join("markers/reduce-0")).expect("rm marker");
+            std::fs::remove_file(run.join("reduce-0/decisions.json")).expect("rm decisions");
+            let said = throttled(&p, &out, &work, vec![(3, phase.clone())], 1);
+            assert!(said[0].contains("published the decisions"), "{said:?}");
+            assert!(run.join("reduce-0/decisions.json").is_file());
+        }
     }
     // A phase submitted twice (a requeued job) does nothing the second time.
     let again = throttled(&p, &out, &work, vec![(2, "map-1".into())], 1);
