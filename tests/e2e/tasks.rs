@@ -965,3 +965,25 @@ fn the_slurm_phase_chain_runs_four_tasks_on_two_slots() {
     }
     assert_equivalent(&one, &output_files(&out));
 }
+
+/// The Argo example lists, as its steps, the phases `sluice run --phases` gives for the
+/// pipeline it names (examples/mix_sft.toml, work folder in S3).
+#[test]
+fn the_argo_example_runs_the_phases_of_its_pipeline() {
+    let text = std::fs::read_to_string(repo().join("deploy/kubernetes/sluice-argo-phases.yaml"))
+        .expect("read");
+    let steps: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- - name: "))
+        .filter(|name| *name != "task")
+        .collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(repo())
+        .args(["run", "examples/mix_sft.toml", "--phases"])
+        .args(["--work", "s3://curated/sluice-work"])
+        .output()
+        .expect("run");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(steps, listed.lines().collect::<Vec<_>>());
+}
