@@ -987,3 +987,85 @@ fn the_argo_example_runs_the_phases_of_its_pipeline() {
     let listed = String::from_utf8_lossy(&o.stdout);
     assert_eq!(steps, listed.lines().collect::<Vec<_>>());
 }
+
+/// What a map phase leaves in the shared work folder for the next phase of its task is
+/// checked before use: a spill line past the record limit and a checkpoint that is a link to
+/// another file are refused, and nothing is published.
+#[test]
+fn a_phase_refuses_a_tampered_resume_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = repo().join("examples/data");
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "max_record_bytes = 100000\n[[inputs]]\npaths = [\"{}\", \"{}\"]\n\
+             [[stages]]\ntype = \"minhash\"\n[output]\ndir = \"out\"\nformats = [\"jsonl\"]\n",
+            ex.join("medicalgpt/medical_sft_200.jsonl.gz").display(),
+            ex.join("llama_factory/identity.json").display()
+        ),
+    )
+    .expect("write");
+    let out = dir.path().join("out");
+    let work = dir.path().join("work");
+    let step = |i: usize, phase: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", p.to_str().expect("utf8"), "--quiet"])
+            .args(["--out", out.to_str().expect("utf8")])
+            .args(["--work", work.to_str().expect("utf8")])
+            .args(["--task-index", &i.to_string(), "--tasks", "2"])
+            .args(["--phase", phase, "--task-timeout", "2"])
+            .output()
+            .expect("run")
+    };
+    for phase in ["map-0", "reduce-0"] {
+        for i in 0..2 {
+            let o = step(i, phase);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+    let resume = |task: usize| -> PathBuf {
+        let run = std::fs::read_dir(&work)
+            .expect("work")
+            .flatten()
+            .next()
+            .expect("run")
+            .path();
+        let attempts: Vec<PathBuf> = std::fs::read_dir(run.join(format!("task-{task:05}")))
+            .expect("task folder")
+            .flatten()
+            .map(|e| e.path().join("resume"))
+            .filter(|r| r.is_dir())
+            .collect();
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        attempts[0].clone()
+    };
+    // Task 1: a line of 2 MB without an end.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(resume(1).join("spill-0.jsonl"))
+            .expect("open");
+        f.write_all(b"0\t").expect("write");
+        f.write_all(&vec![b'x'; 2 << 20]).expect("write");
+    }
+    let o = step(1, "write");
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(said.contains("bytes: refused"), "{said}");
+    // Task 0: its checkpoint swapped for a link to a file outside.
+    #[cfg(unix)]
+    {
+        let secret = dir.path().join("secret.json");
+        std::fs::write(&secret, "{}").expect("write");
+        let cp = resume(0).join("checkpoint.json");
+        std::fs::remove_file(&cp).expect("rm");
+        std::os::unix::fs::symlink(&secret, &cp).expect("symlink");
+        let o = step(0, "write");
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(said.contains("not a regular file"), "{said}");
+    }
+    assert!(!out.exists(), "nothing is published");
+}

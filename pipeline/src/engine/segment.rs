@@ -8,7 +8,7 @@ use crate::report::FileReport;
 use crate::stages::{Decisions, Stage};
 use crate::storage::AtomicFile;
 use rayon::prelude::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -208,11 +208,35 @@ impl Engine<'_> {
                 stage,
             } => {
                 let file = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
-                let reader = BufReader::with_capacity(1 << 20, file);
+                let mut reader = BufReader::with_capacity(1 << 20, file);
                 let mut batch = Vec::with_capacity(self.plan.batch_size);
                 let mut cut = BatchCut::new(self.plan);
-                for (n, line) in reader.split(b'\n').enumerate() {
-                    let mut line = line.map_err(|e| Error::io(&path, e))?;
+                // A phase run alone reads a spill from the shared work folder: a line is one
+                // sample of at most `max_record_bytes` (with room for JSON escapes), never more.
+                let cap = match self.task.as_ref().and_then(|t| t.phase()) {
+                    Some(_) => (self.plan.max_record_bytes as u64)
+                        .saturating_mul(6)
+                        .saturating_add(1 << 20),
+                    None => u64::MAX,
+                };
+                for n in 0usize.. {
+                    let mut line = Vec::new();
+                    let got = (&mut reader)
+                        .take(cap.saturating_add(1))
+                        .read_until(b'\n', &mut line)
+                        .map_err(|e| Error::io(&path, e))?;
+                    if got == 0 {
+                        break;
+                    }
+                    if got as u64 > cap {
+                        return Err(Error::Work {
+                            path: path.clone(),
+                            message: format!("spill line {} is over {cap} bytes: refused", n + 1),
+                        });
+                    }
+                    if line.last() == Some(&b'\n') {
+                        line.pop();
+                    }
                     // `<input>\t<sample>`: anything else is a broken spill, never input 0.
                     let input = line
                         .iter()
