@@ -143,6 +143,19 @@ pub fn scratch(path: &Path, buffer: usize) -> Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(buffer, file))
 }
 
+/// Move a finished file into a run's staging folder (its folders are created): a rename on
+/// the same filesystem, else a copy.
+pub fn move_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    if fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+    Ok(())
+}
+
 /// Rename a finished file into place (same file system).
 pub fn rename(from: &Path, to: &Path) -> Result<()> {
     fs::rename(from, to).map_err(|e| Error::io(to, e))

@@ -15,6 +15,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The environment variables schedulers set that [`TaskSpec::resolve`] reads.
+pub const SCHEDULER_VARS: [&str; 5] = [
+    "SLURM_ARRAY_TASK_ID",
+    "SLURM_ARRAY_TASK_MIN",
+    "SLURM_ARRAY_TASK_COUNT",
+    "JOB_COMPLETION_INDEX",
+    "SLUICE_TASKS",
+];
+
 /// This process's place in a task-sharded run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskSpec {

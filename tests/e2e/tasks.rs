@@ -90,13 +90,7 @@ fn task(p: &Path, out: &Path, work: &Path, args: &[(&str, &str)], env: &[(&str, 
     for (k, v) in args {
         c.args([k, v]);
     }
-    for var in [
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_ARRAY_TASK_MIN",
-        "SLURM_ARRAY_TASK_COUNT",
-        "JOB_COMPLETION_INDEX",
-        "SLUICE_TASKS",
-    ] {
+    for var in sluice_pipeline::tasks::SCHEDULER_VARS {
         c.env_remove(var);
     }
     c.envs(env.iter().copied())
@@ -288,6 +282,35 @@ fn four_tasks_publish_what_one_process_does() {
         std::fs::read_dir(&work).map_or(true, |mut d| d.next().is_none()),
         "task 0 removes the run's intermediate files"
     );
+}
+
+/// The file `name` of task `task` somewhere under the work folder `root` (the first found).
+fn find_of_task(root: &Path, task: usize, name: &str) -> PathBuf {
+    let of_task = format!("task-{task:05}");
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls").flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n == name)
+                && path.to_string_lossy().contains(&of_task)
+            {
+                return path;
+            }
+        }
+    }
+    panic!("no {name} of task {task} under {}", root.display())
+}
+
+/// The folder of the one run under a work folder (`<work>/<run key>`).
+fn run_folder(work: &Path) -> PathBuf {
+    std::fs::read_dir(work)
+        .expect("work")
+        .flatten()
+        .next()
+        .expect("the run's folder")
+        .path()
 }
 
 fn wait_for_marker(work: &Path, phase: &str, task: usize, within: Duration) -> bool {
@@ -585,22 +608,6 @@ fn task_zero_refuses_a_tampered_work_folder() {
         ),
     )
     .expect("write");
-    fn find(root: &Path, name: &str) -> PathBuf {
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).expect("ls").flatten() {
-                let path = e.path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else if path.file_name().is_some_and(|n| n == name)
-                    && path.to_string_lossy().contains("task-00001")
-                {
-                    return path;
-                }
-            }
-        }
-        panic!("no {name} of task 1 under {}", root.display())
-    }
     type Tamper = Box<dyn Fn(&Path)>;
     let secret = secret_dir.join("SECRET.txt");
     let tampers: Vec<(&str, Tamper, &str)> = vec![
@@ -609,7 +616,7 @@ fn task_zero_refuses_a_tampered_work_folder() {
             Box::new({
                 let secret_dir = secret_dir.clone();
                 move |work: &Path| {
-                    let marker = find(work, "task-00001.done");
+                    let marker = find_of_task(work, 1, "task-00001.done");
                     let text = std::fs::read_to_string(&marker).expect("marker");
                     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
                     v["payload"]["dir"] = serde_json::json!(secret_dir.to_string_lossy());
@@ -623,7 +630,7 @@ fn task_zero_refuses_a_tampered_work_folder() {
             Box::new({
                 let secret = secret.clone();
                 move |work: &Path| {
-                    let rejects = find(work, "rejects.jsonl");
+                    let rejects = find_of_task(work, 1, "rejects.jsonl");
                     std::fs::remove_file(&rejects).expect("rm");
                     std::os::unix::fs::symlink(&secret, &rejects).expect("symlink");
                 }
@@ -633,7 +640,7 @@ fn task_zero_refuses_a_tampered_work_folder() {
         (
             "task 1 naming task 0's part as its own",
             Box::new(|work: &Path| {
-                let partial = find(work, "partial.json");
+                let partial = find_of_task(work, 1, "partial.json");
                 let text = std::fs::read_to_string(&partial).expect("partial");
                 let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
                 let outputs = v["outputs"].as_array_mut().expect("outputs");
@@ -718,20 +725,7 @@ fn task_zero_refuses_an_endless_stream_line() {
     };
     assert!(run("1").status.success(), "task 1");
     // Task 1's kept stream becomes 64 MiB without a line end (sparse: no disk used).
-    let mut stack = vec![work.clone()];
-    let mut kept = None;
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).expect("ls").flatten() {
-            let path = e.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.ends_with("kept.jsonl") && path.to_string_lossy().contains("task-00001")
-            {
-                kept = Some(path);
-            }
-        }
-    }
-    let kept = kept.expect("task 1's kept stream");
+    let kept = find_of_task(&work, 1, "kept.jsonl");
     let f = std::fs::OpenOptions::new()
         .write(true)
         .truncate(true)
@@ -843,12 +837,7 @@ fn four_tasks_run_as_phases_on_two_slots_publish_what_one_process_does() {
         if phase == "reduce-0" {
             // The task that finished the stage died before publishing the decisions: any
             // task's reduce, run again, publishes them.
-            let run = std::fs::read_dir(&work)
-                .expect("work")
-                .flatten()
-                .next()
-                .expect("the run's folder")
-                .path();
+            let run = run_folder(&work);
             std::fs::remove_dir_all(run.join("markers/reduce-0")).expect("rm marker");
             std::fs::remove_file(run.join("reduce-0/decisions.json")).expect("rm decisions");
             let said = throttled(&p, &out, &work, vec![(3, phase.clone())], 1);
@@ -1025,20 +1014,10 @@ fn a_phase_refuses_a_tampered_resume_folder() {
         }
     }
     let resume = |task: usize| -> PathBuf {
-        let run = std::fs::read_dir(&work)
-            .expect("work")
-            .flatten()
-            .next()
-            .expect("run")
-            .path();
-        let attempts: Vec<PathBuf> = std::fs::read_dir(run.join(format!("task-{task:05}")))
-            .expect("task folder")
-            .flatten()
-            .map(|e| e.path().join("resume"))
-            .filter(|r| r.is_dir())
-            .collect();
-        assert_eq!(attempts.len(), 1, "{attempts:?}");
-        attempts[0].clone()
+        find_of_task(&run_folder(&work), task, "checkpoint.json")
+            .parent()
+            .expect("resume folder")
+            .to_path_buf()
     };
     // Task 1: a line of 2 MB without an end.
     {

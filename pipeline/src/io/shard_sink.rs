@@ -52,17 +52,6 @@ pub struct ShardSink {
 /// The file in which a task lists the shards it wrote.
 pub const SHARDS_WRITTEN: &str = "shards.json";
 
-/// Move a shard another task wrote into this sink's folder: a rename on the same filesystem,
-/// else a copy.
-#[allow(clippy::disallowed_methods)] // into the run's staging folder
-fn move_into(from: &Path, to: &Path) -> Result<()> {
-    if std::fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
-    std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
-    Ok(())
-}
-
 /// One shard a task wrote for task 0 (`shards.json` in its shard folder).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct WrittenShard {
@@ -514,7 +503,7 @@ impl SampleSink for ShardSink {
                             .others
                             .get(&(split.clone(), k))
                             .ok_or_else(|| err(&self.dir, format!("no task wrote shard {name}")))?;
-                        move_into(from, &path)?;
+                        crate::storage::move_file(from, &path)?;
                         stats.clone()
                     }
                     _ => sluice_shards::native::write_shard(builder, &path)

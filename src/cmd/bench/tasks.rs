@@ -119,13 +119,7 @@ fn sluice(pipeline: &Path, out: &Path, threads: usize) -> Command {
         .arg("--out")
         .arg(out)
         .args(["--threads", &threads.to_string()]);
-    for var in [
-        "SLURM_ARRAY_TASK_ID",
-        "SLURM_ARRAY_TASK_MIN",
-        "SLURM_ARRAY_TASK_COUNT",
-        "JOB_COMPLETION_INDEX",
-        "SLUICE_TASKS",
-    ] {
+    for var in sluice_pipeline::tasks::SCHEDULER_VARS {
         c.env_remove(var);
     }
     c.stdout(Stdio::null()).stderr(Stdio::piped());

@@ -228,7 +228,7 @@ impl Engine<'_> {
             });
         }
         let from = crate::storage::file_within(d, &format!("{within}{}", f.path))?;
-        move_file(&from, &run.path(&f.path))?;
+        crate::storage::move_file(&from, &run.path(&f.path))?;
         self.moved.push(f);
         Ok(())
     }
@@ -294,20 +294,6 @@ impl Engine<'_> {
         samples.clear();
         Ok(())
     }
-}
-
-/// Move a task's finished part into the run's staging folder (published with the run): a
-/// rename on the same filesystem, else a copy.
-#[allow(clippy::disallowed_methods)] // inside the staging folder RunDir publishes
-fn move_file(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    if std::fs::rename(from, to).is_ok() {
-        return Ok(());
-    }
-    std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
-    Ok(())
 }
 
 /// Whether a task's output path is one of its parts: `curated/` or `dropped/`, then one plain
