@@ -1,7 +1,6 @@
 //! One batch: record-wise stages in parallel over chunks, then in-order accounting.
 
 use crate::config::Plan;
-use crate::engine::sinks::Units;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::convert::convert;
@@ -149,8 +148,7 @@ impl Engine<'_> {
         batch: Vec<Unit>,
         record_stages: &[usize],
         decisions: Option<(&Decisions, usize)>,
-        base: u64,
-    ) -> Result<(Vec<(usize, Sample)>, Units)> {
+    ) -> Result<Vec<(usize, Sample)>> {
         let seed = self.plan.seed;
         let inputs = &self.plan.inputs;
         let n_stages = stages.len();
@@ -271,10 +269,8 @@ impl Engine<'_> {
             .collect();
 
         let mut kept = Vec::new();
-        let mut kept_units: Vec<u64> = Vec::new();
         let mut dropped: Vec<Sample> = Vec::new();
         let mut drop_infos: Vec<DropInfo> = Vec::new();
-        let mut unit = base;
         for chunk in chunks {
             self.tally.convert_cpu += chunk.convert_cpu;
             for (si, st) in chunk.stats.iter().enumerate() {
@@ -288,8 +284,6 @@ impl Engine<'_> {
                 }
             }
             for o in chunk.outcomes {
-                let this = unit;
-                unit += 1;
                 match o {
                     Outcome::Rejected { input, reject } => self.reject(input, reject)?,
                     Outcome::Dropped {
@@ -332,10 +326,8 @@ impl Engine<'_> {
                             copy.tags
                                 .insert(crate::sample::tag::COPY.to_string(), n.to_string());
                             kept.push((input, copy));
-                            kept_units.push(this);
                         }
                         kept.push((input, sample));
-                        kept_units.push(this);
                     }
                 }
             }
@@ -347,7 +339,7 @@ impl Engine<'_> {
                 self.tally.write_time += t.elapsed();
             }
         }
-        Ok((kept, kept_units))
+        Ok(kept)
     }
 
     pub(in crate::engine) fn reject(&mut self, input: usize, reject: Reject) -> Result<()> {

@@ -60,11 +60,11 @@ pub struct RunOptions {
 /// the input files and runs the record-wise stages on it; each global stage's map output goes
 /// to the shared work directory, task 0 merges the exchanges (the stage's preloaded index
 /// first) and reduces them once, and every task applies the decisions to its own records.
-/// Every task writes its own Parquet/JSONL parts and catalog part and tokenizes its samples
-/// into token spills; task 0 finally moves the parts into the run, merges the catalog parts,
-/// adopts the spills in task order (the shards are then the bytes of one process) and replays
-/// kept samples only into LLaMA-Factory files. See the README for what equals a one-process
-/// run.
+/// Every task writes its own Parquet/JSONL parts, LLaMA-Factory arrays and catalog part and
+/// tokenizes its samples into token spills; task 0 finally moves the parts into the run,
+/// merges the catalog parts, writes the LLaMA-Factory registry over the arrays and adopts the
+/// spills in task order (the shards are then the bytes of one process). See the README for
+/// what equals a one-process run.
 #[derive(Debug, Clone)]
 pub struct TaskRun {
     /// Which task.
@@ -322,7 +322,6 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 files,
                 segment: 0,
                 units: Vec::new(),
-                kept: None,
                 mapped: 0,
             };
             (None, curated, dropped, Some((state, shards)), rejects)
@@ -440,7 +439,7 @@ impl Engine<'_> {
         let mut source = Source::Inputs;
         for (no, seg) in plan.iter().enumerate() {
             let records: Vec<usize> = seg.records.clone().collect();
-            self.begin_segment(no, seg.global.is_none())?;
+            self.begin_segment(no);
             let Some(g) = seg.global else {
                 return self.segment(stages, source, &records, None).map(drop);
             };

@@ -15,19 +15,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl Engine<'_> {
-    /// In a task: start segment `seg` (and, for the last, the stream of kept samples that
-    /// task 0 writes to the sinks that need every sample, if the plan has any).
-    pub(in crate::engine) fn begin_segment(&mut self, seg: usize, last: bool) -> Result<()> {
-        let replays = crate::engine::sinks::SinkSet::replays(self.plan);
-        let Some(t) = self.task.as_mut() else {
-            return Ok(());
-        };
-        t.segment = seg;
-        t.units.push(0);
-        if last && replays {
-            t.kept = Some(crate::storage::scratch(&t.own.join("kept.jsonl"), 1 << 20)?);
+    /// In a task: start segment `seg`.
+    pub(in crate::engine) fn begin_segment(&mut self, seg: usize) {
+        if let Some(t) = self.task.as_mut() {
+            t.segment = seg;
+            t.units.push(0);
         }
-        Ok(())
     }
 
     /// Run one segment: its source, its record-wise stages, then either the final sinks or the
@@ -74,9 +67,8 @@ impl Engine<'_> {
             {
                 return Err(Error::Cancelled);
             }
-            let base = records;
             records += batch.len() as u64;
-            let (kept, units) = eng.process_batch(stages, batch, record_stages, decisions, base)?;
+            let kept = eng.process_batch(stages, batch, record_stages, decisions)?;
             match (&mut collector, &mut spill_out) {
                 (Some(c), Some(out)) => {
                     let lines: Vec<Vec<u8>> = kept
@@ -101,7 +93,7 @@ impl Engine<'_> {
                     }
                     pos += kept.len() as u64;
                 }
-                _ => eng.emit_kept(kept, &units)?,
+                _ => eng.emit_kept(kept)?,
             }
             if let Some(p) = &eng.progress {
                 p(&Progress {

@@ -1,7 +1,6 @@
 //! The run's output sinks and what is written to them.
 
 use crate::config::{OutputFormat, Plan};
-use crate::engine::task::stream::StreamLine;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::writers::{JsonlSink, LlamaFactorySink, ParquetSink, SampleSink, SplitSink};
@@ -11,31 +10,18 @@ use std::path::Path;
 /// Output sinks.
 pub(in crate::engine) type Sinks = Vec<Box<dyn SampleSink>>;
 
-/// Unit index of each kept sample within its segment.
-pub(in crate::engine) type Units = Vec<u64>;
-
 /// Which of the plan's sinks to open.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(in crate::engine) enum SinkSet {
     /// Every sink: a run in one process.
     All,
     /// One task's own parts: Parquet and JSONL, curated and dropped, named
-    /// `<split>-<task>-<n>` (`part-<task>-<n>` for dropped samples).
+    /// `<split>-<task>-<n>` (`part-<task>-<n>` for dropped samples), and LLaMA-Factory
+    /// datasets as folders of per-task arrays (`<dataset>/part-<task>-00000.json`).
     TaskParts(usize),
     /// What a map phase run alone writes (task, segment): only its dropped samples, named
     /// `part-<task>-m<segment>-<n>`; the process that publishes moves them into the run.
     TaskDropped(usize, usize),
-    /// What task 0 still writes from every task's kept samples: LLaMA-Factory files (a
-    /// dataset registry over JSON arrays). Shards are not replayed: every task tokenizes its
-    /// own samples and task 0 adopts the token spills (see [`shard_sink`]).
-    Replayed,
-}
-
-impl SinkSet {
-    /// Whether a plan's run in tasks has sinks that task 0 fills from the tasks' streams.
-    pub(in crate::engine) fn replays(plan: &Plan) -> bool {
-        plan.formats.contains(&OutputFormat::Llamafactory)
-    }
 }
 
 /// The plan's shard sink: shards under `root/shards`, token spills in `work`.
@@ -72,11 +58,10 @@ pub(in crate::engine) fn make_sinks(
         SinkSet::TaskDropped(i, seg) => format!("-{i:05}-m{seg}"),
         _ => String::new(),
     };
-    let parts = set != SinkSet::Replayed;
     let dropped_prefix = format!("part{tag}");
     for f in &plan.formats {
         match f {
-            OutputFormat::Parquet if parts => {
+            OutputFormat::Parquet => {
                 // Curated files per split (`train-00000.parquet`, …; `part-…` without one).
                 let (r, dir, rows) = (root.clone(), root.join("curated"), plan.rows_per_file);
                 let tag = tag.clone();
@@ -91,7 +76,7 @@ pub(in crate::engine) fn make_sinks(
                         .with_prefix(&dropped_prefix),
                 ));
             }
-            OutputFormat::Jsonl if parts => {
+            OutputFormat::Jsonl => {
                 let (r, dir, rows) = (root.clone(), root.join("curated"), plan.rows_per_file);
                 let tag = tag.clone();
                 curated.push(Box::new(SplitSink::new(Box::new(move |prefix: &str| {
@@ -105,15 +90,19 @@ pub(in crate::engine) fn make_sinks(
                         .with_prefix(&dropped_prefix),
                 ));
             }
-            OutputFormat::Llamafactory if matches!(set, SinkSet::All | SinkSet::Replayed) => {
-                curated.push(Box::new(LlamaFactorySink::new(
+            OutputFormat::Llamafactory => {
+                let sink = LlamaFactorySink::new(
                     &root,
                     root.join("export/llamafactory"),
                     &plan.llamafactory_name,
                     plan.llamafactory_style,
-                )))
+                );
+                match set {
+                    SinkSet::All => curated.push(Box::new(sink)),
+                    SinkSet::TaskParts(i) => curated.push(Box::new(sink.parts(i))),
+                    SinkSet::TaskDropped(..) => {}
+                }
             }
-            _ => {}
         }
     }
     if set == SinkSet::All {
@@ -121,7 +110,7 @@ pub(in crate::engine) fn make_sinks(
             curated.push(Box::new(sink));
         }
     }
-    if dropped.is_empty() && parts {
+    if dropped.is_empty() {
         // Dropped samples are always written somewhere, whatever the curated formats are.
         dropped.push(Box::new(
             JsonlSink::new(&root, root.join("dropped"), plan.rows_per_file)
@@ -145,11 +134,7 @@ pub(in crate::engine) fn known_tokens(
 }
 
 impl Engine<'_> {
-    pub(in crate::engine) fn emit_kept(
-        &mut self,
-        kept: Vec<(usize, Sample)>,
-        units: &[u64],
-    ) -> Result<()> {
+    pub(in crate::engine) fn emit_kept(&mut self, kept: Vec<(usize, Sample)>) -> Result<()> {
         if kept.is_empty() {
             return Ok(());
         }
@@ -180,17 +165,6 @@ impl Engine<'_> {
             }
         }
         self.catalog.add(&samples, known.as_deref());
-        if let Some(t) = self.task.as_mut() {
-            // A task writes its own parts (above) and streams its kept samples for the sinks
-            // task 0 writes from every sample (shards, LLaMA-Factory), if there are any.
-            let path = t.own.join("kept.jsonl");
-            if let Some(out) = t.kept.as_mut() {
-                for (s, &u) in samples.into_iter().zip(units) {
-                    let line = StreamLine { u, sample: s };
-                    line.write(out, &path)?;
-                }
-            }
-        }
         Ok(())
     }
 }

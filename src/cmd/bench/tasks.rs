@@ -66,9 +66,52 @@ type Fingerprint = (BTreeMap<String, Vec<u8>>, BTreeMap<String, u64>);
 /// `dropped/` (shards, catalog, rejects, LLaMA-Factory files: byte for byte), and the records
 /// per part folder and split (tasks write their own Parquet/JSONL parts, so those are cut and
 /// named by task).
+/// Where LLaMA-Factory datasets are published.
+const LF: &str = "export/llamafactory/";
+
 fn fingerprint(out: &Path) -> Result<Fingerprint> {
     let mut files = published(out)?;
     files.retain(|k, _| !k.starts_with("curated/") && !k.starts_with("dropped/"));
+    // LLaMA-Factory: one array per dataset in one process, a folder of per-task arrays in
+    // tasks; compared as each dataset's records in order and the registry (file names made
+    // folder-like).
+    let lf: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .filter(|(k, _)| k.starts_with(LF))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut datasets: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for (k, v) in lf {
+        files.remove(&k);
+        let rel = &k[LF.len()..];
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&v).with_context(|| format!("reading {k}"))?;
+        if rel == "dataset_info.json" {
+            for e in json
+                .as_object_mut()
+                .into_iter()
+                .flat_map(|m| m.values_mut())
+            {
+                let name = e["file_name"].as_str().unwrap_or_default().to_string();
+                e["file_name"] = name.trim_end_matches(".json").into();
+            }
+            files.insert(k, serde_json::to_vec(&json)?);
+            continue;
+        }
+        let dataset = match rel.split_once('/') {
+            Some((folder, _)) => folder,
+            None => rel.trim_end_matches(".json"),
+        };
+        if let serde_json::Value::Array(rows) = json {
+            datasets
+                .entry(dataset.to_string())
+                .or_default()
+                .extend(rows);
+        }
+    }
+    for (name, rows) in datasets {
+        files.insert(format!("{LF}{name} (records)"), serde_json::to_vec(&rows)?);
+    }
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("report.json")).context("the report")?)?;
     let mut rows = BTreeMap::new();

@@ -1,8 +1,8 @@
 //! A task's side of a task-sharded run (see [`crate::engine::TaskRun`]).
 
 pub(in crate::engine) mod exchange;
+pub(in crate::engine) mod merge;
 pub(in crate::engine) mod phase;
-pub(in crate::engine) mod replay;
 pub(in crate::engine) mod shards;
 pub(in crate::engine) mod stream;
 
@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 use crate::report::{InputReport, Report, Timings};
 use crate::storage::Place;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -29,7 +28,6 @@ pub(in crate::engine) struct TaskState {
     pub(in crate::engine) segment: usize,
     /// Units (records read, or spilled samples) each segment handled.
     pub(in crate::engine) units: Vec<u64>,
-    pub(in crate::engine) kept: Option<std::io::BufWriter<std::fs::File>>,
     /// Positions this task mapped in its last global stage (a phase run alone shares them
     /// after the segment).
     pub(in crate::engine) mapped: u64,
@@ -193,9 +191,6 @@ impl Engine<'_> {
             t.share("shards", &names)?;
             self.tally.write_time += handing.elapsed();
         }
-        if let Some(mut w) = t.kept.take() {
-            w.flush().map_err(|e| Error::io(&t.own, e))?;
-        }
         let partial = Partial {
             tally: self.tally.clone(),
             units: t.units.clone(),
@@ -210,9 +205,6 @@ impl Engine<'_> {
         crate::storage::write_atomic(&t.own.join("partial.json"), &bytes)?;
         let mut names = vec!["partial.json".to_string(), "rejects.jsonl".to_string()];
         names.extend(partial.outputs.iter().map(|o| format!("out/{}", o.path)));
-        if t.own.join("kept.jsonl").is_file() {
-            names.push("kept.jsonl".into());
-        }
         t.share("", &names)?;
         t.markers.mark(
             "done",

@@ -83,7 +83,7 @@ impl Engine<'_> {
             Source::Inputs => None,
         };
         let records: Vec<usize> = plan[seg].records.clone().collect();
-        self.begin_segment(seg, plan[seg].global.is_none())?;
+        self.begin_segment(seg);
         match plan[seg].global {
             Some(g) => {
                 let spill = self.scratch(&format!("spill-{seg}.jsonl"));

@@ -1,33 +1,6 @@
-//! What tasks write for task 0: the stream of kept samples, and their counts.
+//! What a task writes for the process that publishes the run: its counts.
 
-use crate::error::{Error, Result};
-use crate::sample::Sample;
 use serde::Serialize;
-use std::io::Write;
-
-/// One line of a task's kept stream (for the sinks task 0 writes from every sample).
-#[derive(Serialize, serde::Deserialize)]
-pub(in crate::engine) struct StreamLine {
-    /// Unit index within the segment, in this task.
-    pub(in crate::engine) u: u64,
-    pub(in crate::engine) sample: Sample,
-}
-
-impl StreamLine {
-    /// Append as one JSON line.
-    pub(in crate::engine) fn write(
-        &self,
-        out: &mut impl Write,
-        path: &std::path::Path,
-    ) -> Result<()> {
-        let mut bytes = serde_json::to_vec(self).map_err(|e| Error::Output {
-            path: path.to_path_buf(),
-            message: format!("cannot encode a stream line: {e}"),
-        })?;
-        bytes.push(b'\n');
-        out.write_all(&bytes).map_err(|e| Error::io(path, e))
-    }
-}
 
 /// A task's counts, for task 0's merge.
 #[derive(Serialize, serde::Deserialize)]

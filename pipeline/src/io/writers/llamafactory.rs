@@ -87,6 +87,9 @@ pub struct LlamaFactorySink {
     dir: PathBuf,
     name: String,
     style: LlamaFactoryStyle,
+    /// A task's parts (its index): each dataset becomes a folder of per-task arrays, and
+    /// the run's `dataset_info.json` is written once every task's parts are in.
+    part: Option<usize>,
     /// Dialogues by dataset name.
     sft: BTreeMap<String, JsonArray>,
     /// Documents by dataset name.
@@ -127,10 +130,76 @@ impl LlamaFactorySink {
             dir,
             name: name.to_string(),
             style,
+            part: None,
             sft: BTreeMap::new(),
             pretrain: BTreeMap::new(),
         }
     }
+
+    /// Write task `task`'s parts: `<dataset>/part-<task>-00000.json` (documents:
+    /// `<dataset>_pretrain/pretrain-<task>-00000.json`) and no `dataset_info.json`
+    /// ([`dataset_info`] writes it over every task's).
+    pub fn parts(mut self, task: usize) -> LlamaFactorySink {
+        self.part = Some(task);
+        self
+    }
+
+    /// Where dataset `name`'s array goes.
+    fn file(&self, name: &str, pretrain: bool) -> PathBuf {
+        match self.part {
+            None => self.dir.join(format!("{name}.json")),
+            Some(t) => {
+                let kind = if pretrain { "pretrain" } else { "part" };
+                self.dir
+                    .join(name)
+                    .join(format!("{kind}-{t:05}-00000.json"))
+            }
+        }
+    }
+}
+
+/// `dataset_info.json` for the datasets `sft` (dialogues) and `pretrain` (documents, named
+/// `<dataset>_pretrain`): each entry's `file_name` is `<name>.json`, or the folder `<name>`
+/// of a task-sharded run's per-task parts (LLaMA-Factory reads every file of a folder as one
+/// dataset).
+pub fn dataset_info(
+    style: LlamaFactoryStyle,
+    sft: &[String],
+    pretrain: &[String],
+    folders: bool,
+) -> std::result::Result<Vec<u8>, String> {
+    let file_name = |name: &str| {
+        if folders {
+            name.to_string()
+        } else {
+            format!("{name}.json")
+        }
+    };
+    let mut info = serde_json::Map::new();
+    for name in sft {
+        let entry = match style {
+            LlamaFactoryStyle::Sharegpt => serde_json::json!({
+                "file_name": file_name(name),
+                "formatting": "sharegpt",
+                "columns": {"messages": "conversations", "system": "system", "tools": "tools"}
+            }),
+            LlamaFactoryStyle::Alpaca => serde_json::json!({
+                "file_name": file_name(name),
+                "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
+            }),
+        };
+        info.insert(name.clone(), entry);
+    }
+    for name in pretrain {
+        info.insert(
+            name.clone(),
+            serde_json::json!({"file_name": file_name(name), "columns": {"prompt": "text"}}),
+        );
+    }
+    let mut bytes =
+        serde_json::to_vec_pretty(&serde_json::Value::Object(info)).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    Ok(bytes)
 }
 
 pub(super) fn sharegpt_role(r: Role) -> &'static str {
@@ -149,7 +218,7 @@ impl SampleSink for LlamaFactorySink {
             if let Some(text) = &s.text {
                 let name = format!("{dataset}_pretrain");
                 if !self.pretrain.contains_key(&name) {
-                    let a = JsonArray::open(self.dir.join(format!("{name}.json")))?;
+                    let a = JsonArray::open(self.file(&name, true))?;
                     self.pretrain.insert(name.clone(), a);
                 }
                 if let Some(a) = self.pretrain.get_mut(&name) {
@@ -158,7 +227,7 @@ impl SampleSink for LlamaFactorySink {
                 continue;
             }
             if !self.sft.contains_key(&dataset) {
-                let a = JsonArray::open(self.dir.join(format!("{dataset}.json")))?;
+                let a = JsonArray::open(self.file(&dataset, false))?;
                 self.sft.insert(dataset.clone(), a);
             }
             let Some(out) = self.sft.get_mut(&dataset) else {
@@ -216,40 +285,20 @@ impl SampleSink for LlamaFactorySink {
 
     fn finish(self: Box<Self>) -> Result<Vec<OutputFile>> {
         let mut files = Vec::new();
-        let mut info = serde_json::Map::new();
-        for (name, a) in self.sft {
-            let f = a.close(&self.root)?;
-            let file_name = format!("{name}.json");
-            let entry = match self.style {
-                LlamaFactoryStyle::Sharegpt => serde_json::json!({
-                    "file_name": file_name,
-                    "formatting": "sharegpt",
-                    "columns": {"messages": "conversations", "system": "system", "tools": "tools"}
-                }),
-                LlamaFactoryStyle::Alpaca => serde_json::json!({
-                    "file_name": file_name,
-                    "columns": {"prompt": "instruction", "query": "input", "response": "output", "system": "system", "history": "history"}
-                }),
-            };
-            info.insert(name, entry);
-            files.push(f);
-        }
-        for (name, a) in self.pretrain {
+        let sft: Vec<String> = self.sft.keys().cloned().collect();
+        let pretrain: Vec<String> = self.pretrain.keys().cloned().collect();
+        for (_, a) in self.sft.into_iter().chain(self.pretrain) {
             files.push(a.close(&self.root)?);
-            info.insert(
-                name.clone(),
-                serde_json::json!({"file_name": format!("{name}.json"), "columns": {"prompt": "text"}}),
-            );
+        }
+        if self.part.is_some() {
+            return Ok(files);
         }
         let path = self.dir.join("dataset_info.json");
-        let mut bytes =
-            serde_json::to_vec_pretty(&serde_json::Value::Object(info)).map_err(|e| {
-                Error::Output {
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
+        let bytes =
+            dataset_info(self.style, &sft, &pretrain, false).map_err(|message| Error::Output {
+                path: path.clone(),
+                message,
             })?;
-        bytes.push(b'\n');
         write_atomic(&path, &bytes)?;
         files.push(OutputFile {
             path: rel(&self.root, &path),

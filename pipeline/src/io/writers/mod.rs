@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 mod llamafactory;
 mod parquet_sink;
 
-pub use llamafactory::LlamaFactorySink;
+pub use llamafactory::{dataset_info, LlamaFactorySink};
 pub use parquet_sink::{sample_schema, ParquetSink};
 
 /// Why a dropped sample was dropped, as written next to it.

@@ -1,14 +1,13 @@
-//! Task 0: merge the tasks' counts, parts, catalog parts and token spills, and replay kept
-//! samples into the sinks that need every one (LLaMA-Factory files).
+//! Task 0 (or the process that publishes a run in phases): merge the tasks' counts, parts,
+//! catalog parts and token spills into the run, and write the LLaMA-Factory dataset registry
+//! over the tasks' arrays.
 
-use super::stream::{Partial, StreamLine};
-use crate::engine::batch::BatchCut;
-use crate::engine::sinks::{make_sinks, shard_sink, SinkSet};
+use super::stream::Partial;
+use crate::config::OutputFormat;
+use crate::engine::sinks::shard_sink;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::sample::Sample;
 use crate::storage::{AtomicFile, RunDir};
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -52,7 +51,7 @@ impl Engine<'_> {
     }
 
     /// Task 0, once every task is done: merge the counts and catalog parts, move the tasks'
-    /// parts into the run, replay kept samples into LLaMA-Factory files and adopt the token
+    /// parts into the run, write the LLaMA-Factory registry over their arrays and adopt the token
     /// spills for the shards, all in task order (input order).
     pub(in crate::engine) fn merge_tasks(&mut self, out_dir: &std::path::Path) -> Result<()> {
         let shared_shards = self.shards_shared();
@@ -65,7 +64,7 @@ impl Engine<'_> {
         let done = t.wait_all("done", n)?;
         self.phase_times
             .insert("wait for done".into(), waited.elapsed().as_secs_f64());
-        let replaying = Instant::now();
+        let merging = Instant::now();
         let dirs: Vec<PathBuf> = done
             .iter()
             .enumerate()
@@ -109,8 +108,7 @@ impl Engine<'_> {
             })?;
             outputs.push(std::mem::take(&mut p.outputs));
         }
-        // Outputs: the files every task wrote itself move into the run; task 0 writes only the
-        // sinks that need every sample, from the tasks' kept streams.
+        // Outputs: the files every task wrote itself move into the run.
         let run = RunDir::begin(out_dir)?;
         let moving = Instant::now();
         let mut seen = std::collections::BTreeSet::new();
@@ -157,19 +155,13 @@ impl Engine<'_> {
             "move the tasks' parts".into(),
             moving.elapsed().as_secs_f64(),
         );
-        // LLaMA-Factory files, from every task's kept samples.
-        let (curated, _) = make_sinks(self.plan, &run.path(""), SinkSet::Replayed)?;
-        self.curated = curated;
+        // LLaMA-Factory: every task's arrays are in; one `dataset_info.json` over them.
+        self.curated = Vec::new();
         self.dropped = Vec::new();
-        if SinkSet::replays(self.plan) {
-            let mut files = Vec::new();
-            for d in &dirs {
-                files.extend(crate::storage::file_within_if_any(d, "kept.jsonl")?);
-            }
-            self.replay(&files)?;
+        if self.plan.formats.contains(&OutputFormat::Llamafactory) {
+            self.write_dataset_info(&run)?;
         }
-        // Shards: the tasks' token spills, in task order, make the spill of one process (they
-        // join the sinks after the replay, which must not write them again).
+        // Shards: the tasks' token spills, in task order, make the spill of one process.
         let adopting = Instant::now();
         if let Some(mut shards) = shard_sink(self.plan, &run.path(""), run.path(".work"))? {
             for d in &dirs {
@@ -197,7 +189,7 @@ impl Engine<'_> {
         self.run = Some(run);
         self.phase_times.insert(
             "merge the tasks' outputs".into(),
-            replaying.elapsed().as_secs_f64(),
+            merging.elapsed().as_secs_f64(),
         );
         Ok(())
     }
@@ -218,11 +210,13 @@ impl Engine<'_> {
             .path
             .split_once('/')
             .is_some_and(|(_, name)| name.contains(&format!("-{i:05}-")));
-        if !is_part_path(&f.path) || !own || !seen.insert(f.path.clone()) {
+        let part = (is_part_path(&f.path) && own)
+            || lf_part(&f.path).is_some_and(|(_, _, task)| task == i);
+        if !part || !seen.insert(f.path.clone()) {
             return Err(Error::Output {
                 path: d.join("partial.json"),
                 message: format!(
-                    "a task names {:?} as its output: not a part under curated/ or dropped/",
+                    "a task names {:?} as its output: not one of its parts (curated/, dropped/, export/llamafactory/)",
                     f.path
                 ),
             });
@@ -232,68 +226,60 @@ impl Engine<'_> {
         self.moved.push(f);
         Ok(())
     }
+}
 
-    /// Write the tasks' kept streams through the sinks, in order, a batch at a time (the sinks
-    /// cut their files the same whatever the batches, so the bytes equal a one-process run's).
-    pub(in crate::engine) fn replay(&mut self, files: &[PathBuf]) -> Result<()> {
-        let mut samples: Vec<Sample> = Vec::new();
-        let mut cut = BatchCut::new(self.plan);
-        for path in files {
-            let file = match std::fs::File::open(path) {
-                Ok(f) => f,
-                // A task whose files held nothing wrote no stream.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(path, e)),
-            };
-            // A line is one sample, bounded by the pipeline's record limit (with room for JSON
-            // escapes): a stream from the shared work folder cannot make task 0 hold more.
-            let cap = (self.plan.max_record_bytes as u64)
-                .saturating_mul(2)
-                .saturating_add(1 << 20);
-            let mut reader = BufReader::with_capacity(1 << 20, file);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                let n = (&mut reader)
-                    .take(cap + 1)
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| Error::io(path, e))?;
-                if n == 0 {
-                    break;
-                }
-                if n as u64 > cap {
-                    return Err(Error::Work {
-                        path: path.clone(),
-                        message: format!("a task stream line over {cap} bytes: refused"),
-                    });
-                }
-                let l: StreamLine = serde_json::from_slice(&line).map_err(|e| Error::Work {
-                    path: path.clone(),
-                    message: format!("unreadable task stream: {e}"),
-                })?;
-                samples.push(l.sample);
-                if cut.add(line.len()) {
-                    self.write_replayed(&mut samples)?;
-                }
+impl Engine<'_> {
+    /// The run's LLaMA-Factory `dataset_info.json`, over the datasets the tasks' moved parts
+    /// make (a folder of per-task arrays each).
+    fn write_dataset_info(&mut self, run: &RunDir) -> Result<()> {
+        let path = run.path("export/llamafactory/dataset_info.json");
+        let mut sft = std::collections::BTreeSet::new();
+        let mut pretrain = std::collections::BTreeSet::new();
+        for f in &self.moved {
+            if let Some((dataset, docs, _)) = lf_part(&f.path) {
+                if docs { &mut pretrain } else { &mut sft }.insert(dataset.to_string());
             }
         }
-        if !samples.is_empty() {
-            self.write_replayed(&mut samples)?;
+        if let Some(both) = sft.intersection(&pretrain).next() {
+            return Err(Error::Work {
+                path,
+                message: format!("the tasks wrote {both:?} as dialogues and as documents"),
+            });
         }
+        let (sft, pretrain): (Vec<String>, Vec<String>) =
+            (sft.into_iter().collect(), pretrain.into_iter().collect());
+        let bytes =
+            crate::io::writers::dataset_info(self.plan.llamafactory_style, &sft, &pretrain, true)
+                .map_err(|message| Error::Output {
+                path: path.clone(),
+                message,
+            })?;
+        crate::storage::write_atomic(&path, &bytes)?;
+        self.moved.push(crate::io::writers::OutputFile {
+            path: "export/llamafactory/dataset_info.json".into(),
+            records: (sft.len() + pretrain.len()) as u64,
+            bytes: bytes.len() as u64,
+        });
         Ok(())
     }
+}
 
-    /// One batch of replayed samples into the sinks (the catalog is the tasks' parts, merged
-    /// already).
-    pub(in crate::engine) fn write_replayed(&mut self, samples: &mut Vec<Sample>) -> Result<()> {
-        let t = std::time::Instant::now();
-        for sink in &mut self.curated {
-            sink.write(samples, None)?;
-        }
-        self.tally.write_time += t.elapsed();
-        samples.clear();
-        Ok(())
-    }
+/// A task's LLaMA-Factory part: `export/llamafactory/<dataset>/part-<task>-00000.json`
+/// (documents: `pretrain-…`), as (dataset, documents, task). The dataset is one plain folder
+/// name (the work folder is shared: what a task wrote there must not name other places).
+fn lf_part(path: &str) -> Option<(&str, bool, usize)> {
+    let (dataset, file) = path.strip_prefix("export/llamafactory/")?.split_once('/')?;
+    let plain = !dataset.is_empty()
+        && !dataset.starts_with('.')
+        && !dataset.contains(['\\', '\0', '/', ':']);
+    let (docs, rest) = match file.split_once('-')? {
+        ("part", rest) => (false, rest),
+        ("pretrain", rest) => (true, rest),
+        _ => return None,
+    };
+    let task = rest.strip_suffix("-00000.json")?;
+    let ok = plain && task.len() == 5 && task.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| task.parse().ok().map(|t| (dataset, docs, t)))?
 }
 
 /// Whether a task's output path is one of its parts: `curated/` or `dropped/`, then one plain
@@ -314,7 +300,32 @@ fn is_part_path(path: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_part_path;
+    use super::{is_part_path, lf_part};
+
+    #[test]
+    fn llamafactory_parts_are_one_plain_folder_and_a_task_file() {
+        assert_eq!(
+            lf_part("export/llamafactory/support_train/part-00003-00000.json"),
+            Some(("support_train", false, 3))
+        );
+        assert_eq!(
+            lf_part("export/llamafactory/客服_pretrain/pretrain-00000-00000.json"),
+            Some(("客服_pretrain", true, 0))
+        );
+        for bad in [
+            "export/llamafactory/../part-00001-00000.json",
+            "export/llamafactory/a/../../x/part-00001-00000.json",
+            "export/llamafactory/.hidden/part-00001-00000.json",
+            "export/llamafactory/a/part-1-00000.json",
+            "export/llamafactory/a/part-00001-00001.json",
+            "export/llamafactory/a/other-00001-00000.json",
+            "export/llamafactory/dataset_info.json",
+            "export/llamafactory/a\\..\\b/part-00001-00000.json",
+            "curated/part-00001-00000.json",
+        ] {
+            assert_eq!(lf_part(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn only_parts_under_curated_or_dropped_are_moved() {
