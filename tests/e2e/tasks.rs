@@ -509,7 +509,15 @@ fn the_task_benchmark_compares_task_counts_with_one_process() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let p = pipeline(dir.path(), &data);
-    let o = crate::common::sluice(&["bench", "tasks", p.to_str().expect("utf8"), "--tasks", "2"]);
+    let o = crate::common::sluice(&[
+        "bench",
+        "tasks",
+        p.to_str().expect("utf8"),
+        "--tasks",
+        "2",
+        "--slots",
+        "1",
+    ]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(
         o.status.success(),
@@ -526,6 +534,16 @@ fn the_task_benchmark_compares_task_counts_with_one_process() {
     let t0: f64 = cols[2].parse().unwrap_or_else(|_| panic!("{text}"));
     assert!(t0 > 0.0, "{text}");
     assert!(text.contains("finish stages["), "{text}");
+    // In phases, one process at a time: the same outputs.
+    let phased = text
+        .split("in phases")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no phases table: {text}"));
+    let row = phased
+        .lines()
+        .find(|l| l.trim_start().starts_with("2 "))
+        .unwrap_or_else(|| panic!("no phased row for 2 tasks: {text}"));
+    assert!(row.trim_end().ends_with("yes"), "{text}");
 }
 
 /// A minhash index from an earlier run is preloaded by task 0 and read with every task's map

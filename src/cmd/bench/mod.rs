@@ -142,6 +142,10 @@ pub enum Bench {
         /// Worker threads per task (and for the one process run).
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Also run each task count in phases (`sluice run --phase`), at most this many
+        /// processes at once: a throttled job array, phase after phase.
+        #[arg(long)]
+        slots: Option<usize>,
     },
     /// MinHash signatures per second on one core (128 permutations, 5-gram shingles); with
     /// --accuracy, precision and recall at 0.7/0.8/0.9 on a generated near-duplicate corpus,
@@ -308,8 +312,9 @@ pub fn run(what: Bench) -> Result<ExitCode> {
             pipeline: file,
             tasks: counts,
             threads,
+            slots,
         } => {
-            tasks::bench_tasks(&file, &counts, threads.max(1))?;
+            tasks::bench_tasks(&file, &counts, threads.max(1), slots)?;
             Ok(ExitCode::SUCCESS)
         }
         Bench::Minhash {

@@ -225,7 +225,12 @@ impl Drop for Scratch {
 }
 
 /// Run the benchmark.
-pub fn bench_tasks(pipeline: &Path, counts: &[usize], threads: usize) -> Result<()> {
+pub fn bench_tasks(
+    pipeline: &Path,
+    counts: &[usize],
+    threads: usize,
+    slots: Option<usize>,
+) -> Result<()> {
     if !pipeline.is_file() {
         bail!("{}: no such pipeline file", pipeline.display());
     }
@@ -338,6 +343,102 @@ pub fn bench_tasks(pipeline: &Path, counts: &[usize], threads: usize) -> Result<
             .map(|(k, v)| format!("{k} {v:.2}"))
             .collect();
         writeln!(o, "  {} tasks: {}", r.tasks, list.join(", "))?;
+    }
+    if let Some(slots) = slots {
+        in_phases(
+            pipeline,
+            counts,
+            threads,
+            slots.max(1),
+            scratch.path(),
+            &reference,
+            o,
+        )?;
+    }
+    Ok(())
+}
+
+/// Each task count in phases: every phase's tasks in groups of at most `slots` processes
+/// (highest index first), phase after phase, then the publish; CPU per task summed over its
+/// phases (task 0's includes the publish).
+fn in_phases(
+    pipeline: &Path,
+    counts: &[usize],
+    threads: usize,
+    slots: usize,
+    scratch: &Path,
+    reference: &Fingerprint,
+    o: &mut impl Write,
+) -> Result<()> {
+    let listed = Command::new(std::env::current_exe().unwrap_or_else(|_| "sluice".into()))
+        .arg("run")
+        .arg(pipeline)
+        .arg("--phases")
+        .output()
+        .context("listing the phases")?;
+    let phases: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    writeln!(
+        o,
+        "in phases ({}), at most {slots} processes at once:",
+        phases.join(" ")
+    )?;
+    writeln!(
+        o,
+        "tasks   wall s   processes   task 0 CPU s   others CPU s (min-max)   task 0 / others   same output"
+    )?;
+    for &n in counts.iter().filter(|&&n| n > 1) {
+        let out = scratch.join(format!("phased-{n}"));
+        let work = scratch.join(format!("phased-work-{n}"));
+        let mut cpu = vec![0.0f64; n];
+        let mut processes = 0;
+        let started = Instant::now();
+        for phase in &phases {
+            let tasks: Vec<usize> = if phase == "publish" {
+                vec![0]
+            } else {
+                (0..n).rev().collect()
+            };
+            for group in tasks.chunks(slots) {
+                let children = group
+                    .iter()
+                    .map(|&i| {
+                        sluice(pipeline, &out, threads)
+                            .args(["--tasks", &n.to_string()])
+                            .args(["--task-index", &i.to_string()])
+                            .args(["--phase", phase])
+                            .arg("--work")
+                            .arg(&work)
+                            .spawn()
+                            .context("starting a phase")
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                processes += children.len();
+                let (spent, _) = wait_all(children, &work)?;
+                for (&i, c) in group.iter().zip(spent) {
+                    cpu[i] += c.unwrap_or(0.0);
+                }
+            }
+        }
+        let wall = started.elapsed().as_secs_f64();
+        let same = fingerprint(&out)? == *reference;
+        let others = &cpu[1..];
+        let mean = others.iter().sum::<f64>() / others.len() as f64;
+        let (lo, hi) = others
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+        writeln!(
+            o,
+            "{n:>5} {wall:>8.2} {processes:>11} {:>14.2} {:>24} {:>17.2} {:>12}",
+            cpu[0],
+            format!("{mean:.2} ({lo:.2}-{hi:.2})"),
+            cpu[0] / mean.max(1e-9),
+            if same { "yes" } else { "NO" },
+        )?;
+        let _ = std::fs::remove_dir_all(&out);
+        let _ = std::fs::remove_dir_all(&work);
     }
     Ok(())
 }
