@@ -143,17 +143,46 @@ pub fn scratch(path: &Path, buffer: usize) -> Result<BufWriter<File>> {
     Ok(BufWriter::with_capacity(buffer, file))
 }
 
-/// Move a finished file into a run's staging folder (its folders are created): a rename on
-/// the same filesystem, else a copy.
-pub fn move_file(from: &Path, to: &Path) -> Result<()> {
+/// Put a task's finished file into a run's staging folder (its folders are created), keeping
+/// the original: a hard link on the same filesystem, else a copy. The work folder keeps its
+/// files until the run is published, so a publish that dies half way can be run again.
+pub fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    if fs::rename(from, to).is_ok() {
+    if fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
     fs::copy(from, to).map_err(|e| Error::io(from, e))?;
     Ok(())
+}
+
+/// An exclusive lock on `path` (created if missing) for as long as the file is held: another
+/// process that tries it fails at once. The operating system releases it when the process
+/// ends, however it ends. `Ok(None)`: another process holds it.
+pub fn try_lock(path: &Path) -> Result<Option<File>> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
+    }
+}
+
+/// The run key a published run was made under (`RunDir::set_key`), if any.
+pub fn published_key(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(RUN_MARKER)).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("run-key "))
+        .map(str::to_string)
 }
 
 /// Rename a finished file into place (same file system).
@@ -186,6 +215,15 @@ impl RunDir {
             final_dir: final_dir.to_path_buf(),
             staging,
         })
+    }
+
+    /// Record the key of the task-sharded run this is (in its marker file): a publish run again
+    /// later finds the run published already.
+    pub fn set_key(&self, key: &str) -> Result<()> {
+        write_atomic(
+            &self.staging.join(RUN_MARKER),
+            format!("sluice run directory\nrun-key {key}\n").as_bytes(),
+        )
     }
 
     /// A path inside the run (in staging until published).

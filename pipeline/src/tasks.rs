@@ -24,6 +24,9 @@ pub const SCHEDULER_VARS: [&str; 5] = [
     "SLUICE_TASKS",
 ];
 
+/// The most tasks a run may have.
+pub const MAX_TASKS: usize = 65_536;
+
 /// This process's place in a task-sharded run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TaskSpec {
@@ -85,6 +88,11 @@ impl TaskSpec {
         if count == 0 || index >= count {
             return Err(format!(
                 "task {index} is not one of {count} tasks (from {origin})"
+            ));
+        }
+        if count > MAX_TASKS {
+            return Err(format!(
+                "{count} tasks (from {origin}): at most {MAX_TASKS} (a global stage's 64 partitions are reduced by at most 64 of them)"
             ));
         }
         Ok(TaskSpec { index, count })
@@ -188,14 +196,27 @@ pub fn assign(sizes: &[u64], tasks: usize) -> Vec<Range<usize>> {
 }
 
 /// The key of a task-sharded run: the pipeline's text, its input files (path and size), the
-/// task count and the output directory. Tasks of one run agree on it; markers and intermediate
-/// files of any other run are ignored.
-pub fn run_key(pipeline: &[u8], files: &[(PathBuf, u64)], tasks: usize, out: &Path) -> String {
+/// content of the other files it reads (`read`: tokenizers, models, word lists…), the task
+/// count and the output directory. Tasks of one run agree on it; markers and intermediate files
+/// of any other run are ignored, so a tokenizer edited between two phases makes another run
+/// rather than shards of two tokenizers.
+pub fn run_key(
+    pipeline: &[u8],
+    files: &[(PathBuf, u64)],
+    read: &[PathBuf],
+    tasks: usize,
+    out: &Path,
+) -> String {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     h.update(pipeline);
     for (p, size) in files {
         h.update(p.to_string_lossy().as_bytes());
         h.update(&size.to_le_bytes());
+    }
+    for p in read {
+        h.update(p.to_string_lossy().as_bytes());
+        let content = crate::storage::hash_file(p).map_or_else(|_| "missing".into(), |(_, c)| c);
+        h.update(content.as_bytes());
     }
     h.update(&(tasks as u64).to_le_bytes());
     h.update(out.to_string_lossy().as_bytes());
@@ -327,8 +348,33 @@ mod tests {
             TaskSpec::resolve(None, None, &k8s),
             Ok(TaskSpec { index: 3, count: 8 })
         );
+        assert!(TaskSpec::resolve(Some(0), Some(MAX_TASKS + 1), &none)
+            .expect_err("too many")
+            .contains("at most"));
         let bad = env(&[("JOB_COMPLETION_INDEX", "x")]);
         assert!(TaskSpec::resolve(None, None, &bad).is_err());
+    }
+
+    #[test]
+    fn phases_are_listed_in_order_and_parsed_against_the_run() {
+        let two = Phase::all(2, true);
+        let names: Vec<String> = two.iter().map(Phase::name).collect();
+        assert_eq!(
+            names,
+            ["map-0", "reduce-0", "map-1", "reduce-1", "write", "shards", "publish"]
+        );
+        assert_eq!(Phase::all(0, false), [Phase::Write, Phase::Publish]);
+        assert_eq!(Phase::parse("reduce-1", &two), Ok(Phase::Reduce(1)));
+        assert!(
+            Phase::parse("map", &two).is_err(),
+            "ambiguous with two global stages"
+        );
+        assert!(Phase::parse("map-2", &two).is_err());
+        let one = Phase::all(1, false);
+        assert_eq!(Phase::parse("map", &one), Ok(Phase::Map(0)));
+        assert_eq!(Phase::parse("reduce", &one), Ok(Phase::Reduce(0)));
+        let err = Phase::parse("shards", &one).expect_err("no shards phase");
+        assert!(err.contains("map-0 reduce-0 write publish"), "{err}");
     }
 
     #[test]

@@ -152,7 +152,13 @@ pub fn run(args: Args) -> Result<ExitCode> {
             .collect();
         let text =
             std::fs::read(&pipeline).with_context(|| format!("reading {}", pipeline.display()))?;
-        let key = sluice_pipeline::tasks::run_key(&text, &files, spec.count, &out_dir);
+        let key = sluice_pipeline::tasks::run_key(
+            &text,
+            &files,
+            &plan.files_read(),
+            spec.count,
+            &out_dir,
+        );
         let work = work.unwrap_or_else(|| {
             let mut w = out_dir.as_os_str().to_owned();
             w.push(".tasks");

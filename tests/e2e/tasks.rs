@@ -190,6 +190,8 @@ pub(crate) fn assert_equivalent(one: &BTreeMap<String, Vec<u8>>, many: &BTreeMap
         m.keys()
             .filter(|k| part_key(k).is_none() && k.as_str() != "report.json")
             .filter(|k| !k.starts_with(LF))
+            // A task-sharded run's marker names its run key.
+            .filter(|k| k.as_str() != ".sluice-run")
             .cloned()
             .collect()
     };
@@ -1082,4 +1084,115 @@ fn a_phase_refuses_a_tampered_resume_folder() {
         assert!(said.contains("not a regular file"), "{said}");
     }
     assert!(!out.exists(), "nothing is published");
+}
+
+/// What schedulers do to phases, beyond running them once in order (attacker walk of the
+/// phases): a publish that failed half way is run again; a duplicate of a running phase or
+/// publish is refused while the first holds its lock; a publish run again after it succeeded
+/// does nothing; a tokenizer edited between phases makes another run instead of mixing two
+/// tokenizations; counts that do not reconcile are not published.
+#[test]
+fn phases_survive_failed_publishes_duplicates_reruns_and_edits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ex = repo().join("examples/data");
+    let tok = dir.path().join("tokenizer.json");
+    std::fs::copy(ex.join("tokenizers/minimind/tokenizer.json"), &tok).expect("copy");
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[[inputs]]\npaths = [\"{}\", \"{}\"]\n[[stages]]\ntype = \"minhash\"\n\
+             [output]\ndir = \"out\"\nformats = [\"jsonl\"]\n\
+             [output.shards]\ntokenizer = \"tokenizer.json\"\ntemplate = \"chatml\"\n",
+            ex.join("medicalgpt/medical_sft_200.jsonl.gz").display(),
+            ex.join("llama_factory/identity.json").display()
+        ),
+    )
+    .expect("write");
+    let one = single(&p, &dir.path().join("one"));
+    let out = dir.path().join("out");
+    let work = dir.path().join("work");
+    let step = |i: usize, phase: &str| {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", p.to_str().expect("utf8")])
+            .args(["--out", out.to_str().expect("utf8")])
+            .args(["--work", work.to_str().expect("utf8")])
+            .args(["--task-index", &i.to_string(), "--tasks", "2"])
+            .args(["--phase", phase, "--task-timeout", "2"])
+            .output()
+            .expect("run")
+    };
+    let ok = |o: std::process::Output| {
+        let said = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{said}");
+        said
+    };
+    let fails = |o: std::process::Output, says: &str| {
+        let said = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success(), "must fail: {said}");
+        assert!(said.contains(says), "{says:?} not in: {said}");
+        assert!(!said.contains("panicked"), "{said}");
+    };
+    for i in 0..2 {
+        ok(step(i, "map-0"));
+    }
+    let run = run_folder(&work);
+    // The tokenizer edited between phases: another run, which says why it finds no map.
+    let original = std::fs::read(&tok).expect("read");
+    let mut edited = original.clone();
+    edited.push(b'\n');
+    std::fs::write(&tok, &edited).expect("edit");
+    fails(step(0, "reduce-0"), "other run(s)");
+    std::fs::write(&tok, &original).expect("restore");
+    for other in std::fs::read_dir(&work).expect("ls").flatten() {
+        if other.path() != run {
+            std::fs::remove_dir_all(other.path()).expect("rm the other run's folder");
+        }
+    }
+    // A duplicate of a phase while the first runs: refused (the test holds task 1's lock).
+    {
+        let lock = std::fs::File::create(run.join("task-00001.lock")).expect("lock file");
+        lock.try_lock().expect("lock");
+        fails(
+            step(1, "reduce-0"),
+            "another process is running a phase of task 1",
+        );
+    }
+    for phase in ["reduce-0", "write", "shards"] {
+        for i in 0..2 {
+            ok(step(i, phase));
+        }
+    }
+    // A publish that fails half way (task 1's list of shards is missing once its parts are
+    // in the staging folder), then runs again: the parts are still there.
+    let list = find_of_task(&run, 1, "shards.json");
+    let saved = std::fs::read(&list).expect("read");
+    std::fs::remove_file(&list).expect("rm");
+    fails(step(0, "publish"), "shards.json");
+    std::fs::write(&list, &saved).expect("restore");
+    // Counts that do not reconcile are not published.
+    let partial = find_of_task(&run, 1, "partial.json");
+    let text = std::fs::read_to_string(&partial).expect("read");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let read = v["tally"]["inputs"][0]["read"].as_u64().expect("read");
+    v["tally"]["inputs"][0]["read"] = (read + 1000).into();
+    std::fs::write(&partial, v.to_string()).expect("write");
+    fails(step(0, "publish"), "refused");
+    std::fs::write(&partial, &text).expect("restore");
+    // A second publish while one runs: refused.
+    {
+        let lock = std::fs::File::create(run.join("publish.lock")).expect("lock file");
+        lock.try_lock().expect("lock");
+        fails(step(0, "publish"), "another process is publishing this run");
+    }
+    ok(step(0, "publish"));
+    assert_equivalent(&one, &output_files(&out));
+    // Run again after it succeeded (a requeued job): nothing to do, and nothing left behind.
+    let said = ok(step(0, "publish"));
+    assert!(said.contains("holds this run already"), "{said}");
+    assert!(
+        std::fs::read_dir(&work).map_or(true, |mut d| d.next().is_none()),
+        "no work files left"
+    );
+    assert_equivalent(&one, &output_files(&out));
 }

@@ -261,6 +261,39 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos())
             );
+            // The run's folder in the work folder is a folder, not a link to somewhere else
+            // (cleanup removes what is in it).
+            if std::fs::symlink_metadata(&t.work).is_ok_and(|m| !m.is_dir()) {
+                return Err(Error::Work {
+                    path: t.work.clone(),
+                    message: "the run's work folder is not a folder (a link?): refused".into(),
+                });
+            }
+            // A phase run alone holds a lock: its task's (two processes never run phases of
+            // one task at once), or the run's for the publish. The system drops it when the
+            // process ends, however it ends.
+            let lock = match t.phase {
+                None => None,
+                Some(phase) => {
+                    let (path, who) = match phase {
+                        crate::tasks::Phase::Publish => (
+                            t.work.join("publish.lock"),
+                            "publishing this run".to_string(),
+                        ),
+                        _ => (
+                            t.work.join(format!("task-{:05}.lock", t.spec.index)),
+                            format!("running a phase of task {}", t.spec.index),
+                        ),
+                    };
+                    let held = crate::storage::try_lock(&path)?.ok_or_else(|| Error::Work {
+                        path: path.clone(),
+                        message: format!(
+                            "another process is {who} (a duplicate job?): run it again once that one has ended"
+                        ),
+                    })?;
+                    Some(held)
+                }
+            };
             let own = t
                 .work
                 .join(format!("task-{:05}", t.spec.index))
@@ -323,6 +356,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 segment: 0,
                 units: Vec::new(),
                 mapped: 0,
+                _lock: lock,
             };
             (None, curated, dropped, Some((state, shards)), rejects)
         }
@@ -359,6 +393,17 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
             report.status = format!(
                 "task {} of {}: nothing to do in phase publish (task 0 publishes)",
                 spec.index, spec.count
+            );
+            return Ok(report);
+        }
+        (Some(crate::tasks::Phase::Publish), Some(spec)) if engine.published_already(&out_dir) => {
+            // A publish run again after it succeeded: finish its cleanup, nothing more.
+            engine.remove_work();
+            let mut report = engine.task_report(started, threads);
+            report.status = format!(
+                "task 0 of {}: phase publish: {} holds this run already, nothing to do",
+                spec.count,
+                out_dir.display()
             );
             return Ok(report);
         }

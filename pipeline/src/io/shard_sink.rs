@@ -503,7 +503,7 @@ impl SampleSink for ShardSink {
                             .others
                             .get(&(split.clone(), k))
                             .ok_or_else(|| err(&self.dir, format!("no task wrote shard {name}")))?;
-                        crate::storage::move_file(from, &path)?;
+                        crate::storage::link_or_copy(from, &path)?;
                         stats.clone()
                     }
                     _ => sluice_shards::native::write_shard(builder, &path)

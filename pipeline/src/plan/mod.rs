@@ -66,6 +66,42 @@ pub struct Plan {
     pub catalog: CatalogPlan,
 }
 
+impl Plan {
+    /// The files besides the inputs that the run reads (tokenizers, a template file, the
+    /// files and folders its stages read: models, word lists, rules, profiles), resolved.
+    /// Folders are listed one level deep, at most 1,000 files each, in name order.
+    pub fn files_read(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for s in &self.stages {
+            for p in s.paths() {
+                match p.access {
+                    crate::confine::Access::Read => out.push(p.path),
+                    crate::confine::Access::ReadDir => {
+                        let mut files: Vec<PathBuf> = std::fs::read_dir(&p.path)
+                            .map(|d| d.flatten().map(|e| e.path()).take(1000).collect())
+                            .unwrap_or_default();
+                        files.sort();
+                        out.extend(files.into_iter().filter(|f| f.is_file()));
+                    }
+                    crate::confine::Access::Write => {}
+                }
+            }
+        }
+        if let Some(s) = &self.shards {
+            out.extend(s.tokenizer.iter().cloned());
+            if let Some((v, m)) = &s.vocab_merges {
+                out.push(v.clone());
+                out.push(m.clone());
+            }
+            if !crate::tokenize::Template::is_builtin(&s.template) {
+                out.push(PathBuf::from(&s.template));
+            }
+        }
+        out.extend(self.catalog.tokenizer.iter().cloned());
+        out
+    }
+}
+
 /// Parse and compile a pipeline file.
 pub fn load(path: &Path) -> Result<Plan> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

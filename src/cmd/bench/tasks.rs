@@ -145,7 +145,8 @@ fn published(out: &Path) -> Result<BTreeMap<String, Vec<u8>>> {
                     .unwrap_or(&p)
                     .to_string_lossy()
                     .into_owned();
-                if rel != "report.json" {
+                // The marker of a task-sharded run names its run key.
+                if rel != "report.json" && rel != sluice_pipeline::storage::RUN_MARKER {
                     files.insert(rel, std::fs::read(&p)?);
                 }
             }

@@ -138,19 +138,23 @@ impl super::TaskState {
     /// reducer reads first, and mark how many there are. All at once, a failure is marked too
     /// (the other tasks wait for this marker).
     pub(in crate::engine) fn write_preload(&self, op: &dyn GlobalOp, seg: usize) -> Result<()> {
-        let preload_dir = self.run.work.join(format!("reduce-{seg}/preload"));
+        // In this attempt's folder: another attempt never writes over it, and the marker names
+        // the folder once it is complete.
+        let preload_dir = self.own.join(format!("preload-{seg}"));
         let written = (|| -> Result<u64> {
             if preload_dir.exists() {
-                #[allow(clippy::disallowed_methods)] // a scratch folder of the run
+                #[allow(clippy::disallowed_methods)] // a scratch folder of this attempt
                 std::fs::remove_dir_all(&preload_dir).map_err(|e| Error::io(&preload_dir, e))?;
             }
             op.preload_into(&preload_dir)
         })();
         let phase = format!("preload-{seg}");
         match &written {
-            Ok(count) => self
-                .markers
-                .mark(&phase, 0, &serde_json::json!({ "records": count }))?,
+            Ok(count) => self.markers.mark(
+                &phase,
+                0,
+                &serde_json::json!({ "records": count, "dir": self.shared_dir() }),
+            )?,
             Err(e) if self.phase().is_none() => self.markers.mark(&phase, 0, &failed(e))?,
             Err(_) => {}
         }
@@ -199,15 +203,21 @@ impl super::TaskState {
         maps: &[serde_json::Value],
     ) -> Result<Vec<PathBuf>> {
         let preload = self.wait_all(&format!("preload-{seg}"), 1)?;
-        let preload_dir = self.run.work.join(format!("reduce-{seg}/preload"));
         if let Some(e) = preload[0]["error"].as_str() {
             return Err(Error::Output {
-                path: preload_dir,
+                path: self.run.work.join("markers"),
                 message: format!("task 0 could not write the preloaded records: {e}"),
             });
         }
+        // One of task 0's attempt folders, checked as every map output is.
+        let preload_dir = self.fetch(
+            preload[0]["dir"].as_str().unwrap_or_default(),
+            0,
+            &format!("preload-{seg}"),
+            &format!("preload-{seg}"),
+        )?;
         for name in crate::exchange::file_names() {
-            crate::storage::file_within(&self.run.work, &format!("reduce-{seg}/preload/{name}"))?;
+            crate::storage::file_within(&preload_dir, &name)?;
         }
         let parts = self.map_outputs(maps, seg)?;
         Ok(std::iter::once(preload_dir).chain(parts).collect())

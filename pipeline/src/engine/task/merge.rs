@@ -24,13 +24,7 @@ impl Engine<'_> {
         max_reject_ratio: f64,
         reduce_cpu: Vec<(usize, std::time::Duration)>,
     ) -> Result<crate::report::Report> {
-        let local_work = self.task.as_ref().map(|t| t.run.work.clone());
-        let work = self.task.as_ref().map(|t| {
-            (
-                crate::storage::Place::Local(t.run.work.clone()),
-                t.shared_root(),
-            )
-        });
+        let cleanup = self.work_places();
         self.merge_tasks(out_dir)?;
         for (g, spent) in reduce_cpu {
             if let Some(cpu) = self.tally.stage_cpu.get_mut(g) {
@@ -38,16 +32,27 @@ impl Engine<'_> {
             }
         }
         let report = self.finish(started, threads, max_reject_ratio)?;
-        // The local work folder, and the shared one when it is elsewhere.
-        for place in work.into_iter().flat_map(|(local, shared)| [local, shared]) {
-            place.remove_all();
-        }
-        // The folder it sat in (`--work`, or `<out>.tasks`), if that is now empty.
-        if let Some(parent) = local_work.as_deref().and_then(std::path::Path::parent) {
-            #[allow(clippy::disallowed_methods)] // an empty scratch folder; never a non-empty one
-            let _ = std::fs::remove_dir(parent);
-        }
+        remove_work(cleanup);
         Ok(report)
+    }
+
+    /// Whether `out_dir` holds this task-sharded run, published (its marker names the run key).
+    pub(in crate::engine) fn published_already(&self, out_dir: &std::path::Path) -> bool {
+        self.task.as_ref().is_some_and(|t| {
+            crate::storage::published_key(out_dir).as_deref() == Some(t.run.run_key.as_str())
+        })
+    }
+
+    /// Remove the run's work folder (local, and shared when elsewhere).
+    pub(in crate::engine) fn remove_work(&self) {
+        remove_work(self.work_places());
+    }
+
+    /// The run's local work folder and where it is shared.
+    fn work_places(&self) -> Option<(std::path::PathBuf, crate::storage::Place)> {
+        self.task
+            .as_ref()
+            .map(|t| (t.run.work.clone(), t.shared_root()))
     }
 
     /// Task 0, once every task is done: merge the counts and catalog parts, move the tasks'
@@ -86,6 +91,17 @@ impl Engine<'_> {
                 path: p.clone(),
                 message: format!("unreadable task counts: {e}"),
             })?;
+            // Each task's counts reconcile (read = kept + dropped + rejected per input), or the
+            // run is not published.
+            if let Some(bad) = partial.tally.inputs.iter().find(|r| !r.reconciles()) {
+                return Err(Error::Work {
+                    path: p.clone(),
+                    message: format!(
+                        "input {:?}: {} read ≠ {} kept + {} dropped + {} rejected: refused",
+                        bad.name, bad.read, bad.kept, bad.dropped, bad.rejected
+                    ),
+                });
+            }
             partials.push(partial);
         }
         // Counts: task 0's own stage details (a mix's summary) stay; every count is the tasks'.
@@ -110,6 +126,7 @@ impl Engine<'_> {
         }
         // Outputs: the files every task wrote itself move into the run.
         let run = RunDir::begin(out_dir)?;
+        run.set_key(&t.run.run_key)?;
         let moving = Instant::now();
         let mut seen = std::collections::BTreeSet::new();
         for (i, (d, files)) in dirs.iter().zip(outputs).enumerate() {
@@ -222,7 +239,7 @@ impl Engine<'_> {
             });
         }
         let from = crate::storage::file_within(d, &format!("{within}{}", f.path))?;
-        crate::storage::move_file(&from, &run.path(&f.path))?;
+        crate::storage::link_or_copy(&from, &run.path(&f.path))?;
         self.moved.push(f);
         Ok(())
     }
@@ -261,6 +278,20 @@ impl Engine<'_> {
             bytes: bytes.len() as u64,
         });
         Ok(())
+    }
+}
+
+/// Remove a run's work folder: the local one, and the shared one when it is elsewhere, then the
+/// folder it sat in (`--work`, or `<out>.tasks`) if that is now empty.
+fn remove_work(places: Option<(std::path::PathBuf, crate::storage::Place)>) {
+    let Some((local, shared)) = places else {
+        return;
+    };
+    crate::storage::Place::Local(local.clone()).remove_all();
+    shared.remove_all();
+    if let Some(parent) = local.parent() {
+        #[allow(clippy::disallowed_methods)] // an empty scratch folder; never a non-empty one
+        let _ = std::fs::remove_dir(parent);
     }
 }
 

@@ -31,6 +31,8 @@ pub(in crate::engine) struct TaskState {
     /// Positions this task mapped in its last global stage (a phase run alone shares them
     /// after the segment).
     pub(in crate::engine) mapped: u64,
+    /// The lock a phase run alone holds (see `run_in_pool`).
+    pub(in crate::engine) _lock: Option<std::fs::File>,
 }
 
 impl TaskState {
@@ -113,9 +115,24 @@ impl TaskState {
                 ),
             });
         }
-        place
+        let local = place
             .join(sub)
-            .local_dir(&self.own.join("fetched").join(label).join(sub))
+            .local_dir(&self.own.join("fetched").join(label).join(sub))?;
+        // In place on a shared filesystem: the folder under the attempt folder must be that
+        // folder itself, not a link to another place.
+        if let (Place::Local(d), false) = (&place, sub.is_empty()) {
+            let inside = match (std::fs::canonicalize(d), std::fs::canonicalize(&local)) {
+                (Ok(attempt), Ok(real)) => real == attempt.join(sub),
+                _ => false,
+            };
+            if !inside {
+                return Err(Error::Work {
+                    path: local,
+                    message: format!("task {task}'s {sub:?} is not a folder of its attempt folder (a link?): refused"),
+                });
+            }
+        }
+        Ok(local)
     }
 }
 
@@ -124,9 +141,44 @@ pub(in crate::engine) const POLL: Duration = Duration::from_millis(200);
 /// How long a phase run on its own (`--phase`) waits for markers its predecessors left: they
 /// exist already when the scheduler ran the phases in order; the wait only covers a shared
 /// filesystem or object store that shows a new file late.
-const PHASE_PATIENCE: Duration = Duration::from_secs(30);
+const PHASE_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The phase (as `sluice run --phases` names it) that leaves the marker `marker`.
+fn phase_of_marker(marker: &str) -> String {
+    match marker.split_once('-') {
+        Some(("reduced", k)) => format!("reduce-{k}"),
+        Some(("preload", k)) => format!("map-{k} of task 0"),
+        _ => match marker {
+            "done" => "write".into(),
+            other => other.into(),
+        },
+    }
+}
 
 impl TaskState {
+    /// When the work folder holds markers of other runs: what changed is likely why this run
+    /// finds none of its own.
+    pub(in crate::engine) fn other_runs_hint(&self) -> String {
+        let Some(parent) = self.run.work.parent() else {
+            return String::new();
+        };
+        let mine = self.run.work.file_name();
+        let others = std::fs::read_dir(parent)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| Some(e.file_name().as_os_str()) != mine)
+                    .filter(|e| e.path().join("markers").is_dir())
+                    .count()
+            })
+            .unwrap_or(0);
+        if others == 0 {
+            return String::new();
+        }
+        format!(
+            " (the work folder holds markers of {others} other run(s): the pipeline file, its input files or the task count changed since those phases ran, so this is another run)"
+        )
+    }
+
     /// The phase this process runs alone, if it runs one (`--phase`).
     pub(in crate::engine) fn phase(&self) -> Option<crate::tasks::Phase> {
         self.run.phase
@@ -146,13 +198,22 @@ impl TaskState {
         self.markers
             .wait_all(phase, tasks, PHASE_PATIENCE.min(self.run.timeout), POLL)
             .map_err(|e| match e {
-                Error::Work { path, message } => Error::Work {
-                    path,
-                    message: format!(
-                        "{message}: phase {} needs them (run the phases in order: `sluice run --phases`)",
-                        running.name()
-                    ),
-                },
+                Error::Work { path, .. } => {
+                    let missing: Vec<String> = (0..tasks)
+                        .filter(|&i| self.markers.done(phase, i).is_none())
+                        .map(|i| i.to_string())
+                        .collect();
+                    Error::Work {
+                        path,
+                        message: format!(
+                            "phase {} needs phase {} of tasks {}, which has not run{}: run the phases in order (`sluice run --phases`)",
+                            running.name(),
+                            phase_of_marker(phase),
+                            missing.join(", "),
+                            self.other_runs_hint()
+                        ),
+                    }
+                }
                 other => other,
             })
     }

@@ -112,7 +112,10 @@ impl Engine<'_> {
         let phase = format!("map-{seg}");
         let mark = t.markers.done(&phase, me).ok_or_else(|| Error::Work {
             path: t.run.work.join("markers"),
-            message: format!("task {me} has not run phase {phase}: run it first"),
+            message: format!(
+                "task {me} has not run phase {phase}{}: run it first",
+                t.other_runs_hint()
+            ),
         })?;
         let records = mark["records"].as_u64().ok_or_else(|| Error::Work {
             path: t.run.work.join("markers"),
