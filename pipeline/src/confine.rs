@@ -362,7 +362,7 @@ pub fn expand(
         }
         for e in entries {
             visits += 1;
-            if visits % 1024 == 0 {
+            if visits.is_multiple_of(1024) {
                 if limits
                     .cancel
                     .as_ref()

@@ -91,7 +91,7 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
             let stop = until.unwrap_or(steps).min(steps).max(1);
             let every = if terminal { 1 } else { (stop / 100).max(1) };
             trainer.on_step(Box::new(move |p: &sluice_trainer::StepProgress| {
-                if p.step % every == 0 || p.step == p.stop {
+                if p.step.is_multiple_of(every) || p.step == p.stop {
                     let valid = p
                         .valid_loss
                         .map_or(String::new(), |v| format!("  valid {v:.4}"));

@@ -335,7 +335,7 @@ impl Trainer {
                 "truncated_sequences": out.truncated,
             }))?;
             let step = self.state.step;
-            if self.has_valid && step % self.cfg.train.eval_every == 0 {
+            if self.has_valid && step.is_multiple_of(self.cfg.train.eval_every) {
                 let v = self.validate()?;
                 valid_loss = Some(v);
                 let improved = self
@@ -373,7 +373,8 @@ impl Trainer {
                     lr,
                     tokens_per_s: tokens as f64 / elapsed,
                     eta_s: elapsed / done * stop.saturating_sub(step) as f64,
-                    valid_loss: if self.has_valid && step % self.cfg.train.eval_every == 0 {
+                    valid_loss: if self.has_valid && step.is_multiple_of(self.cfg.train.eval_every)
+                    {
                         valid_loss
                     } else {
                         None
@@ -381,7 +382,10 @@ impl Trainer {
                 });
             }
             let every = self.cfg.train.checkpoint_every;
-            if stopped_early || (every > 0 && step % every == 0) || step == self.cfg.train.steps {
+            if stopped_early
+                || (every > 0 && step.is_multiple_of(every))
+                || step == self.cfg.train.steps
+            {
                 self.save_checkpoint()?;
             }
             if stopped_early {

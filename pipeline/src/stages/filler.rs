@@ -215,7 +215,7 @@ impl Filler {
         }
         self.units.iter().enumerate().find_map(|(i, u)| {
             let n = u.len();
-            (lw.len() % n == 0 && lw.as_bytes().chunks(n).all(|c| c == u.as_bytes()))
+            (lw.len().is_multiple_of(n) && lw.as_bytes().chunks(n).all(|c| c == u.as_bytes()))
                 .then_some((i, lw.len() / n))
         })
     }

@@ -269,7 +269,7 @@ impl Wire for Edges {
         Ok(())
     }
     fn get(bytes: &[u8]) -> Option<Edges> {
-        if bytes.len() % 16 != 0 {
+        if !bytes.len().is_multiple_of(16) {
             return None;
         }
         let u = |c: &[u8]| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
