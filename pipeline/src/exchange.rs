@@ -213,7 +213,7 @@ impl<G: GlobalStage> GlobalOp for G {
         let mut parts = Vec::with_capacity(reduced.len());
         for path in reduced {
             let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-            parts.push(G::Reduced::get(&bytes).ok_or_else(|| Error::Output {
+            parts.push(G::Reduced::get(&bytes).ok_or_else(|| Error::Work {
                 path: path.clone(),
                 message: "an unreadable partition result".into(),
             })?);
@@ -445,7 +445,7 @@ impl Exchange {
                 v.copy_from_slice(&c[16..]);
                 let pos = u64::from_le_bytes(v);
                 if pos >= count {
-                    return Err(Error::Output {
+                    return Err(Error::Work {
                         path: path.clone(),
                         message: format!("position {pos} of {count} records: refused"),
                     });

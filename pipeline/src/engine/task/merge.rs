@@ -131,7 +131,7 @@ impl Engine<'_> {
         let mut seen = std::collections::BTreeSet::new();
         for (i, (d, files)) in dirs.iter().zip(outputs).enumerate() {
             for f in files {
-                self.move_part(&run, d, "out/", i, f, &mut seen)?;
+                self.move_part(&run, d, "out/", i, f, &mut seen, &d.join("partial.json"))?;
             }
         }
         // A run in phases: the samples each map phase dropped, in the folder its marker names.
@@ -163,8 +163,12 @@ impl Engine<'_> {
                     sub,
                     &format!("phase-out-{seg}-{i}"),
                 )?;
+                let listed = t
+                    .run
+                    .work
+                    .join(format!("markers/map-{seg}/task-{i:05}.done"));
                 for f in files {
-                    self.move_part(&run, &d, &within, i, f, &mut seen)?;
+                    self.move_part(&run, &d, &within, i, f, &mut seen, &listed)?;
                 }
             }
         }
@@ -222,6 +226,7 @@ impl Engine<'_> {
         i: usize,
         f: crate::io::writers::OutputFile,
         seen: &mut std::collections::BTreeSet<String>,
+        listed: &std::path::Path,
     ) -> Result<()> {
         let own = f
             .path
@@ -230,8 +235,8 @@ impl Engine<'_> {
         let part = (is_part_path(&f.path) && own)
             || lf_part(&f.path).is_some_and(|(_, _, task)| task == i);
         if !part || !seen.insert(f.path.clone()) {
-            return Err(Error::Output {
-                path: d.join("partial.json"),
+            return Err(Error::Work {
+                path: listed.to_path_buf(),
                 message: format!(
                     "a task names {:?} as its output: not one of its parts (curated/, dropped/, export/llamafactory/)",
                     f.path
