@@ -164,12 +164,27 @@ pub fn try_lock(path: &Path) -> Result<Option<File>> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
+    // The lock file sits in a shared work folder: never through a link planted there (that
+    // would create or open a file elsewhere).
+    let link = |m: &fs::Metadata| !m.file_type().is_file();
+    if fs::symlink_metadata(path).is_ok_and(|m| link(&m)) {
+        return Err(Error::Work {
+            path: path.to_path_buf(),
+            message: "not a regular file (a link?): refused".into(),
+        });
+    }
     let file = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
         .map_err(|e| Error::io(path, e))?;
+    if fs::symlink_metadata(path).is_ok_and(|m| link(&m)) {
+        return Err(Error::Work {
+            path: path.to_path_buf(),
+            message: "not a regular file (a link?): refused".into(),
+        });
+    }
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -294,6 +309,24 @@ fn check_replaceable(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression (attacker walk of the phases): a link planted at a lock's name in the work
+    /// folder is refused, and the file it points to is not created.
+    #[cfg(unix)]
+    #[test]
+    fn a_lock_is_never_taken_through_a_link() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("elsewhere.txt");
+        let lock = dir.path().join("task-00000.lock");
+        std::os::unix::fs::symlink(&target, &lock).expect("symlink");
+        assert!(try_lock(&lock).is_err());
+        assert!(!target.exists(), "nothing created through the link");
+        let plain = dir.path().join("publish.lock");
+        let held = try_lock(&plain).expect("lock").expect("free");
+        assert!(try_lock(&plain).expect("lock").is_none(), "held once");
+        drop(held);
+        assert!(try_lock(&plain).expect("lock").is_some(), "released");
+    }
 
     #[test]
     fn uncommitted_files_never_appear() {
