@@ -131,7 +131,13 @@ impl Engine<'_> {
         let mut seen = std::collections::BTreeSet::new();
         for (i, (d, files)) in dirs.iter().zip(outputs).enumerate() {
             for f in files {
-                self.move_part(&run, d, "out/", i, f, &mut seen, &d.join("partial.json"))?;
+                let from = Listed {
+                    task: i,
+                    dir: d,
+                    within: "out/",
+                    list: &d.join("partial.json"),
+                };
+                self.move_part(&run, &from, f, &mut seen)?;
             }
         }
         // A run in phases: the samples each map phase dropped, in the folder its marker names.
@@ -168,7 +174,13 @@ impl Engine<'_> {
                     .work
                     .join(format!("markers/map-{seg}/task-{i:05}.done"));
                 for f in files {
-                    self.move_part(&run, &d, &within, i, f, &mut seen, &listed)?;
+                    let from = Listed {
+                        task: i,
+                        dir: &d,
+                        within: &within,
+                        list: &listed,
+                    };
+                    self.move_part(&run, &from, f, &mut seen)?;
                 }
             }
         }
@@ -215,19 +227,22 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Move part `f` that task `i` wrote in its folder `d` (under `within`) into the run: only
-    /// a part under `curated/` or `dropped/` with the task's number in its name, each once
+    /// Move part `f` that a task listed (`from`) into the run: only a part under `curated/`,
+    /// `dropped/` or `export/llamafactory/` with the task's number in its name, each once
     /// (`seen`).
     fn move_part(
         &mut self,
         run: &RunDir,
-        d: &std::path::Path,
-        within: &str,
-        i: usize,
+        from: &Listed<'_>,
         f: crate::io::writers::OutputFile,
         seen: &mut std::collections::BTreeSet<String>,
-        listed: &std::path::Path,
     ) -> Result<()> {
+        let Listed {
+            task: i,
+            dir: d,
+            within,
+            list: listed,
+        } = *from;
         let own = f
             .path
             .split_once('/')
@@ -284,6 +299,15 @@ impl Engine<'_> {
         });
         Ok(())
     }
+}
+
+/// Where a task's listed parts are: its folder `dir`, under `within`, as listed in `list`.
+#[derive(Clone, Copy)]
+struct Listed<'a> {
+    task: usize,
+    dir: &'a std::path::Path,
+    within: &'a str,
+    list: &'a std::path::Path,
 }
 
 /// Remove a run's work folder: the local one, and the shared one when it is elsewhere, then the
