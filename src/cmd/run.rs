@@ -212,7 +212,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             let publishes = phase.is_none_or(|p| p == sluice_pipeline::tasks::Phase::Publish)
                 && task_no.is_none_or(|s| s.index == 0);
             if quiet {
-            } else if !publishes && phase.is_some() {
+            } else if phase.is_some() && (!publishes || report.status.starts_with("task ")) {
                 eprintln!(
                     "{} ({} records read so far)",
                     report.status, report.totals.read

@@ -1056,6 +1056,23 @@ fn a_phase_refuses_a_tampered_resume_folder() {
             .expect("resume folder")
             .to_path_buf()
     };
+    // Task 1's map marker swapped for a link to an endless file: no marker, refused at once.
+    #[cfg(unix)]
+    {
+        let marker = run_folder(&work).join("markers/map-0/task-00001.done");
+        let saved = std::fs::read(&marker).expect("read");
+        std::fs::remove_file(&marker).expect("rm");
+        std::os::unix::fs::symlink("/dev/zero", &marker).expect("symlink");
+        let o = step(1, "write");
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("has not run phase map-0"),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::remove_file(&marker).expect("rm");
+        std::fs::write(&marker, saved).expect("restore");
+    }
     // Task 1: a line of 2 MB without an end.
     {
         use std::io::Write;
@@ -1185,7 +1202,28 @@ fn phases_survive_failed_publishes_duplicates_reruns_and_edits() {
         lock.try_lock().expect("lock");
         fails(step(0, "publish"), "another process is publishing this run");
     }
-    ok(step(0, "publish"));
+    // Two publishes 20 ms apart (a requeue racing the first): one publishes, the other is
+    // refused or finds the run published; never a run without its parts. (The lock used to
+    // be dropped before the run was in place.)
+    let first = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", p.to_str().expect("utf8"), "--quiet"])
+        .args(["--out", out.to_str().expect("utf8")])
+        .args(["--work", work.to_str().expect("utf8")])
+        .args(["--task-index", "0", "--tasks", "2", "--phase", "publish"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(20));
+    let second = step(0, "publish");
+    let first = first.wait_with_output().expect("wait");
+    for o in [&first, &second] {
+        let said = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() || said.contains("another process is publishing"),
+            "{said}"
+        );
+    }
+    assert!(first.status.success() || second.status.success());
     assert_equivalent(&one, &output_files(&out));
     // Run again after it succeeded (a requeued job): nothing to do, and nothing left behind.
     let said = ok(step(0, "publish"));

@@ -125,6 +125,9 @@ struct Engine<'p> {
     pub(in crate::engine) moved: Vec<crate::io::writers::OutputFile>,
     /// A task's shard sink: it tokenizes the task's samples into spills it hands over.
     pub(in crate::engine) task_shards: Option<crate::io::shard_sink::ShardSink>,
+    /// The lock a phase run alone holds, until its process ends (for a publish, until the work
+    /// folder is removed).
+    pub(in crate::engine) lock: Option<std::fs::File>,
 }
 
 /// The phases of a task-sharded run of `plan` over `tasks` tasks, in the order a scheduler
@@ -356,14 +359,13 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
                 segment: 0,
                 units: Vec::new(),
                 mapped: 0,
-                _lock: lock,
             };
-            (None, curated, dropped, Some((state, shards)), rejects)
+            (None, curated, dropped, Some((state, shards, lock)), rejects)
         }
     };
-    let (task, task_shards) = match task_and_shards {
-        Some((t, s)) => (Some(t), s),
-        None => (None, None),
+    let (task, task_shards, lock) = match task_and_shards {
+        Some((t, s, l)) => (Some(t), s, l),
+        None => (None, None, None),
     };
     let mut engine = Engine {
         plan,
@@ -384,6 +386,7 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
         phase_times: BTreeMap::new(),
         moved: Vec::new(),
         task_shards,
+        lock,
     };
     let max_ratio = opts.max_reject_ratio.unwrap_or(plan.max_reject_ratio);
     let phase = engine.task.as_ref().and_then(|t| t.phase());

@@ -31,8 +31,11 @@ impl Engine<'_> {
                 *cpu += spent;
             }
         }
+        // The publish lock outlives the engine: held until the work folder is gone.
+        let lock = self.lock.take();
         let report = self.finish(started, threads, max_reject_ratio)?;
         remove_work(cleanup);
+        drop(lock);
         Ok(report)
     }
 

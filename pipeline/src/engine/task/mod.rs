@@ -31,8 +31,6 @@ pub(in crate::engine) struct TaskState {
     /// Positions this task mapped in its last global stage (a phase run alone shares them
     /// after the segment).
     pub(in crate::engine) mapped: u64,
-    /// The lock a phase run alone holds (see `run_in_pool`).
-    pub(in crate::engine) _lock: Option<std::fs::File>,
 }
 
 impl TaskState {
@@ -175,7 +173,7 @@ impl TaskState {
             return String::new();
         }
         format!(
-            " (the work folder holds markers of {others} other run(s): the pipeline file, its input files or the task count changed since those phases ran, so this is another run)"
+            " (the work folder holds markers of {others} other run(s): the pipeline file, its input files, a file it reads (tokenizer, model, word list…) or the task count changed since those phases ran, so this is another run)"
         )
     }
 
@@ -199,17 +197,21 @@ impl TaskState {
             .wait_all(phase, tasks, PHASE_PATIENCE.min(self.run.timeout), POLL)
             .map_err(|e| match e {
                 Error::Work { path, .. } => {
-                    let missing: Vec<String> = (0..tasks)
+                    let missing: Vec<usize> = (0..tasks)
                         .filter(|&i| self.markers.done(phase, i).is_none())
-                        .map(|i| i.to_string())
                         .collect();
+                    let mut listed: Vec<String> =
+                        missing.iter().take(20).map(|i| i.to_string()).collect();
+                    if missing.len() > 20 {
+                        listed.push(format!("and {} more", missing.len() - 20));
+                    }
                     Error::Work {
                         path,
                         message: format!(
                             "phase {} needs phase {} of tasks {}, which has not run{}: run the phases in order (`sluice run --phases`)",
                             running.name(),
                             phase_of_marker(phase),
-                            missing.join(", "),
+                            listed.join(", "),
                             self.other_runs_hint()
                         ),
                     }
