@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod chart;
 pub mod classifier;
 pub mod config;
 pub mod confine;
@@ -19,6 +20,7 @@ pub mod normalize;
 pub mod plan;
 pub mod remote;
 pub mod report;
+pub mod report_html;
 pub mod sample;
 pub mod spec_check;
 pub mod stages;

@@ -475,3 +475,65 @@ fn inspect_run_shows_drops_and_rewrites() {
     let one = show(&["inspect", "run", run, "--id", "d", "--pipeline", cfg_s]);
     assert!(one.contains("dropped here: too_short"), "{one}");
 }
+
+/// Every run writes report.html beside report.json: one page that fetches nothing when viewed,
+/// with the report's counts (totals, inputs, drop reasons, the mix, tag distributions) drawn as
+/// inline SVG, and the same bytes on any thread count.
+#[test]
+fn a_run_writes_an_html_report_of_its_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = repo().join("examples/mix_sft.toml");
+    let out = dir.path().join("mix");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    let html = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(html.starts_with("<!doctype html>"));
+    let t = &report["totals"];
+    assert!(
+        html.contains(&format!(
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
+            t["read"], t["kept"], t["copies"], t["dropped"], t["rejected"]
+        )),
+        "the totals"
+    );
+    for input in report["inputs"].as_array().expect("inputs") {
+        let name = input["name"].as_str().expect("name");
+        assert!(
+            html.contains(&format!("<td>{name}</td><td>{}</td>", input["read"])),
+            "{name}"
+        );
+    }
+    for s in report["stages"].as_array().expect("stages") {
+        for reason in s["dropped"].as_object().into_iter().flat_map(|d| d.keys()) {
+            let row = format!(
+                "<td>stages[{}] {}</td><td>{reason}</td><td>{}</td>",
+                s["index"],
+                s["type"].as_str().expect("type"),
+                s["dropped"][reason]
+            );
+            assert!(html.contains(&row), "{row}");
+        }
+    }
+    assert!(
+        html.contains("id=\"mix-3\""),
+        "the mix's plan against what it achieved"
+    );
+    assert!(html.contains("<h3>age_group</h3>"), "tag distributions");
+    assert!(html.matches("<svg").count() >= 5);
+    assert!(!html.contains("<script"));
+    for fetch in ["src=", "href=", "@import", "url("] {
+        assert!(
+            !html.contains(fetch),
+            "{fetch}: the page must open without a network"
+        );
+    }
+    let again = dir.path().join("again");
+    run_ok(
+        &cfg,
+        &["--out", again.to_str().expect("utf8"), "--threads", "1"],
+    );
+    assert_eq!(
+        std::fs::read(again.join("report.html")).expect("again"),
+        html.as_bytes(),
+        "the same page on one thread"
+    );
+}

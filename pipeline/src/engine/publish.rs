@@ -113,6 +113,11 @@ impl Engine<'_> {
         })?;
         json.push(b'\n');
         crate::storage::write_atomic(&run.path("report.json"), &json)?;
+        // The same as a page to look at (no timings: the same bytes for the same run).
+        crate::storage::write_atomic(
+            &run.path("report.html"),
+            crate::report_html::render(&report).as_bytes(),
+        )?;
         if too_many {
             let mut failed = run.final_dir().as_os_str().to_owned();
             failed.push(".failed");

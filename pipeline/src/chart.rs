@@ -1,0 +1,239 @@
+//! Charts as inline SVG, for pages that must open with no network (the run report; the
+//! service's console draws with the same builder). Every text that reaches a chart is escaped:
+//! labels come from data (input names, tag values, drop reasons) and may hold markup.
+
+use std::fmt::Write;
+
+/// Escape text for HTML and SVG (element content and quoted attributes).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Width of a chart, in SVG units (it scales to its container).
+const WIDTH: f64 = 720.0;
+/// Width of the label column.
+const LABEL: f64 = 250.0;
+/// Width of the value column at the right.
+const VALUE: f64 = 150.0;
+/// Height of one row.
+const ROW: f64 = 22.0;
+
+/// The colors of a chart's series, in order (kept, then drop reasons, …).
+pub const PALETTE: [&str; 8] = [
+    "#2f7d4f", "#c0392b", "#d68910", "#7d3c98", "#2874a6", "#a04000", "#17a589", "#5d6d7e",
+];
+
+/// One row of a bar chart: its label, its segments (value, series index) and what the value
+/// column says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Shown at the left (escaped).
+    pub label: String,
+    /// Segments, left to right: (value, series).
+    pub segments: Vec<(f64, usize)>,
+    /// Shown at the right (escaped).
+    pub note: String,
+}
+
+impl Row {
+    /// A row of one segment.
+    pub fn single(label: impl Into<String>, value: f64, note: impl Into<String>) -> Row {
+        Row {
+            label: label.into(),
+            segments: vec![(value, 0)],
+            note: note.into(),
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.segments.iter().map(|(v, _)| clean(*v)).sum()
+    }
+}
+
+/// A value a chart can draw: negative, NaN and infinite values draw as 0.
+fn clean(v: f64) -> f64 {
+    if v.is_finite() && v > 0.0 {
+        v
+    } else {
+        0.0
+    }
+}
+
+/// Where a value ends on the bar axis, for a chart whose largest row totals `max`.
+pub fn bar_x(value: f64, max: f64) -> f64 {
+    let plot = WIDTH - LABEL - VALUE;
+    if clean(max) == 0.0 {
+        return LABEL;
+    }
+    LABEL + plot * (clean(value) / max).min(1.0)
+}
+
+/// A horizontal bar chart: one row per `rows`, segments stacked, scaled to the largest row
+/// (or to `scale` when given: a funnel keeps every row on the first row's scale). `legend`
+/// names the series.
+pub fn bars(title: &str, rows: &[Row], legend: &[&str], scale: Option<f64>) -> String {
+    let max = scale.unwrap_or_else(|| rows.iter().map(Row::total).fold(0.0, f64::max));
+    let legend_h = if legend.len() > 1 { ROW } else { 0.0 };
+    let height = ROW * rows.len() as f64 + legend_h + 8.0;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = escape(title)
+    );
+    for (i, row) in rows.iter().enumerate() {
+        let y = ROW * i as f64 + 4.0;
+        let label = shorten(&row.label, 38);
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end" class="label">{}</text>"#,
+            LABEL - 6.0,
+            y + 14.0,
+            escape(&label)
+        );
+        let mut x = LABEL;
+        let mut sum = 0.0;
+        for &(v, series) in &row.segments {
+            sum += clean(v);
+            let end = bar_x(sum, max);
+            let w = (end - x).max(0.0);
+            if w > 0.0 {
+                let _ = write!(
+                    s,
+                    r#"<rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{}" fill="{}"/>"#,
+                    ROW - 6.0,
+                    PALETTE[series % PALETTE.len()]
+                );
+            }
+            x = end;
+        }
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" class="value">{}</text>"#,
+            WIDTH - VALUE + 6.0,
+            y + 14.0,
+            escape(&row.note)
+        );
+    }
+    if legend_h > 0.0 {
+        let y = ROW * rows.len() as f64 + 8.0;
+        let mut x = LABEL;
+        for (i, name) in legend.iter().enumerate() {
+            let _ = write!(
+                s,
+                r#"<rect x="{x:.1}" y="{y:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" class="legend">{}</text>"#,
+                PALETTE[i % PALETTE.len()],
+                x + 14.0,
+                y + 10.0,
+                escape(name)
+            );
+            x += 24.0 + 7.0 * name.chars().count() as f64;
+        }
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// Two bars per row (say a mix's requested and achieved share), both on one scale.
+pub fn paired(title: &str, rows: &[(String, f64, f64)], names: [&str; 2], unit: &str) -> String {
+    let scale = rows
+        .iter()
+        .map(|(_, a, b)| clean(*a).max(clean(*b)))
+        .fold(0.0, f64::max);
+    let mut out = Vec::with_capacity(rows.len() * 2);
+    for (label, a, b) in rows {
+        out.push(Row {
+            label: format!("{label} · {}", names[0]),
+            segments: vec![(*a, 4)],
+            note: format!("{:.3}{unit}", clean(*a)),
+        });
+        out.push(Row {
+            label: format!("{label} · {}", names[1]),
+            segments: vec![(*b, 0)],
+            note: format!("{:.3}{unit}", clean(*b)),
+        });
+    }
+    bars(title, &out, &[], Some(scale))
+}
+
+/// `s` cut to at most `n` characters (an ellipsis marks the cut).
+fn shorten(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_map_to_the_bar_axis() {
+        let plot = WIDTH - LABEL - VALUE;
+        assert_eq!(bar_x(0.0, 10.0), LABEL);
+        assert_eq!(bar_x(10.0, 10.0), LABEL + plot);
+        assert_eq!(bar_x(5.0, 10.0), LABEL + plot / 2.0);
+        // Nothing to scale by, or values a chart cannot draw: no bar, never NaN.
+        assert_eq!(bar_x(3.0, 0.0), LABEL);
+        assert_eq!(bar_x(f64::NAN, 10.0), LABEL);
+        assert_eq!(bar_x(-4.0, 10.0), LABEL);
+        assert_eq!(bar_x(20.0, 10.0), LABEL + plot, "clamped to the axis");
+    }
+
+    #[test]
+    fn stacked_segments_add_up_to_the_row_and_rows_share_a_scale() {
+        let rows = vec![
+            Row {
+                label: "stage".into(),
+                segments: vec![(60.0, 0), (40.0, 1)],
+                note: "100".into(),
+            },
+            Row::single("half", 50.0, "50"),
+        ];
+        let svg = bars("t", &rows, &["kept", "dropped"], None);
+        let plot = WIDTH - LABEL - VALUE;
+        let widths: Vec<f64> = svg
+            .split("width=\"")
+            .skip(1)
+            .filter_map(|w| w.split('"').next()?.parse().ok())
+            .filter(|&w: &f64| w != 10.0) // legend swatches
+            .collect();
+        let expect = [plot * 0.6, plot * 0.4, plot * 0.5];
+        assert_eq!(widths.len(), 3, "{svg}");
+        for (w, e) in widths.iter().zip(expect) {
+            assert!((w - e).abs() < 0.11, "{w} vs {e}");
+        }
+        assert!(svg.contains(">kept</text>") && svg.contains(">dropped</text>"));
+    }
+
+    #[test]
+    fn untrusted_text_is_text() {
+        let evil = "<script>alert('x')</script> & \"q\"";
+        let svg = bars(evil, &[Row::single(evil, 1.0, evil)], &[evil, "b"], None);
+        assert!(!svg.contains("<script>"), "{svg}");
+        assert!(svg.contains("&lt;script&gt;"));
+        assert!(!svg.contains("\"q\""));
+        assert_eq!(escape("a<b>&'\""), "a&lt;b&gt;&amp;&#39;&quot;");
+    }
+
+    #[test]
+    fn long_labels_are_cut() {
+        let svg = bars("t", &[Row::single("x".repeat(100), 1.0, "1")], &[], None);
+        assert!(svg.contains(&format!("{}…", "x".repeat(37))));
+        assert!(!svg.contains(&"x".repeat(39)));
+    }
+}

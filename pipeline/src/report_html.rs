@@ -1,0 +1,385 @@
+//! `report.html`: a run's report as one page that opens with no network (inline CSS, charts as
+//! inline SVG from [`crate::chart`], no script). It holds what report.json holds but timings,
+//! so the same input, pipeline and seed give the same bytes, whatever the thread or task count.
+
+use crate::chart::{bars, escape, paired, Row};
+use crate::report::Report;
+use std::fmt::Write;
+
+/// Values of a distribution drawn one by one; the rest are summed as one row.
+const TOP: usize = 25;
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222;padding:0 1em}\
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}\
+table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:right}\
+td:first-child,th:first-child{text-align:left}.bad{color:#c0392b}.ok{color:#2f7d4f}\
+svg.chart{width:100%;height:auto;margin:.4em 0}svg .label,svg .value,svg .legend{font:12px system-ui,sans-serif;fill:#333}\
+.muted{color:#777}code{background:#f4f4f4;padding:0 3px}";
+
+/// The page for `report`.
+pub fn render(report: &Report) -> String {
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>sluice run {}</title><style>{STYLE}</style></head><body>",
+        escape(&report.run)
+    );
+    let t = &report.totals;
+    let status_class = if report.status == "succeeded" {
+        "ok"
+    } else {
+        "bad"
+    };
+    let _ = write!(
+        h,
+        "<h1>sluice run {}</h1><p><span class=\"{status_class}\" id=\"status\">{}</span> · seed {} · sluice {}</p>",
+        escape(&report.run),
+        escape(&report.status),
+        report.seed,
+        escape(&report.sluice_version)
+    );
+    let _ = write!(
+        h,
+        "<table id=\"totals\"><tr><th>read</th><th>kept</th><th>upsampled copies</th><th>dropped</th><th>rejected</th><th>reconciled</th></tr>\
+         <tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr></table>",
+        t.read,
+        t.kept,
+        t.copies,
+        t.dropped,
+        t.rejected,
+        if report.reconciled { "ok" } else { "bad" },
+        if report.reconciled {
+            "read = kept + dropped + rejected"
+        } else {
+            "NO"
+        }
+    );
+    funnel(&mut h, report);
+    inputs(&mut h, report);
+    drops(&mut h, report);
+    mixes(&mut h, report);
+    tags(&mut h, report);
+    counters(&mut h, report);
+    h.push_str("<p class=\"muted\">Timings and the list of output files are in report.json.</p></body></html>\n");
+    h
+}
+
+/// Read → parsed → each stage's kept, with what each stage dropped, on one scale.
+fn funnel(h: &mut String, r: &Report) {
+    let t = &r.totals;
+    let mut rows = vec![
+        Row::single("read", t.read as f64, t.read.to_string()),
+        Row {
+            label: "parsed".into(),
+            segments: vec![
+                (t.read.saturating_sub(t.rejected) as f64, 0),
+                (t.rejected as f64, 1),
+            ],
+            note: if t.rejected > 0 {
+                format!(
+                    "{} (−{} rejected)",
+                    t.read.saturating_sub(t.rejected),
+                    t.rejected
+                )
+            } else {
+                t.read.to_string()
+            },
+        },
+    ];
+    for s in &r.stages {
+        let dropped: u64 = s.dropped.values().sum();
+        let mut segments = vec![(s.kept as f64, 0)];
+        segments.push((dropped as f64, 1));
+        rows.push(Row {
+            label: format!("stages[{}] {}", s.index, s.kind),
+            segments,
+            note: if dropped > 0 {
+                format!("{} (−{dropped})", s.kept)
+            } else {
+                s.kept.to_string()
+            },
+        });
+    }
+    let scale = rows
+        .iter()
+        .map(|r| r.segments.iter().map(|s| s.0).sum::<f64>());
+    let max = scale.fold(0.0, f64::max);
+    let _ = write!(
+        h,
+        "<h2 id=\"funnel\">Funnel</h2><p class=\"muted\">What reached each stage and what it passed on (green) or dropped (red), in distinct samples: a mix's upsampled copies are in the mix's section.</p>{}",
+        bars("funnel", &rows, &["kept", "dropped or rejected"], Some(max))
+    );
+}
+
+/// Per input: counts, formats and files.
+fn inputs(h: &mut String, r: &Report) {
+    h.push_str("<h2 id=\"inputs\">Inputs</h2>");
+    let rows: Vec<Row> = r
+        .inputs
+        .iter()
+        .map(|i| Row {
+            label: i.name.clone(),
+            segments: vec![
+                (i.kept as f64, 0),
+                (i.dropped as f64, 1),
+                (i.rejected as f64, 2),
+            ],
+            note: i.read.to_string(),
+        })
+        .collect();
+    h.push_str(&bars(
+        "inputs",
+        &rows,
+        &["kept", "dropped", "rejected"],
+        None,
+    ));
+    h.push_str("<table><tr><th>input</th><th>read</th><th>kept</th><th>copies</th><th>dropped</th><th>rejected</th><th>formats</th></tr>");
+    for i in &r.inputs {
+        let formats: Vec<String> = i.formats.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&i.name),
+            i.read,
+            i.kept,
+            i.copies,
+            i.dropped,
+            i.rejected,
+            escape(&formats.join(", "))
+        );
+    }
+    h.push_str("</table><table><tr><th>file</th><th>reader</th><th>encoding</th><th>records</th><th>rejected</th><th>bytes</th><th>problem</th></tr>");
+    for f in r.inputs.iter().flat_map(|i| &i.files) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"bad\">{}</td></tr>",
+            escape(&f.path),
+            escape(&f.reader),
+            escape(&f.encoding_why),
+            escape(&f.encoding),
+            f.records,
+            f.rejected,
+            f.bytes,
+            escape(f.error.as_deref().unwrap_or(""))
+        );
+    }
+    h.push_str("</table>");
+}
+
+/// Why samples were dropped, per stage and reason.
+fn drops(h: &mut String, r: &Report) {
+    let rows: Vec<Row> = r
+        .stages
+        .iter()
+        .flat_map(|s| {
+            s.dropped.iter().map(move |(reason, n)| {
+                Row::single(
+                    format!("stages[{}] {} · {reason}", s.index, s.kind),
+                    *n as f64,
+                    n.to_string(),
+                )
+            })
+        })
+        .collect();
+    h.push_str("<h2 id=\"drops\">Drop reasons</h2>");
+    if rows.is_empty() {
+        h.push_str("<p>No stage dropped anything.</p>");
+        return;
+    }
+    h.push_str(&bars("drop reasons", &rows, &[], None));
+    h.push_str("<table><tr><th>stage</th><th>reason</th><th>dropped</th></tr>");
+    for s in &r.stages {
+        for (reason, n) in &s.dropped {
+            let _ = write!(
+                h,
+                "<tr><td>stages[{}] {}</td><td>{}</td><td>{n}</td></tr>",
+                s.index,
+                escape(&s.kind),
+                escape(reason)
+            );
+        }
+    }
+    h.push_str("</table>");
+}
+
+/// A mix's plan against what it achieved, per pool.
+fn mixes(h: &mut String, r: &Report) {
+    for s in r.stages.iter().filter(|s| s.kind == "mix") {
+        let Some(d) = &s.details else { continue };
+        let achieved = d["achieved"].as_array().cloned().unwrap_or_default();
+        let rows: Vec<(String, f64, f64)> = achieved
+            .iter()
+            .map(|p| {
+                (
+                    p["pool"].as_str().unwrap_or("?").to_string(),
+                    p["requested_share"].as_f64().unwrap_or(0.0),
+                    p["share"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        let plan = &d["plan"];
+        let _ = write!(
+            h,
+            "<h2 id=\"mix-{}\">Mix (stages[{}]): {} {} by {}</h2>{}",
+            s.index,
+            s.index,
+            escape(plan["mode"].as_str().unwrap_or("")),
+            escape(plan["ratio"].as_str().unwrap_or("")),
+            escape(plan["unit"].as_str().unwrap_or("")),
+            paired("mix shares", &rows, ["requested", "achieved"], "")
+        );
+        h.push_str("<table><tr><th>pool</th><th>samples</th><th>distinct</th><th>most copies</th><th>tokens</th><th>share</th></tr>");
+        for p in &achieved {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.3}</td></tr>",
+                escape(p["pool"].as_str().unwrap_or("?")),
+                p["samples"].as_u64().unwrap_or(0),
+                p["distinct"].as_u64().unwrap_or(0),
+                p["max_copies"].as_u64().unwrap_or(0),
+                p["tokens"].as_u64().unwrap_or(0),
+                p["share"].as_f64().unwrap_or(0.0)
+            );
+        }
+        h.push_str("</table><table><tr><th>pool · task</th><th>available</th><th>cap</th><th>quota</th><th>repeat</th></tr>");
+        for pool in plan["pools"].as_array().into_iter().flatten() {
+            for task in pool["tasks"].as_array().into_iter().flatten() {
+                let _ = write!(
+                    h,
+                    "<tr><td>{} · {}</td><td>{}</td><td>{}</td><td>{:.0}</td><td>{:.2}</td></tr>",
+                    escape(pool["pool"].as_str().unwrap_or("?")),
+                    escape(task["task"].as_str().unwrap_or("?")),
+                    task["available_samples"].as_u64().unwrap_or(0),
+                    task["cap"].as_u64().map_or("-".into(), |c| c.to_string()),
+                    task["quota"].as_f64().unwrap_or(0.0),
+                    task["repeat"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+        h.push_str("</table>");
+    }
+}
+
+/// Curated samples per value of each catalog dimension (language, split, user tags).
+fn tags(h: &mut String, r: &Report) {
+    if r.tags.is_empty() {
+        return;
+    }
+    h.push_str("<h2 id=\"tags\">Distributions of the curated samples</h2>");
+    for (dim, values) in &r.tags {
+        let total: u64 = values.values().sum();
+        let mut sorted: Vec<(&String, &u64)> = values.iter().collect();
+        sorted.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let mut rows: Vec<Row> = sorted
+            .iter()
+            .take(TOP)
+            .map(|(v, n)| Row::single(v.as_str(), **n as f64, share(**n, total)))
+            .collect();
+        if sorted.len() > TOP {
+            let rest: u64 = sorted[TOP..].iter().map(|(_, n)| **n).sum();
+            rows.push(Row::single(
+                format!("{} other values", sorted.len() - TOP),
+                rest as f64,
+                share(rest, total),
+            ));
+        }
+        let _ = write!(h, "<h3>{}</h3>{}", escape(dim), bars(dim, &rows, &[], None));
+    }
+}
+
+/// Stage-specific counters (PII masked by kind, fillers removed, …).
+fn counters(h: &mut String, r: &Report) {
+    let any = r.stages.iter().any(|s| !s.counters.is_empty());
+    if !any {
+        return;
+    }
+    h.push_str("<h2 id=\"counters\">Stage counters</h2><table><tr><th>stage</th><th>counter</th><th>count</th></tr>");
+    for s in &r.stages {
+        for (k, v) in &s.counters {
+            let _ = write!(
+                h,
+                "<tr><td>stages[{}] {}</td><td>{}</td><td>{v}</td></tr>",
+                s.index,
+                escape(&s.kind),
+                escape(k)
+            );
+        }
+    }
+    h.push_str("</table>");
+}
+
+fn share(n: u64, total: u64) -> String {
+    if total == 0 {
+        return n.to_string();
+    }
+    format!("{n} ({:.1}%)", n as f64 * 100.0 / total as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{InputReport, StageReport, Totals};
+
+    #[test]
+    fn the_page_shows_the_counts_and_escapes_what_came_from_data() {
+        let mut tags = std::collections::BTreeMap::new();
+        tags.insert(
+            "region".to_string(),
+            [
+                ("<script>alert(1)</script>".to_string(), 3u64),
+                ("east".into(), 7),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let report = Report {
+            sluice_version: "0".into(),
+            run: "demo <b>".into(),
+            status: "succeeded".into(),
+            seed: 7,
+            totals: Totals {
+                read: 12,
+                kept: 9,
+                copies: 0,
+                dropped: 2,
+                rejected: 1,
+            },
+            reconciled: true,
+            inputs: vec![InputReport {
+                name: "logs".into(),
+                read: 12,
+                kept: 9,
+                dropped: 2,
+                rejected: 1,
+                ..Default::default()
+            }],
+            stages: vec![StageReport {
+                index: 0,
+                kind: "quality".into(),
+                input: 11,
+                kept: 9,
+                dropped: [("repetition".to_string(), 2u64)].into_iter().collect(),
+                ..Default::default()
+            }],
+            outputs: Vec::new(),
+            tags,
+            timings: Default::default(),
+        };
+        let page = render(&report);
+        assert!(page.starts_with("<!doctype html>"));
+        assert!(
+            !page.contains("<script"),
+            "no script at all, and data is text"
+        );
+        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(page.contains("demo &lt;b&gt;"));
+        assert!(page.contains("<td>12</td><td>9</td>"), "{page}");
+        assert!(page.contains("stages[0] quality · repetition"));
+        assert!(page.contains("<td>stages[0] quality</td><td>repetition</td><td>2</td>"));
+        assert!(page.contains("7 (70.0%)"));
+        // No resource is fetched when the page is viewed.
+        for fetch in ["src=", "href=", "@import", "url("] {
+            assert!(!page.contains(fetch), "{fetch} in {page}");
+        }
+    }
+}
