@@ -172,12 +172,11 @@ fn drops(h: &mut String, r: &Report) {
         .stages
         .iter()
         .flat_map(|s| {
-            s.dropped.iter().map(move |(reason, n)| {
-                Row::single(
-                    format!("stages[{}] {} · {reason}", s.index, s.kind),
-                    *n as f64,
-                    n.to_string(),
-                )
+            s.dropped.iter().map(move |(reason, n)| Row {
+                label: format!("stages[{}] {} · {reason}", s.index, s.kind),
+                // The funnel's color for dropped samples.
+                segments: vec![(*n as f64, 1)],
+                note: n.to_string(),
             })
         })
         .collect();
