@@ -107,6 +107,125 @@ pub struct Totals {
     pub rejected: u64,
 }
 
+/// Counts of values in power-of-two buckets: bucket 0 holds 0, bucket k ≥ 1 holds
+/// 2^(k−1) ..= 2^k − 1 (so 1, 2–3, 4–7, …).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct Histogram(pub Vec<u64>);
+
+impl Histogram {
+    /// The bucket of `v`.
+    pub fn bucket(v: u64) -> usize {
+        (64 - v.leading_zeros()) as usize
+    }
+
+    /// The values bucket `b` holds, as (lowest, highest).
+    pub fn range(b: usize) -> (u64, u64) {
+        match b {
+            0 => (0, 0),
+            64.. => (1 << 63, u64::MAX),
+            b => (1 << (b - 1), (1u64 << b) - 1),
+        }
+    }
+
+    /// Count one value.
+    pub fn add(&mut self, v: u64) {
+        let b = Histogram::bucket(v);
+        if self.0.len() <= b {
+            self.0.resize(b + 1, 0);
+        }
+        self.0[b] = self.0[b].saturating_add(1);
+    }
+
+    /// Add another histogram's counts.
+    pub fn merge(&mut self, other: &Histogram) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.iter().all(|&c| c == 0)
+    }
+}
+
+/// Length distributions of a run's samples.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Lengths {
+    /// Characters of content (turns, or a document's text) per sample as read, before any
+    /// stage.
+    #[serde(default)]
+    pub chars_read: Histogram,
+    /// Characters of content per sample written to the curated output (copies included),
+    /// after every stage (truncation among them).
+    #[serde(default)]
+    pub chars_written: Histogram,
+    /// Content tokens per written sample, by the catalog's tokenizer (when it has one).
+    #[serde(default)]
+    pub tokens_written: Histogram,
+}
+
+impl Lengths {
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.chars_read.is_empty()
+            && self.chars_written.is_empty()
+            && self.tokens_written.is_empty()
+    }
+
+    /// Add another run part's counts.
+    pub fn merge(&mut self, other: &Lengths) {
+        self.chars_read.merge(&other.chars_read);
+        self.chars_written.merge(&other.chars_written);
+        self.tokens_written.merge(&other.tokens_written);
+    }
+}
+
+/// Characters of a sample's content: its turns', or its document text's.
+pub fn content_chars(s: &crate::sample::Sample) -> u64 {
+    match &s.text {
+        Some(t) => t.chars().count() as u64,
+        None => s
+            .turns
+            .iter()
+            .map(|t| t.content.chars().count() as u64)
+            .sum(),
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::Histogram;
+
+    #[test]
+    fn values_go_to_power_of_two_buckets() {
+        assert_eq!(Histogram::bucket(0), 0);
+        assert_eq!(Histogram::bucket(1), 1);
+        assert_eq!(Histogram::bucket(3), 2);
+        assert_eq!(Histogram::bucket(4), 3);
+        assert_eq!(Histogram::bucket(1023), 10);
+        assert_eq!(Histogram::bucket(1024), 11);
+        assert_eq!(Histogram::range(11), (1024, 2047));
+        assert_eq!(Histogram::range(64), (1 << 63, u64::MAX));
+        for v in [0u64, 1, 2, 3, 7, 8, 1000, u64::MAX] {
+            let (lo, hi) = Histogram::range(Histogram::bucket(v));
+            assert!(lo <= v && v <= hi, "{v}");
+        }
+        let mut a = Histogram::default();
+        a.add(5);
+        let mut b = Histogram::default();
+        b.add(5);
+        b.add(100);
+        a.merge(&b);
+        assert_eq!(a.0[3], 2);
+        assert_eq!(a.0[7], 1);
+    }
+}
+
 /// Wall-clock figures; the only part of the report that differs between identical runs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Timings {
@@ -156,6 +275,9 @@ pub struct Report {
     /// Curated samples per value of each catalog dimension tag (user tags, language, split).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Length distributions: as read, and as written.
+    #[serde(skip_serializing_if = "Lengths::is_empty")]
+    pub lengths: Lengths,
     /// Timings.
     pub timings: Timings,
 }

@@ -58,6 +58,7 @@ pub fn render(report: &Report) -> String {
     inputs(&mut h, report);
     drops(&mut h, report);
     mixes(&mut h, report);
+    lengths(&mut h, report);
     tags(&mut h, report);
     counters(&mut h, report);
     h.push_str("<p class=\"muted\">Timings and the list of output files are in report.json.</p></body></html>\n");
@@ -259,6 +260,57 @@ fn mixes(h: &mut String, r: &Report) {
     }
 }
 
+/// Length distributions: content characters as read and as written, and tokens as written.
+fn lengths(h: &mut String, r: &Report) {
+    let l = &r.lengths;
+    if l.is_empty() {
+        return;
+    }
+    h.push_str("<h2 id=\"lengths\">Lengths</h2><p class=\"muted\">Samples per length, in power-of-two ranges: content (turns, or a document's text) as read before any stage, and as written after every stage (truncation among them, upsampled copies included).</p>");
+    for (id, title, hist) in [
+        (
+            "chars-read",
+            "characters per sample, as read",
+            &l.chars_read,
+        ),
+        (
+            "chars-written",
+            "characters per sample, as written",
+            &l.chars_written,
+        ),
+        (
+            "tokens-written",
+            "tokens per sample, as written",
+            &l.tokens_written,
+        ),
+    ] {
+        if hist.is_empty() {
+            continue;
+        }
+        let total: u64 = hist.0.iter().sum();
+        let first = hist.0.iter().position(|&c| c > 0).unwrap_or(0);
+        let last = hist.0.iter().rposition(|&c| c > 0).unwrap_or(0);
+        let rows: Vec<Row> = (first..=last)
+            .map(|b| {
+                let (lo, hi) = crate::report::Histogram::range(b);
+                let label = if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}–{hi}")
+                };
+                let n = hist.0[b];
+                Row::single(label, n as f64, share(n, total))
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<h3 id=\"{id}\">{}</h3>{}",
+            escape(title),
+            bars(title, &rows, &[], None)
+        );
+    }
+}
+
 /// Curated samples per value of each catalog dimension (language, split, user tags).
 fn tags(h: &mut String, r: &Report) {
     if r.tags.is_empty() {
@@ -362,6 +414,13 @@ mod tests {
             }],
             outputs: Vec::new(),
             tags,
+            lengths: {
+                let mut l = crate::report::Lengths::default();
+                for v in [0, 1, 5, 700, 900] {
+                    l.chars_read.add(v);
+                }
+                l
+            },
             timings: Default::default(),
         };
         let page = render(&report);
@@ -376,6 +435,18 @@ mod tests {
         assert!(page.contains("stages[0] quality · repetition"));
         assert!(page.contains("<td>stages[0] quality</td><td>repetition</td><td>2</td>"));
         assert!(page.contains("7 (70.0%)"));
+        // Lengths: 0, 1, 4–7 and two in 512–1023, every range between drawn.
+        assert!(page.contains("id=\"chars-read\""));
+        assert!(page.contains(">512–1023</text>"), "{page}");
+        assert!(page.contains("2 (40.0%)"));
+        assert!(
+            page.contains(">256–511</text>"),
+            "empty ranges between are drawn"
+        );
+        assert!(
+            !page.contains("id=\"tokens-written\""),
+            "nothing counted, no chart"
+        );
         // No resource is fetched when the page is viewed.
         for fetch in ["src=", "href=", "@import", "url("] {
             assert!(!page.contains(fetch), "{fetch} in {page}");

@@ -517,6 +517,19 @@ fn a_run_writes_an_html_report_of_its_counts() {
         html.contains("id=\"mix-3\""),
         "the mix's plan against what it achieved"
     );
+    // Lengths: every converted record as read, every written sample (copies too) as written.
+    let sum = |k: &str| -> u64 {
+        report["lengths"][k]
+            .as_array()
+            .unwrap_or_else(|| panic!("lengths.{k}"))
+            .iter()
+            .map(|v| v.as_u64().expect("count"))
+            .sum()
+    };
+    let n = |k: &str| t[k].as_u64().expect("count");
+    assert_eq!(sum("chars_read"), n("read") - n("rejected"));
+    assert_eq!(sum("chars_written"), n("kept") + n("copies"));
+    assert!(html.contains("id=\"chars-read\"") && html.contains("id=\"chars-written\""));
     assert!(html.contains("<h3>age_group</h3>"), "tag distributions");
     assert!(html.matches("<svg").count() >= 5);
     assert!(!html.contains("<script"));

@@ -110,6 +110,8 @@ pub(in crate::engine) struct ChunkResult {
     pub(in crate::engine) outcomes: Vec<Outcome>,
     pub(in crate::engine) stats: Vec<StageStats>,
     pub(in crate::engine) counters: Vec<BTreeMap<String, u64>>,
+    /// Content characters of the samples converted from raw records.
+    pub(in crate::engine) chars_read: crate::report::Histogram,
 }
 
 /// Where a batch ends: at `batch_size` records or once its records hold `batch_bytes`.
@@ -159,13 +161,17 @@ impl Engine<'_> {
                 let mut stats = vec![StageStats::default(); n_stages];
                 let mut counters = vec![BTreeMap::new(); n_stages];
                 let mut convert_cpu = Duration::ZERO;
+                let mut chars_read = crate::report::Histogram::default();
                 let outcomes = chunk
                     .iter()
                     .map(|unit| {
                         let mut copies = 0;
                         let (input, sample, format) = match unit {
                             Unit::Raw(rec) => match timed(&mut convert_cpu, || convert(rec)) {
-                                Ok((s, f)) => (rec.cx.input, s, Some(f.as_str())),
+                                Ok((s, f)) => {
+                                    chars_read.add(crate::report::content_chars(&s));
+                                    (rec.cx.input, s, Some(f.as_str()))
+                                }
                                 Err(error) => {
                                     return Outcome::Rejected {
                                         input: rec.cx.input,
@@ -264,6 +270,7 @@ impl Engine<'_> {
                     outcomes,
                     stats,
                     counters,
+                    chars_read,
                 }
             })
             .collect();
@@ -273,6 +280,7 @@ impl Engine<'_> {
         let mut drop_infos: Vec<DropInfo> = Vec::new();
         for chunk in chunks {
             self.tally.convert_cpu += chunk.convert_cpu;
+            self.tally.lengths.chars_read.merge(&chunk.chars_read);
             for (si, st) in chunk.stats.iter().enumerate() {
                 self.tally.stages[si].input += st.input;
                 self.tally.stages[si].kept += st.kept;

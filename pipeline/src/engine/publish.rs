@@ -84,6 +84,7 @@ impl Engine<'_> {
             stages: std::mem::take(&mut self.tally.stages),
             outputs,
             tags: self.catalog.distributions(),
+            lengths: std::mem::take(&mut self.tally.lengths),
             timings: Timings {
                 total_seconds: elapsed,
                 stage_cpu_seconds: self

@@ -164,6 +164,13 @@ impl Engine<'_> {
                 }
             }
         }
+        let lengths = &mut self.tally.lengths;
+        for (i, s) in samples.iter().enumerate() {
+            lengths.chars_written.add(crate::report::content_chars(s));
+            if let Some(t) = known.as_ref().and_then(|k| k.get(i).copied().flatten()) {
+                lengths.tokens_written.add(t);
+            }
+        }
         self.catalog.add(&samples, known.as_deref());
         Ok(())
     }

@@ -25,6 +25,9 @@ pub(in crate::engine) struct Tally {
     pub(in crate::engine) write_time: Duration,
     /// Rejected records per input and file.
     pub(in crate::engine) file_rejects: BTreeMap<usize, BTreeMap<String, u64>>,
+    /// Length distributions.
+    #[serde(default)]
+    pub(in crate::engine) lengths: crate::report::Lengths,
 }
 
 impl Tally {
@@ -53,6 +56,7 @@ impl Tally {
             convert_cpu: Duration::ZERO,
             write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
+            lengths: Default::default(),
         }
     }
 
@@ -81,6 +85,7 @@ impl Tally {
             convert_cpu: Duration::ZERO,
             write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
+            lengths: Default::default(),
         }
     }
 
@@ -125,6 +130,7 @@ impl Tally {
         for (input, files) in &other.file_rejects {
             add_counts(self.file_rejects.entry(*input).or_default(), files);
         }
+        self.lengths.merge(&other.lengths);
     }
 
     /// Each file's rejects, set on its report.
@@ -195,7 +201,9 @@ mod tests {
             convert_cpu: Duration::from_millis(read),
             write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
+            lengths: Default::default(),
         };
+        t.lengths.chars_read.add(read);
         for _ in 0..(read - kept - dropped) {
             t.reject(0, file);
         }
@@ -217,6 +225,11 @@ mod tests {
         assert_eq!(all.inputs[0].dropped_by["duplicate"], 3);
         assert_eq!(all.stages[0].input, 15);
         assert_eq!(all.stage_cpu[0], Duration::from_millis(15));
+        assert_eq!(
+            all.lengths.chars_read.0.iter().sum::<u64>(),
+            2,
+            "lengths add up"
+        );
         let files: Vec<&str> = all.inputs[0]
             .files
             .iter()

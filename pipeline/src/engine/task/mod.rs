@@ -294,6 +294,7 @@ impl Engine<'_> {
             stages: self.tally.stages.clone(),
             outputs: Vec::new(),
             tags: BTreeMap::new(),
+            lengths: self.tally.lengths.clone(),
             timings: Timings {
                 total_seconds: started.elapsed().as_secs_f64(),
                 stage_cpu_seconds: BTreeMap::new(),
