@@ -185,6 +185,33 @@ impl Lengths {
     }
 }
 
+/// The most examples the report keeps of each stage's drop reason.
+pub const EXAMPLES_PER_REASON: usize = 3;
+
+/// A dropped sample shown in the report: the first few of each stage's reason, in input order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct DropExample {
+    /// The stage (`stages[i]`).
+    pub stage: usize,
+    /// The reason's code.
+    pub reason: String,
+    /// The sample's id.
+    pub id: String,
+    /// The reason's detail, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The start of its content, with personal data masked.
+    pub preview: String,
+}
+
+/// Whether `list` still takes an example of `stage`'s `reason`.
+pub fn wants_example(list: &[DropExample], stage: usize, reason: &str) -> bool {
+    list.iter()
+        .filter(|e| e.stage == stage && e.reason == reason)
+        .count()
+        < EXAMPLES_PER_REASON
+}
+
 /// Characters of a sample's content: its turns', or its document text's.
 pub fn content_chars(s: &crate::sample::Sample) -> u64 {
     match &s.text {
@@ -278,6 +305,9 @@ pub struct Report {
     /// Length distributions: as read, and as written.
     #[serde(skip_serializing_if = "Lengths::is_empty")]
     pub lengths: Lengths,
+    /// The first few dropped samples of each stage's reason (personal data masked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<DropExample>,
     /// Timings.
     pub timings: Timings,
 }

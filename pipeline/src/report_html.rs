@@ -14,7 +14,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;border-
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:right}\
 td:first-child,th:first-child{text-align:left}.bad{color:#c0392b}.ok{color:#2f7d4f}\
 svg.chart{width:100%;height:auto;margin:.4em 0}svg .label,svg .value,svg .legend{font:12px system-ui,sans-serif;fill:#333}\
-.muted{color:#777}code{background:#f4f4f4;padding:0 3px}";
+.muted{color:#777}code{background:#f4f4f4;padding:0 3px}blockquote{margin:.2em 0 .6em 1em;color:#444;white-space:pre-wrap;word-break:break-word}";
 
 /// The page for `report`.
 pub fn render(report: &Report) -> String {
@@ -57,6 +57,7 @@ pub fn render(report: &Report) -> String {
     funnel(&mut h, report);
     inputs(&mut h, report);
     drops(&mut h, report);
+    examples(&mut h, report);
     mixes(&mut h, report);
     lengths(&mut h, report);
     tags(&mut h, report);
@@ -200,6 +201,46 @@ fn drops(h: &mut String, r: &Report) {
         }
     }
     h.push_str("</table>");
+}
+
+/// The first dropped samples of each stage's reason.
+fn examples(h: &mut String, r: &Report) {
+    if r.examples.is_empty() {
+        return;
+    }
+    h.push_str("<h2 id=\"examples\">Dropped examples</h2><p class=\"muted\">The first of each reason, in input order; personal data the bundled PII rules find is masked.</p>");
+    let mut last: Option<(usize, &str)> = None;
+    for e in &r.examples {
+        if last != Some((e.stage, e.reason.as_str())) {
+            if last.is_some() {
+                h.push_str("</ul>");
+            }
+            let kind = r
+                .stages
+                .iter()
+                .find(|s| s.index == e.stage)
+                .map_or("", |s| s.kind.as_str());
+            let _ = write!(
+                h,
+                "<h3>stages[{}] {} · {}</h3><ul class=\"examples\">",
+                e.stage,
+                escape(kind),
+                escape(&e.reason)
+            );
+            last = Some((e.stage, e.reason.as_str()));
+        }
+        let _ = write!(
+            h,
+            "<li><code>{}</code>{}<blockquote>{}</blockquote></li>",
+            escape(&e.id),
+            e.detail
+                .as_ref()
+                .map(|d| format!(" — {}", escape(d)))
+                .unwrap_or_default(),
+            escape(&e.preview)
+        );
+    }
+    h.push_str("</ul>");
 }
 
 /// A mix's plan against what it achieved, per pool.
@@ -414,6 +455,13 @@ mod tests {
             }],
             outputs: Vec::new(),
             tags,
+            examples: vec![crate::report::DropExample {
+                stage: 0,
+                reason: "repetition".into(),
+                id: "a<1>".into(),
+                detail: Some("ratio 0.5".into()),
+                preview: "user: <img src=x onerror=alert(1)>".into(),
+            }],
             lengths: {
                 let mut l = crate::report::Lengths::default();
                 for v in [0, 1, 5, 700, 900] {
@@ -435,6 +483,8 @@ mod tests {
         assert!(page.contains("stages[0] quality · repetition"));
         assert!(page.contains("<td>stages[0] quality</td><td>repetition</td><td>2</td>"));
         assert!(page.contains("7 (70.0%)"));
+        assert!(page.contains("<code>a&lt;1&gt;</code> — ratio 0.5"));
+        assert!(page.contains("user: &lt;img src=x onerror=alert(1)&gt;"));
         // Lengths: 0, 1, 4–7 and two in 512–1023, every range between drawn.
         assert!(page.contains("id=\"chars-read\""));
         assert!(page.contains(">512–1023</text>"), "{page}");
@@ -448,8 +498,11 @@ mod tests {
             "nothing counted, no chart"
         );
         // No resource is fetched when the page is viewed.
-        for fetch in ["src=", "href=", "@import", "url("] {
+        // Nothing is fetched when the page is viewed: no attribute names a resource (data
+        // that says `src=` is text, its quotes escaped), and the style loads nothing.
+        for fetch in ["src=\"", "href=\"", "src='", "href='"] {
             assert!(!page.contains(fetch), "{fetch} in {page}");
         }
+        assert!(!STYLE.contains("url(") && !STYLE.contains("@import"));
     }
 }

@@ -531,9 +531,17 @@ fn a_run_writes_an_html_report_of_its_counts() {
     assert_eq!(sum("chars_written"), n("kept") + n("copies"));
     assert!(html.contains("id=\"chars-read\"") && html.contains("id=\"chars-written\""));
     assert!(html.contains("<h3>age_group</h3>"), "tag distributions");
+    // The first dropped samples of each reason, as in report.json.
+    let examples = report["examples"].as_array().expect("examples");
+    assert!(examples.len() >= 3, "{examples:?}");
+    for e in examples {
+        let id = e["id"].as_str().expect("id");
+        assert!(html.contains(&format!("<code>{id}</code>")), "{id}");
+    }
+    assert!(html.contains("<h3>stages[3] mix · not_selected</h3>"));
     assert!(html.matches("<svg").count() >= 5);
     assert!(!html.contains("<script"));
-    for fetch in ["src=", "href=", "@import", "url("] {
+    for fetch in ["src=\"", "href=\"", "@import", "url("] {
         assert!(
             !html.contains(fetch),
             "{fetch}: the page must open without a network"

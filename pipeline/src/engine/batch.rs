@@ -314,6 +314,7 @@ impl Engine<'_> {
                             .entry(reason.code.to_string())
                             .or_default() += 1;
                         drop_infos.push(DropInfo::new(&self.names[stage], &reason));
+                        self.tally.example(stage, &sample, &reason);
                         dropped.push(sample);
                     }
                     Outcome::Kept {

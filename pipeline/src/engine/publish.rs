@@ -85,6 +85,7 @@ impl Engine<'_> {
             outputs,
             tags: self.catalog.distributions(),
             lengths: std::mem::take(&mut self.tally.lengths),
+            examples: std::mem::take(&mut self.tally.examples),
             timings: Timings {
                 total_seconds: elapsed,
                 stage_cpu_seconds: self

@@ -28,6 +28,9 @@ pub(in crate::engine) struct Tally {
     /// Length distributions.
     #[serde(default)]
     pub(in crate::engine) lengths: crate::report::Lengths,
+    /// The first dropped samples of each stage's reason.
+    #[serde(default)]
+    pub(in crate::engine) examples: Vec<crate::report::DropExample>,
 }
 
 impl Tally {
@@ -57,6 +60,7 @@ impl Tally {
             write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
+            examples: Vec::new(),
         }
     }
 
@@ -86,6 +90,7 @@ impl Tally {
             write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
+            examples: Vec::new(),
         }
     }
 
@@ -131,6 +136,30 @@ impl Tally {
             add_counts(self.file_rejects.entry(*input).or_default(), files);
         }
         self.lengths.merge(&other.lengths);
+        // In task order, the first of each reason: those one process keeps.
+        for e in &other.examples {
+            if crate::report::wants_example(&self.examples, e.stage, &e.reason) {
+                self.examples.push(e.clone());
+            }
+        }
+    }
+
+    /// Keep `sample`, dropped by `stage` for `reason`, as an example if its reason has few.
+    pub(in crate::engine) fn example(
+        &mut self,
+        stage: usize,
+        sample: &crate::sample::Sample,
+        reason: &crate::sample::DropReason,
+    ) {
+        if crate::report::wants_example(&self.examples, stage, reason.code) {
+            self.examples.push(crate::report::DropExample {
+                stage,
+                reason: reason.code.to_string(),
+                id: sample.id.clone(),
+                detail: reason.detail.as_ref().map(|d| masked(d)),
+                preview: masked(&preview(sample)),
+            });
+        }
     }
 
     /// Each file's rejects, set on its report.
@@ -168,6 +197,48 @@ fn add_counts(mine: &mut BTreeMap<String, u64>, theirs: &BTreeMap<String, u64>) 
     }
 }
 
+/// The start of a sample's content, as one line: `user: … / assistant: …`, or the text.
+fn preview(s: &crate::sample::Sample) -> String {
+    const CHARS: usize = 300;
+    let full = match &s.text {
+        Some(t) => t.clone(),
+        None => s
+            .turns
+            .iter()
+            .map(|t| format!("{}: {}", t.role.as_str(), t.content))
+            .collect::<Vec<_>>()
+            .join(" / "),
+    };
+    let mut out: String = full.chars().take(CHARS).collect();
+    if full.chars().count() > CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// `text` with the personal data the bundled PII rules find masked (an example may have been
+/// dropped before the pipeline's own `pii` stage ran).
+fn masked(text: &str) -> String {
+    use crate::stages::RecordStage;
+    static PII: std::sync::OnceLock<Option<crate::stages::pii::Pii>> = std::sync::OnceLock::new();
+    let pii = PII.get_or_init(|| {
+        crate::stages::pii::Pii::new(&crate::stages::pii::Config {
+            rules: None,
+            actions: BTreeMap::new(),
+        })
+        .ok()
+    });
+    let Some(pii) = pii else {
+        return "(personal data could not be masked: not shown)".into();
+    };
+    let sample = crate::sample::Sample::document("preview", text);
+    match pii.process(sample, &mut crate::stages::StageCx::new(0)) {
+        crate::stages::Verdict::Keep(s) | crate::stages::Verdict::Drop(s, _) => {
+            s.text.unwrap_or_default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,12 +273,36 @@ mod tests {
             write_time: Duration::ZERO,
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
+            examples: Vec::new(),
         };
         t.lengths.chars_read.add(read);
         for _ in 0..(read - kept - dropped) {
             t.reject(0, file);
         }
         t
+    }
+
+    #[test]
+    fn examples_show_the_start_of_a_sample_with_personal_data_masked() {
+        let mut t = part(10, 6, 3, "a.jsonl");
+        let mut s =
+            crate::sample::Sample::document("d1", "请联系 13812345678 或 a.b@example.com，谢谢");
+        let reason = crate::sample::DropReason::new("too_short", "call 13912345678");
+        for _ in 0..5 {
+            t.example(0, &s, &reason);
+        }
+        assert_eq!(t.examples.len(), crate::report::EXAMPLES_PER_REASON);
+        let e = &t.examples[0];
+        assert!(!e.preview.contains("13812345678") && !e.preview.contains("a.b@example.com"));
+        assert!(e.preview.starts_with("请联系 "), "{}", e.preview);
+        assert!(!e.detail.as_deref().unwrap_or("").contains("13912345678"));
+        s.text = Some("x".repeat(1000));
+        t.example(1, &s, &reason);
+        assert_eq!(
+            t.examples[3].preview.chars().count(),
+            301,
+            "300 characters and an ellipsis"
+        );
     }
 
     #[test]

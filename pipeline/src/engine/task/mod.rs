@@ -295,6 +295,7 @@ impl Engine<'_> {
             outputs: Vec::new(),
             tags: BTreeMap::new(),
             lengths: self.tally.lengths.clone(),
+            examples: self.tally.examples.clone(),
             timings: Timings {
                 total_seconds: started.elapsed().as_secs_f64(),
                 stage_cpu_seconds: BTreeMap::new(),
