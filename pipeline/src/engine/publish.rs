@@ -85,7 +85,13 @@ impl Engine<'_> {
             outputs,
             tags: self.catalog.distributions(),
             lengths: std::mem::take(&mut self.tally.lengths),
-            examples: std::mem::take(&mut self.tally.examples),
+            examples: {
+                // By stage and reason, each in input order (a stable sort): one process meets
+                // them segment by segment, tasks merge them task by task.
+                let mut e = std::mem::take(&mut self.tally.examples);
+                e.sort_by(|a, b| (a.stage, &a.reason).cmp(&(b.stage, &b.reason)));
+                e
+            },
             timings: Timings {
                 total_seconds: elapsed,
                 stage_cpu_seconds: self
