@@ -167,6 +167,155 @@ pub fn paired(title: &str, rows: &[(String, f64, f64)], names: [&str; 2], unit: 
     bars(title, &out, &[], Some(scale))
 }
 
+/// One line of a line chart: its name, its points (x, y) and its color (a [`PALETTE`] index).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Shown in the legend (escaped).
+    pub name: String,
+    /// Points in x order; points that are not finite are left out.
+    pub points: Vec<(f64, f64)>,
+    /// Index into [`PALETTE`].
+    pub color: usize,
+}
+
+/// The plot area of a line chart: left, top, right, bottom.
+const PLOT: (f64, f64, f64, f64) = (70.0, 12.0, WIDTH - 16.0, 232.0);
+/// Height of a line chart (plot area, axis labels and legend).
+const LINES_HEIGHT: f64 = 272.0;
+
+/// Where (x, y) lands in a line chart's plot area, for data in x0..=x1 and y0..=y1 (a range of
+/// one value is widened so it draws in the middle).
+pub fn line_xy(x: f64, y: f64, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> (f64, f64) {
+    let (left, top, right, bottom) = PLOT;
+    let fx = if x1 > x0 { (x - x0) / (x1 - x0) } else { 0.5 };
+    let fy = if y1 > y0 { (y - y0) / (y1 - y0) } else { 0.5 };
+    (
+        left + (right - left) * fx.clamp(0.0, 1.0),
+        bottom - (bottom - top) * fy.clamp(0.0, 1.0),
+    )
+}
+
+/// A line chart of `series` on shared axes, with vertical marks at `events` (x, label).
+pub fn lines(title: &str, series: &[Series], events: &[(f64, String)]) -> String {
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter(finite).copied())
+        .collect();
+    let (left, top, right, bottom) = PLOT;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {LINES_HEIGHT}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = escape(title)
+    );
+    let _ = write!(
+        s,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
+        right - left,
+        bottom - top
+    );
+    if all.is_empty() {
+        s.push_str(
+            r#"<text x="360" y="130" text-anchor="middle" class="label">no data</text></svg>"#,
+        );
+        return s;
+    }
+    let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
+        all.iter().map(pick).fold(init, f)
+    };
+    let xs = (
+        fold(f64::min, f64::MAX, |p| p.0),
+        fold(f64::max, f64::MIN, |p| p.0),
+    );
+    let ys = (
+        fold(f64::min, f64::MAX, |p| p.1),
+        fold(f64::max, f64::MIN, |p| p.1),
+    );
+    // Axis labels: the ranges' ends.
+    let num = |v: f64| {
+        if v.abs() >= 1000.0 || v == v.trunc() {
+            format!("{v:.0}")
+        } else if v.abs() >= 0.01 {
+            format!("{v:.3}")
+        } else {
+            format!("{v:.2e}")
+        }
+    };
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="end" class="label">{}</text><text x="{}" y="{}" text-anchor="end" class="label">{}</text>"#,
+        left - 6.0,
+        top + 10.0,
+        num(ys.1),
+        left - 6.0,
+        bottom,
+        num(ys.0)
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="{}" class="label">{}</text><text x="{right}" y="{}" text-anchor="end" class="label">{}</text>"#,
+        bottom + 16.0,
+        num(xs.0),
+        bottom + 16.0,
+        num(xs.1)
+    );
+    for (x, label) in events {
+        if !x.is_finite() {
+            continue;
+        }
+        let (px, _) = line_xy(*x, ys.0, xs, ys);
+        let _ = write!(
+            s,
+            "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{bottom}\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"><title>{}</title></line>",
+            escape(label)
+        );
+    }
+    for line in series {
+        let pts: Vec<String> = line
+            .points
+            .iter()
+            .filter(finite)
+            .map(|&(x, y)| {
+                let (px, py) = line_xy(x, y, xs, ys);
+                format!("{px:.1},{py:.1}")
+            })
+            .collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let color = PALETTE[line.color % PALETTE.len()];
+        if pts.len() == 1 {
+            let (px, py) = pts[0].split_once(',').unwrap_or(("0", "0"));
+            let _ = write!(
+                s,
+                "<circle cx=\"{px}\" cy=\"{py}\" r=\"3\" fill=\"{color}\"/>"
+            );
+        } else {
+            let _ = write!(
+                s,
+                "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.5\"/>",
+                pts.join(" ")
+            );
+        }
+    }
+    let mut x = left;
+    for line in series {
+        let _ = write!(
+            s,
+            r#"<rect x="{x:.1}" y="{}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{}" class="legend">{}</text>"#,
+            LINES_HEIGHT - 14.0,
+            PALETTE[line.color % PALETTE.len()],
+            x + 14.0,
+            LINES_HEIGHT - 4.0,
+            escape(&line.name)
+        );
+        x += 30.0 + 7.0 * line.name.chars().count() as f64;
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// `s` cut to at most `n` characters (an ellipsis marks the cut).
 fn shorten(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -228,6 +377,40 @@ mod tests {
         assert!(svg.contains("&lt;script&gt;"));
         assert!(!svg.contains("\"q\""));
         assert_eq!(escape("a<b>&'\""), "a&lt;b&gt;&amp;&#39;&quot;");
+    }
+
+    #[test]
+    fn line_points_map_to_the_plot_area() {
+        let (left, top, right, bottom) = PLOT;
+        assert_eq!(line_xy(0.0, 0.0, (0.0, 10.0), (0.0, 1.0)), (left, bottom));
+        assert_eq!(line_xy(10.0, 1.0, (0.0, 10.0), (0.0, 1.0)), (right, top));
+        let (x, y) = line_xy(5.0, 0.5, (0.0, 10.0), (0.0, 1.0));
+        assert!((x - (left + right) / 2.0).abs() < 1e-9 && (y - (top + bottom) / 2.0).abs() < 1e-9);
+        // One value: in the middle, never NaN.
+        let (x, y) = line_xy(3.0, 2.0, (3.0, 3.0), (2.0, 2.0));
+        assert!(x.is_finite() && y.is_finite());
+        let svg = lines(
+            "<loss>",
+            &[Series {
+                name: "<b>train</b>".into(),
+                points: vec![(1.0, 2.0), (2.0, f64::NAN), (3.0, 1.0)],
+                color: 0,
+            }],
+            &[(2.0, "rollback <at> 2".into())],
+        );
+        assert!(!svg.contains("<b>") && !svg.contains("<loss>") && !svg.contains("<at>"));
+        assert!(!svg.contains("NaN"), "{svg}");
+        let poly = svg
+            .split("points=\"")
+            .nth(1)
+            .and_then(|p| p.split('"').next());
+        assert_eq!(
+            poly.map(|p| p.split(' ').count()),
+            Some(2),
+            "the NaN point is left out"
+        );
+        assert!(svg.contains("stroke-dasharray"), "the event is marked");
+        assert!(lines("empty", &[], &[]).contains("no data"));
     }
 
     #[test]

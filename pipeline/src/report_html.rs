@@ -400,6 +400,99 @@ fn counters(h: &mut String, r: &Report) {
     h.push_str("</table>");
 }
 
+/// A training run's page, from its `metrics.jsonl` lines: loss and validation loss, learning
+/// rate and gradient norm by step, with rollbacks and early stopping marked and listed.
+pub fn training(name: &str, metrics: &[serde_json::Value]) -> String {
+    use crate::chart::{lines, Series};
+    let series = |key: &str, color: usize, label: &str| Series {
+        name: label.into(),
+        points: metrics
+            .iter()
+            .filter_map(|m| Some((m["step"].as_f64()?, m[key].as_f64()?)))
+            .collect(),
+        color,
+    };
+    let events: Vec<(f64, String)> = metrics
+        .iter()
+        .filter_map(|m| {
+            let step = m["step"].as_f64()?;
+            let event = m["event"].as_str()?;
+            Some((step, format!("{event} at step {step}")))
+        })
+        .collect();
+    let train = series("loss", 0, "training loss");
+    let valid = series("valid_loss", 4, "validation loss");
+    let steps = train.points.last().map_or(0.0, |p| p.0);
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>sluice train {n}</title><style>{STYLE}</style></head><body><h1>sluice train {n}</h1>",
+        n = escape(name)
+    );
+    let best = valid
+        .points
+        .iter()
+        .copied()
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let _ = write!(
+        h,
+        "<table id=\"summary\"><tr><th>steps</th><th>last training loss</th><th>best validation loss</th><th>rollbacks</th></tr><tr><td>{steps:.0}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        train
+            .points
+            .last()
+            .map_or("-".into(), |p| format!("{:.4}", p.1)),
+        best.map_or("-".into(), |(s, v)| format!("{v:.4} (step {s:.0})")),
+        metrics
+            .iter()
+            .filter(|m| m["event"] == "rollback")
+            .count()
+    );
+    let _ = write!(
+        h,
+        "<h2 id=\"loss\">Loss</h2>{}<h2 id=\"lr\">Learning rate</h2>{}<h2 id=\"grad-norm\">Gradient norm (before clipping)</h2>{}",
+        lines("loss", &[train, valid], &events),
+        lines("learning rate", &[series("lr", 2, "learning rate")], &events),
+        lines("gradient norm", &[series("grad_norm", 3, "gradient norm")], &events)
+    );
+    let listed: Vec<&serde_json::Value> =
+        metrics.iter().filter(|m| m["event"].is_string()).collect();
+    if !listed.is_empty() {
+        h.push_str(
+            "<h2 id=\"events\">Events</h2><table><tr><th>step</th><th>event</th><th>what</th></tr>",
+        );
+        for m in listed {
+            let what = match m["event"].as_str() {
+                Some("rollback") => {
+                    let r = &m["rollback"];
+                    format!(
+                        "back to step {} ({}; loss {}, gradient norm {}), {} sequences skipped",
+                        r["to_step"],
+                        r["reason"].as_str().unwrap_or(""),
+                        r["loss"],
+                        r["grad_norm"],
+                        r["skipped_sequences"]
+                    )
+                }
+                Some("early_stop") => format!(
+                    "best validation loss {} at step {}",
+                    m["best_valid_loss"], m["best_step"]
+                ),
+                _ => String::new(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                m["step"],
+                escape(m["event"].as_str().unwrap_or("")),
+                escape(&what)
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<p class=\"muted\">Every step's figures, tokens per second among them, are in metrics.jsonl.</p></body></html>\n");
+    h
+}
+
 fn share(n: u64, total: u64) -> String {
     if total == 0 {
         return n.to_string();
@@ -411,6 +504,31 @@ fn share(n: u64, total: u64) -> String {
 mod tests {
     use super::*;
     use crate::report::{InputReport, StageReport, Totals};
+
+    #[test]
+    fn a_training_page_draws_the_curves_and_lists_the_events() {
+        let lines: Vec<serde_json::Value> = [
+            r#"{"step":1,"loss":3.0,"lr":0.001,"grad_norm":2.0}"#,
+            r#"{"step":2,"loss":2.5,"lr":0.001,"grad_norm":1.5}"#,
+            r#"{"step":2,"valid_loss":2.7}"#,
+            r#"{"step":3,"event":"rollback","rollback":{"to_step":2,"reason":"loss <spike>","loss":9.0,"grad_norm":50.0,"skipped_sequences":4}}"#,
+            r#"{"step":3,"loss":2.0,"lr":0.0005,"grad_norm":1.0}"#,
+            r#"{"step":4,"valid_loss":2.2}"#,
+        ]
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+        let page = training("demo", &lines);
+        assert!(
+            page.contains("<td>3</td><td>2.0000</td><td>2.2000 (step 4)</td><td>1</td>"),
+            "{page}"
+        );
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert!(page.contains("training loss") && page.contains("validation loss"));
+        assert!(page.contains("loss &lt;spike&gt;"), "event text escaped");
+        assert!(!page.contains("<spike>"));
+        assert!(page.contains("4 sequences skipped"));
+    }
 
     #[test]
     fn the_page_shows_the_counts_and_escapes_what_came_from_data() {

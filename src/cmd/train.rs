@@ -109,6 +109,7 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                 }
             }));
             let s = trainer.run_until(until.unwrap_or(steps))?;
+            write_training_report(&output)?;
             let mut out = std::io::stdout().lock();
             writeln!(
                 out,
@@ -406,5 +407,23 @@ fn write_random_shards(dir: &Path, a: &BenchTrainArgs, sequences: usize) -> Resu
         splits: [("train".to_string(), split)].into(),
     }
     .save(dir)?;
+    Ok(())
+}
+
+/// `report.html` beside `metrics.jsonl`: the run's curves and events as one page (written after
+/// every `sluice train run`, resumed runs included, from the whole metrics file).
+fn write_training_report(output: &std::path::Path) -> Result<()> {
+    let path = output.join("metrics.jsonl");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let name = output
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+    let page = sluice_pipeline::report_html::training(&name, &lines);
+    sluice_pipeline::storage::write_atomic(&output.join("report.html"), page.as_bytes())?;
     Ok(())
 }

@@ -130,6 +130,23 @@ fn pipeline_shards_train_a_model_that_learns_and_resumes_exactly() {
         .collect();
     assert_eq!(valid.len(), 3);
     assert!(valid[2] < valid[0], "validation loss falls: {valid:?}");
+    // report.html beside the metrics: the curves and the run's figures.
+    let page =
+        std::fs::read_to_string(dir.path().join("straight/report.html")).expect("report.html");
+    assert_eq!(
+        page.matches("<svg").count(),
+        3,
+        "loss, learning rate, gradient norm"
+    );
+    let best = valid.iter().copied().fold(f64::MAX, f64::min);
+    assert!(
+        page.contains(&format!(
+            "<td>24</td><td>{:.4}</td><td>{best:.4}",
+            losses[23]
+        )),
+        "{page}"
+    );
+    assert!(!page.contains("<script"));
 
     // Interrupted at step 12 (after the step-8 checkpoint), then resumed.
     let resumed = train_file(dir.path(), &shards, "resumed");
