@@ -204,6 +204,23 @@ pub struct DropExample {
     pub preview: String,
 }
 
+/// What a rewriting stage (filler, pii, truncate, rules, sensitive) changed in one sample: a
+/// word diff (`[-removed-]`, `{+added+}`), personal data masked on both sides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RewriteExample {
+    /// The stage (`stages[i]`).
+    pub stage: usize,
+    /// The sample's id.
+    pub id: String,
+    /// The change, as a word diff.
+    pub diff: String,
+}
+
+/// Whether `list` still takes an example of what `stage` rewrote.
+pub fn wants_rewrite(list: &[RewriteExample], stage: usize) -> bool {
+    list.iter().filter(|e| e.stage == stage).count() < EXAMPLES_PER_REASON
+}
+
 /// Whether `list` still takes an example of `stage`'s `reason`.
 pub fn wants_example(list: &[DropExample], stage: usize, reason: &str) -> bool {
     list.iter()
@@ -308,6 +325,9 @@ pub struct Report {
     /// The first few dropped samples of each stage's reason (personal data masked).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub examples: Vec<DropExample>,
+    /// The first few changes of each rewriting stage (personal data masked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewrites: Vec<RewriteExample>,
     /// Timings.
     pub timings: Timings,
 }

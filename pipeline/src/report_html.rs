@@ -58,6 +58,7 @@ pub fn render(report: &Report) -> String {
     inputs(&mut h, report);
     drops(&mut h, report);
     examples(&mut h, report);
+    rewrites(&mut h, report);
     mixes(&mut h, report);
     lengths(&mut h, report);
     tags(&mut h, report);
@@ -238,6 +239,41 @@ fn examples(h: &mut String, r: &Report) {
                 .map(|d| format!(" — {}", escape(d)))
                 .unwrap_or_default(),
             escape(&e.preview)
+        );
+    }
+    h.push_str("</ul>");
+}
+
+/// What rewriting stages changed: the first few changes of each, as word diffs.
+fn rewrites(h: &mut String, r: &Report) {
+    if r.rewrites.is_empty() {
+        return;
+    }
+    h.push_str("<h2 id=\"rewrites\">What rewriting stages changed</h2><p class=\"muted\">The first changes of each stage, in input order: <code>[-removed-]</code> and <code>{+added+}</code> in the text around them; personal data is masked on both sides, so a change of personal data alone (the pii stage's) is not shown.</p>");
+    let mut last = None;
+    for e in &r.rewrites {
+        if last != Some(e.stage) {
+            if last.is_some() {
+                h.push_str("</ul>");
+            }
+            let kind = r
+                .stages
+                .iter()
+                .find(|s| s.index == e.stage)
+                .map_or("", |s| s.kind.as_str());
+            let _ = write!(
+                h,
+                "<h3>stages[{}] {}</h3><ul class=\"examples\">",
+                e.stage,
+                escape(kind)
+            );
+            last = Some(e.stage);
+        }
+        let _ = write!(
+            h,
+            "<li><code>{}</code><blockquote>{}</blockquote></li>",
+            escape(&e.id),
+            escape(&e.diff)
         );
     }
     h.push_str("</ul>");
@@ -580,6 +616,11 @@ mod tests {
                 detail: Some("ratio 0.5".into()),
                 preview: "user: <img src=x onerror=alert(1)>".into(),
             }],
+            rewrites: vec![crate::report::RewriteExample {
+                stage: 0,
+                id: "r1".into(),
+                diff: "你好[-嗯嗯，-]请问 <b>".into(),
+            }],
             lengths: {
                 let mut l = crate::report::Lengths::default();
                 for v in [0, 1, 5, 700, 900] {
@@ -602,6 +643,8 @@ mod tests {
         assert!(page.contains("<td>stages[0] quality</td><td>repetition</td><td>2</td>"));
         assert!(page.contains("7 (70.0%)"));
         assert!(page.contains("<code>a&lt;1&gt;</code> — ratio 0.5"));
+        assert!(page.contains("id=\"rewrites\""));
+        assert!(page.contains("<blockquote>你好[-嗯嗯，-]请问 &lt;b&gt;</blockquote>"));
         assert!(page.contains("user: &lt;img src=x onerror=alert(1)&gt;"));
         // Lengths: 0, 1, 4–7 and two in 512–1023, every range between drawn.
         assert!(page.contains("id=\"chars-read\""));

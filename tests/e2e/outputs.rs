@@ -552,9 +552,43 @@ fn a_run_writes_an_html_report_of_its_counts() {
         &cfg,
         &["--out", again.to_str().expect("utf8"), "--threads", "1"],
     );
+    // The cleaning example's rewriting stages: their first changes, as word diffs, with
+    // personal data masked on both sides.
+    let clean = dir.path().join("clean");
+    let cleaned = run_ok(
+        &repo().join("examples/clean.toml"),
+        &["--out", clean.to_str().expect("utf8")],
+    );
+    let page = std::fs::read_to_string(clean.join("report.html")).expect("page");
+    let rewrites = cleaned["rewrites"].as_array().expect("rewrites");
+    let kinds: std::collections::BTreeSet<&str> = rewrites
+        .iter()
+        .map(|r| {
+            cleaned["stages"][r["stage"].as_u64().expect("stage") as usize]["type"]
+                .as_str()
+                .expect("type")
+        })
+        .collect();
+    assert!(kinds.contains("filler"), "{kinds:?}");
+    for r in rewrites {
+        let diff = r["diff"].as_str().expect("diff");
+        assert!(diff.contains("[-") || diff.contains("{+"), "{diff}");
+        assert!(
+            !like_a_phone(diff),
+            "a phone number in a rewrite example: {diff}"
+        );
+    }
+    assert!(page.contains("id=\"rewrites\""));
     assert_eq!(
         std::fs::read(again.join("report.html")).expect("again"),
         html.as_bytes(),
         "the same page on one thread"
     );
+}
+
+/// Whether `s` holds 11 digits in a row starting with 1 (a mainland mobile number).
+fn like_a_phone(s: &str) -> bool {
+    let d: Vec<char> = s.chars().collect();
+    d.windows(11)
+        .any(|w| w[0] == '1' && w.iter().all(|c| c.is_ascii_digit()))
 }

@@ -112,7 +112,13 @@ pub(in crate::engine) struct ChunkResult {
     pub(in crate::engine) counters: Vec<BTreeMap<String, u64>>,
     /// Content characters of the samples converted from raw records.
     pub(in crate::engine) chars_read: crate::report::Histogram,
+    /// Changes rewriting stages made: (stage, id, content before, content after), the first
+    /// few of each stage in this chunk.
+    pub(in crate::engine) rewrites: Vec<(usize, String, String, String)>,
 }
+
+/// Stages that rewrite content (their first changes are shown in the report).
+const REWRITING: [&str; 5] = ["filler", "pii", "truncate", "rules", "sensitive"];
 
 /// Where a batch ends: at `batch_size` records or once its records hold `batch_bytes`.
 pub(in crate::engine) struct BatchCut {
@@ -154,6 +160,12 @@ impl Engine<'_> {
         let seed = self.plan.seed;
         let inputs = &self.plan.inputs;
         let n_stages = stages.len();
+        let rewriting: Vec<bool> = self
+            .plan
+            .stages
+            .iter()
+            .map(|s| REWRITING.contains(&s.type_name()))
+            .collect();
         let chunks: Vec<ChunkResult> = batch
             .par_chunks(CHUNK)
             .map(|chunk| {
@@ -162,6 +174,8 @@ impl Engine<'_> {
                 let mut counters = vec![BTreeMap::new(); n_stages];
                 let mut convert_cpu = Duration::ZERO;
                 let mut chars_read = crate::report::Histogram::default();
+                let mut rewrites = Vec::new();
+                let mut found = vec![0usize; n_stages];
                 let outcomes = chunk
                     .iter()
                     .map(|unit| {
@@ -234,6 +248,10 @@ impl Engine<'_> {
                                 continue;
                             };
                             cx.counters.clear();
+                            // The first few changes of a rewriting stage, for the report.
+                            let before = (rewriting[si]
+                                && found[si] < crate::report::EXAMPLES_PER_REASON)
+                                .then(|| super::tally::content(&sample));
                             let t = Instant::now();
                             let verdict = stage.process(sample, &mut cx);
                             stats[si].cpu += t.elapsed();
@@ -244,6 +262,13 @@ impl Engine<'_> {
                             match verdict {
                                 Verdict::Keep(s) => {
                                     stats[si].kept += 1;
+                                    if let Some(before) = before {
+                                        let after = super::tally::content(&s);
+                                        if after != before {
+                                            found[si] += 1;
+                                            rewrites.push((si, s.id.clone(), before, after));
+                                        }
+                                    }
                                     sample = s;
                                 }
                                 Verdict::Drop(s, reason) => {
@@ -271,6 +296,7 @@ impl Engine<'_> {
                     stats,
                     counters,
                     chars_read,
+                    rewrites,
                 }
             })
             .collect();
@@ -281,6 +307,9 @@ impl Engine<'_> {
         for chunk in chunks {
             self.tally.convert_cpu += chunk.convert_cpu;
             self.tally.lengths.chars_read.merge(&chunk.chars_read);
+            for (si, id, before, after) in &chunk.rewrites {
+                self.tally.rewrite(*si, id, before, after);
+            }
             for (si, st) in chunk.stats.iter().enumerate() {
                 self.tally.stages[si].input += st.input;
                 self.tally.stages[si].kept += st.kept;

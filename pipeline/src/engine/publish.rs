@@ -92,6 +92,11 @@ impl Engine<'_> {
                 e.sort_by(|a, b| (a.stage, &a.reason).cmp(&(b.stage, &b.reason)));
                 e
             },
+            rewrites: {
+                let mut r = std::mem::take(&mut self.tally.rewrites);
+                r.sort_by_key(|e| e.stage);
+                r
+            },
             timings: Timings {
                 total_seconds: elapsed,
                 stage_cpu_seconds: self

@@ -31,6 +31,9 @@ pub(in crate::engine) struct Tally {
     /// The first dropped samples of each stage's reason.
     #[serde(default)]
     pub(in crate::engine) examples: Vec<crate::report::DropExample>,
+    /// The first changes of each rewriting stage.
+    #[serde(default)]
+    pub(in crate::engine) rewrites: Vec<crate::report::RewriteExample>,
 }
 
 impl Tally {
@@ -61,6 +64,7 @@ impl Tally {
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
             examples: Vec::new(),
+            rewrites: Vec::new(),
         }
     }
 
@@ -91,6 +95,7 @@ impl Tally {
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
             examples: Vec::new(),
+            rewrites: Vec::new(),
         }
     }
 
@@ -141,6 +146,33 @@ impl Tally {
             if crate::report::wants_example(&self.examples, e.stage, &e.reason) {
                 self.examples.push(e.clone());
             }
+        }
+        for e in &other.rewrites {
+            if crate::report::wants_rewrite(&self.rewrites, e.stage) {
+                self.rewrites.push(e.clone());
+            }
+        }
+    }
+
+    /// Keep what `stage` changed in sample `id` (its content `before` and `after`) as an
+    /// example if the stage has few.
+    pub(in crate::engine) fn rewrite(&mut self, stage: usize, id: &str, before: &str, after: &str) {
+        if crate::report::wants_rewrite(&self.rewrites, stage) {
+            let (before, after) = (masked(before), masked(after));
+            // A change of personal data alone (the pii stage's) is not shown.
+            if before == after {
+                return;
+            }
+            let diff = crate::inspect::diff(&before, &after);
+            let mut shown: String = diff.chars().take(600).collect();
+            if diff.chars().count() > 600 {
+                shown.push('…');
+            }
+            self.rewrites.push(crate::report::RewriteExample {
+                stage,
+                id: id.to_string(),
+                diff: shown,
+            });
         }
     }
 
@@ -197,10 +229,9 @@ fn add_counts(mine: &mut BTreeMap<String, u64>, theirs: &BTreeMap<String, u64>) 
     }
 }
 
-/// The start of a sample's content, as one line: `user: … / assistant: …`, or the text.
-fn preview(s: &crate::sample::Sample) -> String {
-    const CHARS: usize = 300;
-    let full = match &s.text {
+/// A sample's content as one line: `user: … / assistant: …`, or the text.
+pub(in crate::engine) fn content(s: &crate::sample::Sample) -> String {
+    match &s.text {
         Some(t) => t.clone(),
         None => s
             .turns
@@ -208,7 +239,13 @@ fn preview(s: &crate::sample::Sample) -> String {
             .map(|t| format!("{}: {}", t.role.as_str(), t.content))
             .collect::<Vec<_>>()
             .join(" / "),
-    };
+    }
+}
+
+/// The start of a sample's content, as one line.
+fn preview(s: &crate::sample::Sample) -> String {
+    const CHARS: usize = 300;
+    let full = content(s);
     let mut out: String = full.chars().take(CHARS).collect();
     if full.chars().count() > CHARS {
         out.push('…');
@@ -274,6 +311,7 @@ mod tests {
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
             examples: Vec::new(),
+            rewrites: Vec::new(),
         };
         t.lengths.chars_read.add(read);
         for _ in 0..(read - kept - dropped) {

@@ -296,6 +296,7 @@ impl Engine<'_> {
             tags: BTreeMap::new(),
             lengths: self.tally.lengths.clone(),
             examples: self.tally.examples.clone(),
+            rewrites: self.tally.rewrites.clone(),
             timings: Timings {
                 total_seconds: started.elapsed().as_secs_f64(),
                 stage_cpu_seconds: BTreeMap::new(),
