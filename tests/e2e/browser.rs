@@ -40,6 +40,42 @@ fn headless(chrome: &Path, profile: &Path) -> Command {
     c
 }
 
+/// Run `c` for at most 90 seconds (a browser that hangs must not hang the test suite).
+fn bounded(mut c: Command) -> std::process::Output {
+    use std::io::Read;
+    let mut child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start chromium");
+    // Both pipes drained meanwhile: a full pipe would stall the browser.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let reader = drain(Box::new(child.stdout.take().expect("stdout")));
+    let errors = drain(Box::new(child.stderr.take().expect("stderr")));
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(90) {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    std::process::Output {
+        status,
+        stdout: reader.join().unwrap_or_default(),
+        stderr: errors.join().unwrap_or_default(),
+    }
+}
+
 #[test]
 fn the_quickstart_report_renders_in_headless_chromium() {
     let Some(chrome) = chromium() else {
@@ -55,11 +91,9 @@ fn the_quickstart_report_renders_in_headless_chromium() {
     let page = out.join("report.html");
     let url = format!("file://{}", page.display());
     let profile = dir.path().join("profile");
-    let dom = headless(&chrome, &profile)
-        .arg("--dump-dom")
-        .arg(&url)
-        .output()
-        .expect("chromium");
+    let mut c = headless(&chrome, &profile);
+    c.arg("--dump-dom").arg(&url);
+    let dom = bounded(c);
     assert!(
         dom.status.success(),
         "{}",
@@ -83,11 +117,9 @@ fn the_quickstart_report_renders_in_headless_chromium() {
     let shots = repo().join("target/screenshots");
     let _ = std::fs::create_dir_all(&shots);
     let shot = shots.join("quickstart-report.png");
-    let o = headless(&chrome, &profile)
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(&url)
-        .output()
-        .expect("chromium");
+    let mut c = headless(&chrome, &profile);
+    c.arg(format!("--screenshot={}", shot.display())).arg(&url);
+    let o = bounded(c);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let png = std::fs::read(&shot).expect("screenshot");
     assert!(
