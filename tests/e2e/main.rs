@@ -12,6 +12,7 @@ mod inputs;
 mod minhash;
 mod mix;
 mod outputs;
+mod phases;
 mod readme;
 mod rejects;
 mod serve;
