@@ -393,7 +393,7 @@ fn tags(h: &mut String, r: &Report) {
     if r.tags.is_empty() {
         return;
     }
-    h.push_str("<h2 id=\"tags\">Distributions of the curated samples</h2>");
+    h.push_str("<h2 id=\"tags\">Distributions of the curated samples</h2><p class=\"muted\">Distinct samples: a mix's upsampled copies are not counted here.</p>");
     for (dim, values) in &r.tags {
         let total: u64 = values.values().sum();
         let mut sorted: Vec<(&String, &u64)> = values.iter().collect();
@@ -533,7 +533,11 @@ fn share(n: u64, total: u64) -> String {
     if total == 0 {
         return n.to_string();
     }
-    format!("{n} ({:.1}%)", n as f64 * 100.0 / total as f64)
+    let pct = n as f64 * 100.0 / total as f64;
+    if n > 0 && pct < 0.05 {
+        return format!("{n} (<0.1%)");
+    }
+    format!("{n} ({pct:.1}%)")
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub struct Args {
     #[arg(long, requires = "tasks")]
     pub task_index: Option<usize>,
     /// Number of tasks (also from SLURM_ARRAY_TASK_COUNT or SLUICE_TASKS).
-    #[arg(long, requires = "task_index")]
+    #[arg(long)]
     pub tasks: Option<usize>,
     /// Work directory every task shares (default: <out>.tasks next to the output).
     #[arg(long)]
@@ -213,10 +213,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
                 && task_no.is_none_or(|s| s.index == 0);
             if quiet {
             } else if phase.is_some() && (!publishes || report.status.starts_with("task ")) {
-                eprintln!(
-                    "{} ({} records read so far)",
-                    report.status, report.totals.read
-                );
+                if report.totals.read > 0 {
+                    eprintln!(
+                        "{} ({} records read so far)",
+                        report.status, report.totals.read
+                    );
+                } else {
+                    eprintln!("{}", report.status);
+                }
             } else if let Some(s) = task_no.filter(|s| s.index != 0) {
                 eprintln!(
                     "task {} of {}: its part is done ({} records read); task 0 publishes {}",

@@ -245,6 +245,20 @@ fn the_argo_example_runs_the_phases_of_its_pipeline() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let listed = String::from_utf8_lossy(&o.stdout);
     assert_eq!(steps, listed.lines().collect::<Vec<_>>());
+    // With the task count a script has at hand (no task index): the same list (regression of
+    // the newcomer walk: clap asked for --task-index).
+    let with_count = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .current_dir(repo())
+        .args(["run", "examples/mix_sft.toml", "--phases", "--tasks", "8"])
+        .args(["--work", "s3://curated/sluice-work"])
+        .output()
+        .expect("run");
+    assert!(
+        with_count.status.success(),
+        "{}",
+        String::from_utf8_lossy(&with_count.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&with_count.stdout), listed);
 }
 
 /// What a map phase leaves in the shared work folder for the next phase of its task is
