@@ -388,13 +388,14 @@ fn in_phases(
     )?;
     writeln!(
         o,
-        "tasks   wall s   processes   task 0 CPU s   others CPU s (min-max)   task 0 / others   same output"
+        "tasks   wall s   processes   task 0 CPU s   others CPU s (min-max)   task 0 / others   work peak MB   same output"
     )?;
     for &n in counts.iter().filter(|&&n| n > 1) {
         let out = scratch.join(format!("phased-{n}"));
         let work = scratch.join(format!("phased-work-{n}"));
         let mut cpu = vec![0.0f64; n];
         let mut processes = 0;
+        let mut work_peak = 0u64;
         let started = Instant::now();
         for phase in &phases {
             let tasks: Vec<usize> = if phase == "publish" {
@@ -417,7 +418,8 @@ fn in_phases(
                     })
                     .collect::<Result<Vec<_>>>()?;
                 processes += children.len();
-                let (spent, _) = wait_all(children, &work)?;
+                let (spent, peak) = wait_all(children, &work)?;
+                work_peak = work_peak.max(peak);
                 for (&i, c) in group.iter().zip(spent) {
                     cpu[i] += c.unwrap_or(0.0);
                 }
@@ -432,10 +434,11 @@ fn in_phases(
             .fold((f64::MAX, 0.0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
         writeln!(
             o,
-            "{n:>5} {wall:>8.2} {processes:>11} {:>14.2} {:>24} {:>17.2} {:>12}",
+            "{n:>5} {wall:>8.2} {processes:>11} {:>14.2} {:>24} {:>17.2} {:>14.1} {:>12}",
             cpu[0],
             format!("{mean:.2} ({lo:.2}-{hi:.2})"),
             cpu[0] / mean.max(1e-9),
+            work_peak as f64 / 1e6,
             if same { "yes" } else { "NO" },
         )?;
         let _ = std::fs::remove_dir_all(&out);
