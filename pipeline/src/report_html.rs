@@ -189,15 +189,29 @@ fn drops(h: &mut String, r: &Report) {
         return;
     }
     h.push_str(&bars("drop reasons", &rows, &[], None));
-    h.push_str("<table><tr><th>stage</th><th>reason</th><th>dropped</th></tr>");
+    stage_table(h, r, "reason", "dropped", |s| &s.dropped);
+}
+
+/// A table of one count map of every stage (drop reasons, counters): stage, key, count.
+fn stage_table(
+    h: &mut String,
+    r: &Report,
+    key: &str,
+    count: &str,
+    of: impl Fn(&crate::report::StageReport) -> &std::collections::BTreeMap<String, u64>,
+) {
+    let _ = write!(
+        h,
+        "<table><tr><th>stage</th><th>{key}</th><th>{count}</th></tr>"
+    );
     for s in &r.stages {
-        for (reason, n) in &s.dropped {
+        for (k, n) in of(s) {
             let _ = write!(
                 h,
                 "<tr><td>stages[{}] {}</td><td>{}</td><td>{n}</td></tr>",
                 s.index,
                 escape(&s.kind),
-                escape(reason)
+                escape(k)
             );
         }
     }
@@ -421,19 +435,8 @@ fn counters(h: &mut String, r: &Report) {
     if !any {
         return;
     }
-    h.push_str("<h2 id=\"counters\">Stage counters</h2><table><tr><th>stage</th><th>counter</th><th>count</th></tr>");
-    for s in &r.stages {
-        for (k, v) in &s.counters {
-            let _ = write!(
-                h,
-                "<tr><td>stages[{}] {}</td><td>{}</td><td>{v}</td></tr>",
-                s.index,
-                escape(&s.kind),
-                escape(k)
-            );
-        }
-    }
-    h.push_str("</table>");
+    h.push_str("<h2 id=\"counters\">Stage counters</h2>");
+    stage_table(h, r, "counter", "count", |s| &s.counters);
 }
 
 /// A training run's page, from its `metrics.jsonl` lines: loss and validation loss, learning

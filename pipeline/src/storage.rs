@@ -125,6 +125,14 @@ pub fn read_within(dir: &Path, rel: &str, cap: u64) -> Result<Vec<u8>> {
     fs::read(&path).map_err(|e| Error::io(&path, e))
 }
 
+/// Like [`read_within`], but a missing file is `None`.
+pub fn read_within_if_any(dir: &Path, rel: &str, cap: u64) -> Result<Option<Vec<u8>>> {
+    match fs::symlink_metadata(dir.join(rel)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        _ => read_within(dir, rel, cap).map(Some),
+    }
+}
+
 /// Like [`file_within`], but a missing file is `None`.
 pub fn file_within_if_any(dir: &Path, rel: &str) -> Result<Option<PathBuf>> {
     match fs::symlink_metadata(dir.join(rel)) {

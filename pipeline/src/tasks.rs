@@ -267,8 +267,7 @@ impl Markers {
                     "{}/{phase}/task-{task:05}.done",
                     root.file_name()?.to_string_lossy()
                 );
-                crate::storage::file_within_if_any(run, &rel).ok()??;
-                crate::storage::read_within(run, &rel, 1 << 20).ok()?
+                crate::storage::read_within_if_any(run, &rel, 1 << 20).ok()??
             }
             crate::storage::Place::Remote(_) => self.place(phase, task).get().ok()??,
         };

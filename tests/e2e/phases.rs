@@ -9,6 +9,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// `sluice run P --phase PHASE` for task `i` of `n` (not quiet: what the phase did, or why it
+/// failed, is on stderr), waiting at most `patience` seconds for markers.
+fn phase_cmd(
+    p: &Path,
+    out: &Path,
+    work: &Path,
+    (i, n): (usize, usize),
+    phase: &str,
+    patience: u64,
+) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    c.args(["run", p.to_str().expect("utf8")])
+        .args(["--out", out.to_str().expect("utf8")])
+        .args(["--work", work.to_str().expect("utf8")])
+        .args(["--task-index", &i.to_string(), "--tasks", &n.to_string()])
+        .args(["--phase", phase, "--task-timeout", &patience.to_string()]);
+    c
+}
+
 /// Run `jobs` (task index, phase) through `slots` workers, each taking the next job when its
 /// last one ended: a job array throttled to fewer slots than tasks (`--array=0-3%2`).
 fn throttled(
@@ -25,13 +44,7 @@ fn throttled(
             s.spawn(|| loop {
                 let next = queue.lock().expect("queue").next();
                 let Some((i, phase)) = next else { break };
-                // Not quiet: what the phase did is on stderr.
-                let o = Command::new(env!("CARGO_BIN_EXE_sluice"))
-                    .args(["run", p.to_str().expect("utf8")])
-                    .args(["--out", out.to_str().expect("utf8")])
-                    .args(["--work", work.to_str().expect("utf8")])
-                    .args(["--task-index", &i.to_string(), "--tasks", "4"])
-                    .args(["--phase", &phase, "--task-timeout", "300"])
+                let o = phase_cmd(p, out, work, (i, 4), &phase, 300)
                     .output()
                     .expect("run");
                 let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -69,12 +82,7 @@ fn four_tasks_run_as_phases_on_two_slots_publish_what_one_process_does() {
     );
 
     // Out of order: reduce before any map fails soon and says what is missing.
-    let early = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", p.to_str().expect("utf8"), "--quiet"])
-        .args(["--out", out.to_str().expect("utf8")])
-        .args(["--work", work.to_str().expect("utf8")])
-        .args(["--task-index", "1", "--tasks", "4", "--phase", "reduce-0"])
-        .args(["--task-timeout", "1"])
+    let early = phase_cmd(&p, &out, &work, (1, 4), "reduce-0", 1)
         .output()
         .expect("run");
     let said = String::from_utf8_lossy(&early.stderr);
@@ -282,12 +290,7 @@ fn a_phase_refuses_a_tampered_resume_folder() {
     let out = dir.path().join("out");
     let work = dir.path().join("work");
     let step = |i: usize, phase: &str| {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", p.to_str().expect("utf8"), "--quiet"])
-            .args(["--out", out.to_str().expect("utf8")])
-            .args(["--work", work.to_str().expect("utf8")])
-            .args(["--task-index", &i.to_string(), "--tasks", "2"])
-            .args(["--phase", phase, "--task-timeout", "2"])
+        phase_cmd(&p, &out, &work, (i, 2), phase, 2)
             .output()
             .expect("run")
     };
@@ -377,12 +380,7 @@ fn phases_survive_failed_publishes_duplicates_reruns_and_edits() {
     let out = dir.path().join("out");
     let work = dir.path().join("work");
     let step = |i: usize, phase: &str| {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", p.to_str().expect("utf8")])
-            .args(["--out", out.to_str().expect("utf8")])
-            .args(["--work", work.to_str().expect("utf8")])
-            .args(["--task-index", &i.to_string(), "--tasks", "2"])
-            .args(["--phase", phase, "--task-timeout", "2"])
+        phase_cmd(&p, &out, &work, (i, 2), phase, 2)
             .output()
             .expect("run")
     };
@@ -452,11 +450,7 @@ fn phases_survive_failed_publishes_duplicates_reruns_and_edits() {
     // Two publishes 20 ms apart (a requeue racing the first): one publishes, the other is
     // refused or finds the run published; never a run without its parts. (The lock used to
     // be dropped before the run was in place.)
-    let first = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", p.to_str().expect("utf8"), "--quiet"])
-        .args(["--out", out.to_str().expect("utf8")])
-        .args(["--work", work.to_str().expect("utf8")])
-        .args(["--task-index", "0", "--tasks", "2", "--phase", "publish"])
+    let first = phase_cmd(&p, &out, &work, (0, 2), "publish", 2)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");

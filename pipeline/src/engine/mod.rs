@@ -466,6 +466,15 @@ pub(in crate::engine) fn segments(global: &[bool]) -> Vec<Segment> {
     out
 }
 
+/// The segments of a built stage list (see [`segments`]).
+pub(in crate::engine) fn segments_of(stages: &[Stage]) -> Vec<Segment> {
+    let global: Vec<bool> = stages
+        .iter()
+        .map(|s| matches!(s, Stage::Global(_)))
+        .collect();
+    segments(&global)
+}
+
 /// Where a segment's records come from.
 enum Source {
     Inputs,
@@ -479,11 +488,7 @@ enum Source {
 impl Engine<'_> {
     /// Split the stage list at global stages and run each segment.
     pub(in crate::engine) fn execute(&mut self, stages: &[Stage]) -> Result<()> {
-        let global: Vec<bool> = stages
-            .iter()
-            .map(|s| matches!(s, Stage::Global(_)))
-            .collect();
-        let plan = segments(&global);
+        let plan = segments_of(stages);
         let mut source = Source::Inputs;
         for (no, seg) in plan.iter().enumerate() {
             let records: Vec<usize> = seg.records.clone().collect();

@@ -12,7 +12,7 @@
 
 use super::exchange::{exchange_name, global_op, PENDING_FILE, SUMMARY_FILE};
 use super::stream::Partial;
-use crate::engine::{segments, Engine, Source};
+use crate::engine::{segments_of, Engine, Source};
 use crate::error::{Error, Result};
 use crate::report::Report;
 use crate::stages::Stage;
@@ -37,11 +37,7 @@ impl Engine<'_> {
         started: Instant,
         threads: usize,
     ) -> Result<Report> {
-        let global: Vec<bool> = stages
-            .iter()
-            .map(|s| matches!(s, Stage::Global(_)))
-            .collect();
-        let plan = segments(&global);
+        let plan = segments_of(stages);
         let t = self.task_ref()?;
         let me = t.run.spec.index;
         let done = match phase {
@@ -259,15 +255,11 @@ impl Engine<'_> {
         &mut self,
         stages: &[Stage],
     ) -> Result<Vec<(usize, Duration)>> {
-        let global: Vec<bool> = stages
-            .iter()
-            .map(|s| matches!(s, Stage::Global(_)))
-            .collect();
         let t = self.task_ref()?;
         let n = t.run.spec.count;
         let mut cpu = Vec::new();
         let mut details = Vec::new();
-        for (seg, s) in segments(&global).iter().enumerate() {
+        for (seg, s) in segments_of(stages).iter().enumerate() {
             let Some(g) = s.global else { continue };
             let op = global_op(stages, g, &t.run.work)?;
             let dir = format!("reduce-{seg}");
@@ -319,10 +311,7 @@ impl super::TaskState {
     pub(in crate::engine) fn get_shared(&self, rel: &str, cap: u64) -> Result<Option<Vec<u8>>> {
         match &self.run.shared {
             Some(_) => self.shared_root().join(rel).get(),
-            None => match crate::storage::file_within_if_any(&self.run.work, rel)? {
-                None => Ok(None),
-                Some(_) => crate::storage::read_within(&self.run.work, rel, cap).map(Some),
-            },
+            None => crate::storage::read_within_if_any(&self.run.work, rel, cap),
         }
     }
 }
