@@ -160,7 +160,9 @@ pub fn rewrites(
                 for (i, kind, name, st) in &built {
                     let wanted = stage.is_none_or(|f| stage_matches(f, *i, kind));
                     let before = wanted.then(|| cur.clone());
-                    match st.process(cur, &mut cx) {
+                    let verdict = st.process(cur, &mut cx);
+                    cx.observed.clear();
+                    match verdict {
                         Verdict::Keep(after) => {
                             if let Some(b) = before {
                                 let changes = changes(&b, &after);

@@ -81,6 +81,10 @@ pub struct StageReport {
     /// Stage-specific counters.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub counters: BTreeMap<String, u64>,
+    /// Length distributions the stage measured, by name (`truncate`: source and response
+    /// tokens before and after).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub lengths: BTreeMap<String, Histogram>,
     /// Stage-specific structured details (a mix's plan and achieved shares).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<serde_json::Value>,
@@ -91,7 +95,8 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// Totals over all inputs.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     /// Records read.
     pub read: u64,
@@ -271,7 +276,8 @@ mod histogram_tests {
 }
 
 /// Wall-clock figures; the only part of the report that differs between identical runs.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Timings {
     /// Whole run, seconds.
     pub total_seconds: f64,
@@ -295,8 +301,9 @@ pub struct Timings {
     pub threads: usize,
 }
 
-/// The whole report.
-#[derive(Debug, Clone, Default, Serialize)]
+/// The whole report (read back by the service to draw a job's report page).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Report {
     /// sluice version.
     pub sluice_version: String,

@@ -354,7 +354,8 @@ fn mixes(h: &mut String, r: &Report) {
 /// Length distributions: content characters as read and as written, and tokens as written.
 fn lengths(h: &mut String, r: &Report) {
     let l = &r.lengths;
-    if l.is_empty() {
+    let measured = r.stages.iter().any(|s| !s.lengths.is_empty());
+    if l.is_empty() && !measured {
         return;
     }
     h.push_str("<h2 id=\"lengths\">Lengths</h2><p class=\"muted\">Samples per length, in power-of-two ranges: content (turns, or a document's text) as read before any stage, and as written after every stage (truncation among them, upsampled copies included).</p>");
@@ -378,28 +379,91 @@ fn lengths(h: &mut String, r: &Report) {
         if hist.is_empty() {
             continue;
         }
-        let total: u64 = hist.0.iter().sum();
-        let first = hist.0.iter().position(|&c| c > 0).unwrap_or(0);
-        let last = hist.0.iter().rposition(|&c| c > 0).unwrap_or(0);
-        let rows: Vec<Row> = (first..=last)
-            .map(|b| {
-                let (lo, hi) = crate::report::Histogram::range(b);
-                let label = if lo == hi {
-                    lo.to_string()
-                } else {
-                    format!("{lo}–{hi}")
-                };
-                let n = hist.0[b];
-                Row::single(label, n as f64, share(n, total))
-            })
-            .collect();
         let _ = write!(
             h,
             "<h3 id=\"{id}\">{}</h3>{}",
             escape(title),
-            bars(title, &rows, &[], None)
+            bars(title, &histogram_rows(&[("", hist, 0)]), &[], None)
         );
     }
+    // What a stage measured itself (truncate: the source and the response in its tokenizer's
+    // tokens, before and after), each `x_before` drawn against its `x_after`.
+    for s in r.stages.iter().filter(|s| !s.lengths.is_empty()) {
+        for (name, before) in &s.lengths {
+            let Some(what) = name.strip_suffix("_before") else {
+                if !name.ends_with("_after") {
+                    let title =
+                        format!("stages[{}] {}: {}", s.index, s.kind, name.replace('_', " "));
+                    let _ = write!(
+                        h,
+                        "<h3 id=\"stage-{}-{}\">{}</h3>{}",
+                        s.index,
+                        escape(name),
+                        escape(&title),
+                        bars(&title, &histogram_rows(&[("", before, 0)]), &[], None)
+                    );
+                }
+                continue;
+            };
+            let after = s.lengths.get(&format!("{what}_after"));
+            let title = format!(
+                "stages[{}] {}: {} per sample, before and after",
+                s.index,
+                s.kind,
+                what.replace('_', " ")
+            );
+            let mut series = vec![("before", before, 4)];
+            series.extend(after.map(|a| ("after", a, 0)));
+            let _ = write!(
+                h,
+                "<h3 id=\"stage-{}-{}\">{}</h3>{}",
+                s.index,
+                escape(what),
+                escape(&title),
+                bars(&title, &histogram_rows(&series), &[], None)
+            );
+        }
+    }
+}
+
+/// Rows of one or more histograms on shared buckets (the span where any has counts): per
+/// bucket one row per histogram, labelled with its name when there are several, its share of
+/// that histogram's total at the right.
+fn histogram_rows(series: &[(&str, &crate::report::Histogram, usize)]) -> Vec<Row> {
+    let first = series
+        .iter()
+        .filter_map(|(_, h, _)| h.0.iter().position(|&c| c > 0))
+        .min()
+        .unwrap_or(0);
+    let last = series
+        .iter()
+        .filter_map(|(_, h, _)| h.0.iter().rposition(|&c| c > 0))
+        .max()
+        .unwrap_or(0);
+    let mut rows = Vec::new();
+    for b in first..=last {
+        let (lo, hi) = crate::report::Histogram::range(b);
+        let range = if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}–{hi}")
+        };
+        for (name, hist, color) in series {
+            let total: u64 = hist.0.iter().sum();
+            let n = hist.0.get(b).copied().unwrap_or(0);
+            let label = if name.is_empty() {
+                range.clone()
+            } else {
+                format!("{range} · {name}")
+            };
+            rows.push(Row {
+                label,
+                segments: vec![(n as f64, *color)],
+                note: share(n, total),
+            });
+        }
+    }
+    rows
 }
 
 /// Curated samples per value of each catalog dimension (language, split, user tags).
@@ -571,6 +635,49 @@ mod tests {
         assert!(page.contains("loss &lt;spike&gt;"), "event text escaped");
         assert!(!page.contains("<spike>"));
         assert!(page.contains("4 sequences skipped"));
+    }
+
+    #[test]
+    fn a_truncate_stage_draws_its_sizes_before_against_after() {
+        use crate::report::Histogram;
+        let hist = |values: &[u64]| {
+            let mut h = Histogram::default();
+            for &v in values {
+                h.add(v);
+            }
+            h
+        };
+        let report = Report {
+            run: "t".into(),
+            status: "succeeded".into(),
+            stages: vec![StageReport {
+                index: 2,
+                kind: "truncate".into(),
+                input: 3,
+                kept: 3,
+                lengths: [
+                    ("source_tokens_before".to_string(), hist(&[100, 900, 3000])),
+                    ("source_tokens_after".to_string(), hist(&[100, 900, 1024])),
+                ]
+                .into_iter()
+                .collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let page = render(&report);
+        assert!(
+            page.contains("stages[2] truncate: source tokens per sample, before and after"),
+            "{page}"
+        );
+        // Buckets 64–127 … 2048–4095, each with a before and an after row.
+        assert!(page.contains(">2048–4095 · before<") && page.contains(">2048–4095 · after<"));
+        assert!(page.contains(">1024–2047 · after<"));
+        // 1024–2047 holds one sample after (1024) and none before.
+        let after_row = page.split(">1024–2047 · after<").nth(1).expect("row");
+        assert!(after_row.contains("1 (33.3%)"), "{after_row}");
+        let before_row = page.split(">1024–2047 · before<").nth(1).expect("row");
+        assert!(before_row.contains(">0 (0.0%)<"), "{before_row}");
     }
 
     #[test]

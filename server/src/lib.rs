@@ -11,6 +11,7 @@ pub mod loadtest;
 pub mod routes;
 pub mod schedule;
 pub mod store;
+pub mod ui;
 pub mod worker;
 
 pub use config::ServerConfig;

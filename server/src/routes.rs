@@ -39,6 +39,7 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/v1/jobs/{id}/report", get(job_report))
         .route("/v1/schedules", post(add_schedule).get(list_schedules))
         .route("/v1/schedules/{id}", axum::routing::delete(delete_schedule))
+        .merge(crate::ui::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -87,7 +88,7 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(status: u16, detail: impl Into<String>) -> Problem {
+    pub(crate) fn new(status: u16, detail: impl Into<String>) -> Problem {
         Problem {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             detail: detail.into(),
@@ -95,7 +96,7 @@ impl Problem {
         }
     }
 
-    fn field(mut self, f: impl Into<String>) -> Problem {
+    pub(crate) fn field(mut self, f: impl Into<String>) -> Problem {
         self.field = Some(f.into());
         self
     }
@@ -121,12 +122,12 @@ impl IntoResponse for Problem {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Problem {
+pub(crate) fn internal(e: impl std::fmt::Display) -> Problem {
     Problem::new(500, e.to_string())
 }
 
 /// A blocking task that died: logged here, never shown (its message may quote anything).
-fn crashed(e: tokio::task::JoinError) -> Problem {
+pub(crate) fn crashed(e: tokio::task::JoinError) -> Problem {
     eprintln!("sluice serve: a request's task failed: {e}");
     Problem::new(500, "internal error; the server log has the details")
 }
@@ -176,7 +177,7 @@ fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
 }
 
 /// Looking needs a read or write token, unless the service allows anonymous reads.
-fn require_read(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn require_read(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
     match token_scope(state, headers)? {
         None if state.config.anonymous_read => Ok(()),
         None => Err(token_required()),
@@ -387,33 +388,41 @@ async fn mix_preview(
     headers: HeaderMap,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Problem> {
-    require_read(&state, &headers)?;
-    let spec = spec_from_query(&q)?;
+    let json = mix_json(&state, &headers, &q).await?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json,
+    )
+        .into_response())
+}
+
+/// The preview `/mix` answers (also drawn by the console), as JSON text.
+pub(crate) async fn mix_json(
+    state: &Arc<State>,
+    headers: &HeaderMap,
+    q: &BTreeMap<String, String>,
+) -> Result<String, Problem> {
+    require_read(state, headers)?;
+    let spec = spec_from_query(q)?;
     state.metrics.previews.fetch_add(1, Ordering::Relaxed);
     let _slot = state.preview_slots.acquire().await.map_err(internal)?;
     let root = state.config.output_root.clone();
     let query = format!("{q:?}");
     let st = state.clone();
-    let st2 = state.clone();
-    let json = tokio::task::spawn_blocking(move || -> Result<String, String> {
+    tokio::task::spawn_blocking(move || -> Result<String, String> {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| preview(&st, &root, query, &spec)))
             .unwrap_or_else(|_| Err("this preview could not be computed (an internal error; the server log has the details)".into()))
     })
     .await
     .map_err(crashed)?
     .map_err(|e| {
-        let p = Problem::new(422, st2.config.relative_paths(&e));
+        let p = Problem::new(422, state.config.relative_paths(&e));
         if e.starts_with("where") {
             p.field("where")
         } else {
             p
         }
-    })?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response())
+    })
 }
 
 /// One preview answer, from the cache when the catalog has not changed.
@@ -522,24 +531,25 @@ fn spec_from_query(q: &BTreeMap<String, String>) -> Result<MixSpec, Problem> {
     Ok(spec)
 }
 
-#[utoipa::path(get, path = "/v1/datasets", responses((status = 200, description = "Catalog runs and totals per domain and task")))]
+#[utoipa::path(get, path = "/v1/datasets", params(("by" = Option<String>, Query, description = "Catalog columns to group by, comma separated (default domain,task)"), ("where" = Option<String>, Query, description = "A condition over catalog columns")), responses((status = 200, description = "Catalog runs and totals per group"), (status = 422, description = "Unknown column or invalid condition", body = ProblemBody)))]
 async fn datasets(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
+    Query(q): Query<crate::ui::GroupQuery>,
 ) -> Result<Response, Problem> {
     require_read(&state, &headers)?;
+    let by = q.columns()?;
     let root = state.config.output_root.clone();
+    let groups = catalog_groups(&state, by, q.filter).await?;
     let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
         if catalog::catalog_files(&root).is_empty() {
             return Ok(serde_json::json!({ "runs": [], "groups": [] }));
         }
         let loaded = catalog::load_versioned(&root, None)?;
         let runs = catalog::runs(&root, None)?;
-        let by = vec!["domain".to_string(), "task".to_string()];
-        let groups = catalog::summary(&root, None, &by, None)?;
         Ok(serde_json::json!({
             "runs": runs,
-            "groups": catalog::frame_json(&groups),
+            "groups": groups,
             "warnings": loaded.warnings,
         }))
     })
@@ -553,6 +563,34 @@ async fn datasets(
         text,
     )
         .into_response())
+}
+
+/// The catalog's totals per group of `by` (rows of samples, turns, tokens, chars, copies),
+/// largest first; an empty list when no job has curated anything. A column the catalog does
+/// not have, or a bad condition, is a 422.
+pub(crate) async fn catalog_groups(
+    state: &Arc<State>,
+    by: Vec<String>,
+    filter: Option<String>,
+) -> Result<serde_json::Value, Problem> {
+    let root = state.config.output_root.clone();
+    tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
+        if catalog::catalog_files(&root).is_empty() {
+            return Ok(serde_json::json!([]));
+        }
+        let groups = catalog::summary(&root, None, &by, filter.as_deref())?;
+        Ok(catalog::frame_json(&groups))
+    })
+    .await
+    .map_err(crashed)?
+    .map_err(|e| {
+        let p = Problem::new(422, state.config.relative_paths(&e));
+        if e.starts_with("where") {
+            p.field("where")
+        } else {
+            p.field("by")
+        }
+    })
 }
 
 /// Most schedules the service keeps (each tick lists and hashes its folder).
@@ -710,7 +748,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "sluice", description = "Jobs, schedules, mix previews and the catalog of curated training data"),
-    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, mix_preview, datasets, add_schedule, list_schedules, delete_schedule),
+    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, mix_preview, datasets, add_schedule, list_schedules, delete_schedule),
     components(schemas(Job, Schedule, JobRequest, ScheduleRequest, ProblemBody)),
     modifiers(&BearerAuth)
 )]

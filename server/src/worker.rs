@@ -145,7 +145,19 @@ fn work(state: &State) {
 fn run_job(state: &State, id: &str, pipeline: &str, folders: &JobFolders) -> bool {
     let output = folders.output.as_path();
     let plan = match compile(state, pipeline, folders) {
-        Ok(p) => p,
+        // A pipeline that does not name itself runs under the job's id (not the file name
+        // submissions are compiled as), so its report and catalog entry say which job it was.
+        Ok(mut p) => {
+            let named =
+                toml::from_str::<toml::Table>(pipeline).is_ok_and(|t| t.contains_key("name"));
+            if !named {
+                if p.llamafactory_name == p.name {
+                    p.llamafactory_name = id.to_string();
+                }
+                p.name = id.to_string();
+            }
+            p
+        }
         Err((_, _, message)) => {
             let _ = state.store.finish(id, "failed", Some(&message), None);
             return false;

@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods)] // tests write their fixtures directly
 
 mod browser;
+mod cdp;
 mod classifier;
 mod cleaning;
 mod common;

@@ -8,10 +8,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TOKEN: &str = "restart-test-token";
+pub(crate) const TOKEN: &str = "restart-test-token";
 
 /// Start `sluice serve`; returns the child and its address (read from its first stderr line).
-fn start(config: &Path) -> (Child, String) {
+pub(crate) fn start(config: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["serve", "--config", config.to_str().expect("utf8")])
         .stderr(Stdio::piped())
@@ -35,7 +35,7 @@ fn start(config: &Path) -> (Child, String) {
 }
 
 /// A minimal HTTP/1.1 exchange; returns (status, body).
-fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let body = body.unwrap_or("");

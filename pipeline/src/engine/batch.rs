@@ -110,6 +110,8 @@ pub(in crate::engine) struct ChunkResult {
     pub(in crate::engine) outcomes: Vec<Outcome>,
     pub(in crate::engine) stats: Vec<StageStats>,
     pub(in crate::engine) counters: Vec<BTreeMap<String, u64>>,
+    /// Per stage: its length histograms.
+    pub(in crate::engine) observed: Vec<BTreeMap<&'static str, crate::report::Histogram>>,
     /// Content characters of the samples converted from raw records.
     pub(in crate::engine) chars_read: crate::report::Histogram,
     /// Changes rewriting stages made: (stage, id, content before, content after), the first
@@ -172,6 +174,8 @@ impl Engine<'_> {
                 let mut cx = StageCx::new(seed);
                 let mut stats = vec![StageStats::default(); n_stages];
                 let mut counters = vec![BTreeMap::new(); n_stages];
+                let mut observed: Vec<BTreeMap<&'static str, crate::report::Histogram>> =
+                    vec![BTreeMap::new(); n_stages];
                 let mut convert_cpu = Duration::ZERO;
                 let mut chars_read = crate::report::Histogram::default();
                 let mut rewrites = Vec::new();
@@ -259,6 +263,9 @@ impl Engine<'_> {
                             for (k, v) in std::mem::take(&mut cx.counters) {
                                 *counters[si].entry(k).or_default() += v;
                             }
+                            for (k, v) in cx.observed.drain(..) {
+                                observed[si].entry(k).or_default().add(v);
+                            }
                             match verdict {
                                 Verdict::Keep(s) => {
                                     stats[si].kept += 1;
@@ -295,6 +302,7 @@ impl Engine<'_> {
                     outcomes,
                     stats,
                     counters,
+                    observed,
                     chars_read,
                     rewrites,
                 }
@@ -318,6 +326,15 @@ impl Engine<'_> {
             for (si, c) in chunk.counters.into_iter().enumerate() {
                 for (k, v) in c {
                     *self.tally.stages[si].counters.entry(k).or_default() += v;
+                }
+            }
+            for (si, o) in chunk.observed.into_iter().enumerate() {
+                for (k, h) in o {
+                    self.tally.stages[si]
+                        .lengths
+                        .entry(k.to_string())
+                        .or_default()
+                        .merge(&h);
                 }
             }
             for o in chunk.outcomes {

@@ -131,6 +131,9 @@ impl Tally {
             mine.kept = mine.kept.saturating_add(theirs.kept);
             add_counts(&mut mine.dropped, &theirs.dropped);
             add_counts(&mut mine.counters, &theirs.counters);
+            for (k, h) in &theirs.lengths {
+                mine.lengths.entry(k.clone()).or_default().merge(h);
+            }
         }
         for (mine, theirs) in self.stage_cpu.iter_mut().zip(&other.stage_cpu) {
             *mine = mine.saturating_add(*theirs);

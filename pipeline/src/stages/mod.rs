@@ -59,6 +59,9 @@ pub struct StageCx {
     seed: u64,
     /// Named counters, e.g. how many samples a stage changed.
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// Measurements for the stage's length histograms (name, value), e.g. a sample's source
+    /// tokens before truncation.
+    pub observed: Vec<(&'static str, u64)>,
 }
 
 impl StageCx {
@@ -67,7 +70,13 @@ impl StageCx {
         StageCx {
             seed,
             counters: Default::default(),
+            observed: Vec::new(),
         }
+    }
+
+    /// Add `value` to the stage's histogram `name` (power-of-two buckets, in the report).
+    pub fn observe(&mut self, name: &'static str, value: u64) {
+        self.observed.push((name, value));
     }
 
     /// Add `n` to a named counter.

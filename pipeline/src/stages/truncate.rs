@@ -55,6 +55,31 @@ impl Config {
     }
 }
 
+/// What truncation measured of one sample, in the counter's unit: the source (system prompt
+/// and history, with the template's per-turn overhead) and the response, before and after.
+#[derive(Debug, Default)]
+struct Measured {
+    source_before: Option<usize>,
+    source_after: Option<usize>,
+    response: Option<(usize, usize)>,
+}
+
+/// The report's histograms of a truncate stage that counts tokens: source before and after,
+/// response before and after.
+const TOKEN_NAMES: [&str; 4] = [
+    "source_tokens_before",
+    "source_tokens_after",
+    "response_tokens_before",
+    "response_tokens_after",
+];
+/// The same, for a stage that counts characters (no tokenizer).
+const CHAR_NAMES: [&str; 4] = [
+    "source_chars_before",
+    "source_chars_after",
+    "response_chars_before",
+    "response_chars_after",
+];
+
 /// How lengths are measured.
 enum Counter {
     Chars,
@@ -129,11 +154,13 @@ impl Truncate {
         Ok(self.counter.count(&t.content)? + self.cfg.turn_overhead)
     }
 
-    /// Fit `s` into the budgets; each change is noted with the counter it bumps.
+    /// Fit `s` into the budgets; each change is noted with the counter it bumps, and the sizes
+    /// measured on the way go to `m`.
     fn truncate(
         &self,
         s: &mut Sample,
         notes: &mut Vec<(&'static str, String)>,
+        m: &mut Measured,
     ) -> Result<(), DropReason> {
         let fail = |e: String| DropReason::new("tokenize_failed", e);
         let overhead = self.cfg.turn_overhead;
@@ -147,6 +174,7 @@ impl Truncate {
         if let (Some(i), Some(max)) = (target, self.cfg.max_target_tokens) {
             let budget = max.saturating_sub(overhead);
             let n = self.counter.count(&s.turns[i].content).map_err(fail)?;
+            m.response = Some((n, n.min(budget)));
             if n > budget {
                 s.turns[i].content = self
                     .counter
@@ -176,7 +204,9 @@ impl Truncate {
             .collect::<Result<Vec<usize>, String>>()
             .map_err(fail)?;
         let total: usize = costs.iter().sum();
+        m.source_before = Some(system + total);
         if total <= budget {
+            m.source_after = Some(system + total);
             return Ok(());
         }
         // Round starts: user turns. Keep the latest suffix of whole rounds that fits.
@@ -218,9 +248,13 @@ impl Truncate {
                     .cut(&s.turns[st].content, room, true)
                     .map_err(fail)?;
                 notes.push(("turns_cut_inside", format!("prompt {before}->{room}")));
+                m.source_after = Some(system + rest + overhead + room);
                 st
             }
         };
+        if from.is_some() {
+            m.source_after = Some(system + costs[dropped_before..].iter().sum::<usize>());
+        }
         if dropped_before > 0 {
             s.turns.drain(..dropped_before);
             notes.push((
@@ -238,7 +272,23 @@ impl RecordStage for Truncate {
             return Verdict::Keep(sample);
         }
         let mut notes = Vec::new();
-        match self.truncate(&mut sample, &mut notes) {
+        let mut m = Measured::default();
+        let verdict = self.truncate(&mut sample, &mut notes, &mut m);
+        let names = match self.counter {
+            Counter::Tokens(_) => TOKEN_NAMES,
+            Counter::Chars => CHAR_NAMES,
+        };
+        for (name, v) in names.iter().zip([
+            m.source_before,
+            m.source_after,
+            m.response.map(|r| r.0),
+            m.response.map(|r| r.1),
+        ]) {
+            if let Some(v) = v {
+                cx.observe(name, v as u64);
+            }
+        }
+        match verdict {
             Err(reason) => Verdict::Drop(sample, reason),
             Ok(()) => {
                 if !notes.is_empty() {
@@ -317,6 +367,43 @@ mod tests {
             panic!("dropped")
         };
         assert_eq!(out, d);
+    }
+
+    #[test]
+    fn sizes_before_and_after_are_measured_for_the_report() {
+        let measure = |t: &Truncate, s: Sample| {
+            let mut cx = StageCx::new(0);
+            let _ = t.process(s, &mut cx);
+            cx.observed
+        };
+        let mut s = dialogue(&["aaaa", "bbbb", "cccc", "dddd", "eeee", "ffff"]);
+        s.system = Some("sys".into());
+        // Source: system 3 + five turns of 4; after: system + the three newest turns.
+        assert_eq!(
+            measure(&stage(15, None), s),
+            [("source_chars_before", 23), ("source_chars_after", 15)]
+        );
+        let s = dialogue(&["old", "reply", "0123456789", "answer"]);
+        assert_eq!(
+            measure(&stage(4, Some(3)), s),
+            [
+                ("source_chars_before", 18),
+                ("source_chars_after", 4),
+                ("response_chars_before", 6),
+                ("response_chars_after", 3)
+            ]
+        );
+        // Fitting: the same before and after; documents are not measured.
+        assert_eq!(
+            measure(&stage(10, Some(10)), dialogue(&["hi", "hello"])),
+            [
+                ("source_chars_before", 2),
+                ("source_chars_after", 2),
+                ("response_chars_before", 5),
+                ("response_chars_after", 5)
+            ]
+        );
+        assert!(measure(&stage(1, None), Sample::document("x", "long text")).is_empty());
     }
 
     #[test]
