@@ -323,7 +323,8 @@ pub struct Report {
     pub stages: Vec<StageReport>,
     /// Files written, relative to the run directory.
     pub outputs: Vec<OutputFile>,
-    /// Curated samples per value of each catalog dimension tag (user tags, language, split).
+    /// Curated samples per value of domain, task, kind and each catalog dimension tag (user
+    /// tags, language, split).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, BTreeMap<String, u64>>,
     /// Length distributions: as read, and as written.

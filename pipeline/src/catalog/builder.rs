@@ -186,13 +186,21 @@ impl CatalogBuilder {
         self.groups.len()
     }
 
-    /// Distinct samples per value of each dimension tag (`unset` where a sample lacks the tag).
+    /// Distinct samples per value of the sample's domain, task and kind and of each dimension
+    /// tag (`unset` where a sample lacks the tag).
     pub fn distributions(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
         let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        // The sample's own fields first (domain, task, kind; not source, which the report's
+        // inputs already count), then the tag dimensions.
+        let fields = [(0, "domain"), (1, "task"), (3, "kind")];
         for (key, acc) in &self.groups {
-            for (d, v) in self.dims.iter().zip(&key[4..]) {
+            let named = fields
+                .iter()
+                .map(|&(i, name)| (name, &key[i]))
+                .chain(self.dims.iter().map(String::as_str).zip(&key[4..]));
+            for (d, v) in named {
                 let v = v.clone().unwrap_or_else(|| "unset".into());
-                *out.entry(d.clone()).or_default().entry(v).or_default() += acc.samples;
+                *out.entry(d.to_string()).or_default().entry(v).or_default() += acc.samples;
             }
         }
         out.retain(|_, m| !(m.len() == 1 && m.contains_key("unset")));
