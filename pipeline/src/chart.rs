@@ -83,6 +83,17 @@ pub fn bar_x(value: f64, max: f64) -> f64 {
 /// (or to `scale` when given: a funnel keeps every row on the first row's scale). `legend`
 /// names the series.
 pub fn bars(title: &str, rows: &[Row], legend: &[&str], scale: Option<f64>) -> String {
+    let legend: Vec<(&str, usize)> = legend.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    bars_keyed(title, rows, &legend, scale)
+}
+
+/// [`bars`] with a legend that names its series' colors: (name, series index).
+pub fn bars_keyed(
+    title: &str,
+    rows: &[Row],
+    legend: &[(&str, usize)],
+    scale: Option<f64>,
+) -> String {
     let max = scale.unwrap_or_else(|| rows.iter().map(Row::total).fold(0.0, f64::max));
     let legend_h = if legend.len() > 1 { ROW } else { 0.0 };
     let height = ROW * rows.len() as f64 + legend_h + 8.0;
@@ -129,11 +140,11 @@ pub fn bars(title: &str, rows: &[Row], legend: &[&str], scale: Option<f64>) -> S
     if legend_h > 0.0 {
         let y = ROW * rows.len() as f64 + 8.0;
         let mut x = LABEL;
-        for (i, name) in legend.iter().enumerate() {
+        for &(name, series) in legend {
             let _ = write!(
                 s,
                 r#"<rect x="{x:.1}" y="{y:.1}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{:.1}" class="legend">{}</text>"#,
-                PALETTE[i % PALETTE.len()],
+                PALETTE[series % PALETTE.len()],
                 x + 14.0,
                 y + 10.0,
                 escape(name)
@@ -164,7 +175,7 @@ pub fn paired(title: &str, rows: &[(String, f64, f64)], names: [&str; 2], unit: 
             note: format!("{:.3}{unit}", clean(*b)),
         });
     }
-    bars(title, &out, &[], Some(scale))
+    bars_keyed(title, &out, &[(names[0], 4), (names[1], 0)], Some(scale))
 }
 
 /// One line of a line chart: its name, its points (x, y) and its color (a [`PALETTE`] index).

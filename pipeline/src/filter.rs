@@ -13,8 +13,15 @@ use std::fmt::Write as _;
 
 /// Longest condition accepted, in bytes.
 pub const MAX_LEN: usize = 4096;
-/// Deepest nesting of parentheses and operators.
+/// Deepest nesting of parentheses and operators while parsing.
 const MAX_DEPTH: usize = 64;
+/// Deepest the condition may nest once chains of `AND`, `OR`, `+` and `*` are balanced: what
+/// reaches the SQL parser and the expression engine behind it, whose recursion is bounded by
+/// the thread's stack and whose parsing of nested parentheses costs time exponential in their
+/// depth. 16 levels hold chains of thousands of terms and a dozen `NOT`s in a row.
+pub const MAX_TREE_DEPTH: usize = 16;
+/// Most operands and operators in one condition (IN lists count one per item).
+pub const MAX_NODES: usize = 2048;
 
 /// A parsed condition.
 #[derive(Debug, Clone, PartialEq)]
@@ -481,10 +488,93 @@ pub fn parse(text: &str) -> Result<Cond, FilterError> {
     if p.at < p.toks.len() {
         return syntax(format!("unexpected text{}", p.near()));
     }
+    if cond.nodes() > MAX_NODES {
+        return syntax(format!(
+            "the condition has more than {MAX_NODES} terms and operators"
+        ));
+    }
+    let cond = cond.balanced();
+    let depth = cond.depth();
+    if depth > MAX_TREE_DEPTH {
+        return syntax(format!(
+            "the condition nests too deep ({depth} levels of NOT, minus signs, parentheses and \
+             operators within one another; at most {MAX_TREE_DEPTH})"
+        ));
+    }
     Ok(cond)
 }
 
+/// Operators whose chains may be regrouped without changing the result (`a AND b AND c` is
+/// `a AND (b AND c)`; for `+` and `*` up to floating-point rounding).
+const ASSOCIATIVE: [&str; 4] = ["AND", "OR", "+", "*"];
+
 impl Cond {
+    /// Operands and operators in the condition.
+    fn nodes(&self) -> usize {
+        1 + match self {
+            Cond::Column(_) | Cond::Str(_) | Cond::Num(_) | Cond::Bool(_) | Cond::Null => 0,
+            Cond::Neg(x) | Cond::Not(x) | Cond::IsNull(x, _) | Cond::Like(x, _, _) => x.nodes(),
+            Cond::Binary(a, _, b) => a.nodes() + b.nodes(),
+            Cond::In(x, items, _) => x.nodes() + items.len(),
+            Cond::Between(x, a, b, _) => x.nodes() + a.nodes() + b.nodes(),
+        }
+    }
+
+    /// How deep operations nest (a literal or a column is 1).
+    fn depth(&self) -> usize {
+        1 + match self {
+            Cond::Column(_) | Cond::Str(_) | Cond::Num(_) | Cond::Bool(_) | Cond::Null => 0,
+            Cond::Neg(x) | Cond::Not(x) | Cond::IsNull(x, _) | Cond::Like(x, _, _) => x.depth(),
+            Cond::Binary(a, _, b) => a.depth().max(b.depth()),
+            Cond::In(x, _, _) => x.depth(),
+            Cond::Between(x, a, b, _) => x.depth().max(a.depth()).max(b.depth()),
+        }
+    }
+
+    /// The same condition with every chain of one associative operator regrouped as a balanced
+    /// tree, so that a chain of n terms nests log2(n) deep instead of n.
+    fn balanced(self) -> Cond {
+        fn operands(c: Cond, op: &str, out: &mut Vec<Cond>) {
+            match c {
+                Cond::Binary(a, o, b) if o == op => {
+                    operands(*a, op, out);
+                    operands(*b, op, out);
+                }
+                other => out.push(other.balanced()),
+            }
+        }
+        fn build(mut items: Vec<Cond>, op: &'static str) -> Cond {
+            if items.len() == 1 {
+                return items.remove(0);
+            }
+            let right = items.split_off(items.len() / 2);
+            Cond::Binary(Box::new(build(items, op)), op, Box::new(build(right, op)))
+        }
+        match self {
+            Cond::Binary(a, op, b) if ASSOCIATIVE.contains(&op) => {
+                let mut items = Vec::new();
+                operands(*a, op, &mut items);
+                operands(*b, op, &mut items);
+                build(items, op)
+            }
+            Cond::Binary(a, op, b) => {
+                Cond::Binary(Box::new(a.balanced()), op, Box::new(b.balanced()))
+            }
+            Cond::Neg(x) => Cond::Neg(Box::new(x.balanced())),
+            Cond::Not(x) => Cond::Not(Box::new(x.balanced())),
+            Cond::IsNull(x, n) => Cond::IsNull(Box::new(x.balanced()), n),
+            Cond::Like(x, p, n) => Cond::Like(Box::new(x.balanced()), p, n),
+            Cond::In(x, items, n) => Cond::In(Box::new(x.balanced()), items, n),
+            Cond::Between(x, a, b, n) => Cond::Between(
+                Box::new(x.balanced()),
+                Box::new(a.balanced()),
+                Box::new(b.balanced()),
+                n,
+            ),
+            leaf => leaf,
+        }
+    }
+
     /// Every column the condition names, in order of first use.
     pub fn columns(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -626,13 +716,25 @@ pub enum FilterError {
         known: Vec<String>,
     },
     /// One of the above, in the condition `text`.
-    #[error("where {text:?}: {error}")]
+    #[error("where {}: {error}", quoted(.text))]
     In {
         /// The condition as given.
         text: String,
         /// What is wrong with it.
         error: Box<FilterError>,
     },
+}
+
+/// A condition as quoted in a message: its first 200 characters (an answer does not echo
+/// kilobytes of a request back).
+pub fn quoted(text: &str) -> String {
+    const SHOWN: usize = 200;
+    if text.chars().count() <= SHOWN {
+        format!("{text:?}")
+    } else {
+        let head: String = text.chars().take(SHOWN).collect();
+        format!("{head:?}… ({} bytes)", text.len())
+    }
 }
 
 /// A syntax error (what the grammar did not expect).

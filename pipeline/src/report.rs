@@ -275,6 +275,27 @@ mod histogram_tests {
     }
 }
 
+/// One record that could not be read, as the report quotes it (rejects.jsonl has them all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RejectExample {
+    /// The input's name.
+    pub input: String,
+    /// The file, as the input names it.
+    pub file: String,
+    /// 1-based line (0 where the format has none, Parquet).
+    #[serde(default)]
+    pub line: u64,
+    /// 1-based record number in the file.
+    pub record: u64,
+    /// What was wrong (personal data masked).
+    pub error: String,
+}
+
+/// Whether `list` has room for another reject of `input`.
+pub fn wants_reject(list: &[RejectExample], input: &str) -> bool {
+    list.iter().filter(|r| r.input == input).count() < EXAMPLES_PER_REASON
+}
+
 /// Wall-clock figures; the only part of the report that differs between identical runs.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -336,6 +357,9 @@ pub struct Report {
     /// The first few changes of each rewriting stage (personal data masked).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rewrites: Vec<RewriteExample>,
+    /// The first few rejected records of each input (personal data masked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rejects: Vec<RejectExample>,
     /// Timings.
     pub timings: Timings,
 }

@@ -12,7 +12,7 @@ const TOP: usize = 25;
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:980px;color:#222;padding:0 1em}\
 h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}\
 table{border-collapse:collapse;margin:.5em 0}td,th{padding:2px 10px;border-bottom:1px solid #eee;text-align:right}\
-td:first-child,th:first-child{text-align:left}.bad{color:#c0392b}.ok{color:#2f7d4f}\
+td:first-child,th:first-child,td.left{text-align:left}.bad{color:#c0392b}.ok{color:#2f7d4f}\
 svg.chart{width:100%;height:auto;margin:.4em 0}svg .label,svg .value,svg .legend{font:12px system-ui,sans-serif;fill:#333}\
 .muted{color:#777}code{background:#f4f4f4;padding:0 3px}blockquote{margin:.2em 0 .6em 1em;color:#444;white-space:pre-wrap;word-break:break-word}";
 
@@ -167,6 +167,26 @@ fn inputs(h: &mut String, r: &Report) {
         );
     }
     h.push_str("</table>");
+    if !r.rejects.is_empty() {
+        let _ = write!(
+            h,
+            "<h3 id=\"rejects\">Rejected records</h3><p class=\"muted\">The first {} of each input (personal data masked); rejects.jsonl lists every one with the start of the record.</p>\
+             <table><tr><th>input</th><th>file</th><th>line</th><th>record</th><th>error</th></tr>",
+            crate::report::EXAMPLES_PER_REASON
+        );
+        for e in &r.rejects {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"left bad\">{}</td></tr>",
+                escape(&e.input),
+                escape(&e.file),
+                if e.line > 0 { e.line.to_string() } else { String::new() },
+                e.record,
+                escape(&e.error)
+            );
+        }
+        h.push_str("</table>");
+    }
 }
 
 /// Why samples were dropped, per stage and reason.
@@ -742,6 +762,13 @@ mod tests {
                 }
                 l
             },
+            rejects: vec![crate::report::RejectExample {
+                input: "logs".into(),
+                file: "a<b>.jsonl".into(),
+                line: 4,
+                record: 4,
+                error: "EOF while parsing <x>".into(),
+            }],
             timings: Default::default(),
         };
         let page = render(&report);
@@ -758,6 +785,9 @@ mod tests {
         assert!(page.contains("7 (70.0%)"));
         assert!(page.contains("<code>a&lt;1&gt;</code> — ratio 0.5"));
         assert!(page.contains("id=\"rewrites\""));
+        assert!(page.contains(
+            "<td>logs</td><td>a&lt;b&gt;.jsonl</td><td>4</td><td>4</td><td class=\"left bad\">EOF while parsing &lt;x&gt;</td>"
+        ));
         assert!(page.contains("<blockquote>你好[-嗯嗯，-]请问 &lt;b&gt;</blockquote>"));
         assert!(page.contains("user: &lt;img src=x onerror=alert(1)&gt;"));
         // Lengths: 0, 1, 4–7 and two in 512–1023, every range between drawn.

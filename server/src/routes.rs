@@ -540,17 +540,16 @@ async fn datasets(
     require_read(&state, &headers)?;
     let by = q.columns()?;
     let root = state.config.output_root.clone();
-    let groups = catalog_groups(&state, by, q.filter).await?;
+    let (groups, warnings) = catalog_groups(&state, by, q.filter).await?;
     let out = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
         if catalog::catalog_files(&root).is_empty() {
             return Ok(serde_json::json!({ "runs": [], "groups": [] }));
         }
-        let loaded = catalog::load_versioned(&root, None)?;
         let runs = catalog::runs(&root, None)?;
         Ok(serde_json::json!({
             "runs": runs,
             "groups": groups,
-            "warnings": loaded.warnings,
+            "warnings": warnings,
         }))
     })
     .await
@@ -566,21 +565,38 @@ async fn datasets(
 }
 
 /// The catalog's totals per group of `by` (rows of samples, turns, tokens, chars, copies),
-/// largest first; an empty list when no job has curated anything. A column the catalog does
-/// not have, or a bad condition, is a 422.
+/// largest first, and the catalog's warnings (overlapping runs); no rows when no job has
+/// curated anything. `by` may name the sample's fields, the run and the tags (not the
+/// catalog's bookkeeping columns); another column, or a bad condition, is a 422.
 pub(crate) async fn catalog_groups(
     state: &Arc<State>,
     by: Vec<String>,
     filter: Option<String>,
-) -> Result<serde_json::Value, Problem> {
+) -> Result<(serde_json::Value, Vec<String>), Problem> {
     let root = state.config.output_root.clone();
-    tokio::task::spawn_blocking(move || -> Result<serde_json::Value, String> {
-        if catalog::catalog_files(&root).is_empty() {
-            return Ok(serde_json::json!([]));
-        }
-        let groups = catalog::summary(&root, None, &by, filter.as_deref())?;
-        Ok(catalog::frame_json(&groups))
-    })
+    tokio::task::spawn_blocking(
+        move || -> Result<(serde_json::Value, Vec<String>), String> {
+            if catalog::catalog_files(&root).is_empty() {
+                return Ok((serde_json::json!([]), Vec::new()));
+            }
+            let loaded = catalog::load_versioned(&root, None)?;
+            let mut allowed: Vec<String> = ["domain", "task", "source", "kind", "run"]
+                .iter()
+                .map(|c| c.to_string())
+                .collect();
+            allowed.extend(sluice_pipeline::mix::frame::tag_columns(
+                loaded.frame.schema(),
+            ));
+            if let Some(b) = by.iter().find(|b| !allowed.contains(b)) {
+                return Err(format!(
+                    "by: the catalog has no column {b:?} to group by (columns: {})",
+                    allowed.join(", ")
+                ));
+            }
+            let groups = catalog::summary(&root, None, &by, filter.as_deref())?;
+            Ok((catalog::frame_json(&groups), loaded.warnings))
+        },
+    )
     .await
     .map_err(crashed)?
     .map_err(|e| {
@@ -643,15 +659,8 @@ async fn add_schedule(
             schedule: Some(crate::schedule::state_dir(&st, "probe")),
             ..crate::worker::JobFolders::pending(&st)
         };
-        match crate::worker::compile(&st, &text, &folders) {
-            // No file yet is fine: the first tick will find some.
-            Err((422, field, message)) if message.contains("no file matches") => {
-                let _ = field;
-                Ok(())
-            }
-            Err(e) => Err(e),
-            Ok(_) => Ok(()),
-        }
+        // No file yet is fine (the first tick will find some); every other problem is not.
+        crate::worker::check_scheduled(&st, &text, &folders)
     })
     .await
     .map_err(crashed)?

@@ -17,12 +17,13 @@ use std::time::Duration;
 /// Parse a cron expression: 6 fields (seconds first), 7 (with year), or the classic 5.
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     let fields = expr.split_whitespace().count();
-    let full = if fields == 5 {
-        format!("0 {expr}")
-    } else {
-        expr.to_string()
+    let shape = "5 fields (minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\"), or 6 with seconds first";
+    let full = match fields {
+        5 => format!("0 {expr}"),
+        6 | 7 => expr.to_string(),
+        n => return Err(format!("cron {expr:?} has {n} field(s): expected {shape}")),
     };
-    cron::Schedule::from_str(&full).map_err(|e| format!("cron {expr:?}: {e}"))
+    cron::Schedule::from_str(&full).map_err(|e| format!("cron {expr:?}: {e} (expected {shape})"))
 }
 
 /// Parse a cron expression and check that no two of its next ticks come closer than
@@ -217,8 +218,15 @@ pub fn tick(state: &State, s: &crate::store::Schedule) -> Result<Option<String>,
     }
     // A prefix that became unusable (removed, or a link out of the roots) or cannot be listed
     // backs off like a failed run instead of being retried at every pass of the scheduler.
-    let listed = prefix_dir(state, &s.input_prefix)
-        .and_then(|dir| list_files(&dir, state.config.max_glob_files));
+    // A folder that does not exist yet (and is no dangling link) has no new files: the
+    // schedule waits for it without counting a failure.
+    let listed = prefix_dir(state, &s.input_prefix).and_then(|dir| {
+        if dir.symlink_metadata().is_err() {
+            Ok(Vec::new())
+        } else {
+            list_files(&dir, state.config.max_glob_files)
+        }
+    });
     let files = match listed {
         Ok(f) => f,
         Err(e) => {

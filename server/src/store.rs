@@ -2,7 +2,8 @@
 //!
 //! A job moves queued → running → succeeded | failed | cancelled. Claiming a job is one
 //! `UPDATE … WHERE state = 'queued'` inside a transaction, so two workers never run one job.
-//! At start-up, jobs left `running` by a crash go back to `queued` with `attempts + 1`: their
+//! At start-up, jobs left `running` by a crash go back to `queued` (after [`MAX_ATTEMPTS`] such
+//! crashes, to `failed`), to run with `attempts + 1`: their
 //! staging directories are discarded by the engine's atomic publish, so a re-run starts clean
 //! and nothing half-written ever sits under a final name.
 
@@ -13,6 +14,10 @@ use std::sync::Mutex;
 
 /// A job's state.
 pub const STATES: [&str; 5] = ["queued", "running", "succeeded", "failed", "cancelled"];
+
+/// Runs of one job a crash of the service may interrupt before the job is failed instead of
+/// queued again.
+pub const MAX_ATTEMPTS: i64 = 3;
 
 /// One job as stored.
 #[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
@@ -220,12 +225,22 @@ impl Store {
                 let rows = st.query_map([], |r| r.get(0))?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
+            // A job that was running at each of MAX_ATTEMPTS deaths of the service is not run
+            // again: it may well be what kills it.
             tx.execute(
-                "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
+                "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled'
+                                              WHEN attempts >= ?2 THEN 'failed' ELSE 'queued' END,
+                        error = CASE WHEN cancel_requested = 0 AND attempts >= ?2 THEN ?3 ELSE error END,
                         progress = NULL,
-                        finished_at = CASE WHEN cancel_requested = 1 THEN ?1 ELSE NULL END
+                        finished_at = CASE WHEN cancel_requested = 1 OR attempts >= ?2 THEN ?1 ELSE NULL END
                  WHERE state = 'running'",
-                params![now()],
+                params![
+                    now(),
+                    MAX_ATTEMPTS,
+                    format!(
+                        "the service stopped abruptly {MAX_ATTEMPTS} times while this job ran: it is not run again (submit it anew to retry)"
+                    )
+                ],
             )?;
             tx.commit()?;
             Ok(ids)
@@ -696,5 +711,33 @@ mod tests {
             store.cancel(&a.id).expect("cancel").map(|j| j.state),
             Some("succeeded".into())
         );
+    }
+
+    #[test]
+    fn a_job_running_at_each_of_three_crashes_is_failed_not_queued_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("jobs.db");
+        let store = Store::open(&db).expect("open");
+        let Submitted::New(a) = store.submit("x", dir.path(), None, None).expect("submit") else {
+            panic!("new job expected")
+        };
+        for attempt in 1..=MAX_ATTEMPTS {
+            let claimed = store.claim().expect("claim").expect("queued");
+            assert_eq!(claimed.attempts, attempt);
+            // The service dies while the job runs; the next one recovers it.
+            let store = Store::open(&db).expect("reopen");
+            assert_eq!(store.recover().expect("recover"), vec![a.id.clone()]);
+        }
+        assert!(
+            store.claim().expect("claim").is_none(),
+            "not run a fourth time"
+        );
+        let failed = store.get(&a.id).expect("get").expect("job");
+        assert_eq!(failed.state, "failed");
+        assert!(
+            failed.error.as_deref().unwrap_or("").contains("3 times"),
+            "{failed:?}"
+        );
+        assert!(failed.finished_at.is_some());
     }
 }

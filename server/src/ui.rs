@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use sluice_pipeline::chart::{bars, escape, paired, Row};
+use sluice_pipeline::chart::{bars, bars_keyed, escape, paired, Row};
 use sluice_pipeline::report::Report;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -175,8 +175,18 @@ async fn catalog_view(
 ) -> Result<Response, Problem> {
     require_read(&state, &headers)?;
     let by = q.columns()?;
-    let out = crate::routes::catalog_groups(&state, by.clone(), q.filter.clone()).await?;
-    Ok(html_fragment(catalog_html(&by, &out)))
+    let filtered = q.filter.as_deref().is_some_and(|f| !f.trim().is_empty());
+    let (rows, warnings) = crate::routes::catalog_groups(&state, by.clone(), q.filter).await?;
+    let mut h = String::new();
+    if !warnings.is_empty() {
+        h.push_str("<ul id=\"catalog-warnings\" class=\"warn\">");
+        for w in &warnings {
+            let _ = write!(h, "<li>{}</li>", escape(w));
+        }
+        h.push_str("</ul>");
+    }
+    h.push_str(&catalog_html(&by, &rows, filtered));
+    Ok(html_fragment(h))
 }
 
 fn num(v: &serde_json::Value) -> f64 {
@@ -191,14 +201,14 @@ fn text(v: &serde_json::Value) -> String {
     }
 }
 
-/// A whole number with thin separators of thousands (12 345 678).
+/// A whole number with separators of thousands (12,345,678), as the console writes them.
 fn count(v: f64) -> String {
     let n = v.round().max(0.0) as u64;
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
         if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push('\u{202f}');
+            out.push(',');
         }
         out.push(c);
     }
@@ -257,7 +267,7 @@ pub fn mix_html(plan: &serde_json::Value) -> String {
             let once = quota.min(avail);
             rows.push(Row {
                 label: format!("{} · {}", text(&p["pool"]), text(&t["task"])),
-                segments: vec![(once, 0), (quota - once, 1)],
+                segments: vec![(once, 0), (quota - once, 2)],
                 note: format!(
                     "{} of {}{}",
                     count(quota),
@@ -276,15 +286,15 @@ pub fn mix_html(plan: &serde_json::Value) -> String {
             h,
             "<h3>Quota per task ({})</h3>{}",
             escape(unit),
-            bars(
+            bars_keyed(
                 "quota per task",
                 &rows,
-                &["from the data once", "upsampled"],
+                &[("from the data once", 0), ("upsampled", 2)],
                 None
             )
         );
     }
-    h.push_str("<table id=\"mix-pools\"><tr><th>pool</th><th>available samples</th><th>available tokens</th><th>quota</th><th>selected samples</th><th>selected tokens</th><th>share</th><th>repeat</th></tr>");
+    h.push_str("<table id=\"mix-pools\"><tr><th>pool</th><th>available samples</th><th>available tokens</th><th>quota</th><th>selected samples</th><th>selected tokens</th><th>share</th><th title=\"passes over the pool's data: below 1 a part is used, above 1 it is upsampled\">epochs</th></tr>");
     for p in &pools {
         let _ = write!(
             h,
@@ -321,11 +331,15 @@ pub fn mix_html(plan: &serde_json::Value) -> String {
 }
 
 /// Catalog groups (rows of `frame_json`) as a chart of samples and a table.
-pub fn catalog_html(by: &[String], groups: &serde_json::Value) -> String {
+pub fn catalog_html(by: &[String], groups: &serde_json::Value, filtered: bool) -> String {
     let rows = groups.as_array().cloned().unwrap_or_default();
     let mut h = String::new();
     if rows.is_empty() {
-        h.push_str("<p id=\"catalog-empty\">The catalog is empty: no job has curated anything yet (or nothing matches).</p>");
+        h.push_str(if filtered {
+            "<p id=\"catalog-empty\">No curated sample matches the condition.</p>"
+        } else {
+            "<p id=\"catalog-empty\">The catalog is empty: no job has curated anything yet.</p>"
+        });
         return h;
     }
     let label = |r: &serde_json::Value| {
@@ -420,14 +434,15 @@ mod tests {
             {"domain": "medical", "task": "qa", "samples": 1200, "turns": 2400, "tokens": 123456, "chars": 300000, "copies": 0},
             {"domain": null, "task": "<i>chat</i>", "samples": 7, "turns": 14, "tokens": 100, "chars": 200, "copies": 0}
         ]);
-        let h = catalog_html(&by, &groups);
+        let h = catalog_html(&by, &groups, false);
         assert!(
-            h.contains("<td>medical</td><td>qa</td><td>1\u{202f}200</td>"),
+            h.contains("<td>medical</td><td>qa</td><td>1,200</td>"),
             "{h}"
         );
         assert!(h.contains("(none) · &lt;i&gt;chat&lt;/i&gt;"));
         assert!(!h.contains("<i>"));
-        assert!(catalog_html(&by, &json!([])).contains("catalog-empty"));
+        assert!(catalog_html(&by, &json!([]), false).contains("no job has curated"));
+        assert!(catalog_html(&by, &json!([]), true).contains("matches the condition"));
     }
 
     #[test]

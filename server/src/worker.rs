@@ -45,6 +45,28 @@ pub fn compile(
     text: &str,
     folders: &JobFolders,
 ) -> Result<config::Plan, (u16, String, String)> {
+    compile_with(state, text, folders, false).and_then(|p| {
+        p.ok_or_else(|| (422, "pipeline".into(), "the pipeline reads no file".into()))
+    })
+}
+
+/// [`compile`] for a schedule's pipeline before its folder has files: an input whose pattern
+/// matches no file yet is not an error, every other problem is (`Ok(None)`: valid but for
+/// that).
+pub fn check_scheduled(
+    state: &State,
+    text: &str,
+    folders: &JobFolders,
+) -> Result<(), (u16, String, String)> {
+    compile_with(state, text, folders, true).map(|_| ())
+}
+
+fn compile_with(
+    state: &State,
+    text: &str,
+    folders: &JobFolders,
+    files_may_be_missing: bool,
+) -> Result<Option<config::Plan>, (u16, String, String)> {
     let mut writes = vec![folders.output.clone()];
     writes.extend(folders.schedule.clone());
     let opts = config::CompileOptions {
@@ -63,8 +85,17 @@ pub fn compile(
         fetch: None,
     };
     let shown = |m: &str| state.config.relative_paths(m);
-    config::parse_with(text, &pipeline_base(state), &opts).map_err(|e| match e {
-        Error::Config { issues, .. } => {
+    let no_files = |i: &sluice_pipeline::error::ConfigIssue| {
+        files_may_be_missing && i.message.starts_with("no file matches")
+    };
+    let e = match config::parse_with(text, &pipeline_base(state), &opts) {
+        Ok(plan) => return Ok(Some(plan)),
+        Err(Error::Config { issues, .. }) if issues.iter().all(no_files) => return Ok(None),
+        Err(e) => e,
+    };
+    Err(match e {
+        Error::Config { mut issues, .. } => {
+            issues.retain(|i| !no_files(i));
             // The key alone (`stages[0].type`); the message keeps its line and column.
             let field = issues
                 .first()

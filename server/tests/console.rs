@@ -149,6 +149,8 @@ async fn a_jobs_report_page_catalog_and_preview_are_drawn_escaped() {
     for (uri, field) in [
         ("/ui/catalog?by=nope", "by"),
         ("/ui/catalog?by=a;b", "by"),
+        ("/ui/catalog?by=samples", "by"),
+        ("/v1/datasets?by=examples", "by"),
         ("/v1/datasets?by=domain&where=read_csv('x')", "where"),
         (
             "/ui/catalog?by=domain&where=lower(domain)%20%3D%20'x'",
@@ -159,6 +161,36 @@ async fn a_jobs_report_page_catalog_and_preview_are_drawn_escaped() {
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{uri}: {p}");
         assert_eq!(p["field"], field, "{uri}: {p}");
     }
+
+    // Conditions shaped against the SQL parser: a long chain answers, deep nesting is refused
+    // at once (they overflowed the stack of a request's thread, or took exponential time).
+    let chain = vec!["samples > 0"; 250].join(" AND ");
+    let (s, p) = call(
+        &f.state,
+        "GET",
+        &format!("/v1/datasets?by=domain&where={}", urlencode(&chain)),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["groups"][0]["samples"], 50, "{p}");
+    let started = std::time::Instant::now();
+    let nots = format!("{}samples > 0", "NOT ".repeat(60));
+    let (s, p) = call(
+        &f.state,
+        "GET",
+        &format!("/ui/catalog?by=domain&where={}", urlencode(&nots)),
+        Some(READ),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert!(
+        p["detail"].as_str().unwrap_or("").len() < 600,
+        "the condition is not echoed whole"
+    );
 
     // The preview drawn matches the preview's JSON.
     let (s, plan) = call(
@@ -200,4 +232,13 @@ async fn a_jobs_report_page_catalog_and_preview_are_drawn_escaped() {
     .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["field"], "ratio");
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
 }

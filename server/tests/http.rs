@@ -120,7 +120,7 @@ async fn jobs_run_once_with_auth_idempotency_and_reports() {
     assert!(
         plan["warnings"]
             .to_string()
-            .contains("general pool is empty"),
+            .contains("general pool (domain general, kind sft) is empty"),
         "{plan}"
     );
     let (s, p) = call(
@@ -487,4 +487,57 @@ async fn wait_scheduled(state: &Arc<State>, sid: &str, n: usize) -> serde_json::
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("schedule {sid} did not produce {n} jobs");
+}
+
+/// Regression: a schedule's pipeline is checked whole even while its folder has no file yet
+/// (the "no file matches" of its first input hid every other mistake), and a folder that does
+/// not exist yet is waited for, not counted as a failure.
+#[tokio::test]
+async fn a_schedule_is_checked_whole_before_files_arrive_and_waits_for_its_folder() {
+    let f = fixture(100);
+    std::fs::create_dir_all(f.data.join("incoming")).expect("incoming");
+    let bad = "[[inputs]]\npaths = []\ndomain = \"finance\"\n[[stages]]\ntype = \"minhash_dedup\"\n[output]\ndir = \"x\"\n";
+    for prefix in ["incoming", "not_yet"] {
+        let body =
+            serde_json::json!({ "cron": "0 2 * * *", "pipeline": bad, "input_prefix": prefix });
+        let (s, p) = call(
+            &f.state,
+            "POST",
+            "/v1/schedules",
+            Some(WRITE),
+            Some(body.to_string()),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{prefix}: {p}");
+        assert_eq!(p["field"], "stages[0].type", "{p}");
+        assert!(
+            !p["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no file matches"),
+            "{p}"
+        );
+    }
+    let good = "[[inputs]]\npaths = []\ndomain = \"finance\"\n[output]\ndir = \"x\"\n";
+    let body =
+        serde_json::json!({ "cron": "0 2 * * *", "pipeline": good, "input_prefix": "not_yet" });
+    let (s, created) = call(
+        &f.state,
+        "POST",
+        "/v1/schedules",
+        Some(WRITE),
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let schedule = f.state.store.schedules().expect("schedules").remove(0);
+    assert_eq!(
+        sluice_server::schedule::tick(&f.state, &schedule),
+        Ok(None),
+        "nothing new yet"
+    );
+    let after = f.state.store.schedules().expect("schedules").remove(0);
+    assert_eq!(after.failures, 0, "a folder not there yet is no failure");
+    assert!(after.retry_at.is_none());
+    assert!(after.last_tick.is_some());
 }

@@ -266,12 +266,12 @@ fn the_console_signs_in_submits_a_job_opens_its_report_and_previews_a_mix() {
         assert_eq!(s, 200, "{plan}");
         let plan: serde_json::Value = serde_json::from_str(&plan).expect("json");
         let n = plan["total"].as_f64().expect("total").round() as u64;
-        // Drawn with thin spaces between thousands.
+        // Drawn with commas between thousands.
         let digits = n.to_string();
         let mut out = String::new();
         for (i, c) in digits.chars().enumerate() {
             if i > 0 && (digits.len() - i).is_multiple_of(3) {
-                out.push('\u{202f}');
+                out.push(',');
             }
             out.push(c);
         }

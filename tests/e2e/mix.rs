@@ -529,3 +529,50 @@ fn a_mix_that_cannot_decide_fails_the_run_under_its_name() {
         assert!(!out.exists(), "nothing published at {}", out.display());
     }
 }
+
+/// Regression: of two runs that read the same file (and carry the same tags), the catalog
+/// counts the newer one, whatever the folders' names (the publication times were read as
+/// zeros, so the first folder by name always won).
+#[test]
+fn overlapping_runs_count_the_newer_run_even_when_its_folder_sorts_last() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = repo().join("examples/data/cornucopia_fin/fin_data.jsonl");
+    let root = tmp.path().join("catalog");
+    let pipeline = tmp.path().join("p.toml");
+    for (folder, task) in [("a-old", "old_task"), ("z-new", "new_task")] {
+        std::fs::write(
+            &pipeline,
+            format!(
+                "[[inputs]]\npaths = [{:?}]\ndomain = \"finance\"\ntask = \"{task}\"\n[output]\ndir = \"x\"\nformats = [\"jsonl\"]\n",
+                data.to_string_lossy()
+            ),
+        )
+        .expect("write");
+        run_ok(
+            &pipeline,
+            &["--out", root.join(folder).to_str().expect("utf8")],
+        );
+        // Publication times have whole seconds.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    let out = sluice(&[
+        "catalog",
+        root.to_str().expect("utf8"),
+        "--by",
+        "task",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let tasks: Vec<&str> = v["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["task"].as_str())
+        .collect();
+    assert_eq!(tasks, ["new_task"], "{v}");
+}

@@ -170,3 +170,161 @@ fn the_readme_mixing_sequence_counts_each_sample_once() {
         .count();
     assert_eq!(in_domain, domain_quota);
 }
+
+/// The README's service session as written: the token and server.toml steps (with the test's
+/// own address and output folder), then its curl session run by bash and curl, each answer
+/// checked. Skipped, saying so, where there is no curl.
+#[test]
+fn the_readme_service_session_runs_as_written() {
+    use std::process::Command;
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("README service session skipped: no curl installed");
+        return;
+    }
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let section = readme
+        .split("## The REST service")
+        .nth(1)
+        .expect("the REST section");
+    // The set-up block: the token, its hash, server.toml.
+    let setup = section
+        .split("```bash\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("set-up block");
+    assert!(
+        setup.contains("T=$(head -c 24 /dev/urandom | base64)"),
+        "{setup}"
+    );
+    assert!(setup.contains("serve --hash-token \"$T\""), "{setup}");
+    let toml = setup
+        .split("cat > server.toml <<TOML\n")
+        .nth(1)
+        .and_then(|t| t.split("\nTOML\n").next())
+        .expect("server.toml heredoc");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let token = "readme-session-token";
+    let hash = sluice_server::config::hash_token(token);
+    let out_root = tmp.path().join("service");
+    let config = toml
+        .replace("$H", &hash)
+        .replace("127.0.0.1:8080", "127.0.0.1:0")
+        .replace(
+            "\"examples/data\"",
+            &format!("{:?}", repo().join("examples/data").to_string_lossy()),
+        )
+        .replace(
+            "\"out/service\"",
+            &format!("{:?}", out_root.to_string_lossy()),
+        );
+    assert!(config.contains(&hash), "the hash goes into server.toml");
+    let config_path = tmp.path().join("server.toml");
+    std::fs::write(&config_path, config).expect("config");
+    let (child, addr) = crate::serve::start(&config_path);
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _service = Kill(child);
+
+    // The curl session: the submission, then (once the job has run) the rest, every answer
+    // followed by its status.
+    let session = section
+        .split("The curl session of a data engineer")
+        .nth(1)
+        .and_then(|s| s.split("```bash\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("curl session");
+    let (submit, rest) = session
+        .split_once("A=\"Authorization")
+        .expect("the submission, then the rest");
+    let rest = format!("A=\"Authorization{rest}");
+    let bash = |script: &str| -> Vec<(u16, String)> {
+        let script = script
+            .replace("localhost:8080", &addr)
+            .replace("curl -s ", "curl -s -w '\\n@@%{http_code}@@\\n' ");
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("T={token}\n{script}"))
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut answers = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("@@") {
+            let body = rest[..i].trim().to_string();
+            let after = &rest[i + 2..];
+            let j = after.find("@@").expect("status end");
+            answers.push((after[..j].parse().unwrap_or(0), body));
+            rest = &after[j + 2..];
+        }
+        answers
+    };
+    let answers = bash(submit);
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers[0].0, 201, "{answers:?}");
+    let job: serde_json::Value = serde_json::from_str(&answers[0].1).expect("job json");
+    assert_eq!(
+        job["id"], "j-000001",
+        "the README names the first job j-000001"
+    );
+    let started = std::time::Instant::now();
+    loop {
+        let body = bash("curl -s -H \"Authorization: Bearer $T\" localhost:8080/v1/jobs/j-000001")
+            .remove(0)
+            .1;
+        if body.contains("\"succeeded\"") {
+            break;
+        }
+        assert!(!body.contains("\"failed\""), "{body}");
+        assert!(started.elapsed().as_secs() < 120, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let answers = bash(&rest);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    // job, report, running jobs, cancel of a finished job, schedule add, list, delete, two mix
+    // previews, cpt (no documents) and a `where` on a tag no run has, the catalog, healthz,
+    // readyz, metrics.
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 409, 201, 200, 204, 200, 200, 200, 422, 200, 200, 200, 200],
+        "{answers:#?}"
+    );
+    let json = |i: usize| -> serde_json::Value {
+        serde_json::from_str(&answers[i].1).unwrap_or_else(|e| panic!("{e}: {}", answers[i].1))
+    };
+    assert_eq!(json(0)["state"], "succeeded");
+    assert_eq!(json(1)["totals"]["read"], 1600, "{}", answers[1].1);
+    // The README's 1:5 preview mixes real data: 200 medical, 1,000 general.
+    let plan = json(7);
+    assert_eq!(plan["total"], 1200.0, "{plan}");
+    assert!(
+        plan["warnings"].as_array().is_some_and(|w| w.is_empty()),
+        "{plan}"
+    );
+    let plan = json(8);
+    assert!(
+        plan["pools"][0]["repeat"].as_f64().unwrap_or(0.0) > 1.0,
+        "{plan}"
+    );
+    assert!(
+        json(9)["warnings"].to_string().contains("kind pretrain"),
+        "{}",
+        answers[9].1
+    );
+    assert!(
+        json(10)["detail"].to_string().contains("region"),
+        "{}",
+        answers[10].1
+    );
+    let groups = json(11)["groups"].clone();
+    assert!(groups.to_string().contains("chitchat"), "{groups}");
+}

@@ -66,6 +66,36 @@ fn broken_jsonl_records_are_rejected_with_their_lines() {
     assert!(err(4).contains("over max_record_bytes"), "{}", err(4));
     // The snippet of a 10 MB line is short.
     assert!(rejects[4]["snippet"].as_str().unwrap_or("").len() < 1000);
+    // The report quotes the first three, as rejects.jsonl has them, and the page shows them.
+    let quoted = report["rejects"]
+        .as_array()
+        .expect("rejects in report.json");
+    assert_eq!(quoted.len(), 3, "{quoted:?}");
+    for (q, r) in quoted.iter().zip(&rejects) {
+        assert_eq!(
+            (
+                &q["input"],
+                &q["file"],
+                &q["line"],
+                &q["record"],
+                &q["error"]
+            ),
+            (
+                &r["input"],
+                &r["file"],
+                &r["line"],
+                &r["record"],
+                &r["error"]
+            )
+        );
+    }
+    let page = std::fs::read_to_string(out.join("report.html")).expect("report.html");
+    assert!(page.contains("id=\"rejects\""));
+    let row = format!(
+        "<td>bad.jsonl</td><td>3</td><td>{}</td>",
+        rejects[1]["record"]
+    );
+    assert!(page.contains(&row), "{row}");
 }
 
 #[test]

@@ -208,9 +208,12 @@ pub(super) fn count_sources_once(df: DataFrame) -> Result<(DataFrame, Vec<String
         .and_then(|c| c.bool().ok().cloned())
         .map(|ca| ca.iter().map(|v| v.unwrap_or(false)).collect())
         .unwrap_or_else(|| vec![false; df.height()]);
+    // The literal is stored in the smallest integer type that holds it (Int32 until 2038):
+    // read it whatever its width.
     let published: Vec<i64> = df
         .column("published")
         .ok()
+        .and_then(|c| c.cast(&DataType::Int64).ok())
         .and_then(|c| c.i64().ok().cloned())
         .map(|ca| ca.iter().map(|v| v.unwrap_or(0)).collect())
         .unwrap_or_else(|| vec![0; df.height()]);

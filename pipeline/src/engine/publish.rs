@@ -97,6 +97,13 @@ impl Engine<'_> {
                 r.sort_by_key(|e| e.stage);
                 r
             },
+            rejects: {
+                // By input in plan order, each in the order it was met.
+                let mut r = std::mem::take(&mut self.tally.rejects);
+                let order = |name: &str| self.plan.inputs.iter().position(|i| i.name == name);
+                r.sort_by_key(|e| order(&e.input));
+                r
+            },
             timings: Timings {
                 total_seconds: elapsed,
                 stage_cpu_seconds: self

@@ -31,6 +31,9 @@ pub(in crate::engine) struct Tally {
     /// The first dropped samples of each stage's reason.
     #[serde(default)]
     pub(in crate::engine) examples: Vec<crate::report::DropExample>,
+    /// The first rejected records of each input.
+    #[serde(default)]
+    pub(in crate::engine) rejects: Vec<crate::report::RejectExample>,
     /// The first changes of each rewriting stage.
     #[serde(default)]
     pub(in crate::engine) rewrites: Vec<crate::report::RewriteExample>,
@@ -64,6 +67,7 @@ impl Tally {
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
             examples: Vec::new(),
+            rejects: Vec::new(),
             rewrites: Vec::new(),
         }
     }
@@ -95,6 +99,7 @@ impl Tally {
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
             examples: Vec::new(),
+            rejects: Vec::new(),
             rewrites: Vec::new(),
         }
     }
@@ -154,6 +159,35 @@ impl Tally {
             if crate::report::wants_rewrite(&self.rewrites, e.stage) {
                 self.rewrites.push(e.clone());
             }
+        }
+        for r in &other.rejects {
+            if crate::report::wants_reject(&self.rejects, &r.input) {
+                self.rejects.push(r.clone());
+            }
+        }
+    }
+
+    /// Keep a rejected record of `input` as an example if the input has few.
+    pub(in crate::engine) fn reject_example(
+        &mut self,
+        input: &str,
+        file: &str,
+        line: u64,
+        record: u64,
+        error: &str,
+    ) {
+        if crate::report::wants_reject(&self.rejects, input) {
+            let mut error = masked(error);
+            if error.chars().count() > 300 {
+                error = error.chars().take(300).collect::<String>() + "…";
+            }
+            self.rejects.push(crate::report::RejectExample {
+                input: input.to_string(),
+                file: file.to_string(),
+                line,
+                record,
+                error,
+            });
         }
     }
 
@@ -314,6 +348,7 @@ mod tests {
             file_rejects: BTreeMap::new(),
             lengths: Default::default(),
             examples: Vec::new(),
+            rejects: Vec::new(),
             rewrites: Vec::new(),
         };
         t.lengths.chars_read.add(read);

@@ -72,7 +72,8 @@ pub fn invalid<T>(message: impl Into<String>) -> Result<T, QueryError> {
 /// subquery or table reaches polars), with its columns checked against `columns` when given.
 pub fn where_expr(text: &str, columns: Option<&[String]>) -> Result<Expr, QueryError> {
     let sql = crate::filter::canonical(text, columns)?;
-    polars::sql::sql_expr(&sql).map_err(|e| QueryError::Invalid(format!("where {text:?}: {e}")))
+    polars::sql::sql_expr(&sql)
+        .map_err(|e| QueryError::Invalid(format!("where {}: {e}", crate::filter::quoted(text))))
 }
 
 /// The condition of one pool over a frame with `domain`, `task`, `source`, `kind` and tag
@@ -238,6 +239,60 @@ mod tests {
         assert_eq!(approx_tokens("你好，世界"), 5);
         assert_eq!(approx_tokens("hello world"), 4);
         assert_eq!(approx_tokens(""), 0);
+    }
+
+    /// Regression: conditions an attacker shaped for the parsers behind polars SQL (a chain
+    /// of hundreds of ANDs or +, dozens of NOTs) neither overflow a 2 MiB thread stack, as a
+    /// request's or a job's thread has, nor take exponential time: chains are balanced, and
+    /// what still nests too deep is refused at once.
+    #[test]
+    fn long_chains_run_on_a_small_stack_and_deep_nesting_is_refused_fast() {
+        let run = |cond: String| {
+            std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || {
+                    let t = std::time::Instant::now();
+                    let df = DataFrame::new_infer_height(vec![Column::new(
+                        "age".into(),
+                        vec![1.0f64, 5.0, 30.0],
+                    )])
+                    .expect("frame");
+                    let out = where_expr(&cond, None).and_then(|e| {
+                        df.lazy()
+                            .filter(e)
+                            .collect()
+                            .map(|d| d.height())
+                            .map_err(QueryError::Polars)
+                    });
+                    (out.map_err(|e| e.to_string()), t.elapsed())
+                })
+                .expect("thread")
+                .join()
+                .expect("no stack overflow")
+        };
+        let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
+        let (rows, _) = run(chain("age > 1", " AND ", 300));
+        assert_eq!(rows, Ok(2));
+        let (rows, _) = run(chain("age > 2", " OR ", 300));
+        assert_eq!(rows, Ok(2));
+        let (rows, _) = run(format!("{} > 1000", chain("age", " + ", 300)));
+        assert_eq!(rows, Ok(2));
+        // Redundant parentheses vanish in the canonical form.
+        let (rows, _) = run(format!("{}age > 1{}", "(".repeat(60), ")".repeat(60)));
+        assert_eq!(rows, Ok(2));
+        for nested in [
+            format!("{}age > 1", "NOT ".repeat(60)),
+            format!("{}age > 1", "- ".repeat(60)),
+            format!("{} > 1", chain("age", " - ", 300)),
+        ] {
+            let (out, took) = run(nested.clone());
+            let e = out.expect_err("refused");
+            assert!(e.contains("deep"), "{e}");
+            assert!(
+                took < std::time::Duration::from_secs(1),
+                "{nested}: {took:?}"
+            );
+        }
     }
 
     #[test]

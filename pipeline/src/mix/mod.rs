@@ -217,11 +217,12 @@ pub fn plan(spec: &MixSpec, stats: &[GroupStat]) -> MixPlan {
     if unit == MixUnit::Samples {
         total = total.round();
     }
-    for (i, (role, _, _)) in pools.iter().enumerate() {
+    for (i, (role, spec, _)) in pools.iter().enumerate() {
         if by_pool[i].is_empty() {
             warnings.push(format!(
-                "the {} pool is empty: no sample matches it, so the mix is empty",
-                role.as_str()
+                "the {} pool ({}) is empty: no sample matches it, so the mix is empty",
+                role.as_str(),
+                spec.describe()
             ));
         }
     }

@@ -138,6 +138,33 @@ pub struct PoolSpec {
     pub filter: Option<String>,
 }
 
+impl PoolSpec {
+    /// What the pool takes, in words: `domain general, kind pretrain, where age >= 18`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        for (name, values) in [
+            ("domain", &self.domain),
+            ("task", &self.task),
+            ("source", &self.source),
+        ] {
+            if !values.is_empty() {
+                parts.push(format!("{name} {}", values.join(" or ")));
+            }
+        }
+        if let Some(k) = self.kind {
+            parts.push(format!("kind {}", k.as_str()));
+        }
+        if let Some(w) = &self.filter {
+            parts.push(format!("where {}", crate::filter::quoted(w)));
+        }
+        if parts.is_empty() {
+            "every sample".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
 pub(super) fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]

@@ -56,7 +56,9 @@ async function api(path, options) {
 }
 
 function errorBox(err) {
-  const text = err instanceof ApiError && err.field ? err.field + ': ' + err.message : err.message;
+  // Name the field unless the message already starts with it.
+  const named = err instanceof ApiError && err.field && !err.message.startsWith(err.field);
+  const text = named ? err.field + ': ' + err.message : err.message;
   return el('p', { class: 'error', role: 'alert' }, text);
 }
 
@@ -114,7 +116,7 @@ function progressCell(job) {
   if (p.phase) bits.push(p.phase);
   if (typeof p.records === 'number') bits.push(number(p.records) + ' records');
   if (typeof p.kept === 'number') bits.push(number(p.kept) + ' kept');
-  return el('td', { class: 'left' },
+  return el('td', { class: 'left nowrap' },
     el('progress', { max: 100, value: percent }), ' ',
     el('span', { class: 'progress-text' }, percent + '% ' + bits.join(' · ')));
 }
@@ -189,7 +191,7 @@ async function jobView(gen, id) {
       ...(job.started_at ? row('started', when(job.started_at) + ' UTC') : []),
       ...(job.finished_at ? row('finished', when(job.finished_at) + ' UTC') : []),
       ...(job.schedule ? row('schedule', job.schedule) : []),
-      ...row('output', job.output),
+      ...row('output', job.output + ' (under the service\'s output root)'),
       ...(job.error ? row('error', job.error, { id: 'job-error', class: 'error' }) : []));
     const p = job.progress || {};
     const table = el('table', {}, el('tr', {}, el('th', {}, 'phase'), el('th', {}, 'records'), el('th', {}, 'bytes'),
@@ -296,9 +298,10 @@ async function schedulesView(gen) {
   const cron = el('input', { id: 'schedule-cron', value: '0 2 * * *', size: 16 });
   const prefix = el('input', { id: 'schedule-prefix', placeholder: 'incoming', size: 24 });
   const text = el('textarea', { id: 'schedule-pipeline', rows: 10, spellcheck: 'false' });
-  text.value = '[[inputs]]\npaths = []            # each tick: the new files under the prefix\ndomain = "finance"\n\n[[stages]]\ntype = "minhash_dedup"\n\n[output]\ndir = "x"\n';
+  text.value = '[[inputs]]\npaths = []            # each tick: the new files under the prefix\ndomain = "finance"\n\n[[stages]]\ntype = "minhash"      # near duplicates, also against what earlier ticks kept\n\n[output]\ndir = "x"\n';
   const out = el('div', { id: 'schedule-result' });
   const form = el('form', { id: 'schedule-form' },
+    el('p', { class: 'muted' }, 'Each tick queues a job over the files under the prefix (a folder of the first data root) that no earlier run of the schedule took; a folder that does not exist yet is waited for. Times are UTC; cron runs in the service\'s time zone.'),
     el('p', {}, el('label', {}, 'cron ', cron), el('label', {}, 'input prefix ', prefix)), text,
     el('p', {}, el('button', { type: 'submit' }, 'Add schedule')), out);
   form.addEventListener('submit', async (ev) => {
@@ -319,19 +322,27 @@ async function schedulesView(gen) {
     try { list = (await api('/v1/schedules')).schedules; }
     catch (err) { status.replaceChildren(errorBox(err)); return; }
     if (gen !== generation) return;
-    table.replaceChildren(el('tr', {}, ['schedule', 'cron', 'input prefix', 'created (UTC)', 'last tick', 'last success', 'failures', ''].map(h => el('th', {}, h))));
+    table.replaceChildren(el('tr', {}, ['schedule', 'cron', 'input prefix', 'created', 'last tick', 'last success', 'failed runs', ''].map(h => el('th', {}, h))));
     for (const s of list) {
+      // Deleting takes a second click on the same button (no modal dialog).
+      const del = el('button', { class: 'plain', 'data-schedule': s.id }, 'Delete');
+      del.addEventListener('click', async () => {
+        if (!del.classList.contains('danger')) {
+          del.classList.add('danger');
+          del.textContent = 'Delete with its dedup state?';
+          setTimeout(() => { del.classList.remove('danger'); del.textContent = 'Delete'; }, 5000);
+          return;
+        }
+        try { await api('/v1/schedules/' + encodeURIComponent(s.id), { method: 'DELETE' }); load(); }
+        catch (err) { status.replaceChildren(errorBox(err)); }
+      });
+      const failed = s.failures > 0
+        ? el('span', { class: 'error' }, s.failures + (s.retry_at ? ' · next try ' + when(s.retry_at) : ''))
+        : '0';
       table.append(el('tr', {},
         el('td', {}, s.id), el('td', {}, el('code', {}, s.cron)), el('td', {}, s.input_prefix),
-        el('td', {}, when(s.created_at)), el('td', {}, when(s.last_tick)), el('td', {}, when(s.last_success)),
-        el('td', {}, s.failures),
-        el('td', {}, el('button', {
-          class: 'plain', onclick: async () => {
-            if (!confirm('Delete schedule ' + s.id + ' and its deduplication state?')) return;
-            try { await api('/v1/schedules/' + encodeURIComponent(s.id), { method: 'DELETE' }); load(); }
-            catch (err) { status.replaceChildren(errorBox(err)); }
-          }
-        }, 'Delete'))));
+        el('td', { class: 'nowrap' }, when(s.created_at)), el('td', { class: 'nowrap' }, when(s.last_tick)),
+        el('td', { class: 'nowrap' }, when(s.last_success)), el('td', {}, failed), el('td', {}, del)));
     }
     status.replaceChildren(list.length ? '' : el('p', { class: 'muted' }, 'No schedules.'));
     refresh(load, 10000);
@@ -343,7 +354,7 @@ async function schedulesView(gen) {
 
 async function catalogView(gen) {
   const by = el('input', { id: 'catalog-by', value: sessionStorage.getItem('sluice-by') || 'domain,task', size: 30 });
-  const where = el('input', { id: 'catalog-where', size: 40, placeholder: "e.g. lang = 'zh'" });
+  const where = el('input', { id: 'catalog-where', size: 40, placeholder: "e.g. lang = 'cmn' AND split = 'train'" });
   const out = el('div', { id: 'catalog-result' });
   const runs = el('div', { id: 'catalog-runs' });
   const form = el('form', { id: 'catalog-form' },
@@ -401,6 +412,7 @@ async function mixView(gen) {
   };
   const out = el('div', { id: 'mix-result' });
   const err = el('div', { id: 'mix-error' });
+  const hint = el('p', { class: 'muted', id: 'mix-hint' });
   const curl = el('pre', { id: 'mix-curl' });
   const form = el('form', { id: 'mix-form' },
     el('p', {}, ...['domain', 'ratio', 'mode', 'unit'].map(k => el('label', {}, k + ' ', inputs[k]))),
@@ -408,7 +420,7 @@ async function mixView(gen) {
     domains);
   view().replaceChildren(el('h2', {}, 'Mix preview'),
     el('p', { class: 'muted' }, 'Planned from the catalog; nothing is written. The chart follows the form as you type.'),
-    form, err, out, el('h3', {}, 'The same preview from a shell'), curl);
+    form, hint, err, out, el('h3', {}, 'The same preview from a shell'), curl);
   let pending = null;
   let asked = 0;
   async function load() {
@@ -427,16 +439,23 @@ async function mixView(gen) {
       out.replaceChildren();
       return;
     }
+    const mode = q.get('mode');
+    hint.textContent = mode === 'cpt'
+      ? 'cpt: ratio is the largest share of tokens the domain may take (e.g. 0.15); the general pool is the pretraining documents (kind pretrain) of domain general, i.e. read without a domain.'
+      : 'sft: ratio is domain : general in samples (e.g. 1:5); the general pool is the SFT samples of domain general, i.e. read without a domain.';
     const mine = ++asked;
     try {
       const html = await api('/ui/mix?' + q);
       if (gen !== generation || mine !== asked) return;
       err.replaceChildren();
+      out.classList.remove('stale');
       out.innerHTML = html; // drawn and escaped by the service
     } catch (e) {
       if (gen !== generation || mine !== asked) return;
       if (e.field && inputs[e.field]) inputs[e.field].classList.add('field-bad');
-      err.replaceChildren(errorBox(e));
+      // The last good plan stays, greyed, so the form can be fixed while looking at it.
+      out.classList.add('stale');
+      err.replaceChildren(errorBox(e), el('p', { class: 'muted' }, 'Below: the last plan that could be computed, for other values.'));
     }
   }
   form.addEventListener('input', () => { clearTimeout(pending); pending = setTimeout(load, 250); });
@@ -446,7 +465,9 @@ async function mixView(gen) {
     const d = await api('/v1/datasets?by=domain');
     const names = [...new Set(d.groups.map(g => g.domain).filter(x => x))];
     domains.replaceChildren(...names.map(n => el('option', { value: n })));
-    if (!inputs.domain.value && names.length) inputs.domain.value = names[0];
+    // The largest domain that is not the general pool itself.
+    const first = names.find(n => n !== 'general');
+    if (!inputs.domain.value && first) inputs.domain.value = first;
   } catch (e) { /* the preview says what is wrong */ }
   if (gen === generation) await load();
 }

@@ -297,6 +297,7 @@ impl Engine<'_> {
             lengths: self.tally.lengths.clone(),
             examples: self.tally.examples.clone(),
             rewrites: self.tally.rewrites.clone(),
+            rejects: self.tally.rejects.clone(),
             timings: Timings {
                 total_seconds: started.elapsed().as_secs_f64(),
                 stage_cpu_seconds: BTreeMap::new(),
