@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod estimate;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod train;

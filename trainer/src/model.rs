@@ -110,7 +110,21 @@ fn inv_freqs(c: &ModelConfig) -> Vec<f64> {
 
 /// Sum over masked positions of the negative log-likelihood of the targets.
 /// `logits` [N, V] (any float dtype; computed in f32), `targets` u32 [N], `mask` f32 [N].
+/// On the CPU one fused pass per row forward and one backward ([`crate::ops::MaskedNll`]).
 pub fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let logits = logits.to_dtype(DType::F32)?;
+    if logits.device().is_cpu() {
+        let op = crate::ops::MaskedNll {
+            targets: std::sync::Arc::new(targets.to_vec1::<u32>()?),
+            mask: std::sync::Arc::new(mask.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+        };
+        return Ok(logits.contiguous()?.apply_op1(op)?.sum_all()?);
+    }
+    composed_nll_sum(&logits, targets, mask)
+}
+
+/// [`masked_nll_sum`] composed of candle operations (every device; the fused op's reference).
+pub fn composed_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let logits = logits.to_dtype(DType::F32)?;
     // Softmax is invariant to the per-row shift, so the shift needs no gradient.
     let m = logits.max_keepdim(D::Minus1)?.detach();
@@ -406,7 +420,20 @@ impl Model {
         }
         let cos = self.cos.index_select(&pos, 0)?.reshape((b, 1, t, hd))?;
         let sin = self.sin.index_select(&pos, 0)?.reshape((b, 1, t, hd))?;
-        let mask = Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?;
+        // On the CPU in f32 the mask is generated inside a fused softmax from where each
+        // position's packed sample starts; elsewhere it is an added bias.
+        let fused = dev.is_cpu() && self.dtype == DType::F32;
+        let starts = std::sync::Arc::new(crate::ops::segment_starts(
+            &batch.segments,
+            b,
+            t,
+            crate::data::PAD_SEGMENT,
+        ));
+        let mask = if fused {
+            None
+        } else {
+            Some(Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?)
+        };
         let rope = |x: &Tensor| -> Result<Tensor> {
             Ok((x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?)?)
         };
@@ -460,10 +487,18 @@ impl Model {
                 };
                 (expand(k)?, expand(v)?)
             };
-            let scores = (q.matmul(&k.t()?)? * scale)?
-                .to_dtype(DType::F32)?
-                .broadcast_add(&mask)?;
-            let probs = softmax_last(&scores)?.to_dtype(self.dtype)?;
+            let probs = match &mask {
+                None => q.matmul(&k.t()?)?.apply_op1(crate::ops::AttnSoftmax {
+                    starts: starts.clone(),
+                    scale: scale as f32,
+                })?,
+                Some(mask) => {
+                    let scores = (q.matmul(&k.t()?)? * scale)?
+                        .to_dtype(DType::F32)?
+                        .broadcast_add(mask)?;
+                    softmax_last(&scores)?.to_dtype(self.dtype)?
+                }
+            };
             let att = probs
                 .matmul(&v)?
                 .transpose(1, 2)?

@@ -112,15 +112,48 @@ impl AdamW {
             let (Some(m), Some(v)) = (self.m.get_mut(name), self.v.get_mut(name)) else {
                 continue;
             };
-            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
-            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
-            let update = (&*m / c1)?.div(&((&*v / c2)?.sqrt()? + self.cfg.eps)?)?;
             let wd = if self.no_decay.contains(name) {
                 0.0
             } else {
                 self.cfg.weight_decay
             };
             let w = p.as_tensor();
+            if w.device().is_cpu()
+                && [w, &*m, &*v, &g]
+                    .iter()
+                    .all(|t| t.dtype() == DType::F32 && t.is_contiguous())
+            {
+                // Three passes in place, no allocation (composed: a dozen tensors per step).
+                m.inplace_op2(
+                    &g,
+                    &crate::ops::Moment {
+                        beta: b1,
+                        square: false,
+                    },
+                )?;
+                v.inplace_op2(
+                    &g,
+                    &crate::ops::Moment {
+                        beta: b2,
+                        square: true,
+                    },
+                )?;
+                w.inplace_op3(
+                    &*m,
+                    &*v,
+                    &crate::ops::AdamApply {
+                        lr,
+                        decay: wd,
+                        c1,
+                        c2,
+                        eps: self.cfg.eps,
+                    },
+                )?;
+                continue;
+            }
+            *m = ((&*m * b1)? + (&g * (1.0 - b1))?)?;
+            *v = ((&*v * b2)? + (g.sqr()? * (1.0 - b2))?)?;
+            let update = (&*m / c1)?.div(&((&*v / c2)?.sqrt()? + self.cfg.eps)?)?;
             let next = ((w * (1.0 - lr * wd))? - (update * lr)?)?;
             p.set(&next)?;
         }
@@ -188,5 +221,38 @@ mod tests {
             "w shrinks by lr·wd without a gradient: {w:?}"
         );
         assert_eq!(n, vec![1.0, 1.0]);
+    }
+
+    #[test]
+    fn the_fused_step_follows_adamw_over_several_steps() {
+        let dev = candle_core::Device::Cpu;
+        let w0 = [0.5f32, -1.0, 2.0];
+        let params = BTreeMap::from([("w".to_string(), Var::new(&w0, &dev).expect("v"))]);
+        let cfg = OptimSection {
+            weight_decay: 0.1,
+            ..OptimSection::default()
+        };
+        let (b1, b2, eps) = (cfg.beta1, cfg.beta2, cfg.eps);
+        let mut opt = AdamW::new(cfg, &params, |_, _| true).expect("adamw");
+        // The reference in f64, written out.
+        let (mut w, mut m, mut v) = (w0.map(f64::from), [0f64; 3], [0f64; 3]);
+        for t in 1..=3 {
+            let g = [0.3 * t as f64, -0.2, 0.05];
+            let gt = Tensor::new(&g.map(|x| x as f32), &dev).expect("g");
+            opt.step(&params, &BTreeMap::from([("w".to_string(), gt)]), 0.01)
+                .expect("step");
+            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+            for i in 0..3 {
+                m[i] = b1 * m[i] + (1.0 - b1) * g[i];
+                v[i] = b2 * v[i] + (1.0 - b2) * g[i] * g[i];
+                w[i] = w[i] * (1.0 - 0.01 * 0.1) - 0.01 * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+            }
+        }
+        let got = params["w"].as_tensor().to_vec1::<f32>().expect("w");
+        for (a, b) in got.iter().zip(&w) {
+            assert!((f64::from(*a) - b).abs() < 1e-6, "{got:?} vs {w:?}");
+        }
+        let m_got = opt.m["w"].to_vec1::<f32>().expect("m");
+        assert!((f64::from(m_got[0]) - m[0]).abs() < 1e-6);
     }
 }

@@ -1,0 +1,438 @@
+//! Fused CPU operations with hand-written backward passes, for the two element-wise hot spots
+//! of a training step: attention's masked softmax (the mask generated from each row's segment
+//! start, never materialized or added) and the masked cross-entropy over the vocabulary. Each
+//! replaces a chain of candle operations that would read and write the whole tensor several
+//! times forward and again backward.
+//!
+//! They run on CPU tensors of f32; elsewhere (CUDA, bf16) the model keeps its composed
+//! operations, which these are tested against (values and gradients).
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: f32 expected");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("{what}: a contiguous tensor expected"),
+    }
+}
+
+/// `softmax(scale · x)` over the last dimension of attention scores [B, H, T, T], where query
+/// `i` of row `b` sees keys `starts[b·T + i] ..= i` only (its own packed sample, causally);
+/// every other probability is 0.
+#[derive(Clone)]
+pub struct AttnSoftmax {
+    /// Per (row, query): the first key it may see.
+    pub starts: Arc<Vec<u32>>,
+    /// Multiplies the scores first (1/√head_dim).
+    pub scale: f32,
+}
+
+impl AttnSoftmax {
+    fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
+        let d = l.dims();
+        if d.len() != 4 || d[2] != d[3] {
+            candle_core::bail!("attention softmax: [B, H, T, T] expected, got {d:?}");
+        }
+        Ok((d[0], d[1], d[2]))
+    }
+}
+
+impl CustomOp1 for AttnSoftmax {
+    fn name(&self) -> &'static str {
+        "attn-softmax"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (_, h, t) = Self::dims(l)?;
+        let x = f32_slice(s, l, "attention softmax")?;
+        let mut out = vec![0f32; x.len()];
+        let starts = &self.starts;
+        out.par_chunks_mut(t)
+            .zip(x.par_chunks(t))
+            .enumerate()
+            .for_each(|(r, (y, x))| {
+                let (row, i) = (r / (h * t), r % t);
+                let from = (starts[row * t + i] as usize).min(i);
+                let seen = &x[from..=i];
+                let m = seen
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &v| m.max(v * self.scale));
+                let mut sum = 0f32;
+                for (o, &v) in y[from..=i].iter_mut().zip(seen) {
+                    let e = (v * self.scale - m).exp();
+                    *o = e;
+                    sum += e;
+                }
+                let inv = 1.0 / sum;
+                for o in &mut y[from..=i] {
+                    *o *= inv;
+                }
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(
+            res.apply_op2_no_bwd(&grad, &AttnSoftmaxBwd(self.clone()))?,
+        ))
+    }
+}
+
+/// The gradient of [`AttnSoftmax`]: `scale · y ⊙ (g − Σ g·y)` over each row's visible keys.
+struct AttnSoftmaxBwd(AttnSoftmax);
+
+impl CustomOp2 for AttnSoftmaxBwd {
+    fn name(&self) -> &'static str {
+        "attn-softmax-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        ys: &CpuStorage,
+        yl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, h, t) = AttnSoftmax::dims(yl)?;
+        let y = f32_slice(ys, yl, "attention softmax gradient")?;
+        let g = f32_slice(gs, gl, "attention softmax gradient")?;
+        let mut out = vec![0f32; y.len()];
+        let (starts, scale) = (&self.0.starts, self.0.scale);
+        out.par_chunks_mut(t)
+            .zip(y.par_chunks(t).zip(g.par_chunks(t)))
+            .enumerate()
+            .for_each(|(r, (dx, (y, g)))| {
+                let (row, i) = (r / (h * t), r % t);
+                let from = (starts[row * t + i] as usize).min(i);
+                let dot: f32 = y[from..=i]
+                    .iter()
+                    .zip(&g[from..=i])
+                    .map(|(a, b)| a * b)
+                    .sum();
+                for j in from..=i {
+                    dx[j] = scale * y[j] * (g[j] - dot);
+                }
+            });
+        Ok((CpuStorage::F32(out), yl.shape().clone()))
+    }
+}
+
+/// Per row of logits [N, V]: `mask · (logsumexp(x) − x[target])`, the masked negative
+/// log-likelihood, as a vector [N].
+#[derive(Clone)]
+pub struct MaskedNll {
+    /// The target of each row.
+    pub targets: Arc<Vec<u32>>,
+    /// 1 where the row is trained, 0 elsewhere (any weight works).
+    pub mask: Arc<Vec<f32>>,
+}
+
+fn row_lse(x: &[f32]) -> (f32, f32) {
+    let m = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let sum: f32 = x.iter().map(|&v| (v - m).exp()).sum();
+    (m, sum)
+}
+
+impl CustomOp1 for MaskedNll {
+    fn name(&self) -> &'static str {
+        "masked-nll"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, v) = l.shape().dims2()?;
+        if self.targets.len() != n || self.mask.len() != n {
+            candle_core::bail!("masked nll: {n} rows, {} targets", self.targets.len());
+        }
+        let x = f32_slice(s, l, "masked nll")?;
+        let mut out = vec![0f32; n];
+        out.par_iter_mut()
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(r, (o, x))| {
+                let w = self.mask[r];
+                if w != 0.0 {
+                    let (m, sum) = row_lse(x);
+                    let target = (self.targets[r] as usize).min(v - 1);
+                    *o = w * (m + sum.ln() - x[target]);
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let grad = grad.contiguous()?;
+        Ok(Some(
+            arg.apply_op2_no_bwd(&grad, &MaskedNllBwd(self.clone()))?,
+        ))
+    }
+}
+
+/// The gradient of [`MaskedNll`]: `g · mask · (softmax(x) − onehot(target))` per row.
+struct MaskedNllBwd(MaskedNll);
+
+impl CustomOp2 for MaskedNllBwd {
+    fn name(&self) -> &'static str {
+        "masked-nll-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, v) = xl.shape().dims2()?;
+        let x = f32_slice(xs, xl, "masked nll gradient")?;
+        let g = f32_slice(gs, gl, "masked nll gradient")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(v)
+            .zip(x.par_chunks(v))
+            .enumerate()
+            .for_each(|(r, (dx, x))| {
+                let w = self.0.mask[r] * g[r];
+                if w == 0.0 {
+                    return;
+                }
+                let (m, sum) = row_lse(x);
+                let k = w / sum;
+                for (d, &xv) in dx.iter_mut().zip(x) {
+                    *d = k * (xv - m).exp();
+                }
+                dx[(self.0.targets[r] as usize).min(v - 1)] -= w;
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, what: &str) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("{what}: f32 expected");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&mut v[a..b]),
+        None => candle_core::bail!("{what}: a contiguous tensor expected"),
+    }
+}
+
+/// An Adam moment updated in place from a gradient: `m ← β·m + (1−β)·g` (or `g²`).
+pub struct Moment {
+    /// β.
+    pub beta: f64,
+    /// Whether the moment follows the squared gradient.
+    pub square: bool,
+}
+
+impl candle_core::InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adam-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<()> {
+        let m = f32_slice_mut(dst, dst_l, "adam moment")?;
+        let g = f32_slice(g, gl, "adam gradient")?;
+        if m.len() != g.len() {
+            candle_core::bail!("adam moment: {} values, {} gradients", m.len(), g.len());
+        }
+        let (b, a) = (self.beta as f32, (1.0 - self.beta) as f32);
+        let square = self.square;
+        m.par_chunks_mut(1 << 16)
+            .zip(g.par_chunks(1 << 16))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let x = if square { g * g } else { g };
+                    *m = *m * b + x * a;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// The AdamW step applied to a parameter in place from its moments:
+/// `w ← w·(1 − lr·decay) − lr · (m/c1) / (√(v/c2) + ε)`.
+pub struct AdamApply {
+    /// Learning rate.
+    pub lr: f64,
+    /// Decoupled weight decay (0 for norms and biases).
+    pub decay: f64,
+    /// Bias corrections 1 − β1^t and 1 − β2^t.
+    pub c1: f64,
+    /// See `c1`.
+    pub c2: f64,
+    /// ε.
+    pub eps: f64,
+}
+
+impl candle_core::InplaceOp3 for AdamApply {
+    fn name(&self) -> &'static str {
+        "adam-apply"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> Result<()> {
+        let w = f32_slice_mut(dst, dst_l, "adam parameter")?;
+        let m = f32_slice(m, ml, "adam moment")?;
+        let v = f32_slice(v, vl, "adam moment")?;
+        if w.len() != m.len() || w.len() != v.len() {
+            candle_core::bail!("adam: parameter and moments differ in size");
+        }
+        let keep = (1.0 - self.lr * self.decay) as f32;
+        let (lr, c1, c2, eps) = (
+            self.lr as f32,
+            self.c1 as f32,
+            self.c2 as f32,
+            self.eps as f32,
+        );
+        w.par_chunks_mut(1 << 16)
+            .zip(m.par_chunks(1 << 16).zip(v.par_chunks(1 << 16)))
+            .for_each(|(w, (m, v))| {
+                for ((w, &m), &v) in w.iter_mut().zip(m).zip(v) {
+                    let update = (m / c1) / ((v / c2).sqrt() + eps);
+                    *w = *w * keep - update * lr;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Each (row, position)'s first visible key: the start of its packed sample (a padding
+/// position sees only itself).
+pub fn segment_starts(segments: &[u32], rows: usize, len: usize, pad: u32) -> Vec<u32> {
+    let mut out = vec![0u32; rows * len];
+    for r in 0..rows {
+        let mut start = 0usize;
+        for i in 0..len {
+            let s = segments[r * len + i];
+            if i > 0 && s != segments[r * len + i - 1] {
+                start = i;
+            }
+            out[r * len + i] = if s == pad { i as u32 } else { start as u32 };
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var, D};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..n).map(|_| (rng.normal() * 2.0) as f32).collect()
+    }
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) {
+        let a: Vec<f32> = a.flatten_all().and_then(|t| t.to_vec1()).expect("a");
+        let b: Vec<f32> = b.flatten_all().and_then(|t| t.to_vec1()).expect("b");
+        assert_eq!(a.len(), b.len());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (x - y).abs() <= tol * (1.0 + x.abs().max(y.abs())),
+                "element {i}: {x} vs {y}"
+            );
+        }
+    }
+
+    #[test]
+    fn attention_softmax_matches_the_composed_ops_forward_and_backward() {
+        let (b, h, t) = (2, 3, 7);
+        // Row 0: two packed samples (0..3, 3..6) and a padding position; row 1: one sample.
+        let segments = vec![0, 0, 0, 1, 1, 1, 9, 0, 0, 0, 0, 0, 0, 0];
+        let starts = Arc::new(segment_starts(&segments, b, t, 9));
+        assert_eq!(&starts[..7], &[0, 0, 0, 3, 3, 3, 6]);
+        let dev = Device::Cpu;
+        let x = Var::from_vec(random(b * h * t * t, 1), (b, h, t, t), &dev).expect("x");
+        let g = Tensor::from_vec(random(b * h * t * t, 2), (b, h, t, t), &dev).expect("g");
+        let scale = 0.35f32;
+        let fused = x
+            .as_tensor()
+            .apply_op1(AttnSoftmax {
+                starts: starts.clone(),
+                scale,
+            })
+            .expect("fused");
+        // The composed form: scale, add the materialized mask, softmax.
+        let mut bias = vec![-1e9f32; b * t * t];
+        for r in 0..b {
+            for i in 0..t {
+                for j in starts[r * t + i] as usize..=i {
+                    bias[(r * t + i) * t + j] = 0.0;
+                }
+            }
+        }
+        let bias = Tensor::from_vec(bias, (b, 1, t, t), &dev).expect("bias");
+        let s = (x.as_tensor() * scale as f64)
+            .and_then(|s| s.broadcast_add(&bias))
+            .expect("s");
+        let m = s.max_keepdim(D::Minus1).expect("m").detach();
+        let e = s.broadcast_sub(&m).and_then(|e| e.exp()).expect("e");
+        let composed = e
+            .broadcast_div(&e.sum_keepdim(D::Minus1).expect("sum"))
+            .expect("softmax");
+        close(&fused, &composed, 1e-6);
+        let gf = (&fused * &g)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        let gc = (&composed * &g)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        close(
+            gf.get(x.as_tensor()).expect("fused grad"),
+            gc.get(x.as_tensor()).expect("composed grad"),
+            1e-5,
+        );
+    }
+
+    #[test]
+    fn masked_nll_matches_the_composed_ops_forward_and_backward() {
+        let (n, v) = (9, 37);
+        let dev = Device::Cpu;
+        let x = Var::from_vec(random(n * v, 3), (n, v), &dev).expect("x");
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7) % v as u32).collect();
+        let mask: Vec<f32> = (0..n).map(|i| if i % 3 == 1 { 0.0 } else { 1.0 }).collect();
+        let op = MaskedNll {
+            targets: Arc::new(targets.clone()),
+            mask: Arc::new(mask.clone()),
+        };
+        let fused = x
+            .as_tensor()
+            .apply_op1(op)
+            .and_then(|t| t.sum_all())
+            .expect("fused");
+        let tt = Tensor::from_vec(targets, n, &dev).expect("targets");
+        let mt = Tensor::from_vec(mask, n, &dev).expect("mask");
+        let composed = crate::model::composed_nll_sum(x.as_tensor(), &tt, &mt).expect("composed");
+        close(&fused, &composed, 1e-6);
+        let gf = (&fused * 1.7).and_then(|l| l.backward()).expect("backward");
+        let gc = (&composed * 1.7)
+            .and_then(|l| l.backward())
+            .expect("backward");
+        close(
+            gf.get(x.as_tensor()).expect("fused grad"),
+            gc.get(x.as_tensor()).expect("composed grad"),
+            1e-5,
+        );
+    }
+}
