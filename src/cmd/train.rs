@@ -97,11 +97,12 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                         .map_or(String::new(), |v| format!("  valid {v:.4}"));
                     let eta = p.eta_s.round() as u64;
                     eprintln!(
-                        "step {:>6}/{}  loss {:.4}{valid}  lr {:.2e}  {:>7.0} tokens/s  eta {}m{:02}s",
+                        "step {:>6}/{}  loss {:.4}{valid}  lr {:.2e}  grad norm {:.3}  {:>7.0} tokens/s  eta {}m{:02}s",
                         p.step,
                         p.stop,
                         p.loss,
                         p.lr,
+                        p.grad_norm,
                         p.tokens_per_s,
                         eta / 60,
                         eta % 60

@@ -355,6 +355,10 @@ pub struct TrainSection {
     /// See `rank`.
     #[serde(default)]
     pub world: Option<usize>,
+    /// Where rank 0 listens for the other ranks, `host:port` (default: `MASTER_ADDR` and
+    /// `MASTER_PORT` as torchrun sets them, else 127.0.0.1:29500).
+    #[serde(default)]
+    pub master: Option<String>,
     /// Validation every this many steps; 0 disables.
     #[serde(default)]
     pub eval_every: u64,
@@ -588,5 +592,15 @@ impl TrainConfig {
             )));
         }
         Ok((rank, world))
+    }
+
+    /// Where rank 0 listens (see `train.master`).
+    pub fn master(&self) -> String {
+        if let Some(m) = &self.train.master {
+            return m.clone();
+        }
+        let addr = std::env::var("MASTER_ADDR").unwrap_or_else(|_| "127.0.0.1".into());
+        let port = std::env::var("MASTER_PORT").unwrap_or_else(|_| "29500".into());
+        format!("{addr}:{port}")
     }
 }

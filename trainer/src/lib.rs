@@ -11,6 +11,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod estimate;
 pub mod model;
 pub mod ops;

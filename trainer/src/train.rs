@@ -122,6 +122,8 @@ pub struct Trainer {
     has_valid: bool,
     metrics: std::fs::File,
     progress: Option<OnStep>,
+    /// The other ranks, when the world has more than one.
+    comm: Option<crate::dist::Comm>,
 }
 
 /// A step callback (see [`Trainer::on_step`]).
@@ -138,6 +140,8 @@ pub struct StepProgress {
     pub loss: f64,
     /// The step's learning rate.
     pub lr: f64,
+    /// The gradient's global norm before clipping.
+    pub grad_norm: f64,
     /// Tokens per second over this run so far.
     pub tokens_per_s: f64,
     /// Seconds left at this run's pace so far.
@@ -151,15 +155,20 @@ const DROPOUT_STREAM: u64 = 0x000D_5090;
 impl Trainer {
     /// Build the model, optimizer and data stream; with `resume`, continue from the latest
     /// checkpoint under the output directory when there is one.
-    pub fn new(cfg: TrainConfig, resume: bool) -> Result<Trainer> {
+    pub fn new(mut cfg: TrainConfig, resume: bool) -> Result<Trainer> {
         cfg.validate()?;
         let (rank, world) = cfg.rank_world()?;
-        if world > 1 {
-            return Err(Error::Config(format!(
-                "world size {world}: the shard reader deals shards to ranks, but gradient \
-                 all-reduce across processes is not implemented yet; train with one rank"
-            )));
-        }
+        // Data parallel: every rank reads its share of the shards and keeps its own metrics and
+        // checkpoints (rank k > 0 under <output>/rank-k; the weights are the same everywhere,
+        // the data cursors are not), and gradients are summed across ranks every step.
+        let comm = if world > 1 {
+            if rank > 0 {
+                cfg.output = cfg.output.join(format!("rank-{rank}"));
+            }
+            Some(crate::dist::Comm::connect(rank, world, &cfg.master())?)
+        } else {
+            None
+        };
         let dev = device(&cfg.train.device)?;
         let dtype = match cfg.train.precision.as_str() {
             "auto" if dev.is_cuda() => DType::BF16,
@@ -209,7 +218,8 @@ impl Trainer {
             decays(shape)
         })?;
         std::fs::create_dir_all(&cfg.output).map_err(|e| Error::Io(cfg.output.clone(), e))?;
-        let rng = Rng::new(cfg.train.seed ^ DROPOUT_STREAM);
+        // Each rank its own dropout stream (rank 0's is the single-process one).
+        let rng = Rng::new(cfg.train.seed ^ DROPOUT_STREAM ^ ((rank as u64) << 32));
         let state = State {
             step: 0,
             cursor: Cursor::default(),
@@ -235,6 +245,7 @@ impl Trainer {
             world,
             has_valid,
             progress: None,
+            comm,
         };
         match checkpoint::latest(&t.cfg.output)? {
             Some(dir) if resume => {
@@ -250,6 +261,17 @@ impl Trainer {
             }
             None => {
                 t.metrics = open_metrics(&metrics_path, Some(0))?;
+            }
+        }
+        if let Some(c) = t.comm.as_mut() {
+            // Every rank must start from the same step (each resumed its own checkpoint).
+            let mut steps = [t.state.step as f64];
+            c.sum_f64(&mut steps)?;
+            if steps[0] != t.state.step as f64 * world as f64 {
+                return Err(Error::Config(format!(
+                    "data parallel: rank {rank} is at step {}, other ranks elsewhere: resume every rank from the same checkpoint",
+                    t.state.step
+                )));
             }
         }
         Ok(t)
@@ -371,6 +393,7 @@ impl Trainer {
                     stop,
                     loss,
                     lr,
+                    grad_norm: out.grad_norm,
                     tokens_per_s: tokens as f64 / elapsed,
                     eta_s: elapsed / done * stop.saturating_sub(step) as f64,
                     valid_loss: if self.has_valid && step.is_multiple_of(self.cfg.train.eval_every)
@@ -504,7 +527,16 @@ impl Trainer {
             truncated += seqs.iter().filter(|s| s.tokens.len() > d.seq_len).count() as u64;
             batches.push(Batch::new(&seqs, d.seq_len, self.model.config.vocab_size)?);
         }
-        let trained: usize = batches.iter().map(Batch::trained).sum();
+        let mut trained: usize = batches.iter().map(Batch::trained).sum();
+        let mut all_tokens: usize = batches.iter().map(|b| b.tokens).sum();
+        if let Some(c) = self.comm.as_mut() {
+            // The loss is a mean over every rank's trained tokens: each rank scales its sum by
+            // the global count, so the summed gradients are the gradient of the whole batch.
+            let mut counts = [trained as f64, all_tokens as f64];
+            c.sum_f64(&mut counts)?;
+            trained = counts[0] as usize;
+            all_tokens = counts[1] as usize;
+        }
         let denom = trained.max(1) as f64;
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         let mut loss = 0f64;
@@ -527,6 +559,15 @@ impl Trainer {
                 }
             }
         }
+        if self.comm.is_some() {
+            grads = self.sum_across_ranks(grads)?;
+            tokens = all_tokens;
+            let mut l = [loss];
+            if let Some(c) = self.comm.as_mut() {
+                c.sum_f64(&mut l)?;
+            }
+            loss = l[0];
+        }
         let grad_norm = crate::optim::grad_norm(&grads)?;
         Ok(StepOut {
             loss,
@@ -536,6 +577,38 @@ impl Trainer {
             trained,
             truncated,
         })
+    }
+
+    /// The gradients summed over the ranks: one f32 buffer in parameter-name order (a
+    /// parameter a rank got no gradient for counts as zeros there).
+    fn sum_across_ranks(
+        &mut self,
+        mut grads: BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let mut flat: Vec<f32> = Vec::new();
+        let mut shapes = Vec::new();
+        for (name, var) in self.model.trainable() {
+            let n = var.elem_count();
+            match grads.remove(name) {
+                Some(g) => flat.extend(g.flatten_all()?.to_vec1::<f32>()?),
+                None => flat.extend(std::iter::repeat_n(0f32, n)),
+            }
+            shapes.push((name.clone(), var.dims().to_vec(), n));
+        }
+        if let Some(c) = self.comm.as_mut() {
+            c.sum_f32(&mut flat)?;
+        }
+        let dev = self.model.device().clone();
+        let mut out = BTreeMap::new();
+        let mut at = 0;
+        for (name, dims, n) in shapes {
+            out.insert(
+                name,
+                Tensor::from_slice(&flat[at..at + n], dims.as_slice(), &dev)?,
+            );
+            at += n;
+        }
+        Ok(out)
     }
 
     fn targets(&self, b: &Batch) -> Result<(Tensor, Tensor)> {
@@ -580,6 +653,12 @@ impl Trainer {
             if seqs.len() < d.batch_size {
                 break;
             }
+        }
+        if let Some(c) = self.comm.as_mut() {
+            // Each rank evaluated its share of the split: the mean over all of it.
+            let mut both = [sum, count as f64];
+            c.sum_f64(&mut both)?;
+            return Ok(both[0] / both[1].max(1.0));
         }
         Ok(sum / count.max(1) as f64)
     }

@@ -724,3 +724,124 @@ fn gradients_match_finite_differences() {
     }
     eprintln!("worst relative gradient error {worst:.2e}");
 }
+
+/// Data parallel: two ranks (threads here, processes in use: they only share a TCP port), each
+/// reading its shard, sum their gradients every step and end with the weights of one rank that
+/// read both shards as one batch.
+#[test]
+fn two_ranks_train_the_same_weights_as_one_rank_with_the_combined_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("config.json"), tiny_config("llama", false)).expect("config");
+    write_shards(
+        &dir.path().join("shards"),
+        &[
+            ("train", reversal_shards(2)),
+            (
+                "valid",
+                vec![
+                    vec![vec![reversal(5, 13, 21)]],
+                    vec![vec![reversal(6, 14, 22)]],
+                ],
+            ),
+        ],
+    );
+    let weights = |t: &Trainer| -> BTreeMap<String, Vec<f32>> {
+        t.model()
+            .trainable_tensors()
+            .into_iter()
+            .map(|(k, v)| (k, v.flatten_all().and_then(|v| v.to_vec1()).expect("w")))
+            .collect()
+    };
+    let toml = |batch: usize, output: &str, extra: &str| {
+        base_toml(3, &format!("eval_every = 2\n{extra}"))
+            .replace("batch_size = 2", &format!("batch_size = {batch}"))
+            .replace("output = \"out\"", &format!("output = \"{output}\""))
+    };
+    // One rank, both shards (8 sequences) per step.
+    let path = dir.path().join("one.toml");
+    std::fs::write(&path, toml(8, "out-one", "")).expect("write");
+    let mut one = Trainer::new(TrainConfig::load(&path).expect("config"), false).expect("trainer");
+    let summary = one.run().expect("run");
+    let single = weights(&one);
+    // Two ranks of 4 sequences each.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank| {
+            let path = dir.path().join(format!("rank{rank}.toml"));
+            let extra = format!("rank = {rank}\nworld = 2\nmaster = \"127.0.0.1:{port}\"");
+            std::fs::write(&path, toml(4, "out-dp", &extra)).expect("write");
+            std::thread::spawn(move || {
+                let cfg = TrainConfig::load(&path).expect("config");
+                let mut t = Trainer::new(cfg, false).expect("trainer");
+                let s = t.run().expect("run");
+                (weights(&t), s)
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("rank"))
+        .collect::<Vec<_>>();
+    // Both ranks hold the same bytes.
+    assert_eq!(ranks[0].0, ranks[1].0, "the ranks' weights differ");
+    for (name, w) in &single {
+        let d = &ranks[0].0[name];
+        for (a, b) in w.iter().zip(d) {
+            assert!(
+                (a - b).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{name}: one rank {a}, two ranks {b}"
+            );
+        }
+    }
+    // The same losses (the mean over both ranks' tokens) and validation loss.
+    for (a, b) in summary.losses.iter().zip(&ranks[0].1.losses) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "{:?} vs {:?}",
+            summary.losses,
+            ranks[0].1.losses
+        );
+    }
+    // Rank 1 keeps its own metrics and checkpoints beside rank 0's.
+    assert!(dir.path().join("out-dp/metrics.jsonl").exists());
+    assert!(dir.path().join("out-dp/rank-1/metrics.jsonl").exists());
+}
+
+/// The CUDA path, where a GPU is present (a `--features cuda` build on a GPU machine): the first
+/// losses of a tiny run in f32 on cuda:0 follow the CPU run's. Skipped, saying so, elsewhere.
+#[test]
+fn the_cuda_path_follows_the_cpu_where_a_gpu_is_present() {
+    if candle_core::Device::new_cuda(0).is_err() {
+        eprintln!(
+            "CUDA test skipped: {} (build with --features cuda on a GPU machine; scripts/build-cuda.sh builds it anywhere)",
+            if cfg!(feature = "cuda") {
+                "no GPU found"
+            } else {
+                "this build has no CUDA support"
+            }
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), 1);
+    let losses = |device: &str, output: &str| -> Vec<f64> {
+        let toml = base_toml(4, "eval_every = 0\nprecision = \"f32\"")
+            .replace("device = \"cpu\"", &format!("device = \"{device}\""))
+            .replace("output = \"out\"", &format!("output = \"{output}\""));
+        let path = dir.path().join(format!("{output}.toml"));
+        std::fs::write(&path, toml).expect("write");
+        let mut t =
+            Trainer::new(TrainConfig::load(&path).expect("config"), false).expect("trainer");
+        t.run().expect("run").losses
+    };
+    let cpu = losses("cpu", "out-cpu");
+    let gpu = losses("cuda:0", "out-gpu");
+    for (a, b) in cpu.iter().zip(&gpu) {
+        assert!(
+            (a - b).abs() < 1e-3 * (1.0 + a.abs()),
+            "cpu {cpu:?}, cuda {gpu:?}"
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! Data parallelism across processes: ranks 1…N−1 connect to rank 0 over TCP (loopback on one
+//! machine, or a cluster network), and every step the ranks sum their gradients (and their
+//! token counts and losses) through rank 0. Rank 0 adds the contributions in rank order and
+//! sends the one result back, so every rank holds the same bytes and takes the same optimizer
+//! step: the weights never drift apart.
+//!
+//! The wire format is little-endian: a u64 count, then that many f64 (counts, losses) or f32
+//! (gradients). Rank 0 listens on `master` (`train.master`, or `MASTER_ADDR:MASTER_PORT` as
+//! torchrun sets them); the others retry connecting for up to two minutes.
+
+use crate::{Error, Result};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+/// The links of one rank: rank 0 holds one stream per other rank, the others one to rank 0.
+pub struct Comm {
+    rank: usize,
+    world: usize,
+    /// Rank 0: the streams of ranks 1…N−1 in rank order; other ranks: the stream to rank 0.
+    peers: Vec<(BufReader<TcpStream>, BufWriter<TcpStream>)>,
+}
+
+fn io(what: &str, e: std::io::Error) -> Error {
+    Error::Config(format!("data parallel: {what}: {e}"))
+}
+
+impl Comm {
+    /// Connect `rank` of `world` through `master` (`host:port`).
+    pub fn connect(rank: usize, world: usize, master: &str) -> Result<Comm> {
+        let mut peers = Vec::new();
+        if rank == 0 {
+            let listener =
+                TcpListener::bind(master).map_err(|e| io(&format!("listen on {master}"), e))?;
+            let mut by_rank: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
+            for _ in 1..world {
+                let (mut s, _) = listener.accept().map_err(|e| io("accept a rank", e))?;
+                let mut buf = [0u8; 8];
+                s.read_exact(&mut buf)
+                    .map_err(|e| io("read a rank's hello", e))?;
+                let r = u64::from_le_bytes(buf) as usize;
+                if r == 0 || r >= world || by_rank[r].is_some() {
+                    return Err(Error::Config(format!(
+                        "data parallel: a peer said it is rank {r} (world {world})"
+                    )));
+                }
+                by_rank[r] = Some(s);
+            }
+            for s in by_rank.into_iter().skip(1).flatten() {
+                peers.push(Self::pair(s)?);
+            }
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut s = loop {
+                match TcpStream::connect(master) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(io(&format!("connect to rank 0 at {master}"), e))
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            };
+            s.write_all(&(rank as u64).to_le_bytes())
+                .map_err(|e| io("send hello", e))?;
+            peers.push(Self::pair(s)?);
+        }
+        Ok(Comm { rank, world, peers })
+    }
+
+    fn pair(s: TcpStream) -> Result<(BufReader<TcpStream>, BufWriter<TcpStream>)> {
+        s.set_nodelay(true).map_err(|e| io("set nodelay", e))?;
+        let r = s.try_clone().map_err(|e| io("clone a stream", e))?;
+        Ok((BufReader::new(r), BufWriter::new(s)))
+    }
+
+    /// This rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Ranks in all.
+    pub fn world(&self) -> usize {
+        self.world
+    }
+
+    /// Sum `values` over the ranks, in place (every rank ends with the same bytes).
+    pub fn sum_f32(&mut self, values: &mut [f32]) -> Result<()> {
+        self.sum(
+            values,
+            4,
+            |v, b| b.copy_from_slice(&v.to_le_bytes()),
+            |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        )
+    }
+
+    /// Sum `values` over the ranks, in place (counts and losses, exactly in f64).
+    pub fn sum_f64(&mut self, values: &mut [f64]) -> Result<()> {
+        self.sum(
+            values,
+            8,
+            |v, b| b.copy_from_slice(&v.to_le_bytes()),
+            |b| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                f64::from_le_bytes(a)
+            },
+        )
+    }
+
+    fn sum<T: Copy + std::ops::AddAssign>(
+        &mut self,
+        values: &mut [T],
+        width: usize,
+        put: impl Fn(T, &mut [u8]),
+        get: impl Fn(&[u8]) -> T,
+    ) -> Result<()> {
+        let send = |w: &mut BufWriter<TcpStream>, v: &[T]| -> Result<()> {
+            let mut bytes = vec![0u8; 8 + v.len() * width];
+            bytes[..8].copy_from_slice(&(v.len() as u64).to_le_bytes());
+            for (x, b) in v.iter().zip(bytes[8..].chunks_mut(width)) {
+                put(*x, b);
+            }
+            w.write_all(&bytes)
+                .and_then(|_| w.flush())
+                .map_err(|e| io("send", e))
+        };
+        let recv = |r: &mut BufReader<TcpStream>, n: usize| -> Result<Vec<u8>> {
+            let mut head = [0u8; 8];
+            r.read_exact(&mut head).map_err(|e| io("receive", e))?;
+            let got = u64::from_le_bytes(head) as usize;
+            if got != n {
+                return Err(Error::Config(format!(
+                    "data parallel: a rank sent {got} values where {n} were expected (do all ranks train the same model?)"
+                )));
+            }
+            let mut bytes = vec![0u8; n * width];
+            r.read_exact(&mut bytes).map_err(|e| io("receive", e))?;
+            Ok(bytes)
+        };
+        if self.world == 1 {
+            return Ok(());
+        }
+        if self.rank == 0 {
+            for (r, _) in self.peers.iter_mut() {
+                let bytes = recv(r, values.len())?;
+                for (v, b) in values.iter_mut().zip(bytes.chunks(width)) {
+                    *v += get(b);
+                }
+            }
+            for (_, w) in self.peers.iter_mut() {
+                send(w, values)?;
+            }
+        } else {
+            let (r, w) = &mut self.peers[0];
+            send(w, values)?;
+            let bytes = recv(r, values.len())?;
+            for (v, b) in values.iter_mut().zip(bytes.chunks(width)) {
+                *v = get(b);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn three_ranks_sum_to_the_same_bytes() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("port");
+            l.local_addr().expect("addr").to_string()
+        };
+        let handles: Vec<_> = (0..3)
+            .map(|rank| {
+                let addr = addr.clone();
+                std::thread::spawn(move || {
+                    let mut c = Comm::connect(rank, 3, &addr).expect("connect");
+                    let mut v = vec![rank as f32 + 0.5, 1.0, -(rank as f32)];
+                    c.sum_f32(&mut v).expect("sum");
+                    let mut n = vec![rank as f64 * 10.0];
+                    c.sum_f64(&mut n).expect("sum");
+                    (v, n)
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("rank"))
+            .collect();
+        for (v, n) in &results {
+            assert_eq!(v, &vec![4.5, 3.0, -3.0]);
+            assert_eq!(n, &vec![30.0]);
+        }
+    }
+}
