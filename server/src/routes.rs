@@ -75,8 +75,20 @@ async fn count(
             (_, true) => status.canonical_reason().unwrap_or("error").to_string(),
             _ => text,
         };
-        return Problem::new(status.as_u16(), detail).into_response();
+        return with_safe_headers(Problem::new(status.as_u16(), detail).into_response());
     }
+    with_safe_headers(resp)
+}
+
+/// Every answer: never sniffed as another type, never cached (answers depend on the token and
+/// change with every job), unless a route set its own.
+fn with_safe_headers(mut resp: Response) -> Response {
+    use axum::http::{header, HeaderValue};
+    let h = resp.headers_mut();
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     resp
 }
 

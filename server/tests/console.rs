@@ -58,6 +58,16 @@ async fn the_page_and_script_are_open_hold_no_data_and_allow_only_their_own_scri
         .expect("ct")
         .starts_with("text/javascript"));
     assert!(js.contains("sessionStorage") && js.contains("Authorization"));
+    // API answers, errors included, are never sniffed or cached either.
+    for (uri, token) in [
+        ("/v1/jobs", Some(READ)),
+        ("/v1/jobs", None),
+        ("/healthz", None),
+    ] {
+        let (_, h, _) = get(&f.state, uri, token).await;
+        assert_eq!(h["x-content-type-options"], "nosniff", "{uri}");
+        assert_eq!(h["cache-control"], "no-store", "{uri}");
+    }
     // Nothing the console shows comes without a token.
     for uri in [
         "/ui/mix?domain=finance&ratio=1:5",
