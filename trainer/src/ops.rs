@@ -314,6 +314,154 @@ impl candle_core::InplaceOp3 for AdamApply {
     }
 }
 
+/// RMSNorm over the last dimension of `x` [N, H] with weight `w` [H]:
+/// `y = x / √(mean(x²) + ε) · w`.
+#[derive(Clone)]
+pub struct RmsNorm {
+    /// ε.
+    pub eps: f32,
+}
+
+fn rms_dims(xl: &Layout, wl: &Layout) -> Result<(usize, usize)> {
+    let (n, h) = xl.shape().dims2()?;
+    if wl.shape().dims1()? != h {
+        candle_core::bail!("rms norm: weight of {:?} for rows of {h}", wl.dims());
+    }
+    Ok((n, h))
+}
+
+fn inv_rms(x: &[f32], eps: f32) -> f32 {
+    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    1.0 / (ms + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, h) = rms_dims(xl, wl)?;
+        let x = f32_slice(xs, xl, "rms norm")?;
+        let w = f32_slice(ws, wl, "rms norm weight")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h)
+            .zip(x.par_chunks(h))
+            .for_each(|(y, x)| {
+                let r = inv_rms(x, self.eps);
+                for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                    *y = x * r * w;
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = x.apply_op3_no_bwd(w, &grad, &RmsNormBwdX(self.clone()))?;
+        let dw = x.apply_op2_no_bwd(&grad, &RmsNormBwdW(self.clone()))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `dx = r · (g⊙w − x̂ · mean(g⊙w⊙x̂))` with `x̂ = x·r`.
+struct RmsNormBwdX(RmsNorm);
+
+impl candle_core::CustomOp3 for RmsNormBwdX {
+    fn name(&self) -> &'static str {
+        "rms-norm-bwd-x"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, h) = rms_dims(xl, wl)?;
+        let x = f32_slice(xs, xl, "rms norm gradient")?;
+        let w = f32_slice(ws, wl, "rms norm gradient")?;
+        let g = f32_slice(gs, gl, "rms norm gradient")?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(h)
+            .zip(x.par_chunks(h).zip(g.par_chunks(h)))
+            .for_each(|(dx, (x, g))| {
+                let r = inv_rms(x, self.0.eps);
+                let dot: f32 = x
+                    .iter()
+                    .zip(g)
+                    .zip(w)
+                    .map(|((x, g), w)| g * w * x * r)
+                    .sum::<f32>()
+                    / h as f32;
+                for (((d, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(w) {
+                    *d = r * (g * w - x * r * dot);
+                }
+            });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// `dw = Σ_rows g ⊙ x̂`.
+struct RmsNormBwdW(RmsNorm);
+
+impl CustomOp2 for RmsNormBwdW {
+    fn name(&self) -> &'static str {
+        "rms-norm-bwd-w"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        gs: &CpuStorage,
+        gl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, h) = xl.shape().dims2()?;
+        let x = f32_slice(xs, xl, "rms norm gradient")?;
+        let g = f32_slice(gs, gl, "rms norm gradient")?;
+        // Rows in blocks summed in parallel, the blocks' sums added in order (the same bytes on
+        // any thread count).
+        const BLOCK: usize = 64;
+        let partial: Vec<Vec<f32>> = x
+            .par_chunks(h * BLOCK)
+            .zip(g.par_chunks(h * BLOCK))
+            .map(|(x, g)| {
+                let mut acc = vec![0f32; h];
+                for (x, g) in x.chunks(h).zip(g.chunks(h)) {
+                    let r = inv_rms(x, self.0.eps);
+                    for ((a, &x), &g) in acc.iter_mut().zip(x).zip(g) {
+                        *a += g * x * r;
+                    }
+                }
+                acc
+            })
+            .collect();
+        let mut out = vec![0f32; h];
+        for p in partial {
+            for (o, v) in out.iter_mut().zip(p) {
+                *o += v;
+            }
+        }
+        Ok((CpuStorage::F32(out), Shape::from(h)))
+    }
+}
+
 /// Each (row, position)'s first visible key: the start of its packed sample (a padding
 /// position sees only itself).
 pub fn segment_starts(segments: &[u32], rows: usize, len: usize, pad: u32) -> Vec<u32> {
@@ -403,6 +551,46 @@ mod tests {
             gc.get(x.as_tensor()).expect("composed grad"),
             1e-5,
         );
+    }
+
+    #[test]
+    fn rms_norm_matches_the_composed_ops_forward_and_backward() {
+        let (n, h) = (70, 24);
+        let dev = Device::Cpu;
+        let x = Var::from_vec(random(n * h, 5), (n, h), &dev).expect("x");
+        let w = Var::from_vec(random(h, 6), h, &dev).expect("w");
+        let g = Tensor::from_vec(random(n * h, 7), (n, h), &dev).expect("g");
+        let eps = 1e-5;
+        let fused = x
+            .as_tensor()
+            .apply_op2(w.as_tensor(), RmsNorm { eps: eps as f32 })
+            .expect("fused");
+        let ms = x
+            .as_tensor()
+            .sqr()
+            .and_then(|s| s.mean_keepdim(D::Minus1))
+            .expect("ms");
+        let composed = x
+            .as_tensor()
+            .broadcast_div(&(ms + eps).and_then(|m| m.sqrt()).expect("rms"))
+            .and_then(|y| y.broadcast_mul(w.as_tensor()))
+            .expect("composed");
+        close(&fused, &composed, 1e-5);
+        let gf = (&fused * &g)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        let gc = (&composed * &g)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        for v in [&x, &w] {
+            close(
+                gf.get(v.as_tensor()).expect("fused grad"),
+                gc.get(v.as_tensor()).expect("composed grad"),
+                1e-4,
+            );
+        }
     }
 
     #[test]
