@@ -439,7 +439,19 @@ impl Model {
         } else {
             Some(Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?)
         };
+        // On the CPU in f32 one fused pass (and one backward) per tensor.
+        let fused_rope = if fused {
+            Some(crate::ops::Rope {
+                cos: std::sync::Arc::new(cos.flatten_all()?.to_vec1::<f32>()?),
+                sin: std::sync::Arc::new(sin.flatten_all()?.to_vec1::<f32>()?),
+            })
+        } else {
+            None
+        };
         let rope = |x: &Tensor| -> Result<Tensor> {
+            if let Some(op) = &fused_rope {
+                return Ok(x.contiguous()?.apply_op1(op.clone())?);
+            }
             Ok((x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?)?)
         };
         let embed = self.need("model.embed_tokens.weight")?;

@@ -462,6 +462,88 @@ impl CustomOp2 for RmsNormBwdW {
     }
 }
 
+/// Rotary position embedding of queries or keys [B, H, T, D] (the "rotate half" form of Llama
+/// and Qwen2): `y = x·cos + rotate_half(x)·sin`, with cos and sin per (row, position) [B·T, D].
+#[derive(Clone)]
+pub struct Rope {
+    /// cos of each (row, position)'s angles.
+    pub cos: Arc<Vec<f32>>,
+    /// sin of the same.
+    pub sin: Arc<Vec<f32>>,
+}
+
+impl Rope {
+    fn dims(&self, l: &Layout) -> Result<(usize, usize, usize)> {
+        let d = l.dims();
+        if d.len() != 4 || d[3] % 2 != 0 || self.cos.len() != d[0] * d[2] * d[3] {
+            candle_core::bail!("rope: [B, H, T, even D] with tables of B·T·D expected, got {d:?}");
+        }
+        Ok((d[1], d[2], d[3]))
+    }
+
+    /// Apply to `x` rows; `sign` −1 gives the transpose (the backward pass).
+    fn apply(&self, x: &[f32], (h, t, d): (usize, usize, usize), sign: f32) -> Vec<f32> {
+        let half = d / 2;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(d)
+            .zip(x.par_chunks(d))
+            .enumerate()
+            .for_each(|(r, (y, x))| {
+                let at = ((r / (h * t)) * t + r % t) * d;
+                let (c, s) = (&self.cos[at..at + d], &self.sin[at..at + d]);
+                for i in 0..half {
+                    // Forward: y_i = x_i c_i − x_{i+½} s_i, y_{i+½} = x_{i+½} c_{i+½} + x_i s_{i+½}.
+                    // Backward: g_i c_i + g_{i+½} s_{i+½}, g_{i+½} c_{i+½} − g_i s_i.
+                    let j = i + half;
+                    if sign > 0.0 {
+                        y[i] = x[i] * c[i] - x[j] * s[i];
+                        y[j] = x[j] * c[j] + x[i] * s[j];
+                    } else {
+                        y[i] = x[i] * c[i] + x[j] * s[j];
+                        y[j] = x[j] * c[j] - x[i] * s[i];
+                    }
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp1 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = self.dims(l)?;
+        let x = f32_slice(s, l, "rope")?;
+        Ok((CpuStorage::F32(self.apply(x, dims, 1.0)), l.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&RopeBwd(self.clone()))?,
+        ))
+    }
+}
+
+struct RopeBwd(Rope);
+
+impl CustomOp1 for RopeBwd {
+    fn name(&self) -> &'static str {
+        "rope-bwd"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = self.0.dims(l)?;
+        let g = f32_slice(s, l, "rope gradient")?;
+        Ok((
+            CpuStorage::F32(self.0.apply(g, dims, -1.0)),
+            l.shape().clone(),
+        ))
+    }
+}
+
 /// Each (row, position)'s first visible key: the start of its packed sample (a padding
 /// position sees only itself).
 pub fn segment_starts(segments: &[u32], rows: usize, len: usize, pad: u32) -> Vec<u32> {
@@ -591,6 +673,53 @@ mod tests {
                 1e-4,
             );
         }
+    }
+
+    #[test]
+    fn rope_matches_the_composed_ops_forward_and_backward() {
+        let (b, h, t, d) = (2, 3, 5, 8);
+        let dev = Device::Cpu;
+        let x = Var::from_vec(random(b * h * t * d, 8), (b, h, t, d), &dev).expect("x");
+        let g = Tensor::from_vec(random(b * h * t * d, 9), (b, h, t, d), &dev).expect("g");
+        let angles = random(b * t * d, 10);
+        let cos: Vec<f32> = angles.iter().map(|a| a.cos()).collect();
+        let sin: Vec<f32> = angles.iter().map(|a| a.sin()).collect();
+        let fused = x
+            .as_tensor()
+            .apply_op1(Rope {
+                cos: Arc::new(cos.clone()),
+                sin: Arc::new(sin.clone()),
+            })
+            .expect("fused");
+        let c = Tensor::from_vec(cos, (b, 1, t, d), &dev).expect("cos");
+        let s = Tensor::from_vec(sin, (b, 1, t, d), &dev).expect("sin");
+        let xt = x.as_tensor();
+        let rotated = Tensor::cat(
+            &[
+                &xt.narrow(3, d / 2, d / 2)
+                    .and_then(|v| v.neg())
+                    .expect("x2"),
+                &xt.narrow(3, 0, d / 2).expect("x1"),
+            ],
+            3,
+        )
+        .expect("rotate");
+        let composed = (xt.broadcast_mul(&c).expect("xc") + rotated.broadcast_mul(&s).expect("rs"))
+            .expect("rope");
+        close(&fused, &composed, 1e-6);
+        let gf = (&fused * &g)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        let gc = (&composed * &g)
+            .and_then(|l| l.sum_all())
+            .and_then(|l| l.backward())
+            .expect("backward");
+        close(
+            gf.get(xt).expect("fused grad"),
+            gc.get(xt).expect("composed grad"),
+            1e-5,
+        );
     }
 
     #[test]
