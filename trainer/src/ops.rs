@@ -475,7 +475,7 @@ pub struct Rope {
 impl Rope {
     fn dims(&self, l: &Layout) -> Result<(usize, usize, usize)> {
         let d = l.dims();
-        if d.len() != 4 || d[3] % 2 != 0 || self.cos.len() != d[0] * d[2] * d[3] {
+        if d.len() != 4 || !d[3].is_multiple_of(2) || self.cos.len() != d[0] * d[2] * d[3] {
             candle_core::bail!("rope: [B, H, T, even D] with tables of B·T·D expected, got {d:?}");
         }
         Ok((d[1], d[2], d[3]))
