@@ -389,7 +389,7 @@ async fn job_report(
         Some(None) => Err(Problem::new(404, format!("job {id} has no report yet"))),
         Some(Some(r)) => {
             let r = state.config.relative_paths(&r);
-            Ok(([(axum::http::header::CONTENT_TYPE, "application/json")], r).into_response())
+            Ok(json_text(r))
         }
     }
 }
@@ -401,11 +401,7 @@ async fn mix_preview(
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Result<Response, Problem> {
     let json = mix_json(&state, &headers, &q).await?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        json,
-    )
-        .into_response())
+    Ok(json_text(json))
 }
 
 /// The preview `/mix` answers (also drawn by the console), as JSON text.
@@ -427,14 +423,7 @@ pub(crate) async fn mix_json(
     })
     .await
     .map_err(crashed)?
-    .map_err(|e| {
-        let p = Problem::new(422, state.config.relative_paths(&e));
-        if e.starts_with("where") {
-            p.field("where")
-        } else {
-            p
-        }
-    })
+    .map_err(|e| query_problem(state, &e, None))
 }
 
 /// One preview answer, from the cache when the catalog has not changed.
@@ -569,11 +558,7 @@ async fn datasets(
     .map_err(|e| Problem::new(500, state.config.relative_paths(&e)))?;
     // Sources of files in other data roots are absolute: shown relative to their root.
     let text = state.config.relative_paths(&out.to_string());
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        text,
-    )
-        .into_response())
+    Ok(json_text(text))
 }
 
 /// The catalog's totals per group of `by` (rows of samples, turns, tokens, chars, copies),
@@ -611,14 +596,27 @@ pub(crate) async fn catalog_groups(
     )
     .await
     .map_err(crashed)?
-    .map_err(|e| {
-        let p = Problem::new(422, state.config.relative_paths(&e));
-        if e.starts_with("where") {
-            p.field("where")
-        } else {
-            p.field("by")
-        }
-    })
+    .map_err(|e| query_problem(state, &e, Some("by")))
+}
+
+/// A 422 for a query the catalog refused: the `where` field when the condition is at fault,
+/// else `field` (paths in the message relative to their roots).
+fn query_problem(state: &State, e: &str, field: Option<&str>) -> Problem {
+    let p = Problem::new(422, state.config.relative_paths(e));
+    match (e.starts_with("where"), field) {
+        (true, _) => p.field("where"),
+        (false, Some(f)) => p.field(f),
+        (false, None) => p,
+    }
+}
+
+/// A JSON body already encoded.
+fn json_text(body: String) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 /// Most schedules the service keeps (each tick lists and hashes its folder).
@@ -778,11 +776,7 @@ pub struct ApiDoc;
 async fn openapi() -> Response {
     use utoipa::OpenApi;
     match ApiDoc::openapi().to_json() {
-        Ok(json) => (
-            [(axum::http::header::CONTENT_TYPE, "application/json")],
-            json,
-        )
-            .into_response(),
+        Ok(json) => json_text(json),
         Err(e) => internal(e).into_response(),
     }
 }

@@ -33,6 +33,12 @@ pub struct AttnSoftmax {
 }
 
 impl AttnSoftmax {
+    /// The keys query row `r` (of B·H·T) sees: `from..=i`.
+    fn visible(&self, r: usize, h: usize, t: usize) -> (usize, usize) {
+        let (row, i) = (r / (h * t), r % t);
+        ((self.starts[row * t + i] as usize).min(i), i)
+    }
+
     fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
         let d = l.dims();
         if d.len() != 4 || d[2] != d[3] {
@@ -51,13 +57,11 @@ impl CustomOp1 for AttnSoftmax {
         let (_, h, t) = Self::dims(l)?;
         let x = f32_slice(s, l, "attention softmax")?;
         let mut out = vec![0f32; x.len()];
-        let starts = &self.starts;
         out.par_chunks_mut(t)
             .zip(x.par_chunks(t))
             .enumerate()
             .for_each(|(r, (y, x))| {
-                let (row, i) = (r / (h * t), r % t);
-                let from = (starts[row * t + i] as usize).min(i);
+                let (from, i) = self.visible(r, h, t);
                 let seen = &x[from..=i];
                 let m = seen
                     .iter()
@@ -103,13 +107,12 @@ impl CustomOp2 for AttnSoftmaxBwd {
         let y = f32_slice(ys, yl, "attention softmax gradient")?;
         let g = f32_slice(gs, gl, "attention softmax gradient")?;
         let mut out = vec![0f32; y.len()];
-        let (starts, scale) = (&self.0.starts, self.0.scale);
+        let scale = self.0.scale;
         out.par_chunks_mut(t)
             .zip(y.par_chunks(t).zip(g.par_chunks(t)))
             .enumerate()
             .for_each(|(r, (dx, (y, g)))| {
-                let (row, i) = (r / (h * t), r % t);
-                let from = (starts[row * t + i] as usize).min(i);
+                let (from, i) = self.0.visible(r, h, t);
                 let dot: f32 = y[from..=i]
                     .iter()
                     .zip(&g[from..=i])
