@@ -185,11 +185,15 @@ impl ServerConfig {
 
     /// The scope of a bearer token, if it is one of ours.
     pub fn scope_of(&self, token: &str) -> Option<Scope> {
+        self.token(token).map(|t| t.scope)
+    }
+
+    /// The configured token whose hash `token` has.
+    pub fn token(&self, token: &str) -> Option<&TokenSpec> {
         let h = hash_token(token);
         self.tokens
             .iter()
             .find(|t| t.sha256.eq_ignore_ascii_case(&h))
-            .map(|t| t.scope)
     }
 
     /// Whether `p` (after resolving `..` and symlinks) lies inside a data root. The output

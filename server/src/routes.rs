@@ -767,7 +767,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "sluice", description = "Jobs, schedules, mix previews and the catalog of curated training data"),
-    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, mix_preview, datasets, add_schedule, list_schedules, delete_schedule),
+    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, crate::ui::whoami, mix_preview, datasets, add_schedule, list_schedules, delete_schedule),
     components(schemas(Job, Schedule, JobRequest, ScheduleRequest, ProblemBody)),
     modifiers(&BearerAuth)
 )]

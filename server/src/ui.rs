@@ -41,6 +41,42 @@ pub fn routes() -> Router<Arc<State>> {
         .route("/ui/mix", get(mix_view))
         .route("/ui/catalog", get(catalog_view))
         .route("/v1/jobs/{id}/report.html", get(report_page))
+        .route("/v1/whoami", get(whoami))
+}
+
+/// `GET /v1/whoami`: the name and scope of the request's token (what the console shows as
+/// "signed in as"); `anonymous` without one where anonymous reads are allowed.
+#[utoipa::path(get, path = "/v1/whoami", responses((status = 200, description = "{\"name\", \"scope\"}: read, write, metrics or anonymous"), (status = 401, description = "No or unknown token", body = crate::routes::ProblemBody)))]
+pub(crate) async fn whoami(
+    AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let body = match token.map(|t| state.config.token(t)) {
+        Some(Some(t)) => serde_json::json!({
+            "name": t.name,
+            "scope": match t.scope {
+                crate::config::Scope::Read => "read",
+                crate::config::Scope::Write => "write",
+                crate::config::Scope::Metrics => "metrics",
+            },
+        }),
+        Some(None) => return Err(Problem::new(401, "unknown token")),
+        None if state.config.anonymous_read => {
+            serde_json::json!({ "name": null, "scope": "anonymous" })
+        }
+        None => {
+            return Err(Problem::new(
+                401,
+                "a bearer token is required (Authorization: Bearer …)",
+            ))
+        }
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 fn with_headers(mut resp: Response, content_type: &'static str, policy: &'static str) -> Response {

@@ -68,12 +68,19 @@ async fn the_page_and_script_are_open_hold_no_data_and_allow_only_their_own_scri
         assert_eq!(h["x-content-type-options"], "nosniff", "{uri}");
         assert_eq!(h["cache-control"], "no-store", "{uri}");
     }
+    // Who the token is, for the console's header.
+    let (s, me) = call(&f.state, "GET", "/v1/whoami", Some(READ), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(me, serde_json::json!({"name": "r", "scope": "read"}));
+    let (s, _) = call(&f.state, "GET", "/v1/whoami", Some("wrong"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
     // Nothing the console shows comes without a token.
     for uri in [
         "/ui/mix?domain=finance&ratio=1:5",
         "/ui/catalog",
         "/v1/jobs/j-000001/report.html",
         "/v1/datasets?by=task",
+        "/v1/whoami",
     ] {
         let (s, _, body) = get(&f.state, uri, None).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{uri}: {body}");

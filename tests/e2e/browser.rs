@@ -198,6 +198,11 @@ fn the_console_signs_in_submits_a_job_opens_its_report_and_previews_a_mix() {
     b.eval(&type_into("#token", TOKEN));
     b.eval(&click("#signin"));
     b.wait_for("document.querySelector('#jobs-table')", "the jobs view", 30);
+    b.wait_for(
+        "document.querySelector('#who').textContent === 'signed in as t (write)'",
+        "who is signed in",
+        30,
+    );
     // The token lasts for the tab: loading the page again goes straight to the jobs.
     b.navigate(&format!("{ui}#jobs"));
     b.wait_for(

@@ -482,7 +482,12 @@ async function route() {
     return;
   }
   document.getElementById('nav').hidden = false;
-  document.getElementById('who').textContent = sessionStorage.getItem(KEY) ? 'signed in' : 'anonymous';
+  const who = document.getElementById('who');
+  if (!who.textContent) {
+    api('/v1/whoami').then(
+      (w) => { who.textContent = w.name ? 'signed in as ' + w.name + ' (' + w.scope + ')' : 'anonymous (read)'; },
+      () => { who.textContent = 'signed in'; });
+  }
   const hash = decodeURIComponent(location.hash.slice(1)) || 'jobs';
   const [name, arg] = hash.split(/\/(.*)/s);
   for (const a of document.querySelectorAll('#nav a[data-view]')) {
@@ -504,6 +509,7 @@ document.addEventListener('DOMContentLoaded', () => {
   document.getElementById('signout').addEventListener('click', (ev) => {
     ev.preventDefault();
     sessionStorage.clear();
+    document.getElementById('who').textContent = '';
     showLogin('Signed out.');
   });
   const token = sessionStorage.getItem(KEY);
