@@ -250,11 +250,7 @@ fn examples(h: &mut String, r: &Report) {
             if last.is_some() {
                 h.push_str("</ul>");
             }
-            let kind = r
-                .stages
-                .iter()
-                .find(|s| s.index == e.stage)
-                .map_or("", |s| s.kind.as_str());
+            let kind = stage_kind(r, e.stage);
             let _ = write!(
                 h,
                 "<h3>stages[{}] {} · {}</h3><ul class=\"examples\">",
@@ -278,6 +274,14 @@ fn examples(h: &mut String, r: &Report) {
     h.push_str("</ul>");
 }
 
+/// The `type` of `stages[index]` ("" if the report has no such stage).
+fn stage_kind(r: &Report, index: usize) -> &str {
+    r.stages
+        .iter()
+        .find(|s| s.index == index)
+        .map_or("", |s| s.kind.as_str())
+}
+
 /// What rewriting stages changed: the first few changes of each, as word diffs.
 fn rewrites(h: &mut String, r: &Report) {
     if r.rewrites.is_empty() {
@@ -290,11 +294,7 @@ fn rewrites(h: &mut String, r: &Report) {
             if last.is_some() {
                 h.push_str("</ul>");
             }
-            let kind = r
-                .stages
-                .iter()
-                .find(|s| s.index == e.stage)
-                .map_or("", |s| s.kind.as_str());
+            let kind = stage_kind(r, e.stage);
             let _ = write!(
                 h,
                 "<h3>stages[{}] {}</h3><ul class=\"examples\">",

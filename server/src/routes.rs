@@ -146,19 +146,23 @@ pub(crate) fn crashed(e: tokio::task::JoinError) -> Problem {
 
 /// The scope of the request's bearer token: Ok(None) when it has none.
 fn token_scope(state: &State, headers: &HeaderMap) -> Result<Option<Scope>, Problem> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match token.map(|t| state.config.scope_of(t)) {
+    match bearer(headers).map(|t| state.config.scope_of(t)) {
         None => Ok(None),
         Some(None) => Err(Problem::new(401, "unknown token")),
         Some(Some(s)) => Ok(Some(s)),
     }
 }
 
-fn token_required() -> Problem {
+/// The request's bearer token, if it has one.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+}
+
+pub(crate) fn token_required() -> Problem {
     Problem::new(401, "a bearer token is required (Authorization: Bearer …)")
 }
 

@@ -51,30 +51,13 @@ pub(crate) async fn whoami(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let body = match token.map(|t| state.config.token(t)) {
-        Some(Some(t)) => serde_json::json!({
-            "name": t.name,
-            "scope": match t.scope {
-                crate::config::Scope::Read => "read",
-                crate::config::Scope::Write => "write",
-                crate::config::Scope::Metrics => "metrics",
-            },
-        }),
+    let body = match crate::routes::bearer(&headers).map(|t| state.config.token(t)) {
+        Some(Some(t)) => serde_json::json!({ "name": t.name, "scope": t.scope }),
         Some(None) => return Err(Problem::new(401, "unknown token")),
         None if state.config.anonymous_read => {
             serde_json::json!({ "name": null, "scope": "anonymous" })
         }
-        None => {
-            return Err(Problem::new(
-                401,
-                "a bearer token is required (Authorization: Bearer …)",
-            ))
-        }
+        None => return Err(crate::routes::token_required()),
     };
     Ok(axum::Json(body).into_response())
 }

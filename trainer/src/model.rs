@@ -428,16 +428,21 @@ impl Model {
         // On the CPU in f32 the mask is generated inside a fused softmax from where each
         // position's packed sample starts; elsewhere it is an added bias.
         let fused = dev.is_cpu() && self.dtype == DType::F32;
-        let starts = std::sync::Arc::new(crate::ops::segment_starts(
-            &batch.segments,
-            b,
-            t,
-            crate::data::PAD_SEGMENT,
-        ));
+        enum Mask {
+            /// Each position's first visible key, for the fused softmax.
+            Starts(std::sync::Arc<Vec<u32>>),
+            /// The additive bias [B, 1, T, T].
+            Bias(Tensor),
+        }
         let mask = if fused {
-            None
+            Mask::Starts(std::sync::Arc::new(crate::ops::segment_starts(
+                &batch.segments,
+                b,
+                t,
+                crate::data::PAD_SEGMENT,
+            )))
         } else {
-            Some(Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?)
+            Mask::Bias(Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?)
         };
         // On the CPU in f32 one fused pass (and one backward) per tensor.
         let fused_rope = if fused {
@@ -505,11 +510,11 @@ impl Model {
                 (expand(k)?, expand(v)?)
             };
             let probs = match &mask {
-                None => q.matmul(&k.t()?)?.apply_op1(crate::ops::AttnSoftmax {
+                Mask::Starts(starts) => q.matmul(&k.t()?)?.apply_op1(crate::ops::AttnSoftmax {
                     starts: starts.clone(),
                     scale: scale as f32,
                 })?,
-                Some(mask) => {
+                Mask::Bias(mask) => {
                     let scores = (q.matmul(&k.t()?)? * scale)?
                         .to_dtype(DType::F32)?
                         .broadcast_add(mask)?;

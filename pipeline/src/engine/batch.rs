@@ -398,14 +398,7 @@ impl Engine<'_> {
     }
 
     pub(in crate::engine) fn reject(&mut self, input: usize, reject: Reject) -> Result<()> {
-        self.tally.reject(input, &reject.file);
-        self.tally.reject_example(
-            &reject.input,
-            &reject.file,
-            reject.line,
-            reject.record,
-            &reject.error,
-        );
+        self.tally.reject(input, &reject);
         let mut line = serde_json::to_vec(&reject).map_err(|e| Error::Output {
             path: self.rejects_path.clone(),
             message: format!("cannot encode a reject: {e}"),

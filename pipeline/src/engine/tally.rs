@@ -104,8 +104,9 @@ impl Tally {
         }
     }
 
-    /// Count one rejected record of `file` in `input`.
-    pub(in crate::engine) fn reject(&mut self, input: usize, file: &str) {
+    /// Count one rejected record of input `input` (by its file), and keep it as an example if
+    /// the input has few.
+    pub(in crate::engine) fn reject(&mut self, input: usize, reject: &super::batch::Reject) {
         if let Some(r) = self.inputs.get_mut(input) {
             r.rejected += 1;
         }
@@ -113,8 +114,21 @@ impl Tally {
             .file_rejects
             .entry(input)
             .or_default()
-            .entry(file.to_string())
+            .entry(reject.file.clone())
             .or_default() += 1;
+        if crate::report::wants_reject(&self.rejects, &reject.input) {
+            let mut error = masked(&reject.error);
+            if error.chars().count() > 300 {
+                error = error.chars().take(300).collect::<String>() + "…";
+            }
+            self.rejects.push(crate::report::RejectExample {
+                input: reject.input.clone(),
+                file: reject.file.clone(),
+                line: reject.line,
+                record: reject.record,
+                error,
+            });
+        }
     }
 
     /// Add another part's counts (a task's): sums, and its files after ours.
@@ -164,30 +178,6 @@ impl Tally {
             if crate::report::wants_reject(&self.rejects, &r.input) {
                 self.rejects.push(r.clone());
             }
-        }
-    }
-
-    /// Keep a rejected record of `input` as an example if the input has few.
-    pub(in crate::engine) fn reject_example(
-        &mut self,
-        input: &str,
-        file: &str,
-        line: u64,
-        record: u64,
-        error: &str,
-    ) {
-        if crate::report::wants_reject(&self.rejects, input) {
-            let mut error = masked(error);
-            if error.chars().count() > 300 {
-                error = error.chars().take(300).collect::<String>() + "…";
-            }
-            self.rejects.push(crate::report::RejectExample {
-                input: input.to_string(),
-                file: file.to_string(),
-                line,
-                record,
-                error,
-            });
         }
     }
 
@@ -352,8 +342,19 @@ mod tests {
             rewrites: Vec::new(),
         };
         t.lengths.chars_read.add(read);
-        for _ in 0..(read - kept - dropped) {
-            t.reject(0, file);
+        for record in 0..(read - kept - dropped) {
+            t.reject(
+                0,
+                &super::super::batch::Reject {
+                    input: "in".into(),
+                    file: file.into(),
+                    line: record + 1,
+                    record: record + 1,
+                    split: None,
+                    error: "broken".into(),
+                    snippet: String::new(),
+                },
+            );
         }
         t
     }
