@@ -86,6 +86,21 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                 until.unwrap_or(steps).min(steps),
                 output.join("metrics.jsonl").display()
             );
+            let on = trainer.config().train.activation_checkpointing;
+            let mib = |b: f64| b / 1048576.0;
+            eprintln!(
+                "each micro-batch holds about {:.0} MiB of activations and gradients \
+                 (activation checkpointing {}; {} it would be about {:.0} MiB){}",
+                mib(trainer.step_memory(on).total),
+                if on { "on" } else { "off" },
+                if on { "without" } else { "with" },
+                mib(trainer.step_memory(!on).total),
+                if trainer.model().lora().is_some() {
+                    "; more with LoRA, where candle also keeps gradients of frozen operands"
+                } else {
+                    ""
+                }
+            );
             // One line per step on a terminal; in a log, about a hundred lines a run.
             let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let stop = until.unwrap_or(steps).min(steps).max(1);
@@ -283,6 +298,9 @@ pub struct BenchTrainArgs {
     /// Timed steps (after two warm-up steps).
     #[arg(long, default_value_t = 10)]
     pub steps: u64,
+    /// With activation checkpointing (each layer recomputed in the backward pass).
+    #[arg(long)]
+    pub checkpointing: bool,
 }
 
 /// Training tokens per second on this machine for a small Llama-shaped model.
@@ -317,8 +335,8 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
         let toml = format!(
             "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
              seq_len = {}\nbatch_size = {}\n[optim]\nlr = 1e-3\n[train]\nsteps = {total}\n\
-             device = \"cpu\"\nprecision = \"f32\"\n",
-            a.seq_len, a.batch
+             device = \"cpu\"\nprecision = \"f32\"\nactivation_checkpointing = {}\n",
+            a.seq_len, a.batch, a.checkpointing
         );
         std::fs::write(a.dir.join("train.toml"), toml)?;
     }
@@ -333,10 +351,15 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let tokens = a.steps as f64 * (a.batch * (a.seq_len - 1)) as f64;
     println!(
-        "sluice (candle, CPU, f32, {} threads): {:.1}M parameters, batch {} × {} tokens: \
+        "sluice (candle, CPU, f32, {} threads{}): {:.1}M parameters, batch {} × {} tokens: \
          {:.0} tokens/s, {:.0} ms/step (forward, backward, clip, AdamW); loss {:.4} -> {:.4}; \
-         {:.1} s in all",
+         {:.1} s in all; a micro-batch holds about {:.0} MiB (estimate)",
         candle_core_threads(),
+        if a.checkpointing {
+            ", activation checkpointing"
+        } else {
+            ""
+        },
         params as f64 / 1e6,
         a.batch,
         a.seq_len,
@@ -344,7 +367,8 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
         secs * 1e3 / a.steps as f64,
         s.losses.first().copied().unwrap_or(f64::NAN),
         s.losses.last().copied().unwrap_or(f64::NAN),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        trainer.step_memory(a.checkpointing).total / 1048576.0
     );
     println!(
         "baseline: python3 trainer/bench/torch_step.py {} (same model, batch and step in PyTorch)",

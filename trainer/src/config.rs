@@ -392,6 +392,11 @@ pub struct TrainSection {
     /// Dtype of the final weights: `auto` (as loaded; f32 from scratch), `f32`, `bf16`, `f16`.
     #[serde(default = "default_auto")]
     pub save_dtype: String,
+    /// Activation checkpointing: keep only each layer's input through the forward pass and
+    /// recompute the layer during the backward pass (about one more forward pass of compute
+    /// for activations about `layers` times smaller).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 fn default_auto() -> String {

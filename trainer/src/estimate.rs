@@ -165,6 +165,147 @@ pub fn estimate(shape: &Shape, s: &Settings) -> Estimate {
     }
 }
 
+/// One micro-batch of this trainer, for [`step_memory`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepShape {
+    /// Sequences in the micro-batch.
+    pub rows: usize,
+    /// Tokens per sequence.
+    pub seq_len: usize,
+    /// Bytes per value of the compute dtype (4 for f32, 2 for bf16).
+    pub precision_bytes: usize,
+    /// The fused CPU f32 ops (softmax, cross-entropy, RMSNorm, RoPE) rather than composed ones.
+    pub fused: bool,
+    /// Activation checkpointing.
+    pub checkpointing: bool,
+    /// Trainable parameters (their gradients are held).
+    pub trainable_params: usize,
+    /// The adapters, when training LoRA.
+    pub lora: Option<crate::model::Lora>,
+}
+
+/// Heap bytes one micro-batch's forward and backward pass holds on top of the weights and the
+/// optimizer state, by term, for this trainer's model (not the generic formula of
+/// [`estimate`]): every tensor the autograd graph keeps is counted from the shapes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMemory {
+    /// Kept from the forward pass until the backward pass is done: every layer's activations,
+    /// or with checkpointing only each layer's input.
+    pub activations: f64,
+    /// With checkpointing, the larger of the two phases of the backward pass: one layer
+    /// recomputed with its backward frontier, or the final norm and LM head with theirs.
+    pub recomputed: f64,
+    /// The trainable parameters' gradients (f32).
+    pub gradients: f64,
+    /// The largest set of gradients in flight at once during the backward pass (without
+    /// checkpointing; with it they are part of `recomputed`).
+    pub transient: f64,
+    /// Sum.
+    pub total: f64,
+}
+
+/// What one micro-batch holds beyond weights and optimizer state ([`StepMemory`]).
+///
+/// Per layer the graph keeps, in elements of N = rows·seq tokens: two norm outputs; q, k and v
+/// as projected and as reshaped to heads; q and k after RoPE; k and v repeated to every head
+/// under grouped-query attention; attention scores and probabilities (rows·heads·seq² each);
+/// the attention output and its transpose; the o and down projections and both residual sums;
+/// gate, up, SiLU(gate) and their product; plus LoRA's dropout mask, masked input and low-rank
+/// path where adapters are attached. The head keeps the final norm and the logits (N·V), and its
+/// backward pass holds three N·V buffers at once (the incoming gradient, the zeros it is added
+/// to and the sum). The CPU f32 path is measured against this in `trainer/tests/memory.rs`
+/// (full fine-tuning, within 20%); the composed ops used on CUDA are counted the same way
+/// (their intermediates included) but not measured. With LoRA the measured peak is higher than
+/// this count: candle computes and keeps until the end of the backward pass a gradient for every
+/// frozen operand (base weights, dropout masks, activations of untracked layers), which the
+/// count leaves out.
+pub fn step_memory(c: &crate::config::ModelConfig, s: &StepShape) -> StepMemory {
+    let f = |x: usize| x as f64;
+    let p = f(s.precision_bytes);
+    let (h, i, v) = (f(c.hidden_size), f(c.intermediate_size), f(c.vocab_size));
+    let q = f(c.num_attention_heads * c.head_dim);
+    let kv = f(c.num_key_value_heads * c.head_dim);
+    let n = f(s.rows * s.seq_len);
+    let scores = f(s.rows * c.num_attention_heads) * f(s.seq_len) * f(s.seq_len);
+    let widen = if s.precision_bytes == 4 { 0.0 } else { 4.0 };
+    // Bytes one norm keeps per element: the fused output, or the f32 square, the normalized
+    // value, its cast back and the scaled output.
+    let norm = if s.fused { p } else { widen + 8.0 + 2.0 * p };
+    // RoPE: the fused output, or x·cos, −x₂, the halves joined, ·sin and the sum (4.5 tensors).
+    let rope = if s.fused { p } else { 4.5 * p };
+    let gqa = if c.num_key_value_heads == c.num_attention_heads {
+        0.0
+    } else {
+        2.0 * q
+    };
+    let mut layer = n
+        * (2.0 * norm * h
+            + p * (2.0 * q + 4.0 * kv)
+            + rope * (q + kv)
+            + p * (gqa + 2.0 * q + 4.0 * h + 4.0 * i));
+    // Scores and probabilities; composed: scaled scores, their f32 cast, the masked scores,
+    // shifted, exponentiated, normalized, and cast back.
+    layer += scores
+        * if s.fused {
+            8.0
+        } else {
+            2.0 * p + widen + 16.0 + p
+        };
+    if let Some(lora) = &s.lora {
+        let dims = |m: &str| match m {
+            "q_proj" => (h, q),
+            "k_proj" | "v_proj" => (h, kv),
+            "o_proj" => (q, h),
+            "gate_proj" | "up_proj" => (h, i),
+            _ => (i, h),
+        };
+        for t in &lora.targets {
+            let (inp, out) = dims(t);
+            let dropout = if lora.dropout > 0.0 { 2.0 * inp } else { 0.0 };
+            layer += n * p * (dropout + f(lora.rank) + 3.0 * out);
+        }
+    }
+    // Shared by every layer: the gathered RoPE tables (and their copies for the fused op) and
+    // the segment starts, or the additive mask.
+    let pass = if s.fused {
+        n * f(c.head_dim) * (2.0 * p + 8.0) + 4.0 * n
+    } else {
+        n * f(c.head_dim) * 2.0 * p + 4.0 * scores / f(c.num_attention_heads)
+    };
+    let embedded = n * h * p;
+    // Final norm, logits (and their f32 cast), the per-token losses and the op's copies of
+    // targets and mask.
+    let head = n * (norm * h + p * v + widen * v + 12.0);
+    let head_backward = 3.0 * 4.0 * n * v;
+    // One layer's backward frontier, in the attention: the probabilities' gradient, the scores'
+    // gradient, the zeros candle adds it to and the sum (4 score-sized f32 buffers), while the
+    // value gradient's product reads the transposed probabilities through gemm's packing
+    // (about 2.5 more, measured).
+    let layer_backward = 6.5 * 4.0 * scores;
+    let gradients = 4.0 * f(s.trainable_params);
+    let layers = f(c.num_hidden_layers);
+    let (activations, recomputed, transient) = if s.checkpointing {
+        // The top layer's output as a fresh variable; each layer's input as a variable, the
+        // product with the incoming gradient and that gradient.
+        let head_phase = head + n * h * p + head_backward;
+        let layer_phase = layer + 3.0 * n * h * p + layer_backward;
+        (pass + layers * n * h * p, head_phase.max(layer_phase), 0.0)
+    } else {
+        (
+            pass + embedded + layers * layer + head,
+            0.0,
+            head_backward.max(layer_backward),
+        )
+    };
+    StepMemory {
+        activations,
+        recomputed,
+        gradients,
+        transient,
+        total: activations + recomputed + gradients + transient,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

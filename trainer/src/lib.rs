@@ -6,13 +6,18 @@
 //!   samples with positions and attention reset per sample;
 //! - [`optim`]: AdamW with decoupled decay, warm-up + cosine schedule, clipping;
 //! - [`train`]: the loop, validation, early stopping, checkpoints, exact resume, spike rollback;
-//! - [`estimate`]: memory for full fine-tuning, LoRA and QLoRA.
+//! - [`grads`]: one micro-batch's loss and gradients, with or without activation checkpointing;
+//! - [`ops`]: fused CPU f32 ops with hand-written backward (attention softmax with the mask
+//!   generated, masked cross-entropy, RMSNorm, RoPE, in-place AdamW);
+//! - [`dist`]: data parallel across processes (gradients summed over TCP);
+//! - [`estimate`]: memory for full fine-tuning, LoRA and QLoRA, and this trainer's step memory.
 
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod dist;
 pub mod estimate;
+pub mod grads;
 pub mod model;
 pub mod ops;
 pub mod optim;

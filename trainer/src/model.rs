@@ -13,6 +13,7 @@ use crate::{Error, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Low-rank adapters attached to the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +26,25 @@ pub struct Lora {
     pub dropout: f64,
     /// Projection names that carry adapters.
     pub targets: Vec<String>,
+}
+
+/// How attention is masked in one pass.
+pub(crate) enum Mask {
+    /// Each position's first visible key, for the fused softmax (CPU, f32).
+    Starts(Arc<Vec<u32>>),
+    /// The additive bias [B, 1, T, T].
+    Bias(Tensor),
+}
+
+/// What the layers of one batch's pass share.
+pub(crate) struct Pass {
+    rows: usize,
+    len: usize,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Mask,
+    /// The fused RoPE (CPU, f32), else composed from `cos` and `sin`.
+    rope: Option<crate::ops::Rope>,
 }
 
 /// The model: configuration, parameters and RoPE tables.
@@ -115,8 +135,8 @@ pub fn masked_nll_sum(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Resul
     let logits = logits.to_dtype(DType::F32)?;
     if logits.device().is_cpu() {
         let op = crate::ops::MaskedNll {
-            targets: std::sync::Arc::new(targets.to_vec1::<u32>()?),
-            mask: std::sync::Arc::new(mask.to_dtype(DType::F32)?.to_vec1::<f32>()?),
+            targets: Arc::new(targets.to_vec1::<u32>()?),
+            mask: Arc::new(mask.to_dtype(DType::F32)?.to_vec1::<f32>()?),
         };
         return Ok(logits.contiguous()?.apply_op1(op)?.sum_all()?);
     }
@@ -403,15 +423,13 @@ impl Model {
         Ok(y)
     }
 
-    /// Logits [B·T, V] for a batch. `dropout` is the training generator (LoRA dropout); `None`
-    /// evaluates.
-    pub fn forward(&self, batch: &Batch, mut dropout: Option<&mut Rng>) -> Result<Tensor> {
-        let c = &self.config;
+    /// What every layer of one batch's pass shares: RoPE tables gathered at the batch's
+    /// positions and the attention mask.
+    pub(crate) fn pass(&self, batch: &Batch) -> Result<Pass> {
+        let hd = self.config.head_dim;
         let (b, t) = (batch.rows, batch.len);
         let n = b * t;
-        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let dev = &self.device;
-        let ids = Tensor::from_slice(&batch.inputs, n, dev)?;
         let pos = Tensor::from_slice(&batch.positions, n, dev)?;
         if batch
             .positions
@@ -426,132 +444,149 @@ impl Model {
         let cos = self.cos.index_select(&pos, 0)?.reshape((b, 1, t, hd))?;
         let sin = self.sin.index_select(&pos, 0)?.reshape((b, 1, t, hd))?;
         // On the CPU in f32 the mask is generated inside a fused softmax from where each
-        // position's packed sample starts; elsewhere it is an added bias.
+        // position's packed sample starts, and RoPE is one fused pass (and one backward) per
+        // tensor; elsewhere the mask is an added bias and RoPE is composed.
         let fused = dev.is_cpu() && self.dtype == DType::F32;
-        enum Mask {
-            /// Each position's first visible key, for the fused softmax.
-            Starts(std::sync::Arc<Vec<u32>>),
-            /// The additive bias [B, 1, T, T].
-            Bias(Tensor),
-        }
-        let mask = if fused {
-            Mask::Starts(std::sync::Arc::new(crate::ops::segment_starts(
-                &batch.segments,
-                b,
-                t,
-                crate::data::PAD_SEGMENT,
-            )))
+        let (mask, rope) = if fused {
+            let starts =
+                crate::ops::segment_starts(&batch.segments, b, t, crate::data::PAD_SEGMENT);
+            let rope = crate::ops::Rope {
+                cos: Arc::new(cos.flatten_all()?.to_vec1::<f32>()?),
+                sin: Arc::new(sin.flatten_all()?.to_vec1::<f32>()?),
+            };
+            (Mask::Starts(Arc::new(starts)), Some(rope))
         } else {
-            Mask::Bias(Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?)
+            let bias = Tensor::from_vec(batch.attention_bias(), (b, 1, t, t), dev)?;
+            (Mask::Bias(bias), None)
         };
-        // On the CPU in f32 one fused pass (and one backward) per tensor.
-        let fused_rope = if fused {
-            Some(crate::ops::Rope {
-                cos: std::sync::Arc::new(cos.flatten_all()?.to_vec1::<f32>()?),
-                sin: std::sync::Arc::new(sin.flatten_all()?.to_vec1::<f32>()?),
-            })
-        } else {
-            None
-        };
+        Ok(Pass {
+            rows: b,
+            len: t,
+            cos,
+            sin,
+            mask,
+            rope,
+        })
+    }
+
+    /// The token embeddings of a batch, [B·T, H].
+    pub(crate) fn embed(&self, batch: &Batch) -> Result<Tensor> {
+        let ids = Tensor::from_slice(&batch.inputs, batch.rows * batch.len, &self.device)?;
+        Ok(self
+            .need("model.embed_tokens.weight")?
+            .index_select(&ids, 0)?)
+    }
+
+    /// Decoder layer `l` on the residual stream `x` [B·T, H].
+    pub(crate) fn layer(
+        &self,
+        l: usize,
+        x: &Tensor,
+        pass: &Pass,
+        mut dropout: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = (pass.rows, pass.len);
+        let n = b * t;
+        let (nh, nkv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let rope = |x: &Tensor| -> Result<Tensor> {
-            if let Some(op) = &fused_rope {
+            if let Some(op) = &pass.rope {
                 return Ok(x.contiguous()?.apply_op1(op.clone())?);
             }
-            Ok((x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?)?)
+            Ok((x.broadcast_mul(&pass.cos)? + rotate_half(x)?.broadcast_mul(&pass.sin)?)?)
         };
-        let embed = self.need("model.embed_tokens.weight")?;
-        let mut x = embed.index_select(&ids, 0)?; // [N, H]
         let scale = 1.0 / (hd as f64).sqrt();
-        for l in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let xn = rms_norm(
-                &x,
-                &self.need(&format!("{p}.input_layernorm.weight"))?,
-                c.rms_norm_eps,
-            )?;
-            let heads = |y: Tensor, h: usize| -> Result<Tensor> {
-                Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
-            };
-            let q = heads(
-                self.linear(
-                    &xn,
-                    &format!("{p}.self_attn.q_proj"),
-                    dropout.as_deref_mut(),
-                )?,
-                nh,
-            )?;
-            let k = heads(
-                self.linear(
-                    &xn,
-                    &format!("{p}.self_attn.k_proj"),
-                    dropout.as_deref_mut(),
-                )?,
-                nkv,
-            )?;
-            let v = heads(
-                self.linear(
-                    &xn,
-                    &format!("{p}.self_attn.v_proj"),
-                    dropout.as_deref_mut(),
-                )?,
-                nkv,
-            )?;
-            let (q, k) = (rope(&q)?, rope(&k)?);
-            let (k, v) = if nkv == nh {
-                (k, v)
-            } else {
-                let rep = nh / nkv;
-                let expand = |x: Tensor| -> Result<Tensor> {
-                    Ok(x.unsqueeze(2)?
-                        .broadcast_as((b, nkv, rep, t, hd))?
-                        .contiguous()?
-                        .reshape((b, nh, t, hd))?)
-                };
-                (expand(k)?, expand(v)?)
-            };
-            let probs = match &mask {
-                Mask::Starts(starts) => q.matmul(&k.t()?)?.apply_op1(crate::ops::AttnSoftmax {
-                    starts: starts.clone(),
-                    scale: scale as f32,
-                })?,
-                Mask::Bias(mask) => {
-                    let scores = (q.matmul(&k.t()?)? * scale)?
-                        .to_dtype(DType::F32)?
-                        .broadcast_add(mask)?;
-                    softmax_last(&scores)?.to_dtype(self.dtype)?
-                }
-            };
-            let att = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((n, nh * hd))?;
-            let o = self.linear(
-                &att,
-                &format!("{p}.self_attn.o_proj"),
+        let p = format!("model.layers.{l}");
+        let xn = rms_norm(
+            x,
+            &self.need(&format!("{p}.input_layernorm.weight"))?,
+            c.rms_norm_eps,
+        )?;
+        let heads = |y: Tensor, h: usize| -> Result<Tensor> {
+            Ok(y.reshape((b, t, h, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let mut project = |name: &str, h: usize| -> Result<Tensor> {
+            let y = self.linear(
+                &xn,
+                &format!("{p}.self_attn.{name}"),
                 dropout.as_deref_mut(),
             )?;
-            x = (x + o)?;
-            let xn = rms_norm(
-                &x,
-                &self.need(&format!("{p}.post_attention_layernorm.weight"))?,
-                c.rms_norm_eps,
-            )?;
-            let gate = self.linear(&xn, &format!("{p}.mlp.gate_proj"), dropout.as_deref_mut())?;
-            let up = self.linear(&xn, &format!("{p}.mlp.up_proj"), dropout.as_deref_mut())?;
-            let down = self.linear(
-                &(gate.silu()? * up)?,
-                &format!("{p}.mlp.down_proj"),
-                dropout.as_deref_mut(),
-            )?;
-            x = (x + down)?;
-        }
-        let xn = rms_norm(&x, &self.need("model.norm.weight")?, c.rms_norm_eps)?;
+            heads(y, h)
+        };
+        let q = project("q_proj", nh)?;
+        let k = project("k_proj", nkv)?;
+        let v = project("v_proj", nkv)?;
+        let (q, k) = (rope(&q)?, rope(&k)?);
+        let (k, v) = if nkv == nh {
+            (k, v)
+        } else {
+            let rep = nh / nkv;
+            let expand = |x: Tensor| -> Result<Tensor> {
+                Ok(x.unsqueeze(2)?
+                    .broadcast_as((b, nkv, rep, t, hd))?
+                    .contiguous()?
+                    .reshape((b, nh, t, hd))?)
+            };
+            (expand(k)?, expand(v)?)
+        };
+        let probs = match &pass.mask {
+            Mask::Starts(starts) => q.matmul(&k.t()?)?.apply_op1(crate::ops::AttnSoftmax {
+                starts: starts.clone(),
+                scale: scale as f32,
+            })?,
+            Mask::Bias(mask) => {
+                let scores = (q.matmul(&k.t()?)? * scale)?
+                    .to_dtype(DType::F32)?
+                    .broadcast_add(mask)?;
+                softmax_last(&scores)?.to_dtype(self.dtype)?
+            }
+        };
+        let att = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((n, nh * hd))?;
+        let o = self.linear(
+            &att,
+            &format!("{p}.self_attn.o_proj"),
+            dropout.as_deref_mut(),
+        )?;
+        let x = (x + o)?;
+        let xn = rms_norm(
+            &x,
+            &self.need(&format!("{p}.post_attention_layernorm.weight"))?,
+            c.rms_norm_eps,
+        )?;
+        let gate = self.linear(&xn, &format!("{p}.mlp.gate_proj"), dropout.as_deref_mut())?;
+        let up = self.linear(&xn, &format!("{p}.mlp.up_proj"), dropout.as_deref_mut())?;
+        let down = self.linear(
+            &(gate.silu()? * up)?,
+            &format!("{p}.mlp.down_proj"),
+            dropout,
+        )?;
+        Ok((x + down)?)
+    }
+
+    /// Logits [B·T, V] from the last layer's output: the final norm and the LM head.
+    pub(crate) fn head(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.config;
+        let xn = rms_norm(x, &self.need("model.norm.weight")?, c.rms_norm_eps)?;
         let head = match self.weight("lm_head.weight")? {
             Some(w) => w,
-            None => embed,
+            None => self.need("model.embed_tokens.weight")?,
         };
         Ok(xn.matmul(&head.t()?)?)
+    }
+
+    /// Logits [B·T, V] for a batch. `dropout` is the training generator (LoRA dropout); `None`
+    /// evaluates.
+    pub fn forward(&self, batch: &Batch, mut dropout: Option<&mut Rng>) -> Result<Tensor> {
+        let pass = self.pass(batch)?;
+        let mut x = self.embed(batch)?;
+        for l in 0..self.config.num_hidden_layers {
+            x = self.layer(l, &x, &pass, dropout.as_deref_mut())?;
+        }
+        self.head(&x)
     }
 
     /// The base weights under HF names, adapters merged in (W + scale·B·A), as f32 tensors.

@@ -282,9 +282,31 @@ impl Trainer {
         &self.model
     }
 
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
     /// The state.
     pub fn state(&self) -> &State {
         &self.state
+    }
+
+    /// What one micro-batch holds beyond weights and optimizer state, with activation
+    /// checkpointing on or off ([`crate::estimate::step_memory`]).
+    pub fn step_memory(&self, checkpointing: bool) -> crate::estimate::StepMemory {
+        let m = &self.model;
+        let shape = crate::estimate::StepShape {
+            rows: self.cfg.data.batch_size,
+            // A batch holds seq_len − 1 positions (inputs and their next-token targets).
+            seq_len: self.cfg.data.seq_len - 1,
+            precision_bytes: m.dtype().size_in_bytes(),
+            fused: m.device().is_cpu() && m.dtype() == DType::F32,
+            checkpointing,
+            trainable_params: m.trainable().values().map(|v| v.elem_count()).sum(),
+            lora: m.lora().cloned(),
+        };
+        crate::estimate::step_memory(&m.config, &shape)
     }
 
     fn spike_detection(&self) -> bool {
@@ -541,22 +563,25 @@ impl Trainer {
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         let mut loss = 0f64;
         let mut tokens = 0usize;
+        let recompute = self.cfg.train.activation_checkpointing;
         for b in &batches {
             tokens += b.tokens;
-            let logits = self.model.forward(b, Some(&mut self.rng))?;
             let (targets, mask) = self.targets(b)?;
-            let l = (masked_nll_sum(&logits, &targets, &mask)? / denom)?;
-            loss += l.to_scalar::<f32>()? as f64;
-            let store = l.backward()?;
-            for (name, var) in self.model.trainable() {
-                if let Some(g) = store.get(var.as_tensor()) {
-                    let g = g.to_dtype(DType::F32)?;
-                    let sum = match grads.remove(name) {
-                        Some(prev) => (prev + g)?,
-                        None => g,
-                    };
-                    grads.insert(name.clone(), sum);
-                }
+            let (l, g) = self.model.loss_and_grads(
+                b,
+                &targets,
+                &mask,
+                denom,
+                Some(&mut self.rng),
+                recompute,
+            )?;
+            loss += l;
+            for (name, g) in g {
+                let sum = match grads.remove(&name) {
+                    Some(prev) => (prev + g)?,
+                    None => g,
+                };
+                grads.insert(name, sum);
             }
         }
         if self.comm.is_some() {

@@ -725,6 +725,100 @@ fn gradients_match_finite_differences() {
     eprintln!("worst relative gradient error {worst:.2e}");
 }
 
+/// Activation checkpointing recomputes each layer in the backward pass: the same loss and the
+/// same gradients (to float rounding) for full training, tied embeddings, grouped-query
+/// attention and LoRA with dropout (the recomputation must draw the same dropout masks).
+#[test]
+fn activation_checkpointing_gives_the_same_loss_and_gradients() {
+    let b = packed_batch();
+    let n = b.rows * b.len;
+    let targets = Tensor::from_slice(&b.targets, n, &Device::Cpu).expect("t");
+    let mask = Tensor::from_slice(&b.loss_mask, n, &Device::Cpu).expect("m");
+    let lora = sluice_trainer::config::LoraSection {
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.3,
+        targets: vec!["q_proj".into(), "o_proj".into(), "up_proj".into()],
+    };
+    for (kind, tied, adapters) in [
+        ("llama", false, false),
+        ("qwen2", true, false),
+        ("llama", false, true),
+    ] {
+        let mut model = tiny_model(kind, tied, 11);
+        if adapters {
+            model
+                .attach_lora(&lora, &mut Rng::new(5))
+                .expect("adapters");
+            // B starts at zero; give it values so the adapters' paths carry gradient.
+            for (name, var) in model.trainable() {
+                if name.contains("lora_B") {
+                    let v: Vec<f32> = (0..var.elem_count())
+                        .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.01)
+                        .collect();
+                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).expect("t"))
+                        .expect("set");
+                }
+            }
+        }
+        let run = |recompute: bool| {
+            let mut rng = Rng::new(99);
+            let (loss, grads) = model
+                .loss_and_grads(&b, &targets, &mask, 3.0, Some(&mut rng), recompute)
+                .expect("loss and grads");
+            (loss, grads, rng)
+        };
+        let (loss, grads, rng) = run(false);
+        let (loss_r, grads_r, rng_r) = run(true);
+        assert_eq!(loss, loss_r, "{kind}: the forward pass is the same");
+        assert_eq!(rng, rng_r, "{kind}: the generator ends where it would");
+        assert_eq!(grads.len(), model.trainable().len(), "{kind}");
+        assert_eq!(
+            grads.keys().collect::<Vec<_>>(),
+            grads_r.keys().collect::<Vec<_>>()
+        );
+        for (name, g) in &grads {
+            let a = g.flatten_all().expect("f").to_vec1::<f32>().expect("v");
+            let r = grads_r[name]
+                .flatten_all()
+                .expect("f")
+                .to_vec1::<f32>()
+                .expect("v");
+            let scale = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 0.0, "{kind}: {name} has no gradient");
+            let worst = a
+                .iter()
+                .zip(&r)
+                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(
+                worst <= 1e-5 * scale,
+                "{kind}: {name} differs by {worst} (scale {scale})"
+            );
+        }
+    }
+}
+
+/// The option end to end: ten steps with checkpointing follow ten steps without.
+#[test]
+fn a_run_with_activation_checkpointing_follows_one_without() {
+    let losses = |checkpointing: bool| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        setup(dir.path(), 1);
+        let extra = format!("activation_checkpointing = {checkpointing}");
+        let mut t =
+            Trainer::new(write_config(dir.path(), &base_toml(10, &extra)), false).expect("trainer");
+        t.run().expect("run").losses
+    };
+    let (plain, recomputed) = (losses(false), losses(true));
+    assert_eq!(plain.len(), 10);
+    for (a, b) in plain.iter().zip(&recomputed) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{plain:?} vs {recomputed:?}"
+        );
+    }
+}
+
 /// Data parallel: two ranks (threads here, processes in use: they only share a TCP port), each
 /// reading its shard, sum their gradients every step and end with the weights of one rank that
 /// read both shards as one batch.
