@@ -184,18 +184,18 @@ pub struct StepShape {
     pub lora: Option<crate::model::Lora>,
 }
 
-/// Heap bytes one micro-batch's forward and backward pass holds on top of the weights and the
-/// optimizer state, by term, for this trainer's model (not the generic formula of
+/// Heap bytes one micro-batch's forward and backward pass holds at its peak on top of the
+/// weights and the optimizer state, by term, for this trainer's model (not the generic formula of
 /// [`estimate`]): every tensor the autograd graph keeps is counted from the shapes.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepMemory {
-    /// Kept from the forward pass until the backward pass is done: every layer's activations,
-    /// or with checkpointing only each layer's input.
+    /// Kept from the forward pass: every layer's activations, or with checkpointing the inputs
+    /// of the layers not yet recomputed.
     pub activations: f64,
     /// With checkpointing, the larger of the two phases of the backward pass: one layer
     /// recomputed with its backward frontier, or the final norm and LM head with theirs.
     pub recomputed: f64,
-    /// The trainable parameters' gradients (f32).
+    /// The trainable parameters' gradients (f32) already computed at the peak.
     pub gradients: f64,
     /// The largest set of gradients in flight at once during the backward pass (without
     /// checkpointing; with it they are part of `recomputed`).
@@ -210,7 +210,7 @@ pub struct StepMemory {
 /// as projected and as reshaped to heads; q and k after RoPE; k and v repeated to every head
 /// under grouped-query attention; attention scores and probabilities (rows·heads·seq² each);
 /// the attention output and its transpose; the o and down projections and both residual sums;
-/// gate, up, SiLU(gate) and their product; plus LoRA's dropout mask, masked input and low-rank
+/// gate, up and SwiGLU's output (composed: SiLU(gate) and the product); plus LoRA's dropout mask, masked input and low-rank
 /// path where adapters are attached. The head keeps the final norm and the logits (N·V), and its
 /// backward pass holds three N·V buffers at once (the incoming gradient, the zeros it is added
 /// to and the sum). The CPU f32 path is measured against this in `trainer/tests/memory.rs`
@@ -233,6 +233,8 @@ pub fn step_memory(c: &crate::config::ModelConfig, s: &StepShape) -> StepMemory 
     let norm = if s.fused { p } else { widen + 8.0 + 2.0 * p };
     // RoPE: the fused output, or x·cos, −x₂, the halves joined, ·sin and the sum (4.5 tensors).
     let rope = if s.fused { p } else { 4.5 * p };
+    // Gate, up and SwiGLU's output; composed, SiLU(gate) and the product apart.
+    let mlp = if s.fused { 3.0 } else { 4.0 };
     let gqa = if c.num_key_value_heads == c.num_attention_heads {
         0.0
     } else {
@@ -242,7 +244,7 @@ pub fn step_memory(c: &crate::config::ModelConfig, s: &StepShape) -> StepMemory 
         * (2.0 * norm * h
             + p * (2.0 * q + 4.0 * kv)
             + rope * (q + kv)
-            + p * (gqa + 2.0 * q + 4.0 * h + 4.0 * i));
+            + p * (gqa + 2.0 * q + 4.0 * h + mlp * i));
     // Scores and probabilities; composed: scaled scores, their f32 cast, the masked scores,
     // shifted, exponentiated, normalized, and cast back.
     layer += scores
@@ -282,21 +284,47 @@ pub fn step_memory(c: &crate::config::ModelConfig, s: &StepShape) -> StepMemory 
     // value gradient's product reads the transposed probabilities through gemm's packing
     // (about 2.5 more, measured).
     let layer_backward = 6.5 * 4.0 * scores;
-    let gradients = 4.0 * f(s.trainable_params);
+    // Gradients exist once the backward pass has reached their parameter: during the head's
+    // backward pass only the head's (the final norm and, trained in full, the LM head or the tied
+    // embedding), during the lowest layer's nearly all of them. The peak is the larger of the
+    // two moments.
     let layers = f(c.num_hidden_layers);
-    let (activations, recomputed, transient) = if s.checkpointing {
-        // The top layer's output as a fresh variable; each layer's input as a variable, the
-        // product with the incoming gradient and that gradient.
-        let head_phase = head + n * h * p + head_backward;
-        let layer_phase = layer + 3.0 * n * h * p + layer_backward;
-        (pass + layers * n * h * p, head_phase.max(layer_phase), 0.0)
+    let all = 4.0 * f(s.trainable_params);
+    let head_grads = if s.lora.is_some() {
+        0.0
     } else {
-        (
-            pass + embedded + layers * layer + head,
-            0.0,
-            head_backward.max(layer_backward),
-        )
+        4.0 * (v * h + h)
     };
+    let layer_grads = ((all - head_grads) / layers).max(0.0);
+    let saved = n * h * p;
+    // (activations, recomputed, gradients, transient) at each candidate moment.
+    let moments: Vec<(f64, f64, f64, f64)> = if s.checkpointing {
+        // The top layer's output as a fresh variable; each layer's input as a variable, the
+        // product with the incoming gradient and that gradient. Inputs of the layers below the
+        // one recomputed are still saved.
+        let head_phase = head + saved + head_backward;
+        let layer_phase = layer + 3.0 * saved + layer_backward;
+        vec![
+            (pass + layers * saved, head_phase, head_grads, 0.0),
+            (
+                pass + (layers - 1.0) * saved,
+                layer_phase,
+                head_grads + layer_grads,
+                0.0,
+            ),
+            (pass, layer_phase, all, 0.0),
+        ]
+    } else {
+        let kept = pass + embedded + layers * layer + head;
+        vec![
+            (kept, 0.0, head_grads, head_backward),
+            (kept, 0.0, all, layer_backward),
+        ]
+    };
+    let (activations, recomputed, gradients, transient) = moments
+        .into_iter()
+        .max_by(|x, y| (x.0 + x.1 + x.2 + x.3).total_cmp(&(y.0 + y.1 + y.2 + y.3)))
+        .unwrap_or_default();
     StepMemory {
         activations,
         recomputed,

@@ -45,6 +45,8 @@ pub(crate) struct Pass {
     mask: Mask,
     /// The fused RoPE (CPU, f32), else composed from `cos` and `sin`.
     rope: Option<crate::ops::Rope>,
+    /// CPU f32: the fused ops (softmax, RMSNorm, RoPE, SwiGLU) with hand-written backward.
+    fused: bool,
 }
 
 /// The model: configuration, parameters and RoPE tables.
@@ -466,6 +468,7 @@ impl Model {
             sin,
             mask,
             rope,
+            fused,
         })
     }
 
@@ -559,11 +562,13 @@ impl Model {
         )?;
         let gate = self.linear(&xn, &format!("{p}.mlp.gate_proj"), dropout.as_deref_mut())?;
         let up = self.linear(&xn, &format!("{p}.mlp.up_proj"), dropout.as_deref_mut())?;
-        let down = self.linear(
-            &(gate.silu()? * up)?,
-            &format!("{p}.mlp.down_proj"),
-            dropout,
-        )?;
+        let act = if pass.fused {
+            gate.contiguous()?
+                .apply_op2(&up.contiguous()?, crate::ops::SwiGlu)?
+        } else {
+            (gate.silu()? * up)?
+        };
+        let down = self.linear(&act, &format!("{p}.mlp.down_proj"), dropout)?;
         Ok((x + down)?)
     }
 

@@ -1,8 +1,9 @@
-//! Fused CPU operations with hand-written backward passes, for the two element-wise hot spots
-//! of a training step: attention's masked softmax (the mask generated from each row's segment
-//! start, never materialized or added) and the masked cross-entropy over the vocabulary. Each
-//! replaces a chain of candle operations that would read and write the whole tensor several
-//! times forward and again backward.
+//! Fused CPU operations with hand-written backward passes, for the element-wise hot spots of a
+//! training step: attention's masked softmax (the mask generated from each row's segment
+//! start, never materialized or added), the masked cross-entropy over the vocabulary, RMSNorm,
+//! RoPE, SwiGLU ([`SwiGlu`]) and AdamW's in-place update. Each replaces a chain of candle
+//! operations that would read and write the whole tensor several times forward and again
+//! backward.
 //!
 //! They run on CPU tensors of f32; elsewhere (CUDA, bf16) the model keeps its composed
 //! operations, which these are tested against (values and gradients).
@@ -10,6 +11,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
+
+mod swiglu;
+pub use swiglu::SwiGlu;
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
@@ -168,16 +172,39 @@ impl CustomOp1 for MaskedNll {
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let grad = grad.contiguous()?;
-        Ok(Some(
-            arg.apply_op2_no_bwd(&grad, &MaskedNllBwd(self.clone()))?,
-        ))
+        // Each trained row's log-sum-exp from the forward result, `w·(lse − x[target])`, so the
+        // backward pass takes one exponential per logit instead of two.
+        let res = res.to_vec1::<f32>()?;
+        let last = arg.dim(1)?.saturating_sub(1) as u32;
+        let index: Vec<u32> = self.targets.iter().map(|&t| t.min(last)).collect();
+        let picked = arg
+            .gather(&Tensor::from_vec(index, (res.len(), 1), arg.device())?, 1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let lse = res
+            .iter()
+            .zip(&picked)
+            .zip(self.mask.iter())
+            .map(|((&r, &p), &w)| if w != 0.0 { r / w + p } else { 0.0 })
+            .collect();
+        Ok(Some(arg.apply_op2_no_bwd(
+            &grad,
+            &MaskedNllBwd {
+                nll: self.clone(),
+                lse: Arc::new(lse),
+            },
+        )?))
     }
 }
 
 /// The gradient of [`MaskedNll`]: `g · mask · (softmax(x) − onehot(target))` per row.
-struct MaskedNllBwd(MaskedNll);
+struct MaskedNllBwd {
+    nll: MaskedNll,
+    /// Each row's log-sum-exp (trained rows).
+    lse: Arc<Vec<f32>>,
+}
 
 impl CustomOp2 for MaskedNllBwd {
     fn name(&self) -> &'static str {
@@ -199,16 +226,15 @@ impl CustomOp2 for MaskedNllBwd {
             .zip(x.par_chunks(v))
             .enumerate()
             .for_each(|(r, (dx, x))| {
-                let w = self.0.mask[r] * g[r];
+                let w = self.nll.mask[r] * g[r];
                 if w == 0.0 {
                     return;
                 }
-                let (m, sum) = row_lse(x);
-                let k = w / sum;
+                let lse = self.lse[r];
                 for (d, &xv) in dx.iter_mut().zip(x) {
-                    *d = k * (xv - m).exp();
+                    *d = w * (xv - lse).exp();
                 }
-                dx[(self.0.targets[r] as usize).min(v - 1)] -= w;
+                dx[(self.nll.targets[r] as usize).min(v - 1)] -= w;
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
     }
