@@ -325,6 +325,10 @@ pub struct BenchTrainArgs {
     /// With activation checkpointing (each layer recomputed in the backward pass).
     #[arg(long)]
     pub checkpointing: bool,
+    /// Also time data parallel on this machine: this many processes (ranks) splitting the batch
+    /// and the threads (RAYON_NUM_THREADS, default all cores), gradients summed over loopback TCP.
+    #[arg(long, default_value_t = 1)]
+    pub ranks: usize,
 }
 
 /// Training tokens per second on this machine for a small Llama-shaped model.
@@ -395,9 +399,113 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         trainer.step_memory(a.checkpointing).total / 1048576.0
     );
+    if a.ranks > 1 {
+        bench_ranks(a, s.losses.first().copied())?;
+    }
     println!(
         "baseline: python3 trainer/bench/torch_step.py {} (same model, batch and step in PyTorch)",
         a.dir.display()
+    );
+    Ok(())
+}
+
+/// The same steps as `a.ranks` processes of `batch / ranks` sequences each (one shard per rank
+/// holding its part of every batch, so the ranks together train on the one-process batches) and
+/// `threads / ranks` threads each; the step time is rank 0's, from its metrics.
+fn bench_ranks(a: &BenchTrainArgs, single_first_loss: Option<f64>) -> Result<()> {
+    let n = a.ranks;
+    if !a.batch.is_multiple_of(n) {
+        bail!("--batch {} does not split over --ranks {n}", a.batch);
+    }
+    let threads = (candle_core_threads() / n).max(1);
+    let dir = a.dir.join(format!("ranks-{n}"));
+    #[allow(clippy::disallowed_methods)] // a scratch folder of the benchmark
+    {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(a.dir.join("config.json"), dir.join("config.json"))?;
+    }
+    let total = 2 + a.steps;
+    let seqs = random_sequences(a, total as usize * a.batch);
+    let per = a.batch / n;
+    let parts: Vec<Vec<Vec<u32>>> = (0..n)
+        .map(|k| {
+            seqs.chunks(a.batch)
+                .flat_map(|batch| batch[k * per..(k + 1) * per].to_vec())
+                .collect()
+        })
+        .collect();
+    write_shards(&dir.join("shards"), a, &parts)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for k in 0..n {
+        let toml = format!(
+            "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
+             seq_len = {}\nbatch_size = {per}\n[optim]\nlr = 1e-3\n[train]\nsteps = {total}\n\
+             device = \"cpu\"\nprecision = \"f32\"\nactivation_checkpointing = {}\n\
+             rank = {k}\nworld = {n}\nmaster = \"127.0.0.1:{port}\"\n",
+            a.seq_len, a.checkpointing
+        );
+        let file = dir.join(format!("train-rank-{k}.toml"));
+        #[allow(clippy::disallowed_methods)]
+        std::fs::write(&file, toml)?;
+        children.push(
+            std::process::Command::new(&exe)
+                .arg("train")
+                .arg("run")
+                .arg(&file)
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting rank {k}"))?,
+        );
+    }
+    for (k, c) in children.into_iter().enumerate() {
+        let out = c.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "rank {k} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let metrics = std::fs::read_to_string(dir.join("out/metrics.jsonl"))?;
+    let steps: Vec<serde_json::Value> = metrics
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("tokens_per_s").is_some())
+        .collect();
+    let timed: Vec<f64> = steps
+        .iter()
+        .filter(|v| v["step"].as_u64().is_some_and(|s| s > 2))
+        .filter_map(|v| Some(v["tokens"].as_f64()? / v["tokens_per_s"].as_f64()?))
+        .collect();
+    if timed.is_empty() {
+        bail!("rank 0 logged no timed steps");
+    }
+    let secs = timed.iter().sum::<f64>() / timed.len() as f64;
+    // The first timed step's loss: the one-process run's first timed step trained the same
+    // sequences.
+    let first = steps
+        .iter()
+        .find(|v| v["step"].as_u64() == Some(3))
+        .and_then(|v| v["loss"].as_f64());
+    println!(
+        "sluice, {n} ranks x {threads} thread(s) (data parallel over loopback TCP): batch {} × {} \
+         tokens: {:.0} tokens/s, {:.0} ms/step (rank 0's steps 3..{total}, the sum of gradients \
+         included); step 3 loss {:.4} (one process: {:.4})",
+        a.batch,
+        a.seq_len,
+        (a.batch * (a.seq_len - 1)) as f64 / secs,
+        secs * 1e3,
+        first.unwrap_or(f64::NAN),
+        single_first_loss.unwrap_or(f64::NAN)
     );
     Ok(())
 }
@@ -413,34 +521,45 @@ fn candle_core_threads() -> usize {
         })
 }
 
+/// `count` random sequences of `a.seq_len` tokens (a fixed generator: the same every run).
+fn random_sequences(a: &BenchTrainArgs, count: usize) -> Vec<Vec<u32>> {
+    let mut state = 0x5eed_u64;
+    (0..count)
+        .map(|_| {
+            (0..a.seq_len)
+                .map(|_| {
+                    state = state
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    ((state >> 33) % a.vocab as u64) as u32
+                })
+                .collect()
+        })
+        .collect()
+}
+
 fn write_random_shards(dir: &Path, a: &BenchTrainArgs, sequences: usize) -> Result<()> {
+    write_shards(dir, a, &[random_sequences(a, sequences)])
+}
+
+/// One native shard per part (`train-0000k.bin`) and the manifest of their train split.
+fn write_shards(dir: &Path, a: &BenchTrainArgs, parts: &[Vec<Vec<u32>>]) -> Result<()> {
     #[allow(clippy::disallowed_methods)]
     std::fs::create_dir_all(dir)?;
-    let mut b = ShardBuilder::new(sluice_shards::TokenDtype::for_vocab(a.vocab));
-    let mut state = 0x5eed_u64;
-    for _ in 0..sequences {
-        let tokens: Vec<u32> = (0..a.seq_len)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6_364_136_223_846_793_005)
-                    .wrapping_add(1_442_695_040_888_963_407);
-                ((state >> 33) % a.vocab as u64) as u32
-            })
-            .collect();
-        b.push_sequence(&tokens, &vec![1; a.seq_len])?;
+    let mut split = SplitInfo::default();
+    for (k, part) in parts.iter().enumerate() {
+        let mut b = ShardBuilder::new(sluice_shards::TokenDtype::for_vocab(a.vocab));
+        for tokens in part {
+            b.push_sequence(tokens, &vec![1; tokens.len()])?;
+        }
+        let file = format!("train-{k:05}.bin");
+        let stats = write_shard(&mut b, &dir.join(&file))?;
+        split.samples += stats.samples;
+        split.sequences += stats.sequences;
+        split.tokens += stats.tokens;
+        split.trained_tokens += stats.trained_tokens;
+        split.shards.push(ShardEntry { file, stats });
     }
-    let stats = write_shard(&mut b, &dir.join("train-00000.bin"))?;
-    let split = SplitInfo {
-        samples: stats.samples,
-        sequences: stats.sequences,
-        tokens: stats.tokens,
-        trained_tokens: stats.trained_tokens,
-        shards: vec![ShardEntry {
-            file: "train-00000.bin".into(),
-            stats,
-        }],
-        ..Default::default()
-    };
     Manifest {
         format: "sluice-shards".into(),
         version: 1,
