@@ -202,3 +202,61 @@ fn a_train_file_with_mistakes_lists_them_all() {
         assert!(err.contains(part), "{part} missing from: {err}");
     }
 }
+
+/// `bench train` with `--ranks 2` starts two `train run` processes that split each batch and
+/// sum their gradients over loopback: their first timed step trains on the same sequences as
+/// the one-process run, so the losses agree. With `--checkpointing` both paths recompute layers.
+#[test]
+fn bench_train_times_data_parallel_ranks_on_the_same_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("bench");
+    let out = sluice(&[
+        "bench",
+        "train",
+        "--dir",
+        d.to_str().expect("utf8"),
+        "--hidden",
+        "32",
+        "--layers",
+        "2",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--vocab",
+        "64",
+        "--seq-len",
+        "16",
+        "--batch",
+        "4",
+        "--steps",
+        "3",
+        "--ranks",
+        "2",
+        "--checkpointing",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("2 ranks x"))
+        .unwrap_or_else(|| panic!("no ranks line in {stdout}"));
+    let loss = |tag: &str| -> f64 {
+        let at = line.find(tag).unwrap_or_else(|| panic!("{tag} in {line}")) + tag.len();
+        line[at..]
+            .split([' ', ')'])
+            .find(|w| !w.is_empty())
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("a number after {tag} in {line}"))
+    };
+    let (ranks, single) = (loss("step 3 loss "), loss("one process: "));
+    assert!(
+        (ranks - single).abs() < 1e-3,
+        "two ranks trained other batches: {line}"
+    );
+    assert!(d.join("ranks-2/out/rank-1/metrics.jsonl").is_file());
+}
