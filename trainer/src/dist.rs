@@ -107,24 +107,34 @@ impl Comm {
         )
     }
 
-    fn sum<T: Copy + std::ops::AddAssign>(
+    /// The sum streams in chunks: rank 0 adds chunk k of every rank (in rank order) and sends
+    /// it back while the ranks still send chunk k+1, and each other rank receives on a second
+    /// thread while it sends, so the result returns about as fast as one copy of the values
+    /// crosses the link.
+    fn sum<T: Copy + Send + Sync + std::ops::AddAssign>(
         &mut self,
         values: &mut [T],
         width: usize,
-        put: impl Fn(T, &mut [u8]),
-        get: impl Fn(&[u8]) -> T,
+        put: impl Fn(T, &mut [u8]) + Sync,
+        get: impl Fn(&[u8]) -> T + Sync,
     ) -> Result<()> {
-        let send = |w: &mut BufWriter<TcpStream>, v: &[T]| -> Result<()> {
-            let mut bytes = vec![0u8; 8 + v.len() * width];
-            bytes[..8].copy_from_slice(&(v.len() as u64).to_le_bytes());
-            for (x, b) in v.iter().zip(bytes[8..].chunks_mut(width)) {
+        if self.world == 1 {
+            return Ok(());
+        }
+        let n = values.len();
+        let chunk = (CHUNK_BYTES / width).max(1);
+        let pack = |v: &[T], bytes: &mut Vec<u8>| {
+            bytes.clear();
+            bytes.resize(v.len() * width, 0);
+            for (x, b) in v.iter().zip(bytes.chunks_mut(width)) {
                 put(*x, b);
             }
-            w.write_all(&bytes)
-                .and_then(|_| w.flush())
+        };
+        let header = |w: &mut BufWriter<TcpStream>| -> Result<()> {
+            w.write_all(&(n as u64).to_le_bytes())
                 .map_err(|e| io("send", e))
         };
-        let recv = |r: &mut BufReader<TcpStream>, n: usize| -> Result<Vec<u8>> {
+        let check = |r: &mut BufReader<TcpStream>| -> Result<()> {
             let mut head = [0u8; 8];
             r.read_exact(&mut head).map_err(|e| io("receive", e))?;
             let got = u64::from_le_bytes(head) as usize;
@@ -133,34 +143,61 @@ impl Comm {
                     "data parallel: a rank sent {got} values where {n} were expected (do all ranks train the same model?)"
                 )));
             }
-            let mut bytes = vec![0u8; n * width];
-            r.read_exact(&mut bytes).map_err(|e| io("receive", e))?;
-            Ok(bytes)
+            Ok(())
         };
-        if self.world == 1 {
-            return Ok(());
-        }
         if self.rank == 0 {
-            for (r, _) in self.peers.iter_mut() {
-                let bytes = recv(r, values.len())?;
-                for (v, b) in values.iter_mut().zip(bytes.chunks(width)) {
-                    *v += get(b);
+            for (r, w) in self.peers.iter_mut() {
+                check(r)?;
+                header(w)?;
+            }
+            let mut bytes = Vec::new();
+            for part in values.chunks_mut(chunk) {
+                bytes.resize(part.len() * width, 0);
+                for (r, _) in self.peers.iter_mut() {
+                    r.read_exact(&mut bytes).map_err(|e| io("receive", e))?;
+                    for (v, b) in part.iter_mut().zip(bytes.chunks(width)) {
+                        *v += get(b);
+                    }
+                }
+                pack(part, &mut bytes);
+                for (_, w) in self.peers.iter_mut() {
+                    w.write_all(&bytes).map_err(|e| io("send", e))?;
                 }
             }
             for (_, w) in self.peers.iter_mut() {
-                send(w, values)?;
+                w.flush().map_err(|e| io("send", e))?;
             }
-        } else {
-            let (r, w) = &mut self.peers[0];
-            send(w, values)?;
-            let bytes = recv(r, values.len())?;
-            for (v, b) in values.iter_mut().zip(bytes.chunks(width)) {
-                *v = get(b);
-            }
+            return Ok(());
         }
-        Ok(())
+        let (r, w) = &mut self.peers[0];
+        let mut out = Vec::new();
+        pack(values, &mut out);
+        std::thread::scope(|scope| -> Result<()> {
+            let receiver = scope.spawn(|| -> Result<()> {
+                check(r)?;
+                let mut bytes = vec![0u8; chunk * width];
+                for part in values.chunks_mut(chunk) {
+                    let bytes = &mut bytes[..part.len() * width];
+                    r.read_exact(bytes).map_err(|e| io("receive", e))?;
+                    for (v, b) in part.iter_mut().zip(bytes.chunks(width)) {
+                        *v = get(b);
+                    }
+                }
+                Ok(())
+            });
+            let sent = header(w)
+                .and_then(|_| w.write_all(&out).map_err(|e| io("send", e)))
+                .and_then(|_| w.flush().map_err(|e| io("send", e)));
+            let received = receiver.join().unwrap_or_else(|_| {
+                Err(Error::Config("data parallel: the receiver failed".into()))
+            });
+            sent.and(received)
+        })
     }
 }
+
+/// Bytes per chunk of a streamed sum.
+const CHUNK_BYTES: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -181,7 +218,15 @@ mod tests {
                     c.sum_f32(&mut v).expect("sum");
                     let mut n = vec![rank as f64 * 10.0];
                     c.sum_f64(&mut n).expect("sum");
-                    (v, n)
+                    // Several chunks and a ragged end; rank r holds i·(r+1) at i.
+                    let len = 3 * (CHUNK_BYTES / 4) + 5;
+                    let mut big: Vec<f32> = (0..len).map(|i| (i * (rank + 1)) as f32).collect();
+                    c.sum_f32(&mut big).expect("sum");
+                    assert!(big
+                        .iter()
+                        .enumerate()
+                        .all(|(i, &x)| x == (i * 6) as f32 || (i * 6) >= 1 << 24));
+                    (v, n, big)
                 })
             })
             .collect();
@@ -189,9 +234,10 @@ mod tests {
             .into_iter()
             .map(|h| h.join().expect("rank"))
             .collect();
-        for (v, n) in &results {
+        for (v, n, big) in &results {
             assert_eq!(v, &vec![4.5, 3.0, -3.0]);
             assert_eq!(n, &vec![30.0]);
+            assert_eq!(big, &results[0].2, "every rank holds the same bytes");
         }
     }
 }
