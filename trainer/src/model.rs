@@ -391,9 +391,20 @@ impl Model {
             .ok_or_else(|| Error::Weights(format!("parameter {name} is missing")))
     }
 
+    /// `x · Wᵀ`; for a frozen weight on the CPU in f32 without the weight's gradient, which
+    /// candle's matmul would compute and keep ([`crate::ops::FrozenLinear`]).
+    fn product(&self, x: &Tensor, name: &str, w: &Tensor) -> Result<Tensor> {
+        let frozen = !self.trainable.contains_key(name);
+        if frozen && x.device().is_cpu() && x.dtype() == DType::F32 && x.rank() == 2 {
+            return Ok(crate::ops::FrozenLinear::apply(&x.contiguous()?, w)?);
+        }
+        Ok(x.matmul(&w.t()?)?)
+    }
+
     fn linear(&self, x: &Tensor, module: &str, dropout: Option<&mut Rng>) -> Result<Tensor> {
-        let w = self.need(&format!("{module}.weight"))?;
-        let mut y = x.matmul(&w.t()?)?;
+        let name = format!("{module}.weight");
+        let w = self.need(&name)?;
+        let mut y = self.product(x, &name, &w)?;
         if let Some(b) = self.weight(&format!("{module}.bias"))? {
             y = y.broadcast_add(&b)?;
         }
@@ -576,11 +587,12 @@ impl Model {
     pub(crate) fn head(&self, x: &Tensor) -> Result<Tensor> {
         let c = &self.config;
         let xn = rms_norm(x, &self.need("model.norm.weight")?, c.rms_norm_eps)?;
-        let head = match self.weight("lm_head.weight")? {
-            Some(w) => w,
-            None => self.need("model.embed_tokens.weight")?,
+        let name = if self.weight("lm_head.weight")?.is_some() {
+            "lm_head.weight"
+        } else {
+            "model.embed_tokens.weight"
         };
-        Ok(xn.matmul(&head.t()?)?)
+        self.product(&xn, name, &self.need(name)?)
     }
 
     /// Logits [B·T, V] for a batch. `dropout` is the training generator (LoRA dropout); `None`

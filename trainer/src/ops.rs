@@ -12,7 +12,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 use std::sync::Arc;
 
+mod frozen;
 mod swiglu;
+pub use frozen::FrozenLinear;
 pub use swiglu::SwiGlu;
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {

@@ -725,6 +725,78 @@ fn gradients_match_finite_differences() {
     eprintln!("worst relative gradient error {worst:.2e}");
 }
 
+/// LoRA's gradients (through frozen base weights, whose products skip the weight gradient on
+/// the CPU) match finite differences, in the first layer's adapters too, whose gradient crosses
+/// every frozen layer above and the frozen LM head.
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let mut model = tiny_model("llama", false, 3);
+    let lora = sluice_trainer::config::LoraSection {
+        rank: 2,
+        alpha: 4.0,
+        dropout: 0.0,
+        targets: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+    };
+    model
+        .attach_lora(&lora, &mut Rng::new(4))
+        .expect("adapters");
+    for (name, var) in model.trainable() {
+        if name.contains("lora_B") {
+            let v: Vec<f32> = (0..var.elem_count())
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) * 0.05)
+                .collect();
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).expect("t"))
+                .expect("set");
+        }
+    }
+    let b = packed_batch();
+    let (_, grads) = loss_and_grads(&model, &b);
+    let loss_now = |m: &Model| -> f64 {
+        let logits = m.forward(&b, None).expect("forward");
+        let n = b.rows * b.len;
+        let t = Tensor::from_slice(&b.targets, n, &Device::Cpu).expect("t");
+        let k = Tensor::from_slice(&b.loss_mask, n, &Device::Cpu).expect("m");
+        masked_nll_sum(&logits, &t, &k)
+            .expect("loss")
+            .to_scalar::<f32>()
+            .expect("s") as f64
+    };
+    for name in [
+        "model.layers.0.self_attn.q_proj.lora_A.weight",
+        "model.layers.0.self_attn.v_proj.lora_B.weight",
+        "model.layers.0.mlp.down_proj.lora_B.weight",
+        "model.layers.1.mlp.down_proj.lora_A.weight",
+    ] {
+        let var = &model.trainable()[name];
+        let orig = var
+            .as_tensor()
+            .flatten_all()
+            .expect("f")
+            .to_vec1::<f32>()
+            .expect("v");
+        let g = &grads[name];
+        let i = (0..g.len())
+            .max_by(|&x, &y| g[x].abs().total_cmp(&g[y].abs()))
+            .expect("entries");
+        let h = 1e-2f32;
+        let at = |delta: f32| {
+            let mut v = orig.clone();
+            v[i] += delta;
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).expect("t"))
+                .expect("set");
+            loss_now(&model)
+        };
+        let numeric = (at(h) - at(-h)) / (2.0 * h as f64);
+        at(0.0);
+        let rel = (numeric - g[i] as f64).abs() / (g[i].abs() as f64).max(1e-3);
+        assert!(
+            rel < 0.05,
+            "{name}[{i}]: analytic {} numeric {numeric}",
+            g[i]
+        );
+    }
+}
+
 /// Activation checkpointing recomputes each layer in the backward pass: the same loss and the
 /// same gradients (to float rounding) for full training, tied embeddings, grouped-query
 /// attention and LoRA with dropout (the recomputation must draw the same dropout masks).
