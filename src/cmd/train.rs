@@ -82,6 +82,15 @@ fn keep_freed_buffers() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_buffers() {}
 
+/// With micro-batches on threads of their own, candle's element-wise ops should run on the
+/// calling thread: its barrier pool (CANDLE_NUM_THREADS, default one per core) serves one caller
+/// at a time. Set before candle's first op; an explicit CANDLE_NUM_THREADS wins.
+fn one_thread_per_micro_batch(accum_threads: usize) {
+    if accum_threads > 1 && std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Run a `sluice train` subcommand.
 pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
     if matches!(cmd, TrainCommand::Run { .. }) {
@@ -94,6 +103,7 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
             until,
         } => {
             let cfg = TrainConfig::load(&config)?;
+            one_thread_per_micro_batch(cfg.train.accum_threads);
             let steps = cfg.train.steps;
             let output = cfg.output.clone();
             let mut trainer = Trainer::new(cfg, resume)?;
@@ -329,11 +339,23 @@ pub struct BenchTrainArgs {
     /// and the threads (RAYON_NUM_THREADS, default all cores), gradients summed over loopback TCP.
     #[arg(long, default_value_t = 1)]
     pub ranks: usize,
+    /// Split the batch into this many micro-batches computed at once, one thread each
+    /// (`train.accum_threads`; the one-process timing then uses this).
+    #[arg(long, default_value_t = 1)]
+    pub accum_threads: usize,
 }
 
 /// Training tokens per second on this machine for a small Llama-shaped model.
 pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
     keep_freed_buffers();
+    if a.accum_threads == 0 || !a.batch.is_multiple_of(a.accum_threads) {
+        bail!(
+            "--batch {} does not split into --accum-threads {}",
+            a.batch,
+            a.accum_threads
+        );
+    }
+    one_thread_per_micro_batch(a.accum_threads);
     #[allow(clippy::disallowed_methods)] // a scratch folder of the benchmark
     {
         std::fs::create_dir_all(&a.dir)?;
@@ -363,9 +385,14 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
         }
         let toml = format!(
             "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
-             seq_len = {}\nbatch_size = {}\n[optim]\nlr = 1e-3\n[train]\nsteps = {total}\n\
-             device = \"cpu\"\nprecision = \"f32\"\nactivation_checkpointing = {}\n",
-            a.seq_len, a.batch, a.checkpointing
+             seq_len = {}\nbatch_size = {}\ngrad_accum = {}\n[optim]\nlr = 1e-3\n[train]\n\
+             steps = {total}\ndevice = \"cpu\"\nprecision = \"f32\"\n\
+             activation_checkpointing = {}\naccum_threads = {}\n",
+            a.seq_len,
+            a.batch / a.accum_threads,
+            a.accum_threads,
+            a.checkpointing,
+            a.accum_threads
         );
         std::fs::write(a.dir.join("train.toml"), toml)?;
     }
@@ -380,10 +407,15 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let tokens = a.steps as f64 * (a.batch * (a.seq_len - 1)) as f64;
     println!(
-        "sluice (candle, CPU, f32, {} threads{}): {:.1}M parameters, batch {} × {} tokens: \
+        "sluice (candle, CPU, f32, {} threads{}{}): {:.1}M parameters, batch {} × {} tokens: \
          {:.0} tokens/s, {:.0} ms/step (forward, backward, clip, AdamW); loss {:.4} -> {:.4}; \
          {:.1} s in all; a micro-batch holds about {:.0} MiB (estimate)",
         candle_core_threads(),
+        if a.accum_threads > 1 {
+            format!(", {} micro-batches at once", a.accum_threads)
+        } else {
+            String::new()
+        },
         if a.checkpointing {
             ", activation checkpointing"
         } else {

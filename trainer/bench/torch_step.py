@@ -49,7 +49,9 @@ def main():
         torch.set_num_threads(args.threads)
     d = args.dir
     cfg = tomllib.loads((d / "train.toml").read_text())
-    batch, seq_len = cfg["data"]["batch_size"], cfg["data"]["seq_len"]
+    # One optimizer step's sequences: micro-batches times their size (`--accum-threads`).
+    batch = cfg["data"]["batch_size"] * cfg["data"].get("grad_accum", 1)
+    seq_len = cfg["data"]["seq_len"]
     steps = cfg["train"]["steps"]
     seqs = read_shard(d / "shards" / "train-00000.bin")
     model = LlamaForCausalLM.from_pretrained(d / "init", torch_dtype=torch.float32,

@@ -397,6 +397,17 @@ pub struct TrainSection {
     /// for activations about `layers` times smaller).
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Micro-batches (`data.grad_accum`) computed at once, each on one thread of its own; 1:
+    /// one after another, each op using every thread. The gradients are summed in micro-batch
+    /// order, so the result is the sequential one's (with LoRA dropout each micro-batch draws
+    /// from its own generator, seeded from the run's). The process's other threads stay idle
+    /// meanwhile: set RAYON_NUM_THREADS / CANDLE_NUM_THREADS to 1 (`sluice train run` does).
+    #[serde(default = "default_accum_threads")]
+    pub accum_threads: usize,
+}
+
+fn default_accum_threads() -> usize {
+    1
 }
 
 fn default_auto() -> String {
@@ -509,6 +520,12 @@ impl TrainConfig {
         }
         if self.data.batch_size == 0 || self.data.grad_accum == 0 {
             errs.push("data.batch_size and data.grad_accum must be at least 1".to_string());
+        }
+        if self.train.accum_threads == 0 || self.train.accum_threads > 256 {
+            errs.push(format!(
+                "train.accum_threads must be between 1 and 256, found {}",
+                self.train.accum_threads
+            ));
         }
         if self.train.steps == 0 {
             errs.push("train.steps must be at least 1".to_string());

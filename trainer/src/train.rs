@@ -124,6 +124,8 @@ pub struct Trainer {
     progress: Option<OnStep>,
     /// The other ranks, when the world has more than one.
     comm: Option<crate::dist::Comm>,
+    /// One single-thread pool per concurrent micro-batch (`train.accum_threads` > 1).
+    pools: Vec<rayon::ThreadPool>,
 }
 
 /// A step callback (see [`Trainer::on_step`]).
@@ -246,7 +248,18 @@ impl Trainer {
             has_valid,
             progress: None,
             comm,
+            pools: Vec::new(),
         };
+        if t.cfg.train.accum_threads > 1 {
+            for _ in 0..t.cfg.train.accum_threads.min(t.cfg.data.grad_accum) {
+                t.pools.push(
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(1)
+                        .build()
+                        .map_err(|e| Error::Config(format!("a micro-batch thread: {e}")))?,
+                );
+            }
+        }
         match checkpoint::latest(&t.cfg.output)? {
             Some(dir) if resume => {
                 t.restore(&dir)?;
@@ -562,19 +575,30 @@ impl Trainer {
         let denom = trained.max(1) as f64;
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         let mut loss = 0f64;
-        let mut tokens = 0usize;
+        let tokens: usize = batches.iter().map(|b| b.tokens).sum();
         let recompute = self.cfg.train.activation_checkpointing;
-        for b in &batches {
-            tokens += b.tokens;
-            let (targets, mask) = self.targets(b)?;
-            let (l, g) = self.model.loss_and_grads(
-                b,
-                &targets,
-                &mask,
-                denom,
-                Some(&mut self.rng),
-                recompute,
-            )?;
+        let inputs = batches
+            .iter()
+            .map(|b| self.targets(b))
+            .collect::<Result<Vec<_>>>()?;
+        let per_batch = if self.pools.len() > 1 && batches.len() > 1 {
+            self.concurrent_micro_batches(&batches, &inputs, denom, recompute)?
+        } else {
+            let mut out = Vec::with_capacity(batches.len());
+            for (b, (targets, mask)) in batches.iter().zip(&inputs) {
+                out.push(self.model.loss_and_grads(
+                    b,
+                    targets,
+                    mask,
+                    denom,
+                    Some(&mut self.rng),
+                    recompute,
+                )?);
+            }
+            out
+        };
+        // Summed in micro-batch order, however they were computed.
+        for (l, g) in per_batch {
             loss += l;
             for (name, g) in g {
                 let sum = match grads.remove(&name) {
@@ -584,6 +608,7 @@ impl Trainer {
                 grads.insert(name, sum);
             }
         }
+        let mut tokens = tokens;
         if self.comm.is_some() {
             grads = self.sum_across_ranks(grads)?;
             tokens = all_tokens;
@@ -601,6 +626,59 @@ impl Trainer {
             tokens,
             trained,
             truncated,
+        })
+    }
+
+    /// Each micro-batch's loss and gradients, computed `pools.len()` at a time: consecutive
+    /// micro-batches per thread, each thread inside its own single-thread pool, results in
+    /// micro-batch order. Each micro-batch draws LoRA dropout from a generator seeded from the
+    /// run's, so the outcome does not depend on scheduling.
+    fn concurrent_micro_batches(
+        &mut self,
+        batches: &[Batch],
+        inputs: &[(Tensor, Tensor)],
+        denom: f64,
+        recompute: bool,
+    ) -> Result<Vec<(f64, crate::grads::Grads)>> {
+        let seeds: Vec<u64> = batches.iter().map(|_| self.rng.next_u64()).collect();
+        let per = batches.len().div_ceil(self.pools.len());
+        let model = &self.model;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = batches
+                .chunks(per)
+                .zip(inputs.chunks(per))
+                .zip(seeds.chunks(per))
+                .zip(&self.pools)
+                .map(|(((bs, ins), seeds), pool)| {
+                    scope.spawn(move || {
+                        pool.install(|| {
+                            bs.iter()
+                                .zip(ins)
+                                .zip(seeds)
+                                .map(|((b, (targets, mask)), &seed)| {
+                                    let mut rng = Rng::new(seed);
+                                    model.loss_and_grads(
+                                        b,
+                                        targets,
+                                        mask,
+                                        denom,
+                                        Some(&mut rng),
+                                        recompute,
+                                    )
+                                })
+                                .collect::<Result<Vec<_>>>()
+                        })
+                    })
+                })
+                .collect();
+            let mut out = Vec::with_capacity(batches.len());
+            for h in handles {
+                let part = h
+                    .join()
+                    .map_err(|_| Error::Data("a micro-batch thread panicked".into()))??;
+                out.extend(part);
+            }
+            Ok(out)
         })
     }
 

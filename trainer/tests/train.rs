@@ -797,6 +797,32 @@ fn lora_gradients_match_finite_differences() {
     }
 }
 
+/// Micro-batches computed at once on threads of their own sum to the same gradients, in the
+/// same order, as one after another: the same losses to the bit.
+#[test]
+fn micro_batches_on_their_own_threads_train_the_same_run() {
+    let losses = |threads: usize| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        setup(dir.path(), 1);
+        let body = base_toml(6, &format!("accum_threads = {threads}"))
+            .replace("batch_size = 2", "batch_size = 1\ngrad_accum = 3");
+        let mut t = Trainer::new(write_config(dir.path(), &body), false).expect("trainer");
+        t.run().expect("run").losses
+    };
+    let (one, three) = (losses(1), losses(3));
+    assert_eq!(one.len(), 6);
+    assert_eq!(one, three);
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), 1);
+    let path = dir.path().join("train.toml");
+    std::fs::write(&path, base_toml(6, "accum_threads = 0")).expect("write");
+    let err = match TrainConfig::load(&path) {
+        Ok(_) => panic!("accum_threads = 0 was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("train.accum_threads"), "{err}");
+}
+
 /// Activation checkpointing recomputes each layer in the backward pass: the same loss and the
 /// same gradients (to float rounding) for full training, tied embeddings, grouped-query
 /// attention and LoRA with dropout (the recomputation must draw the same dropout masks).
