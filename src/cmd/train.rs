@@ -130,7 +130,7 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                 if on { "without" } else { "with" },
                 mib(trainer.step_memory(!on).total),
                 if trainer.model().lora().is_some() {
-                    "; with LoRA up to about 1.5 times that: candle also keeps gradients of dropout masks and of layers below the first adapter"
+                    "; with LoRA up to about 1.3 times that: candle also keeps gradients in the layers below the first adapter"
                 } else {
                     ""
                 }

@@ -216,10 +216,11 @@ pub struct StepMemory {
 /// to and the sum). The CPU f32 path is measured against this in `trainer/tests/memory.rs`
 /// (full fine-tuning, within 20%); the composed ops used on CUDA are counted the same way
 /// (their intermediates included) but not measured. With LoRA the measured peak is higher than
-/// this count (the count is 0.64–0.91 of it on the test's shapes): candle computes and keeps
-/// until the end of the backward pass a gradient for operands outside the graph (dropout masks,
-/// activations of the layers before the first adapter), which the count leaves out; frozen
-/// weights no longer get one on the CPU ([`crate::ops::FrozenLinear`]).
+/// this count (the count is 0.77–0.93 of it on the test's shapes, adapters on 3 or 7
+/// projections, dropout 0.1): candle computes, and keeps until the backward pass ends, gradients
+/// for operands outside the graph in the layers below the first adapter, which the count leaves
+/// out. Frozen weights and dropout masks get none on the CPU ([`crate::ops::FrozenLinear`],
+/// [`crate::ops::MaskMul`]).
 pub fn step_memory(c: &crate::config::ModelConfig, s: &StepShape) -> StepMemory {
     let f = |x: usize| x as f64;
     let p = f(s.precision_bytes);

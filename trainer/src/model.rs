@@ -425,8 +425,14 @@ impl Model {
                             }
                         })
                         .collect();
-                    let m = Tensor::from_vec(m, x.shape(), &self.device)?.to_dtype(x.dtype())?;
-                    (x * m)?
+                    if x.device().is_cpu() && x.dtype() == DType::F32 {
+                        x.contiguous()?
+                            .apply_op1(crate::ops::MaskMul { mask: Arc::new(m) })?
+                    } else {
+                        let m =
+                            Tensor::from_vec(m, x.shape(), &self.device)?.to_dtype(x.dtype())?;
+                        (x * m)?
+                    }
                 }
                 _ => x.clone(),
             };

@@ -12,8 +12,10 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 use std::sync::Arc;
 
+mod dropout;
 mod frozen;
 mod swiglu;
+pub use dropout::MaskMul;
 pub use frozen::FrozenLinear;
 pub use swiglu::SwiGlu;
 
