@@ -576,3 +576,104 @@ fn overlapping_runs_count_the_newer_run_even_when_its_folder_sorts_last() {
         .collect();
     assert_eq!(tasks, ["new_task"], "{v}");
 }
+
+/// `holdout`: the valid and test splits (near-duplicate clusters kept whole by minhash + split)
+/// stay out of the mix — every held-out sample written once, tagged with its would-be pool and,
+/// with `holdout_split_by_pool`, in a split per pool — while the train split is mixed 1:3. No
+/// held-out id or content appears in the training split.
+#[test]
+fn held_out_splits_stay_out_of_the_mix_and_keep_every_domain() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = data.display();
+    let cfg = pipeline(
+        tmp.path(),
+        &format!(
+            r#"
+seed = 7
+[[inputs]]
+name = "medical"
+paths = ["{d}/sft/medicalgpt/medical_sft_1K_format.jsonl"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+name = "alpaca"
+paths = ["{d}/sft/llama_factory/alpaca_zh_demo.json", "{d}/sft/llama_factory/alpaca_en_demo.json"]
+domain = "general"
+task = "alpaca"
+[[stages]]
+type = "minhash"
+drop = false
+[[stages]]
+type = "split"
+ratios = {{ train = 0.8, valid = 0.1, test = 0.1 }}
+[[stages]]
+type = "mix"
+ratio = "1:3"
+holdout = "split <> 'train'"
+holdout_split_by_pool = true
+pools.domain = {{ domain = "medical" }}
+[output]
+dir = "out"
+formats = ["jsonl"]
+"#
+        ),
+    );
+    let out = tmp.path().join("run");
+    let report = run_ok(&cfg, &["--out", out.to_str().expect("utf8")]);
+    assert_reconciles(&report);
+    let rows = curated_rows(&out);
+    let split = |r: &serde_json::Value| r["tags"]["split"].as_str().unwrap_or("").to_string();
+    let mut by_split: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &rows {
+        *by_split.entry(split(r)).or_default() += 1;
+    }
+    for s in [
+        "test.domain",
+        "test.general",
+        "valid.domain",
+        "valid.general",
+    ] {
+        assert!(
+            by_split.get(s).copied().unwrap_or(0) > 10,
+            "{s}: {by_split:?}"
+        );
+    }
+    // Held-out samples carry their pool and are never copies.
+    for r in rows.iter().filter(|r| split(r) != "train") {
+        let (s, pool) = (split(r), r["tags"]["mix_pool"].as_str().unwrap_or(""));
+        assert!(s.ends_with(&format!(".{pool}")), "{s} vs {pool}");
+        let medical = r["domain"] == "medical";
+        assert_eq!(pool == "domain", medical, "{r}");
+        assert!(r["tags"]["mix_copy"].is_null(), "a held-out copy: {r}");
+    }
+    // The training split is the mix: 1:3 to within a sample.
+    let train: Vec<&serde_json::Value> = rows.iter().filter(|r| split(r) == "train").collect();
+    let dom = train.iter().filter(|r| r["domain"] == "medical").count() as f64;
+    let gen = train.len() as f64 - dom;
+    assert!(
+        (gen - 3.0 * dom).abs() <= 3.0,
+        "{dom} domain, {gen} general"
+    );
+    // Disjoint by id and by content.
+    let base = |id: &str| id.split("#r").next().unwrap_or(id).to_string();
+    let train_ids: std::collections::BTreeSet<String> = train
+        .iter()
+        .map(|r| base(r["id"].as_str().unwrap_or("")))
+        .collect();
+    let text = |r: &serde_json::Value| r["turns"].to_string();
+    let train_texts: std::collections::BTreeSet<String> = train.iter().map(|r| text(r)).collect();
+    for r in rows.iter().filter(|r| split(r) != "train") {
+        assert!(!train_ids.contains(r["id"].as_str().unwrap_or("")), "{r}");
+        assert!(
+            !train_texts.contains(&text(r)),
+            "held-out content in train: {r}"
+        );
+    }
+    let mix = report["stages"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["type"] == "mix"))
+        .expect("mix stage");
+    let held = rows.iter().filter(|r| split(r) != "train").count() as u64;
+    assert_eq!(mix["details"]["held_out"].as_u64(), Some(held), "{mix}");
+}

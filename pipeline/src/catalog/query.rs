@@ -290,6 +290,8 @@ pub fn mix_pipeline(
                 spec: spec.clone(),
                 tokenizer: tokenizer.clone(),
                 owners: Some(Arc::new(owners)),
+                holdout: None,
+                holdout_split_by_pool: false,
             },
         ))],
         output_dir: out.to_path_buf(),

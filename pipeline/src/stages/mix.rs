@@ -42,6 +42,16 @@ pub struct Config {
     /// else an approximation).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// Samples meeting this condition (e.g. `split <> 'train'`) are held out: never in a pool,
+    /// never repeated, written once as they are, tagged with the pool they would belong to
+    /// (`mix_pool`, or `none`), so evaluation splits keep every domain while the training split
+    /// is mixed.
+    #[serde(default)]
+    pub holdout: Option<String>,
+    /// With `holdout`: append the pool to a held-out sample's `split` tag (`test.domain`,
+    /// `test.general`), so the shards hold one evaluation split per pool.
+    #[serde(default)]
+    pub holdout_split_by_pool: bool,
     /// `sluice mix run` only: the sources each catalog run is counted for (run folder → sources).
     /// A sample tagged with a run ([`crate::sample::tag::RUN`]) whose source that run is not
     /// counted for is left out (`overlap`), as the catalog's preview leaves it out.
@@ -78,6 +88,8 @@ pub struct MixRecord {
 
 /// The frame column that says whether a record counts (see [`Config::owners`]).
 const OWNED: &str = "__owned";
+/// The frame column that says whether a record is held out ([`Config::holdout`]).
+const HELD: &str = "__held_out";
 
 fn is_copy(r: &MixRecord) -> bool {
     r.tags.contains_key(crate::sample::tag::COPY)
@@ -120,6 +132,13 @@ pub struct MixSummary {
     pub achieved: Vec<Achieved>,
     /// Samples that matched no pool.
     pub no_pool: u64,
+    /// Samples held out ([`Config::holdout`]), written once and never mixed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held_out: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The built stage.
@@ -129,6 +148,8 @@ pub struct Mix {
     seed: u64,
     counter: TokenCounter,
     owners: Option<std::sync::Arc<BTreeMap<String, std::collections::BTreeSet<String>>>>,
+    holdout: Option<String>,
+    holdout_split_by_pool: bool,
     summary: Mutex<Option<MixSummary>>,
 }
 
@@ -138,7 +159,12 @@ impl Mix {
         let counter = TokenCounter::new(cfg.tokenizer.as_deref())?;
         // Check `where` conditions now, not after the whole map phase.
         let _ = pool_expr(&cfg.spec)?;
+        if let Some(h) = &cfg.holdout {
+            let _ = crate::mix::frame::where_expr(h, None)?;
+        }
         Ok(Mix {
+            holdout: cfg.holdout.clone(),
+            holdout_split_by_pool: cfg.holdout_split_by_pool,
             seed: cfg.spec.seed.unwrap_or(seed),
             spec: cfg.spec.clone(),
             counter,
@@ -243,15 +269,36 @@ impl Mix {
             .collect();
         df.with_column(Column::new(OWNED.into(), owned.clone()))
             .map_err(|e| e.to_string())?;
-        // Pools are assigned once; the statistics and the selection both read the column.
-        let pool = when(col(OWNED))
+        let held_expr = match &self.holdout {
+            Some(h) => crate::mix::frame::where_expr(h, None)?.fill_null(lit(false)),
+            None => lit(false),
+        };
+        // Pools are assigned once; the statistics and the selection both read the column. A
+        // held-out sample keeps the pool it would belong to in `__held_pool` only.
+        let pool = when(col(OWNED).and(col(HELD).not()))
             .then(pool_expr(&self.spec)?)
             .otherwise(lit(NULL).cast(DataType::UInt32))
             .alias("pool");
+        let held_pool = when(col(OWNED).and(col(HELD)))
+            .then(pool_expr(&self.spec)?)
+            .otherwise(lit(NULL).cast(DataType::UInt32))
+            .alias("__held_pool");
         let pooled = df
             .lazy()
-            .with_column(pool)
+            .with_column(held_expr.alias(HELD))
+            .with_columns([pool, held_pool])
             .collect()
+            .map_err(|e| e.to_string())?;
+        let held_col = pooled
+            .column(HELD)
+            .and_then(|c| c.bool().cloned())
+            .map_err(|e| e.to_string())?;
+        let held: Vec<bool> = (0..recs.len())
+            .map(|i| owned[i] && held_col.get(i).unwrap_or(false))
+            .collect();
+        let held_pool = pooled
+            .column("__held_pool")
+            .and_then(|c| c.u32().cloned())
             .map_err(|e| e.to_string())?;
         let stats = pooled_stats(pooled.clone().lazy())?;
         let plan = crate::mix::plan(&self.spec, &stats);
@@ -414,6 +461,21 @@ impl Mix {
                     "earlier_copy",
                     "a copy written by an earlier mix's upsampling; its original is a candidate",
                 )),
+                _ if held[pos as usize] => {
+                    let pool = held_pool
+                        .get(pos as usize)
+                        .map_or("none", |p| plan.pools[p as usize].pool.as_str());
+                    let mut tags = vec![("mix_pool".to_string(), pool.to_string())];
+                    if self.holdout_split_by_pool {
+                        let split = r.tags.get("split").map_or("heldout", |s| s.as_str());
+                        tags.push(("split".to_string(), format!("{split}.{pool}")));
+                    }
+                    Decision {
+                        drop: None,
+                        tags,
+                        repeat: 0,
+                    }
+                }
                 None => Decision::drop(DropReason::new(
                     "no_pool",
                     format!(
@@ -442,6 +504,7 @@ impl Mix {
                 plan,
                 achieved,
                 no_pool: no_pool.len() as u64,
+                held_out: held.iter().filter(|&&h| h).count() as u64,
             },
         ))
     }
