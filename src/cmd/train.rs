@@ -105,8 +105,9 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
             let cfg = TrainConfig::load(&config)?;
             one_thread_per_micro_batch(cfg.train.accum_threads);
             let steps = cfg.train.steps;
-            let output = cfg.output.clone();
             let mut trainer = Trainer::new(cfg, resume)?;
+            // Rank k > 0 of a data-parallel run writes under <output>/rank-k.
+            let output = trainer.config().output.clone();
             eprintln!(
                 "training {} parameters ({} trained) from step {} to {}; metrics in {}",
                 trainer.model().config.parameters(),
@@ -120,17 +121,28 @@ pub fn run(cmd: TrainCommand) -> Result<ExitCode> {
                 until.unwrap_or(steps).min(steps),
                 output.join("metrics.jsonl").display()
             );
-            let on = trainer.config().train.activation_checkpointing;
-            let mib = |b: f64| b / 1048576.0;
+            let c = trainer.config();
+            let on = c.train.activation_checkpointing;
+            let at_once = trainer.micro_batches_at_once();
+            let mib = |b: f64| at_once as f64 * b / 1048576.0;
             eprintln!(
-                "each micro-batch holds about {:.0} MiB of activations and gradients \
-                 (activation checkpointing {}; {} it would be about {:.0} MiB){}",
+                "memory for activations and gradients: at most about {:.0} MiB, for {} of {} \
+                 sequences of {} tokens (shorter batches need less); activation \
+                 checkpointing {}, {} it about {:.0} MiB{}",
                 mib(trainer.step_memory(on).total),
+                if at_once > 1 {
+                    format!("{at_once} micro-batches at once")
+                } else {
+                    "a micro-batch".to_string()
+                },
+                c.data.batch_size,
+                c.data.seq_len,
                 if on { "on" } else { "off" },
                 if on { "without" } else { "with" },
                 mib(trainer.step_memory(!on).total),
                 if trainer.model().lora().is_some() {
-                    "; with LoRA up to about 1.3 times that: candle also keeps gradients in the layers below the first adapter"
+                    "; with LoRA up to about 1.3 times that (candle also keeps gradients in \
+                     the layers below the first adapter)"
                 } else {
                     ""
                 }
@@ -348,12 +360,17 @@ pub struct BenchTrainArgs {
 /// Training tokens per second on this machine for a small Llama-shaped model.
 pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
     keep_freed_buffers();
-    if a.accum_threads == 0 || !a.batch.is_multiple_of(a.accum_threads) {
-        bail!(
-            "--batch {} does not split into --accum-threads {}",
-            a.batch,
-            a.accum_threads
-        );
+    // Every check before any timing.
+    if a.accum_threads == 0 || a.ranks == 0 {
+        bail!("--accum-threads and --ranks must be at least 1");
+    }
+    for (what, n) in [("--accum-threads", a.accum_threads), ("--ranks", a.ranks)] {
+        if !a.batch.is_multiple_of(n) {
+            bail!("--batch {} does not split into {what} {n}", a.batch);
+        }
+    }
+    if a.ranks > 1 && a.accum_threads > 1 {
+        bail!("give --ranks or --accum-threads, not both");
     }
     one_thread_per_micro_batch(a.accum_threads);
     #[allow(clippy::disallowed_methods)] // a scratch folder of the benchmark
@@ -446,9 +463,6 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
 /// `threads / ranks` threads each; the step time is rank 0's, from its metrics.
 fn bench_ranks(a: &BenchTrainArgs, single_first_loss: Option<f64>) -> Result<()> {
     let n = a.ranks;
-    if !a.batch.is_multiple_of(n) {
-        bail!("--batch {} does not split over --ranks {n}", a.batch);
-    }
     let threads = (candle_core_threads() / n).max(1);
     let dir = a.dir.join(format!("ranks-{n}"));
     #[allow(clippy::disallowed_methods)] // a scratch folder of the benchmark

@@ -259,4 +259,33 @@ fn bench_train_times_data_parallel_ranks_on_the_same_batches() {
         "two ranks trained other batches: {line}"
     );
     assert!(d.join("ranks-2/out/rank-1/metrics.jsonl").is_file());
+    // Bad values are refused before any timing, each named.
+    for (args, says) in [
+        (
+            vec!["--ranks", "0"],
+            "--accum-threads and --ranks must be at least 1",
+        ),
+        (
+            vec!["--ranks", "3"],
+            "--batch 4 does not split into --ranks 3",
+        ),
+        (
+            vec!["--accum-threads", "3"],
+            "does not split into --accum-threads 3",
+        ),
+        (vec!["--accum-threads", "2", "--ranks", "2"], "not both"),
+    ] {
+        let mut all = vec!["bench", "train", "--dir", d.to_str().expect("utf8")];
+        all.extend(args.iter().copied());
+        let out = sluice(&all);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).is_empty(),
+            "{args:?} timed something"
+        );
+    }
 }

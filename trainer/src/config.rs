@@ -515,6 +515,14 @@ impl TrainConfig {
         if self.model.config.is_none() && self.model.weights.is_none() {
             errs.push("model: give `config` (from scratch) or `weights` (a HF directory)".into());
         }
+        if let Some(w) = &self.model.weights {
+            if !w.is_dir() {
+                errs.push(format!(
+                    "model.weights: {} is not a directory (a HF model: config.json and *.safetensors)",
+                    w.display()
+                ));
+            }
+        }
         if self.data.seq_len < 2 {
             errs.push("data.seq_len must be at least 2".to_string());
         }
@@ -525,6 +533,12 @@ impl TrainConfig {
             errs.push(format!(
                 "train.accum_threads must be between 1 and 256, found {}",
                 self.train.accum_threads
+            ));
+        } else if self.train.accum_threads > self.data.grad_accum {
+            errs.push(format!(
+                "train.accum_threads {} exceeds data.grad_accum {}: it is how many of the \
+                 grad_accum micro-batches are computed at once",
+                self.train.accum_threads, self.data.grad_accum
             ));
         }
         if self.train.steps == 0 {

@@ -22,7 +22,18 @@ pub struct Comm {
 }
 
 fn io(what: &str, e: std::io::Error) -> Error {
-    Error::Config(format!("data parallel: {what}: {e}"))
+    Error::Parallel(format!("{what}: {e}"))
+}
+
+/// A read from `rank` failed: when it closed the link, say so.
+fn from_rank(rank: usize, e: std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        Error::Parallel(format!(
+            "rank {rank} closed its connection mid-step (it stopped: see its own output)"
+        ))
+    } else {
+        io(&format!("receive from rank {rank}"), e)
+    }
 }
 
 impl Comm {
@@ -134,27 +145,27 @@ impl Comm {
             w.write_all(&(n as u64).to_le_bytes())
                 .map_err(|e| io("send", e))
         };
-        let check = |r: &mut BufReader<TcpStream>| -> Result<()> {
+        let check = |r: &mut BufReader<TcpStream>, from: usize| -> Result<()> {
             let mut head = [0u8; 8];
-            r.read_exact(&mut head).map_err(|e| io("receive", e))?;
+            r.read_exact(&mut head).map_err(|e| from_rank(from, e))?;
             let got = u64::from_le_bytes(head) as usize;
             if got != n {
-                return Err(Error::Config(format!(
-                    "data parallel: a rank sent {got} values where {n} were expected (do all ranks train the same model?)"
+                return Err(Error::Parallel(format!(
+                    "rank {from} sent {got} values where {n} were expected (do all ranks train the same model?)"
                 )));
             }
             Ok(())
         };
         if self.rank == 0 {
-            for (r, w) in self.peers.iter_mut() {
-                check(r)?;
+            for (i, (r, w)) in self.peers.iter_mut().enumerate() {
+                check(r, i + 1)?;
                 header(w)?;
             }
             let mut bytes = Vec::new();
             for part in values.chunks_mut(chunk) {
                 bytes.resize(part.len() * width, 0);
-                for (r, _) in self.peers.iter_mut() {
-                    r.read_exact(&mut bytes).map_err(|e| io("receive", e))?;
+                for (i, (r, _)) in self.peers.iter_mut().enumerate() {
+                    r.read_exact(&mut bytes).map_err(|e| from_rank(i + 1, e))?;
                     for (v, b) in part.iter_mut().zip(bytes.chunks(width)) {
                         *v += get(b);
                     }
@@ -174,11 +185,11 @@ impl Comm {
         pack(values, &mut out);
         std::thread::scope(|scope| -> Result<()> {
             let receiver = scope.spawn(|| -> Result<()> {
-                check(r)?;
+                check(r, 0)?;
                 let mut bytes = vec![0u8; chunk * width];
                 for part in values.chunks_mut(chunk) {
                     let bytes = &mut bytes[..part.len() * width];
-                    r.read_exact(bytes).map_err(|e| io("receive", e))?;
+                    r.read_exact(bytes).map_err(|e| from_rank(0, e))?;
                     for (v, b) in part.iter_mut().zip(bytes.chunks(width)) {
                         *v = get(b);
                     }
@@ -202,6 +213,27 @@ const CHUNK_BYTES: usize = 1 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rank_that_stops_is_named_by_the_others() {
+        let addr = {
+            let l = TcpListener::bind("127.0.0.1:0").expect("port");
+            l.local_addr().expect("addr").to_string()
+        };
+        let a = addr.clone();
+        let quitter = std::thread::spawn(move || {
+            // Connects, then stops before the step's sum.
+            drop(Comm::connect(1, 2, &a).expect("connect"));
+        });
+        let mut c = Comm::connect(0, 2, &addr).expect("connect");
+        quitter.join().expect("rank 1");
+        let err = c.sum_f32(&mut [1.0, 2.0]).expect_err("rank 1 is gone");
+        assert!(
+            err.to_string()
+                .contains("data parallel: rank 1 closed its connection"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn three_ranks_sum_to_the_same_bytes() {

@@ -51,6 +51,9 @@ pub enum Error {
     /// A tensor error.
     #[error("tensor: {0}")]
     Tensor(#[from] candle_core::Error),
+    /// Data parallel: a link between ranks failed.
+    #[error("data parallel: {0}")]
+    Parallel(String),
     /// The run kept spiking past its rollback budget.
     #[error("diverged: {0}")]
     Diverged(String),

@@ -305,6 +305,11 @@ impl Trainer {
         &self.state
     }
 
+    /// Micro-batches computed at once (`train.accum_threads`, at most `data.grad_accum`).
+    pub fn micro_batches_at_once(&self) -> usize {
+        self.pools.len().max(1)
+    }
+
     /// What one micro-batch holds beyond weights and optimizer state, with activation
     /// checkpointing on or off ([`crate::estimate::step_memory`]).
     pub fn step_memory(&self, checkpointing: bool) -> crate::estimate::StepMemory {
@@ -440,9 +445,12 @@ impl Trainer {
                 });
             }
             let every = self.cfg.train.checkpoint_every;
+            // Stopping before the end (`--until`) leaves a checkpoint where it stopped, so a
+            // resumed run recomputes nothing.
             if stopped_early
                 || (every > 0 && step.is_multiple_of(every))
                 || step == self.cfg.train.steps
+                || step == stop
             {
                 self.save_checkpoint()?;
             }
@@ -725,15 +733,15 @@ impl Trainer {
 
     /// Mean loss per trained token over the validation split (capped by `eval_sequences`).
     pub fn validate(&mut self) -> Result<f64> {
+        let split = self.cfg.data.valid_split.clone();
+        self.evaluate(&split, self.cfg.train.eval_sequences)
+    }
+
+    /// Mean loss per trained token over a split of the shards (its first `cap` sequences; 0:
+    /// all), with the current weights.
+    pub fn evaluate(&mut self, split: &str, cap: usize) -> Result<f64> {
         let d = &self.cfg.data;
-        let mut loader = Loader::new(
-            &d.shards,
-            &d.valid_split,
-            self.rank,
-            self.world,
-            Cursor::default(),
-        )?;
-        let cap = self.cfg.train.eval_sequences;
+        let mut loader = Loader::new(&d.shards, split, self.rank, self.world, Cursor::default())?;
         let (mut sum, mut count, mut read) = (0f64, 0usize, 0usize);
         'outer: loop {
             let mut seqs = Vec::with_capacity(d.batch_size);

@@ -326,11 +326,20 @@ fn twenty_steps_equal_ten_then_resume_then_ten() {
     let resumed = tempfile::tempdir().expect("tempdir");
     setup(resumed.path(), 3);
     let cfg = write_config(resumed.path(), &body);
-    // Interrupted after step 13: steps 11–13 are lost with the process.
+    // Interrupted after step 13: steps 11–13 are lost with the process. (`run_until` leaves a
+    // checkpoint at its stop; a crash would not have written it.)
     let first = Trainer::new(cfg.clone(), false)
         .expect("trainer")
         .run_until(13)
         .expect("run");
+    let checkpoints = resumed.path().join("out/checkpoints");
+    std::fs::remove_dir_all(checkpoints.join(sluice_trainer::checkpoint::checkpoint_name(13)))
+        .expect("the stop's checkpoint");
+    std::fs::write(
+        checkpoints.join("latest"),
+        sluice_trainer::checkpoint::checkpoint_name(10),
+    )
+    .expect("latest");
     assert!(
         Trainer::new(cfg.clone(), false).is_err(),
         "a fresh run refuses an output with checkpoints"
@@ -821,6 +830,49 @@ fn micro_batches_on_their_own_threads_train_the_same_run() {
         Err(e) => e.to_string(),
     };
     assert!(err.contains("train.accum_threads"), "{err}");
+    // More threads than micro-batches is a mistake, not something to clamp silently.
+    std::fs::write(
+        &path,
+        base_toml(6, "accum_threads = 3")
+            .replace("batch_size = 2", "batch_size = 2\ngrad_accum = 2"),
+    )
+    .expect("write");
+    let err = match TrainConfig::load(&path).and_then(|c| Trainer::new(c, false)) {
+        Ok(_) => panic!("accum_threads above grad_accum was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("train.accum_threads 3 exceeds data.grad_accum 2"),
+        "{err}"
+    );
+    // A weights folder that is not there is named by its key.
+    let body = base_toml(6, "").replace("config = \"config.json\"", "weights = \"nope\"");
+    std::fs::write(&path, body).expect("write");
+    let err = match TrainConfig::load(&path).and_then(|c| Trainer::new(c, false)) {
+        Ok(_) => panic!("a missing weights folder was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("model.weights") && err.contains("nope"),
+        "{err}"
+    );
+}
+
+/// Stopping early (`--until`) leaves a checkpoint at the stop, so resuming recomputes nothing.
+#[test]
+fn a_run_stopped_early_resumes_from_where_it_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), 1);
+    let cfg = write_config(dir.path(), &base_toml(12, "checkpoint_every = 10"));
+    let mut t = Trainer::new(cfg.clone(), false).expect("trainer");
+    t.run_until(5).expect("five steps");
+    drop(t);
+    let t = Trainer::new(cfg, true).expect("resume");
+    assert_eq!(
+        t.state().step,
+        5,
+        "resumed from the stop, not from an earlier checkpoint"
+    );
 }
 
 /// Activation checkpointing recomputes each layer in the backward pass: the same loss and the
