@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         what: cmd::train::TrainCommand,
     },
+    /// Compare mixes by outcome: build each, train on it, evaluate forgetting, recommend one.
+    Ablate {
+        #[command(subcommand)]
+        what: cmd::ablate::AblateCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -83,6 +88,7 @@ fn real_main() -> Result<ExitCode> {
             cmd::classifier::classifier_command(what)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Ablate { what } => cmd::ablate::run(what),
         Command::Bench { what } => cmd::bench::run(what),
     }
 }

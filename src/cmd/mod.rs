@@ -1,5 +1,6 @@
 //! One module per command of the `sluice` binary.
 
+pub mod ablate;
 pub mod bench;
 pub mod catalog;
 pub mod check;

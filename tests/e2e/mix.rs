@@ -629,10 +629,10 @@ formats = ["jsonl"]
         *by_split.entry(split(r)).or_default() += 1;
     }
     for s in [
-        "test.domain",
-        "test.general",
-        "valid.domain",
-        "valid.general",
+        "test_domain",
+        "test_general",
+        "valid_domain",
+        "valid_general",
     ] {
         assert!(
             by_split.get(s).copied().unwrap_or(0) > 10,
@@ -642,7 +642,7 @@ formats = ["jsonl"]
     // Held-out samples carry their pool and are never copies.
     for r in rows.iter().filter(|r| split(r) != "train") {
         let (s, pool) = (split(r), r["tags"]["mix_pool"].as_str().unwrap_or(""));
-        assert!(s.ends_with(&format!(".{pool}")), "{s} vs {pool}");
+        assert!(s.ends_with(&format!("_{pool}")), "{s} vs {pool}");
         let medical = r["domain"] == "medical";
         assert_eq!(pool == "domain", medical, "{r}");
         assert!(r["tags"]["mix_copy"].is_null(), "a held-out copy: {r}");

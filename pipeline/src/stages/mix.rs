@@ -48,8 +48,8 @@ pub struct Config {
     /// is mixed.
     #[serde(default)]
     pub holdout: Option<String>,
-    /// With `holdout`: append the pool to a held-out sample's `split` tag (`test.domain`,
-    /// `test.general`), so the shards hold one evaluation split per pool.
+    /// With `holdout`: append the pool to a held-out sample's `split` tag (`test_domain`,
+    /// `test_general`), so the shards hold one evaluation split per pool.
     #[serde(default)]
     pub holdout_split_by_pool: bool,
     /// `sluice mix run` only: the sources each catalog run is counted for (run folder → sources).
@@ -468,7 +468,7 @@ impl Mix {
                     let mut tags = vec![("mix_pool".to_string(), pool.to_string())];
                     if self.holdout_split_by_pool {
                         let split = r.tags.get("split").map_or("heldout", |s| s.as_str());
-                        tags.push(("split".to_string(), format!("{split}.{pool}")));
+                        tags.push(("split".to_string(), format!("{split}_{pool}")));
                     }
                     Decision {
                         drop: None,
