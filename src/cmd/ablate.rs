@@ -527,10 +527,21 @@ fn run_point(
             base
         }
     };
+    let steps = t.config().train.steps;
     eprintln!(
-        "{label}: training {} steps (base model: domain loss {base_domain_loss:.4}, general {base_general_loss:.4})",
-        t.config().train.steps
+        "{label}: training {steps} steps (base model: domain loss {base_domain_loss:.4}, general \
+         {base_general_loss:.4})"
     );
+    let every = (steps / 10).max(1);
+    let tag = label.clone();
+    t.on_step(Box::new(move |p: &sluice_trainer::StepProgress| {
+        if p.step.is_multiple_of(every) || p.step == p.stop {
+            eprintln!(
+                "{tag}: step {}/{}  loss {:.4}  {:.0} tokens/s  eta {:.0}s",
+                p.step, p.stop, p.loss, p.tokens_per_s, p.eta_s
+            );
+        }
+    }));
     let summary = t.run()?;
     let (domain_loss, general_loss) = evaluate(&mut t, &f.eval_split, f.eval_sequences)?;
     let forgetting = general_loss - base_general_loss;

@@ -3,6 +3,7 @@
 
 #![allow(clippy::disallowed_methods)] // tests write their fixtures directly
 
+mod ablate;
 mod browser;
 mod cdp;
 mod classifier;

@@ -1,0 +1,218 @@
+//! `sluice ablate run` on the real data of ../shared/data: three SFT ratios, each mixed, trained
+//! (a tiny model, a few steps) and evaluated on held-out medical and general sets that no mix
+//! contains; the recommendation follows the stated rule on the recorded numbers, and a second
+//! run keeps every finished point.
+
+use crate::common::*;
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).expect("write");
+}
+
+fn files(dir: &Path, data: &Path) -> std::path::PathBuf {
+    let d = data.display();
+    write(
+        &dir.join("pipeline.toml"),
+        &format!(
+            r#"
+seed = 3
+[[inputs]]
+name = "medical"
+paths = ["{d}/sft/medicalgpt/medical_sft_1K_format.jsonl"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+name = "alpaca"
+paths = ["{d}/sft/llama_factory/alpaca_zh_demo.json", "{d}/sft/llama_factory/alpaca_en_demo.json"]
+domain = "general"
+task = "alpaca"
+[[stages]]
+type = "minhash"
+drop = false
+[[stages]]
+type = "split"
+ratios = {{ train = 0.8, test = 0.2 }}
+[[stages]]
+type = "mix"
+ratio = "1:1"
+holdout = "split <> 'train'"
+holdout_split_by_pool = true
+pools.domain = {{ domain = "medical" }}
+[output]
+dir = "unused"
+formats = ["jsonl"]
+[output.shards]
+tokenizer = "{d}/tokenizers/minimind/tokenizer.json"
+template = "chatml"
+max_source_tokens = 128
+max_target_tokens = 128
+"#
+        ),
+    );
+    write(
+        &dir.join("model.json"),
+        r#"{"model_type": "llama", "vocab_size": 6400, "hidden_size": 32,
+            "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+            "tie_word_embeddings": true}"#,
+    );
+    write(
+        &dir.join("train.toml"),
+        r#"
+output = "unused"
+[model]
+config = "model.json"
+[data]
+shards = "unused"
+seq_len = 256
+batch_size = 2
+[optim]
+lr = 1e-2
+[train]
+steps = 3
+seed = 1
+device = "cpu"
+"#,
+    );
+    let ablate = dir.join("ablate.toml");
+    write(
+        &ablate,
+        r#"
+output = "ablation"
+pipeline = "pipeline.toml"
+train = "train.toml"
+tolerance = 0.02
+eval_sequences = 12
+[grid]
+ratio = ["1:1", "1:3", "1:5"]
+"#,
+    );
+    ablate
+}
+
+#[test]
+fn an_ablation_records_every_point_holds_its_evaluation_sets_out_and_resumes() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ablate = files(tmp.path(), &data);
+    let out = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("ablation/results.json")).expect("results.json"),
+    )
+    .expect("json");
+    let points = results["points"].as_array().expect("points");
+    assert_eq!(points.len(), 3);
+    let num = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+    for p in points {
+        for k in [
+            "domain_loss",
+            "general_loss",
+            "base_domain_loss",
+            "base_general_loss",
+        ] {
+            assert!(num(p, k).is_finite() && num(p, k) > 0.0, "{k} of {p}");
+        }
+        assert_eq!(p["steps"].as_u64(), Some(3));
+    }
+    // The ratio shaped each mix.
+    let mixed = |i: usize, pool: &str| points[i]["mixed_samples"][pool].as_u64().unwrap_or(0);
+    for (i, k) in [(0, 1), (1, 3), (2, 5)] {
+        let (d, g) = (mixed(i, "domain"), mixed(i, "general"));
+        assert!(
+            d > 0 && (g as i64 - (k * d) as i64).abs() <= k as i64,
+            "{d}:{g}"
+        );
+    }
+    // The recommendation follows the rule on the recorded numbers.
+    let tol = 0.02;
+    let within: Vec<&serde_json::Value> = points
+        .iter()
+        .filter(|p| num(p, "general_loss") <= num(p, "base_general_loss") * (1.0 + tol))
+        .collect();
+    let expected = within
+        .iter()
+        .min_by(|a, b| num(a, "domain_loss").total_cmp(&num(b, "domain_loss")))
+        .map(|p| p["label"].as_str().unwrap_or("").to_string());
+    let chosen = results["recommendation"]["chosen"]
+        .as_str()
+        .map(str::to_string);
+    assert_eq!(chosen, expected, "{}", results["recommendation"]);
+    assert!(stdout.contains("recommended:"), "{stdout}");
+    // Every point's held-out sets are the same samples, and none is in any point's training
+    // split, by id or by content.
+    let mut held_sets = Vec::new();
+    for p in points {
+        let run = tmp
+            .path()
+            .join("ablation/points")
+            .join(p["label"].as_str().expect("label"))
+            .join("run");
+        let rows = curated_rows(&run);
+        let split = |r: &serde_json::Value| r["tags"]["split"].as_str().unwrap_or("").to_string();
+        let base = |id: &str| id.split("#r").next().unwrap_or(id).to_string();
+        let train_ids: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| split(r) == "train")
+            .map(|r| base(r["id"].as_str().unwrap_or("")))
+            .collect();
+        let train_texts: BTreeSet<String> = rows
+            .iter()
+            .filter(|r| split(r) == "train")
+            .map(|r| r["turns"].to_string())
+            .collect();
+        let held: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| split(r).starts_with("test_"))
+            .collect();
+        assert!(held.iter().any(|r| split(r) == "test_general"));
+        assert!(held.iter().any(|r| split(r) == "test_domain"));
+        for r in &held {
+            assert!(!train_ids.contains(r["id"].as_str().unwrap_or("")), "{r}");
+            assert!(!train_texts.contains(&r["turns"].to_string()), "{r}");
+        }
+        let ids: BTreeSet<String> = held
+            .iter()
+            .map(|r| r["id"].as_str().unwrap_or("").to_string())
+            .collect();
+        held_sets.push(ids);
+    }
+    assert!(
+        held_sets.windows(2).all(|w| w[0] == w[1]),
+        "the same held-out sets"
+    );
+    // A second run keeps every finished point.
+    let again = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    assert!(again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(stderr.matches("done earlier, kept").count(), 3, "{stderr}");
+    let again_results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("ablation/results.json")).expect("results.json"),
+    )
+    .expect("json");
+    assert_eq!(again_results["points"], results["points"]);
+}
+
+#[test]
+fn an_ablation_whose_pipeline_mixes_its_evaluation_sets_is_refused_before_it_runs() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let ablate = files(tmp.path(), &data);
+    let p = tmp.path().join("pipeline.toml");
+    let text = std::fs::read_to_string(&p).expect("read");
+    write(&p, &text.replace("holdout = \"split <> 'train'\"\n", ""));
+    let out = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("holdout"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("ablation/points").exists(), "nothing ran");
+}
