@@ -30,6 +30,11 @@ pub enum AblateCommand {
         /// The ablation file.
         config: PathBuf,
     },
+    /// Check an ablation file and list its points and what each has done, running nothing.
+    Plan {
+        /// The ablation file.
+        config: PathBuf,
+    },
 }
 
 /// Most grid points one file may ask for.
@@ -565,20 +570,60 @@ fn run_point(
     Ok(result)
 }
 
-/// Run a `sluice ablate` subcommand.
-pub fn run(cmd: AblateCommand) -> Result<ExitCode> {
-    let AblateCommand::Run { config } = cmd;
-    let f = AblateFile::load(&config)?;
+/// The file, its pipeline and train texts, and its points, every point's pipeline checked.
+fn prepare(config: &Path) -> Result<(AblateFile, String, String, Vec<Point>)> {
+    let f = AblateFile::load(config)?;
     let pipeline_text = std::fs::read_to_string(&f.pipeline)
         .with_context(|| format!("reading {}", f.pipeline.display()))?;
     let train_text = std::fs::read_to_string(&f.train)
         .with_context(|| format!("reading {}", f.train.display()))?;
-    // Every point's pipeline is checked before the first one runs.
     let points = f.points();
     for p in &points {
-        point_pipeline(&pipeline_text, p).with_context(|| format!("{}", f.pipeline.display()))?;
+        let text = point_pipeline(&pipeline_text, p)
+            .with_context(|| format!("{}", f.pipeline.display()))?;
+        sluice_pipeline::config::parse(&text, &f.pipeline)
+            .with_context(|| format!("{} with {}", f.pipeline.display(), p.label()))?;
     }
     TrainConfig::load(&f.train)?;
+    Ok((f, pipeline_text, train_text, points))
+}
+
+/// Run a `sluice ablate` subcommand.
+pub fn run(cmd: AblateCommand) -> Result<ExitCode> {
+    let config = match cmd {
+        AblateCommand::Run { config } => config,
+        AblateCommand::Plan { config } => {
+            let (f, pipeline_text, train_text, points) = prepare(&config)?;
+            let mut out = std::io::stdout().lock();
+            writeln!(
+                out,
+                "{} points; each: {}, then {}; evaluated on {}_domain and {}_general",
+                points.len(),
+                f.pipeline.display(),
+                f.train.display(),
+                f.eval_split,
+                f.eval_split
+            )?;
+            for p in &points {
+                let text = point_pipeline(&pipeline_text, p)?;
+                let eval = format!("{}:{}", f.eval_split, f.eval_sequences);
+                let print = fingerprint(&[&text, &train_text, &eval]);
+                let result = f.output.join("points").join(p.label()).join("result.json");
+                let done = std::fs::read(&result)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<PointResult>(&b).ok())
+                    .is_some_and(|r| r.fingerprint == print);
+                writeln!(
+                    out,
+                    "  {:<32} {}",
+                    p.label(),
+                    if done { "done" } else { "to run" }
+                )?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let (f, pipeline_text, train_text, points) = prepare(&config)?;
     let mut results = Vec::new();
     for (i, p) in points.iter().enumerate() {
         eprintln!("point {} of {}: {}", i + 1, points.len(), p.label());

@@ -311,9 +311,22 @@ fn check_lists_every_config_error_with_file_and_key() {
         .flatten()
     {
         let p = e.path();
-        let train_file = p
+        let name = p
             .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("train_"));
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let train_file = name.starts_with("train_") || name.ends_with("_train.toml");
+        if name == "ablate.toml" {
+            // An ablation file: every point's pipeline and the train file check out.
+            let plan = sluice(&["ablate", "plan", p.to_str().expect("utf8")]);
+            let stdout = String::from_utf8_lossy(&plan.stdout);
+            assert!(
+                plan.status.success() && stdout.starts_with("3 points"),
+                "{stdout}{}",
+                String::from_utf8_lossy(&plan.stderr)
+            );
+            continue;
+        }
         if train_file {
             // Train files are the trainer's, not pipelines: they must parse and validate.
             sluice_trainer::TrainConfig::load(&p)
