@@ -327,6 +327,135 @@ pub fn lines(title: &str, series: &[Series], events: &[(f64, String)]) -> String
     s
 }
 
+/// One point of a scatter chart: its label, x, y and color (a [`PALETTE`] index).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dot {
+    /// Written beside the point (escaped).
+    pub label: String,
+    /// Horizontal value.
+    pub x: f64,
+    /// Vertical value.
+    pub y: f64,
+    /// Index into [`PALETTE`].
+    pub color: usize,
+}
+
+/// A scatter chart of labelled points on axes named `axes` (x, y), with optional vertical
+/// guides (x, label) such as a limit, and a legend of (name, color).
+pub fn scatter(
+    title: &str,
+    dots: &[Dot],
+    axes: (&str, &str),
+    guides: &[(f64, String)],
+    legend: &[(&str, usize)],
+) -> String {
+    let finite: Vec<&Dot> = dots
+        .iter()
+        .filter(|d| d.x.is_finite() && d.y.is_finite())
+        .collect();
+    let (left, top, right, bottom) = PLOT;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg class="chart" viewBox="0 0 {WIDTH} {LINES_HEIGHT}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
+        t = escape(title)
+    );
+    let _ = write!(
+        s,
+        "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
+        right - left,
+        bottom - top
+    );
+    if finite.is_empty() {
+        s.push_str(
+            r#"<text x="360" y="130" text-anchor="middle" class="label">no data</text></svg>"#,
+        );
+        return s;
+    }
+    // Ranges padded by a tenth so no point sits on the frame; guides widen the x range.
+    let span = |vals: Vec<f64>| {
+        let lo = vals.iter().copied().fold(f64::MAX, f64::min);
+        let hi = vals.iter().copied().fold(f64::MIN, f64::max);
+        let pad = ((hi - lo) * 0.1).max(hi.abs() * 0.01).max(1e-9);
+        (lo - pad, hi + pad)
+    };
+    let mut xs_all: Vec<f64> = finite.iter().map(|d| d.x).collect();
+    xs_all.extend(guides.iter().map(|g| g.0).filter(|x| x.is_finite()));
+    let xs = span(xs_all);
+    let ys = span(finite.iter().map(|d| d.y).collect());
+    let _ = write!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="end" class="label">{:.3}</text><text x="{}" y="{}" text-anchor="end" class="label">{:.3}</text>"#,
+        left - 6.0,
+        top + 10.0,
+        ys.1,
+        left - 6.0,
+        bottom,
+        ys.0
+    );
+    let _ = write!(
+        s,
+        r#"<text x="{left}" y="{}" class="label">{:.3}</text><text x="{right}" y="{}" text-anchor="end" class="label">{:.3}</text><text x="{}" y="{}" text-anchor="middle" class="label">{}</text><text x="{}" y="{}" class="label">{}</text>"#,
+        bottom + 16.0,
+        xs.0,
+        bottom + 16.0,
+        xs.1,
+        (left + right) / 2.0,
+        bottom + 16.0,
+        escape(axes.0),
+        left + 4.0,
+        top + 12.0,
+        escape(axes.1)
+    );
+    for (x, label) in guides {
+        if !x.is_finite() {
+            continue;
+        }
+        let (px, _) = line_xy(*x, ys.0, xs, ys);
+        // The label on the side of the line with room for it.
+        let (tx, anchor) = if px + 90.0 > right {
+            (px - 4.0, "end")
+        } else {
+            (px + 4.0, "start")
+        };
+        let _ = write!(
+            s,
+            "<line x1=\"{px:.1}\" y1=\"{top}\" x2=\"{px:.1}\" y2=\"{bottom}\" stroke=\"#c0392b\" stroke-dasharray=\"4 3\"/><text x=\"{tx:.1}\" y=\"{}\" text-anchor=\"{anchor}\" class=\"label\">{}</text>",
+            bottom - 6.0,
+            escape(label)
+        );
+    }
+    for d in &finite {
+        let (px, py) = line_xy(d.x, d.y, xs, ys);
+        let _ = write!(
+            s,
+            "<circle cx=\"{px:.1}\" cy=\"{py:.1}\" r=\"5\" fill=\"{}\"><title>{}: {:.4}, {:.4}</title></circle><text x=\"{:.1}\" y=\"{:.1}\" class=\"label\">{}</text>",
+            PALETTE[d.color % PALETTE.len()],
+            escape(&d.label),
+            d.x,
+            d.y,
+            px + 8.0,
+            py + 4.0,
+            escape(&shorten(&d.label, 32))
+        );
+    }
+    let mut x = left;
+    for (name, color) in legend {
+        let _ = write!(
+            s,
+            r#"<rect x="{x:.1}" y="{}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{}" class="legend">{}</text>"#,
+            LINES_HEIGHT - 14.0,
+            PALETTE[color % PALETTE.len()],
+            x + 14.0,
+            LINES_HEIGHT - 4.0,
+            escape(name)
+        );
+        x += 30.0 + 7.0 * name.chars().count() as f64;
+    }
+    s.push_str("</svg>");
+    s
+}
+
 /// `s` cut to at most `n` characters (an ellipsis marks the cut).
 fn shorten(s: &str, n: usize) -> String {
     if s.chars().count() <= n {
@@ -340,6 +469,67 @@ fn shorten(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scatter_places_and_escapes_its_points() {
+        let dots = [
+            Dot {
+                label: "<b>low</b>".into(),
+                x: 1.0,
+                y: 1.0,
+                color: 0,
+            },
+            Dot {
+                label: "high".into(),
+                x: 3.0,
+                y: 2.0,
+                color: 1,
+            },
+            Dot {
+                label: "nan".into(),
+                x: f64::NAN,
+                y: 1.0,
+                color: 1,
+            },
+        ];
+        let svg = scatter(
+            "t",
+            &dots,
+            ("general", "domain"),
+            &[(2.0, "limit".into())],
+            &[],
+        );
+        assert!(svg.contains("&lt;b&gt;low&lt;/b&gt;") && !svg.contains("<b>"));
+        assert_eq!(
+            svg.matches("<circle").count(),
+            2,
+            "the NaN point is left out"
+        );
+        // The low point is left of and below the high one (SVG y grows downwards).
+        let centers: Vec<(f64, f64)> = svg
+            .split("<circle cx=\"")
+            .skip(1)
+            .map(|r| {
+                let cx: f64 = r
+                    .split('"')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("cx");
+                let cy: f64 = r
+                    .split("cy=\"")
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .and_then(|v| v.parse().ok())
+                    .expect("cy");
+                (cx, cy)
+            })
+            .collect();
+        assert!(
+            centers[0].0 < centers[1].0 && centers[0].1 > centers[1].1,
+            "{centers:?}"
+        );
+        assert!(svg.contains("stroke-dasharray"), "the guide");
+    }
 
     #[test]
     fn values_map_to_the_bar_axis() {

@@ -13,6 +13,8 @@
 //! trainer's, `base.json`, `result.json`); a point whose `result.json` matches the configuration
 //! is not run again, and an interrupted training resumes from its checkpoint.
 
+mod report;
+
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sluice_pipeline::engine;
@@ -640,6 +642,11 @@ pub fn run(cmd: AblateCommand) -> Result<ExitCode> {
             "recommendation": rec,
         }),
     )?;
+    let name = f.name.clone().unwrap_or_default();
+    sluice_pipeline::storage::write_atomic(
+        &f.output.join("report.html"),
+        report::html(&name, &results, &rec, f.tolerance).as_bytes(),
+    )?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -679,8 +686,9 @@ pub fn run(cmd: AblateCommand) -> Result<ExitCode> {
     }
     writeln!(
         out,
-        "results in {}",
-        f.output.join("results.json").display()
+        "results in {} and {}",
+        f.output.join("results.json").display(),
+        f.output.join("report.html").display()
     )?;
     Ok(ExitCode::SUCCESS)
 }

@@ -146,6 +146,12 @@ fn an_ablation_records_every_point_holds_its_evaluation_sets_out_and_resumes() {
         .map(str::to_string);
     assert_eq!(chosen, expected, "{}", results["recommendation"]);
     assert!(stdout.contains("recommended:"), "{stdout}");
+    // The page: the same recommendation, a point per grid point, nothing to fetch or run.
+    let html = std::fs::read_to_string(tmp.path().join("ablation/report.html")).expect("page");
+    let named = expected.as_deref().unwrap_or("none");
+    assert!(html.contains(&format!("Recommended: {named}")), "{html}");
+    assert_eq!(html.matches("<circle").count(), 3);
+    assert!(!html.contains("<script") && !html.contains("src=\""));
     // Every point's held-out sets are the same samples, and none is in any point's training
     // split, by id or by content.
     let mut held_sets = Vec::new();
