@@ -42,6 +42,9 @@ pub enum AblateCommand {
 /// Most grid points one file may ask for.
 const MAX_POINTS: usize = 64;
 
+/// A domain-loss margin below this share of the loss is called noise in the reasoning.
+const NOISE: f64 = 0.005;
+
 /// The ablation file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -215,6 +218,22 @@ pub fn recommend(points: &[PointResult], tolerance: f64) -> Recommendation {
                 b.forgetting_share * 100.0,
                 b.base_general_loss
             ));
+            // The runner-up within tolerance: a margin this small is one seed's noise.
+            if let Some(next) = within
+                .iter()
+                .filter(|p| p.label != b.label)
+                .min_by(|x, y| x.domain_loss.total_cmp(&y.domain_loss))
+            {
+                let margin = next.domain_loss - b.domain_loss;
+                if margin < NOISE * b.domain_loss {
+                    reasoning.push(format!(
+                        "the margin over {} is only {margin:.4} ({:.2}%): within what another \
+                         seed could change; repeat with other seeds before relying on it",
+                        next.label,
+                        100.0 * margin / b.domain_loss
+                    ));
+                }
+            }
             for p in &within {
                 if p.label != b.label {
                     reasoning.push(format!(
@@ -354,6 +373,19 @@ pub fn point_pipeline(text: &str, point: &Point) -> Result<String> {
     if !has_shards {
         bail!("the pipeline has no [output.shards]: the points train on its shards");
     }
+    // The shards writer truncates too: with the budget varied, it follows the grid's value
+    // (else a 1,024-token point would be cut again to the writer's budget).
+    if let (Some(budget), Some(shards)) = (
+        point.max_source_tokens,
+        doc.get_mut("output")
+            .and_then(|o| o.get_mut("shards"))
+            .and_then(|s| s.as_table_mut()),
+    ) {
+        shards.insert(
+            "max_source_tokens".into(),
+            toml::Value::Integer(i64::try_from(budget).context("max_source_tokens")?),
+        );
+    }
     let Some(stages) = doc.get_mut("stages").and_then(|s| s.as_array_mut()) else {
         bail!("the pipeline has no [[stages]]");
     };
@@ -411,6 +443,69 @@ pub fn point_pipeline(text: &str, point: &Point) -> Result<String> {
     Ok(toml::to_string(&doc)?)
 }
 
+/// `p` made absolute and cleaned of `.` and `..` without touching the file system (the folder
+/// need not exist yet).
+fn absolute(p: &Path) -> PathBuf {
+    let joined = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => out.push(c.as_os_str()),
+        }
+    }
+    out
+}
+
+/// The pipeline makes the evaluation split: a `split` stage whose ratios name it. Without
+/// `minhash` (`drop = false`) before it, near duplicates may straddle train and held-out sets:
+/// said, not refused.
+fn check_split(text: &str, eval_split: &str) -> Result<()> {
+    let doc: toml::Table = toml::from_str(text).context("parsing the pipeline")?;
+    let stages: Vec<&toml::Value> = doc
+        .get("stages")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    fn kind(s: &toml::Value) -> &str {
+        s.get("type").and_then(|t| t.as_str()).unwrap_or("")
+    }
+    let Some(split_at) = stages.iter().position(|s| kind(s) == "split") else {
+        bail!(
+            "no split stage: the held-out {eval_split:?} split comes from a split stage \
+             (ratios = {{ train = 0.8, {eval_split} = 0.2 }})"
+        );
+    };
+    let names: Vec<String> = stages[split_at]
+        .get("ratios")
+        .and_then(|r| r.as_table())
+        .map(|t| t.keys().cloned().collect())
+        .unwrap_or_default();
+    if !names.iter().any(|n| n == eval_split) {
+        bail!(
+            "the split stage makes {names:?}, not the evaluation split {eval_split:?} \
+             (eval_split in the ablation file)"
+        );
+    }
+    let clustered = stages[..split_at]
+        .iter()
+        .any(|s| kind(s) == "minhash" && s.get("drop").and_then(|d| d.as_bool()) == Some(false));
+    if !clustered {
+        eprintln!(
+            "warning: no minhash stage with drop = false before the split: near duplicates may \
+             land in both the training and the held-out split"
+        );
+    }
+    Ok(())
+}
+
 /// FNV-1a over the parts, as 16 hex digits (stable across builds and platforms).
 fn fingerprint(parts: &[&str]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -428,6 +523,18 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     text.push('\n');
     sluice_pipeline::storage::write_atomic(path, text.as_bytes())?;
     Ok(())
+}
+
+/// The base model's held-out losses (`base.json` of a point's training).
+#[derive(Debug, Serialize, Deserialize)]
+struct BaseLosses {
+    domain: f64,
+    general: f64,
+}
+
+/// The train file, its errors named as the ablation's `train`.
+fn load_train(path: &Path) -> Result<TrainConfig> {
+    TrainConfig::load(path).with_context(|| format!("train = {}", path.display()))
 }
 
 /// Losses of the model as it is now on the two held-out sets.
@@ -449,8 +556,12 @@ fn run_point(
     let dir = f.output.join("points").join(&label);
     let text = point_pipeline(pipeline_text, point)?;
     let eval = format!("{}:{}", f.eval_split, f.eval_sequences);
-    let print = fingerprint(&[&text, train_text, &eval]);
+    // The mix depends on the pipeline text only; the training and its result on that and on
+    // the train file and evaluation settings.
+    let pipeline_print = fingerprint(&[&text]);
+    let print = fingerprint(&[&pipeline_print, train_text, &eval]);
     let result_path = dir.join("result.json");
+    let base_path = dir.join("base.json");
     if let Ok(bytes) = std::fs::read(&result_path) {
         if let Ok(done) = serde_json::from_slice::<PointResult>(&bytes) {
             if done.fingerprint == print {
@@ -458,22 +569,34 @@ fn run_point(
                 return Ok(done);
             }
         }
-        eprintln!("{label}: the configuration changed since it ran; running it again");
+        eprintln!("{label}: its files changed since it ran; running it again");
     }
-    #[allow(clippy::disallowed_methods)] // the point's own scratch folder
+    // Whatever runs now, an older result must not outlive it.
+    #[allow(clippy::disallowed_methods)] // the point's own folder
+    for stale in [&result_path, &base_path] {
+        if stale.exists() {
+            std::fs::remove_file(stale)?;
+        }
+    }
+    #[allow(clippy::disallowed_methods)]
     std::fs::create_dir_all(&dir)?;
     // The pipeline: skipped when its shards are there for this very text.
     let run_dir = dir.join("run");
+    let train_dir = dir.join("train");
     let print_path = dir.join("pipeline.fingerprint");
+    let train_print_path = dir.join("train.fingerprint");
     let started = std::time::Instant::now();
-    let built = std::fs::read_to_string(&print_path).is_ok_and(|p| p.trim() == print)
+    let built = std::fs::read_to_string(&print_path).is_ok_and(|p| p.trim() == pipeline_print)
         && run_dir.join("shards/manifest.json").is_file();
+    // A training for other shards or another train file is not resumed.
+    let trained_for_this =
+        built && std::fs::read_to_string(&train_print_path).is_ok_and(|p| p.trim() == print);
+    if !trained_for_this && train_dir.exists() {
+        #[allow(clippy::disallowed_methods)]
+        std::fs::remove_dir_all(&train_dir)?;
+    }
     let mut mixed_samples = BTreeMap::new();
     if !built {
-        if dir.join("train").exists() {
-            #[allow(clippy::disallowed_methods)]
-            std::fs::remove_dir_all(dir.join("train"))?;
-        }
         eprintln!("{label}: building the mix");
         let plan = sluice_pipeline::config::parse(&text, &f.pipeline)
             .with_context(|| format!("{label}: the pipeline"))?;
@@ -485,7 +608,7 @@ fn run_point(
             },
         )
         .with_context(|| format!("{label}: running the pipeline"))?;
-        sluice_pipeline::storage::write_atomic(&print_path, print.as_bytes())?;
+        sluice_pipeline::storage::write_atomic(&print_path, pipeline_print.as_bytes())?;
         eprint!("{}", report.summary());
     }
     let report: serde_json::Value = serde_json::from_slice(
@@ -517,27 +640,43 @@ fn run_point(
             );
         }
     }
-    // Training: resumed when an earlier attempt left a checkpoint.
+    // Training: resumed when an earlier attempt at this very training left a checkpoint.
     let started = std::time::Instant::now();
-    let mut cfg = TrainConfig::load(&f.train)?;
-    cfg.output = dir.join("train");
+    let mut cfg = load_train(&f.train)?;
+    cfg.output = train_dir.clone();
     cfg.data.shards = shards;
     cfg.data.train_split = "train".into();
+    if cfg.train.checkpoint_every == 0 {
+        // So an interrupted point resumes: a checkpoint every fifth of the run, the last kept.
+        cfg.train.checkpoint_every = (cfg.train.steps / 5).max(1);
+        cfg.train.keep_checkpoints = 1;
+    }
     let resume = sluice_trainer::checkpoint::latest(&cfg.output)?.is_some();
-    let mut t = Trainer::new(cfg, resume)?;
-    let base_path = dir.join("base.json");
+    sluice_pipeline::storage::write_atomic(&train_print_path, print.as_bytes())?;
+    let mut t = Trainer::new(cfg, resume).with_context(|| format!("{label}: the train file"))?;
+    // The base model's losses, before any step (kept beside a resumable training).
+    let base_path = train_dir.join("base.json");
     let (base_domain_loss, base_general_loss) = match (resume, std::fs::read(&base_path)) {
-        (true, Ok(bytes)) => serde_json::from_slice(&bytes)?,
+        (true, Ok(bytes)) => {
+            let b: BaseLosses = serde_json::from_slice(&bytes)?;
+            (b.domain, b.general)
+        }
         _ => {
-            let base = evaluate(&mut t, &f.eval_split, f.eval_sequences)?;
-            write_json(&base_path, &base)?;
-            base
+            let (domain, general) = evaluate(&mut t, &f.eval_split, f.eval_sequences)?;
+            write_json(&base_path, &BaseLosses { domain, general })?;
+            (domain, general)
         }
     };
     let steps = t.config().train.steps;
+    let from = t.state().step;
     eprintln!(
-        "{label}: training {steps} steps (base model: domain loss {base_domain_loss:.4}, general \
-         {base_general_loss:.4})"
+        "{label}: training {steps} steps{} (base model: domain loss {base_domain_loss:.4}, \
+         general {base_general_loss:.4})",
+        if from > 0 {
+            format!(", resuming from step {from}")
+        } else {
+            String::new()
+        }
     );
     let every = (steps / 10).max(1);
     let tag = label.clone();
@@ -576,17 +715,37 @@ fn run_point(
 fn prepare(config: &Path) -> Result<(AblateFile, String, String, Vec<Point>)> {
     let f = AblateFile::load(config)?;
     let pipeline_text = std::fs::read_to_string(&f.pipeline)
-        .with_context(|| format!("reading {}", f.pipeline.display()))?;
+        .with_context(|| format!("pipeline = {}", f.pipeline.display()))?;
     let train_text = std::fs::read_to_string(&f.train)
-        .with_context(|| format!("reading {}", f.train.display()))?;
+        .with_context(|| format!("train = {}", f.train.display()))?;
     let points = f.points();
     for p in &points {
         let text = point_pipeline(&pipeline_text, p)
-            .with_context(|| format!("{}", f.pipeline.display()))?;
+            .with_context(|| format!("pipeline = {}", f.pipeline.display()))?;
         sluice_pipeline::config::parse(&text, &f.pipeline)
-            .with_context(|| format!("{} with {}", f.pipeline.display(), p.label()))?;
+            .with_context(|| format!("pipeline = {} with {}", f.pipeline.display(), p.label()))?;
     }
-    TrainConfig::load(&f.train)?;
+    check_split(&pipeline_text, &f.eval_split)
+        .with_context(|| format!("pipeline = {}", f.pipeline.display()))?;
+    let train = load_train(&f.train)?;
+    // A point that runs again clears its training folder: the model must not live there.
+    let points_dir = absolute(&f.output.join("points"));
+    for (key, path) in [
+        ("model.weights", train.model.weights.as_ref()),
+        ("model.config", train.model.config.as_ref()),
+    ] {
+        if let Some(path) = path {
+            if absolute(path).starts_with(&points_dir) {
+                bail!(
+                    "train = {}: {key} {} lies inside this ablation's points ({}), which a rerun \
+                     clears; copy the model elsewhere or give the ablation another output",
+                    f.train.display(),
+                    path.display(),
+                    points_dir.display()
+                );
+            }
+        }
+    }
     Ok((f, pipeline_text, train_text, points))
 }
 
@@ -737,6 +896,20 @@ mod tests {
         );
         assert_eq!(r.pareto, ["ratio-1_1", "ratio-1_3", "ratio-1_10"]);
         assert!(r.reasoning.iter().any(|l| l.contains("ratio-1_1 is out")));
+        assert!(
+            !r.reasoning.iter().any(|l| l.contains("margin")),
+            "0.4 apart: no noise"
+        );
+        let close = [
+            result("ratio-1_1", 2.2, 3.1, 3.0),
+            result("ratio-1_3", 2.2005, 3.05, 3.0),
+        ];
+        let r = recommend(&close, 0.05);
+        assert_eq!(r.chosen.as_deref(), Some("ratio-1_1"));
+        assert!(r
+            .reasoning
+            .iter()
+            .any(|l| l.contains("margin over ratio-1_3")));
         // A wider tolerance admits 1:1.
         assert_eq!(
             recommend(&points, 0.10).chosen.as_deref(),
@@ -796,6 +969,11 @@ tokenizer = "t.json"
         let stages = doc["stages"].as_array().expect("stages");
         assert_eq!(stages.len(), 2, "filler removed");
         assert_eq!(stages[0]["max_source_tokens"].as_integer(), Some(512));
+        assert_eq!(
+            doc["output"]["shards"]["max_source_tokens"].as_integer(),
+            Some(512),
+            "the shards writer follows the grid's budget"
+        );
         assert_eq!(stages[1]["ratio"].as_str(), Some("1:3"));
         let no_holdout = pipeline.replace("holdout = \"split <> 'train'\"\n", "");
         let err = point_pipeline(&no_holdout, &p)

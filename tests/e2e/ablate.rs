@@ -204,6 +204,15 @@ fn an_ablation_records_every_point_holds_its_evaluation_sets_out_and_resumes() {
     )
     .expect("json");
     assert_eq!(again_results["points"], results["points"]);
+    // Only the train file changes: every point trains again on the mix it has.
+    let train = tmp.path().join("train.toml");
+    let text = std::fs::read_to_string(&train).expect("read");
+    write(&train, &text.replace("steps = 3", "steps = 4"));
+    let retrained = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&retrained.stderr);
+    assert!(retrained.status.success(), "{stderr}");
+    assert!(!stderr.contains("building the mix"), "{stderr}");
+    assert_eq!(stderr.matches("training 4 steps").count(), 3, "{stderr}");
 }
 
 #[test]
@@ -221,4 +230,37 @@ fn an_ablation_whose_pipeline_mixes_its_evaluation_sets_is_refused_before_it_run
         "{stderr}"
     );
     assert!(!tmp.path().join("ablation/points").exists(), "nothing ran");
+    // The held-out split must come from the split stage.
+    write(&p, &text.replace("test = 0.2", "valid = 0.2"));
+    let out = sluice(&["ablate", "plan", ablate.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not the evaluation split \"test\""),
+        "{stderr}"
+    );
+    // A model inside the points a rerun clears.
+    write(&p, &text);
+    let train = tmp.path().join("train.toml");
+    let t = std::fs::read_to_string(&train).expect("read");
+    write(
+        &train,
+        &t.replace(
+            "config = \"model.json\"",
+            "config = \"model.json\"\nweights = \"ablation/points/ratio-1_1/train/final\"",
+        ),
+    );
+    std::fs::create_dir_all(tmp.path().join("ablation/points/ratio-1_1/train/final"))
+        .expect("mkdir");
+    let out = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("lies inside this ablation's points"),
+        "{stderr}"
+    );
+    assert!(
+        tmp.path()
+            .join("ablation/points/ratio-1_1/train/final")
+            .is_dir(),
+        "nothing was cleared"
+    );
 }

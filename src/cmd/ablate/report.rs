@@ -1,7 +1,6 @@
 //! `<output>/report.html` of an ablation: one self-contained page (no script, nothing fetched)
 //! with the points' losses as a scatter (general loss across, domain loss up; the chosen point,
-//! the Pareto front and the tolerance limit marked), both losses per point, the table and the
-//! reasoning. Drawn with the run report's chart builder; every label is escaped.
+//! the Pareto front and the tolerance limit marked), the table and the reasoning. Drawn with the run report's chart builder; every label is escaped.
 
 use super::{PointResult, Recommendation};
 use sluice_pipeline::chart::{self, escape, Dot};
@@ -62,16 +61,11 @@ pub fn html(name: &str, points: &[PointResult], rec: &Recommendation, tolerance:
         &guides,
         &[("recommended", 0), ("Pareto front", 4), ("other", 7)],
     ));
-    let rows: Vec<(String, f64, f64)> = points
-        .iter()
-        .map(|p| (p.label.clone(), p.domain_loss, p.general_loss))
-        .collect();
-    s.push_str(&chart::paired(
-        "domain and general loss per point",
-        &rows,
-        ["domain loss", "general loss"],
-        "",
-    ));
+    s.push_str(
+        "<p>Lower is better on both axes. Points left of the dashed line keep the general loss \
+         within the tolerance of the base model's; the Pareto front holds the points no other \
+         point beats on both losses.</p>",
+    );
     s.push_str(
         "<h2>Points</h2><table><tr><th>point</th><th>domain loss</th><th>general loss</th>\
          <th>base domain</th><th>base general</th><th>forgetting</th><th>mix domain/general</th>\
