@@ -13,8 +13,8 @@ fn write(path: &Path, text: &str) {
 
 fn files(dir: &Path, data: &Path) -> std::path::PathBuf {
     let d = data.display();
-    write(
-        &dir.join("pipeline.toml"),
+    setup(
+        dir,
         &format!(
             r#"
 seed = 3
@@ -50,7 +50,13 @@ max_source_tokens = 128
 max_target_tokens = 128
 "#
         ),
-    );
+        r#"["1:1", "1:3", "1:5"]"#,
+    )
+}
+
+/// The pipeline as given, a tiny model, a 3-step train file and an ablation over `ratios`.
+fn setup(dir: &Path, pipeline: &str, ratios: &str) -> std::path::PathBuf {
+    write(&dir.join("pipeline.toml"), pipeline);
     write(
         &dir.join("model.json"),
         r#"{"model_type": "llama", "vocab_size": 6400, "hidden_size": 32,
@@ -79,17 +85,124 @@ device = "cpu"
     let ablate = dir.join("ablate.toml");
     write(
         &ablate,
-        r#"
+        &format!(
+            r#"
 output = "ablation"
 pipeline = "pipeline.toml"
 train = "train.toml"
 tolerance = 0.02
 eval_sequences = 12
 [grid]
-ratio = ["1:1", "1:3", "1:5"]
-"#,
+ratio = {ratios}
+"#
+        ),
     );
     ablate
+}
+
+/// Continued pretraining: medical documents against web text at 5%, 15% and 30% of the tokens;
+/// each point's training split keeps the domain's token share at most the ratio, and the
+/// held-out documents of both pools are evaluated.
+#[test]
+fn a_cpt_ablation_varies_the_domain_token_share() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let d = data.display();
+    let ablate = setup(
+        tmp.path(),
+        &format!(
+            r#"
+seed = 5
+[[inputs]]
+name = "medical_text"
+paths = ["{d}/pretrain/medicalgpt/medical_corpus.txt"]
+columns = {{ "答" = "text", "问" = "ignore" }}
+domain = "medical"
+task = "medical_text"
+kind = "pretrain"
+[[inputs]]
+name = "web"
+paths = ["{d}/pretrain/llama_factory/c4_demo.jsonl"]
+domain = "general"
+task = "web"
+kind = "pretrain"
+[[stages]]
+type = "minhash"
+drop = false
+[[stages]]
+type = "split"
+ratios = {{ train = 0.8, test = 0.2 }}
+[[stages]]
+type = "mix"
+mode = "cpt"
+ratio = "0.15"
+holdout = "split <> 'train'"
+holdout_split_by_pool = true
+pools.domain = {{ domain = "medical" }}
+pools.general = {{ domain = "general" }}
+[output]
+dir = "unused"
+formats = ["jsonl"]
+[output.shards]
+tokenizer = "{d}/tokenizers/minimind/tokenizer.json"
+template = "chatml"
+"#
+        ),
+        r#"["0.05", "0.15", "0.3"]"#,
+    );
+    let out = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("ablation/results.json")).expect("results.json"),
+    )
+    .expect("json");
+    let points = results["points"].as_array().expect("points");
+    assert_eq!(points.len(), 3);
+    let mut shares = Vec::new();
+    for p in points {
+        assert!(p["domain_loss"].as_f64().is_some_and(f64::is_finite), "{p}");
+        assert!(
+            p["general_loss"].as_f64().is_some_and(f64::is_finite),
+            "{p}"
+        );
+        let share: f64 = p["point"]["ratio"]
+            .as_str()
+            .expect("ratio")
+            .parse()
+            .expect("share");
+        // The achieved domain share of tokens, from the point's own report.
+        let report: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                tmp.path()
+                    .join("ablation/points")
+                    .join(p["label"].as_str().expect("label"))
+                    .join("run/report.json"),
+            )
+            .expect("report"),
+        )
+        .expect("json");
+        let mix = report["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["type"] == "mix"))
+            .expect("mix");
+        let achieved = mix["details"]["achieved"]
+            .as_array()
+            .and_then(|a| a.iter().find(|r| r["pool"] == "domain"))
+            .and_then(|r| r["share"].as_f64())
+            .expect("domain share");
+        assert!(
+            achieved <= share + 1e-9 && achieved > share * 0.5,
+            "{achieved} vs {share}"
+        );
+        assert!(mix["details"]["held_out"].as_u64().unwrap_or(0) > 0);
+        shares.push(achieved);
+    }
+    assert!(shares.windows(2).all(|w| w[0] < w[1]), "{shares:?}");
 }
 
 #[test]
