@@ -206,13 +206,9 @@ pub fn line_xy(x: f64, y: f64, (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> (f
     )
 }
 
-/// A line chart of `series` on shared axes, with vertical marks at `events` (x, label).
-pub fn lines(title: &str, series: &[Series], events: &[(f64, String)]) -> String {
-    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
-    let all: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().filter(finite).copied())
-        .collect();
+/// The opening of a plotted chart (lines, scatter): the SVG element, its title and the plot
+/// area's frame.
+fn plot_frame(title: &str) -> String {
     let (left, top, right, bottom) = PLOT;
     let mut s = String::new();
     let _ = write!(
@@ -226,11 +222,45 @@ pub fn lines(title: &str, series: &[Series], events: &[(f64, String)]) -> String
         right - left,
         bottom - top
     );
-    if all.is_empty() {
-        s.push_str(
-            r#"<text x="360" y="130" text-anchor="middle" class="label">no data</text></svg>"#,
+    s
+}
+
+/// A plotted chart's legend (name, [`PALETTE`] index) under the plot, and its end.
+fn plot_legend<'a>(mut s: String, items: impl Iterator<Item = (&'a str, usize)>) -> String {
+    let mut x = PLOT.0;
+    for (name, color) in items {
+        let _ = write!(
+            s,
+            r#"<rect x="{x:.1}" y="{}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{}" class="legend">{}</text>"#,
+            LINES_HEIGHT - 14.0,
+            PALETTE[color % PALETTE.len()],
+            x + 14.0,
+            LINES_HEIGHT - 4.0,
+            escape(name)
         );
-        return s;
+        x += 30.0 + 7.0 * name.chars().count() as f64;
+    }
+    s.push_str("</svg>");
+    s
+}
+
+/// A plotted chart with nothing to plot, closed.
+fn no_data(mut s: String) -> String {
+    s.push_str(r#"<text x="360" y="130" text-anchor="middle" class="label">no data</text></svg>"#);
+    s
+}
+
+/// A line chart of `series` on shared axes, with vertical marks at `events` (x, label).
+pub fn lines(title: &str, series: &[Series], events: &[(f64, String)]) -> String {
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let all: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().filter(finite).copied())
+        .collect();
+    let (left, top, right, bottom) = PLOT;
+    let mut s = plot_frame(title);
+    if all.is_empty() {
+        return no_data(s);
     }
     let fold = |f: fn(f64, f64) -> f64, init: f64, pick: fn(&(f64, f64)) -> f64| {
         all.iter().map(pick).fold(init, f)
@@ -310,21 +340,7 @@ pub fn lines(title: &str, series: &[Series], events: &[(f64, String)]) -> String
             );
         }
     }
-    let mut x = left;
-    for line in series {
-        let _ = write!(
-            s,
-            r#"<rect x="{x:.1}" y="{}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{}" class="legend">{}</text>"#,
-            LINES_HEIGHT - 14.0,
-            PALETTE[line.color % PALETTE.len()],
-            x + 14.0,
-            LINES_HEIGHT - 4.0,
-            escape(&line.name)
-        );
-        x += 30.0 + 7.0 * line.name.chars().count() as f64;
-    }
-    s.push_str("</svg>");
-    s
+    plot_legend(s, series.iter().map(|l| (l.name.as_str(), l.color)))
 }
 
 /// One point of a scatter chart: its label, x, y and color (a [`PALETTE`] index).
@@ -354,23 +370,9 @@ pub fn scatter(
         .filter(|d| d.x.is_finite() && d.y.is_finite())
         .collect();
     let (left, top, right, bottom) = PLOT;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {LINES_HEIGHT}" role="img" aria-label="{t}" xmlns="http://www.w3.org/2000/svg"><title>{t}</title>"#,
-        t = escape(title)
-    );
-    let _ = write!(
-        s,
-        "<rect x=\"{left}\" y=\"{top}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
-        right - left,
-        bottom - top
-    );
+    let mut s = plot_frame(title);
     if finite.is_empty() {
-        s.push_str(
-            r#"<text x="360" y="130" text-anchor="middle" class="label">no data</text></svg>"#,
-        );
-        return s;
+        return no_data(s);
     }
     // Ranges padded by a tenth so no point sits on the frame; guides widen the x range.
     let span = |vals: Vec<f64>| {
@@ -439,21 +441,7 @@ pub fn scatter(
             escape(&shorten(&d.label, 32))
         );
     }
-    let mut x = left;
-    for (name, color) in legend {
-        let _ = write!(
-            s,
-            r#"<rect x="{x:.1}" y="{}" width="10" height="10" fill="{}"/><text x="{:.1}" y="{}" class="legend">{}</text>"#,
-            LINES_HEIGHT - 14.0,
-            PALETTE[color % PALETTE.len()],
-            x + 14.0,
-            LINES_HEIGHT - 4.0,
-            escape(name)
-        );
-        x += 30.0 + 7.0 * name.chars().count() as f64;
-    }
-    s.push_str("</svg>");
-    s
+    plot_legend(s, legend.iter().copied())
 }
 
 /// `s` cut to at most `n` characters (an ellipsis marks the cut).
