@@ -10,6 +10,7 @@
 //! - [`ops`]: fused CPU f32 ops with hand-written backward (attention softmax with the mask
 //!   generated, masked cross-entropy, RMSNorm, RoPE, in-place AdamW);
 //! - [`dist`]: data parallel across processes (gradients summed over TCP);
+//! - [`metrics`]: BLEU and ROUGE-L as sacrebleu and rouge-score compute them;
 //! - [`estimate`]: memory for full fine-tuning, LoRA and QLoRA, and this trainer's step memory.
 
 pub mod checkpoint;
@@ -18,6 +19,7 @@ pub mod data;
 pub mod dist;
 pub mod estimate;
 pub mod grads;
+pub mod metrics;
 pub mod model;
 pub mod ops;
 pub mod optim;
