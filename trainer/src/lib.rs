@@ -11,6 +11,7 @@
 //!   generated, masked cross-entropy, RMSNorm, RoPE, in-place AdamW);
 //! - [`dist`]: data parallel across processes (gradients summed over TCP);
 //! - [`metrics`]: BLEU and ROUGE-L as sacrebleu and rouge-score compute them;
+//! - [`score`]: log-likelihood of continuations and multiple-choice picks, as lm-eval scores;
 //! - [`estimate`]: memory for full fine-tuning, LoRA and QLoRA, and this trainer's step memory.
 
 pub mod checkpoint;
@@ -24,6 +25,7 @@ pub mod model;
 pub mod ops;
 pub mod optim;
 pub mod rng;
+pub mod score;
 pub mod train;
 
 pub use config::{ModelConfig, TrainConfig};
