@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Reference values for sluice's BLEU and ROUGE-L (trainer/src/metrics.rs), computed once with
+"""Reference values for sluice's BLEU, ROUGE-L, exact match and token F1 (trainer/src/metrics.rs), computed once with
 the packages practitioners use and committed as trainer/tests/data/metrics_reference.json.
 
     python3 -m pip install sacrebleu==2.6.0 rouge-score==0.1.2
@@ -38,6 +38,52 @@ ZH = [
     ("血压偏高时——尤其是早晨——要按时服药！", "血压高的时候要按时服药，早上尤其如此。"),
 ]
 
+# Exact match and token F1 as the official SQuAD v1.1 evaluation script computes them (its
+# normalize_answer, f1_score and exact_match_score, copied).
+import collections
+import string
+
+
+def normalize_answer(s):
+    def remove_articles(text):
+        return re.sub(r"\b(a|an|the)\b", " ", text)
+
+    def white_space_fix(text):
+        return " ".join(text.split())
+
+    def remove_punc(text):
+        exclude = set(string.punctuation)
+        return "".join(ch for ch in text if ch not in exclude)
+
+    return white_space_fix(remove_articles(remove_punc(s.lower())))
+
+
+def squad_f1(prediction, ground_truth):
+    p = normalize_answer(prediction).split()
+    g = normalize_answer(ground_truth).split()
+    common = collections.Counter(p) & collections.Counter(g)
+    num_same = sum(common.values())
+    if num_same == 0:
+        return 0
+    precision = 1.0 * num_same / len(p)
+    recall = 1.0 * num_same / len(g)
+    return (2 * precision * recall) / (precision + recall)
+
+
+def squad_em(prediction, ground_truth):
+    return float(normalize_answer(prediction) == normalize_answer(ground_truth))
+
+
+SQUAD = [
+    ("Denver Broncos", "The Denver Broncos"),
+    ("the Broncos of Denver", "Denver Broncos"),
+    ("Santa Clara, California", "Santa Clara"),
+    ("Levi's Stadium", "Levis Stadium."),
+    ("1,000 mg", "1000 mg"),
+    ("an apple a day", "An apple, a day!"),
+    ("nothing", "Something else entirely"),
+]
+
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[a-z0-9]+")
 
 
@@ -68,4 +114,8 @@ print(json.dumps({
                f"{sacrebleu.__version__}, rouge-score)",
     "en": block(EN, "13a", rouge_scorer.RougeScorer(["rougeL"])),
     "zh": block(ZH, "zh", rouge_scorer.RougeScorer(["rougeL"], tokenizer=CharTokenizer())),
+    "squad": [
+        {"prediction": p, "reference": r, "exact_match": squad_em(p, r), "f1": squad_f1(p, r)}
+        for p, r in SQUAD
+    ],
 }, ensure_ascii=False, indent=1))

@@ -1,5 +1,6 @@
 //! Text overlap metrics for generated answers, computed as the packages practitioners report
-//! them: BLEU as sacrebleu computes it (tokenizers `13a` for English and `zh` for Chinese, 4-gram
+//! them (exact match and token F1 as the SQuAD v1.1 script, Chinese by character): BLEU as
+//! sacrebleu computes it (tokenizers `13a` for English and `zh` for Chinese, 4-gram
 //! precisions, brevity penalty, exponential smoothing; effective order for single sentences) and
 //! ROUGE-L as rouge-score's F-measure (English words as its default tokenizer makes them; each
 //! Chinese ideograph a token). `trainer/tests/data/metrics_reference.json` holds both packages'
@@ -280,6 +281,66 @@ pub fn rouge_l(prediction: &str, reference: &str) -> f64 {
     } else {
         0.0
     }
+}
+
+/// SQuAD's answer normalization, extended to Chinese: lowercase, punctuation dropped, English
+/// articles dropped; tokens are words (runs of letters and digits) and single CJK ideographs.
+pub fn answer_tokens(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut Vec<String>| {
+        if !word.is_empty() && !matches!(word.as_str(), "a" | "an" | "the") {
+            out.push(word.clone());
+        }
+        word.clear();
+    };
+    for c in text.to_lowercase().chars() {
+        if is_ideograph(c) {
+            flush(&mut word, &mut out);
+            out.push(c.to_string());
+        } else if c.is_alphanumeric() {
+            word.push(c);
+        } else if c.is_whitespace() {
+            flush(&mut word, &mut out);
+        }
+        // Punctuation is removed without splitting, as SQuAD does ("don't" → "dont").
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Exact match after [`answer_tokens`] normalization (1.0 or 0.0).
+pub fn exact_match(prediction: &str, reference: &str) -> f64 {
+    f64::from(u8::from(
+        answer_tokens(prediction) == answer_tokens(reference),
+    ))
+}
+
+/// SQuAD's token F1: the overlap of the two bags of [`answer_tokens`] (Chinese by character).
+pub fn token_f1(prediction: &str, reference: &str) -> f64 {
+    let (p, r) = (answer_tokens(prediction), answer_tokens(reference));
+    if p.is_empty() || r.is_empty() {
+        return f64::from(u8::from(p == r));
+    }
+    let mut counts: HashMap<&str, i64> = HashMap::new();
+    for t in &r {
+        *counts.entry(t.as_str()).or_insert(0) += 1;
+    }
+    let mut common = 0i64;
+    for t in &p {
+        if let Some(c) = counts.get_mut(t.as_str()) {
+            if *c > 0 {
+                *c -= 1;
+                common += 1;
+            }
+        }
+    }
+    if common == 0 {
+        return 0.0;
+    }
+    let precision = common as f64 / p.len() as f64;
+    let recall = common as f64 / r.len() as f64;
+    2.0 * precision * recall / (precision + recall)
 }
 
 #[cfg(test)]

@@ -86,6 +86,62 @@ impl Model {
     }
 }
 
+impl Model {
+    /// Greedy decoding: up to `max_new` tokens after `context`, stopping after `stop` (e.g. the
+    /// end-of-turn id). Each step reruns the whole sequence (no key/value cache): meant for
+    /// evaluating small models on short answers. The context plus the answer must fit the RoPE
+    /// positions the model was built with.
+    pub fn generate_greedy(
+        &self,
+        context: &[u32],
+        max_new: usize,
+        stop: Option<u32>,
+    ) -> Result<Vec<u32>> {
+        if context.is_empty() {
+            return Err(Error::Data(
+                "generation needs a context of at least one token".into(),
+            ));
+        }
+        let mut tokens = context.to_vec();
+        let mut out = Vec::new();
+        for _ in 0..max_new {
+            // A sequence of n tokens makes n − 1 input positions: one more token to predict the
+            // next one from the last.
+            let mut seq_tokens = tokens.clone();
+            seq_tokens.push(0);
+            let seq = sluice_shards::Sequence {
+                mask: vec![0; seq_tokens.len()],
+                sample_starts: vec![0],
+                tokens: seq_tokens,
+            };
+            let n = seq.tokens.len();
+            let batch = Batch::new(&[seq], n, self.config.vocab_size)?;
+            let logits = self.forward(&batch, None)?.detach().to_dtype(DType::F32)?;
+            let last = logits
+                .narrow(0, tokens.len() - 1, 1)?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let next = last
+                .iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+                    if v > b.1 {
+                        (i, v)
+                    } else {
+                        b
+                    }
+                })
+                .0 as u32;
+            out.push(next);
+            tokens.push(next);
+            if Some(next) == stop {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Which option a multiple-choice question picks, given each option's log-likelihood and the
 /// length in bytes of its text: (`acc`: the highest log-likelihood, `acc_norm`: the highest
 /// log-likelihood per byte, as lm-evaluation-harness normalizes). Ties go to the first option.

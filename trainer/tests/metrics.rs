@@ -1,7 +1,10 @@
-//! BLEU and ROUGE-L against the numbers sacrebleu and rouge-score give on the same Chinese and
+//! BLEU, ROUGE-L, exact match and token F1 against the numbers sacrebleu, rouge-score and the
+//! SQuAD script give on the same Chinese and
 //! English pairs (`tests/data/metrics_reference.json`, made by `bench/metrics_reference.py`).
 
-use sluice_trainer::metrics::{corpus_bleu, rouge_l, sentence_bleu, BleuTokenizer};
+use sluice_trainer::metrics::{
+    corpus_bleu, exact_match, rouge_l, sentence_bleu, token_f1, BleuTokenizer,
+};
 
 #[test]
 fn bleu_and_rouge_match_sacrebleu_and_rouge_score() {
@@ -52,4 +55,25 @@ fn bleu_and_rouge_match_sacrebleu_and_rouge_score() {
             &format!("{lang} corpus BLEU"),
         );
     }
+    // Exact match and token F1 as the SQuAD v1.1 script computes them.
+    for p in refs["squad"].as_array().expect("squad") {
+        let (pred, gold) = (
+            p["prediction"].as_str().expect("p"),
+            p["reference"].as_str().expect("r"),
+        );
+        close(
+            exact_match(pred, gold),
+            p["exact_match"].as_f64().expect("em"),
+            &format!("EM of {pred:?}"),
+        );
+        close(
+            token_f1(pred, gold),
+            p["f1"].as_f64().expect("f1"),
+            &format!("F1 of {pred:?}"),
+        );
+    }
+    // Chinese answers compare by character: 3 of 4 characters shared.
+    let f1 = token_f1("头疼发热", "头疼发烧");
+    assert!((f1 - 0.75).abs() < 1e-12, "{f1}");
+    assert_eq!(exact_match("头疼。", "头疼"), 1.0);
 }

@@ -94,3 +94,22 @@ fn continuation_scores_match_the_training_loss_and_choices_follow_them() {
     assert_eq!(norm, argmax(&|o| o.0 / o.1 as f64));
     assert!(model.score_continuation(&[], &[1]).is_err());
 }
+
+/// Greedy generation writes, token by token, what greedy scoring calls greedy, and stops at
+/// the stop token.
+#[test]
+fn greedy_generation_follows_the_argmax_and_stops() {
+    let model = model();
+    let context = [1u32, 7, 9, 3];
+    let answer = model.generate_greedy(&context, 6, None).expect("generate");
+    assert_eq!(answer.len(), 6);
+    let s = model.score_continuation(&context, &answer).expect("score");
+    assert!(s.greedy, "{answer:?}");
+    // Stopping at the second generated token's id ends the answer there.
+    let stop = answer[1];
+    let cut = model
+        .generate_greedy(&context, 6, Some(stop))
+        .expect("generate");
+    let at = answer.iter().position(|&t| t == stop).expect("present");
+    assert_eq!(cut, answer[..=at].to_vec());
+}
