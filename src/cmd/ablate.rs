@@ -506,6 +506,46 @@ fn check_split(text: &str, eval_split: &str) -> Result<()> {
     Ok(())
 }
 
+/// A point's pipeline text and what it depends on.
+struct PointPlan {
+    /// The pipeline with the point's values.
+    text: String,
+    /// Of the mix: the pipeline text alone.
+    pipeline_print: String,
+    /// Of the whole point: the mix, the train file and the evaluation settings.
+    print: String,
+}
+
+fn plan_point(
+    f: &AblateFile,
+    point: &Point,
+    pipeline_text: &str,
+    train_text: &str,
+) -> Result<PointPlan> {
+    let text = point_pipeline(pipeline_text, point)?;
+    let eval = format!("{}:{}", f.eval_split, f.eval_sequences);
+    let pipeline_print = fingerprint(&[&text]);
+    let print = fingerprint(&[&pipeline_print, train_text, &eval]);
+    Ok(PointPlan {
+        text,
+        pipeline_print,
+        print,
+    })
+}
+
+/// The point's result, when it ran with exactly this configuration.
+fn finished(f: &AblateFile, point: &Point, print: &str) -> Option<PointResult> {
+    let path = f
+        .output
+        .join("points")
+        .join(point.label())
+        .join("result.json");
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<PointResult>(&b).ok())
+        .filter(|r| r.fingerprint == print)
+}
+
 /// FNV-1a over the parts, as 16 hex digits (stable across builds and platforms).
 fn fingerprint(parts: &[&str]) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -554,21 +594,18 @@ fn run_point(
 ) -> Result<PointResult> {
     let label = point.label();
     let dir = f.output.join("points").join(&label);
-    let text = point_pipeline(pipeline_text, point)?;
-    let eval = format!("{}:{}", f.eval_split, f.eval_sequences);
-    // The mix depends on the pipeline text only; the training and its result on that and on
-    // the train file and evaluation settings.
-    let pipeline_print = fingerprint(&[&text]);
-    let print = fingerprint(&[&pipeline_print, train_text, &eval]);
+    let PointPlan {
+        text,
+        pipeline_print,
+        print,
+    } = plan_point(f, point, pipeline_text, train_text)?;
     let result_path = dir.join("result.json");
     let base_path = dir.join("base.json");
-    if let Ok(bytes) = std::fs::read(&result_path) {
-        if let Ok(done) = serde_json::from_slice::<PointResult>(&bytes) {
-            if done.fingerprint == print {
-                eprintln!("{label}: done earlier, kept ({})", result_path.display());
-                return Ok(done);
-            }
-        }
+    if let Some(done) = finished(f, point, &print) {
+        eprintln!("{label}: done earlier, kept ({})", result_path.display());
+        return Ok(done);
+    }
+    if result_path.exists() {
         eprintln!("{label}: its files changed since it ran; running it again");
     }
     // Whatever runs now, an older result must not outlive it.
@@ -766,14 +803,8 @@ pub fn run(cmd: AblateCommand) -> Result<ExitCode> {
                 f.eval_split
             )?;
             for p in &points {
-                let text = point_pipeline(&pipeline_text, p)?;
-                let eval = format!("{}:{}", f.eval_split, f.eval_sequences);
-                let print = fingerprint(&[&text, &train_text, &eval]);
-                let result = f.output.join("points").join(p.label()).join("result.json");
-                let done = std::fs::read(&result)
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<PointResult>(&b).ok())
-                    .is_some_and(|r| r.fingerprint == print);
+                let print = plan_point(&f, p, &pipeline_text, &train_text)?.print;
+                let done = finished(&f, p, &print).is_some();
                 writeln!(
                     out,
                     "  {:<32} {}",

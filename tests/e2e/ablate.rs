@@ -317,6 +317,10 @@ fn an_ablation_records_every_point_holds_its_evaluation_sets_out_and_resumes() {
     )
     .expect("json");
     assert_eq!(again_results["points"], results["points"]);
+    // The plan agrees with the run on what is done.
+    let plan = sluice(&["ablate", "plan", ablate.to_str().expect("utf8")]);
+    let listed = String::from_utf8_lossy(&plan.stdout).into_owned();
+    assert_eq!(listed.matches(" done").count(), 3, "{listed}");
     // Only the train file changes: every point trains again on the mix it has.
     let train = tmp.path().join("train.toml");
     let text = std::fs::read_to_string(&train).expect("read");
