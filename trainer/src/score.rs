@@ -19,7 +19,38 @@ pub struct Continuation {
     pub token_log_probs: Vec<f64>,
 }
 
+/// The index of the largest value; ties go to the lower index, as an argmax does.
+fn argmax(values: &[f32]) -> usize {
+    values
+        .iter()
+        .enumerate()
+        .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
+            if v > b.1 {
+                (i, v)
+            } else {
+                b
+            }
+        })
+        .0
+}
+
 impl Model {
+    /// Logits [n, V] in f32 where row i predicts the token after `tokens[i]`, no gradients (a
+    /// placeholder after the last token makes its row: a sequence of n + 1 tokens has n input
+    /// positions).
+    fn next_token_logits(&self, tokens: &[u32]) -> Result<candle_core::Tensor> {
+        let mut with_next = tokens.to_vec();
+        with_next.push(0);
+        let seq = sluice_shards::Sequence {
+            mask: vec![0; with_next.len()],
+            sample_starts: vec![0],
+            tokens: with_next,
+        };
+        let n = seq.tokens.len();
+        let batch = Batch::new(&[seq], n, self.config.vocab_size)?;
+        Ok(self.forward(&batch, None)?.detach().to_dtype(DType::F32)?)
+    }
+
     /// Score `continuation` after `context` (token ids; the context must hold at least one
     /// token, e.g. BOS, for the first continuation token to be predicted). No gradients.
     pub fn score_continuation(
@@ -32,23 +63,20 @@ impl Model {
                 "scoring needs a context of at least one token and a continuation".into(),
             ));
         }
-        let tokens: Vec<u32> = context.iter().chain(continuation).copied().collect();
-        let seq = sluice_shards::Sequence {
-            mask: vec![1; tokens.len()],
-            sample_starts: vec![0],
-            tokens,
-        };
-        let n = seq.tokens.len();
-        let batch = Batch::new(&[seq], n, self.config.vocab_size)?;
-        let logits = self.forward(&batch, None)?.detach().to_dtype(DType::F32)?;
+        // Every token but the last continuation token is a position that predicts one.
+        let positions: Vec<u32> = context
+            .iter()
+            .chain(&continuation[..continuation.len() - 1])
+            .copied()
+            .collect();
+        let logits = self.next_token_logits(&positions)?;
         let vocab = self.config.vocab_size;
         let mut out = Continuation {
             log_likelihood: 0.0,
             greedy: true,
             token_log_probs: Vec::with_capacity(continuation.len()),
         };
-        // Row i predicts token i + 1: the continuation's tokens are predicted from the last
-        // context position on.
+        // The continuation's tokens are predicted from the last context position on.
         for (j, &target) in continuation.iter().enumerate() {
             let row = context.len() - 1 + j;
             let values = logits.narrow(0, row, 1)?.flatten_all()?.to_vec1::<f32>()?;
@@ -66,27 +94,13 @@ impl Model {
                     .sum::<f64>()
                     .ln();
             let lp = values[target as usize] as f64 - lse;
-            // Ties go to the lower id, as an argmax does.
-            let best = values
-                .iter()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
-                    if v > b.1 {
-                        (i, v)
-                    } else {
-                        b
-                    }
-                })
-                .0;
-            out.greedy &= best == target as usize;
+            out.greedy &= argmax(&values) == target as usize;
             out.log_likelihood += lp;
             out.token_log_probs.push(lp);
         }
         Ok(out)
     }
-}
 
-impl Model {
     /// Greedy decoding: up to `max_new` tokens after `context`, stopping after `stop` (e.g. the
     /// end-of-turn id). Each step reruns the whole sequence (no key/value cache): meant for
     /// evaluating small models on short answers. The context plus the answer must fit the RoPE
@@ -105,33 +119,12 @@ impl Model {
         let mut tokens = context.to_vec();
         let mut out = Vec::new();
         for _ in 0..max_new {
-            // A sequence of n tokens makes n − 1 input positions: one more token to predict the
-            // next one from the last.
-            let mut seq_tokens = tokens.clone();
-            seq_tokens.push(0);
-            let seq = sluice_shards::Sequence {
-                mask: vec![0; seq_tokens.len()],
-                sample_starts: vec![0],
-                tokens: seq_tokens,
-            };
-            let n = seq.tokens.len();
-            let batch = Batch::new(&[seq], n, self.config.vocab_size)?;
-            let logits = self.forward(&batch, None)?.detach().to_dtype(DType::F32)?;
-            let last = logits
+            let last = self
+                .next_token_logits(&tokens)?
                 .narrow(0, tokens.len() - 1, 1)?
                 .flatten_all()?
                 .to_vec1::<f32>()?;
-            let next = last
-                .iter()
-                .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |b, (i, &v)| {
-                    if v > b.1 {
-                        (i, v)
-                    } else {
-                        b
-                    }
-                })
-                .0 as u32;
+            let next = argmax(&last) as u32;
             out.push(next);
             tokens.push(next);
             if Some(next) == stop {

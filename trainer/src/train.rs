@@ -583,7 +583,7 @@ impl Trainer {
         let denom = trained.max(1) as f64;
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
         let mut loss = 0f64;
-        let tokens: usize = batches.iter().map(|b| b.tokens).sum();
+        let mut tokens: usize = batches.iter().map(|b| b.tokens).sum();
         let recompute = self.cfg.train.activation_checkpointing;
         let inputs = batches
             .iter()
@@ -616,7 +616,6 @@ impl Trainer {
                 grads.insert(name, sum);
             }
         }
-        let mut tokens = tokens;
         if self.comm.is_some() {
             grads = self.sum_across_ranks(grads)?;
             tokens = all_tokens;
