@@ -82,16 +82,21 @@ impl Model {
     fn accumulate(&self, store: &GradStore, grads: &mut Grads) -> Result<()> {
         for (name, var) in self.trainable() {
             if let Some(g) = store.get(var.as_tensor()) {
-                let g = g.to_dtype(DType::F32)?;
-                let sum = match grads.remove(name) {
-                    Some(prev) => (prev + g)?,
-                    None => g,
-                };
-                grads.insert(name.clone(), sum);
+                add(grads, name.clone(), g.to_dtype(DType::F32)?)?;
             }
         }
         Ok(())
     }
+}
+
+/// Add `g` to the gradient of `name` in `grads` (or start it).
+pub fn add(grads: &mut Grads, name: String, g: Tensor) -> Result<()> {
+    let sum = match grads.remove(&name) {
+        Some(prev) => (prev + g)?,
+        None => g,
+    };
+    grads.insert(name, sum);
+    Ok(())
 }
 
 /// The gradient that reached a layer's input, detached for the next layer down.

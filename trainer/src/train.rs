@@ -609,11 +609,7 @@ impl Trainer {
         for (l, g) in per_batch {
             loss += l;
             for (name, g) in g {
-                let sum = match grads.remove(&name) {
-                    Some(prev) => (prev + g)?,
-                    None => g,
-                };
-                grads.insert(name, sum);
+                crate::grads::add(&mut grads, name, g)?;
             }
         }
         if self.comm.is_some() {
