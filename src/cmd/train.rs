@@ -400,16 +400,11 @@ pub fn bench_train(a: &BenchTrainArgs) -> Result<()> {
                 std::fs::remove_dir_all(&d)?;
             }
         }
-        let toml = format!(
-            "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
-             seq_len = {}\nbatch_size = {}\ngrad_accum = {}\n[optim]\nlr = 1e-3\n[train]\n\
-             steps = {total}\ndevice = \"cpu\"\nprecision = \"f32\"\n\
-             activation_checkpointing = {}\naccum_threads = {}\n",
-            a.seq_len,
-            a.batch / a.accum_threads,
-            a.accum_threads,
-            a.checkpointing,
-            a.accum_threads
+        let toml = bench_train_file(
+            a,
+            (a.batch / a.accum_threads, a.accum_threads),
+            total,
+            &format!("accum_threads = {}\n", a.accum_threads),
         );
         std::fs::write(a.dir.join("train.toml"), toml)?;
     }
@@ -490,12 +485,11 @@ fn bench_ranks(a: &BenchTrainArgs, single_first_loss: Option<f64>) -> Result<()>
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     for k in 0..n {
-        let toml = format!(
-            "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
-             seq_len = {}\nbatch_size = {per}\n[optim]\nlr = 1e-3\n[train]\nsteps = {total}\n\
-             device = \"cpu\"\nprecision = \"f32\"\nactivation_checkpointing = {}\n\
-             rank = {k}\nworld = {n}\nmaster = \"127.0.0.1:{port}\"\n",
-            a.seq_len, a.checkpointing
+        let toml = bench_train_file(
+            a,
+            (per, 1),
+            total,
+            &format!("rank = {k}\nworld = {n}\nmaster = \"127.0.0.1:{port}\"\n"),
         );
         let file = dir.join(format!("train-rank-{k}.toml"));
         #[allow(clippy::disallowed_methods)]
@@ -565,6 +559,22 @@ fn candle_core_threads() -> usize {
                 .map(|n| n.get())
                 .unwrap_or(1)
         })
+}
+
+/// The benchmark's train file: micro-batches of `batch_size` sequences, `grad_accum` of them a
+/// step, `steps` steps, `extra` lines appended to `[train]`.
+fn bench_train_file(
+    a: &BenchTrainArgs,
+    (batch_size, grad_accum): (usize, usize),
+    steps: u64,
+    extra: &str,
+) -> String {
+    format!(
+        "output = \"out\"\n[model]\nconfig = \"config.json\"\n[data]\nshards = \"shards\"\n\
+         seq_len = {}\nbatch_size = {batch_size}\ngrad_accum = {grad_accum}\n[optim]\nlr = 1e-3\n[train]\nsteps = {steps}\n\
+         device = \"cpu\"\nprecision = \"f32\"\nactivation_checkpointing = {}\n{extra}",
+        a.seq_len, a.checkpointing
+    )
 }
 
 /// `count` random sequences of `a.seq_len` tokens (a fixed generator: the same every run).
