@@ -275,18 +275,20 @@ impl Mix {
         };
         // Pools are assigned once; the statistics and the selection both read the column. A
         // held-out sample keeps the pool it would belong to in `__held_pool` only.
-        let pool = when(col(OWNED).and(col(HELD).not()))
-            .then(pool_expr(&self.spec)?)
-            .otherwise(lit(NULL).cast(DataType::UInt32))
-            .alias("pool");
-        let held_pool = when(col(OWNED).and(col(HELD)))
-            .then(pool_expr(&self.spec)?)
-            .otherwise(lit(NULL).cast(DataType::UInt32))
-            .alias("__held_pool");
+        const MATCHED: &str = "__matched_pool";
+        let within = |held: bool| {
+            let h = if held { col(HELD) } else { col(HELD).not() };
+            when(col(OWNED).and(h))
+                .then(col(MATCHED))
+                .otherwise(lit(NULL).cast(DataType::UInt32))
+        };
         let pooled = df
             .lazy()
-            .with_column(held_expr.alias(HELD))
-            .with_columns([pool, held_pool])
+            .with_columns([held_expr.alias(HELD), pool_expr(&self.spec)?.alias(MATCHED)])
+            .with_columns([
+                within(false).alias("pool"),
+                within(true).alias("__held_pool"),
+            ])
             .collect()
             .map_err(|e| e.to_string())?;
         let held_col = pooled
