@@ -11,6 +11,9 @@
 //! max_glob_files = 100000                         # files one input pattern may match
 //! min_schedule_interval = 60                      # seconds between two ticks of a schedule, at least
 //! anonymous_read = false                          # true: GETs need no token
+//! max_ablation_points = 8                         # grid points one POST /v1/ablations may ask for
+//! max_train_steps = 5000                          # optimizer steps of each point's training
+//! max_train_memory_mib = 8192                     # weights, optimizer state and one step's activations
 //! [[tokens]]
 //! name = "ci"
 //! sha256 = "…"                                    # sha256 of the bearer token, hex
@@ -69,6 +72,16 @@ pub struct ServerConfig {
     /// (default false: a read or write token).
     #[serde(default)]
     pub anonymous_read: bool,
+    /// Grid points one ablation may ask for (default 8).
+    #[serde(default = "default_max_ablation_points")]
+    pub max_ablation_points: usize,
+    /// Optimizer steps each point of an ablation may train (default 5,000).
+    #[serde(default = "default_max_train_steps")]
+    pub max_train_steps: u64,
+    /// Memory one point's training may need, estimated from the model and batch shape before
+    /// it starts (default 8,192 MiB).
+    #[serde(default = "default_max_train_memory_mib")]
+    pub max_train_memory_mib: u64,
 }
 
 /// One API token.
@@ -112,6 +125,15 @@ fn default_max_glob_files() -> usize {
 }
 fn default_min_schedule_interval() -> u64 {
     60
+}
+fn default_max_ablation_points() -> usize {
+    8
+}
+fn default_max_train_steps() -> u64 {
+    5000
+}
+fn default_max_train_memory_mib() -> u64 {
+    8192
 }
 
 /// Hex sha256 of a token, as `tokens[].sha256` stores it.

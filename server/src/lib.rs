@@ -6,6 +6,7 @@
 //! their outputs go to `<output_root>/<job id>`, published atomically by the engine, so a job
 //! interrupted by a crash is re-run from a clean state when the service starts again.
 
+pub mod ablations;
 pub mod config;
 pub mod loadtest;
 pub mod routes;
@@ -87,6 +88,7 @@ pub async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     let state = State::open(config)?;
     let mut workers = worker::start(state.clone());
     workers.push(schedule::start(state.clone()));
+    workers.push(ablations::start(state.clone()));
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     eprintln!(
         "sluice serve: listening on http://{}",

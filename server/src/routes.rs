@@ -40,6 +40,7 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/v1/schedules", post(add_schedule).get(list_schedules))
         .route("/v1/schedules/{id}", axum::routing::delete(delete_schedule))
         .merge(crate::ui::routes())
+        .merge(crate::ablations::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -183,7 +184,7 @@ fn present_schedule(state: &State, mut s: Schedule) -> Schedule {
 }
 
 /// Mutating calls need a write token.
-fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn require_write(state: &State, headers: &HeaderMap) -> Result<(), Problem> {
     match token_scope(state, headers)? {
         None => Err(token_required()),
         Some(Scope::Write) => Ok(()),
@@ -718,7 +719,7 @@ async fn delete_schedule(
 }
 
 /// A JSON request body; a malformed one is a 400 naming the field at fault.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -771,8 +772,8 @@ impl utoipa::Modify for BearerAuth {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "sluice", description = "Jobs, schedules, mix previews and the catalog of curated training data"),
-    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, crate::ui::whoami, mix_preview, datasets, add_schedule, list_schedules, delete_schedule),
-    components(schemas(Job, Schedule, JobRequest, ScheduleRequest, ProblemBody)),
+    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, crate::ui::whoami, mix_preview, datasets, add_schedule, list_schedules, delete_schedule, crate::ablations::submit, crate::ablations::list, crate::ablations::one, crate::ablations::cancel, crate::ablations::report),
+    components(schemas(Job, Schedule, JobRequest, ScheduleRequest, ProblemBody, crate::store::AblationRow, crate::ablations::AblationRequest)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

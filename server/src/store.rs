@@ -7,6 +7,10 @@
 //! staging directories are discarded by the engine's atomic publish, so a re-run starts clean
 //! and nothing half-written ever sits under a final name.
 
+mod ablations;
+
+pub use ablations::AblationRow;
+
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use std::path::Path;
@@ -188,6 +192,7 @@ impl Store {
                 value INTEGER NOT NULL
              );",
         )?;
+        conn.execute_batch(ablations::SCHEMA)?;
         // Stores made before back-off was kept: add its columns.
         let has_failures: i64 = conn.query_row(
             "SELECT COUNT(*) FROM pragma_table_info('schedules') WHERE name = 'failures'",
@@ -216,7 +221,8 @@ impl Store {
         f(&mut guard)
     }
 
-    /// Jobs that were running when the service stopped go back to the queue. Returns their ids.
+    /// Jobs (and ablations) that were running when the service stopped go back to the queue.
+    /// Returns their ids.
     pub fn recover(&self) -> rusqlite::Result<Vec<String>> {
         self.with(|c| {
             let tx = c.transaction()?;
@@ -243,6 +249,8 @@ impl Store {
                 ],
             )?;
             tx.commit()?;
+            let mut ids = ids;
+            ids.extend(ablations::recover(c)?);
             Ok(ids)
         })
     }

@@ -97,7 +97,7 @@ async fn script() -> Response {
     )
 }
 
-fn html_fragment(body: String) -> Response {
+pub(crate) fn html_fragment(body: String) -> Response {
     with_headers(
         body.into_response(),
         "text/html; charset=utf-8",

@@ -381,3 +381,207 @@ fn an_ablation_whose_pipeline_mixes_its_evaluation_sets_is_refused_before_it_run
         "nothing was cleared"
     );
 }
+
+/// Poll an ablation through the service until it is in one of `states`.
+fn wait_ablation(addr: &str, id: &str, states: &[&str], secs: u64) -> serde_json::Value {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let (status, body) = crate::serve::http(addr, "GET", &format!("/v1/ablations/{id}"), None);
+        assert_eq!(status, 200, "{body}");
+        let a: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if states.contains(&a["state"].as_str().unwrap_or("")) {
+            return a;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "still {}: {a}",
+            a["state"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// `POST /v1/ablations` runs the same grid as `sluice ablate run` on the same files and
+/// records the same numbers; its report is served with no server path in it; a running one
+/// is cancelled at its next step.
+#[test]
+fn an_ablation_through_the_service_records_what_the_command_records() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("data");
+    std::fs::create_dir_all(&root).expect("root");
+    for (from, to) in [
+        (
+            "sft/medicalgpt/medical_sft_1K_format.jsonl",
+            "medical.jsonl",
+        ),
+        ("sft/llama_factory/alpaca_zh_demo.json", "alpaca_zh.json"),
+        ("sft/llama_factory/alpaca_en_demo.json", "alpaca_en.json"),
+        ("tokenizers/minimind/tokenizer.json", "tokenizer.json"),
+    ] {
+        std::fs::copy(data.join(from), root.join(to)).expect("copy");
+    }
+    let pipeline = r#"
+seed = 3
+[[inputs]]
+name = "medical"
+paths = ["medical.jsonl"]
+domain = "medical"
+task = "medical_qa"
+[[inputs]]
+name = "alpaca"
+paths = ["alpaca_zh.json", "alpaca_en.json"]
+domain = "general"
+task = "alpaca"
+[[stages]]
+type = "minhash"
+drop = false
+[[stages]]
+type = "split"
+ratios = { train = 0.8, test = 0.2 }
+[[stages]]
+type = "mix"
+ratio = "1:1"
+holdout = "split <> 'train'"
+holdout_split_by_pool = true
+pools.domain = { domain = "medical" }
+[output]
+dir = "unused"
+formats = ["jsonl"]
+[output.shards]
+tokenizer = "tokenizer.json"
+template = "chatml"
+max_source_tokens = 128
+max_target_tokens = 128
+"#;
+    // The command's files live in the data root, so both resolve the same relative paths.
+    let ablate = setup(&root, pipeline, r#"["1:1", "1:5"]"#);
+    std::fs::write(
+        &ablate,
+        std::fs::read_to_string(&ablate)
+            .expect("read")
+            .replace("output = \"ablation\"", "output = \"../cli\""),
+    )
+    .expect("write");
+    let out = sluice(&["ablate", "run", ablate.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("cli/results.json")).expect("results"),
+    )
+    .expect("json");
+    // The service is given the train file without what it sets itself.
+    let train: String = std::fs::read_to_string(root.join("train.toml"))
+        .expect("train")
+        .lines()
+        .filter(|l| !l.starts_with("output") && !l.starts_with("shards"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = tmp.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndata_roots = [\"data\"]\noutput_root = \"out\"\n\
+             [[tokens]]\nname = \"t\"\nsha256 = \"{}\"\nscope = \"write\"\n",
+            sluice_server::config::hash_token(crate::serve::TOKEN)
+        ),
+    )
+    .expect("server.toml");
+    let (mut child, addr) = crate::serve::start(&config);
+    let request = |steps: u64, name: &str| {
+        serde_json::json!({
+            "name": name,
+            "pipeline": pipeline,
+            "train": train.replace("steps = 3", &format!("steps = {steps}")),
+            "grid": { "ratio": ["1:1", "1:5"] },
+            "tolerance": 0.02,
+            "eval_sequences": 12,
+        })
+        .to_string()
+    };
+    let (status, body) = crate::serve::http(
+        &addr,
+        "POST",
+        "/v1/ablations",
+        Some(&request(3, "<b>svc</b>")),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let done = wait_ablation(&addr, &id, &["succeeded", "failed", "cancelled"], 900);
+    let tmp_path = tmp.path().to_string_lossy().to_string();
+    assert!(!done.to_string().contains(&tmp_path), "{done}");
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let points = done["points"].as_array().expect("points");
+    assert_eq!(points.len(), 2);
+    let cli_points = cli["points"].as_array().expect("points");
+    for (p, c) in points.iter().zip(cli_points) {
+        let r = &p["result"];
+        assert_eq!(r["label"], c["label"]);
+        assert_eq!(r["mixed_samples"], c["mixed_samples"], "the same mix");
+        assert_eq!(r["tokens_seen"], c["tokens_seen"]);
+        for key in [
+            "domain_loss",
+            "general_loss",
+            "base_domain_loss",
+            "base_general_loss",
+        ] {
+            let (a, b) = (r[key].as_f64().expect("f64"), c[key].as_f64().expect("f64"));
+            assert!((a - b).abs() <= 1e-4 * b.abs(), "{key}: {a} vs {b}");
+        }
+    }
+    assert_eq!(
+        done["results"]["recommendation"]["chosen"], cli["recommendation"]["chosen"],
+        "the same rule on the same numbers"
+    );
+    let (status, html) = crate::serve::http_raw(
+        &addr,
+        "GET",
+        &format!("/v1/ablations/{id}/report.html"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("&lt;b&gt;svc&lt;/b&gt;") && !html.contains("<b>svc"),
+        "escaped"
+    );
+    assert!(!html.contains(&tmp_path));
+    // A long one is cancelled while it trains, and leaves a checkpoint to resume from.
+    let (status, body) =
+        crate::serve::http(&addr, "POST", "/v1/ablations", Some(&request(5000, "long")));
+    assert_eq!(status, 201, "{body}");
+    let long = serde_json::from_str::<serde_json::Value>(&body).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    loop {
+        let (_, body) = crate::serve::http(&addr, "GET", &format!("/v1/ablations/{long}"), None);
+        if body.contains(": step ") {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "never trained: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let (status, body) =
+        crate::serve::http(&addr, "POST", &format!("/v1/ablations/{long}/cancel"), None);
+    assert_eq!(status, 200, "{body}");
+    let cancelled = wait_ablation(&addr, &long, &["cancelled", "failed", "succeeded"], 120);
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let train_dir = tmp
+        .path()
+        .join("out/ablations")
+        .join(&long)
+        .join("points/ratio-1_1/train");
+    assert!(
+        train_dir.join("checkpoints/latest").is_file(),
+        "a checkpoint to resume from"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

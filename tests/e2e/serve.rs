@@ -34,8 +34,8 @@ pub(crate) fn start(config: &Path) -> (Child, String) {
     (child, addr)
 }
 
-/// A minimal HTTP/1.1 exchange; returns (status, body).
-pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+/// A minimal HTTP/1.1 exchange; returns (status, the whole body).
+pub(crate) fn http_raw(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(30))).ok();
     let body = body.unwrap_or("");
@@ -51,7 +51,16 @@ pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> 
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+/// A minimal HTTP/1.1 exchange of JSON; returns (status, body).
+pub(crate) fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let (status, body) = http_raw(addr, method, path, body);
     // Chunked bodies: keep the JSON part.
     let body = match (body.find('{'), body.rfind('}')) {
         (Some(a), Some(b)) if b >= a => body[a..=b].to_string(),

@@ -489,8 +489,17 @@ impl TrainConfig {
     /// Read a TOML file; relative paths are resolved against its directory.
     pub fn load(path: &Path) -> Result<TrainConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io(path.to_path_buf(), e))?;
+        let cfg = TrainConfig::parse(&text, path)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse the text of the train file at `path` (which need not exist: relative paths are
+    /// resolved against its directory), without [`TrainConfig::validate`], which looks at the
+    /// files it names: a service checks where those lie first.
+    pub fn parse(text: &str, path: &Path) -> Result<TrainConfig> {
         let mut cfg: TrainConfig =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+            toml::from_str(text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -505,7 +514,6 @@ impl TrainConfig {
         if let Some(p) = cfg.model.weights.as_mut() {
             fix(p);
         }
-        cfg.validate()?;
         Ok(cfg)
     }
 

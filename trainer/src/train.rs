@@ -122,6 +122,8 @@ pub struct Trainer {
     has_valid: bool,
     metrics: std::fs::File,
     progress: Option<OnStep>,
+    /// Set from outside to stop before the next step ([`Trainer::stop_when`]).
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     /// The other ranks, when the world has more than one.
     comm: Option<crate::dist::Comm>,
     /// One single-thread pool per concurrent micro-batch (`train.accum_threads` > 1).
@@ -247,6 +249,7 @@ impl Trainer {
             world,
             has_valid,
             progress: None,
+            stop: None,
             comm,
             pools: Vec::new(),
         };
@@ -336,6 +339,13 @@ impl Trainer {
         self.progress = Some(f);
     }
 
+    /// Stop before the next step once `flag` is set (a service cancelling or stopping): the run
+    /// ends as an interruption does, with a checkpoint at the last step done, so a new
+    /// [`Trainer`] resumes it.
+    pub fn stop_when(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.stop = Some(flag);
+    }
+
     /// Train to the configured number of steps (or an early stop) and save the final model.
     pub fn run(&mut self) -> Result<Summary> {
         self.run_until(self.cfg.train.steps)
@@ -353,7 +363,18 @@ impl Trainer {
         let mut stopped_early = false;
         let started = Instant::now();
         let mut tokens = 0u64;
+        let mut saved_at = checkpoint::latest(&self.cfg.output)?.map(|_| self.state.step);
         while self.state.step < stop {
+            if self
+                .stop
+                .as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            {
+                if saved_at != Some(self.state.step) {
+                    self.save_checkpoint()?;
+                }
+                break;
+            }
             let t0 = Instant::now();
             let from = self.loader.cursor();
             let out = self.forward_backward()?;
@@ -453,6 +474,7 @@ impl Trainer {
                 || step == stop
             {
                 self.save_checkpoint()?;
+                saved_at = Some(step);
             }
             if stopped_early {
                 break;

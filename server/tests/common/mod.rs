@@ -58,6 +58,9 @@ pub fn fixture_with(queue_limit: i64, tweak: impl FnOnce(&mut ServerConfig)) -> 
         max_glob_files: 100_000,
         min_schedule_interval: 60,
         anonymous_read: false,
+        max_ablation_points: 8,
+        max_train_steps: 5000,
+        max_train_memory_mib: 8192,
         tokens: vec![
             TokenSpec {
                 name: "w".into(),

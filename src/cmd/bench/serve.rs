@@ -37,6 +37,9 @@ pub fn bench_serve(
         max_glob_files: 100_000,
         min_schedule_interval: 60,
         anonymous_read: false,
+        max_ablation_points: 8,
+        max_train_steps: 5000,
+        max_train_memory_mib: 8192,
     };
     cfg.check()?;
     let state = sluice_server::State::open(cfg)?;
