@@ -214,6 +214,10 @@ fn the_readme_service_session_runs_as_written() {
             &format!("{:?}", repo().join("examples/data").to_string_lossy()),
         )
         .replace(
+            "\"examples/models\"",
+            &format!("{:?}", repo().join("examples/models").to_string_lossy()),
+        )
+        .replace(
             "\"out/service\"",
             &format!("{:?}", out_root.to_string_lossy()),
         );
@@ -292,12 +296,31 @@ fn the_readme_service_session_runs_as_written() {
     let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
     // job, report, running jobs, cancel of a finished job, schedule add, list, delete, two mix
     // previews, cpt (no documents) and a `where` on a tag no run has, the catalog, healthz,
-    // readyz, metrics.
+    // readyz, metrics, an ablation and its state.
     assert_eq!(
         statuses,
-        [200, 200, 200, 409, 201, 200, 204, 200, 200, 200, 422, 200, 200, 200, 200],
+        [200, 200, 200, 409, 201, 200, 204, 200, 200, 200, 422, 200, 200, 200, 200, 201, 200],
         "{answers:#?}"
     );
+    // The ablation runs to the end: both points trained and evaluated, a recommendation made.
+    let started = std::time::Instant::now();
+    let ablation = loop {
+        let body =
+            bash("curl -s -H \"Authorization: Bearer $T\" localhost:8080/v1/ablations/a-000001")
+                .remove(0)
+                .1;
+        let a: serde_json::Value = serde_json::from_str(&body).expect("ablation json");
+        if !["queued", "running"].contains(&a["state"].as_str().unwrap_or("")) {
+            break a;
+        }
+        assert!(started.elapsed().as_secs() < 600, "{body}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(ablation["state"], "succeeded", "{ablation}");
+    assert_eq!(ablation["points"].as_array().map(Vec::len), Some(2));
+    assert!(ablation["results"]["recommendation"]["reasoning"]
+        .as_array()
+        .is_some_and(|r| !r.is_empty()));
     let json = |i: usize| -> serde_json::Value {
         serde_json::from_str(&answers[i].1).unwrap_or_else(|e| panic!("{e}: {}", answers[i].1))
     };
