@@ -51,6 +51,11 @@ enum Command {
         #[command(subcommand)]
         what: cmd::ablate::AblateCommand,
     },
+    /// Evaluation sets kept apart from training, and model scores on them.
+    Eval {
+        #[command(subcommand)]
+        what: cmd::eval::EvalCommand,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -89,6 +94,7 @@ fn real_main() -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ablate { what } => cmd::ablate::run(what),
+        Command::Eval { what } => cmd::eval::run(what),
         Command::Bench { what } => cmd::bench::run(what),
     }
 }

@@ -3,3 +3,4 @@
 //! [`ablate::Host`] how pipelines are compiled and where files may be.
 
 pub mod ablate;
+pub mod eval;

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod catalog;
 pub mod check;
 pub mod classifier;
+pub mod eval;
 pub mod inspect;
 pub mod mix;
 pub mod run;

@@ -28,6 +28,7 @@ pub mod rng;
 pub mod score;
 pub mod train;
 
+pub use candle_core::{DType, Device};
 pub use config::{ModelConfig, TrainConfig};
 pub use model::Model;
 pub use train::{StepProgress, Summary, Trainer};
