@@ -10,6 +10,7 @@ mod classifier;
 mod cleaning;
 mod common;
 mod determinism;
+mod eval;
 mod inputs;
 mod minhash;
 mod mix;
