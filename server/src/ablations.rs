@@ -58,6 +58,16 @@ pub struct AblationRequest {
     /// Held-out sequences evaluated per set (default 0: all).
     #[serde(default)]
     pub eval_sequences: Option<usize>,
+    /// An evaluation folder of `sluice eval build` inside the data roots (relative to the
+    /// first): each trained point is also scored on it.
+    #[serde(default)]
+    pub eval_set: Option<String>,
+    /// Items per evaluation file scored (default 50, at most 10,000).
+    #[serde(default)]
+    pub eval_limit: Option<usize>,
+    /// Longest greedy generation per open item (default 32, at most 4,096).
+    #[serde(default)]
+    pub eval_max_new_tokens: Option<usize>,
 }
 
 /// What the store keeps of an accepted request.
@@ -213,6 +223,28 @@ fn service_train(
     Ok(cfg)
 }
 
+/// An evaluation folder named by a request: resolved against the first data root, and the
+/// folder, its `open/` and `mc/` (and every file in them) inside the data roots.
+fn service_eval_set(state: &State, named: &std::path::Path) -> Result<PathBuf, Refusal> {
+    let shown = |m: &str| state.config.relative_paths(m);
+    // `sluice:` names the bundled folders, which hold no evaluation sets.
+    let path = sluice_pipeline::confine::resolve(&state.config.data_roots[0], named);
+    let confine = Confinement::new(&state.config.data_roots, &[], &[]);
+    let spelled = named.display().to_string();
+    for (dir, label) in [
+        (path.clone(), spelled.clone()),
+        (path.join("open"), format!("{spelled}/open")),
+        (path.join("mc"), format!("{spelled}/mc")),
+    ] {
+        if dir == path || dir.exists() || dir.is_symlink() {
+            confine
+                .check("eval_set", &dir, &label, Access::ReadDir)
+                .map_err(|f| refuse(403, "eval_set", shown(&format!("eval_set: {}", f.message))))?;
+        }
+    }
+    Ok(path)
+}
+
 /// How the service runs an ablation's parts: pipelines confined to the data roots and the
 /// point's folder, the train file confined and bounded, progress into the store.
 struct ServiceHost<'a> {
@@ -269,6 +301,10 @@ impl Host for ServiceHost<'_> {
     fn threads(&self) -> Option<usize> {
         self.state.config.threads_per_job
     }
+
+    fn eval_set(&self, named: &std::path::Path) -> anyhow::Result<PathBuf> {
+        service_eval_set(self.state, named).map_err(|(_, _, m)| anyhow::anyhow!(m))
+    }
 }
 
 /// Check a request completely, as it would run: the stored form, and warnings.
@@ -294,6 +330,31 @@ fn accept(state: &State, req: AblationRequest) -> Result<(Stored, Vec<String>), 
     }
     if let Some(n) = req.eval_sequences {
         settings.eval_sequences = n;
+    }
+    if let Some(n) = req.eval_limit {
+        if n == 0 || n > 10_000 {
+            return Err(refuse(
+                422,
+                "eval_limit",
+                "eval_limit: from 1 to 10,000 items per file",
+            ));
+        }
+        settings.eval_limit = n;
+    }
+    if let Some(n) = req.eval_max_new_tokens {
+        settings.eval_max_new_tokens = n;
+    }
+    if let Some(set) = req.eval_set {
+        let set = PathBuf::from(set);
+        let resolved = service_eval_set(state, &set)?;
+        if !resolved.join("open").is_dir() && !resolved.join("mc").is_dir() {
+            return Err(refuse(
+                422,
+                "eval_set",
+                "eval_set: no open/ or mc/ folder there (make it with `sluice eval build`)",
+            ));
+        }
+        settings.eval_set = Some(set);
     }
     let problems = settings.problems(state.config.max_ablation_points);
     if !problems.is_empty() {

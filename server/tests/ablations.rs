@@ -329,3 +329,47 @@ async fn a_model_that_links_out_after_the_submission_fails_the_run_without_readi
     let root = f.data.parent().expect("tmp").to_string_lossy().to_string();
     assert!(!text.contains(&root), "{text}");
 }
+
+#[tokio::test]
+async fn an_evaluation_set_is_read_only_inside_the_data_roots() {
+    let f = setup();
+    let with_set = |set: &str| {
+        serde_json::json!({ "pipeline": PIPELINE, "train": TRAIN, "grid": ratios(), "eval_set": set })
+            .to_string()
+    };
+    // Outside, by `..`, by an absolute path, by a link.
+    std::fs::create_dir_all(f.outside.join("evalset/mc")).expect("mc");
+    std::fs::write(
+        f.outside.join("evalset/mc/x.jsonl"),
+        format!("{{\"question\": \"{SECRET}\"}}\n"),
+    )
+    .expect("w");
+    let outside = f.outside.join("evalset").display().to_string();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(f.outside.join("evalset"), f.data.join("linked-set"))
+        .expect("symlink");
+    for set in ["../outside/evalset", outside.as_str(), "linked-set"] {
+        let (s, body) = submit(&f, with_set(set)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{set}: {body}");
+        assert_eq!(body["field"], "eval_set");
+    }
+    // A folder inside whose files link out.
+    std::fs::create_dir_all(f.data.join("evalset/mc")).expect("mc");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(
+        f.outside.join("evalset/mc/x.jsonl"),
+        f.data.join("evalset/mc/x.jsonl"),
+    )
+    .expect("symlink");
+    let (s, body) = submit(&f, with_set("evalset")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    // A folder that is no evaluation set.
+    std::fs::create_dir_all(f.data.join("empty")).expect("empty");
+    let (s, body) = submit(&f, with_set("empty")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    // Bounds.
+    let body = serde_json::json!({ "pipeline": PIPELINE, "train": TRAIN, "grid": ratios(), "eval_limit": 1_000_000 }).to_string();
+    assert_eq!(submit(&f, body).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+    let body = serde_json::json!({ "pipeline": PIPELINE, "train": TRAIN, "grid": ratios(), "eval_max_new_tokens": 1_000_000 }).to_string();
+    assert_eq!(submit(&f, body).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+}

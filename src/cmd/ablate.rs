@@ -45,6 +45,13 @@ struct AblateFile {
     tolerance: Option<f64>,
     #[serde(default)]
     eval_sequences: usize,
+    /// An evaluation folder of `sluice eval build` every trained point is also scored on.
+    #[serde(default)]
+    eval_set: Option<PathBuf>,
+    #[serde(default)]
+    eval_limit: Option<usize>,
+    #[serde(default)]
+    eval_max_new_tokens: Option<usize>,
     grid: Grid,
 }
 
@@ -77,7 +84,10 @@ fn load(path: &Path) -> Result<(Ablation, CliHost)> {
     let mut f: AblateFile =
         toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    for p in [&mut f.output, &mut f.pipeline, &mut f.train] {
+    for p in [&mut f.output, &mut f.pipeline, &mut f.train]
+        .into_iter()
+        .chain(f.eval_set.as_mut())
+    {
         if p.is_relative() {
             *p = base.join(&*p);
         }
@@ -93,6 +103,13 @@ fn load(path: &Path) -> Result<(Ablation, CliHost)> {
         settings.tolerance = t;
     }
     settings.eval_sequences = f.eval_sequences;
+    settings.eval_set = f.eval_set;
+    if let Some(n) = f.eval_limit {
+        settings.eval_limit = n;
+    }
+    if let Some(n) = f.eval_max_new_tokens {
+        settings.eval_max_new_tokens = n;
+    }
     let problems = settings.problems(MAX_POINTS);
     if !problems.is_empty() {
         bail!("{}: {}", path.display(), problems.join("; "));
@@ -178,6 +195,29 @@ pub fn run(cmd: AblateCommand) -> Result<ExitCode> {
             "base model: domain loss {:.4}, general loss {:.4}",
             first.base_domain_loss, first.base_general_loss
         )?;
+    }
+    if results.iter().any(|r| r.eval.is_some()) {
+        writeln!(
+            out,
+            "{:<28} {:>10} {:>7} {:>8} {:>6} {:>6}",
+            "evaluation set", "perplexity", "BLEU", "ROUGE-L", "acc", "acc_norm"
+        )?;
+        let f =
+            |v: Option<f64>, scale: f64| v.map_or("-".to_string(), |x| format!("{:.2}", x * scale));
+        for r in results {
+            if let Some(e) = &r.eval {
+                writeln!(
+                    out,
+                    "{:<28} {:>10} {:>7} {:>8} {:>6} {:>6}",
+                    r.label,
+                    f(e.perplexity, 1.0),
+                    f(e.bleu, 1.0),
+                    f(e.rouge_l, 100.0),
+                    f(e.acc, 100.0),
+                    f(e.acc_norm, 100.0)
+                )?;
+            }
+        }
     }
     match &rec.chosen {
         Some(c) => writeln!(out, "recommended: {c}")?,

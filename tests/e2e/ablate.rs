@@ -473,6 +473,26 @@ max_target_tokens = 128
         &std::fs::read(tmp.path().join("cli/results.json")).expect("results"),
     )
     .expect("json");
+    // An evaluation set from the command's first point, inside the data root: the service's
+    // points are scored on it too.
+    let out = sluice(&[
+        "eval",
+        "build",
+        "--run",
+        tmp.path()
+            .join("cli/points/ratio-1_1/run")
+            .to_str()
+            .expect("utf8"),
+        "--out",
+        root.join("evalset").to_str().expect("utf8"),
+        "--max-per-domain",
+        "6",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The service is given the train file without what it sets itself.
     let train: String = std::fs::read_to_string(root.join("train.toml"))
         .expect("train")
@@ -499,6 +519,8 @@ max_target_tokens = 128
             "grid": { "ratio": ["1:1", "1:5"] },
             "tolerance": 0.02,
             "eval_sequences": 12,
+            "eval_set": "evalset",
+            "eval_max_new_tokens": 4,
         })
         .to_string()
     };
@@ -525,6 +547,9 @@ max_target_tokens = 128
         assert_eq!(r["label"], c["label"]);
         assert_eq!(r["mixed_samples"], c["mixed_samples"], "the same mix");
         assert_eq!(r["tokens_seen"], c["tokens_seen"]);
+        assert_eq!(r["eval"]["mc"], 12, "{r}");
+        assert_eq!(r["eval"]["open"], 12, "{r}");
+        assert!(r["eval"]["acc"].as_f64().is_some() && r["eval"]["bleu"].as_f64().is_some());
         for key in [
             "domain_loss",
             "general_loss",
@@ -551,6 +576,10 @@ max_target_tokens = 128
         "escaped"
     );
     assert!(!html.contains(&tmp_path));
+    assert!(
+        html.contains("Evaluation set"),
+        "the evaluation scores are in the report"
+    );
     // A long one is cancelled while it trains, and leaves a checkpoint to resume from.
     let (status, body) =
         crate::serve::http(&addr, "POST", "/v1/ablations", Some(&request(5000, "long")));

@@ -48,6 +48,23 @@ pub struct Settings {
     pub eval_sequences: usize,
     /// The grid: every combination of the values given.
     pub grid: Grid,
+    /// An evaluation folder of `sluice eval build`: each trained point is also scored on it
+    /// (likelihood, multiple-choice accuracy, BLEU-4, ROUGE-L, EM, F1).
+    #[serde(default)]
+    pub eval_set: Option<std::path::PathBuf>,
+    /// Items per evaluation file scored (default 50; 0: all).
+    #[serde(default = "default_eval_limit")]
+    pub eval_limit: usize,
+    /// Longest greedy generation per open item, in tokens (default 32; 0: none).
+    #[serde(default = "default_eval_max_new_tokens")]
+    pub eval_max_new_tokens: usize,
+}
+
+fn default_eval_limit() -> usize {
+    50
+}
+fn default_eval_max_new_tokens() -> usize {
+    32
 }
 
 fn default_eval_split() -> String {
@@ -80,6 +97,9 @@ impl Settings {
             tolerance: default_tolerance(),
             eval_sequences: 0,
             grid,
+            eval_set: None,
+            eval_limit: default_eval_limit(),
+            eval_max_new_tokens: default_eval_max_new_tokens(),
         }
     }
 
@@ -113,6 +133,12 @@ impl Settings {
             problems.push(format!(
                 "eval_split {:?} is not a split name (letters, digits, _ and -)",
                 self.eval_split
+            ));
+        }
+        if self.eval_max_new_tokens > 4096 {
+            problems.push(format!(
+                "eval_max_new_tokens {} is more than 4096",
+                self.eval_max_new_tokens
             ));
         }
         // Counted without building the grid: a hostile grid may multiply to anything.
@@ -225,6 +251,9 @@ pub struct PointResult {
     pub pipeline_seconds: f64,
     /// Seconds training and evaluating.
     pub train_seconds: f64,
+    /// Scores of the trained model on the ablation's evaluation set, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<crate::eval::run::Group>,
 }
 
 /// The pipeline text of one point: the mix's ratio set, the truncate budget set, the filler

@@ -156,6 +156,7 @@ mod tests {
             steps: 0,
             pipeline_seconds: 0.0,
             train_seconds: 0.0,
+            eval: None,
         }
     }
 

@@ -88,7 +88,41 @@ pub fn html(name: &str, points: &[PointResult], rec: &Recommendation, tolerance:
             p.pipeline_seconds + p.train_seconds
         );
     }
-    s.push_str("</table><h2>Reasoning</h2><ul>");
+    s.push_str("</table>");
+    if points.iter().any(|p| p.eval.is_some()) {
+        s.push_str(
+            "<h2>Evaluation set</h2><p>The trained model of each point on the ablation's \
+             evaluation set (<code>sluice eval build</code>): perplexity of the references, \
+             BLEU-4 and ROUGE-L of greedy answers, multiple-choice accuracy.</p><table><tr>\
+             <th>point</th><th>open items</th><th>perplexity</th><th>BLEU-4</th>\
+             <th>ROUGE-L</th><th>EM</th><th>F1</th><th>MC items</th><th>acc</th>\
+             <th>acc_norm</th></tr>",
+        );
+        let f = |v: Option<f64>, scale: f64| {
+            v.map_or("–".to_string(), |x| format!("{:.2}", x * scale))
+        };
+        for p in points {
+            if let Some(e) = &p.eval {
+                let _ = write!(
+                    s,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+                     <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&p.label),
+                    e.open,
+                    f(e.perplexity, 1.0),
+                    f(e.bleu, 1.0),
+                    f(e.rouge_l, 100.0),
+                    f(e.exact_match, 100.0),
+                    f(e.f1, 100.0),
+                    e.mc,
+                    f(e.acc, 100.0),
+                    f(e.acc_norm, 100.0)
+                );
+            }
+        }
+        s.push_str("</table>");
+    }
+    s.push_str("<h2>Reasoning</h2><ul>");
     for line in &rec.reasoning {
         let _ = write!(s, "<li>{}</li>", escape(line));
     }

@@ -30,6 +30,10 @@ pub trait Host: Sync {
     fn threads(&self) -> Option<usize> {
         None
     }
+    /// The evaluation folder the settings name, resolved (and, for a service, confined).
+    fn eval_set(&self, named: &Path) -> Result<PathBuf> {
+        Ok(named.to_path_buf())
+    }
 }
 
 /// The error of an ablation stopped through [`Host::stop_flag`].
@@ -129,8 +133,12 @@ impl Ablation {
     fn plan_point(&self, point: &Point) -> Result<PointPlan> {
         let text = point_pipeline(&self.pipeline_text, point)?;
         let eval = format!(
-            "{}:{}",
-            self.settings.eval_split, self.settings.eval_sequences
+            "{}:{}:{:?}:{}:{}",
+            self.settings.eval_split,
+            self.settings.eval_sequences,
+            self.settings.eval_set,
+            self.settings.eval_limit,
+            self.settings.eval_max_new_tokens
         );
         let pipeline_print = fingerprint(&[&text]);
         let print = fingerprint(&[&pipeline_print, &self.train_text, &eval]);
@@ -167,6 +175,15 @@ impl Ablation {
                 .context("the pipeline")?
                 .into_iter()
                 .collect();
+        if let Some(set) = &self.settings.eval_set {
+            let set = host.eval_set(set)?;
+            if !set.join("open").is_dir() && !set.join("mc").is_dir() {
+                bail!(
+                    "eval_set {}: no open/ or mc/ folder (make it with `sluice eval build`)",
+                    set.display()
+                );
+            }
+        }
         let train = host.train_config()?;
         let points_dir = absolute(&self.output.join("points"));
         for (key, path) in [
@@ -321,6 +338,7 @@ impl Ablation {
         }
         let pipeline_seconds = started.elapsed().as_secs_f64();
         let shards = run_dir.join("shards");
+        let shards_dir = shards.clone();
         let manifest = sluice_shards::Manifest::load(&shards)?;
         let eval_split = &self.settings.eval_split;
         for part in ["domain", "general"] {
@@ -419,6 +437,26 @@ impl Ablation {
             );
         }
         let (domain_loss, general_loss) = evaluate(&mut t, eval_split, cap)?;
+        let eval = match &self.settings.eval_set {
+            None => None,
+            Some(set) => {
+                let set = host.eval_set(set)?;
+                host.say(&format!("{label}: scoring the evaluation set"));
+                let opts = crate::eval::run::RunOptions {
+                    model: summary.final_dir.clone(),
+                    eval: set,
+                    out: dir.join("eval"),
+                    template: manifest.template.clone(),
+                    tokenizer: Some(shards_dir.join("tokenizer.json")).filter(|p| p.is_file()),
+                    max_new_tokens: self.settings.eval_max_new_tokens,
+                    limit: self.settings.eval_limit,
+                    device: t.config().train.device.clone(),
+                };
+                let s = crate::eval::run::run(&opts, &mut |_| {})
+                    .with_context(|| format!("{label}: the evaluation set"))?;
+                Some(s.overall)
+            }
+        };
         let forgetting = general_loss - base_general_loss;
         let result = PointResult {
             label,
@@ -435,6 +473,7 @@ impl Ablation {
             steps: summary.steps,
             pipeline_seconds,
             train_seconds: started.elapsed().as_secs_f64(),
+            eval,
         };
         write_json(&result_path, &result)?;
         Ok(result)

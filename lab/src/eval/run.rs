@@ -271,7 +271,7 @@ impl<'a> Scorer<'a> {
 }
 
 /// Totals of a group of items.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Group {
     /// Open items scored.
     pub open: usize,
@@ -307,7 +307,7 @@ pub struct Group {
     sums: Sums,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 struct Sums {
     ll: f64,
     tokens: usize,
