@@ -3,4 +3,7 @@
 //! [`ablate::Host`] how pipelines are compiled and where files may be.
 
 pub mod ablate;
+pub mod curated;
+pub mod diversity;
+mod diversity_topics;
 pub mod eval;

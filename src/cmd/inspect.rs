@@ -135,6 +135,31 @@ pub enum Inspect {
         #[arg(long, default_value_t = 10)]
         limit: usize,
     },
+    /// Diversity and balance of a run's curated samples: per domain and task the counts,
+    /// lengths, turns, difficulty, instruction types; near-duplicate clusters; topic clusters;
+    /// warnings when one dominates. Writes diversity.json.
+    Diversity {
+        /// The run directory (with curated/).
+        dir: PathBuf,
+        /// Only this split (and its `<split>_*` parts); default every curated file.
+        #[arg(long)]
+        split: Option<String>,
+        /// Samples in the topic sample at most.
+        #[arg(long, default_value_t = 5000)]
+        sample: usize,
+        /// Topic clusters.
+        #[arg(long, default_value_t = 8)]
+        k: usize,
+        /// Warn when a domain, task or cluster holds more than this share.
+        #[arg(long, default_value_t = 0.5)]
+        max_share: f64,
+        /// Seed of the topic sample and k-means.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where diversity.json goes (default: the run directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 /// Run it.
@@ -167,7 +192,100 @@ pub fn run(what: Inspect) -> Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Inspect::Diversity {
+            dir,
+            split,
+            sample,
+            k,
+            max_share,
+            seed,
+            out,
+        } => {
+            let d = sluice_lab::diversity::compute(&sluice_lab::diversity::Options {
+                run: dir.clone(),
+                split,
+                sample,
+                k,
+                max_share,
+                seed,
+            })?;
+            let path = sluice_lab::diversity::write(out.as_deref().unwrap_or(&dir), &d)?;
+            print_diversity(&d)?;
+            println!("all of it in {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn print_diversity(d: &sluice_lab::diversity::Diversity) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<28} {:>7} {:>6} {:>8} {:>8} {:>7} {:>6} {:>18}  top instruction types",
+        "domain / task",
+        "samples",
+        "share",
+        "chars50",
+        "chars90",
+        "turns",
+        "rare",
+        "easy/medium/hard"
+    )?;
+    for g in d.groups.iter().chain(std::iter::once(&d.overall)) {
+        let turns: f64 = g
+            .turns
+            .iter()
+            .map(|(t, c)| *t as f64 * *c as f64)
+            .sum::<f64>()
+            / g.count.max(1) as f64;
+        let diff = |k: &str| g.difficulty.get(k).copied().unwrap_or(0);
+        writeln!(
+            out,
+            "{:<28} {:>7} {:>5.0}% {:>8.0} {:>8.0} {:>7.1} {:>5.1}% {:>18}  {}",
+            format!("{} / {}", g.domain, g.task),
+            g.count,
+            g.share * 100.0,
+            g.chars.p50,
+            g.chars.p90,
+            turns,
+            g.rare_share.mean * 100.0,
+            format!("{}/{}/{}", diff("easy"), diff("medium"), diff("hard")),
+            g.instruction_types
+                .iter()
+                .take(4)
+                .map(|(t, c)| format!("{t} {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
+    let c = &d.duplicate_clusters;
+    writeln!(
+        out,
+        "near-duplicate clusters ({}, {} samples): {}",
+        c.from,
+        c.samples,
+        c.sizes
+            .iter()
+            .map(|(s, n)| format!("size {s}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )?;
+    writeln!(out, "topics ({} samples):", d.topic_sample)?;
+    for (i, t) in d.topics.iter().enumerate() {
+        writeln!(
+            out,
+            "  {:>2}. {:>5} ({:>4.1}%)  {}  e.g. {}",
+            i + 1,
+            t.size,
+            t.share * 100.0,
+            t.terms.join(" "),
+            t.examples.first().cloned().unwrap_or_default()
+        )?;
+    }
+    for w in &d.warnings {
+        writeln!(out, "warning: {w}")?;
+    }
+    Ok(())
 }
 
 pub fn inspect_shards(

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::path::Path;
 
 /// examples/ablate_pipeline.toml with absolute data paths, the split's seed set, without shards.
-fn pipeline(dir: &Path, seed: u64) -> std::path::PathBuf {
+pub(crate) fn pipeline(dir: &Path, seed: u64) -> std::path::PathBuf {
     let text =
         std::fs::read_to_string(repo().join("examples/ablate_pipeline.toml")).expect("pipeline");
     let text = text
@@ -30,7 +30,7 @@ fn pipeline(dir: &Path, seed: u64) -> std::path::PathBuf {
     path
 }
 
-fn run(dir: &Path, seed: u64) -> std::path::PathBuf {
+pub(crate) fn run(dir: &Path, seed: u64) -> std::path::PathBuf {
     let out = dir.join(format!("run-{seed}"));
     let p = pipeline(dir, seed);
     let o = sluice(&[
@@ -45,7 +45,7 @@ fn run(dir: &Path, seed: u64) -> std::path::PathBuf {
 }
 
 /// Every JSON line of the run's curated files of one split.
-fn split_lines(run: &Path, split: &str) -> Vec<serde_json::Value> {
+pub(crate) fn split_lines(run: &Path, split: &str) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(run.join("curated"))
         .expect("curated")

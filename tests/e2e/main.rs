@@ -10,6 +10,7 @@ mod classifier;
 mod cleaning;
 mod common;
 mod determinism;
+mod diversity;
 mod eval;
 mod inputs;
 mod minhash;

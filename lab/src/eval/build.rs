@@ -19,7 +19,7 @@
 
 use super::mc::{self, McSource};
 use super::{question_text, McItem, OpenItem};
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use sluice_pipeline::io::convert::convert;
 use sluice_pipeline::io::options::InputPlan;
@@ -162,26 +162,9 @@ pub(crate) fn rank(seed: u64, key: &str) -> u64 {
 
 /// The curated files of one split (`<split>-NNNNN.*`), and with `prefix` of `<split>_*` too.
 fn split_files(run: &Path, split: &str, prefix: bool) -> Result<Vec<PathBuf>> {
-    let dir = run.join("curated");
-    let entries = std::fs::read_dir(&dir).with_context(|| {
-        format!(
-            "{}: no curated/ folder (is it the output folder of `sluice run`?)",
-            run.display()
-        )
-    })?;
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some((stem, _)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let matches = stem == split || (prefix && stem.starts_with(&format!("{split}_")));
-        if matches && e.path().is_file() {
-            out.push(e.path());
-        }
-    }
-    out.sort();
-    Ok(out)
+    crate::curated::files(run, &|s| {
+        s == split || (prefix && s.starts_with(&format!("{split}_")))
+    })
 }
 
 /// Every sample of a file, in order; a record that cannot be read is an error naming it.
