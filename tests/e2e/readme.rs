@@ -351,3 +351,85 @@ fn the_readme_service_session_runs_as_written() {
     let groups = json(11)["groups"].clone();
     assert!(groups.to_string().contains("chitchat"), "{groups}");
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// The README's evaluation sequence, typed into bash as written (after the quickstart and a
+/// shortened training run that make the model it scores), in a copy of `examples/`.
+#[test]
+fn the_readme_evaluation_sequence_runs_as_written() {
+    use std::process::Command;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    copy_dir(&repo().join("examples"), &tmp.path().join("examples"));
+    let bin = env!("CARGO_BIN_EXE_sluice");
+    let in_tmp = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .current_dir(tmp.path())
+            .output()
+            .expect("sluice");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    in_tmp(&["run", "-q", "examples/quickstart.toml"]);
+    let train = std::fs::read_to_string(tmp.path().join("examples/train_sft.toml"))
+        .expect("train file")
+        .replace("steps = 60", "steps = 2");
+    std::fs::write(tmp.path().join("examples/train_short.toml"), train).expect("write");
+    in_tmp(&["train", "run", "examples/train_short.toml"]);
+    assert!(tmp.path().join("out/train_sft/final/config.json").is_file());
+    let readme = std::fs::read_to_string(repo().join("README.md")).expect("README");
+    let block = readme
+        .split("## Evaluation sets, model scores and diversity")
+        .nth(1)
+        .and_then(|s| s.split("```bash\n").nth(1))
+        .and_then(|b| b.split("```").next())
+        .expect("the evaluation block");
+    let script = block.replace("cargo run --release -- ", &format!("{bin} "));
+    let out = Command::new("bash")
+        .arg("-ec")
+        .arg(&script)
+        .current_dir(tmp.path())
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for f in [
+        "out/evalset/manifest.json",
+        "out/evalset/open/medical.jsonl",
+        "out/evalset/mc/general.jsonl",
+        "out/evalset/lm_eval/sluice_mc_medical.yaml",
+        "out/eval_train_sft/summary.json",
+        "out/eval_train_sft/samples.jsonl",
+        "out/ablate_pipeline/diversity.json",
+    ] {
+        assert!(tmp.path().join(f).is_file(), "{f}\n{stdout}");
+    }
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(tmp.path().join("out/eval_train_sft/summary.json")).expect("summary"),
+    )
+    .expect("json");
+    // 20 items of each of the four files (two domains, two forms).
+    assert_eq!(summary["overall"]["open"], 40, "{summary}");
+    assert_eq!(summary["overall"]["mc"], 40, "{summary}");
+    assert!(summary["overall"]["bleu"].as_f64().is_some());
+    assert!(stdout.contains("warning: task \"chitchat\""), "{stdout}");
+}
