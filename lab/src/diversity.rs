@@ -596,11 +596,15 @@ fn near_duplicates(sample: &[(String, String)]) -> Vec<Vec<String>> {
     out.into_values().collect()
 }
 
-/// Write `diversity.json` into `dir`.
+/// Write `diversity.json` and `diversity.html` into `dir`; returns the JSON's path.
 pub fn write(dir: &Path, d: &Diversity) -> Result<PathBuf> {
     let path = dir.join("diversity.json");
     let mut text = serde_json::to_string_pretty(d)?;
     text.push('\n');
     sluice_pipeline::storage::write_atomic(&path, text.as_bytes())?;
+    sluice_pipeline::storage::write_atomic(
+        &dir.join("diversity.html"),
+        crate::diversity_html::html(d).as_bytes(),
+    )?;
     Ok(path)
 }

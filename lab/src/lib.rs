@@ -5,5 +5,6 @@
 pub mod ablate;
 pub mod curated;
 pub mod diversity;
+pub mod diversity_html;
 mod diversity_topics;
 pub mod eval;

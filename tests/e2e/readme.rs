@@ -420,6 +420,7 @@ fn the_readme_evaluation_sequence_runs_as_written() {
         "out/eval_train_sft/summary.json",
         "out/eval_train_sft/samples.jsonl",
         "out/ablate_pipeline/diversity.json",
+        "out/ablate_pipeline/diversity.html",
     ] {
         assert!(tmp.path().join(f).is_file(), "{f}\n{stdout}");
     }
