@@ -8,6 +8,7 @@
 
 pub mod ablations;
 pub mod config;
+pub mod diversity;
 pub mod loadtest;
 pub mod routes;
 pub mod schedule;
@@ -39,6 +40,10 @@ pub struct State {
     pub preview_slots: tokio::sync::Semaphore,
     /// Preview answers by (catalog version, query), dropped when the catalog changes.
     pub preview_cache: std::sync::Mutex<std::collections::HashMap<(u64, String), String>>,
+    /// Diversity statistics by (job, split): a succeeded job's samples never change.
+    pub diversity_cache: std::sync::Mutex<
+        std::collections::HashMap<(String, String), sluice_lab::diversity::Diversity>,
+    >,
 }
 
 /// Prometheus counters.
@@ -77,6 +82,7 @@ impl State {
                 std::thread::available_parallelism().map_or(1, |n| n.get()),
             ),
             preview_cache: Default::default(),
+            diversity_cache: Default::default(),
         }))
     }
 }

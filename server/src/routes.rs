@@ -41,6 +41,7 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/v1/schedules/{id}", axum::routing::delete(delete_schedule))
         .merge(crate::ui::routes())
         .merge(crate::ablations::routes())
+        .merge(crate::diversity::routes())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -772,7 +773,7 @@ impl utoipa::Modify for BearerAuth {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "sluice", description = "Jobs, schedules, mix previews and the catalog of curated training data"),
-    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, crate::ui::whoami, mix_preview, datasets, add_schedule, list_schedules, delete_schedule, crate::ablations::submit, crate::ablations::list, crate::ablations::one, crate::ablations::cancel, crate::ablations::report),
+    paths(readyz, metrics, submit, list_jobs, get_job, cancel_job, job_report, crate::ui::report_page, crate::ui::whoami, mix_preview, datasets, add_schedule, list_schedules, delete_schedule, crate::ablations::submit, crate::ablations::list, crate::ablations::one, crate::ablations::cancel, crate::ablations::report, crate::diversity::json, crate::diversity::page),
     components(schemas(Job, Schedule, JobRequest, ScheduleRequest, ProblemBody, crate::store::AblationRow, crate::ablations::AblationRequest)),
     modifiers(&BearerAuth)
 )]

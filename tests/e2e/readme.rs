@@ -294,12 +294,15 @@ fn the_readme_service_session_runs_as_written() {
     }
     let answers = bash(&rest);
     let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
-    // job, report, running jobs, cancel of a finished job, schedule add, list, delete, two mix
+    // job, report, diversity, running jobs, cancel of a finished job, schedule add, list, delete, two mix
     // previews, cpt (no documents) and a `where` on a tag no run has, the catalog, healthz,
     // readyz, metrics, an ablation and its state.
     assert_eq!(
         statuses,
-        [200, 200, 200, 409, 201, 200, 204, 200, 200, 200, 422, 200, 200, 200, 200, 201, 200],
+        [
+            200, 200, 200, 200, 409, 201, 200, 204, 200, 200, 200, 422, 200, 200, 200, 200, 201,
+            200
+        ],
         "{answers:#?}"
     );
     // The ablation runs to the end: both points trained and evaluated, a recommendation made.
@@ -326,29 +329,30 @@ fn the_readme_service_session_runs_as_written() {
     };
     assert_eq!(json(0)["state"], "succeeded");
     assert_eq!(json(1)["totals"]["read"], 1600, "{}", answers[1].1);
+    assert_eq!(json(2)["overall"]["count"], json(1)["totals"]["kept"]);
     // The README's 1:5 preview mixes real data: 200 medical, 1,000 general.
-    let plan = json(7);
+    let plan = json(8);
     assert_eq!(plan["total"], 1200.0, "{plan}");
     assert!(
         plan["warnings"].as_array().is_some_and(|w| w.is_empty()),
         "{plan}"
     );
-    let plan = json(8);
+    let plan = json(9);
     assert!(
         plan["pools"][0]["repeat"].as_f64().unwrap_or(0.0) > 1.0,
         "{plan}"
     );
     assert!(
-        json(9)["warnings"].to_string().contains("kind pretrain"),
-        "{}",
-        answers[9].1
-    );
-    assert!(
-        json(10)["detail"].to_string().contains("region"),
+        json(10)["warnings"].to_string().contains("kind pretrain"),
         "{}",
         answers[10].1
     );
-    let groups = json(11)["groups"].clone();
+    assert!(
+        json(11)["detail"].to_string().contains("region"),
+        "{}",
+        answers[11].1
+    );
+    let groups = json(12)["groups"].clone();
     assert!(groups.to_string().contains("chitchat"), "{groups}");
 }
 
