@@ -262,6 +262,7 @@ fn a_model_folder_is_scored_end_to_end_as_the_scorer_scores_it() {
             max_new_tokens: 8,
             limit: 0,
             device: "cpu".into(),
+            max_source_tokens: None,
         },
         &mut |_| {},
     )
@@ -432,4 +433,43 @@ fn labelled_files_in_their_usual_shapes_are_read_and_bad_records_named() {
         .expect_err("no domain")
         .to_string();
     assert!(no_domain.contains("--mc-domain"), "{no_domain}");
+}
+
+#[test]
+fn a_context_budget_drops_the_oldest_turns_as_the_shards_writer_does() {
+    let m = model();
+    let tok = TokenizerHandle::from_file(&tokenizer_path()).expect("tokenizer");
+    let tpl = Template::load("chatml").expect("template");
+    let mut history = Vec::new();
+    for i in 0..20 {
+        history.push(Turn::new(
+            Role::User,
+            format!("第{i}轮：我的信用卡账单有问题，请帮我看看这个月为什么多扣了钱。"),
+        ));
+        history.push(Turn::new(
+            Role::Assistant,
+            format!("第{i}轮回答：请提供账单日期和交易明细，我们来核对。"),
+        ));
+    }
+    let item = OpenItem {
+        id: "long".into(),
+        domain: "finance".into(),
+        task: "qa".into(),
+        system: None,
+        history,
+        prompt: "那现在怎么办？".into(),
+        reference: "我们会为您提交退款申请。".into(),
+        tags: Default::default(),
+        question: String::new(),
+        answer: String::new(),
+    };
+    let mut scorer = Scorer::new(&m, &tok, &tpl, 256).expect("scorer");
+    let err = scorer
+        .open(&item, 0)
+        .expect_err("too long for the model")
+        .to_string();
+    assert!(err.contains("the model takes 256"), "{err}");
+    scorer.max_source_tokens = Some(120);
+    let s = scorer.open(&item, 0).expect("fits with the budget");
+    assert!(s.log_likelihood.is_finite() && s.tokens > 0);
 }

@@ -77,6 +77,9 @@ pub enum EvalCommand {
         /// cpu, cuda, cuda:N or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Tokens of context at most (older turns dropped first, as the shards writer does).
+        #[arg(long)]
+        max_source_tokens: Option<usize>,
     },
 }
 
@@ -182,6 +185,7 @@ pub fn run(cmd: EvalCommand) -> Result<ExitCode> {
             max_new_tokens,
             limit,
             device,
+            max_source_tokens,
         } => {
             let mut last = std::time::Instant::now();
             let s = run_eval(
@@ -194,6 +198,7 @@ pub fn run(cmd: EvalCommand) -> Result<ExitCode> {
                     max_new_tokens,
                     limit,
                     device,
+                    max_source_tokens,
                 },
                 &mut |line| {
                     if last.elapsed().as_secs() >= 5 {

@@ -451,6 +451,8 @@ impl Ablation {
                     max_new_tokens: self.settings.eval_max_new_tokens,
                     limit: self.settings.eval_limit,
                     device: t.config().train.device.clone(),
+                    // A point with a history budget is scored with the same budget.
+                    max_source_tokens: point.max_source_tokens,
                 };
                 let s = crate::eval::run::run(&opts, &mut |_| {})
                     .with_context(|| format!("{label}: the evaluation set"))?;

@@ -46,6 +46,9 @@ pub struct RunOptions {
     pub limit: usize,
     /// `cpu`, `cuda`, `cuda:N` or `auto`.
     pub device: String,
+    /// Tokens of context (system, history, question) at most: older turns are dropped first,
+    /// as the shards writer does (None: everything).
+    pub max_source_tokens: Option<usize>,
 }
 
 /// A model ready to score items with one tokenizer and template.
@@ -60,6 +63,8 @@ pub struct Scorer<'a> {
     suffix: Vec<u32>,
     /// Most positions the model is given at once.
     pub max_positions: usize,
+    /// Context budget ([`RunOptions::max_source_tokens`]).
+    pub max_source_tokens: Option<usize>,
 }
 
 /// How one open item scored.
@@ -129,6 +134,7 @@ impl<'a> Scorer<'a> {
             tpl,
             suffix,
             max_positions,
+            max_source_tokens: None,
         })
     }
 
@@ -161,7 +167,10 @@ impl<'a> Scorer<'a> {
             self.tpl,
             None,
             &sample,
-            Budget::default(),
+            Budget {
+                max_source_tokens: self.max_source_tokens,
+                max_target_tokens: None,
+            },
             TrainOn::LastAssistant,
         )
         .map_err(anyhow::Error::msg)?;
@@ -564,7 +573,8 @@ pub fn run(opts: &RunOptions, progress: &mut dyn FnMut(&str)) -> Result<Summary>
         sluice_trainer::DType::F32,
         max_positions,
     )?;
-    let scorer = Scorer::new(&model, &tok, &tpl, max_positions)?;
+    let mut scorer = Scorer::new(&model, &tok, &tpl, max_positions)?;
+    scorer.max_source_tokens = opts.max_source_tokens;
     let mut summary = score_folder(
         &scorer,
         &opts.eval,
