@@ -202,8 +202,14 @@ fn service_train(
             lora: None,
         },
     );
-    // f32 weights, gradients and AdamW's two moments, plus the micro-batches computed at once.
-    let need = params as f64 * 16.0 + step.total * cfg.train.accum_threads as f64;
+    // f32 weights, gradients and AdamW's two moments, plus the micro-batches computed at once,
+    // plus every micro-batch of a step as loaded (ids, targets, mask, positions: 16 bytes a
+    // token, and the sequences read: 8 more).
+    let step_tokens_loaded =
+        cfg.data.batch_size as f64 * cfg.data.seq_len as f64 * cfg.data.grad_accum as f64;
+    let need = params as f64 * 16.0
+        + step.total * cfg.train.accum_threads as f64
+        + step_tokens_loaded * 24.0;
     let need_mib = need / (1024.0 * 1024.0);
     if need_mib > limits.max_train_memory_mib as f64 {
         return Err(refuse(
@@ -214,6 +220,58 @@ fn service_train(
                  about {need_mib:.0} MiB; this service allows {} (max_train_memory_mib in \
                  server.toml)",
                 cfg.data.batch_size, cfg.data.seq_len, limits.max_train_memory_mib
+            ),
+        ));
+    }
+    // The work of a point: every token of every step, and how the steps are checkpointed.
+    let step_tokens =
+        cfg.data.batch_size as f64 * cfg.data.seq_len as f64 * cfg.data.grad_accum as f64;
+    let total = step_tokens * cfg.train.steps as f64;
+    if total > limits.max_train_tokens as f64 {
+        return Err(refuse(
+            422,
+            "train.data",
+            format!(
+                "train: {} steps of {} × {} × {} tokens (batch_size × seq_len × grad_accum) \
+                 are {total:.0} tokens; this service allows {} a point (max_train_tokens in \
+                 server.toml)",
+                cfg.train.steps,
+                cfg.data.batch_size,
+                cfg.data.seq_len,
+                cfg.data.grad_accum,
+                limits.max_train_tokens
+            ),
+        ));
+    }
+    if let Some(l) = &cfg.lora {
+        if l.rank > model.hidden_size {
+            return Err(refuse(
+                422,
+                "train.lora.rank",
+                format!(
+                    "train: lora.rank {} is more than the model's hidden size {}",
+                    l.rank, model.hidden_size
+                ),
+            ));
+        }
+    }
+    if cfg.train.keep_checkpoints > 3 {
+        return Err(refuse(
+            422,
+            "train.train.keep_checkpoints",
+            "train: keep_checkpoints: at most 3 through the service (each holds the weights and \
+             the optimizer state)",
+        ));
+    }
+    let min_every = (cfg.train.steps / 100).max(1);
+    if cfg.train.checkpoint_every > 0 && cfg.train.checkpoint_every < min_every {
+        return Err(refuse(
+            422,
+            "train.train.checkpoint_every",
+            format!(
+                "train: checkpoint_every {}: at least {min_every} (a hundredth of the steps) \
+                 through the service",
+                cfg.train.checkpoint_every
             ),
         ));
     }

@@ -14,6 +14,7 @@
 //! max_ablation_points = 8                         # grid points one POST /v1/ablations may ask for
 //! max_train_steps = 5000                          # optimizer steps of each point's training
 //! max_train_memory_mib = 8192                     # weights, optimizer state and one step's activations
+//! max_train_tokens = 1000000000                   # steps × batch_size × seq_len × grad_accum of a point
 //! [[tokens]]
 //! name = "ci"
 //! sha256 = "…"                                    # sha256 of the bearer token, hex
@@ -82,6 +83,10 @@ pub struct ServerConfig {
     /// it starts (default 8,192 MiB).
     #[serde(default = "default_max_train_memory_mib")]
     pub max_train_memory_mib: u64,
+    /// Tokens one point of an ablation may train on, steps × batch_size × seq_len × grad_accum
+    /// (default 10^9).
+    #[serde(default = "default_max_train_tokens")]
+    pub max_train_tokens: u64,
 }
 
 /// One API token.
@@ -134,6 +139,9 @@ fn default_max_train_steps() -> u64 {
 }
 fn default_max_train_memory_mib() -> u64 {
     8192
+}
+fn default_max_train_tokens() -> u64 {
+    1_000_000_000
 }
 
 /// Hex sha256 of a token, as `tokens[].sha256` stores it.
@@ -240,15 +248,101 @@ impl ServerConfig {
             .chain(std::iter::once(&self.output_root))
             .collect();
         roots.sort_by_key(|r| std::cmp::Reverse(r.as_os_str().len()));
-        for root in roots {
+        for root in &roots {
             let r = root.to_string_lossy();
-            out = out.replace(&format!("{r}/"), "").replace(r.as_ref(), ".");
+            out = replace_path(&out, &format!("{r}/"), "", true);
+            out = replace_path(&out, &r, ".", false);
         }
         if let Some(b) =
             sluice_pipeline::confine::bundled_root().and_then(|b| b.canonicalize().ok())
         {
             out = out.replace(&format!("{}/", b.to_string_lossy()), "sluice:");
         }
+        // The folders above the roots (a glob's `../*` names them) are the server's business.
+        let mut above: Vec<PathBuf> = roots
+            .iter()
+            .flat_map(|r| r.ancestors().skip(1).map(Path::to_path_buf))
+            .filter(|a| a.components().count() > 1)
+            .collect();
+        above.sort_by_key(|a| std::cmp::Reverse(a.as_os_str().len()));
+        above.dedup();
+        for a in above {
+            out = replace_path(
+                &out,
+                &a.to_string_lossy(),
+                "(a folder outside the roots)",
+                false,
+            );
+        }
         out
+    }
+}
+
+/// `text` with `path` replaced by `with` where it stands as a whole path: what follows it is
+/// not a character a path component continues with (a letter, digit, `-`, `_` or `.`), unless
+/// `prefix` (the pattern ends with `/`, so anything may follow).
+fn replace_path(text: &str, path: &str, with: &str, prefix: bool) -> String {
+    if path.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(path) {
+        let after = &rest[i + path.len()..];
+        let whole = prefix
+            || !after
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { with } else { path });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn roots_are_taken_out_only_as_whole_paths() {
+        let cfg = ServerConfig {
+            listen: String::new(),
+            data_roots: vec![PathBuf::from("/srv/data")],
+            output_root: PathBuf::from("/srv/out"),
+            concurrency: 1,
+            threads_per_job: None,
+            queue_limit: 1,
+            body_limit: 1,
+            tokens: Vec::new(),
+            timezone: None,
+            allowed_urls: Vec::new(),
+            max_glob_files: 1,
+            min_schedule_interval: 1,
+            anonymous_read: false,
+            max_ablation_points: 1,
+            max_train_steps: 1,
+            max_train_memory_mib: 1,
+            max_train_tokens: 1,
+        };
+        let shown = |m: &str| cfg.relative_paths(m);
+        assert_eq!(shown("/srv/data/a.jsonl: bad"), "a.jsonl: bad");
+        assert_eq!(shown("in /srv/out, now"), "in ., now");
+        // A sibling that merely starts like a root is not one.
+        assert_eq!(
+            shown("/srv/outside/config.json is outside"),
+            "(a folder outside the roots)/outside/config.json is outside"
+        );
+        assert_eq!(
+            shown("/srv/data2/x"),
+            "(a folder outside the roots)/data2/x"
+        );
+        assert_eq!(
+            shown("/srv is outside the data roots"),
+            "(a folder outside the roots) is outside the data roots"
+        );
+        assert!(!shown("/srv/outside/x").contains("/srv"));
     }
 }

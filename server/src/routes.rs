@@ -210,9 +210,15 @@ async fn readyz(AxState(state): AxState<Arc<State>>) -> Result<Json<serde_json::
         .store
         .queued()
         .map_err(|e| Problem::new(503, e.to_string()))?;
-    Ok(Json(
-        serde_json::json!({ "ready": !state.stopping.load(Ordering::SeqCst), "queued": queued }),
-    ))
+    let ablations = state
+        .store
+        .queued_ablations()
+        .map_err(|e| Problem::new(503, e.to_string()))?;
+    Ok(Json(serde_json::json!({
+        "ready": !state.stopping.load(Ordering::SeqCst),
+        "queued": queued,
+        "queued_ablations": ablations,
+    })))
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]

@@ -373,3 +373,66 @@ async fn an_evaluation_set_is_read_only_inside_the_data_roots() {
     let body = serde_json::json!({ "pipeline": PIPELINE, "train": TRAIN, "grid": ratios(), "eval_max_new_tokens": 1_000_000 }).to_string();
     assert_eq!(submit(&f, body).await.0, StatusCode::UNPROCESSABLE_ENTITY);
 }
+
+/// Regressions of the second attacker walk: work per step, adapters, checkpoints, repeated
+/// grid values and a model whose size overflows were each accepted (or crashed the request).
+#[tokio::test]
+async fn work_per_step_adapters_checkpoints_and_repeats_are_bounded() {
+    let f = setup();
+    for (train, field) in [
+        // Over the memory of a step's loaded batches, and over the tokens of a point.
+        (
+            TRAIN.replace("[data]\n", "[data]\ngrad_accum = 100000000\n"),
+            "train",
+        ),
+        (
+            TRAIN
+                .replace("steps = 3", "steps = 5000")
+                .replace("[data]\n", "[data]\ngrad_accum = 2000\n"),
+            "train.data",
+        ),
+        (
+            format!("{TRAIN}[lora]\nrank = 1000000\n"),
+            "train.lora.rank",
+        ),
+        (
+            TRAIN.replace("[train]\n", "[train]\nkeep_checkpoints = 1000000\n"),
+            "train.train.keep_checkpoints",
+        ),
+        (
+            TRAIN
+                .replace("steps = 3", "steps = 5000")
+                .replace("[train]\n", "[train]\ncheckpoint_every = 1\n"),
+            "train.train.checkpoint_every",
+        ),
+    ] {
+        let (s, body) = submit(&f, request(PIPELINE, &train, ratios())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{train}: {body}");
+        assert_eq!(body["field"], field, "{body}");
+    }
+    for grid in [
+        serde_json::json!({ "ratio": ["1:1", "1:1"] }),
+        serde_json::json!({ "ratio": ["1 : 1", "1:1"] }),
+        serde_json::json!({ "ratio": ["1:1"], "max_source_tokens": [64, 64] }),
+    ] {
+        let (s, body) = submit(&f, request(PIPELINE, TRAIN, grid.clone())).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{grid}: {body}");
+    }
+    std::fs::write(
+        f.data.join("huge.json"),
+        MODEL
+            .replace("\"hidden_size\": 32", "\"hidden_size\": 2147483648")
+            .replace(
+                "\"intermediate_size\": 64",
+                "\"intermediate_size\": 2147483648",
+            ),
+    )
+    .expect("huge");
+    let t = TRAIN.replace("model.json", "huge.json");
+    let (s, body) = submit(&f, request(PIPELINE, &t, ratios())).await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no overflow, a refusal: {body}"
+    );
+}

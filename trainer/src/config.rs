@@ -194,20 +194,32 @@ impl ModelConfig {
     }
 
     /// Number of parameters (shared embeddings counted once).
+    /// Saturates at `u64::MAX` for configurations no machine holds (a hostile config.json).
     pub fn parameters(&self) -> u64 {
+        let f = |x: usize| x as f64;
         let (h, i, v) = (
-            self.hidden_size as u64,
-            self.intermediate_size as u64,
-            self.vocab_size as u64,
+            f(self.hidden_size),
+            f(self.intermediate_size),
+            f(self.vocab_size),
         );
         let (q, kv) = (
-            (self.num_attention_heads * self.head_dim) as u64,
-            (self.num_key_value_heads * self.head_dim) as u64,
+            f(self.num_attention_heads) * f(self.head_dim),
+            f(self.num_key_value_heads) * f(self.head_dim),
         );
-        let bias = if self.attention_bias { q + 2 * kv } else { 0 };
-        let layer = h * q + 2 * h * kv + q * h + bias + 3 * h * i + 2 * h;
-        let head = if self.tie_word_embeddings { 0 } else { v * h };
-        v * h + self.num_hidden_layers as u64 * layer + h + head
+        let bias = if self.attention_bias {
+            q + 2.0 * kv
+        } else {
+            0.0
+        };
+        let layer = h * q + 2.0 * h * kv + q * h + bias + 3.0 * h * i + 2.0 * h;
+        let head = if self.tie_word_embeddings { 0.0 } else { v * h };
+        let total = v * h + f(self.num_hidden_layers) * layer + h + head;
+        // Exact below 2^53 (every real model); beyond, saturated.
+        if total >= u64::MAX as f64 {
+            u64::MAX
+        } else {
+            total as u64
+        }
     }
 }
 

@@ -62,6 +62,10 @@ pub enum Error {
     /// The run kept spiking past its rollback budget.
     #[error("diverged: {0}")]
     Diverged(String),
+    /// [`Trainer::stop_when`]'s flag was set in the middle of a step: the step is dropped
+    /// (the last checkpoint stands).
+    #[error("stopped in the middle of a step")]
+    Interrupted,
 }
 
 /// The trainer's result type.

@@ -377,7 +377,11 @@ impl Trainer {
             }
             let t0 = Instant::now();
             let from = self.loader.cursor();
-            let out = self.forward_backward()?;
+            let out = match self.forward_backward() {
+                // Stopped mid-step: the step is dropped; the last checkpoint stands.
+                Err(Error::Interrupted) => break,
+                r => r?,
+            };
             let loss = out.loss;
             if let Some(reason) = self.spike(loss, out.grad_norm) {
                 self.rollback(from, loss, out.grad_norm, reason)?;
@@ -585,7 +589,15 @@ impl Trainer {
         let d = &self.cfg.data;
         let mut batches = Vec::with_capacity(d.grad_accum);
         let mut truncated = 0u64;
+        let stop = self.stop.clone();
+        let stopped = || {
+            stop.as_ref()
+                .is_some_and(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+        };
         for _ in 0..d.grad_accum {
+            if stopped() {
+                return Err(Error::Interrupted);
+            }
             let seqs = (0..d.batch_size)
                 .map(|_| self.loader.next_sequence())
                 .collect::<Result<Vec<_>>>()?;
@@ -611,27 +623,32 @@ impl Trainer {
             .iter()
             .map(|b| self.targets(b))
             .collect::<Result<Vec<_>>>()?;
-        let per_batch = if self.pools.len() > 1 && batches.len() > 1 {
-            self.concurrent_micro_batches(&batches, &inputs, denom, recompute)?
+        // Summed in micro-batch order, however they were computed; one at a time, one
+        // micro-batch's gradients are added as soon as they exist (never grad_accum sets held).
+        if self.pools.len() > 1 && batches.len() > 1 {
+            for (l, g) in self.concurrent_micro_batches(&batches, &inputs, denom, recompute)? {
+                loss += l;
+                for (name, g) in g {
+                    crate::grads::add(&mut grads, name, g)?;
+                }
+            }
         } else {
-            let mut out = Vec::with_capacity(batches.len());
             for (b, (targets, mask)) in batches.iter().zip(&inputs) {
-                out.push(self.model.loss_and_grads(
+                if stopped() {
+                    return Err(Error::Interrupted);
+                }
+                let (l, g) = self.model.loss_and_grads(
                     b,
                     targets,
                     mask,
                     denom,
                     Some(&mut self.rng),
                     recompute,
-                )?);
-            }
-            out
-        };
-        // Summed in micro-batch order, however they were computed.
-        for (l, g) in per_batch {
-            loss += l;
-            for (name, g) in g {
-                crate::grads::add(&mut grads, name, g)?;
+                )?;
+                loss += l;
+                for (name, g) in g {
+                    crate::grads::add(&mut grads, name, g)?;
+                }
             }
         }
         if self.comm.is_some() {

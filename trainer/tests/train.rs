@@ -1062,3 +1062,37 @@ fn the_cuda_path_follows_the_cpu_where_a_gpu_is_present() {
         );
     }
 }
+
+/// A stop flag set while a long step runs (a service cancelling it) ends the run within that
+/// step, not after it: the step is dropped and the last checkpoint stands.
+#[test]
+fn a_stop_flag_ends_a_long_step_in_the_middle() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().expect("tempdir");
+    setup(dir.path(), 3);
+    let body = base_toml(5, "checkpoint_every = 1")
+        .replace("batch_size = 2", "batch_size = 2\ngrad_accum = 100000");
+    let mut t = Trainer::new(write_config(dir.path(), &body), false).expect("trainer");
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    t.stop_when(flag.clone());
+    let setter = {
+        let flag = flag.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            flag.store(true, Ordering::SeqCst);
+        })
+    };
+    let started = std::time::Instant::now();
+    let summary = t.run().expect("a stop is not an error");
+    setter.join().expect("setter");
+    assert_eq!(summary.steps, 0, "the long first step was dropped");
+    assert!(
+        started.elapsed().as_secs() < 60,
+        "stopped within the step ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        !dir.path().join("out/final").exists(),
+        "an interrupted run saves no final model"
+    );
+}

@@ -114,6 +114,31 @@ impl Settings {
                 problems.push(format!("grid.ratio {r:?}: {e}"));
             }
         }
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.grid.ratio {
+            // `1:1` and `1 : 1` are one point (one folder): asked twice, it would run once.
+            let key: String = r.chars().filter(|c| !c.is_whitespace()).collect();
+            if !seen.insert(key) {
+                problems.push(format!("grid.ratio {r:?} is given twice"));
+            }
+        }
+        for (name, dup) in [
+            (
+                "max_source_tokens",
+                (1..self.grid.max_source_tokens.len()).any(|i| {
+                    self.grid.max_source_tokens[..i].contains(&self.grid.max_source_tokens[i])
+                }),
+            ),
+            (
+                "filler",
+                (1..self.grid.filler.len())
+                    .any(|i| self.grid.filler[..i].contains(&self.grid.filler[i])),
+            ),
+        ] {
+            if dup {
+                problems.push(format!("grid.{name}: a value is given twice"));
+            }
+        }
         if self.grid.max_source_tokens.contains(&0) {
             problems.push("grid.max_source_tokens: budgets must be positive".into());
         }

@@ -437,6 +437,13 @@ impl Ablation {
             );
         }
         let (domain_loss, general_loss) = evaluate(&mut t, eval_split, cap)?;
+        if !(domain_loss.is_finite() && general_loss.is_finite()) {
+            bail!(
+                "{label}: the trained model's held-out losses are not numbers (domain \
+                 {domain_loss}, general {general_loss}): the training diverged; lower optim.lr \
+                 or check the model config"
+            );
+        }
         let eval = match &self.settings.eval_set {
             None => None,
             Some(set) => {

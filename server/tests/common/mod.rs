@@ -61,6 +61,7 @@ pub fn fixture_with(queue_limit: i64, tweak: impl FnOnce(&mut ServerConfig)) -> 
         max_ablation_points: 8,
         max_train_steps: 5000,
         max_train_memory_mib: 8192,
+        max_train_tokens: 1_000_000_000,
         tokens: vec![
             TokenSpec {
                 name: "w".into(),

@@ -40,6 +40,7 @@ pub fn bench_serve(
         max_ablation_points: 8,
         max_train_steps: 5000,
         max_train_memory_mib: 8192,
+        max_train_tokens: 1_000_000_000,
     };
     cfg.check()?;
     let state = sluice_server::State::open(cfg)?;
