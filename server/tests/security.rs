@@ -710,3 +710,44 @@ async fn a_cancel_stops_a_job_reading_a_file_without_records() {
         let _ = w.join();
     }
 }
+
+/// Regression (third attacker walk): a path checked at compile time and swapped for a link out
+/// before the engine opens it. The open file itself is checked, so the secret is not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_swapped_for_a_link_after_the_check_is_not_read() {
+    let f = fixture(100);
+    plant(&f.outside);
+    let secret_rows = f.outside.join("secret_rows.jsonl");
+    std::fs::write(
+        &secret_rows,
+        format!("{{\"conversations\": [{{\"from\": \"human\", \"value\": \"{SECRET}\"}}, {{\"from\": \"gpt\", \"value\": \"{SECRET}\"}}]}}\n"),
+    )
+    .expect("w");
+    let text =
+        "[[inputs]]\npaths = [\"race.jsonl\"]\n[output]\ndir = \"x\"\nformats = [\"jsonl\"]\n";
+    std::fs::copy(f.data.join("logs.jsonl"), f.data.join("race.jsonl")).expect("copy");
+    let out = f.state.config.output_root.join("race-run");
+    let folders = sluice_server::worker::JobFolders {
+        output: out.clone(),
+        schedule: None,
+    };
+    let plan = sluice_server::worker::compile(&f.state, text, &folders).expect("compiles");
+    // The swap, after the check.
+    std::fs::remove_file(f.data.join("race.jsonl")).expect("rm");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&secret_rows, f.data.join("race.jsonl")).expect("link");
+    let result = sluice_pipeline::engine::run(
+        &plan,
+        sluice_pipeline::engine::RunOptions {
+            output_dir: Some(out.clone()),
+            ..Default::default()
+        },
+    );
+    let said = match &result {
+        Ok(r) => serde_json::to_string(r).expect("json"),
+        Err(e) => e.to_string(),
+    };
+    assert!(said.contains("outside the data roots"), "{said}");
+    assert!(!said.contains(SECRET), "{said}");
+    assert_no_secret_under(&f.state.config.output_root);
+}

@@ -19,7 +19,6 @@ pub mod writers;
 use crate::io::options::{Compression, Encoding, InputPlan, ReaderKind};
 use detect::{sniff_encoding, sniff_reader, strip_compression_ext, SNIFF_BYTES};
 use lines::{read_jsonl, read_text};
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Cursor, Read};
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -258,7 +257,7 @@ fn read_file_records(
         bytes_read,
         cancel,
     } = *src;
-    let file = match File::open(path) {
+    let file = match crate::confine::open_confined(path, plan.confined_to.as_deref()) {
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("cannot open: {e}"))),
     };

@@ -200,6 +200,10 @@ pub struct InputPlan {
     pub max_expansion: u32,
     /// Lines a quoted CSV field may span before it is a reject.
     pub max_quoted_lines: usize,
+    /// For a confined pipeline (the service), the folders its files must lie in when they are
+    /// opened: checked on the open file, so a path swapped for a link after the check is not
+    /// read ([`crate::confine::open_confined`]).
+    pub confined_to: Option<std::sync::Arc<[PathBuf]>>,
     /// Tags set on every sample of the input (`sluice mix run` marks the run it read).
     pub tags: Vec<(String, String)>,
 }
@@ -223,6 +227,7 @@ impl InputPlan {
             cjk_despace: false,
             max_expansion: DEFAULT_MAX_EXPANSION,
             max_quoted_lines: DEFAULT_MAX_QUOTED_LINES,
+            confined_to: None,
             tags: Vec::new(),
         }
     }

@@ -28,7 +28,7 @@ pub(super) fn read(
     bytes_read: &Arc<AtomicU64>,
     emit: &mut dyn FnMut(RawRecord) -> crate::Result<()>,
 ) -> crate::Result<Result<(), String>> {
-    let file = match std::fs::File::open(path) {
+    let file = match crate::confine::open_confined(path, cx.plan.confined_to.as_deref()) {
         Ok(f) => f,
         Err(e) => return Ok(Err(format!("cannot open: {e}"))),
     };

@@ -145,6 +145,7 @@ pub(super) fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) ->
             cjk_despace: input.cjk_despace,
             max_expansion: input.max_expansion,
             max_quoted_lines: input.max_quoted_lines,
+            confined_to: opts.confine.as_ref().map(|c| c.read_roots().into()),
             tags: Vec::new(),
         });
     }
