@@ -435,6 +435,31 @@ pub fn expand(
     Ok(found)
 }
 
+/// Open a file for reading; with `roots`, the file opened (not the path, which may have been
+/// swapped for a link since it was checked) must lie inside one of them: on Linux its real
+/// path is read from `/proc/self/fd`, elsewhere the path is resolved again after the open.
+pub fn open_confined(path: &Path, roots: Option<&[PathBuf]>) -> std::io::Result<std::fs::File> {
+    let file = std::fs::File::open(path)?;
+    let Some(roots) = roots else {
+        return Ok(file);
+    };
+    #[cfg(target_os = "linux")]
+    let real = {
+        use std::os::fd::AsRawFd;
+        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .or_else(|_| path.canonicalize())
+    };
+    #[cfg(not(target_os = "linux"))]
+    let real = path.canonicalize();
+    match real {
+        Ok(r) if roots.iter().any(|root| r.starts_with(root)) => Ok(file),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the file opened lies outside the data roots (the path changed after it was checked)",
+        )),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // fixtures
 mod tests {
@@ -583,30 +608,5 @@ mod tests {
             .check_url("k", "s3://logs/team-a/%2e%2e/team-b/x")
             .is_err());
         assert!(c.check_url("k", "file:///etc/passwd").is_err());
-    }
-}
-
-/// Open a file for reading; with `roots`, the file opened (not the path, which may have been
-/// swapped for a link since it was checked) must lie inside one of them: on Linux its real
-/// path is read from `/proc/self/fd`, elsewhere the path is resolved again after the open.
-pub fn open_confined(path: &Path, roots: Option<&[PathBuf]>) -> std::io::Result<std::fs::File> {
-    let file = std::fs::File::open(path)?;
-    let Some(roots) = roots else {
-        return Ok(file);
-    };
-    #[cfg(target_os = "linux")]
-    let real = {
-        use std::os::fd::AsRawFd;
-        std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
-            .or_else(|_| path.canonicalize())
-    };
-    #[cfg(not(target_os = "linux"))]
-    let real = path.canonicalize();
-    match real {
-        Ok(r) if roots.iter().any(|root| r.starts_with(root)) => Ok(file),
-        _ => Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            "the file opened lies outside the data roots (the path changed after it was checked)",
-        )),
     }
 }
