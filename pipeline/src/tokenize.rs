@@ -231,6 +231,41 @@ impl TokenizerHandle {
         })
     }
 
+    /// [`TokenizerHandle::from_file`], with the opened file checked against `roots` (a
+    /// confined pipeline: a path swapped for a link after its check is not read).
+    pub fn from_file_within(
+        path: &Path,
+        roots: Option<&[PathBuf]>,
+    ) -> Result<TokenizerHandle, TokenizeError> {
+        let Some(roots) = roots else {
+            return TokenizerHandle::from_file(path);
+        };
+        let bad = |message: String| TokenizeError::Tokenizer {
+            from: path.display().to_string(),
+            message,
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut crate::confine::open_confined(path, Some(roots))
+                .map_err(|e| bad(e.to_string()))?,
+            &mut bytes,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
+        use sha2::Digest;
+        let sha256 = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(TokenizerHandle {
+            pieces: Default::default(),
+            vocab_size: tok.get_vocab_size(true),
+            sha256,
+            source: path.display().to_string(),
+            tok,
+        })
+    }
+
     /// Build a byte-level BPE tokenizer from `vocab.json` + `merges.txt` (GPT-2 / Qwen style),
     /// registering `special` strings as special added tokens.
     pub fn from_vocab_merges(
@@ -303,15 +338,34 @@ impl TokenizerHandle {
     /// Load a `tokenizer.json` once per process: every stage and sink naming the same file
     /// shares one handle.
     pub fn shared(path: &Path) -> Result<std::sync::Arc<TokenizerHandle>, TokenizeError> {
+        TokenizerHandle::shared_within(path, None)
+    }
+
+    /// [`TokenizerHandle::shared`], loading with [`TokenizerHandle::from_file_within`].
+    pub fn shared_within(
+        path: &Path,
+        roots: Option<&[PathBuf]>,
+    ) -> Result<std::sync::Arc<TokenizerHandle>, TokenizeError> {
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex, OnceLock};
         static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<TokenizerHandle>>>> = OnceLock::new();
         let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        // A confined load never takes a handle cached for a file outside its roots.
+        if let Some(roots) = roots {
+            if !roots.iter().any(|r| key.starts_with(r)) {
+                return Err(TokenizeError::Tokenizer {
+                    from: path.display().to_string(),
+                    message: "the file lies outside the data roots (the path changed after it \
+                              was checked)"
+                        .into(),
+                });
+            }
+        }
         let cache = CACHE.get_or_init(Default::default);
         if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
             return Ok(h);
         }
-        let h = Arc::new(TokenizerHandle::from_file(path)?);
+        let h = Arc::new(TokenizerHandle::from_file_within(path, roots)?);
         if let Ok(mut c) = cache.lock() {
             c.insert(key, h.clone());
         }
@@ -565,14 +619,25 @@ impl std::fmt::Debug for TokenCounter {
 impl TokenCounter {
     /// A counter with the tokenizer at `path`, or the approximation for `None`.
     pub fn new(path: Option<&Path>) -> Result<TokenCounter, TokenizeError> {
+        TokenCounter::new_within(path, None)
+    }
+
+    /// [`TokenCounter::new`], the tokenizer opened within `roots` (a confined pipeline).
+    pub fn new_within(
+        path: Option<&Path>,
+        roots: Option<&[PathBuf]>,
+    ) -> Result<TokenCounter, TokenizeError> {
         let Some(path) = path else {
             return Ok(TokenCounter::Approx);
         };
-        let handle = TokenizerHandle::shared(path)?;
-        let bytes = std::fs::read(path).map_err(|e| TokenizeError::File {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
+        let handle = TokenizerHandle::shared_within(path, roots)?;
+        let mut bytes = Vec::new();
+        crate::confine::open_confined(path, roots)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+            .map_err(|e| TokenizeError::File {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
         use sha2::Digest;
         let hash = sha2::Sha256::digest(&bytes);
         let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();

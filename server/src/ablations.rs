@@ -109,12 +109,13 @@ fn pending_folder(state: &State) -> PathBuf {
 }
 
 /// The train file as the service runs it: checked, confined, bounded. `output` stands for the
-/// point's training folder (the lab sets the real one per point).
+/// point's training folder (the lab sets the real one per point). Returns it with the text of
+/// the model's config.json as read.
 fn service_train(
     state: &State,
     text: &str,
     output: &std::path::Path,
-) -> Result<TrainConfig, Refusal> {
+) -> Result<(TrainConfig, String), Refusal> {
     let shown = |m: &str| state.config.relative_paths(m);
     let mut doc: toml::Table =
         toml::from_str(text).map_err(|e| refuse(422, "train", shown(&format!("train: {e}"))))?;
@@ -187,8 +188,33 @@ fn service_train(
         (None, Some(w)) => w.join("config.json"),
         (None, None) => return Err(refuse(422, "train.model", "train: model has no config")),
     };
-    let model = sluice_trainer::config::ModelConfig::load(&config_path)
-        .map_err(|e| refuse(422, "train.model", shown(&format!("train: {e}"))))?;
+    // Read through the open file (checked against the roots: a path swapped for a link
+    // after the check above is not read), and kept: the training uses this very text.
+    let config_file = if config_path.is_dir() {
+        config_path.join("config.json")
+    } else {
+        config_path.clone()
+    };
+    let config_text = sluice_pipeline::confine::open_confined(
+        &config_file,
+        Some(&Confinement::new(&state.config.data_roots, &[], &[]).read_roots()),
+    )
+    .and_then(|mut f| {
+        let mut t = String::new();
+        std::io::Read::read_to_string(&mut f, &mut t).map(|_| t)
+    })
+    .map_err(|e| {
+        refuse(
+            422,
+            "train.model",
+            shown(&format!("train: {}: {e}", config_file.display())),
+        )
+    })?;
+    let model = sluice_trainer::config::ModelConfig::from_json(
+        &config_text,
+        &shown(&config_file.display().to_string()),
+    )
+    .map_err(|e| refuse(422, "train.model", shown(&format!("train: {e}"))))?;
     let params = model.parameters();
     let step = sluice_trainer::estimate::step_memory(
         &model,
@@ -278,7 +304,7 @@ fn service_train(
     cfg.train.rank = Some(0);
     cfg.train.world = Some(1);
     cfg.train.master = None;
-    Ok(cfg)
+    Ok((cfg, config_text))
 }
 
 /// An evaluation folder named by a request: resolved against the first data root, and the
@@ -308,6 +334,8 @@ fn service_eval_set(state: &State, named: &std::path::Path) -> Result<PathBuf, R
 struct ServiceHost<'a> {
     state: &'a State,
     id: String,
+    /// The ablation's folder.
+    folder: PathBuf,
     train: String,
     stop: Arc<AtomicBool>,
     progress: Mutex<serde_json::Value>,
@@ -327,8 +355,17 @@ impl Host for ServiceHost<'_> {
     }
 
     fn train_config(&self) -> anyhow::Result<TrainConfig> {
-        service_train(self.state, &self.train, &pending_folder(self.state))
-            .map_err(|(_, _, m)| anyhow::anyhow!(m))
+        let (mut cfg, config_text) =
+            service_train(self.state, &self.train, &pending_folder(self.state))
+                .map_err(|(_, _, m)| anyhow::anyhow!(m))?;
+        // A model from scratch trains on the config text checked above, kept in the
+        // ablation's folder (the path it came from may change after the check).
+        if cfg.model.weights.is_none() {
+            let kept = self.folder.join("model-config.json");
+            sluice_pipeline::storage::write_atomic(&kept, config_text.as_bytes())?;
+            cfg.model.config = Some(kept);
+        }
+        Ok(cfg)
     }
 
     fn say(&self, line: &str) {
@@ -489,6 +526,7 @@ fn run(state: &State, row: AblationRow) {
     let host = ServiceHost {
         state,
         id: id.clone(),
+        folder: PathBuf::from(&row.output),
         train: stored.train,
         stop: Arc::new(AtomicBool::new(false)),
         progress: Mutex::new(serde_json::json!({ "phase": "starting" })),

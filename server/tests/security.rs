@@ -751,3 +751,36 @@ async fn an_input_swapped_for_a_link_after_the_check_is_not_read() {
     assert!(!said.contains(SECRET), "{said}");
     assert_no_secret_under(&f.state.config.output_root);
 }
+
+/// The same race on the shards' tokenizer: the opened file is checked, the one outside is not
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenizer_swapped_for_a_link_after_the_check_is_not_read() {
+    let f = fixture(100);
+    let tokenizer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data/tokenizers/minimind/tokenizer.json");
+    std::fs::copy(&tokenizer, f.data.join("tok.json")).expect("copy");
+    std::fs::copy(&tokenizer, f.outside.join("tok.json")).expect("copy");
+    let text = "[[inputs]]\npaths = [\"logs.jsonl\"]\n[output]\ndir = \"x\"\nformats = [\"jsonl\"]\n[output.shards]\ntokenizer = \"tok.json\"\ntemplate = \"chatml\"\n";
+    let out = f.state.config.output_root.join("race-tok");
+    let folders = sluice_server::worker::JobFolders {
+        output: out.clone(),
+        schedule: None,
+    };
+    let plan = sluice_server::worker::compile(&f.state, text, &folders).expect("compiles");
+    std::fs::remove_file(f.data.join("tok.json")).expect("rm");
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(f.outside.join("tok.json"), f.data.join("tok.json")).expect("link");
+    let result = sluice_pipeline::engine::run(
+        &plan,
+        sluice_pipeline::engine::RunOptions {
+            output_dir: Some(out.clone()),
+            ..Default::default()
+        },
+    );
+    let err = result
+        .expect_err("the tokenizer outside is refused")
+        .to_string();
+    assert!(err.contains("outside the data roots"), "{err}");
+    assert!(!out.join("shards/manifest.json").exists());
+}

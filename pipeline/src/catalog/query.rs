@@ -307,6 +307,7 @@ pub fn mix_pipeline(
         catalog: crate::config::CatalogPlan {
             tokenizer,
             dimensions: None,
+            confined_to: None,
         },
     })
 }

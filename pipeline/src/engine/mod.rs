@@ -219,20 +219,22 @@ fn run_in_pool(plan: &Plan, opts: RunOptions, threads: usize) -> Result<Report> 
     let from_shards = plan.catalog.tokenizer.is_some()
         && plan.shards.as_ref().and_then(|s| s.tokenizer.as_ref())
             == plan.catalog.tokenizer.as_ref();
-    let counter = crate::catalog::TokenCounter::new(plan.catalog.tokenizer.as_deref()).map_err(
-        |message| Error::Config {
-            file: plan.config_path.clone(),
-            issues: vec![crate::error::ConfigIssue {
-                key: if from_shards {
-                    "output.shards.tokenizer"
-                } else {
-                    "output.catalog.tokenizer"
-                }
-                .into(),
-                message: message.to_string(),
-            }],
-        },
-    )?;
+    let counter = crate::catalog::TokenCounter::new_within(
+        plan.catalog.tokenizer.as_deref(),
+        plan.catalog.confined_to.as_deref(),
+    )
+    .map_err(|message| Error::Config {
+        file: plan.config_path.clone(),
+        issues: vec![crate::error::ConfigIssue {
+            key: if from_shards {
+                "output.shards.tokenizer"
+            } else {
+                "output.catalog.tokenizer"
+            }
+            .into(),
+            message: message.to_string(),
+        }],
+    })?;
     let names: Vec<String> = plan
         .stages
         .iter()

@@ -254,6 +254,8 @@ pub struct ShardsPlan {
     pub shard_bytes: u64,
     /// Megatron output for documents.
     pub megatron: bool,
+    /// For a confined pipeline, the folders the tokenizer must lie in when it is opened.
+    pub confined_to: Option<std::sync::Arc<[PathBuf]>>,
 }
 
 /// LLaMA-Factory's two dataset layouts.

@@ -91,7 +91,7 @@ impl ShardSink {
         seed: u64,
     ) -> Result<ShardSink> {
         let tok = match (&plan.tokenizer, &plan.vocab_merges) {
-            (Some(t), _) => TokenizerHandle::shared(t),
+            (Some(t), _) => TokenizerHandle::shared_within(t, plan.confined_to.as_deref()),
             (None, Some((v, m))) => {
                 let template = Template::load(&plan.template).map_err(|e| err(&dir, e))?;
                 let specials = special_tokens(&template);
@@ -654,6 +654,7 @@ mod tests {
             seq_len: None,
             shard_bytes: 1 << 20,
             megatron: false,
+            confined_to: None,
         };
         ShardSink::new(root, root.join("shards"), work.to_path_buf(), &plan, 7).expect("sink")
     }

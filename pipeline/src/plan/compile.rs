@@ -220,6 +220,7 @@ pub(super) fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) ->
             seq_len: s.seq_len,
             shard_bytes: s.shard_size.0.max(1),
             megatron: s.megatron,
+            confined_to: opts.confine.as_ref().map(|c| c.read_roots().into()),
         });
     }
     let catalog_tokenizer = match &spec.output.catalog.tokenizer {
@@ -315,6 +316,7 @@ pub(super) fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) ->
         catalog: CatalogPlan {
             tokenizer: catalog_tokenizer,
             dimensions: spec.output.catalog.dimensions.clone(),
+            confined_to: opts.confine.as_ref().map(|c| c.read_roots().into()),
         },
     })
 }

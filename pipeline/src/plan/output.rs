@@ -50,6 +50,8 @@ pub struct CatalogPlan {
     pub tokenizer: Option<PathBuf>,
     /// Dimension tags (None: the default set).
     pub dimensions: Option<Vec<String>>,
+    /// For a confined pipeline, the folders the tokenizer must lie in when it is opened.
+    pub confined_to: Option<std::sync::Arc<[PathBuf]>>,
 }
 
 /// `[output.shards]`: templating, tokenization and shard layout.
