@@ -784,3 +784,44 @@ async fn a_tokenizer_swapped_for_a_link_after_the_check_is_not_read() {
     assert!(err.contains("outside the data roots"), "{err}");
     assert!(!out.join("shards/manifest.json").exists());
 }
+
+/// The same race on a stage's tokenizer (truncate, mix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_tokenizer_swapped_for_a_link_after_the_check_is_not_read() {
+    let f = fixture(100);
+    let tokenizer = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/data/tokenizers/minimind/tokenizer.json");
+    std::fs::copy(&tokenizer, f.outside.join("tok.json")).expect("copy");
+    for (n, stage) in [
+        "[[stages]]\ntype = \"truncate\"\nmax_source_tokens = 64\ntokenizer = \"tok.json\"\n",
+        "[[stages]]\ntype = \"mix\"\nratio = \"1:1\"\nunit = \"tokens\"\ntokenizer = \"tok.json\"\npools.domain = { domain = \"finance\" }\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let _ = std::fs::remove_file(f.data.join("tok.json"));
+        std::fs::copy(&tokenizer, f.data.join("tok.json")).expect("copy");
+        let text = format!(
+            "[[inputs]]\npaths = [\"logs.jsonl\"]\ndomain = \"finance\"\n{stage}[output]\ndir = \"x\"\nformats = [\"jsonl\"]\n"
+        );
+        let out = f.state.config.output_root.join(format!("race-stage-{n}"));
+        let folders = sluice_server::worker::JobFolders {
+            output: out.clone(),
+            schedule: None,
+        };
+        let plan = sluice_server::worker::compile(&f.state, &text, &folders).expect("compiles");
+        std::fs::remove_file(f.data.join("tok.json")).expect("rm");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(f.outside.join("tok.json"), f.data.join("tok.json"))
+            .expect("link");
+        let result = sluice_pipeline::engine::run(
+            &plan,
+            sluice_pipeline::engine::RunOptions {
+                output_dir: Some(out.clone()),
+                ..Default::default()
+            },
+        );
+        let err = result.expect_err(stage).to_string();
+        assert!(err.contains("outside the data roots"), "{stage}: {err}");
+    }
+}

@@ -289,6 +289,7 @@ pub fn mix_pipeline(
             crate::stages::mix::Config {
                 spec: spec.clone(),
                 tokenizer: tokenizer.clone(),
+                confined_to: None,
                 owners: Some(Arc::new(owners)),
                 holdout: None,
                 holdout_split_by_pool: false,

@@ -26,6 +26,10 @@ pub(super) fn compile(spec: PipelineSpec, path: &Path, opts: &CompileOptions) ->
                 message: f.message,
             }
         })?;
+        let roots: std::sync::Arc<[std::path::PathBuf]> = c.read_roots().into();
+        for stage in &mut spec.stages {
+            stage.confine_reads(&roots);
+        }
     }
     let mut issues = Vec::new();
     let mut issue = |key: String, message: String| issues.push(ConfigIssue { key, message });

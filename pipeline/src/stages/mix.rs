@@ -42,6 +42,9 @@ pub struct Config {
     /// else an approximation).
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// Set by a confined compile: the folders the tokenizer must lie in when it is opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[PathBuf]>>,
     /// Samples meeting this condition (e.g. `split <> 'train'`) are held out: never in a pool,
     /// never repeated, written once as they are, tagged with the pool they would belong to
     /// (`mix_pool`, or `none`), so evaluation splits keep every domain while the training split
@@ -156,7 +159,8 @@ pub struct Mix {
 impl Mix {
     /// Build from config; `seed` is the pipeline's, used unless the spec sets one.
     pub fn new(cfg: &Config, seed: u64) -> Result<Mix, crate::error::StageError> {
-        let counter = TokenCounter::new(cfg.tokenizer.as_deref())?;
+        let counter =
+            TokenCounter::new_within(cfg.tokenizer.as_deref(), cfg.confined_to.as_deref())?;
         // Check `where` conditions now, not after the whole map phase.
         let _ = pool_expr(&cfg.spec)?;
         if let Some(h) = &cfg.holdout {

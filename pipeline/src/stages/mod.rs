@@ -247,6 +247,16 @@ impl StageConfig {
         }
     }
 
+    /// A confined compile: the tokenizers the stage loads are checked on the opened file
+    /// against `roots` ([`crate::confine::open_confined`]).
+    pub fn confine_reads(&mut self, roots: &std::sync::Arc<[std::path::PathBuf]>) {
+        match self {
+            StageConfig::Truncate(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Mix(c) => c.confined_to = Some(roots.clone()),
+            _ => {}
+        }
+    }
+
     /// Make relative paths in the stage's config relative to the pipeline file's directory.
     pub fn resolve_paths(&mut self, base: &std::path::Path) {
         match self {

@@ -31,6 +31,9 @@ pub struct Config {
     /// An HF `tokenizer.json` (relative to the pipeline file); characters are counted without.
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
+    /// Set by a confined compile: the folders the tokenizer must lie in when it is opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[PathBuf]>>,
     /// Tokens the chat template adds per turn (role markers), counted against the budgets.
     #[serde(default)]
     pub turn_overhead: usize,
@@ -141,7 +144,10 @@ impl Truncate {
     /// Build from config, loading (or sharing) the tokenizer.
     pub fn new(cfg: &Config) -> Result<Truncate, crate::error::StageError> {
         let counter = match &cfg.tokenizer {
-            Some(p) => Counter::Tokens(TokenizerHandle::shared(p)?),
+            Some(p) => Counter::Tokens(TokenizerHandle::shared_within(
+                p,
+                cfg.confined_to.as_deref(),
+            )?),
             None => Counter::Chars,
         };
         Ok(Truncate {
@@ -314,6 +320,7 @@ mod tests {
             max_source_tokens: src,
             max_target_tokens: tgt,
             tokenizer: None,
+            confined_to: None,
             turn_overhead: 0,
         })
         .expect("builds")
