@@ -460,6 +460,13 @@ pub fn open_confined(path: &Path, roots: Option<&[PathBuf]>) -> std::io::Result<
     }
 }
 
+/// A text file read through [`open_confined`].
+pub fn read_to_string_within(path: &Path, roots: Option<&[PathBuf]>) -> std::io::Result<String> {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut open_confined(path, roots)?, &mut text)?;
+    Ok(text)
+}
+
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // fixtures
 mod tests {

@@ -825,3 +825,68 @@ async fn a_stage_tokenizer_swapped_for_a_link_after_the_check_is_not_read() {
         assert!(err.contains("outside the data roots"), "{stage}: {err}");
     }
 }
+
+/// The same race on the files stages load: profiles (whose values would become tags), rule
+/// files, word lists, evaluation sets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stage_files_swapped_for_links_after_the_check_are_not_read() {
+    let f = fixture(100);
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cases: Vec<(&str, String, String, &str)> = vec![
+        (
+            "profiles.csv",
+            "user_id,age\nu1,30\n".to_string(),
+            format!("user_id,age\nu1,{SECRET}\n"),
+            "[[stages]]\ntype = \"tags\"\nprofiles = \"profiles.csv\"\n",
+        ),
+        (
+            "business.toml",
+            std::fs::read_to_string(repo.join("rules/business/ai_sales.toml")).expect("rules"),
+            std::fs::read_to_string(repo.join("rules/business/ai_sales.toml")).expect("rules"),
+            "[[stages]]\ntype = \"rules\"\nfiles = [\"business.toml\"]\n",
+        ),
+        (
+            "filler.toml",
+            std::fs::read_to_string(repo.join("rules/filler.toml")).expect("filler"),
+            std::fs::read_to_string(repo.join("rules/filler.toml")).expect("filler"),
+            "[[stages]]\ntype = \"filler\"\nrules = \"filler.toml\"\n",
+        ),
+        (
+            "eval.jsonl",
+            "{\"text\": \"一段用于评测的文本，足够长以构成若干个十三元组的测试内容。\"}\n"
+                .to_string(),
+            format!(
+                "{{\"text\": \"{SECRET} 一段用于评测的文本，足够长以构成若干个十三元组。\"}}\n"
+            ),
+            "[[stages]]\ntype = \"decontaminate\"\neval = [\"eval.jsonl\"]\n",
+        ),
+    ];
+    for (n, (name, inside, outside, stage)) in cases.iter().enumerate() {
+        let _ = std::fs::remove_file(f.data.join(name));
+        std::fs::write(f.data.join(name), inside).expect("inside");
+        std::fs::write(f.outside.join(name), outside).expect("outside");
+        let text = format!(
+            "[[inputs]]\npaths = [\"logs.jsonl\"]\ndomain = \"finance\"\n{stage}[output]\ndir = \"x\"\nformats = [\"jsonl\"]\n"
+        );
+        let out = f.state.config.output_root.join(format!("race-file-{n}"));
+        let folders = sluice_server::worker::JobFolders {
+            output: out.clone(),
+            schedule: None,
+        };
+        let plan = sluice_server::worker::compile(&f.state, &text, &folders).expect(name);
+        std::fs::remove_file(f.data.join(name)).expect("rm");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(f.outside.join(name), f.data.join(name)).expect("link");
+        let result = sluice_pipeline::engine::run(
+            &plan,
+            sluice_pipeline::engine::RunOptions {
+                output_dir: Some(out.clone()),
+                ..Default::default()
+            },
+        );
+        let err = result.expect_err(name).to_string();
+        assert!(err.contains("outside the data roots"), "{name}: {err}");
+        assert!(!err.contains(SECRET), "{name}: {err}");
+    }
+    assert_no_secret_under(&f.state.config.output_root);
+}

@@ -287,6 +287,7 @@ fn masked(text: &str) -> String {
     static PII: std::sync::OnceLock<Option<crate::stages::pii::Pii>> = std::sync::OnceLock::new();
     let pii = PII.get_or_init(|| {
         crate::stages::pii::Pii::new(&crate::stages::pii::Config {
+            confined_to: None,
             rules: None,
             actions: BTreeMap::new(),
         })

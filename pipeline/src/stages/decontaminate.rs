@@ -27,6 +27,9 @@ pub struct Config {
     /// What of a training sample is checked: `all` (default) or `prompt`.
     #[serde(default)]
     pub scope: Scope,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 fn default_ngram() -> usize {
@@ -77,7 +80,10 @@ impl Decontaminate {
         let hasher = MinHasher::new(0.5, 2, cfg.ngram, Some((1, 1)), 0);
         let mut grams = HashMap::new();
         let mut names = Vec::new();
-        let plan = Arc::new(InputPlan::new("eval"));
+        let plan = Arc::new(InputPlan {
+            confined_to: cfg.confined_to.clone(),
+            ..InputPlan::new("eval")
+        });
         for (i, path) in cfg.eval.iter().enumerate() {
             names.push(path.file_name().map_or_else(
                 || path.display().to_string(),

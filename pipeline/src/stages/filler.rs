@@ -40,6 +40,9 @@ pub struct Config {
     /// Smooth document text too (default false).
     #[serde(default)]
     pub documents: bool,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -132,7 +135,12 @@ fn is_punct_token(w: &str) -> bool {
 impl Filler {
     /// Build from config: read the rules and prepare the segmenter.
     pub fn new(cfg: &Config) -> Result<Filler, crate::error::StageError> {
-        let rules: Rules = super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "filler rules")?;
+        let rules: Rules = super::load_toml(
+            cfg.rules.as_deref(),
+            BUILTIN_RULES,
+            "filler rules",
+            cfg.confined_to.as_deref(),
+        )?;
         Ok(Filler::from_rules(cfg, &rules))
     }
 
@@ -503,6 +511,7 @@ mod tests {
 
     fn stage() -> Filler {
         Filler::new(&Config {
+            confined_to: None,
             rules: None,
             roles: default_roles(),
             documents: false,

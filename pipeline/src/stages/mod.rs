@@ -27,13 +27,16 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     path: Option<&std::path::Path>,
     builtin: &str,
     what: &str,
+    roots: Option<&[std::path::PathBuf]>,
 ) -> Result<T, crate::error::StageError> {
     let (name, text) = match path {
         Some(p) => (
             p.to_path_buf(),
-            std::fs::read_to_string(p).map_err(|e| crate::error::StageError::File {
-                path: p.to_path_buf(),
-                message: e.to_string(),
+            crate::confine::read_to_string_within(p, roots).map_err(|e| {
+                crate::error::StageError::File {
+                    path: p.to_path_buf(),
+                    message: e.to_string(),
+                }
             })?,
         ),
         None => (
@@ -247,12 +250,20 @@ impl StageConfig {
         }
     }
 
-    /// A confined compile: the tokenizers the stage loads are checked on the opened file
-    /// against `roots` ([`crate::confine::open_confined`]).
+    /// A confined compile: the files the stage loads (tokenizers, rules, word lists,
+    /// profiles, evaluation sets) are checked on the opened file against `roots`
+    /// ([`crate::confine::open_confined`]).
     pub fn confine_reads(&mut self, roots: &std::sync::Arc<[std::path::PathBuf]>) {
         match self {
             StageConfig::Truncate(c) => c.confined_to = Some(roots.clone()),
             StageConfig::Mix(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Rules(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Sensitive(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Tags(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Decontaminate(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Filler(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Pii(c) => c.confined_to = Some(roots.clone()),
+            StageConfig::Quality(c) => c.confined_to = Some(roots.clone()),
             _ => {}
         }
     }

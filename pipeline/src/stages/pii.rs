@@ -40,6 +40,9 @@ pub struct Config {
     /// Action per type name (`phone`, `id`, `bank_card`, `email`, `ip`); `mask` when unnamed.
     #[serde(default)]
     pub actions: BTreeMap<String, Action>,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 impl Config {
@@ -141,7 +144,12 @@ impl Pii {
             .rules
             .as_ref()
             .map_or("builtin pii rules".into(), |p| p.display().to_string());
-        let file: RulesFile = super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "pii rules")?;
+        let file: RulesFile = super::load_toml(
+            cfg.rules.as_deref(),
+            BUILTIN_RULES,
+            "pii rules",
+            cfg.confined_to.as_deref(),
+        )?;
         for k in cfg.actions.keys() {
             if !file.types.iter().any(|t| &t.name == k) {
                 let known: Vec<&str> = file.types.iter().map(|t| t.name.as_str()).collect();
@@ -258,6 +266,7 @@ mod tests {
 
     fn stage(actions: &[(&str, Action)]) -> Pii {
         Pii::new(&Config {
+            confined_to: None,
             rules: None,
             actions: actions.iter().map(|(k, a)| (k.to_string(), *a)).collect(),
         })
@@ -330,6 +339,7 @@ mod tests {
             Verdict::Drop(_, r) if r.code == "pii"
         ));
         assert!(Pii::new(&Config {
+            confined_to: None,
             rules: None,
             actions: [("passport".to_string(), Action::Mask)].into()
         })

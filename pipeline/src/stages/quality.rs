@@ -82,6 +82,9 @@ pub struct Config {
     /// Single thresholds overriding the file's (`thresholds = { max_turn_chars = 4000 }`).
     #[serde(default)]
     pub thresholds: Thresholds,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 impl Config {
@@ -313,8 +316,12 @@ impl<'t> NgramLevels<'t> {
 impl Quality {
     /// Build from config.
     pub fn new(cfg: &Config) -> Result<Quality, crate::error::StageError> {
-        let base: Thresholds =
-            super::load_toml(cfg.rules.as_deref(), BUILTIN_RULES, "quality rules")?;
+        let base: Thresholds = super::load_toml(
+            cfg.rules.as_deref(),
+            BUILTIN_RULES,
+            "quality rules",
+            cfg.confined_to.as_deref(),
+        )?;
         Ok(Quality {
             t: base.overlay(&cfg.thresholds),
         })

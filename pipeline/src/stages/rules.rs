@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     /// Rule files (relative to the pipeline file), applied in order.
     pub files: Vec<PathBuf>,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 impl Config {
@@ -188,7 +191,8 @@ impl Rules {
         let mut rules = Vec::new();
         for path in &cfg.files {
             let at = path.display();
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{at}: {e}"))?;
+            let text = crate::confine::read_to_string_within(path, cfg.confined_to.as_deref())
+                .map_err(|e| format!("{at}: {e}"))?;
             let file: RulesFile = toml::from_str(&text).map_err(|e| format!("{at}: {e}"))?;
             for spec in file.rule {
                 let ctx = format!("{at}: rule {}", spec.name);
@@ -329,7 +333,11 @@ mod tests {
 
     fn bundled() -> Rules {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules/business/ai_sales.toml");
-        Rules::new(&Config { files: vec![path] }).expect("bundled rules load")
+        Rules::new(&Config {
+            files: vec![path],
+            confined_to: None,
+        })
+        .expect("bundled rules load")
     }
 
     fn sales(turns: &[(Role, &str)]) -> Sample {
@@ -392,7 +400,12 @@ mod tests {
             b"[[rule]]\nname = \"x\"\nregex = \"(\"\naction = \"drop_sample\"\n",
         )
         .expect("write");
-        let e = Rules::new(&Config { files: vec![p] }).err().expect("fails");
+        let e = Rules::new(&Config {
+            files: vec![p],
+            confined_to: None,
+        })
+        .err()
+        .expect("fails");
         assert!(e.to_string().contains("bad.toml: rule x"), "{e}");
     }
 }

@@ -46,6 +46,9 @@ pub struct Config {
     /// The allow-list file name inside `dir` (default `allow.txt`; absent file = none).
     #[serde(default = "default_allow")]
     pub allow: String,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 fn default_allow() -> String {
@@ -127,8 +130,12 @@ pub struct Sensitive {
     pub words: usize,
 }
 
-fn read_words(path: &Path) -> Result<Vec<String>, crate::error::StageError> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_words(
+    path: &Path,
+    roots: Option<&[PathBuf]>,
+) -> Result<Vec<String>, crate::error::StageError> {
+    let text = crate::confine::read_to_string_within(path, roots)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or(""))
@@ -167,7 +174,7 @@ impl Sensitive {
                 .unwrap_or(cfg.default_action);
             let ci = categories.len();
             categories.push((name, action));
-            for w in read_words(f)? {
+            for w in read_words(f, cfg.confined_to.as_deref())? {
                 // A word in two lists belongs to the first (files in name order).
                 if seen.contains_key(&w) {
                     continue;
@@ -195,7 +202,7 @@ impl Sensitive {
         };
         let allow_path = cfg.dir.join(&cfg.allow);
         let allow = if allow_path.exists() {
-            let words = read_words(&allow_path)?;
+            let words = read_words(&allow_path, cfg.confined_to.as_deref())?;
             (!words.is_empty()).then(|| build(&words)).transpose()?
         } else {
             None
@@ -310,6 +317,7 @@ mod tests {
 
     fn bundled(actions: &[(&str, Action)]) -> Sensitive {
         Sensitive::new(&Config {
+            confined_to: None,
             dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../sensitive_words"),
             actions: actions.iter().map(|(k, a)| (k.to_string(), *a)).collect(),
             default_action: Action::Drop,

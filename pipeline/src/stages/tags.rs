@@ -35,6 +35,9 @@ pub struct Config {
     /// Value for missing users and empty cells (default `unknown`).
     #[serde(default = "default_unknown")]
     pub unknown: String,
+    /// Set by a confined compile: the folders its files must lie in when they are opened.
+    #[serde(skip)]
+    pub confined_to: Option<std::sync::Arc<[std::path::PathBuf]>>,
 }
 
 /// A derived bucket tag: `{ column = "age", tag = "age_group", edges = [18, 25, 35, 50, 65] }`
@@ -151,12 +154,15 @@ impl Tags {
                 // Every column as text: ids keep leading zeros, tags round-trip exactly.
                 .with_infer_schema_length(Some(0))
                 .map_parse_options(|o| o.with_separator(if ext == "tsv" { b'\t' } else { b',' }))
-                .try_into_reader_with_file_path(Some(path.clone()))
-                .and_then(|r| r.finish())
+                .into_reader_with_file_handle(
+                    crate::confine::open_confined(path, cfg.confined_to.as_deref())
+                        .map_err(|e| format!("{}: {e}", path.display()))?,
+                )
+                .finish()
                 .map_err(at)?,
             "parquet" | "pq" => {
-                let file =
-                    std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let file = crate::confine::open_confined(path, cfg.confined_to.as_deref())
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
                 let df = ParquetReader::new(file).finish().map_err(at)?;
                 let cols = df
                     .columns()
