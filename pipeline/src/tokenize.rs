@@ -218,49 +218,34 @@ fn sha256_files(paths: &[&Path]) -> Result<String, TokenizeError> {
 impl TokenizerHandle {
     /// Load an HF `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<TokenizerHandle, TokenizeError> {
-        let tok = tokenizers::Tokenizer::from_file(path).map_err(|e| TokenizeError::Tokenizer {
-            from: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        Ok(TokenizerHandle {
-            pieces: Default::default(),
-            vocab_size: tok.get_vocab_size(true),
-            sha256: sha256_files(&[path])?,
-            source: path.display().to_string(),
-            tok,
-        })
+        TokenizerHandle::from_file_within(path, None)
     }
 
     /// [`TokenizerHandle::from_file`], with the opened file checked against `roots` (a
-    /// confined pipeline: a path swapped for a link after its check is not read).
+    /// confined pipeline: a path swapped for a link after its check is not read). The file is
+    /// read once: parsed and hashed from the same bytes.
     pub fn from_file_within(
         path: &Path,
         roots: Option<&[PathBuf]>,
     ) -> Result<TokenizerHandle, TokenizeError> {
-        let Some(roots) = roots else {
-            return TokenizerHandle::from_file(path);
-        };
         let bad = |message: String| TokenizeError::Tokenizer {
             from: path.display().to_string(),
             message,
         };
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(
-            &mut crate::confine::open_confined(path, Some(roots))
-                .map_err(|e| bad(e.to_string()))?,
+            &mut crate::confine::open_confined(path, roots).map_err(|e| bad(e.to_string()))?,
             &mut bytes,
         )
         .map_err(|e| bad(e.to_string()))?;
         let tok = tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| bad(e.to_string()))?;
-        use sha2::Digest;
-        let sha256 = sha2::Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
         Ok(TokenizerHandle {
             pieces: Default::default(),
             vocab_size: tok.get_vocab_size(true),
-            sha256,
+            sha256: Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
             source: path.display().to_string(),
             tok,
         })

@@ -12,7 +12,7 @@
 //! its optimizer state and one step need (`max_train_memory_mib`). Every check runs again when
 //! the ablation starts, so files changed in between are caught.
 
-use crate::routes::{crashed, internal, require_read, require_write, Problem};
+use crate::routes::{crashed, internal, require_read, require_write, toml_text, Problem};
 use crate::store::AblationRow;
 use crate::worker::{compile, JobFolders};
 use crate::State;
@@ -86,21 +86,6 @@ type Refusal = (u16, String, String);
 
 fn refuse(status: u16, field: &str, message: impl Into<String>) -> Refusal {
     (status, field.to_string(), message.into())
-}
-
-/// The text of a field given as TOML text or as a JSON object.
-fn toml_text(v: &serde_json::Value, field: &str) -> Result<String, Refusal> {
-    match v {
-        serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Object(_) => {
-            toml::to_string(v).map_err(|e| refuse(422, field, format!("{field}: {e}")))
-        }
-        _ => Err(refuse(
-            422,
-            field,
-            format!("{field} must be TOML text or a JSON object"),
-        )),
-    }
 }
 
 /// The folder of an ablation that is not stored yet: no path a submission names can be it.
@@ -195,21 +180,15 @@ fn service_train(
     } else {
         config_path.clone()
     };
-    let config_text = sluice_pipeline::confine::open_confined(
-        &config_file,
-        Some(&Confinement::new(&state.config.data_roots, &[], &[]).read_roots()),
-    )
-    .and_then(|mut f| {
-        let mut t = String::new();
-        std::io::Read::read_to_string(&mut f, &mut t).map(|_| t)
-    })
-    .map_err(|e| {
-        refuse(
-            422,
-            "train.model",
-            shown(&format!("train: {}: {e}", config_file.display())),
-        )
-    })?;
+    let config_text =
+        sluice_pipeline::confine::read_to_string_within(&config_file, Some(&confine.read_roots()))
+            .map_err(|e| {
+                refuse(
+                    422,
+                    "train.model",
+                    shown(&format!("train: {}: {e}", config_file.display())),
+                )
+            })?;
     let model = sluice_trainer::config::ModelConfig::from_json(
         &config_text,
         &shown(&config_file.display().to_string()),
@@ -587,6 +566,15 @@ fn present(state: &State, mut row: AblationRow) -> AblationRow {
     row
 }
 
+/// An ablation by id, or a 404.
+fn stored_row(state: &State, id: &str) -> Result<AblationRow, Problem> {
+    state
+        .store
+        .ablation(id)
+        .map_err(internal)?
+        .ok_or_else(|| Problem::new(404, format!("no ablation {id}")))
+}
+
 /// The routes.
 pub fn routes() -> Router<Arc<State>> {
     Router::new()
@@ -657,9 +645,7 @@ pub(crate) async fn one(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     require_read(&state, &headers)?;
-    let Some(row) = state.store.ablation(&id).map_err(internal)? else {
-        return Err(Problem::new(404, format!("no ablation {id}")));
-    };
+    let row = stored_row(&state, &id)?;
     let stored: Option<Stored> = serde_json::from_value(row.request.clone()).ok();
     let output = PathBuf::from(&row.output);
     let points = tokio::task::spawn_blocking(move || {
@@ -710,9 +696,7 @@ pub(crate) async fn report(
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     require_read(&state, &headers)?;
-    let Some(row) = state.store.ablation(&id).map_err(internal)? else {
-        return Err(Problem::new(404, format!("no ablation {id}")));
-    };
+    let row = stored_row(&state, &id)?;
     if row.state != "succeeded" {
         return Err(Problem::new(
             404,

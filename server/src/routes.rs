@@ -736,13 +736,26 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<
 
 /// A pipeline given as TOML text or as a JSON object, as TOML text.
 fn pipeline_text(v: &serde_json::Value) -> Result<String, Problem> {
+    toml_text(v, "pipeline")
+        .map_err(|(status, field, message)| Problem::new(status, message).field(field))
+}
+
+/// The text of a request field given as TOML text or as a JSON object: `Err((status, field,
+/// message))`.
+pub(crate) fn toml_text(
+    v: &serde_json::Value,
+    field: &str,
+) -> Result<String, (u16, String, String)> {
     match v {
         serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Object(_) => toml::to_string(v)
-            .map_err(|e| Problem::new(422, format!("pipeline: {e}")).field("pipeline")),
-        _ => {
-            Err(Problem::new(422, "pipeline must be TOML text or a JSON object").field("pipeline"))
+        serde_json::Value::Object(_) => {
+            toml::to_string(v).map_err(|e| (422, field.to_string(), format!("{field}: {e}")))
         }
+        _ => Err((
+            422,
+            field.to_string(),
+            format!("{field} must be TOML text or a JSON object"),
+        )),
     }
 }
 

@@ -147,12 +147,7 @@ fn content(s: &Sample) -> String {
 
 /// Content with case and whitespace folded, hashed.
 fn content_hash(text: &str) -> u64 {
-    let folded: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    xxhash_rust::xxh3::xxh3_64(folded.as_bytes())
+    xxhash_rust::xxh3::xxh3_64(super::fold(text).as_bytes())
 }
 
 /// A seeded rank of `key` (deterministic sampling and shuffling).

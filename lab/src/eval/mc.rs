@@ -11,7 +11,7 @@
 
 use super::{letter, McItem, OpenItem};
 use anyhow::{bail, Context, Result};
-use sluice_pipeline::sample::{Kind, Role, Sample, Turn};
+use sluice_pipeline::sample::Sample;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
@@ -269,30 +269,17 @@ pub fn as_sample(it: &McItem) -> Sample {
         .enumerate()
         .map(|(i, c)| format!("\n{}. {c}", letter(i)))
         .collect();
-    let mut turns = it.history.clone();
-    turns.push(Turn::new(Role::User, format!("{}{options}", it.prompt)));
-    turns.push(Turn::new(Role::Assistant, it.choices[it.gold].clone()));
-    Sample {
-        id: it.id.clone(),
-        source: "mc".into(),
-        domain: it.domain.clone(),
-        task: it.task.clone(),
-        kind: Kind::Sft,
-        user_id: None,
-        system: None,
-        tools: None,
-        turns,
-        text: None,
-        tags: Default::default(),
-    }
-}
-
-/// Answers compared for sameness: case and whitespace folded.
-fn norm(s: &str) -> String {
-    s.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase()
+    let mut s = super::dialogue(
+        &it.id,
+        &it.domain,
+        &it.task,
+        None,
+        &it.history,
+        &format!("{}{options}", it.prompt),
+        &it.choices[it.gold],
+    );
+    s.source = "mc".into();
+    s
 }
 
 /// Synthetic items from open items: per task with at least `choices` distinct answers, each
@@ -306,16 +293,16 @@ pub fn synthetic(items: &[OpenItem], choices: usize, seed: u64) -> (Vec<McItem>,
     let mut out = Vec::new();
     let mut short = Vec::new();
     for (task, group) in by_task {
-        let distinct: HashSet<String> = group.iter().map(|i| norm(&i.reference)).collect();
+        let distinct: HashSet<String> = group.iter().map(|i| super::fold(&i.reference)).collect();
         if distinct.len() < choices {
             short.push(task.to_string());
             continue;
         }
         for it in &group {
-            let gold_norm = norm(&it.reference);
+            let gold_norm = super::fold(&it.reference);
             let mut others: Vec<&&OpenItem> = group
                 .iter()
-                .filter(|o| norm(&o.reference) != gold_norm)
+                .filter(|o| super::fold(&o.reference) != gold_norm)
                 .collect();
             others.sort_by_key(|o| {
                 (
@@ -326,7 +313,7 @@ pub fn synthetic(items: &[OpenItem], choices: usize, seed: u64) -> (Vec<McItem>,
             let mut picked: Vec<String> = Vec::new();
             let mut seen: HashSet<String> = HashSet::new();
             for o in others {
-                if seen.insert(norm(&o.reference)) {
+                if seen.insert(super::fold(&o.reference)) {
                     picked.push(o.reference.clone());
                 }
                 if picked.len() + 1 == choices {

@@ -13,7 +13,7 @@ pub mod mc;
 pub mod run;
 
 use serde::{Deserialize, Serialize};
-use sluice_pipeline::sample::Turn;
+use sluice_pipeline::sample::{Kind, Role, Sample, Turn};
 use std::collections::BTreeMap;
 
 /// One open-form item: the dialogue up to the last user turn, and the answer it should get.
@@ -115,4 +115,41 @@ pub fn file_stem(domain: &str) -> String {
     }
     s.truncate(120);
     s
+}
+
+/// Text compared for sameness: whitespace runs folded to one space, lowercase.
+pub fn fold(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// A dialogue sample: `history`, then `prompt` as the user's turn and `answer` as the
+/// assistant's (how items are scored and checked against training data).
+pub fn dialogue(
+    id: &str,
+    domain: &str,
+    task: &str,
+    system: Option<&str>,
+    history: &[Turn],
+    prompt: &str,
+    answer: &str,
+) -> Sample {
+    let mut turns = history.to_vec();
+    turns.push(Turn::new(Role::User, prompt.to_string()));
+    turns.push(Turn::new(Role::Assistant, answer.to_string()));
+    Sample {
+        id: id.to_string(),
+        source: "eval".into(),
+        domain: domain.to_string(),
+        task: task.to_string(),
+        kind: Kind::Sft,
+        user_id: None,
+        system: system.map(str::to_string),
+        tools: None,
+        turns,
+        text: None,
+        tags: Default::default(),
+    }
 }

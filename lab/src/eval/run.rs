@@ -20,7 +20,7 @@
 use super::{McItem, OpenItem};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sluice_pipeline::sample::{Kind, Role, Sample, Turn};
+use sluice_pipeline::sample::Turn;
 use sluice_pipeline::tokenize::{encode_sample, Budget, Template, TokenizerHandle, TrainOn};
 use sluice_trainer::metrics::{self, BleuStats, BleuTokenizer};
 use sluice_trainer::model::Model;
@@ -146,22 +146,7 @@ impl<'a> Scorer<'a> {
         prompt: &str,
         answer: &str,
     ) -> Result<(Vec<u32>, Vec<u32>)> {
-        let mut turns = history.to_vec();
-        turns.push(Turn::new(Role::User, prompt.to_string()));
-        turns.push(Turn::new(Role::Assistant, answer.to_string()));
-        let sample = Sample {
-            id: String::new(),
-            source: String::new(),
-            domain: String::new(),
-            task: String::new(),
-            kind: Kind::Sft,
-            user_id: None,
-            system: system.map(str::to_string),
-            tools: None,
-            turns,
-            text: None,
-            tags: Default::default(),
-        };
+        let sample = super::dialogue("", "", "", system, history, prompt, answer);
         let enc = encode_sample(
             self.tok,
             self.tpl,
