@@ -616,16 +616,8 @@ impl TokenCounter {
             return Ok(TokenCounter::Approx);
         };
         let handle = TokenizerHandle::shared_within(path, roots)?;
-        let mut bytes = Vec::new();
-        crate::confine::open_confined(path, roots)
-            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
-            .map_err(|e| TokenizeError::File {
-                path: path.to_path_buf(),
-                source: e,
-            })?;
-        use sha2::Digest;
-        let hash = sha2::Sha256::digest(&bytes);
-        let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+        // The first 6 bytes of the file's sha256, from the bytes the handle was parsed from.
+        let hex: String = handle.sha256.chars().take(12).collect();
         let file = path
             .file_name()
             .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
